@@ -1,0 +1,22 @@
+"""Serialization: the tensor codec and the drop-in serializers of ``common.serialization``."""
+
+from flwire.serialization.tensor_codec import (
+    DecodeLimits,
+    TensorMapView,
+    TensorRecord,
+    decode_tensor_map,
+    encode_tensor_map,
+    read_tensor_map,
+)
+from flwire.serialization.weight_serializer import DifferentialWeightSerializer, WeightSerializer
+
+__all__ = [
+    "DecodeLimits",
+    "DifferentialWeightSerializer",
+    "TensorMapView",
+    "TensorRecord",
+    "WeightSerializer",
+    "decode_tensor_map",
+    "encode_tensor_map",
+    "read_tensor_map",
+]

@@ -1,0 +1,138 @@
+"""Per-tensor byte transforms: CRC-32C, byte shuffle and Zstandard.
+
+Each function works on one tensor's bytes; :func:`run_parallel` spreads the
+per-tensor work over threads (zstd, crc32c and numpy copies release the GIL).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import crc32c as _crc32c
+import numpy as np
+import zstandard
+
+from flwire.exceptions import SerializationException
+
+T = TypeVar("T")
+
+# Below this many bytes in total, threads cost more than they save.
+PARALLEL_MIN_BYTES = 1 << 20
+
+_local = threading.local()
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def crc32c(data: Any) -> int:
+    """CRC-32C (Castagnoli) of a bytes-like object."""
+    return int(_crc32c.crc32c(data))
+
+
+def shuffle(raw: np.ndarray, itemsize: int) -> np.ndarray:
+    """Byte-shuffle ``raw`` (uint8): byte j of element i goes to j*n+i."""
+    if itemsize == 1:
+        return raw
+    return np.ascontiguousarray(raw.reshape(-1, itemsize).T)
+
+
+def unshuffle_into(shuffled: np.ndarray, out: np.ndarray, itemsize: int) -> None:
+    """Invert :func:`shuffle`, writing into ``out`` (uint8, same size)."""
+    if itemsize == 1:
+        np.copyto(out, shuffled)
+        return
+    np.copyto(out.reshape(-1, itemsize), shuffled.reshape(itemsize, -1).T)
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "cctx", None)
+    if cache is None:
+        cache = _local.cctx = {}
+    cctx = cache.get(level)
+    if cctx is None:
+        cctx = cache[level] = zstandard.ZstdCompressor(
+            level=level, write_content_size=True, write_checksum=False
+        )
+    return cctx
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if dctx is None:
+        dctx = _local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def zstd_compress(data: Any, level: int) -> bytes:
+    """One zstd frame that records its content size."""
+    return _compressor(level).compress(data)
+
+
+def zstd_content_size(frame: memoryview, tensor_name: str) -> int:
+    """Content size declared in a frame header; raise if absent or unreadable."""
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as exc:
+        raise SerializationException(
+            f"tensor {tensor_name!r}: data is not a valid zstd frame ({exc})"
+        ) from None
+    if size < 0:
+        raise SerializationException(
+            f"tensor {tensor_name!r}: zstd frame does not record its content size "
+            "(flwire writers always record it; refusing to decompress an unbounded frame)"
+        )
+    return int(size)
+
+
+def zstd_decompress_into(frame: memoryview, out: np.ndarray, tensor_name: str) -> None:
+    """Decompress one frame into ``out`` (uint8), which must be exactly its content size."""
+    view = memoryview(out.data).cast("B")
+    filled = 0
+    try:
+        with _decompressor().stream_reader(frame, read_across_frames=False) as reader:
+            while filled < len(view):
+                got = reader.readinto(view[filled:])
+                if got == 0:
+                    break
+                filled += got
+            extra = reader.read(1)
+    except zstandard.ZstdError as exc:
+        raise SerializationException(f"tensor {tensor_name!r}: corrupt zstd data ({exc})") from None
+    if filled != len(view) or extra:
+        raise SerializationException(
+            f"tensor {tensor_name!r}: zstd frame holds {'more' if extra else filled} bytes, "
+            f"header and raw_size declare {len(view)}"
+        )
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="flwire-codec"
+            )
+        return _pool
+
+
+def default_threads() -> int:
+    """Threads used when the caller does not say: one per core."""
+    return os.cpu_count() or 1
+
+
+def run_parallel(fn: Callable[[int], T], sizes: Sequence[int], threads: int | None) -> list[T]:
+    """Call ``fn(i)`` for each index, on threads when the work is big enough.
+
+    The largest items are started first so that the cores finish together.
+    """
+    threads = default_threads() if threads is None else threads
+    if threads <= 1 or len(sizes) < 2 or sum(sizes) < PARALLEL_MIN_BYTES:
+        return [fn(i) for i in range(len(sizes))]
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    pool = _executor()
+    futures = {i: pool.submit(fn, i) for i in order}
+    return [futures[i].result() for i in range(len(sizes))]
