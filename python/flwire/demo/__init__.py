@@ -1,0 +1,1 @@
+"""What `flwire demo` runs."""
