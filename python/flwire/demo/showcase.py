@@ -7,6 +7,7 @@ transport exists; until then `flwire demo` / `make demo` run this.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -57,15 +58,15 @@ def run(out: TextIO) -> int:
     )
     print("", file=out)
     print(f"{'mode':<16}{'bytes':>12}{'of raw':>9}{'encode ms':>11}{'decode ms':>11}", file=out)
-    modes = {
+    modes: dict[str, dict[str, Any]] = {
         "zstd (default)": {"compression": "zstd"},
         "zstd + shuffle": {"compression": "zstd", "shuffle": True},
         "uncompressed": {"compression": "none"},
     }
     for label, opts in modes.items():
         blob = encode_tensor_map(state, **opts)
-        enc = _best_ms(lambda opts=opts: encode_tensor_map(state, **opts))
-        dec = _best_ms(lambda blob=blob: decode_tensor_map(blob))
+        enc = _best_ms(functools.partial(encode_tensor_map, state, **opts))
+        dec = _best_ms(functools.partial(decode_tensor_map, blob))
         back = decode_tensor_map(blob)
         assert all(torch.equal(back[k], v) for k, v in state.items())
         print(

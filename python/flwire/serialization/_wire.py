@@ -72,13 +72,16 @@ def decode_varint(buf: memoryview, pos: int, end: int, what: str) -> tuple[int, 
 
 class Field(NamedTuple):
     """One decoded field: ``value`` is the integer for varint/fixed types; for
-    length-delimited fields ``start``/``end`` bound the payload in the buffer."""
+    length-delimited fields ``start``/``end`` bound the payload in the buffer.
+    ``key_start`` is where the field's key begins (the field spans
+    ``key_start:end``)."""
 
     number: int
     wire_type: int
     value: int
     start: int
     end: int
+    key_start: int = 0
 
 
 def iter_fields(buf: memoryview, start: int, end: int, what: str) -> Iterator[Field]:
@@ -89,13 +92,14 @@ def iter_fields(buf: memoryview, start: int, end: int, what: str) -> Iterator[Fi
     """
     pos = start
     while pos < end:
+        key_start = pos
         key, pos = decode_varint(buf, pos, end, what)
         number, wire_type = key >> 3, key & 7
         if number == 0:
             raise SerializationException(f"field number 0 in {what} at byte {pos}")
         if wire_type == VARINT:
             value, pos = decode_varint(buf, pos, end, what)
-            yield Field(number, wire_type, value, pos, pos)
+            yield Field(number, wire_type, value, pos, pos, key_start)
         elif wire_type == LEN:
             size, pos = decode_varint(buf, pos, end, what)
             if size > end - pos:
@@ -103,14 +107,14 @@ def iter_fields(buf: memoryview, start: int, end: int, what: str) -> Iterator[Fi
                     f"field {number} of {what} declares {size} bytes but only "
                     f"{end - pos} remain (truncated input?)"
                 )
-            yield Field(number, wire_type, size, pos, pos + size)
+            yield Field(number, wire_type, size, pos, pos + size, key_start)
             pos += size
         elif wire_type in (I32, I64):
             width = 4 if wire_type == I32 else 8
             if width > end - pos:
                 raise SerializationException(f"truncated fixed-width field {number} in {what}")
             value = int.from_bytes(buf[pos : pos + width], "little")
-            yield Field(number, wire_type, value, pos, pos + width)
+            yield Field(number, wire_type, value, pos, pos + width, key_start)
             pos += width
         elif wire_type == SGROUP:
             pos = _skip_group(buf, pos, end, number, what, 1)

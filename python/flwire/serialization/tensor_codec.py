@@ -225,7 +225,7 @@ def _metadata_bytes(metadata: Mapping[str, str]) -> list[bytes]:
     return out
 
 
-def encode_tensor_map(
+def encode_tensor_map_segments(
     tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
     *,
     compression: Compression = "zstd",
@@ -233,15 +233,12 @@ def encode_tensor_map(
     shuffle: bool = False,
     metadata: Mapping[str, str] | None = None,
     threads: int | None = None,
-) -> bytes:
-    """Encode a state dict (torch tensors and/or numpy arrays) as TensorMap bytes.
+) -> list[Any]:
+    """The TensorMap encoding as a list of buffers whose concatenation is the message.
 
-    ``compression="zstd"`` compresses each tensor with Zstandard at ``level``
-    (1 is fast; 3-19 trade speed for size) and keeps a tensor raw when
-    compressing does not make it smaller. ``shuffle=True`` byte-shuffles
-    multi-byte dtypes first (smaller floats, slower). ``threads`` caps the cores
-    used (None: all; 1: the calling thread only). Tensors on another device are
-    copied to the CPU; non-contiguous tensors are made contiguous.
+    Uncompressed tensors appear as views on the source tensors, so a caller
+    that embeds the map in a larger message (an Envelope) joins everything in
+    one copy. Options as in :func:`encode_tensor_map`.
     """
     if compression not in ("zstd", "none"):
         raise SerializationException(f"unknown compression {compression!r}; use 'zstd' or 'none'")
@@ -263,6 +260,35 @@ def encode_tensor_map(
             segments.append(data)
     if metadata:
         segments.extend(_metadata_bytes(metadata))
+    return segments
+
+
+def encode_tensor_map(
+    tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
+    *,
+    compression: Compression = "zstd",
+    level: int = 1,
+    shuffle: bool = False,
+    metadata: Mapping[str, str] | None = None,
+    threads: int | None = None,
+) -> bytes:
+    """Encode a state dict (torch tensors and/or numpy arrays) as TensorMap bytes.
+
+    ``compression="zstd"`` compresses each tensor with Zstandard at ``level``
+    (1 is fast; 3-19 trade speed for size) and keeps a tensor raw when
+    compressing does not make it smaller. ``shuffle=True`` byte-shuffles
+    multi-byte dtypes first (smaller floats). ``threads`` caps the cores used
+    (None: all; 1: the calling thread only). Tensors on another device are
+    copied to the CPU; non-contiguous tensors are made contiguous.
+    """
+    segments = encode_tensor_map_segments(
+        tensors,
+        compression=compression,
+        level=level,
+        shuffle=shuffle,
+        metadata=metadata,
+        threads=threads,
+    )
     return b"".join(segments)
 
 

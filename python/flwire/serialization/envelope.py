@@ -1,0 +1,123 @@
+"""Envelope bytes with the weights carved out: splice on encode, split on decode.
+
+The generated classes copy every ``bytes`` field they parse, so the tensor data
+never goes through them. On encode, the envelope is serialized by the generated
+class with the body's ``weights`` field empty, and the TensorMap bytes are
+spliced in at the place (field-number order) the generated serializer would
+have put them. On decode, the wire is walked to find the weights field; the
+rest (ids, metrics, config: small) is parsed by the generated class and the
+weights are handed out as a view on the received buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from flwire.exceptions import SerializationException
+from flwire.serialization._wire import LEN, expect_wire_type, iter_fields, len_field
+from flwire.v1 import messages_pb2, tensor_pb2
+
+_BODY = messages_pb2.Envelope.DESCRIPTOR.oneofs_by_name["body"]
+BODY_FIELD_NUMBERS = {f.number: f.name for f in _BODY.fields}
+BODY_NUMBER_BY_NAME = {f.name: f.number for f in _BODY.fields}
+BODY_NAME_BY_CLASS_NAME = {f.message_type.full_name: f.name for f in _BODY.fields}
+
+
+def _weights_number(field: Any) -> int | None:
+    weights = field.message_type.fields_by_name.get("weights")
+    if weights is not None and weights.message_type is tensor_pb2.TensorMap.DESCRIPTOR:
+        return int(weights.number)
+    return None
+
+
+# body name -> field number of its TensorMap `weights` field (absent: no weights)
+WEIGHTS_FIELD: dict[str, int] = {
+    f.name: n for f in _BODY.fields if (n := _weights_number(f)) is not None
+}
+
+
+def splice(envelope: messages_pb2.Envelope, weights: Sequence[Any] | None) -> list[Any]:
+    """Serialize ``envelope`` with ``weights`` (TensorMap bytes as a list of
+    buffers) as its body's weights field; return the output as buffers."""
+    body_name = envelope.WhichOneof("body")
+    if body_name is None:
+        raise SerializationException("the envelope has no body: set one message type")
+    body = getattr(envelope, body_name)
+    if body_name in WEIGHTS_FIELD and body.HasField("weights"):
+        raise SerializationException("pass weights as TensorMap bytes, not inside the body")
+    full = envelope.SerializeToString(deterministic=True)
+    body_bytes = body.SerializeToString(deterministic=True)
+    body_number = BODY_NUMBER_BY_NAME[body_name]
+    # The body is the envelope's highest-numbered field, so it is the tail of `full`.
+    tail = len_field(body_number, len(body_bytes)) + body_bytes
+    if not full.endswith(tail):  # pragma: no cover - would mean a schema reorder
+        raise SerializationException("internal error: the envelope body is not its last field")
+    prefix = full[: len(full) - len(tail)]
+    if weights is None:
+        return [full]
+    if body_name not in WEIGHTS_FIELD:
+        raise SerializationException(f"a {body_name} message carries no weights")
+    number = WEIGHTS_FIELD[body_name]
+    weights_len = sum(len(memoryview(w).cast("B")) for w in weights)
+    view = memoryview(body_bytes)
+    insert_at = len(body_bytes)
+    for field in iter_fields(view, 0, len(view), body_name):
+        if field.number > number:
+            insert_at = field.key_start
+            break
+    weights_key = len_field(number, weights_len)
+    body_len = len(body_bytes) + len(weights_key) + weights_len
+    return [
+        prefix + len_field(body_number, body_len) + body_bytes[:insert_at] + weights_key,
+        *weights,
+        body_bytes[insert_at:],
+    ]
+
+
+def split(data: Any) -> tuple[messages_pb2.Envelope, memoryview | None]:
+    """Parse envelope bytes; return the envelope (weights field left empty) and
+    a view on the TensorMap bytes of its weights, if any."""
+    try:
+        buf = memoryview(data).cast("B")
+    except TypeError:
+        raise SerializationException(
+            f"expected a bytes-like message, got {type(data).__name__}"
+        ) from None
+    body = None
+    for field in iter_fields(buf, 0, len(buf), "Envelope"):
+        if field.number in BODY_FIELD_NUMBERS:
+            expect_wire_type(field, LEN, "Envelope")
+            if body is not None:
+                raise SerializationException("the envelope holds more than one body field")
+            body = field
+    weights = None
+    if body is not None and BODY_FIELD_NUMBERS[body.number] in WEIGHTS_FIELD:
+        name = BODY_FIELD_NUMBERS[body.number]
+        number = WEIGHTS_FIELD[name]
+        for field in iter_fields(buf, body.start, body.end, name):
+            if field.number == number:
+                expect_wire_type(field, LEN, f"{name}.weights")
+                if weights is not None:
+                    raise SerializationException(f"{name} holds its weights field twice")
+                weights = field
+    envelope = messages_pb2.Envelope()
+    try:
+        if weights is None:
+            envelope.ParseFromString(buf)
+            return envelope, None
+        assert body is not None
+        stripped = b"".join(
+            (
+                buf[: body.key_start],
+                len_field(body.number, (body.end - body.start) - (weights.end - weights.key_start)),
+                buf[body.start : weights.key_start],
+                buf[weights.end :],
+            )
+        )
+        envelope.ParseFromString(stripped)
+    except DecodeError as exc:
+        raise SerializationException(f"malformed envelope: {exc}") from None
+    return envelope, buf[weights.start : weights.end]
