@@ -1,0 +1,264 @@
+"""The Kafka transport, on confluent-kafka (librdkafka).
+
+- Producer: idempotent (``enable.idempotence``, which implies ``acks=all``),
+  no Kafka-level compression (flwire compresses tensors itself), delivery
+  reports surfaced as awaitables; a failed delivery raises
+  CommunicationException with the broker's reason.
+- Consumer: auto-commit off, offsets committed only when the Channel says a
+  record is handled (at-least-once). Each consumer lives on its own thread, so
+  the blocking librdkafka calls never run on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from flwire.communication.transport import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Headers,
+    Record,
+    Subscription,
+    Transport,
+)
+from flwire.exceptions import CommunicationException
+
+logger = logging.getLogger(__name__)
+
+
+def _reason(err: Any) -> str:
+    if isinstance(err, KafkaError):
+        return f"{err.name()}: {err.str()}"
+    return str(err)
+
+
+class _KafkaSubscription(Subscription):
+    def __init__(self, config: dict[str, Any], topics: Sequence[str], poll_timeout: float) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flwire-consumer")
+        self._config = config
+        self._topics = list(topics)
+        self._poll_timeout = poll_timeout
+        self._consumer: Consumer | None = None
+        self._closed = False
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def open(self) -> None:
+        def create() -> Consumer:
+            consumer = Consumer(self._config)
+            consumer.subscribe(self._topics)
+            return consumer
+
+        self._consumer = await self._run(create)
+
+    async def _records(self) -> AsyncIterator[Record]:
+        assert self._consumer is not None
+        while not self._closed:
+            batch = await self._run(self._consumer.consume, 500, self._poll_timeout)
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    if err.fatal():
+                        raise CommunicationException(f"Kafka consumer failed: {_reason(err)}")
+                    logger.warning("Kafka consumer: %s", _reason(err))
+                    continue
+                yield Record(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    list(msg.headers() or []),
+                )
+                if self._closed:
+                    return
+
+    def __aiter__(self) -> AsyncIterator[Record]:
+        return self._records()
+
+    async def commit(self, topic: str, partition: int, next_offset: int) -> None:
+        assert self._consumer is not None
+        try:
+            await self._run(
+                self._consumer.commit,
+                offsets=[TopicPartition(topic, partition, next_offset)],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            raise CommunicationException(
+                f"could not commit {topic}[{partition}]@{next_offset}: {_reason(exc.args[0])}"
+            ) from None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._consumer is not None:
+            await self._run(self._consumer.close)
+        self._executor.shutdown(wait=False)
+
+
+class KafkaTransport(Transport):
+    """Records on an Apache Kafka cluster.
+
+    ``producer_config`` / ``consumer_config`` are merged over flwire's defaults
+    (librdkafka property names).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        producer_config: dict[str, Any] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        num_partitions: int = 1,
+        poll_timeout: float = 0.2,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.max_record_bytes = max_record_bytes
+        self.num_partitions = num_partitions
+        self.poll_timeout = poll_timeout
+        self.producer_config = {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "none",
+            "linger.ms": 2,
+            "message.max.bytes": max_record_bytes + 4096,
+            **(producer_config or {}),
+        }
+        self.consumer_config = {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            **(consumer_config or {}),
+        }
+        self._producer: Producer | None = None
+        self._admin: AdminClient | None = None
+        self._poller: threading.Thread | None = None
+        self._running = False
+        self._subscriptions: list[_KafkaSubscription] = []
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        try:
+            self._producer = Producer(self.producer_config)
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        except KafkaException as exc:
+            raise CommunicationException(f"invalid Kafka configuration: {exc}") from None
+        self._running = True
+        self._poller = threading.Thread(target=self._poll, name="flwire-producer", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while self._running and self._producer is not None:
+            self._producer.poll(0.05)
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        for sub in list(self._subscriptions):
+            await sub.close()
+        self._subscriptions.clear()
+        producer = self._producer
+        if producer is not None:
+            loop = asyncio.get_running_loop()
+            remaining = await loop.run_in_executor(None, producer.flush, 30)
+            if remaining:
+                logger.error("%d Kafka record(s) were not delivered before stop", remaining)
+        self._running = False
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        admin = self._require(self._admin)
+        loop = asyncio.get_running_loop()
+        existing = await loop.run_in_executor(None, lambda: admin.list_topics(timeout=10).topics)
+        missing = [t for t in topics if t not in existing]
+        if not missing:
+            return
+        futures = admin.create_topics(
+            [NewTopic(t, num_partitions=self.num_partitions, replication_factor=1) for t in missing]
+        )
+        for topic, future in futures.items():
+            try:
+                await asyncio.wrap_future(future)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise CommunicationException(
+                        f"could not create topic {topic!r}: {_reason(err)}"
+                    ) from None
+
+    async def send(
+        self, topic: str, value: Any, *, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        producer = self._require(self._producer)
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            def settle() -> None:
+                if delivered.done():
+                    return
+                if err is not None:
+                    delivered.set_exception(
+                        CommunicationException(f"delivery to {topic!r} failed: {_reason(err)}")
+                    )
+                else:
+                    delivered.set_result(None)
+
+            loop.call_soon_threadsafe(settle)
+
+        data = value if isinstance(value, bytes) else bytes(value)
+        while True:
+            try:
+                producer.produce(topic, data, key, headers=headers or None, on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                await asyncio.sleep(0.05)
+            except KafkaException as exc:
+                raise CommunicationException(
+                    f"could not send to {topic!r}: {_reason(exc.args[0])}"
+                ) from None
+        await delivered
+
+    async def subscribe(self, topics: Sequence[str], group_id: str) -> Subscription:
+        await self.ensure_topics(topics)
+        sub = _KafkaSubscription(
+            {**self.consumer_config, "group.id": group_id}, topics, self.poll_timeout
+        )
+        await sub.open()
+        self._subscriptions.append(sub)
+        return sub
+
+    async def healthy(self) -> bool:
+        admin = self._admin
+        if admin is None:
+            return False
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, lambda: admin.list_topics(timeout=3))
+        except KafkaException:
+            return False
+        return True
+
+    @staticmethod
+    def _require(obj: Any) -> Any:
+        if obj is None:
+            raise CommunicationException("Kafka transport is not started; call start() first")
+        return obj
