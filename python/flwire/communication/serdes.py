@@ -1,6 +1,6 @@
 """flwire messages as confluent-kafka serializers: ``(obj, SerializationContext)`` callables.
 
-    producer = SerializingProducer({"bootstrap.servers": ..., "value.serializer": FlwireSerializer()})
+    producer = SerializingProducer({..., "value.serializer": FlwireSerializer()})
     consumer = DeserializingConsumer({..., "value.deserializer": FlwireDeserializer()})
 
 These send each message as one record, so they suit messages under the
