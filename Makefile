@@ -8,7 +8,7 @@ STAMP := $(VENV)/.flwire-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install gen gen-check lint test unit bench demo clean
+.PHONY: install gen gen-check lint test test-fast bench demo kafka-up kafka-down clean
 
 install: $(STAMP)
 
@@ -32,8 +32,23 @@ lint: install
 	$(BIN)/buf format --diff --exit-code
 	$(BIN)/mypy
 
+# The whole suite, against a real broker: started here and stopped afterwards, unless
+# FLWIRE_KAFKA_BOOTSTRAP points at one that is already running.
 test: install gen-check lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ -z "$$FLWIRE_KAFKA_BOOTSTRAP" ]; then bash kafka/broker.sh up; fi; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ -z "$$FLWIRE_KAFKA_BOOTSTRAP" ]; then bash kafka/broker.sh down; fi; \
+	exit $$status
+
+# Everything but the broker tests (no Kafka needed).
+test-fast: install
+	$(BIN)/python -m pytest --ignore=tests/integration $(PYTEST_ARGS)
+
+kafka-up: install
+	bash kafka/broker.sh up
+
+kafka-down:
+	bash kafka/broker.sh down
 
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)

@@ -88,6 +88,47 @@ def zstd_content_size(frame: memoryview, tensor_name: str) -> int:
     return int(size)
 
 
+_SKIPPABLE_MAGIC_MASK = 0xFFFFFFF0
+_SKIPPABLE_MAGIC = 0x184D2A50
+_BLOCK_RLE = 1
+_BLOCK_RESERVED = 3
+
+
+def zstd_check_single_frame(frame: memoryview, tensor_name: str) -> None:
+    """Raise unless ``frame`` is exactly one complete zstd frame, nothing after it.
+
+    Walks the block headers (RFC 8878 section 3.1.1.2) without decompressing:
+    a frame whose last block is missing, or bytes after the frame (a second
+    frame, a skippable frame), are refused before any allocation.
+    """
+    try:
+        pos = zstandard.frame_header_size(frame)
+        has_checksum = zstandard.get_frame_parameters(frame).has_checksum
+    except zstandard.ZstdError as exc:
+        raise SerializationException(
+            f"tensor {tensor_name!r}: data is not a valid zstd frame ({exc})"
+        ) from None
+    end = len(frame)
+    while True:
+        if pos + 3 > end:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: zstd frame is truncated (its last block is missing)"
+            )
+        header = frame[pos] | (frame[pos + 1] << 8) | (frame[pos + 2] << 16)
+        last, block_type, size = header & 1, (header >> 1) & 3, header >> 3
+        if block_type == _BLOCK_RESERVED:
+            raise SerializationException(f"tensor {tensor_name!r}: corrupt zstd block header")
+        pos += 3 + (1 if block_type == _BLOCK_RLE else size)
+        if last:
+            break
+    pos += 4 if has_checksum else 0
+    if pos != end:
+        raise SerializationException(
+            f"tensor {tensor_name!r}: data holds {end - pos:+d} bytes beyond one zstd frame "
+            "(exactly one frame per tensor is allowed)"
+        )
+
+
 def zstd_decompress_into(frame: memoryview, out: np.ndarray, tensor_name: str) -> None:
     """Decompress one frame into ``out`` (uint8), which must be exactly its content size."""
     view = memoryview(out.data).cast("B")
@@ -103,9 +144,10 @@ def zstd_decompress_into(frame: memoryview, out: np.ndarray, tensor_name: str) -
     except zstandard.ZstdError as exc:
         raise SerializationException(f"tensor {tensor_name!r}: corrupt zstd data ({exc})") from None
     if filled != len(view) or extra:
+        held = "more than that" if extra else f"only {filled}"
         raise SerializationException(
-            f"tensor {tensor_name!r}: zstd frame holds {'more' if extra else filled} bytes, "
-            f"header and raw_size declare {len(view)}"
+            f"tensor {tensor_name!r}: zstd frame decompresses to {held} bytes; its header "
+            f"and raw_size declare {len(view)}"
         )
 
 

@@ -15,6 +15,7 @@ import torch
 from flwire.exceptions import SerializationException
 from flwire.v1 import tensor_pb2 as pb
 
+_ml_dtypes: Any
 try:  # optional: numpy dtypes for bfloat16 / float8
     import ml_dtypes as _ml_dtypes
 except ImportError:  # pragma: no cover - exercised only without ml_dtypes

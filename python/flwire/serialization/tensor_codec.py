@@ -47,6 +47,8 @@ Compression = Literal["zstd", "none"]
 TensorLike = Any  # torch.Tensor or numpy.ndarray
 
 GIB = 1 << 30
+#: Stock protobuf parsers refuse messages of 2 GiB and more.
+MAX_MESSAGE_BYTES = 2 * GIB
 _DTYPE_KEY = field_key(s.T_DTYPE, VARINT)
 _CODEC_KEY = field_key(s.T_CODEC, VARINT)
 _FILTER_KEY = field_key(s.T_FILTER, VARINT)
@@ -141,7 +143,10 @@ def _source_from_torch(name: str, tensor: torch.Tensor) -> _Source:
     if t.device.type != "cpu":
         t = t.cpu()
     t = t.resolve_conj().resolve_neg().contiguous()
-    raw = t.reshape(-1).view(torch.uint8).numpy()
+    flat = t.reshape(-1)
+    if flat.numel() and flat.stride(0) != 1:  # a one-element view can keep an odd stride
+        flat = flat.clone(memory_format=torch.contiguous_format)
+    raw = flat.view(torch.uint8).numpy()
     return _Source(name, info, tuple(t.shape), raw)
 
 
@@ -196,6 +201,10 @@ def _tensor_header(src: _Source, codec: int, filt: int, crc: int, data_len: int)
 
 def _encode_one(src: _Source, compress: bool, level: int, shuffle: bool) -> tuple[bytes, Any]:
     raw = src.raw
+    if src.dtype.wire == dtypes.pb.DTYPE_BOOL and raw.nbytes and int(raw.max()) > 1:
+        raise SerializationException(
+            f"bool tensor {src.name!r} holds bytes other than 0 and 1 (made with .view(bool)?)"
+        )
     crc = z.crc32c(raw) if raw.nbytes else 0
     codec, filt = s.CODEC_NONE, s.FILTER_NONE
     data: Any = raw
@@ -260,7 +269,31 @@ def encode_tensor_map_segments(
             segments.append(data)
     if metadata:
         segments.extend(_metadata_bytes(metadata))
+    total = sum(len(memoryview(seg).cast("B")) for seg in segments)
+    if total >= MAX_MESSAGE_BYTES:
+        raise SerializationException(
+            f"the encoded TensorMap would be {total} bytes; protobuf parsers refuse messages "
+            "of 2 GiB and more. Split the state dict (flwire.serialization.split_state_dict) "
+            "and send the parts as separate maps"
+        )
     return segments
+
+
+def split_state_dict(
+    tensors: Mapping[str, TensorLike], max_raw_bytes: int = 1 << 30
+) -> list[dict[str, TensorLike]]:
+    """Split a state dict, in order, into dicts of at most ``max_raw_bytes`` raw
+    bytes each (a single larger tensor gets a dict of its own)."""
+    groups: list[dict[str, TensorLike]] = [{}]
+    size = 0
+    for name, value in tensors.items():
+        nbytes = int(value.nbytes) if hasattr(value, "nbytes") else 0
+        if groups[-1] and size + nbytes > max_raw_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][name] = value
+        size += nbytes
+    return groups
 
 
 def encode_tensor_map(
@@ -360,8 +393,10 @@ def _parse_tensor(
     if any(d < 0 for d in dims):
         raise SerializationException(f"{what} has a negative dimension in shape {list(dims)}")
     count = 1
+    span = info.itemsize  # bytes spanned if zero dimensions were one: must fit in int64
     for d in dims:
         count *= d
+        span *= max(d, 1)
     expected = count * info.itemsize
     if expected != raw_size:
         raise SerializationException(
@@ -372,6 +407,10 @@ def _parse_tensor(
         raise PayloadTooLargeError(
             f"{what} declares {raw_size} bytes, above the limit of {limits.max_tensor_bytes} "
             "(raise DecodeLimits.max_tensor_bytes if you expect tensors this large)"
+        )
+    if span >= 1 << 63:
+        raise SerializationException(
+            f"{what} has shape {list(dims)}, whose strides overflow 64 bits"
         )
     if codec not in s.CODEC_NAMES:
         raise SerializationException(f"{what} uses unknown codec {codec}; upgrade flwire")
@@ -388,6 +427,11 @@ def _parse_tensor(
             raise SerializationException(
                 f"{what}: zstd frame declares {declared} bytes, raw_size says {raw_size}"
             )
+        z.zstd_check_single_frame(data, name)
+    if raw_size == 0 and crc != 0:
+        raise SerializationException(
+            f"{what} is empty but records CRC-32C {crc:#010x} (the CRC of no bytes is 0)"
+        )
     return TensorRecord(name, info, dims, codec, filt, raw_size, crc, data)
 
 

@@ -1,0 +1,318 @@
+"""Conformance of the Python codec with the golden vectors in tests/vectors.
+
+The vectors pin the wire format (docs/wire-format.md): a change to the bytes a
+writer produces, or to what a reader accepts, fails here. Each vector is a
+``.bin`` (the TensorMap bytes), a ``.txtpb`` (its protobuf text form) and a
+``.json`` (expectations derived from the generator's inputs, not from decoding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import crc32c
+import numpy as np
+import pytest
+import torch
+import zstandard
+from flwire.exceptions import SerializationException
+from flwire.serialization import compression as z
+from flwire.serialization import decode_tensor_map, read_tensor_map
+from flwire.serialization import dtypes as fl_dtypes
+from flwire.v1 import tensor_pb2
+from google.protobuf import text_format
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "tests" / "vectors"
+SPEC = ROOT / "docs" / "wire-format.md"
+
+
+def _load_generator() -> Any:
+    spec = importlib.util.spec_from_file_location("flwire_golden_generate", VECTORS / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load_generator()
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text("utf-8"))
+NAMES = [v["name"] for v in MANIFEST["vectors"]]
+BUILDERS = {v.name: v for v in gen.VECTORS}
+WIRE_BY_TORCH = {getattr(torch, t): wire for wire, _, t in gen.DTYPES.values()}
+SAME_ZSTD = (
+    zstandard.__version__ == MANIFEST["zstandard_version"]
+    and ".".join(map(str, zstandard.ZSTD_VERSION)) == MANIFEST["libzstd_version"]
+)
+
+
+def _bin(name: str) -> bytes:
+    return (VECTORS / f"{name}.bin").read_bytes()
+
+
+def _expected(name: str) -> dict[str, Any]:
+    return json.loads((VECTORS / f"{name}.json").read_text("utf-8"))
+
+
+def _uses_zstd(name: str) -> bool:
+    return any(t["codec"] == "CODEC_ZSTD" for t in _expected(name)["tensors"])
+
+
+def _raw(t: torch.Tensor) -> bytes:
+    return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _decoded_signature(data: bytes) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+    """What a decode produces: (name, wire dtype, shape, raw bytes) per tensor, and metadata."""
+    tensors = decode_tensor_map(data)
+    metadata = read_tensor_map(data).metadata
+    return [
+        (name, WIRE_BY_TORCH[t.dtype], tuple(t.shape), _raw(t)) for name, t in tensors.items()
+    ], metadata
+
+
+def _expected_signature(name: str) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+    e = _expected(name)
+    return [
+        (t["name"], t["dtype"], tuple(t["shape"]), bytes.fromhex(t["raw_hex"]))
+        for t in e["tensors"]
+    ], e["metadata"]
+
+
+def _shuffle_reference(raw: bytes, width: int) -> bytes:
+    """Byte shuffle as the spec defines it: output[j*n + i] = raw[i*width + j]."""
+    n = len(raw) // width
+    out = bytearray(len(raw))
+    for i in range(n):
+        for j in range(width):
+            out[j * n + i] = raw[i * width + j]
+    return bytes(out)
+
+
+# ----------------------------------------------------------------------------- the files
+
+
+def test_manifest_hashes_match_the_files() -> None:
+    listed = set()
+    for vector in MANIFEST["vectors"]:
+        assert set(vector["files"]) == {"bin", "txtpb", "json"}
+        for entry in vector["files"].values():
+            content = (VECTORS / entry["path"]).read_bytes()
+            assert len(content) == entry["size"], entry["path"]
+            assert hashlib.sha256(content).hexdigest() == entry["sha256"], entry["path"]
+            listed.add(entry["path"])
+    on_disk = {p.name for p in VECTORS.iterdir() if p.suffix in (".bin", ".txtpb", ".json")}
+    assert on_disk - {"manifest.json"} == listed, "files not in the manifest (or missing)"
+
+
+def test_vectors_cover_every_dtype() -> None:
+    covered = {t["dtype"] for name in NAMES for t in _expected(name)["tensors"]}
+    every = {v.name for v in tensor_pb2.Dtype.DESCRIPTOR.values} - {"DTYPE_UNSPECIFIED"}
+    assert covered == every, f"dtypes without a golden vector: {sorted(every - covered)}"
+
+
+def test_vectors_cover_codecs_and_filters() -> None:
+    seen = {(t["codec"], t["filter"]) for name in NAMES for t in _expected(name)["tensors"]}
+    assert ("CODEC_UNSPECIFIED", "FILTER_UNSPECIFIED") in seen
+    assert ("CODEC_ZSTD", "FILTER_UNSPECIFIED") in seen
+    assert ("CODEC_ZSTD", "FILTER_BYTE_SHUFFLE") in seen
+
+
+def test_generator_lists_the_manifest_vectors() -> None:
+    assert [v.name for v in gen.VECTORS] == NAMES
+
+
+@pytest.mark.skipif(not SAME_ZSTD, reason="zstd version differs from the one in the manifest")
+def test_generator_reproduces_every_file() -> None:
+    for filename, content in gen.render().items():
+        assert (VECTORS / filename).read_bytes() == content, f"{filename} would change"
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_matches_expectations(name: str) -> None:
+    assert _decoded_signature(_bin(name)) == _expected_signature(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_to_numpy_matches_expectations(name: str) -> None:
+    e = _expected(name)
+    wire = [tensor_pb2.Dtype.Value(t["dtype"]) for t in e["tensors"]]
+    if any(fl_dtypes.BY_WIRE[w].numpy_dtype is None for w in wire):
+        pytest.skip("a dtype of this vector has no numpy equivalent here (no ml_dtypes)")
+    arrays = decode_tensor_map(_bin(name), as_numpy=True)
+    assert list(arrays) == [t["name"] for t in e["tensors"]]
+    for t in e["tensors"]:
+        a = arrays[t["name"]]
+        assert a.shape == tuple(t["shape"])
+        assert a.tobytes() == bytes.fromhex(t["raw_hex"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_records_match_expectations(name: str) -> None:
+    e = _expected(name)
+    view = read_tensor_map(_bin(name))
+    assert view.metadata == e["metadata"]
+    assert [r.name for r in view.records] == [t["name"] for t in e["tensors"]]
+    for rec, t in zip(view.records, e["tensors"], strict=True):
+        raw = bytes.fromhex(t["raw_hex"])
+        assert tensor_pb2.Dtype.Name(rec.dtype.wire) == t["dtype"]
+        assert rec.shape == tuple(t["shape"])
+        assert rec.codec_name == t["codec"]
+        assert rec.filter_name == t["filter"]
+        assert rec.raw_size == t["raw_size"] == len(raw)
+        assert rec.crc32c == int(t["crc32c"], 16) == crc32c.crc32c(raw)
+        data = bytes(rec.data)
+        if t["codec"] == "CODEC_UNSPECIFIED":
+            assert data == raw  # stored raw: the data field is the raw bytes
+            continue
+        # Exactly one frame that records its content size, holding the filtered bytes.
+        params = zstandard.get_frame_parameters(data)
+        assert params.content_size == t["raw_size"]
+        assert params.dict_id == 0
+        filtered = zstandard.ZstdDecompressor().decompress(data)
+        width = rec.dtype.itemsize
+        if t["filter"] == "FILTER_BYTE_SHUFFLE":
+            assert filtered == _shuffle_reference(raw, width)
+        else:
+            assert filtered == raw
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generated_class_matches_text_form(name: str) -> None:
+    parsed = tensor_pb2.TensorMap.FromString(_bin(name))
+    text = text_format.Parse((VECTORS / f"{name}.txtpb").read_text("utf-8"), tensor_pb2.TensorMap())
+    assert parsed == text
+    # The canonical encoding is protobuf's deterministic serialization of the same message.
+    assert parsed.SerializeToString(deterministic=True) == _bin(name)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def _header(t: Any) -> tuple[Any, ...]:
+    return (t.name, t.dtype, list(t.shape), t.raw_size, t.crc32c)
+
+
+def _assert_equivalent(fresh: bytes, golden: bytes, name: str) -> None:
+    """Same message up to the zstd frames: every field but `data` equal, and `data`
+    equal once decompressed (and unshuffled, which the decode comparison covers)."""
+    got, want = tensor_pb2.TensorMap.FromString(fresh), tensor_pb2.TensorMap.FromString(golden)
+    assert dict(got.metadata) == dict(want.metadata)
+    assert [_header(t) for t in got.tensors] == [_header(t) for t in want.tensors]
+    dctx = zstandard.ZstdDecompressor()
+    for a, b in zip(got.tensors, want.tensors, strict=True):
+        assert (a.codec, a.filter) == (b.codec, b.filter)
+        if a.codec == tensor_pb2.CODEC_ZSTD:
+            assert dctx.decompress(a.data) == dctx.decompress(b.data)
+        else:
+            assert a.data == b.data
+    assert _decoded_signature(fresh) == _expected_signature(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reencoding_gives_the_same_bytes(name: str) -> None:
+    """Byte-identical output, except for zstd frames made by another libzstd.
+
+    zstd output is deterministic for one level and library version, but other
+    versions may pick different, equally valid frames: the wire stays valid,
+    so then only the decompressed contents must match (next test).
+    """
+    if _uses_zstd(name) and not SAME_ZSTD:
+        pytest.skip(f"zstandard {zstandard.__version__} differs from the manifest's")
+    assert BUILDERS[name].encode() == _bin(name)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if _uses_zstd(n)])
+def test_reencoding_zstd_vectors_decompresses_the_same(name: str) -> None:
+    _assert_equivalent(BUILDERS[name].encode(), _bin(name), name)
+
+
+# ----------------------------------------------------------------------------- corruption
+
+
+def _frame_spans(data: bytes) -> list[range]:
+    spans = []
+    for rec in read_tensor_map(data).records:
+        if rec.codec_name == "CODEC_ZSTD":
+            start = data.find(bytes(rec.data))
+            spans.append(range(start, start + len(rec.data)))
+    return spans
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if _bin(n)])
+def test_a_flipped_byte_is_detected(name: str) -> None:
+    """Flipping bits of any byte makes decoding raise or give a different result.
+
+    The one exception is inside a zstd frame, where some bits (padding, unused
+    table entries) do not change the output: there the decoded bytes are
+    checked against the CRC-32C, so the result is either refused or exact.
+    """
+    data = _bin(name)
+    expected = _expected_signature(name)
+    spans = _frame_spans(data)
+    for pos in range(len(data)):
+        for mask in (0x01, 0xFF):
+            flipped = bytearray(data)
+            flipped[pos] ^= mask
+            try:
+                result = _decoded_signature(bytes(flipped))
+            except SerializationException:
+                continue
+            if result == expected:
+                assert any(pos in s for s in spans), (
+                    f"{name}: byte {pos} ^ {mask:#04x} went unnoticed outside a zstd frame"
+                )
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if _bin(n)])
+def test_truncation_is_refused(name: str) -> None:
+    data = _bin(name)
+    for cut in range(1, min(len(data), 64) + 1):
+        try:
+            result = _decoded_signature(data[:-cut])
+        except SerializationException:
+            continue
+        # Cutting whole trailing fields (metadata entries) parses, but not as the same map.
+        assert result != _expected_signature(name), f"{name}: cut {cut} bytes unnoticed"
+
+
+# ----------------------------------------------------------------------------- the spec
+
+
+def test_crc32c_check_value() -> None:
+    assert crc32c.crc32c(b"123456789") == 0xE3069283
+    assert gen.crc32c_reference(b"123456789") == 0xE3069283
+    assert crc32c.crc32c(b"") == 0
+
+
+def test_spec_shuffle_example() -> None:
+    # docs/wire-format.md: three float16 values 1.0, -2.0, 0.5.
+    raw = bytes.fromhex("003c00c00038")
+    shuffled = z.shuffle(np.frombuffer(raw, np.uint8), 2).tobytes()
+    assert shuffled == bytes.fromhex("0000003cc038")
+    assert shuffled == _shuffle_reference(raw, 2)
+
+
+def _spec_dump(label: str) -> bytes:
+    text = SPEC.read_text("utf-8")
+    match = re.search(rf"<!-- golden: {re.escape(label)} -->\s*```[a-z]*\n(.*?)```", text, re.S)
+    assert match, f"no annotated dump of {label} in {SPEC}"
+    hex_bytes = []
+    for line in match.group(1).splitlines():
+        hex_bytes += line.split("#", 1)[0].split()
+    return bytes.fromhex("".join(hex_bytes))
+
+
+@pytest.mark.parametrize("name", ["float32_small", "metadata"])
+def test_spec_annotated_dump_is_the_golden_vector(name: str) -> None:
+    assert _spec_dump(f"{name}.bin") == _bin(name)
