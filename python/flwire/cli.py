@@ -1,16 +1,69 @@
-"""The `flwire` command."""
+"""The `flwire` command: demo, inspect, bench."""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flwire.demo.showcase import run
+    from flwire.demo.runner import DemoOptions, run_demo
 
-    return run(sys.stdout)
+    if args.clients < 1 or args.rounds < 1:
+        print("flwire demo: --clients and --rounds must be at least 1", file=sys.stderr)
+        return 2
+    opts = DemoOptions(
+        clients=args.clients,
+        rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        learning_rate=args.learning_rate,
+        min_clients=min(args.min_clients, args.clients),
+        max_wait_time=args.max_wait_time,
+        stragglers=args.stragglers,
+        straggler_delay=args.straggler_delay,
+        bootstrap_servers=args.bootstrap_servers,
+        report_dir=Path(args.report) if args.report else None,
+        seed=args.seed,
+    )
+    return run_demo(opts)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from flwire.inspect_cmd import inspect_bytes
+
+    if args.file == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(args.file).read_bytes()
+        except OSError as exc:
+            print(f"flwire inspect: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+    return inspect_bytes(data, sys.stdout)
+
+
+def _find_bench() -> Path | None:
+    for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
+        candidate = base / "benchmarks" / "bench.py"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    script = _find_bench()
+    if script is None:
+        print(
+            "flwire bench: benchmarks/bench.py not found; run it from a source checkout of "
+            "flwire (the benchmark compares against the old pickle path, which the installed "
+            "package does not ship)",
+            file=sys.stderr,
+        )
+        return 2
+    return subprocess.call([sys.executable, str(script), *args.bench_args])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +72,67 @@ def build_parser() -> argparse.ArgumentParser:
         description="flwire: the schema-first wire layer for federated learning.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="show what flwire does, in under a minute")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a federated learning job (FedAvg, SimpleCNN, digits)",
+        description="Train SimpleCNN with FedAvg on non-IID handwritten digits "
+        "over flwire: in memory by default, or over Kafka.",
+    )
+    demo.add_argument("--clients", type=int, default=4, help="number of clients (default 4)")
+    demo.add_argument("--rounds", type=int, default=5, help="training rounds (default 5)")
+    demo.add_argument("--local-epochs", type=int, default=1, help="epochs per round (default 1)")
+    demo.add_argument("--learning-rate", type=float, default=0.05, help="client SGD lr")
+    demo.add_argument(
+        "--min-clients",
+        type=int,
+        default=2,
+        help="fewest updates to aggregate after --max-wait-time (default 2)",
+    )
+    demo.add_argument(
+        "--max-wait-time",
+        type=float,
+        default=300.0,
+        help="seconds to wait for every client's update (default 300)",
+    )
+    demo.add_argument(
+        "--stragglers",
+        type=int,
+        default=0,
+        help="make this many clients slow, to show partial aggregation",
+    )
+    demo.add_argument(
+        "--straggler-delay",
+        type=float,
+        default=0.0,
+        help="seconds a straggler waits before sending its update",
+    )
+    demo.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="run over Kafka at HOST:PORT, clients as separate processes",
+    )
+    demo.add_argument("--report", metavar="DIR", help="write demo-report.json and .png to DIR")
+    demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="describe a flwire message or tensor map file",
+        description="Decode any flwire message (Envelope) or TensorMap and "
+        "print its type, ids and tensors, verifying every checksum.",
+    )
+    inspect.add_argument("file", help="file to read, or - for standard input")
+    inspect.set_defaults(func=_inspect)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark flwire against the old path and others",
+        description="Run benchmarks/bench.py (source checkout); arguments "
+        "after `bench` are passed to it (try `flwire bench -- --help`).",
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
     return parser
 
 
@@ -30,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

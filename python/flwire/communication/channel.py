@@ -13,14 +13,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwire.communication.chunking import PART_HEADER, Reassembler, parse_part, split_payload
+from flwire.communication.chunking import (
+    CORRUPTED,
+    LATE_DUPLICATE,
+    PART_HEADER,
+    Reassembler,
+    parse_part,
+    split_payload,
+)
+from flwire.communication.headers import message_headers
 from flwire.communication.offsets import OffsetTracker
-from flwire.communication.transport import Headers, Record, Subscription, Transport
+from flwire.communication.transport import Headers, Record, Transport
 from flwire.exceptions import CommunicationException, SerializationException
+from flwire.serialization.messages import Message
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +45,7 @@ class Delivery:
     key: bytes | None
     payload: Any
     headers: Headers
-    _records: list[Record] = field(repr=False, default_factory=list)
-    _finish: Callable[[list[Record]], Any] | None = field(repr=False, default=None)
+    _tokens: list[Any] = field(repr=False, default_factory=list)
 
     def header(self, name: str) -> bytes | None:
         found = None
@@ -48,9 +56,8 @@ class Delivery:
 
     async def done(self) -> None:
         """The payload is handled: its offsets may be committed."""
-        if self._finish is not None:
-            finish, self._finish = self._finish, None
-            await finish(self._records)
+        tokens, self._tokens = self._tokens, []
+        await _finish_tokens(tokens)
 
 
 class Channel:
@@ -73,6 +80,8 @@ class Channel:
             "received_parts": 0,
             "bad_records": 0,
             "dropped_transfers": 0,
+            "bytes_sent": 0,
+            "bytes_received": 0,
         }
 
     async def send(
@@ -92,6 +101,7 @@ class Channel:
         if len(view) + overhead <= limit:
             await self.transport.send(topic, view, key=key, headers=headers)
             self.stats["sent"] += 1
+            self.stats["bytes_sent"] += len(view)
             return
         transfer_id = transfer_id or uuid.uuid4().hex
         key = key if key is not None else transfer_id.encode()
@@ -118,6 +128,20 @@ class Channel:
             raise
         self.stats["sent"] += 1
         self.stats["sent_parts"] += len(pending)
+        self.stats["bytes_sent"] += sent
+
+    async def send_message(self, topic: str, msg: Message) -> int:
+        """Send a flwire message with its routing headers, keyed by its sender
+        (so a sender's messages stay in order); return its size in bytes."""
+        blob = msg.to_bytes()
+        await self.send(
+            topic,
+            blob,
+            key=msg.sender_id.encode(),
+            headers=message_headers(msg),
+            transfer_id=msg.message_id,
+        )
+        return len(blob)
 
     async def receive(self, topics: Sequence[str], group_id: str) -> AsyncIterator[Delivery]:
         """Payloads from ``topics`` for consumer group ``group_id``; call
@@ -126,36 +150,55 @@ class Channel:
         tracker = OffsetTracker()
 
         async def finish(records: list[Record]) -> None:
-            await self._finish(records, tracker, subscription)
+            commits: dict[tuple[str, int], int] = {}
+            for rec in records:
+                tp = (rec.topic, rec.partition)
+                moved = tracker.finish(tp, rec.offset)
+                if moved is not None:
+                    commits[tp] = moved
+            for (topic, partition), next_offset in commits.items():
+                await subscription.commit(topic, partition, next_offset)
 
         try:
             async for record in subscription:
                 tracker.seen((record.topic, record.partition), record.offset)
-                delivery, abandoned = self._on_record(record, finish)
-                for dropped in self.reassembler.expire():
+                delivery, abandoned = self._on_record(_Token(record, finish))
+                for drop in self.reassembler.expire():
                     self.stats["dropped_transfers"] += 1
-                    abandoned.extend(dropped.tokens)
-                if abandoned:  # nothing will handle these records: let the offsets move on
-                    await finish(abandoned)
+                    abandoned.extend(drop.tokens)
+                # Nothing will handle these records: let their offsets move on.
+                await _finish_tokens(abandoned)
                 if delivery is not None:
                     yield delivery
         finally:
             await subscription.close()
 
-    def _on_record(
-        self, record: Record, finish: Callable[[list[Record]], Any]
-    ) -> tuple[Delivery | None, list[Record]]:
-        """The delivery this record completes (if any) and records to give up on."""
+    def _on_record(self, token: _Token) -> tuple[Delivery | None, list[_Token]]:
+        """The delivery this record completes (if any), and records to give up on
+        (possibly other receive loops' records, each finished by its own loop)."""
+        record = token.record
+        self.stats["bytes_received"] += len(record.value)
         if record.header(PART_HEADER) is None:
             self.stats["received"] += 1
-            delivery = Delivery(
-                record.topic, record.key, record.value, record.headers, [record], finish
-            )
+            delivery = Delivery(record.topic, record.key, record.value, record.headers, [token])
             return delivery, []
         self.stats["received_parts"] += 1
         try:
             part = parse_part(record.value)
-            completed, dropped = self.reassembler.add(part, record)
+            if part.index > 0 and not self.reassembler.holds(part.transfer_id):
+                # Parts of one transfer share a key, so they arrive in order: a
+                # transfer first seen past its first part began before this
+                # subscription's start offset (handled before a restart), or was
+                # given up on. Its tail cannot complete.
+                logger.info(
+                    "Skipped part %d/%d of transfer %s: its first part was not received "
+                    "here (handled before a restart, or dropped)",
+                    part.index,
+                    part.count,
+                    part.transfer_id,
+                )
+                return None, [token]
+            completed, dropped = self.reassembler.add(part, token)
         except (SerializationException, CommunicationException) as exc:
             self.stats["bad_records"] += 1
             logger.error(
@@ -165,9 +208,13 @@ class Channel:
                 record.offset,
                 exc,
             )
-            return None, [record]
-        abandoned = [token for drop in dropped for token in drop.tokens]
-        self.stats["dropped_transfers"] += len(dropped)
+            return None, [token]
+        abandoned = [t for drop in dropped for t in drop.tokens]
+        for drop in dropped:
+            if drop.reason == CORRUPTED:
+                self.stats["bad_records"] += 1
+            elif drop.reason != LATE_DUPLICATE:
+                self.stats["dropped_transfers"] += 1
         if self.on_progress:
             done, _ = self.reassembler.progress(part.transfer_id)
             self.on_progress(
@@ -180,22 +227,24 @@ class Channel:
             return None, abandoned
         self.stats["received"] += 1
         headers = [(k, v) for k, v in record.headers if k != PART_HEADER]
-        delivery = Delivery(
-            record.topic, record.key, completed.payload, headers, list(completed.tokens), finish
-        )
+        delivery = Delivery(record.topic, record.key, completed.payload, headers, completed.tokens)
         return delivery, abandoned
 
-    async def _finish(
-        self, records: list[Record], tracker: OffsetTracker, subscription: Subscription
-    ) -> None:
-        commits: dict[tuple[str, int], int] = {}
-        for rec in records:
-            tp = (rec.topic, rec.partition)
-            moved = tracker.finish(tp, rec.offset)
-            if moved is not None:
-                commits[tp] = moved
-        for (topic, partition), next_offset in commits.items():
-            await subscription.commit(topic, partition, next_offset)
+
+@dataclass(frozen=True)
+class _Token:
+    """A received record and the function of its receive loop that finishes it."""
+
+    record: Record
+    finish: Callable[[list[Record]], Awaitable[None]]
+
+
+async def _finish_tokens(tokens: Sequence[_Token]) -> None:
+    by_loop: dict[Any, list[Record]] = {}
+    for token in tokens:
+        by_loop.setdefault(token.finish, []).append(token.record)
+    for finish, records in by_loop.items():
+        await finish(records)
 
 
 class SeenIds:

@@ -33,6 +33,10 @@ from flwire.v1 import transfer_pb2
 logger = logging.getLogger(__name__)
 
 PART_HEADER = "flwire-part"
+#: Reason of the Dropped returned for a late duplicate of a completed transfer's part.
+LATE_DUPLICATE = "part of a completed transfer"
+#: Reason of the Dropped returned when a completed transfer fails its checks.
+CORRUPTED = "reassembled payload does not match its size or CRC-32C (corrupted parts?)"
 
 _F = transfer_pb2.TransferPart.DESCRIPTOR.fields_by_name
 _ID, _INDEX, _COUNT = _F["transfer_id"].number, _F["part_index"].number, _F["part_count"].number
@@ -49,7 +53,7 @@ def split_payload(
     """Encoded parts of ``payload``, each at most ``max_record_bytes``; yields
     (part bytes, part index, part count)."""
     view = memoryview(payload).cast("B")
-    chunk = max_record_bytes - PART_OVERHEAD
+    chunk = max_record_bytes - PART_OVERHEAD - len(transfer_id.encode())
     if chunk <= 0:
         raise CommunicationException(f"record limit {max_record_bytes} is too small to split into")
     count = max(1, -(-len(view) // chunk))
@@ -151,29 +155,42 @@ class Reassembler:
     def __init__(
         self,
         *,
-        max_payload_bytes: int = 4 << 30,
-        max_pending_bytes: int = 1 << 30,
+        max_payload_bytes: int = 2 << 30,
+        max_pending_bytes: int = 4 << 30,
         part_timeout: float = 120.0,
         clock: Any = time.monotonic,
+        remember_completed: int = 10_000,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
         self.max_pending_bytes = max_pending_bytes
         self.part_timeout = part_timeout
         self._clock = clock
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        # Ids of recently completed transfers: a late duplicate of one of their
+        # parts must not start a new buffer that would never complete.
+        self._completed: OrderedDict[str, None] = OrderedDict()
+        self._remember_completed = remember_completed
         self.pending_bytes = 0
         self.duplicates = 0
+
+    def holds(self, transfer_id: str) -> bool:
+        """Whether a transfer is incomplete and buffered here."""
+        return transfer_id in self._pending
 
     def add(self, part: Part, token: Any = None) -> tuple[Completed | None, list[Dropped]]:
         """Add one part; return the completed payload, if this part completed
         one, and any payloads dropped to make room."""
         dropped: list[Dropped] = []
+        if part.transfer_id in self._completed:
+            self.duplicates += 1
+            return None, [Dropped(part.transfer_id, LATE_DUPLICATE, [token])]
         entry = self._pending.get(part.transfer_id)
         if entry is None:
-            if part.total_size > self.max_payload_bytes:
+            limit = min(self.max_payload_bytes, self.max_pending_bytes)
+            if part.total_size > limit:
                 raise CommunicationException(
                     f"transfer {part.transfer_id} declares {part.total_size} bytes, above the "
-                    f"limit of {self.max_payload_bytes}; refusing to buffer it"
+                    f"limit of {limit}; refusing to buffer it"
                 )
             while self._pending and self.pending_bytes + part.total_size > self.max_pending_bytes:
                 dropped.append(self._drop_oldest("evicted to stay under the memory cap"))
@@ -199,11 +216,13 @@ class Reassembler:
             return None, dropped
         del self._pending[part.transfer_id]
         self.pending_bytes -= first.total_size
+        self._completed[part.transfer_id] = None
+        if len(self._completed) > self._remember_completed:
+            self._completed.popitem(last=False)
         if entry.filled != first.total_size or crc32c(entry.buffer) != first.crc:
-            raise SerializationException(
-                f"transfer {part.transfer_id}: reassembled payload does not match its "
-                "size or CRC-32C (parts overlap or were corrupted)"
-            )
+            logger.error("Gave up on transfer %s: %s", part.transfer_id, CORRUPTED)
+            dropped.append(Dropped(part.transfer_id, CORRUPTED, entry.tokens))
+            return None, dropped
         return Completed(part.transfer_id, memoryview(entry.buffer), entry.tokens), dropped
 
     def progress(self, transfer_id: str) -> tuple[int, int]:

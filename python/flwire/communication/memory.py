@@ -33,13 +33,19 @@ class InMemoryBroker:
 
     topics: dict[str, list[Record]] = field(default_factory=dict)
     committed: dict[tuple[str, str], int] = field(default_factory=dict)
-    _changed: asyncio.Condition | None = None
+    _changed: dict[asyncio.AbstractEventLoop, asyncio.Condition] = field(default_factory=dict)
 
     @property
     def changed(self) -> asyncio.Condition:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        return self._changed
+        """The condition subscribers of the running event loop wait on (a broker
+        may outlive one loop, e.g. across several ``asyncio.run`` calls)."""
+        loop = asyncio.get_running_loop()
+        condition = self._changed.get(loop)
+        if condition is None:
+            for old in [lp for lp in self._changed if lp.is_closed()]:
+                del self._changed[old]
+            condition = self._changed[loop] = asyncio.Condition()
+        return condition
 
     async def append(self, topic: str, key: bytes | None, value: Any, headers: Headers) -> None:
         log = self.topics.setdefault(topic, [])

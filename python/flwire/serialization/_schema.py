@@ -19,6 +19,7 @@ T_CODEC = _TENSOR["codec"].number
 T_FILTER = _TENSOR["filter"].number
 T_RAW_SIZE = _TENSOR["raw_size"].number
 T_CRC32C = _TENSOR["crc32c"].number
+T_PADDING = _TENSOR["padding"].number
 T_DATA = _TENSOR["data"].number
 
 M_TENSORS = _MAP["tensors"].number

@@ -8,7 +8,7 @@ raises :class:`SerializationException` instead of reading past the buffer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from flwire.exceptions import SerializationException
@@ -46,6 +46,27 @@ def field_key(number: int, wire_type: int) -> bytes:
 def len_field(number: int, payload_size: int) -> bytes:
     """Key and length prefix of a length-delimited field whose payload follows."""
     return field_key(number, LEN) + encode_varint(payload_size)
+
+
+#: Writers align uncompressed tensor data to this many bytes from the start of
+#: the outermost message, so readers can hand out aligned zero-copy views.
+ALIGNMENT = 64
+
+
+def padding_field(number: int, offset_after: Callable[[int], int], align: int = ALIGNMENT) -> bytes:
+    """The shortest ``bytes`` field ``number`` of zeros after which the data lands
+    aligned: ``offset_after(n)`` is the data's offset when the field takes ``n``
+    bytes on the wire. Returns b"" when the data is aligned without padding."""
+    if offset_after(0) % align == 0:
+        return b""
+    key = field_key(number, LEN)
+    # At least one byte of content: an empty bytes field is a proto3 default,
+    # which a protobuf runtime drops when it re-serializes the message.
+    for size in range(1, 2 * align + 2):
+        field = key + encode_varint(size) + bytes(size)
+        if offset_after(len(field)) % align == 0:
+            return field
+    raise AssertionError("unreachable: some padding length always aligns")
 
 
 def as_signed64(value: int) -> int:

@@ -17,13 +17,20 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from flwire.exceptions import SerializationException
-from flwire.serialization._wire import LEN, expect_wire_type, iter_fields, len_field
+from flwire.serialization._wire import (
+    LEN,
+    expect_wire_type,
+    iter_fields,
+    len_field,
+    padding_field,
+)
 from flwire.v1 import messages_pb2, tensor_pb2
 
 _BODY = messages_pb2.Envelope.DESCRIPTOR.oneofs_by_name["body"]
 BODY_FIELD_NUMBERS = {f.number: f.name for f in _BODY.fields}
 BODY_NUMBER_BY_NAME = {f.name: f.number for f in _BODY.fields}
 BODY_NAME_BY_CLASS_NAME = {f.message_type.full_name: f.name for f in _BODY.fields}
+PADDING_NUMBER = messages_pb2.Envelope.DESCRIPTOR.fields_by_name["padding"].number
 
 
 def _weights_number(field: Any) -> int | None:
@@ -48,16 +55,15 @@ def splice(envelope: messages_pb2.Envelope, weights: Sequence[Any] | None) -> li
     body = getattr(envelope, body_name)
     if body_name in WEIGHTS_FIELD and body.HasField("weights"):
         raise SerializationException("pass weights as TensorMap bytes, not inside the body")
-    full = envelope.SerializeToString(deterministic=True)
     body_bytes = body.SerializeToString(deterministic=True)
     body_number = BODY_NUMBER_BY_NAME[body_name]
-    # The body is the envelope's highest-numbered field, so it is the tail of `full`.
-    tail = len_field(body_number, len(body_bytes)) + body_bytes
-    if not full.endswith(tail):  # pragma: no cover - would mean a schema reorder
-        raise SerializationException("internal error: the envelope body is not its last field")
-    prefix = full[: len(full) - len(tail)]
+    # Everything but the body (unknown fields of a newer minor version included),
+    # then the body: the order the generated serializer uses for known fields.
+    head = _without_body(envelope, body_name)
+    head.ClearField("padding")
+    prefix = head.SerializeToString(deterministic=True)
     if weights is None:
-        return [full]
+        return [prefix + len_field(body_number, len(body_bytes)) + body_bytes]
     if body_name not in WEIGHTS_FIELD:
         raise SerializationException(f"a {body_name} message carries no weights")
     number = WEIGHTS_FIELD[body_name]
@@ -70,11 +76,26 @@ def splice(envelope: messages_pb2.Envelope, weights: Sequence[Any] | None) -> li
             break
     weights_key = len_field(number, weights_len)
     body_len = len(body_bytes) + len(weights_key) + weights_len
+    body_key = len_field(body_number, body_len)
+    # Pad the envelope so the TensorMap starts aligned: its uncompressed tensor
+    # data is aligned relative to the map's own start.
+    pad = padding_field(
+        PADDING_NUMBER, lambda n: len(prefix) + n + len(body_key) + insert_at + len(weights_key)
+    )
     return [
-        prefix + len_field(body_number, body_len) + body_bytes[:insert_at] + weights_key,
+        prefix + pad + body_key + body_bytes[:insert_at] + weights_key,
         *weights,
         body_bytes[insert_at:],
     ]
+
+
+def _without_body(envelope: messages_pb2.Envelope, body_name: str) -> Any:
+    """A copy of the envelope with its body cleared (the body is small: weights
+    are kept apart)."""
+    head = messages_pb2.Envelope()
+    head.CopyFrom(envelope)
+    head.ClearField(body_name)
+    return head
 
 
 def split(data: Any) -> tuple[messages_pb2.Envelope, memoryview | None]:

@@ -83,11 +83,10 @@ def _payload(msg: m.Message) -> dict[str, Any]:
             out["num_examples"] = body.num_examples
     if kind in ("client_update", "global_update") and body.weights_kind == pb.WEIGHTS_KIND_DELTA:
         out["delta"] = True
-    if kind == "global_update" or (
-        kind in ("training_start", "evaluation_request") and body.config
-    ):
+    # Known fields come back even when empty, so handlers can index them.
+    if kind in ("global_update", "training_start", "evaluation_request"):
         out["config"] = value_map_to_dict(body.config)
-    if kind in ("training_start", "evaluation_request") and body.client_ids:
+    if kind in ("training_start", "evaluation_request"):
         out["client_ids"] = list(body.client_ids)
     if kind == "heartbeat":
         if body.status:

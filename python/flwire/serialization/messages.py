@@ -251,7 +251,10 @@ def client_registration(
     mi = body.model_info
     mi.name = str(info.pop("name", ""))
     mi.version = str(info.pop("version", ""))
-    mi.parameter_count = int(info.pop("parameter_count", info.pop("parameters", 0)) or 0)
+    count = info.pop("parameter_count", None)
+    if count is None:  # the old get_model_info() calls it "parameters"
+        count = info.pop("parameters", 0)
+    mi.parameter_count = int(count or 0)
     mi.architecture_hash = str(info.pop("architecture_hash", ""))
     _values(mi.extra, info, "model_info")
     _values(body.attributes, attributes, "attributes")

@@ -38,6 +38,7 @@ from flwire.serialization._wire import (
     field_key,
     iter_fields,
     len_field,
+    padding_field,
 )
 
 if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
@@ -172,10 +173,14 @@ def _source(name: Any, value: Any) -> _Source:
     )
 
 
-def _tensor_header(src: _Source, codec: int, filt: int, crc: int, data_len: int) -> bytes:
+def _tensor_header(
+    src: _Source, codec: int, filt: int, crc: int, data_len: int, start: int
+) -> bytes:
     """Every field of the Tensor message up to the data payload, plus the map's
-    length prefix for the Tensor itself. Proto3 defaults (0, "", []) are omitted,
-    in field-number order, exactly as the generated serializer writes them."""
+    key and length prefix for the Tensor itself. Proto3 defaults (0, "", []) are
+    omitted, in field-number order, exactly as the generated serializer writes
+    them. Uncompressed data is padded to land ALIGNMENT-aligned from ``start``,
+    the offset of this tensor in the map."""
     parts = []
     if src.name:
         name = src.name.encode("utf-8")
@@ -193,13 +198,22 @@ def _tensor_header(src: _Source, codec: int, filt: int, crc: int, data_len: int)
         parts += [_RAW_SIZE_KEY, encode_varint(raw_size)]
     if crc:
         parts += [_CRC_KEY, crc.to_bytes(4, "little")]
-    if data_len:
-        parts.append(len_field(s.T_DATA, data_len))
-    body = b"".join(parts)
-    return len_field(s.M_TENSORS, len(body) + data_len) + body
+    fields = b"".join(parts)
+    data_key = len_field(s.T_DATA, data_len) if data_len else b""
+
+    def data_offset(pad_len: int) -> int:
+        body_len = len(fields) + pad_len + len(data_key) + data_len
+        return start + len(len_field(s.M_TENSORS, body_len)) + body_len - data_len
+
+    pad = padding_field(s.T_PADDING, data_offset) if data_len and codec == s.CODEC_NONE else b""
+    body_len = len(fields) + len(pad) + len(data_key) + data_len
+    return len_field(s.M_TENSORS, body_len) + fields + pad + data_key
 
 
-def _encode_one(src: _Source, compress: bool, level: int, shuffle: bool) -> tuple[bytes, Any]:
+def _compress_one(
+    src: _Source, compress: bool, level: int, shuffle: bool
+) -> tuple[int, int, int, Any]:
+    """(codec, filter, crc, data) of one tensor; data is a view on the source when raw."""
     raw = src.raw
     if src.dtype.wire == dtypes.pb.DTYPE_BOOL and raw.nbytes and int(raw.max()) > 1:
         raise SerializationException(
@@ -216,7 +230,7 @@ def _encode_one(src: _Source, compress: bool, level: int, shuffle: bool) -> tupl
             codec = s.CODEC_ZSTD
             filt = s.FILTER_BYTE_SHUFFLE if use_shuffle else s.FILTER_NONE
             data = frame
-    return _tensor_header(src, codec, filt, crc, len(data)), data
+    return codec, filt, crc, data
 
 
 def _metadata_bytes(metadata: Mapping[str, str]) -> list[bytes]:
@@ -258,13 +272,16 @@ def encode_tensor_map_segments(
         raise SerializationException("duplicate tensor names in the state dict")
     compress = compression == "zstd"
 
-    def work(i: int) -> tuple[bytes, Any]:
-        return _encode_one(sources[i], compress, level, shuffle)
+    def work(i: int) -> tuple[int, int, int, Any]:
+        return _compress_one(sources[i], compress, level, shuffle)
 
     pieces = z.run_parallel(work, [src.raw.nbytes for src in sources], threads if compress else 1)
     segments: list[Any] = []
-    for header, data in pieces:
+    offset = 0
+    for src, (codec, filt, crc, data) in zip(sources, pieces, strict=True):
+        header = _tensor_header(src, codec, filt, crc, len(data), offset)
         segments.append(header)
+        offset += len(header) + len(data)
         if len(data):
             segments.append(data)
     if metadata:
@@ -486,6 +503,10 @@ def _raw_bytes(rec: TensorRecord, verify: bool) -> tuple[Any, bool]:
             np.frombuffer(rec.data, dtype=np.uint8) if rec.raw_size else np.empty(0, np.uint8)
         )
         zero_copy = True
+        if raw.ctypes.data % rec.dtype.itemsize:
+            # Misaligned elements break vectorized kernels: one aligned copy.
+            raw = raw.copy()
+            zero_copy = False
     else:
         raw = np.empty(rec.raw_size, dtype=np.uint8)
         zero_copy = False

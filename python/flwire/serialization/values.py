@@ -21,8 +21,20 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 PyValue = Any  # None | bool | int | float | str | bytes | list[PyValue] | dict[str, PyValue]
 
 
-def to_value(obj: PyValue, out: values_pb2.Value, path: str = "value") -> None:
+#: Protobuf parsers refuse messages nested deeper than 100 levels. A nested
+#: dict costs 3 of them (Value, ValueMap, map entry), a list 2 (Value,
+#: ValueList), and the messages around a value up to 5 more, so a value may
+#: nest at most this deep: 30 levels of dicts, or 45 of lists.
+MAX_DEPTH = 90
+
+
+def to_value(obj: PyValue, out: values_pb2.Value, path: str = "value", depth: int = 0) -> None:
     """Write a Python value into ``out`` (a Value message)."""
+    if depth > MAX_DEPTH:
+        raise SerializationException(
+            f"{path}: nested too deeply for protobuf parsers (over 30 levels of dicts or 45 of "
+            "lists), or a list/dict that contains itself"
+        )
     if obj is None:
         out.null_value = 0
     elif isinstance(obj, (bool, np.bool_)):
@@ -39,14 +51,14 @@ def to_value(obj: PyValue, out: values_pb2.Value, path: str = "value") -> None:
         out.bytes_value = bytes(obj)
     elif isinstance(obj, Mapping):
         out.map_value.SetInParent()
-        fill_value_map(obj, out.map_value.fields, path)
+        fill_value_map(obj, out.map_value.fields, path, depth + 3)
     elif isinstance(obj, (list, tuple)):
         out.list_value.SetInParent()
         values = out.list_value.values
         for i, item in enumerate(obj):
-            to_value(item, values.add(), f"{path}[{i}]")
+            to_value(item, values.add(), f"{path}[{i}]", depth + 2)
     elif _is_scalar_tensor(obj):
-        to_value(obj.item(), out, path)
+        to_value(obj.item(), out, path, depth)
     else:
         raise SerializationException(
             f"{path}: cannot carry a {type(obj).__name__}; use None, bool, int, float, str, "
@@ -59,12 +71,12 @@ def _is_scalar_tensor(obj: Any) -> bool:
     return callable(numel) and hasattr(obj, "item") and numel() == 1
 
 
-def fill_value_map(obj: Mapping[Any, PyValue], target: Any, path: str) -> None:
+def fill_value_map(obj: Mapping[Any, PyValue], target: Any, path: str, depth: int = 0) -> None:
     """Fill a ``map<string, Value>`` field from a str-keyed mapping."""
     for key, item in obj.items():
         if not isinstance(key, str):
             raise SerializationException(f"{path}: keys must be str, got {key!r}")
-        to_value(item, target[key], f"{path}[{key!r}]")
+        to_value(item, target[key], f"{path}[{key!r}]", depth)
 
 
 def from_value(value: values_pb2.Value) -> PyValue:

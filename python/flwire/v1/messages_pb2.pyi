@@ -45,7 +45,7 @@ class SchemaVersion(_message.Message):
     def __init__(self, major: _Optional[int] = ..., minor: _Optional[int] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("message_id", "sender_id", "timestamp", "schema_version", "extensions", "client_update", "global_update", "client_registration", "heartbeat", "training_start", "evaluation_request", "evaluation_result", "shutdown")
+    __slots__ = ("message_id", "sender_id", "timestamp", "schema_version", "extensions", "padding", "client_update", "global_update", "client_registration", "heartbeat", "training_start", "evaluation_request", "evaluation_result", "shutdown")
     class ExtensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class Envelope(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
     CLIENT_UPDATE_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_UPDATE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REGISTRATION_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +72,7 @@ class Envelope(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     schema_version: SchemaVersion
     extensions: _containers.MessageMap[str, _values_pb2.Value]
+    padding: bytes
     client_update: ClientUpdate
     global_update: GlobalUpdate
     client_registration: ClientRegistration
@@ -79,7 +81,7 @@ class Envelope(_message.Message):
     evaluation_request: EvaluationRequest
     evaluation_result: EvaluationResult
     shutdown: Shutdown
-    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[_Union[SchemaVersion, _Mapping]] = ..., extensions: _Optional[_Mapping[str, _values_pb2.Value]] = ..., client_update: _Optional[_Union[ClientUpdate, _Mapping]] = ..., global_update: _Optional[_Union[GlobalUpdate, _Mapping]] = ..., client_registration: _Optional[_Union[ClientRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., training_start: _Optional[_Union[TrainingStart, _Mapping]] = ..., evaluation_request: _Optional[_Union[EvaluationRequest, _Mapping]] = ..., evaluation_result: _Optional[_Union[EvaluationResult, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
+    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[_Union[SchemaVersion, _Mapping]] = ..., extensions: _Optional[_Mapping[str, _values_pb2.Value]] = ..., padding: _Optional[bytes] = ..., client_update: _Optional[_Union[ClientUpdate, _Mapping]] = ..., global_update: _Optional[_Union[GlobalUpdate, _Mapping]] = ..., client_registration: _Optional[_Union[ClientRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., training_start: _Optional[_Union[TrainingStart, _Mapping]] = ..., evaluation_request: _Optional[_Union[EvaluationRequest, _Mapping]] = ..., evaluation_result: _Optional[_Union[EvaluationResult, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
 
 class ClientUpdate(_message.Message):
     __slots__ = ("client_id", "round_id", "weights", "weights_kind", "metrics", "num_examples")

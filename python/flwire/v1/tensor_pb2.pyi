@@ -71,7 +71,7 @@ FILTER_UNSPECIFIED: Filter
 FILTER_BYTE_SHUFFLE: Filter
 
 class Tensor(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "codec", "filter", "raw_size", "crc32c", "data")
+    __slots__ = ("name", "dtype", "shape", "codec", "filter", "raw_size", "crc32c", "padding", "data")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class Tensor(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     RAW_SIZE_FIELD_NUMBER: _ClassVar[int]
     CRC32C_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: Dtype
@@ -87,8 +88,9 @@ class Tensor(_message.Message):
     filter: Filter
     raw_size: int
     crc32c: int
+    padding: bytes
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., filter: _Optional[_Union[Filter, str]] = ..., raw_size: _Optional[int] = ..., crc32c: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., filter: _Optional[_Union[Filter, str]] = ..., raw_size: _Optional[int] = ..., crc32c: _Optional[int] = ..., padding: _Optional[bytes] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class TensorMap(_message.Message):
     __slots__ = ("tensors", "metadata")

@@ -1,0 +1,220 @@
+"""The demo's FL client: registers, sends heartbeats, trains on its shard when
+asked, evaluates the global model, and stops on shutdown.
+
+Run as a process of its own for the Kafka demo::
+
+    python -m flwire.demo.client --bootstrap-servers HOST:PORT --job-id J --client-id client-0
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import torch
+
+from flwire.communication.channel import Channel
+from flwire.communication.message_handlers import MessageHandler
+from flwire.communication.transport import TopicLayout, Transport
+from flwire.demo.data import Shard, split_non_iid
+from flwire.demo.training import evaluate, train_local
+from flwire.models import SimpleCNN, get_model_hash
+from flwire.serialization import messages as m
+from flwire.serialization.values import value_map_to_dict
+from flwire.utils.metrics import MetricsCollector
+from flwire.v1 import messages_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+
+class DemoClient:
+    """One federated client over any transport."""
+
+    def __init__(
+        self,
+        client_id: str,
+        transport: Transport,
+        layout: TopicLayout,
+        train: Shard,
+        test: Shard,
+        *,
+        seed: int = 0,
+        delay: float = 0.0,
+        heartbeat_interval: float = 1.0,
+        metrics: MetricsCollector | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.transport = transport
+        self.layout = layout
+        self.train_shard = train
+        self.test_shard = test
+        self.seed = seed
+        self.delay = delay
+        self.heartbeat_interval = heartbeat_interval
+        self.metrics = metrics or MetricsCollector()
+        self.channel = Channel(transport)
+        self.model = SimpleCNN()
+        self.status = "idle"
+        self.stopped = asyncio.Event()
+        self.handler = MessageHandler()
+        self.handler.route(pb.GlobalUpdate, self._on_global_update)
+        self.handler.route(pb.TrainingStart, self._on_training_start)
+        self.handler.route(pb.EvaluationRequest, self._on_evaluation_request)
+        self.handler.route(pb.Shutdown, self._on_shutdown)
+
+    async def _send(self, topic: str, msg: m.Message) -> None:
+        await self.channel.send_message(topic, msg)
+
+    async def run(self) -> None:
+        """Register, then follow the server's broadcast until shutdown."""
+        info = self.model.get_model_info()
+        info["architecture_hash"] = get_model_hash(self.model)
+        info["parameter_count"] = info.pop("parameters")
+        await self._send(
+            self.layout.control,
+            m.client_registration(
+                self.client_id,
+                max_message_bytes=self.transport.max_record_bytes,
+                model_info=info,
+                attributes={"train_examples": len(self.train_shard)},
+            ),
+        )
+        beats = asyncio.create_task(self._heartbeats())
+        try:
+            async for delivery in self.channel.receive(
+                [self.layout.broadcast], self.layout.client_group(self.client_id)
+            ):
+                await self.handler.handle_message(delivery.payload)
+                await delivery.done()
+                if self.stopped.is_set():
+                    break
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+
+    async def _heartbeats(self) -> None:
+        while not self.stopped.is_set():
+            await self._send(
+                self.layout.control,
+                m.heartbeat(self.client_id, self.status, {"examples": len(self.train_shard)}),
+            )
+            await asyncio.sleep(self.heartbeat_interval)
+
+    def _selected(self, body: Any) -> bool:
+        return not body.client_ids or self.client_id in body.client_ids
+
+    async def _on_global_update(self, msg: m.Message) -> None:
+        start = time.perf_counter()
+        state = msg.tensors()
+        self.metrics.record_wire(
+            "received",
+            len(msg.weights or b""),
+            msg.weights_info().raw_bytes,
+            time.perf_counter() - start,
+        )
+        self.model.load_state_dict(state)
+
+    async def _on_training_start(self, msg: m.Message) -> None:
+        body = msg.body
+        if not self._selected(body):
+            return
+        config = value_map_to_dict(body.config)
+        epochs = int(config.get("local_epochs", 1))
+        lr = float(config.get("learning_rate", 0.05))
+        self.status = "training"
+        loss = await asyncio.to_thread(
+            train_local,
+            self.model,
+            self.train_shard,
+            epochs=epochs,
+            lr=lr,
+            batch_size=32,
+            seed=self.seed * 1000 + body.round_id,
+        )
+        if self.delay:
+            await asyncio.sleep(self.delay)  # a straggler: slow device or network
+        start = time.perf_counter()
+        update = m.client_update(
+            self.client_id,
+            body.round_id,
+            self.model.state_dict(),
+            {"loss": loss, "local_epochs": epochs},
+            num_examples=len(self.train_shard),
+        )
+        self.metrics.record_wire(
+            "sent",
+            len(update.weights or b""),
+            update.weights_info().raw_bytes,
+            time.perf_counter() - start,
+        )
+        self.status = "idle"
+        await self._send(self.layout.updates, update)
+
+    async def _on_evaluation_request(self, msg: m.Message) -> None:
+        if not self._selected(msg.body):
+            return
+        if msg.has_weights:
+            self.model.load_state_dict(msg.tensors())
+        self.status = "evaluating"
+        accuracy, loss = await asyncio.to_thread(evaluate, self.model, self.test_shard)
+        self.status = "idle"
+        await self._send(
+            self.layout.updates,
+            m.evaluation_result(
+                self.client_id,
+                msg.body.round_id,
+                {"accuracy": accuracy, "loss": loss},
+                num_examples=len(self.test_shard),
+            ),
+        )
+
+    async def _on_shutdown(self, msg: m.Message) -> None:
+        logger.info("%s: shutdown (%s)", self.client_id, msg.body.reason)
+        self.status = "stopping"
+        self.stopped.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a client process in the Kafka demo."""
+    from flwire.communication.kafka_transport import KafkaTransport
+
+    parser = argparse.ArgumentParser(description="one client of `flwire demo` over Kafka")
+    parser.add_argument("--bootstrap-servers", required=True)
+    parser.add_argument("--job-id", required=True)
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--index", type=int, required=True, help="this client's shard")
+    parser.add_argument("--num-clients", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    train, test, _ = split_non_iid(args.num_clients, seed=args.seed)
+    transport = KafkaTransport(args.bootstrap_servers)
+
+    async def run() -> None:
+        await transport.start()
+        try:
+            client = DemoClient(
+                args.client_id,
+                transport,
+                TopicLayout(args.job_id),
+                train[args.index],
+                test[args.index],
+                seed=args.seed + args.index,
+                delay=args.delay,
+            )
+            await client.run()
+        finally:
+            await transport.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

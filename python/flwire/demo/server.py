@@ -1,0 +1,262 @@
+"""The demo's FedAvg server.
+
+Per round r: broadcast GlobalUpdate(r, weights), EvaluationRequest(r - 1)
+(clients evaluate the weights they just received) and TrainingStart(r); wait
+for client updates; aggregate with FedAvg once every selected client has
+reported, or once ``max_wait_time`` has passed with at least ``min_clients``
+updates (naming the clients left out); evaluate on the held-out test set.
+After the last round the final weights are broadcast and evaluated, then
+Shutdown ends the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flwire.communication.channel import Channel, SeenIds
+from flwire.communication.transport import TopicLayout, Transport
+from flwire.demo.data import Shard
+from flwire.demo.training import evaluate, fedavg
+from flwire.exceptions import AggregationException, SerializationException
+from flwire.models import SimpleCNN
+from flwire.serialization import messages as m
+from flwire.serialization.values import value_map_to_dict
+from flwire.utils.metrics import MetricsCollector
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundResult:
+    """What happened in one round."""
+
+    round_id: int
+    reporting: list[str]
+    left_out: list[str]
+    accuracy: float
+    loss: float
+    wire_bytes: int
+    seconds: float
+    federated_accuracy: float | None = None
+
+
+@dataclass
+class _State:
+    registered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_heartbeat: dict[str, float] = field(default_factory=dict)
+    updates: dict[int, dict[str, m.Message]] = field(default_factory=dict)
+    evaluations: dict[int, dict[str, m.Message]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FedAvgServer:
+    """Runs a FedAvg job over any transport."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        layout: TopicLayout,
+        test: Shard,
+        *,
+        num_clients: int,
+        rounds: int,
+        min_clients: int = 2,
+        max_wait_time: float = 300.0,
+        config: dict[str, Any] | None = None,
+        registration_timeout: float = 120.0,
+        metrics: MetricsCollector | None = None,
+        on_round: Callable[[RoundResult], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.transport = transport
+        self.layout = layout
+        self.test = test
+        self.num_clients = num_clients
+        self.rounds = rounds
+        self.min_clients = min_clients
+        self.max_wait_time = max_wait_time
+        self.config = config or {"local_epochs": 1, "learning_rate": 0.05}
+        self.registration_timeout = registration_timeout
+        self.metrics = metrics or MetricsCollector()
+        self.on_round = on_round or (lambda _r: None)
+        self.on_status = on_status or (lambda _s: None)
+        self.channel = Channel(transport)
+        self.seen = SeenIds()
+        self.state = _State()
+        torch.manual_seed(seed)
+        self.model = SimpleCNN()
+        self.results: list[RoundResult] = []
+        self._listener: asyncio.Task[None] | None = None
+
+    def wire_bytes(self) -> int:
+        """Bytes the server sent and received so far."""
+        return self.channel.stats["bytes_sent"] + self.channel.stats["bytes_received"]
+
+    async def _broadcast(self, msg: m.Message) -> None:
+        await self.channel.send_message(self.layout.broadcast, msg)
+
+    async def _listen(self) -> None:
+        topics = [self.layout.updates, self.layout.control]
+        async for delivery in self.channel.receive(topics, self.layout.server_group()):
+            try:
+                msg = m.decode_message(delivery.payload)
+                if self.seen.first_time(msg.message_id):
+                    self._record(msg)
+            except SerializationException as exc:
+                logger.error("Server dropped an undecodable message: %s", exc)
+            await delivery.done()
+
+    def _record(self, msg: m.Message) -> None:
+        body = msg.body
+        state = self.state
+        if msg.type == "client_registration":
+            state.registered[body.client_id] = value_map_to_dict(body.attributes)
+        elif msg.type == "heartbeat":
+            state.last_heartbeat[body.client_id] = time.monotonic()
+        elif msg.type == "client_update":
+            state.updates.setdefault(body.round_id, {})[body.client_id] = msg
+        elif msg.type == "evaluation_result":
+            state.evaluations.setdefault(body.round_id, {})[body.client_id] = msg
+        state.changed.set()
+
+    async def _wait(self, ready: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self._listener is not None and self._listener.done():
+                self._listener.result()  # re-raise what stopped the listener
+                raise AggregationException("the server stopped receiving messages")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.state.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.state.changed.wait(), min(remaining, 0.5))
+        return True
+
+    async def run(self) -> list[RoundResult]:
+        """Run the whole job; return the per-round results."""
+        await self.transport.ensure_topics(self.layout.all)
+        listener = self._listener = asyncio.create_task(self._listen())
+        try:
+            self.on_status(f"waiting for {self.num_clients} clients to register")
+            if not await self._wait(
+                lambda: len(self.state.registered) >= self.num_clients, self.registration_timeout
+            ):
+                if len(self.state.registered) < self.min_clients:
+                    raise AggregationException(
+                        f"only {len(self.state.registered)} of {self.num_clients} clients "
+                        f"registered within {self.registration_timeout:.0f} s"
+                    )
+            for round_id in range(1, self.rounds + 1):
+                await self._round(round_id)
+            await self._broadcast(m.global_update(self.rounds + 1, self.model.state_dict()))
+            await self._broadcast(m.evaluation_request(self.rounds))
+            await self._wait(
+                lambda: (
+                    len(self.state.evaluations.get(self.rounds, {})) >= len(self.state.registered)
+                ),
+                30,
+            )
+            self._attach_federated_accuracy()
+            await self._broadcast(m.shutdown(f"finished {self.rounds} rounds"))
+            return self.results
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _round(self, round_id: int) -> None:
+        start = time.perf_counter()
+        bytes_before = self.wire_bytes()
+        selected = sorted(self.state.registered)
+        encode_start = time.perf_counter()
+        update = m.global_update(round_id, self.model.state_dict(), self.config)
+        self.metrics.record_wire(
+            "sent",
+            len(update.weights or b""),
+            update.weights_info().raw_bytes,
+            time.perf_counter() - encode_start,
+        )
+        await self._broadcast(update)
+        if round_id > 1:
+            await self._broadcast(m.evaluation_request(round_id - 1, client_ids=selected))
+        await self._broadcast(m.training_start(round_id, self.config, selected))
+        updates = self.state.updates.setdefault(round_id, {})
+
+        def progress() -> str:
+            return (
+                f"round {round_id}/{self.rounds}: {len(updates)}/{len(selected)} updates, "
+                f"{self.wire_bytes() / 1e6:.1f} MB on the wire"
+            )
+
+        def ready() -> bool:
+            self.on_status(progress())
+            return len(updates) >= len(selected)
+
+        if not await self._wait(ready, self.max_wait_time):
+            if len(updates) < self.min_clients:
+                await self._wait(lambda: len(updates) >= self.min_clients, self.max_wait_time)
+            if len(updates) < self.min_clients:
+                raise AggregationException(
+                    f"round {round_id}: {len(updates)} updates after waiting "
+                    f"{2 * self.max_wait_time:.0f} s, fewer than min_clients={self.min_clients}"
+                )
+        reporting = sorted(updates)
+        left_out = [c for c in selected if c not in updates]
+        if left_out:
+            logger.warning(
+                "round %d: aggregating without %s (no update within %.0f s)",
+                round_id,
+                ", ".join(left_out),
+                self.max_wait_time,
+            )
+        states, weights = [], []
+        for cid in reporting:
+            msg = updates[cid]
+            decode_start = time.perf_counter()
+            states.append(msg.tensors())
+            self.metrics.record_wire(
+                "received",
+                len(msg.weights or b""),
+                msg.weights_info().raw_bytes,
+                time.perf_counter() - decode_start,
+            )
+            weights.append(msg.body.num_examples)
+        self.model.load_state_dict(fedavg(states, weights))
+        accuracy, loss = evaluate(self.model, self.test)
+        result = RoundResult(
+            round_id,
+            reporting,
+            left_out,
+            accuracy,
+            loss,
+            self.wire_bytes() - bytes_before,
+            time.perf_counter() - start,
+        )
+        self.results.append(result)
+        self._attach_federated_accuracy()
+        self.on_round(result)
+
+    def _attach_federated_accuracy(self) -> None:
+        for result in self.results:
+            evals = self.state.evaluations.get(result.round_id)
+            if not evals or result.federated_accuracy is not None:
+                continue
+            total = sum(e.body.num_examples for e in evals.values())
+            if total:
+                result.federated_accuracy = (
+                    sum(
+                        e.body.metrics["accuracy"].double_value * e.body.num_examples
+                        for e in evals.values()
+                    )
+                    / total
+                )

@@ -1,0 +1,72 @@
+"""Local training, evaluation and FedAvg for the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flwire.demo.data import Shard
+from flwire.exceptions import AggregationException
+
+
+def train_local(
+    model: nn.Module, shard: Shard, *, epochs: int, lr: float, batch_size: int, seed: int
+) -> float:
+    """Train in place with SGD + momentum; return the mean loss of the last epoch."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    loss_sum, batches = 0.0, 0
+    for _ in range(epochs):
+        loss_sum, batches = 0.0, 0
+        order = torch.randperm(len(shard), generator=gen)
+        for start in range(0, len(shard), batch_size):
+            idx = order[start : start + batch_size]
+            optimizer.zero_grad()
+            loss = F.nll_loss(model(shard.x[idx]), shard.y[idx])
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item()
+            batches += 1
+    return loss_sum / max(batches, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, shard: Shard) -> tuple[float, float]:
+    """(accuracy, mean loss) on a shard."""
+    model.eval()
+    out = model(shard.x)
+    loss = float(F.nll_loss(out, shard.y))
+    accuracy = float((out.argmax(dim=1) == shard.y).float().mean())
+    return accuracy, loss
+
+
+def fedavg(
+    updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """Weighted average of state dicts (weights: examples per client).
+    Integer tensors (e.g. counters) take the value of the largest contributor."""
+    if not updates:
+        raise AggregationException("no client updates to aggregate")
+    total = float(sum(weights))
+    if total <= 0:
+        raise AggregationException("client updates report no training examples")
+    keys = list(updates[0])
+    for i, update in enumerate(updates[1:], 1):
+        if list(update) != keys:
+            raise AggregationException(f"update {i} has different tensors than update 0")
+    result: dict[str, torch.Tensor] = {}
+    for key in keys:
+        first = updates[0][key]
+        if first.is_floating_point():
+            acc = torch.zeros_like(first, dtype=torch.float64)
+            for update, w in zip(updates, weights, strict=True):
+                acc += update[key].double() * (w / total)
+            result[key] = acc.to(first.dtype)
+        else:
+            heaviest = max(range(len(updates)), key=lambda i: weights[i])
+            result[key] = updates[heaviest][key].clone()
+    return result

@@ -1,0 +1,30 @@
+"""A consumer that receives messages and never commits: killed by the test.
+
+    python _consumer_proc.py BOOTSTRAP TOPIC GROUP
+
+Prints "GOT <message id>" for each message, then keeps running (no commit)
+until the test kills it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from _helpers import transport
+
+from flwire.communication.channel import Channel
+from flwire.serialization.messages import decode_message
+
+
+async def main(bootstrap: str, topic: str, group: str) -> None:
+    t = transport(bootstrap)
+    await t.start()
+    async for delivery in Channel(t).receive([topic], group):
+        msg = decode_message(delivery.payload)
+        print(f"GOT {msg.message_id}", flush=True)
+        # Handling "takes forever": done() is never called, so nothing is committed.
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:4]))

@@ -1,0 +1,66 @@
+"""Small helpers shared by the Kafka integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from flwire.communication.channel import Channel, SeenIds
+from flwire.communication.kafka_transport import KafkaTransport
+from flwire.serialization.messages import Message, decode_message
+
+
+def cnn_state(seed: int) -> dict[str, torch.Tensor]:
+    """Weights shaped like the old SimpleCNN (1.2M parameters, 4.8 MB)."""
+    torch.manual_seed(seed)
+    model = nn.ModuleDict(
+        {
+            "conv1": nn.Conv2d(1, 32, 3, 1),
+            "conv2": nn.Conv2d(32, 64, 3, 1),
+            "fc1": nn.Linear(9216, 128),
+            "fc2": nn.Linear(128, 10),
+        }
+    )
+    return model.state_dict()
+
+
+def transport(bootstrap: str, **consumer: Any) -> KafkaTransport:
+    return KafkaTransport(
+        bootstrap,
+        consumer_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, **consumer},
+    )
+
+
+async def send_message(channel: Channel, topic: str, msg: Message) -> None:
+    await channel.send_message(topic, msg)
+
+
+async def collect(
+    channel: Channel,
+    topics: list[str],
+    group: str,
+    until: Callable[[list[Message]], bool],
+    timeout: float,
+    seen: SeenIds | None = None,
+) -> list[Message]:
+    """Receive, decode and de-duplicate messages until ``until`` holds."""
+    got: list[Message] = []
+    seen = seen or SeenIds()
+    deadline = time.monotonic() + timeout
+
+    async def run() -> None:
+        async for delivery in channel.receive(topics, group):
+            msg = decode_message(delivery.payload)
+            if seen.first_time(msg.message_id):
+                got.append(msg)
+            await delivery.done()
+            if until(got):
+                return
+
+    await asyncio.wait_for(run(), timeout=max(1.0, deadline - time.monotonic()))
+    return got

@@ -1,0 +1,103 @@
+"""Fixtures for the tests against a real Apache Kafka broker.
+
+``make test`` starts the broker (``make kafka-up``) before pytest and stops it
+after; ``FLWIRE_KAFKA_BOOTSTRAP`` points the tests at another broker. Without a
+reachable broker these tests fail (never skip) and say how to start one. The
+fault-injection tests start a private broker of their own on another port,
+because they stop and restart it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKER_SH = ROOT / "kafka" / "broker.sh"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+PRIVATE_PORT = int(os.environ.get("FLWIRE_KAFKA_FAULT_PORT", "19092"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000)})
+    try:
+        admin.list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    """The broker under test; fails with instructions when there is none."""
+    address = os.environ.get("FLWIRE_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP)
+    if not broker_answers(address):
+        pytest.fail(
+            f"no Kafka broker answers at {address}. Start one with `make kafka-up` "
+            "(or run `make test`, which starts and stops it), or set FLWIRE_KAFKA_BOOTSTRAP "
+            "to a running broker.",
+            pytrace=False,
+        )
+    return address
+
+
+@pytest.fixture
+def job_id() -> str:
+    """A fresh job id, so each test has topics of its own."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class PrivateBroker:
+    """A broker this test session owns and may kill and restart."""
+
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _run(self, command: str) -> None:
+        env = {**os.environ, "FLWIRE_KAFKA_PORT": str(self.port)}
+        result = subprocess.run(
+            ["bash", str(BROKER_SH), command], env=env, capture_output=True, text=True, timeout=180
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"kafka/broker.sh {command} failed on port {self.port}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+
+    def up(self) -> None:
+        self._run("up")
+
+    def kill(self) -> None:
+        """Stop the broker abruptly (SIGKILL), as a crash would."""
+        self._run("kill")
+
+    def reset(self) -> None:
+        self._run("reset")
+
+
+@pytest.fixture(scope="session")
+def private_broker() -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(PRIVATE_PORT)
+    broker.reset()
+    broker.up()
+    try:
+        yield broker
+    finally:
+        broker.reset()

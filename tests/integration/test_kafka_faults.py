@@ -1,0 +1,113 @@
+"""Faults on a real broker: a broker crash mid-round and a consumer killed before commit.
+
+These tests own a private broker (``private_broker``) because they kill it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flwire.communication.channel import Channel, SeenIds
+from flwire.communication.transport import TopicLayout
+from flwire.serialization import messages as m
+
+from ._helpers import cnn_state, collect, send_message, transport
+from .conftest import PrivateBroker
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_broker_crash_mid_round_loses_and_doubles_nothing(
+    private_broker: PrivateBroker, job_id: str
+) -> None:
+    layout = TopicLayout(job_id)
+    bootstrap = private_broker.bootstrap
+    clients = [f"client-{i}" for i in range(10)]
+    updates = [m.client_update(c, 1, cnn_state(i), {"i": i}) for i, c in enumerate(clients)]
+
+    async def send(msg: m.Message) -> None:
+        t = transport(bootstrap)
+        await t.start()
+        try:
+            await send_message(Channel(t), layout.updates, msg)
+        finally:
+            await t.stop()
+
+    async def scenario() -> list[m.Message]:
+        server = transport(bootstrap)
+        await server.start()
+        await server.ensure_topics(layout.all)
+        seen = SeenIds()
+        channel = Channel(server)
+        receiving = asyncio.create_task(
+            collect(channel, [layout.updates], "server", lambda g: len(g) == 10, 240, seen)
+        )
+        await asyncio.gather(*(send(u) for u in updates[:5]))
+        # The broker dies in the middle of the round...
+        await asyncio.to_thread(private_broker.kill)
+        late = [asyncio.create_task(send(u)) for u in updates[5:]]
+        await asyncio.sleep(2)
+        # ...and comes back; the late clients' producers retry on their own.
+        await asyncio.to_thread(private_broker.up)
+        await asyncio.gather(*late)
+        got = await receiving
+        await server.stop()
+        return got
+
+    got = asyncio.run(scenario())
+    assert sorted(msg.body.client_id for msg in got) == clients
+    assert len({msg.message_id for msg in got}) == len(got) == 10
+
+
+def test_consumer_killed_before_commit_gets_the_message_again(
+    private_broker: PrivateBroker, job_id: str
+) -> None:
+    layout = TopicLayout(job_id)
+    bootstrap = private_broker.bootstrap
+    update = m.client_update("c1", 2, cnn_state(7), {"loss": 0.5})  # > 1 MB: travels in parts
+
+    async def produce() -> None:
+        t = transport(bootstrap)
+        await t.start()
+        await t.ensure_topics(layout.all)
+        await send_message(Channel(t), layout.updates, update)
+        await t.stop()
+
+    asyncio.run(produce())
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_consumer_proc.py"), bootstrap, layout.updates, "server"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        line = ""
+        while time.monotonic() < deadline and not line.startswith("GOT"):
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+        assert line.strip() == f"GOT {update.message_id}", f"consumer printed {line!r}"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    async def restart() -> list[m.Message]:
+        t = transport(bootstrap)
+        await t.start()
+        try:
+            return await collect(Channel(t), [layout.updates], "server", lambda g: len(g) == 1, 90)
+        finally:
+            await t.stop()
+
+    got = asyncio.run(restart())
+    assert got[0].message_id == update.message_id
+    assert got[0].tensors()["fc1.weight"].shape == (128, 9216)

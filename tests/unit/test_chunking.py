@@ -1,0 +1,545 @@
+"""Chunked transfers: split_payload, parse_part and the Reassembler.
+
+Round trips (in order, reversed, shuffled, with duplicates, several transfers
+interleaved), hostile or inconsistent parts, the memory cap and the timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tracemalloc
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flwire.communication.chunking import (
+    PART_OVERHEAD,
+    Completed,
+    Dropped,
+    Part,
+    Reassembler,
+    parse_part,
+    split_payload,
+)
+from flwire.exceptions import CommunicationException, SerializationException
+from flwire.serialization.compression import crc32c
+from flwire.v1 import transfer_pb2
+
+# Keep each example below a few hundred parts so the suite stays fast.
+MAX_PARTS = 300
+MAX_SIZE = 3 << 20
+
+
+def _payload(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _encode_part(**fields) -> bytes:
+    return transfer_pb2.TransferPart(**fields).SerializeToString()
+
+
+def _parts(payload: bytes, transfer_id: str, limit: int) -> list[bytes]:
+    return [p for p, _, _ in split_payload(payload, transfer_id, limit)]
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@st.composite
+def payload_and_limit(draw) -> tuple[bytes, int]:
+    limit = draw(st.one_of(st.integers(600, 100_000), st.integers(20_000, 100_000)))
+    chunk = limit - PART_OVERHEAD
+    largest = min(MAX_SIZE, chunk * MAX_PARTS)
+    size = draw(
+        st.one_of(
+            st.integers(0, min(largest, 3 * chunk + 1)),  # a few parts, exact boundaries
+            st.integers(0, largest),
+            st.integers(largest // 2, largest),  # up to a few MB
+        )
+    )
+    seed = draw(st.integers(0, 2**32 - 1))
+    return _payload(size, seed), limit
+
+
+def _order(count: int, mode: str, rnd: random.Random, dups: int) -> list[int]:
+    """Part indices in the given order, with ``dups`` duplicates of parts already
+    seen inserted before the last new part (so they land while the transfer is
+    still pending)."""
+    order = list(range(count))
+    if mode == "reversed":
+        order.reverse()
+    elif mode == "shuffled":
+        rnd.shuffle(order)
+    if count < 2:
+        return order
+    for _ in range(dups):
+        last_new = max(order.index(i) for i in range(count))  # position of the completing part
+        pos = rnd.randint(1, last_new)
+        order.insert(pos, rnd.choice(order[:pos]))
+    return order
+
+
+# ----------------------------------------------------------------------------- split_payload
+
+
+@given(payload_and_limit())
+def test_split_parts_fit_the_limit_and_cover_the_payload(case):
+    payload, limit = case
+    parts = list(split_payload(payload, "transfer-1", limit))
+    count = parts[0][2]
+    chunk = limit - PART_OVERHEAD - len("transfer-1")
+    assert count == max(1, -(-len(payload) // chunk))
+    assert [i for _, i, _ in parts] == list(range(count))
+    assert all(c == count for _, _, c in parts)
+    assert all(len(p) <= limit for p, _, _ in parts)
+    decoded = [parse_part(p) for p, _, _ in parts]
+    assert b"".join(bytes(d.data) for d in decoded) == payload
+    checksum = crc32c(payload)
+    for index, part in enumerate(decoded):
+        assert part.transfer_id == "transfer-1"
+        assert (part.index, part.count, part.total_size) == (index, count, len(payload))
+        assert part.crc == checksum
+        assert bytes(part.data) == payload[part.offset : part.offset + len(part.data)]
+
+
+def test_split_empty_payload_is_one_empty_part():
+    (part_bytes, index, count), *rest = list(split_payload(b"", "empty", 600))
+    assert rest == [] and (index, count) == (0, 1)
+    part = parse_part(part_bytes)
+    assert (part.total_size, part.offset, len(part.data)) == (0, 0, 0)
+    completed, dropped = Reassembler().add(part)
+    assert completed is not None and bytes(completed.payload) == b"" and dropped == []
+
+
+def test_split_accepts_any_buffer():
+    payload = bytearray(_payload(5000, 1))
+    from_bytes = _parts(bytes(payload), "t", 1000)
+    assert _parts(payload, "t", 1000) == from_bytes
+    assert _parts(memoryview(payload), "t", 1000) == from_bytes
+
+
+@pytest.mark.parametrize("limit", [0, 100, PART_OVERHEAD])
+def test_split_refuses_a_limit_too_small(limit):
+    with pytest.raises(CommunicationException):
+        list(split_payload(b"abc", "t", limit))
+
+
+def test_split_parts_fit_the_limit_with_a_long_transfer_id():
+    """split_payload promises parts of at most ``max_record_bytes``; the room it
+    leaves (PART_OVERHEAD = 512) does not account for the transfer id's length,
+    which a caller chooses (Channel.send(transfer_id=...))."""
+    limit = 1000
+    parts = _parts(_payload(5000, 2), "i" * 600, limit)
+    assert max(len(p) for p in parts) <= limit
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+@given(
+    payload_and_limit(),
+    st.sampled_from(["in_order", "reversed", "shuffled"]),
+    st.integers(0, 8),
+    st.randoms(use_true_random=False),
+)
+def test_reassembly_round_trip(case, mode, dups, rnd):
+    payload, limit = case
+    parts = _parts(payload, "tid", limit)
+    order = _order(len(parts), mode, rnd, dups)
+    reassembler = Reassembler()
+    completed: list[Completed] = []
+    for position, index in enumerate(order):
+        assert reassembler.pending_bytes <= len(payload)
+        done, dropped = reassembler.add(parse_part(parts[index]), token=position)
+        assert dropped == []
+        if done is not None:
+            completed.append(done)
+    assert len(completed) == 1
+    (result,) = completed
+    assert result.transfer_id == "tid"
+    assert bytes(result.payload) == payload
+    assert sorted(result.tokens) == list(range(len(order)))  # duplicates' tokens kept too
+    assert reassembler.duplicates == len(order) - len(parts)
+    assert reassembler.pending_bytes == 0
+    assert reassembler.progress("tid") == (0, 0)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 20_000), st.integers(0, 2**32 - 1)), min_size=2, max_size=6),
+    st.integers(600, 5_000),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+def test_interleaved_transfers_complete_independently(specs, limit, shuffle_each, rnd):
+    payloads = {f"t{i}": _payload(size, seed) for i, (size, seed) in enumerate(specs)}
+    queues = {}
+    for tid, payload in payloads.items():
+        parts = _parts(payload, tid, limit)
+        if shuffle_each:
+            rnd.shuffle(parts)
+        queues[tid] = parts
+    reassembler = Reassembler()
+    results: dict[str, bytes] = {}
+    while queues:
+        tid = rnd.choice(sorted(queues))
+        part = queues[tid].pop(0)
+        if not queues[tid]:
+            del queues[tid]
+        done, dropped = reassembler.add(parse_part(part))
+        assert dropped == []
+        if done is not None:
+            assert done.transfer_id not in results
+            results[done.transfer_id] = bytes(done.payload)
+    assert results == payloads
+    assert reassembler.pending_bytes == 0
+
+
+def test_progress_counts_received_bytes():
+    payload = _payload(10_000, 3)
+    parts = [parse_part(p) for p in _parts(payload, "p", 2000)]
+    reassembler = Reassembler()
+    assert reassembler.progress("p") == (0, 0)
+    filled = 0
+    for part in parts[:-1]:
+        reassembler.add(part)
+        filled += len(part.data)
+        assert reassembler.progress("p") == (filled, len(payload))
+    reassembler.add(parts[0])  # duplicate: no progress
+    assert reassembler.progress("p") == (filled, len(payload))
+    done, _ = reassembler.add(parts[-1])
+    assert done is not None and reassembler.progress("p") == (0, 0)
+
+
+def test_payload_is_a_view_on_the_reassembly_buffer():
+    payload = _payload(3000, 4)
+    reassembler = Reassembler()
+    done = None
+    for p in _parts(payload, "v", 1000):
+        done, _ = reassembler.add(parse_part(p))
+    assert isinstance(done.payload, memoryview)
+    assert done.payload.nbytes == len(payload)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_part_index_at_or_above_count_is_refused():
+    for index, count in [(3, 3), (7, 3), (0, 0)]:
+        raw = _encode_part(
+            transfer_id="t", part_index=index, part_count=count, total_size=4, data=b"abcd"
+        )
+        with pytest.raises(SerializationException):
+            parse_part(raw)
+
+
+def test_part_without_transfer_id_is_refused():
+    with pytest.raises(SerializationException):
+        parse_part(_encode_part(part_index=0, part_count=1, total_size=1, data=b"x"))
+
+
+@pytest.mark.parametrize(
+    ("offset", "data", "total"), [(0, b"abcde", 4), (3, b"ab", 4), (2**40, b"", 0)]
+)
+def test_part_data_past_the_payload_size_is_refused(offset, data, total):
+    raw = _encode_part(
+        transfer_id="t", part_index=0, part_count=2, total_size=total, offset=offset, data=data
+    )
+    with pytest.raises(SerializationException):
+        parse_part(raw)
+
+
+@pytest.mark.parametrize("field", ["part_count", "total_size", "payload_crc32c"])
+def test_part_disagreeing_with_earlier_parts_is_refused_without_harm(field):
+    payload = _payload(3000, 5)
+    raw = _parts(payload, "t", 1000)
+    good = [parse_part(p) for p in raw]
+    reassembler = Reassembler()
+    assert reassembler.add(good[0]) == (None, [])
+    second = good[1]
+    fields = {
+        "transfer_id": "t",
+        "part_index": second.index,
+        "part_count": second.count,
+        "total_size": second.total_size,
+        "offset": second.offset,
+        "payload_crc32c": second.crc,
+        "data": bytes(second.data),
+    }
+    fields[field] += 1
+    with pytest.raises(SerializationException, match="disagrees"):
+        reassembler.add(parse_part(_encode_part(**fields)))
+    # The bad part changed nothing: the good parts still complete the payload.
+    done = None
+    for part in good[1:]:
+        done, _ = reassembler.add(part)
+    assert done is not None and bytes(done.payload) == payload
+    assert reassembler.pending_bytes == 0
+
+
+def test_huge_declared_size_is_refused_before_allocating():
+    raw = _encode_part(transfer_id="big", part_index=0, part_count=2, total_size=2**40, data=b"x")
+    part = parse_part(raw)
+    reassembler = Reassembler()  # default max_payload_bytes: 4 GiB
+    tracemalloc.start()
+    try:
+        with pytest.raises(CommunicationException, match="refusing"):
+            reassembler.add(part)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert reassembler.pending_bytes == 0 and reassembler.progress("big") == (0, 0)
+
+
+def test_declared_size_just_above_the_payload_limit_is_refused():
+    reassembler = Reassembler(max_payload_bytes=10_000)
+    at_limit = _encode_part(transfer_id="a", part_count=2, total_size=10_000, data=b"x")
+    above = _encode_part(transfer_id="b", part_count=2, total_size=10_001, data=b"x")
+    assert reassembler.add(parse_part(at_limit)) == (None, [])
+    with pytest.raises(CommunicationException):
+        reassembler.add(parse_part(above))
+    assert reassembler.pending_bytes == 10_000
+
+
+@pytest.mark.parametrize("corrupt_index", [0, 1, 2])
+def test_corrupted_data_fails_the_crc_on_completion(corrupt_index):
+    payload = _payload(2500, 6)
+    raw = _parts(payload, "c", 1000)
+    assert len(raw) == 6
+    bad = bytearray(raw[corrupt_index])
+    bad[-1] ^= 0x01  # the last byte is payload data
+    raw[corrupt_index] = bytes(bad)
+    reassembler = Reassembler()
+    for i, part in enumerate(raw[:-1]):
+        assert reassembler.add(parse_part(part), token=i) == (None, [])
+    completed, dropped = reassembler.add(parse_part(raw[-1]), token=len(raw) - 1)
+    # Refused as a whole, with every part's token handed back so offsets can move on.
+    assert completed is None
+    assert [d.reason for d in dropped] == [CORRUPTED] and "CRC" in CORRUPTED
+    assert sorted(dropped[0].tokens) == list(range(len(raw)))
+    assert reassembler.pending_bytes == 0
+
+
+def test_overlapping_parts_fail_on_completion():
+    payload = _payload(2000, 7)
+    good = [parse_part(p) for p in _parts(payload, "o", 1001 + PART_OVERHEAD)]  # 2 x 1000
+    assert len(good) == 2
+    overlapping = _encode_part(
+        transfer_id="o",
+        part_index=1,
+        part_count=2,
+        total_size=len(payload),
+        offset=0,  # should be 1000: overwrites part 0 and leaves a hole
+        payload_crc32c=good[0].crc,
+        data=payload[:1000],
+    )
+    reassembler = Reassembler()
+    reassembler.add(good[0])
+    completed, dropped = reassembler.add(parse_part(overlapping))
+    assert completed is None
+    assert [d.reason for d in dropped] == [CORRUPTED]
+
+
+def _parse_or_error(raw: bytes) -> Part | None:
+    try:
+        part = parse_part(raw)
+    except (SerializationException, CommunicationException):
+        return None
+    assert part.transfer_id and part.count >= 1 and 0 <= part.index < part.count
+    assert part.offset + len(part.data) <= part.total_size
+    return part
+
+
+@given(st.binary(max_size=300))
+def test_garbage_bytes_raise_only_flwire_exceptions(raw):
+    part = _parse_or_error(raw)
+    if part is not None:
+        try:
+            Reassembler(max_payload_bytes=1 << 20).add(part)
+        except (SerializationException, CommunicationException):
+            pass
+
+
+@given(st.data())
+def test_mutated_parts_raise_only_flwire_exceptions(data):
+    payload = _payload(data.draw(st.integers(0, 3000)), 8)
+    raw = _parts(payload, "m", 1000)
+    reassembler = Reassembler(max_payload_bytes=1 << 20)
+    for original in raw:
+        buf = bytearray(original)
+        for _ in range(data.draw(st.integers(0, 3))):
+            if not buf:
+                break
+            pos = data.draw(st.integers(0, len(buf) - 1))
+            buf[pos] = data.draw(st.integers(0, 255))
+        cut = data.draw(st.integers(0, len(buf)))
+        part = _parse_or_error(bytes(buf[:cut]))
+        if part is None:
+            continue
+        try:
+            done, _ = reassembler.add(part)
+        except (SerializationException, CommunicationException):
+            continue
+        if done is not None:  # only the genuine payload can pass the CRC
+            assert done.transfer_id != "m" or bytes(done.payload) == payload
+
+
+def test_parse_part_refuses_wrong_wire_types():
+    # transfer_id (field 1) as a varint
+    with pytest.raises(SerializationException):
+        parse_part(bytes([0x08, 0x01]))
+    # part_count (field 3) as length-delimited
+    with pytest.raises(SerializationException):
+        parse_part(bytes([0x0A, 0x01, 0x61, 0x1A, 0x01, 0x00]))
+
+
+def test_parse_part_refuses_invalid_utf8_transfer_id():
+    raw = bytes([0x0A, 0x02, 0xFF, 0xFE, 0x18, 0x01])
+    with pytest.raises(SerializationException):
+        parse_part(raw)
+
+
+# ----------------------------------------------------------------------------- memory cap
+
+
+def test_new_transfers_evict_the_oldest_and_log_it(caplog):
+    cap = 10_000
+    reassembler = Reassembler(max_pending_bytes=cap)
+    heads = {
+        tid: parse_part(_parts(_payload(4000, i), tid, 1000)[0])
+        for i, tid in enumerate(["a", "b", "c", "d"])
+    }
+    with caplog.at_level(logging.ERROR, logger="flwire.communication.chunking"):
+        assert reassembler.add(heads["a"], token="a0") == (None, [])
+        assert reassembler.add(heads["b"], token="b0") == (None, [])
+        assert reassembler.pending_bytes == 8000
+        done, dropped = reassembler.add(heads["c"], token="c0")
+        assert done is None
+        assert [(d.transfer_id, d.tokens) for d in dropped] == [("a", ["a0"])]
+        assert all(isinstance(d, Dropped) and "memory cap" in d.reason for d in dropped)
+        assert reassembler.pending_bytes == 8000 <= cap
+        _, dropped = reassembler.add(heads["d"], token="d0")
+        assert [d.transfer_id for d in dropped] == ["b"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "transfer a" in messages[0] and "memory cap" in messages[0]
+    assert "transfer b" in messages[1]
+    assert reassembler.progress("a") == (0, 0)
+    assert reassembler.progress("c") == (heads["c"].data.nbytes, 4000)
+
+
+@given(
+    st.lists(st.integers(1, 10_000), min_size=1, max_size=30),
+    st.integers(10_000, 30_000),
+    st.randoms(use_true_random=False),
+)
+def test_pending_bytes_never_exceed_the_cap(sizes, cap, rnd):
+    reassembler = Reassembler(max_pending_bytes=cap)
+    pending: list[str] = []  # started, not completed nor dropped, oldest first
+    dropped_ids: list[str] = []
+    all_parts = {}
+    for i, size in enumerate(sizes):
+        all_parts[f"t{i}"] = [parse_part(p) for p in _parts(_payload(size, i), f"t{i}", 2000)]
+    for tid, parts in all_parts.items():
+        # start the transfer with its first part, and sometimes finish it
+        finish = rnd.random() < 0.3
+        for part in parts if finish else parts[:1]:
+            done, dropped = reassembler.add(part)
+            dropped_ids.extend(d.transfer_id for d in dropped)
+            for d in dropped:
+                assert d.transfer_id == pending.pop(0)  # the oldest goes first
+            assert reassembler.pending_bytes <= cap
+            if done is not None:
+                assert done.transfer_id == tid
+        if not finish and len(parts) > 1:
+            pending.append(tid)
+    expected = sum(all_parts[t][0].total_size for t in pending)
+    assert reassembler.pending_bytes == expected
+
+
+def test_single_transfer_above_the_pending_cap_is_not_buffered():
+    reassembler = Reassembler(max_pending_bytes=1000, max_payload_bytes=1 << 20)
+    head = parse_part(_parts(_payload(5000, 9), "big", 1000)[0])
+    try:
+        reassembler.add(head)
+    except (CommunicationException, SerializationException):
+        pass
+    assert reassembler.pending_bytes <= reassembler.max_pending_bytes
+
+
+def test_late_duplicate_of_a_completed_transfer_is_not_buffered():
+    parts = [parse_part(p) for p in _parts(_payload(3000, 10), "late", 1000)]
+    reassembler = Reassembler()
+    for part in parts:
+        done, _ = reassembler.add(part)
+    assert done is not None
+    reassembler.add(parts[0])
+    assert reassembler.pending_bytes == 0
+
+
+# ----------------------------------------------------------------------------- timeout
+
+
+def test_expire_drops_a_transfer_missing_a_part():
+    clock = FakeClock()
+    reassembler = Reassembler(part_timeout=30.0, clock=clock)
+    parts = [parse_part(p) for p in _parts(_payload(3000, 11), "slow", 1000)]
+    assert len(parts) == 7
+    for i, part in enumerate(parts[:-2]):
+        reassembler.add(part, token=i)
+    clock.now += 29.9
+    assert reassembler.expire() == []
+    clock.now += 0.1
+    (dropped,) = reassembler.expire()
+    assert dropped.transfer_id == "slow"
+    assert dropped.tokens == [0, 1, 2, 3, 4]
+    assert "missing" in dropped.reason and "2 of 7" in dropped.reason
+    assert reassembler.pending_bytes == 0
+    assert reassembler.expire() == []
+
+
+def test_a_new_part_resets_the_timeout_and_expire_keeps_fresh_transfers():
+    clock = FakeClock()
+    reassembler = Reassembler(part_timeout=10.0, clock=clock)
+    a = [parse_part(p) for p in _parts(_payload(3000, 12), "a", 1000)]
+    b = [parse_part(p) for p in _parts(_payload(3000, 13), "b", 1000)]
+    reassembler.add(a[0])
+    clock.now += 6
+    reassembler.add(b[0])
+    clock.now += 6  # a idle for 12 s, b for 6 s
+    assert [d.transfer_id for d in reassembler.expire()] == ["a"]
+    reassembler.add(b[1])  # b active again
+    clock.now += 9
+    assert reassembler.expire() == []
+    clock.now += 1
+    assert [d.transfer_id for d in reassembler.expire()] == ["b"]
+
+
+def test_a_transfer_completes_after_another_expires(caplog):
+    clock = FakeClock()
+    reassembler = Reassembler(part_timeout=5.0, clock=clock)
+    payload = _payload(2000, 14)
+    parts = [parse_part(p) for p in _parts(payload, "x", 1000)]
+    reassembler.add(parts[0])
+    clock.now += 5
+    with caplog.at_level(logging.ERROR, logger="flwire.communication.chunking"):
+        assert len(reassembler.expire()) == 1
+    assert any("missing" in r.getMessage() for r in caplog.records)
+    done = None
+    for part in parts:  # redelivered from the start
+        done, _ = reassembler.add(part)
+    assert done is not None and bytes(done.payload) == payload
+
+
+def test_payload_limit_also_bounds_completed_sizes():
+    payload = _payload(5000, 15)
+    reassembler = Reassembler(max_payload_bytes=4999)
+    with pytest.raises(CommunicationException):
+        reassembler.add(parse_part(_parts(payload, "z", 1000)[0]))

@@ -1,0 +1,235 @@
+"""AsyncKafkaClient (the old API) running on the in-memory transport."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import numpy as np
+import pytest
+
+from flwire.communication.chunking import PART_HEADER, Reassembler, parse_part, split_payload
+from flwire.communication.headers import read_headers
+from flwire.communication.kafka_client import AsyncKafkaClient
+from flwire.communication.memory import InMemoryBroker, InMemoryTransport
+from flwire.exceptions import CommunicationException
+from flwire.serialization.messages import Message, decode_message, global_update, heartbeat
+
+TIMEOUT = 10
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def _client(broker: InMemoryBroker, group: str = "g", **config) -> AsyncKafkaClient:
+    return AsyncKafkaClient({"group_id": group, **config}, transport=InMemoryTransport(broker))
+
+
+def _big_update() -> Message:
+    rng = np.random.default_rng(0)
+    weights = {"w": rng.standard_normal(400_000).astype(np.float32)}  # ~1.6 MB, incompressible
+    return global_update(5, weights, {"lr": 0.01})
+
+
+def test_send_and_subscribe_before_start_raise():
+    async def main():
+        client = _client(InMemoryBroker())
+        with pytest.raises(CommunicationException, match="start"):
+            await client.send_message("t", b"x")
+        with pytest.raises(CommunicationException):
+            await client.subscribe_to_topic("t", lambda v: None)
+        assert client.running is False
+
+    run(main())
+
+
+def test_start_health_check_and_stop():
+    async def main():
+        client = _client(InMemoryBroker())
+        await client.start()
+        assert client.running is True
+        assert await client.health_check() is True
+        await client.stop()
+        assert client.running is False
+        with pytest.raises(CommunicationException):  # the transport is stopped
+            await client.send_message("t", b"x")
+
+    run(main())
+
+
+def test_subscribe_needs_a_group():
+    async def main():
+        client = AsyncKafkaClient({}, transport=InMemoryTransport())
+        await client.start()
+        with pytest.raises(CommunicationException, match="group"):
+            await client.subscribe_to_topic("t", lambda v: None)
+        await client.subscribe_to_topic("t", lambda v: None, group_id="explicit")
+        await client.stop()
+
+    run(main())
+
+
+def test_without_a_transport_bootstrap_servers_are_required():
+    async def main():
+        with pytest.raises(CommunicationException, match="bootstrap_servers"):
+            await AsyncKafkaClient({"group_id": "g"}).start()
+
+    run(main())
+
+
+def test_bytes_str_and_messages_arrive_in_order():
+    small = heartbeat("client-1", "training")
+    big = _big_update()
+    big_bytes = big.to_bytes()
+    assert len(big_bytes) > 1_000_000
+
+    async def main():
+        broker = InMemoryBroker()
+        producer = _client(broker)
+        consumer = _client(broker)
+        await producer.start()
+        await consumer.start()
+        got: list[bytes] = []
+
+        async def handler(value):
+            await asyncio.sleep(0)
+            got.append(bytes(value))
+
+        await consumer.subscribe_to_topic("t", handler)
+        assert consumer.message_handlers["t"] is handler
+        await producer.send_message("t", b"raw bytes")
+        await producer.send_message("t", "text \u00e9", key="k1")
+        await producer.send_message("t", small)
+        await producer.send_message("t", big, key=b"model")
+        await producer.send_message("t", b"after")
+        await wait_until(lambda: len(got) == 5)
+        await consumer.stop()
+        await producer.stop()
+        return broker, got
+
+    broker, got = run(main())
+    assert got[:3] == [b"raw bytes", "text \u00e9".encode(), small.to_bytes()]
+    assert got[3] == big_bytes and got[4] == b"after"
+    assert decode_message(got[2]).message_id == small.message_id
+    decoded = decode_message(got[3])
+    assert decoded.message_id == big.message_id
+    assert np.array_equal(np.asarray(decoded.tensors()["w"]), np.asarray(big.tensors()["w"]))
+
+    log = broker.topics["t"]
+    assert log[1].key == b"k1"
+    assert read_headers(log[2].headers)["flwire-type"] == "heartbeat"
+    parts = [r for r in log if r.header(PART_HEADER) is not None]
+    assert len(parts) >= 2 and all(len(r.value) <= 1_000_000 for r in parts)
+    assert {parse_part(r.value).transfer_id for r in parts} == {big.message_id}
+    assert {r.key for r in parts} == {b"model"}
+    assert all(read_headers(r.headers)["flwire-message-id"] == big.message_id for r in parts)
+    assert broker.committed[("g", "t")] == len(log)
+
+
+def test_a_failing_handler_does_not_stop_later_messages(caplog):
+    async def main():
+        broker = InMemoryBroker()
+        client = _client(broker)
+        await client.start()
+        got: list[bytes] = []
+
+        def handler(value):
+            if bytes(value).startswith(b"boom"):
+                raise RuntimeError("handler failed")
+            got.append(bytes(value))
+
+        await client.subscribe_to_topic("t", handler)
+        for value in (b"one", b"boom-1", b"two", b"boom-2", b"three"):
+            await client.send_message("t", value)
+        await wait_until(lambda: len(got) == 3)
+        await wait_until(lambda: broker.committed.get(("g", "t")) == 5)
+        await client.stop()
+        return got
+
+    got = run(main())
+    assert got == [b"one", b"two", b"three"]
+    assert sum("Handler for t failed" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_stop_cancels_consumers_and_unhandled_messages_come_back():
+    async def main():
+        broker = InMemoryBroker()
+        client = _client(broker)
+        await client.start()
+        handled: list[bytes] = []
+        blocked = asyncio.Event()
+
+        async def handler(value):
+            if value == b"slow":
+                blocked.set()
+                await asyncio.Event().wait()  # never returns
+            handled.append(bytes(value))
+
+        await client.subscribe_to_topic("t", handler)
+        await client.subscribe_to_topic("u", handler)
+        tasks = list(client.consumers.values())
+        for value in (b"a", b"b", b"slow", b"c"):
+            await client.send_message("t", value)
+        await asyncio.wait_for(blocked.wait(), 5)
+        await asyncio.wait_for(client.stop(), 5)
+        assert client.consumers == {}
+        assert all(t.done() for t in tasks)
+        committed = broker.committed.get(("g", "t"))
+
+        again: list[bytes] = []
+        restarted = _client(broker)
+        await restarted.start()
+        await restarted.subscribe_to_topic("t", lambda v: again.append(bytes(v)))
+        await wait_until(lambda: len(again) == 2)
+        await restarted.stop()
+        return handled, committed, again
+
+    handled, committed, again = run(main())
+    assert handled == [b"a", b"b"]
+    assert committed == 2
+    assert again == [b"slow", b"c"]
+
+
+def test_two_subscriptions_survive_an_expired_transfer():
+    """AsyncKafkaClient shares one Channel (one Reassembler) among its
+    subscriptions. A partial transfer on topic "a" that times out while topic "b"
+    is read must not kill the "b" consumer."""
+    now = [0.0]
+
+    async def main():
+        broker = InMemoryBroker()
+        raw = InMemoryTransport(broker, max_record_bytes=1000)
+        await raw.start()
+        stalled = [p for p, _, _ in split_payload(bytes(3000), "stalled", 1000)]
+        await raw.send("a", stalled[0], key=b"s", headers=[(PART_HEADER, b"0/7")])
+
+        client = _client(broker)
+        await client.start()
+        client.channel.reassembler = Reassembler(part_timeout=60, clock=lambda: now[0])
+        got: dict[str, list[bytes]] = {"a": [], "b": []}
+        await client.subscribe_to_topic("a", lambda v: got["a"].append(bytes(v)))
+        await client.subscribe_to_topic("b", lambda v: got["b"].append(bytes(v)))
+        await wait_until(lambda: client.channel.stats["received_parts"] == 1)
+        now[0] += 61  # the client that sent "stalled" is gone
+        await client.send_message("b", b"b1")
+        await asyncio.sleep(0.1)
+        await client.send_message("b", b"b2")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await wait_until(lambda: len(got["b"]) == 2, 2)
+        consumer_b = client.consumers["b"]
+        failure = consumer_b.exception() if consumer_b.done() else None
+        await client.stop()
+        return got, failure
+
+    got, failure = run(main())
+    assert failure is None  # actual: KeyError(('a', 0)) in the "b" consumer
+    assert got["b"] == [b"b1", b"b2"]

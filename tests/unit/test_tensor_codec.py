@@ -1,0 +1,539 @@
+"""Targeted behaviour of the tensor codec: zero-copy, codec choices, metadata,
+devices, unsupported tensors, numpy output and a real model."""
+
+from __future__ import annotations
+
+import array
+import warnings
+
+import crc32c
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flwire.exceptions import SerializationException
+from flwire.serialization import (
+    decode_tensor_map,
+    dtypes,
+    encode_tensor_map,
+    read_tensor_map,
+)
+from flwire.v1 import tensor_pb2 as pb
+
+
+def raw_of(t: torch.Tensor) -> bytes:
+    """Element bytes in C order, from a fresh dense copy (odd strides are fine)."""
+    if t.numel() == 0:
+        return b""
+    flat = t.detach().reshape(-1).clone(memory_format=torch.contiguous_format)
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
+def buffer_range(buf) -> tuple[int, int]:
+    start = np.frombuffer(buf, np.uint8).ctypes.data
+    return start, start + len(buf)
+
+
+def inside(t: torch.Tensor, buf) -> bool:
+    lo, hi = buffer_range(buf)
+    return lo <= t.data_ptr() and t.data_ptr() + t.numel() * t.element_size() <= hi
+
+
+def state():
+    g = torch.Generator().manual_seed(3)
+    return {
+        "w": torch.randn(16, 8, generator=g),
+        "i": torch.arange(10, dtype=torch.int64),
+        "b": torch.tensor([True, False, True]),
+        "h": torch.randn(5, generator=g).to(torch.bfloat16),
+    }
+
+
+# --------------------------------------------------------------------------- zero copy
+
+
+def test_uncompressed_tensors_are_views_on_a_bytearray():
+    src = state()
+    buf = bytearray(encode_tensor_map(src, compression="none"))
+    out = decode_tensor_map(buf)
+    for name, t in out.items():
+        assert inside(t, buf), name
+        assert raw_of(t) == raw_of(src[name])
+    # Writing into the buffer shows through the tensor: it is the same memory.
+    w = out["w"]
+    offset = w.data_ptr() - buffer_range(buf)[0]
+    buf[offset : offset + 4] = np.float32(42.5).tobytes()
+    assert w[0, 0].item() == 42.5
+    # ... and the other way round: the tensor is writable and writes into buf.
+    out["i"][3] = -7
+    i_off = out["i"].data_ptr() - buffer_range(buf)[0]
+    assert int.from_bytes(buf[i_off + 24 : i_off + 32], "little", signed=True) == -7
+
+
+def test_uncompressed_tensors_from_bytes_are_views_too():
+    src = state()
+    data = encode_tensor_map(src, compression="none")
+    out = decode_tensor_map(data)
+    assert all(inside(t, data) for t in out.values())
+    del src["h"]  # bfloat16 has no numpy dtype without ml_dtypes
+    data = encode_tensor_map(src, compression="none")
+    arrays = decode_tensor_map(data, as_numpy=True)
+    assert list(arrays) == list(src)
+    lo, hi = buffer_range(data)
+    for a in arrays.values():
+        assert lo <= a.ctypes.data < hi
+        assert not a.flags.writeable  # views on immutable bytes are read-only
+
+
+def test_compressed_tensors_are_fresh_allocations():
+    src = {"zeros": torch.zeros(1000), "ints": torch.arange(500, dtype=torch.int32)}
+    for shuffle in (False, True):
+        buf = bytearray(encode_tensor_map(src, compression="zstd", shuffle=shuffle))
+        assert all(r.codec == pb.CODEC_ZSTD for r in read_tensor_map(buf).records)
+        out = decode_tensor_map(buf)
+        lo, hi = buffer_range(buf)
+        for name, t in out.items():
+            assert not lo <= t.data_ptr() < hi, name
+            assert raw_of(t) == raw_of(src[name])
+        before = raw_of(out["ints"])
+        buf[:] = bytes(len(buf))
+        assert raw_of(out["ints"]) == before
+        out["zeros"][0] = 1.0  # writable, owned memory
+
+
+def test_shuffled_but_uncompressed_tensor_is_a_fresh_allocation():
+    raw = np.arange(6, dtype="<i4").tobytes()
+    shuffled = np.frombuffer(raw, np.uint8).reshape(-1, 4).T.tobytes()
+    t = pb.Tensor(name="x", dtype=pb.DTYPE_INT32, shape=[6], raw_size=24)
+    t.filter, t.crc32c, t.data = pb.FILTER_BYTE_SHUFFLE, crc32c.crc32c(raw), shuffled
+    buf = bytearray(pb.TensorMap(tensors=[t]).SerializeToString())
+    out = decode_tensor_map(buf)
+    assert out["x"].tolist() == list(range(6))
+    assert not inside(out["x"], buf)
+
+
+# ----------------------------------------------------------------------- codec choices
+
+
+def test_incompressible_data_is_stored_raw_even_when_zstd_was_requested():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=g)
+    zeros = torch.zeros(4096, dtype=torch.uint8)
+    data = encode_tensor_map({"noise": noise, "zeros": zeros}, compression="zstd", level=19)
+    rec = {r.name: r for r in read_tensor_map(data).records}
+    assert rec["noise"].codec == pb.CODEC_UNSPECIFIED
+    assert rec["noise"].codec_name == "CODEC_UNSPECIFIED"
+    assert bytes(rec["noise"].data) == raw_of(noise)
+    assert rec["zeros"].codec == pb.CODEC_ZSTD
+    assert len(rec["zeros"].data) < 100
+    assert raw_of(decode_tensor_map(data)["noise"]) == raw_of(noise)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        torch.uint8,
+        torch.int8,
+        torch.bool,
+        torch.float8_e4m3fn,
+        torch.float8_e5m2,
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.int64,
+        torch.complex64,
+    ],
+    ids=str,
+)
+def test_shuffle_is_recorded_only_for_multi_byte_dtypes(dtype):
+    t = torch.zeros(2048, dtype=dtype)
+    data = encode_tensor_map({"t": t}, compression="zstd", shuffle=True)
+    rec = read_tensor_map(data).records[0]
+    assert rec.codec == pb.CODEC_ZSTD
+    expected = pb.FILTER_BYTE_SHUFFLE if t.element_size() > 1 else pb.FILTER_UNSPECIFIED
+    assert rec.filter == expected
+    # Without compression no filter is applied at all.
+    plain = read_tensor_map(encode_tensor_map({"t": t}, compression="none", shuffle=True))
+    assert plain.records[0].filter == pb.FILTER_UNSPECIFIED
+    assert plain.records[0].codec == pb.CODEC_UNSPECIFIED
+    # Without shuffle=True, no filter either.
+    noshuf = read_tensor_map(encode_tensor_map({"t": t}, compression="zstd"))
+    assert noshuf.records[0].filter == pb.FILTER_UNSPECIFIED
+
+
+def test_shuffle_helps_float_compression():
+    x = torch.linspace(0, 1, 20000, dtype=torch.float32)
+    plain = encode_tensor_map({"x": x}, shuffle=False)
+    shuffled = encode_tensor_map({"x": x}, shuffle=True)
+    assert len(shuffled) < len(plain)
+    assert raw_of(decode_tensor_map(shuffled)["x"]) == raw_of(x)
+
+
+def test_read_tensor_map_exposes_records_without_decoding():
+    src = {"zeros": torch.zeros(3, 300), "ramp": torch.arange(50, dtype=torch.int16)}
+    data = encode_tensor_map(src, compression="zstd", shuffle=True, metadata={"a": "b"})
+    view = read_tensor_map(data)
+    assert [r.name for r in view.records] == ["zeros", "ramp"]
+    zeros, ramp = view.records
+    assert zeros.dtype.name == "float32" and zeros.dtype.torch_dtype == torch.float32
+    assert zeros.shape == (3, 300)
+    assert zeros.raw_size == 3600
+    assert zeros.crc32c == crc32c.crc32c(raw_of(src["zeros"]))
+    assert zeros.codec == pb.CODEC_ZSTD and zeros.codec_name == "CODEC_ZSTD"
+    assert zeros.filter == pb.FILTER_BYTE_SHUFFLE and zeros.filter_name == "FILTER_BYTE_SHUFFLE"
+    assert isinstance(zeros.data, memoryview) and len(zeros.data) < zeros.raw_size
+    assert ramp.raw_size == 100 and ramp.crc32c == crc32c.crc32c(raw_of(src["ramp"]))
+    assert view.raw_bytes == 3700
+    assert view.metadata == {"a": "b"}
+    assert raw_of(view.to_torch()["ramp"]) == raw_of(src["ramp"])
+    assert view.to_numpy()["zeros"].shape == (3, 300)
+
+
+def test_read_tensor_map_does_not_touch_tensor_data():
+    """A corrupt payload is found only when the tensor is decoded."""
+    raw = bytes(2000)
+    t = pb.Tensor(name="z", dtype=pb.DTYPE_UINT8, shape=[2000], raw_size=2000)
+    t.codec, t.crc32c = pb.CODEC_ZSTD, crc32c.crc32c(raw)
+    import zstandard
+
+    frame = bytearray(zstandard.ZstdCompressor().compress(raw))
+    frame[-2:] = b"\xff\xff"
+    t.data = bytes(frame)
+    data = pb.TensorMap(tensors=[t]).SerializeToString()
+    view = read_tensor_map(data)
+    assert view.records[0].raw_size == 2000
+    with pytest.raises(SerializationException):
+        view.to_torch()
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"framework": "torch", "round": "12"},
+        {"": "", "k": ""},
+        {"ключ": "значение", "emoji 🙂": "✓", "a\x00b": "nul\x00inside"},
+        {f"k{i}": "v" * i for i in range(50)},
+    ],
+    ids=["plain", "empty", "unicode", "many"],
+)
+def test_metadata_round_trips(metadata):
+    data = encode_tensor_map({"x": torch.ones(2)}, metadata=metadata)
+    view = read_tensor_map(data)
+    assert view.metadata == metadata
+    assert dict(pb.TensorMap.FromString(data).metadata) == metadata
+    assert list(decode_tensor_map(data)) == ["x"]
+
+
+def test_no_metadata_writes_no_metadata_field():
+    t = {"x": torch.ones(2)}
+    assert encode_tensor_map(t, metadata=None) == encode_tensor_map(t, metadata={})
+    assert encode_tensor_map(t) == encode_tensor_map(t, metadata={})
+    assert read_tensor_map(encode_tensor_map(t)).metadata == {}
+
+
+def test_metadata_alone_is_a_valid_map():
+    data = encode_tensor_map({}, metadata={"only": "meta"})
+    assert decode_tensor_map(data) == {}
+    assert read_tensor_map(data).metadata == {"only": "meta"}
+
+
+@pytest.mark.parametrize("metadata", [{"k": 1}, {1: "v"}, {"k": None}, {"k": b"v"}])
+def test_metadata_must_be_str(metadata):
+    with pytest.raises(SerializationException, match="str"):
+        encode_tensor_map({}, metadata=metadata)
+
+
+def test_empty_map_and_empty_names():
+    assert encode_tensor_map({}) == b""
+    assert decode_tensor_map(b"") == {}
+    out = decode_tensor_map(encode_tensor_map({"": torch.tensor([1, 2])}))
+    assert list(out) == [""] and out[""].tolist() == [1, 2]
+
+
+def test_order_of_the_state_dict_is_kept():
+    names = ["z", "a", "m", "b.weight", "a.bias"]
+    src = {n: torch.full((2,), float(i)) for i, n in enumerate(names)}
+    assert list(decode_tensor_map(encode_tensor_map(src))) == names
+    assert [r.name for r in read_tensor_map(encode_tensor_map(src)).records] == names
+
+
+def test_unknown_compression_is_refused():
+    for bad in ("gzip", "ZSTD", "", None):
+        with pytest.raises(SerializationException, match="compression"):
+            encode_tensor_map({"x": torch.ones(1)}, compression=bad)
+
+
+def test_duplicate_names_from_an_iterable_are_refused():
+    with pytest.raises(SerializationException, match="duplicate"):
+        encode_tensor_map([("a", torch.ones(1)), ("a", torch.zeros(1))])
+
+
+def test_encoder_never_writes_bytes_its_decoder_refuses():
+    """A bool tensor made by viewing other bytes holds values other than 0/1:
+    the encoder must refuse it, or write something that decodes."""
+    odd = torch.tensor([2, 1, 0, 255], dtype=torch.uint8).view(torch.bool)
+    for compression in ("zstd", "none"):
+        try:
+            data = encode_tensor_map({"b": odd}, compression=compression)
+        except SerializationException as exc:
+            assert "bool" in str(exc)
+            continue
+        assert decode_tensor_map(data)["b"].tolist() == [True, True, False, True]
+
+
+# ------------------------------------------------------------------ bugs found by these tests
+
+
+def test_numpy_zero_d_array_keeps_its_shape():
+    """numpy 0-d arrays must come back 0-d (np.ascontiguousarray makes them 1-d)."""
+    for arr in (np.array(1.5, np.float32), np.array(7, ">i8"), np.float64(2.0).reshape(())):
+        out = decode_tensor_map(encode_tensor_map({"s": arr}), as_numpy=True)
+        assert out["s"].shape == ()
+        assert out["s"] == arr
+        assert decode_tensor_map(encode_tensor_map({"s": arr}))["s"].shape == ()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.arange(4.0)[::2][:1],
+        lambda: torch.randn(1, 10)[:, 3],
+        lambda: torch.arange(12, dtype=torch.int32).reshape(3, 4)[1:2, 2:3][:, :, None][..., 0],
+        lambda: torch.arange(6, dtype=torch.int64).reshape(2, 3).t()[:1, :1].reshape(1)[:1],
+    ],
+    ids=["step_slice", "row_of_one_row_matrix", "control_last_stride_1", "reshape"],
+)
+def test_single_element_views_with_odd_strides_encode(make):
+    """A 1-element tensor with a non-unit stride is "contiguous" to torch, but
+    reshape(-1) keeps the stride and .view(torch.uint8) then refuses it."""
+    t = make()
+    assert t.numel() == 1
+    out = decode_tensor_map(encode_tensor_map({"t": t}))
+    assert out["t"].shape == t.shape
+    assert out["t"].item() == t.item()
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        bytes,
+        bytearray,
+        memoryview,
+        lambda b: memoryview(b"xx" + b)[2:],
+        lambda b: np.frombuffer(b, np.uint8),
+        lambda b: np.frombuffer(b, np.uint8).reshape(1, -1),
+        lambda b: np.repeat(np.frombuffer(b, np.uint8), 2)[::2],
+        lambda b: array.array("B", b),
+        lambda b: array.array("b", b),
+        lambda b: memoryview(b).cast("c"),
+        lambda b: memoryview(b).cast("b"),
+    ],
+    ids=[
+        "bytes",
+        "bytearray",
+        "memoryview",
+        "offset_view",
+        "ndarray",
+        "2d_ndarray",
+        "strided_ndarray",
+        "array_B",
+        "array_b",
+        "memoryview_c",
+        "memoryview_b",
+    ],
+)
+def test_any_bytes_like_input_decodes(wrap):
+    src = {"w": torch.linspace(-3, 3, 200), "n": torch.arange(300, dtype=torch.int16)}
+    data = encode_tensor_map(src, compression="none")
+    out = decode_tensor_map(wrap(data))
+    assert list(out) == ["w", "n"]
+    for k, v in src.items():
+        assert raw_of(out[k]) == raw_of(v)
+
+
+def test_empty_multidimensional_buffer_is_an_empty_map():
+    assert decode_tensor_map(np.zeros((2, 0), np.uint8)) == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "metadata"),
+    [("\ud800", None), ("ok", {"\udc00": "v"}), ("ok", {"k": "\ud83d"})],
+    ids=["name", "meta_key", "meta_value"],
+)
+def test_unencodable_strings_raise_serialization_exception(name, metadata):
+    with pytest.raises(SerializationException):
+        encode_tensor_map({name: torch.ones(1)}, metadata=metadata)
+
+
+# ------------------------------------------------------------------------------ devices
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_are_copied_to_the_cpu():
+    src = {"g": torch.arange(10.0, device="cuda"), "c": torch.randn(4, 4).cuda().t()}
+    out = decode_tensor_map(encode_tensor_map(src))
+    for k, v in src.items():
+        assert out[k].device.type == "cpu"
+        assert torch.equal(out[k], v.cpu())
+
+
+def test_meta_tensors_are_refused_clearly():
+    with pytest.raises(SerializationException, match="meta"):
+        encode_tensor_map({"m": torch.empty(3, 4, device="meta")})
+
+
+def test_decoded_tensors_are_always_on_the_cpu():
+    for compression in ("zstd", "none"):
+        out = decode_tensor_map(
+            encode_tensor_map({"x": torch.randn(3, 3)}, compression=compression)
+        )
+        assert out["x"].device.type == "cpu"
+
+
+# -------------------------------------------------------------------- unsupported inputs
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.eye(3).to_sparse(),
+        lambda: torch.eye(3).to_sparse_csr(),
+        lambda: torch.eye(3).to_sparse_csc(),
+    ],
+    ids=["coo", "csr", "csc"],
+)
+def test_sparse_tensors_are_refused(make):
+    with pytest.raises(SerializationException, match="dense"):
+        encode_tensor_map({"s": make()})
+
+
+@pytest.mark.parametrize("qdtype", [torch.quint8, torch.qint8, torch.qint32])
+def test_quantized_tensors_are_refused(qdtype):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_tensor(torch.randn(4), 0.1, 0, qdtype)
+    with pytest.raises(SerializationException, match=r"quantized|dequantize"):
+        encode_tensor_map({"q": q})
+
+
+@pytest.mark.parametrize("key", [1, 2.5, None, b"w", ("a", "b")])
+def test_non_str_keys_are_refused(key):
+    with pytest.raises(SerializationException, match="str"):
+        encode_tensor_map({key: torch.ones(1)})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[1.0, 2.0], 3.0, 7, None, "tensor", np.float32(1.0), {"nested": torch.ones(1)}],
+    ids=["list", "float", "int", "None", "str", "np_scalar", "dict"],
+)
+def test_non_tensor_values_are_refused(value):
+    with pytest.raises(SerializationException, match="tensor"):
+        encode_tensor_map({"v": value})
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.array(["a", "b"]),
+        np.array([object()]),
+        np.array([1], dtype="datetime64[s]"),
+        np.zeros(2, dtype=[("a", "<f4")]),
+        np.zeros(2, dtype=np.longdouble),
+    ],
+    ids=["str", "object", "datetime", "structured", "longdouble"],
+)
+def test_numpy_dtypes_outside_the_wire_table_are_refused(arr):
+    with pytest.raises(SerializationException, match="cannot carry"):
+        encode_tensor_map({"a": arr})
+
+
+def test_torch_dtypes_outside_the_wire_table_are_refused():
+    t = torch.zeros(4, dtype=torch.uint8).view(torch.bits8)
+    with pytest.raises(SerializationException, match="cannot carry"):
+        encode_tensor_map({"b": t})
+
+
+# --------------------------------------------------------------------------- numpy output
+
+
+def test_numpy_output_for_bfloat16_and_float8():
+    src = {
+        "bf": torch.tensor([1.0, -2.5, 3.0], dtype=torch.bfloat16),
+        "f8": torch.tensor([0.5, -1.0], dtype=torch.float8_e4m3fn),
+    }
+    data = encode_tensor_map(src)
+    if dtypes._ml_dtypes is None:
+        for name in src:
+            with pytest.raises(SerializationException, match="ml_dtypes"):
+                decode_tensor_map(encode_tensor_map({name: src[name]}), as_numpy=True)
+        # torch output is unaffected
+        assert decode_tensor_map(data)["bf"].tolist() == [1.0, -2.5, 3.0]
+    else:  # pragma: no cover - depends on the environment
+        out = decode_tensor_map(data, as_numpy=True)
+        assert out["bf"].astype(np.float32).tolist() == [1.0, -2.5, 3.0]
+        assert out["f8"].astype(np.float32).tolist() == [0.5, -1.0]
+
+
+def test_numpy_output_for_complex32_is_refused_clearly():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c = torch.zeros(2, 2, dtype=torch.float16).view(torch.complex32)
+    with pytest.raises(SerializationException, match="numpy"):
+        decode_tensor_map(encode_tensor_map({"c": c}), as_numpy=True)
+
+
+def test_big_endian_numpy_input_comes_back_little_endian():
+    arr = np.arange(12, dtype=">f8").reshape(3, 4)
+    out = decode_tensor_map(encode_tensor_map({"be": arr}), as_numpy=True)["be"]
+    assert out.dtype == np.dtype("<f8")
+    assert np.array_equal(out, arr)
+    t = decode_tensor_map(encode_tensor_map({"be": arr}))["be"]
+    assert t.dtype == torch.float64 and t.tolist() == arr.tolist()
+
+
+# ----------------------------------------------------------------------------- real model
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        self.bn = nn.BatchNorm2d(64)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.bn(self.conv2(x)))
+        x = torch.flatten(torch.max_pool2d(x, 2), 1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize(
+    ("compression", "shuffle", "threads"),
+    [("zstd", False, None), ("zstd", True, 1), ("none", False, None)],
+)
+def test_real_model_round_trips_and_loads(compression, shuffle, threads):
+    torch.manual_seed(0)
+    model = SmallCNN()
+    model.train()
+    model(torch.randn(4, 1, 28, 28))  # updates BatchNorm running stats
+    model.eval()
+    sd = model.state_dict()
+    assert sd["bn.num_batches_tracked"].dtype == torch.int64
+    data = encode_tensor_map(sd, compression=compression, shuffle=shuffle, threads=threads)
+    out = decode_tensor_map(data, threads=threads)
+    assert list(out) == list(sd)
+    for k, v in sd.items():
+        assert out[k].dtype == v.dtype and out[k].shape == v.shape
+        assert raw_of(out[k]) == raw_of(v), k
+    clone = SmallCNN().eval()
+    clone.load_state_dict(out)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(clone(x), model(x))
+    if compression == "zstd":
+        assert len(data) < sum(v.numel() * v.element_size() for v in sd.values()) + 4096
