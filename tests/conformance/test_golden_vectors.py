@@ -21,12 +21,14 @@ import numpy as np
 import pytest
 import torch
 import zstandard
+from google.protobuf import text_format
+
 from flwire.exceptions import SerializationException
 from flwire.serialization import compression as z
 from flwire.serialization import decode_tensor_map, read_tensor_map
 from flwire.serialization import dtypes as fl_dtypes
+from flwire.serialization._wire import LEN, Field, iter_fields
 from flwire.v1 import tensor_pb2
-from google.protobuf import text_format
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"
@@ -47,6 +49,12 @@ MANIFEST = json.loads((VECTORS / "manifest.json").read_text("utf-8"))
 NAMES = [v["name"] for v in MANIFEST["vectors"]]
 BUILDERS = {v.name: v for v in gen.VECTORS}
 WIRE_BY_TORCH = {getattr(torch, t): wire for wire, _, t in gen.DTYPES.values()}
+_TENSOR_FIELDS = tensor_pb2.Tensor.DESCRIPTOR.fields_by_name
+_MAP_FIELDS = tensor_pb2.TensorMap.DESCRIPTOR.fields_by_name
+T_PADDING = _TENSOR_FIELDS["padding"].number
+T_DATA = _TENSOR_FIELDS["data"].number
+M_TENSORS = _MAP_FIELDS["tensors"].number
+ALIGNMENT = 64  # docs/wire-format.md, section 2.3 rule 7 and section 13
 SAME_ZSTD = (
     zstandard.__version__ == MANIFEST["zstandard_version"]
     and ".".join(map(str, zstandard.ZSTD_VERSION)) == MANIFEST["libzstd_version"]
@@ -84,6 +92,27 @@ def _expected_signature(name: str) -> tuple[list[tuple[Any, ...]], dict[str, str
         (t["name"], t["dtype"], tuple(t["shape"]), bytes.fromhex(t["raw_hex"]))
         for t in e["tensors"]
     ], e["metadata"]
+
+
+def _wire_tensors(data: bytes) -> list[tuple[Field, list[Field]]]:
+    """Each `tensors` field of the map, with the fields of that Tensor, by walking the wire."""
+    buf = memoryview(data)
+    out = []
+    for f in iter_fields(buf, 0, len(buf), "TensorMap"):
+        if f.number == M_TENSORS:
+            assert f.wire_type == LEN
+            out.append((f, list(iter_fields(buf, f.start, f.end, "Tensor"))))
+    return out
+
+
+def _padding_payloads(data: bytes) -> list[range]:
+    """Byte ranges of the payloads of every Tensor.padding field."""
+    return [
+        range(g.start, g.end)
+        for _, fields in _wire_tensors(data)
+        for g in fields
+        if g.number == T_PADDING
+    ]
 
 
 def _shuffle_reference(raw: bytes, width: int) -> bytes:
@@ -187,6 +216,63 @@ def test_records_match_expectations(name: str) -> None:
             assert filtered == raw
 
 
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _shortest_padding(tensor: Field, header_len: int, data_key_len: int, data_len: int) -> int:
+    """Length on the wire of the shortest padding field that puts the data of
+    `tensor` at a multiple of ALIGNMENT (0: no field), computed from the spec:
+    field lengths 0, then 1 + len(varint(n)) + n for n = 0, 1, 2, ...; the
+    Tensor's own length prefix changes with the padding."""
+    candidates = [0] + [1 + _varint_len(n) + n for n in range(2 * ALIGNMENT + 2)]
+    for pad_len in candidates:
+        body_len = header_len + pad_len + data_key_len + data_len
+        offset = tensor.key_start + 1 + _varint_len(body_len) + header_len + pad_len + data_key_len
+        if offset % ALIGNMENT == 0:
+            return pad_len
+    raise AssertionError("no padding length aligns the data")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_uncompressed_data_is_aligned_and_compressed_data_is_not_padded(name: str) -> None:
+    """Section 2.3, rule 7: the shortest zero-filled padding before the data of
+    every non-empty uncompressed tensor puts it at a multiple of 64 in the file;
+    compressed and empty tensors have no padding field."""
+    data = _bin(name)
+    wire = _wire_tensors(data)
+    records = read_tensor_map(data).records
+    assert len(wire) == len(records)
+    for (tensor, fields), rec in zip(wire, records, strict=True):
+        where = f"{name}: tensor {rec.name!r}"
+        pads = [g for g in fields if g.number == T_PADDING]
+        datas = [g for g in fields if g.number == T_DATA]
+        if rec.codec_name != "CODEC_UNSPECIFIED" or rec.raw_size == 0:
+            assert pads == [], f"{where} is compressed or empty but has a padding field"
+            assert len(datas) == (1 if rec.raw_size else 0), where
+            continue
+        assert len(datas) == 1 and len(pads) <= 1, where
+        (field,) = datas
+        assert field.start % ALIGNMENT == 0, f"{where}: data starts at byte {field.start}"
+        assert field.end == tensor.end, f"{where}: data is not the last field"
+        assert data[tensor.key_start] == 0x0A, where
+        pad_len = 0
+        header_end = field.key_start
+        if pads:
+            (pad,) = pads
+            assert pad.end == field.key_start, f"{where}: padding is not right before data"
+            assert data[pad.start : pad.end] == bytes(pad.end - pad.start), f"{where}: not zeros"
+            pad_len = pad.end - pad.key_start
+            header_end = pad.key_start
+        shortest = _shortest_padding(
+            tensor,
+            header_end - tensor.start,
+            field.start - field.key_start,
+            field.end - field.start,
+        )
+        assert pad_len == shortest, f"{where}: padding field of {pad_len} bytes, not {shortest}"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_generated_class_matches_text_form(name: str) -> None:
     parsed = tensor_pb2.TensorMap.FromString(_bin(name))
@@ -241,36 +327,59 @@ def test_reencoding_zstd_vectors_decompresses_the_same(name: str) -> None:
 
 
 def _frame_spans(data: bytes) -> list[range]:
+    """Byte ranges of the zstd frames (the `data` payloads of compressed tensors)."""
     spans = []
-    for rec in read_tensor_map(data).records:
+    for (_, fields), rec in zip(_wire_tensors(data), read_tensor_map(data).records, strict=True):
         if rec.codec_name == "CODEC_ZSTD":
-            start = data.find(bytes(rec.data))
-            spans.append(range(start, start + len(rec.data)))
+            spans += [range(g.start, g.end) for g in fields if g.number == T_DATA]
     return spans
+
+
+def _without_padding(data: bytes) -> tensor_pb2.TensorMap:
+    msg = tensor_pb2.TensorMap.FromString(data)
+    for t in msg.tensors:
+        t.ClearField("padding")
+    return msg
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if _bin(n)])
 def test_a_flipped_byte_is_detected(name: str) -> None:
     """Flipping bits of any byte makes decoding raise or give a different result.
 
-    The one exception is inside a zstd frame, where some bits (padding, unused
-    table entries) do not change the output: there the decoded bytes are
-    checked against the CRC-32C, so the result is either refused or exact.
+    Two exceptions. Inside a zstd frame some bits (padding, unused table
+    entries) do not change the output: there the decoded bytes are checked
+    against the CRC-32C, so the result is either refused or exact. Inside the
+    payload of a `padding` field the bytes carry no meaning and readers ignore
+    them: there the bytes must still be a valid TensorMap that decodes to the
+    identical result.
     """
     data = _bin(name)
     expected = _expected_signature(name)
     spans = _frame_spans(data)
+    padding = _padding_payloads(data)
+    original = _without_padding(data)
     for pos in range(len(data)):
+        in_padding = any(pos in r for r in padding)
         for mask in (0x01, 0xFF):
             flipped = bytearray(data)
             flipped[pos] ^= mask
+            if in_padding:
+                where = f"{name}: byte {pos} ^ {mask:#04x} inside a padding field"
+                assert _decoded_signature(bytes(flipped)) == expected, where
+                # A stock parser reads the same message, only the padding's content differs.
+                assert tensor_pb2.TensorMap.FromString(bytes(flipped)) != (
+                    tensor_pb2.TensorMap.FromString(data)
+                ), where
+                assert _without_padding(bytes(flipped)) == original, where
+                continue
             try:
                 result = _decoded_signature(bytes(flipped))
             except SerializationException:
                 continue
             if result == expected:
                 assert any(pos in s for s in spans), (
-                    f"{name}: byte {pos} ^ {mask:#04x} went unnoticed outside a zstd frame"
+                    f"{name}: byte {pos} ^ {mask:#04x} went unnoticed outside a zstd frame "
+                    "and outside a padding field"
                 )
 
 

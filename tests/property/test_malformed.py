@@ -574,6 +574,30 @@ def test_zstd_corruption_caught_by_crc_when_frame_is_still_valid(shuffle):
     assert tensor_bytes(out["z"]) == other
 
 
+def _with_dictionary_id(frame: bytes, dict_id: int) -> bytes:
+    """Set a 1-byte Dictionary_ID in a single-segment frame header."""
+    fhd = frame[4]
+    assert fhd & 0x20 and fhd & 0x03 == 0, "expected single segment, no dictionary id"
+    return frame[:4] + bytes([fhd | 0x01, dict_id]) + frame[5:]
+
+
+def test_zstd_frame_that_needs_a_dictionary_is_refused():
+    frame = _with_dictionary_id(zstandard.ZstdCompressor(level=3).compress(RAW), 7)
+    assert zstandard.get_frame_parameters(frame).dict_id == 7
+    assert zstandard.frame_content_size(frame) == len(RAW)
+    for verify in (True, False):
+        result = decode_or_error(_zstd_tensor(RAW, frame), verify_checksum=verify)
+        assert isinstance(result, SerializationException)
+
+
+@pytest.mark.parametrize("crc", [1, 0xFFFFFFFF])
+def test_empty_tensor_with_a_nonzero_crc_is_refused(crc):
+    """docs/wire-format.md section 10, check 8: the CRC-32C of no bytes is 0."""
+    t = pb.Tensor(name="e", dtype=INFO["float32"].wire, shape=[0, 3], crc32c=crc)
+    expect_error(_map(t), "crc")
+    expect_error(_map(t), "crc", verify_checksum=False)
+
+
 @pytest.mark.parametrize("codec", [None, 3])
 @pytest.mark.parametrize("verify", [True, False])
 def test_bool_tensor_holding_other_bytes(codec, verify):

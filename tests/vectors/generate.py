@@ -37,9 +37,10 @@ from typing import Any
 
 import torch
 import zstandard
+from google.protobuf import text_format
+
 from flwire.serialization import encode_tensor_map
 from flwire.v1 import tensor_pb2
-from google.protobuf import text_format
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"

@@ -57,8 +57,9 @@ class DemoClient:
         self.heartbeat_interval = heartbeat_interval
         self.metrics = metrics or MetricsCollector()
         self.channel = Channel(transport)
-        self.model = SimpleCNN()
+        self.model = SimpleCNN()  # the latest global weights
         self.status = "idle"
+        self._training: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
         self.handler = MessageHandler()
         self.handler.route(pb.GlobalUpdate, self._on_global_update)
@@ -93,9 +94,11 @@ class DemoClient:
                 if self.stopped.is_set():
                     break
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            for task in (beats, self._training):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def _heartbeats(self) -> None:
         while not self.stopped.is_set():
@@ -120,16 +123,29 @@ class DemoClient:
         self.model.load_state_dict(state)
 
     async def _on_training_start(self, msg: m.Message) -> None:
-        body = msg.body
-        if not self._selected(body):
+        if not self._selected(msg.body):
             return
+        if self._training is not None and not self._training.done():
+            logger.warning(
+                "%s: round %d starts before the last one finished; dropping that",
+                self.client_id,
+                msg.body.round_id,
+            )
+            self._training.cancel()
+        # Train in the background so heartbeats, evaluation requests and shutdown
+        # are still handled while the round runs.
+        self._training = asyncio.create_task(self._train(msg.body))
+
+    async def _train(self, body: Any) -> None:
         config = value_map_to_dict(body.config)
         epochs = int(config.get("local_epochs", 1))
         lr = float(config.get("learning_rate", 0.05))
         self.status = "training"
+        local = SimpleCNN()
+        local.load_state_dict(self.model.state_dict())
         loss = await asyncio.to_thread(
             train_local,
-            self.model,
+            local,
             self.train_shard,
             epochs=epochs,
             lr=lr,
@@ -142,7 +158,7 @@ class DemoClient:
         update = m.client_update(
             self.client_id,
             body.round_id,
-            self.model.state_dict(),
+            local.state_dict(),
             {"loss": loss, "local_epochs": epochs},
             num_examples=len(self.train_shard),
         )
