@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -46,7 +47,9 @@ def test_broker_crash_mid_round_loses_and_doubles_nothing(
         seen = SeenIds()
         channel = Channel(server)
         receiving = asyncio.create_task(
-            collect(channel, [layout.updates], "server", lambda g: len(g) == 10, 240, seen)
+            collect(
+                channel, [layout.updates], layout.server_group(), lambda g: len(g) == 10, 240, seen
+            )
         )
         await asyncio.gather(*(send(u) for u in updates[:5]))
         # The broker dies in the middle of the round...
@@ -71,6 +74,7 @@ def test_consumer_killed_before_commit_gets_the_message_again(
     layout = TopicLayout(job_id)
     bootstrap = private_broker.bootstrap
     update = m.client_update("c1", 2, cnn_state(7), {"loss": 0.5})  # > 1 MB: travels in parts
+    group = layout.server_group()
 
     async def produce() -> None:
         t = transport(bootstrap)
@@ -82,7 +86,7 @@ def test_consumer_killed_before_commit_gets_the_message_again(
     asyncio.run(produce())
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_consumer_proc.py"), bootstrap, layout.updates, "server"],
+        [sys.executable, str(HERE / "_consumer_proc.py"), bootstrap, layout.updates, group],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -91,10 +95,14 @@ def test_consumer_killed_before_commit_gets_the_message_again(
         assert proc.stdout is not None
         deadline = time.monotonic() + 90
         line = ""
-        while time.monotonic() < deadline and not line.startswith("GOT"):
+        while not line.startswith("GOT"):
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([proc.stdout], [], [], max(remaining, 0))
+            if not ready:
+                break  # timed out: the assertion below says what was printed
             line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
+            if not line:
+                break  # the consumer exited
         assert line.strip() == f"GOT {update.message_id}", f"consumer printed {line!r}"
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -104,7 +112,7 @@ def test_consumer_killed_before_commit_gets_the_message_again(
         t = transport(bootstrap)
         await t.start()
         try:
-            return await collect(Channel(t), [layout.updates], "server", lambda g: len(g) == 1, 90)
+            return await collect(Channel(t), [layout.updates], group, lambda g: len(g) == 1, 90)
         finally:
             await t.stop()
 
