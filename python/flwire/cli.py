@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmark flwire against the old path and others",
         description="Run benchmarks/bench.py (source checkout); arguments "
-        "after `bench` are passed to it (try `flwire bench -- --help`).",
+        "after `bench` are passed to it (e.g. `flwire bench --quick`; its own options: "
+        "`flwire bench -- --help`).",
     )
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
@@ -138,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after `bench` belongs to the benchmark script.
+        rest = argv[1:]
+        return _bench(argparse.Namespace(bench_args=rest[1:] if rest[:1] == ["--"] else rest))
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()

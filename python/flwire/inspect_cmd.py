@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from typing import TextIO
 
@@ -50,8 +51,13 @@ def describe_tensor_map(view: TensorMapView, out: TextIO, indent: str = "") -> b
     return ok
 
 
-def inspect_bytes(data: bytes, out: TextIO) -> int:
-    """Describe ``data``; return 0 if it decodes cleanly, 1 otherwise."""
+def inspect_bytes(data: bytes, out: TextIO, err: TextIO | None = None) -> int:
+    """Describe ``data`` on ``out``; return 0 if it decodes cleanly, 1 otherwise
+    (with a one-line reason on ``err``, standard error by default)."""
+    err = sys.stderr if err is None else err
+    if not data:
+        print("flwire inspect: empty input (0 bytes): nothing to describe", file=err)
+        return 1
     try:
         msg = m.decode_message(data)
     except SerializationException as message_error:
@@ -59,7 +65,9 @@ def inspect_bytes(data: bytes, out: TextIO) -> int:
             view = read_tensor_map(data)
         except SerializationException as map_error:
             print(
-                f"not a flwire message ({message_error}) nor a tensor map ({map_error})", file=out
+                f"flwire inspect: not a flwire message ({message_error}) "
+                f"nor a tensor map ({map_error})",
+                file=err,
             )
             return 1
         print(f"flwire.v1.TensorMap, {_fmt_bytes(len(data))}", file=out)
@@ -77,5 +85,10 @@ def inspect_bytes(data: bytes, out: TextIO) -> int:
         print(f"  body        {body_text}", file=out)
     if msg.has_weights:
         print("  weights:", file=out)
-        return 0 if describe_tensor_map(msg.weights_info(), out, "    ") else 1
+        try:
+            view = msg.weights_info()
+        except SerializationException as exc:
+            print(f"    BAD: {exc}", file=out)
+            return 1
+        return 0 if describe_tensor_map(view, out, "    ") else 1
     return 0

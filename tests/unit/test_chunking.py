@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flwire.communication.chunking import (
+    CORRUPTED,
     PART_OVERHEAD,
     Completed,
     Dropped,
@@ -59,8 +60,8 @@ def payload_and_limit(draw) -> tuple[bytes, int]:
     largest = min(MAX_SIZE, chunk * MAX_PARTS)
     size = draw(
         st.one_of(
-            st.integers(0, min(largest, 3 * chunk + 1)),  # a few parts, exact boundaries
-            st.integers(0, largest),
+            st.integers(1, min(largest, 3 * chunk + 1)),  # a few parts, exact boundaries
+            st.integers(1, largest),
             st.integers(largest // 2, largest),  # up to a few MB
         )
     )
@@ -109,13 +110,17 @@ def test_split_parts_fit_the_limit_and_cover_the_payload(case):
         assert bytes(part.data) == payload[part.offset : part.offset + len(part.data)]
 
 
-def test_split_empty_payload_is_one_empty_part():
-    (part_bytes, index, count), *rest = list(split_payload(b"", "empty", 600))
-    assert rest == [] and (index, count) == (0, 1)
-    part = parse_part(part_bytes)
-    assert (part.total_size, part.offset, len(part.data)) == (0, 0, 0)
-    completed, dropped = Reassembler().add(part)
-    assert completed is not None and bytes(completed.payload) == b"" and dropped == []
+def test_empty_payloads_and_empty_parts_are_refused():
+    """Only payloads above a record limit are split, so every part carries data:
+    an empty part (e.g. one truncated before its data) is refused."""
+    with pytest.raises(CommunicationException, match="nothing to split"):
+        list(split_payload(b"", "empty", 600))
+    (part_bytes, _, _), *_ = split_payload(b"x" * 1000, "t", 600)
+    data_len = len(parse_part(part_bytes).data)
+    assert data_len < 128  # so the data field's key and length take 2 bytes
+    head = part_bytes[: len(part_bytes) - data_len - 2]  # cut just before the data field
+    with pytest.raises(SerializationException, match="empty"):
+        parse_part(head)
 
 
 def test_split_accepts_any_buffer():
@@ -132,12 +137,14 @@ def test_split_refuses_a_limit_too_small(limit):
 
 
 def test_split_parts_fit_the_limit_with_a_long_transfer_id():
-    """split_payload promises parts of at most ``max_record_bytes``; the room it
-    leaves (PART_OVERHEAD = 512) does not account for the transfer id's length,
-    which a caller chooses (Channel.send(transfer_id=...))."""
+    """split_payload promises parts of at most ``max_record_bytes`` whatever the
+    length of the transfer id (a caller chooses it: Channel.send(transfer_id=...)),
+    and refuses clearly when the id leaves no room for data."""
     limit = 1000
-    parts = _parts(_payload(5000, 2), "i" * 600, limit)
+    parts = _parts(_payload(5000, 2), "i" * 300, limit)
     assert max(len(p) for p in parts) <= limit
+    with pytest.raises(CommunicationException, match="too small"):
+        _parts(_payload(5000, 2), "i" * 600, limit)
 
 
 # ----------------------------------------------------------------------------- round trips
@@ -172,7 +179,7 @@ def test_reassembly_round_trip(case, mode, dups, rnd):
 
 
 @given(
-    st.lists(st.tuples(st.integers(0, 20_000), st.integers(0, 2**32 - 1)), min_size=2, max_size=6),
+    st.lists(st.tuples(st.integers(1, 20_000), st.integers(0, 2**32 - 1)), min_size=2, max_size=6),
     st.integers(600, 5_000),
     st.booleans(),
     st.randoms(use_true_random=False),
@@ -369,7 +376,7 @@ def test_garbage_bytes_raise_only_flwire_exceptions(raw):
 
 @given(st.data())
 def test_mutated_parts_raise_only_flwire_exceptions(data):
-    payload = _payload(data.draw(st.integers(0, 3000)), 8)
+    payload = _payload(data.draw(st.integers(1, 3000)), 8)
     raw = _parts(payload, "m", 1000)
     reassembler = Reassembler(max_payload_bytes=1 << 20)
     for original in raw:

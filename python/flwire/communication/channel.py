@@ -29,6 +29,7 @@ from flwire.communication.headers import message_headers
 from flwire.communication.offsets import OffsetTracker
 from flwire.communication.transport import Headers, Record, Transport
 from flwire.exceptions import CommunicationException, SerializationException
+from flwire.serialization._wire import byte_view
 from flwire.serialization.messages import Message
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Channel:
         transfer_id: str | None = None,
     ) -> None:
         """Send a payload; return once every record of it is acknowledged."""
-        view = memoryview(payload).cast("B")
+        view = byte_view(payload, "payload")
         limit = self.transport.max_record_bytes
         headers = list(headers or [])
         overhead = len(key or b"") + sum(len(k) + len(v) for k, v in headers)

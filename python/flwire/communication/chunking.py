@@ -22,6 +22,7 @@ from flwire.serialization._wire import (
     I32,
     LEN,
     VARINT,
+    byte_view,
     decode_utf8,
     expect_wire_type,
     iter_fields,
@@ -52,10 +53,12 @@ def split_payload(
 ) -> Iterator[tuple[bytes, int, int]]:
     """Encoded parts of ``payload``, each at most ``max_record_bytes``; yields
     (part bytes, part index, part count)."""
-    view = memoryview(payload).cast("B")
+    view = byte_view(payload, "payload")
     chunk = max_record_bytes - PART_OVERHEAD - len(transfer_id.encode())
     if chunk <= 0:
         raise CommunicationException(f"record limit {max_record_bytes} is too small to split into")
+    if not len(view):
+        raise CommunicationException("an empty payload fits any record: nothing to split")
     count = max(1, -(-len(view) // chunk))
     checksum = crc32c(view)
     for index in range(count):
@@ -86,7 +89,7 @@ class Part:
 
 def parse_part(value: Any) -> Part:
     """Decode a TransferPart, its data as a view on ``value``."""
-    buf = memoryview(value).cast("B")
+    buf = byte_view(value, "TransferPart")
     fields: dict[int, Any] = {}
     for f in iter_fields(buf, 0, len(buf), "TransferPart"):
         if f.number in (_ID, _DATA):
@@ -113,6 +116,10 @@ def parse_part(value: Any) -> Part:
         raise SerializationException(
             f"invalid transfer part: id={part.transfer_id!r} index={part.index} count={part.count}"
         )
+    if not part.data:
+        # Only payloads above a record limit are split, so every part carries data
+        # (this also refuses a truncated part that lost its data field).
+        raise SerializationException(f"transfer {part.transfer_id}: part {part.index} is empty")
     if part.offset + len(part.data) > part.total_size:
         raise SerializationException(
             f"transfer {part.transfer_id}: part {part.index} ends at "

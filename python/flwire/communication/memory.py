@@ -127,7 +127,7 @@ class InMemoryTransport(Transport):
     ) -> None:
         if not self._running:
             raise CommunicationException("in-memory transport is not started; call start() first")
-        size = len(memoryview(value).cast("B"))
+        size = memoryview(value).nbytes
         if size > self.max_record_bytes:
             raise CommunicationException(
                 f"record of {size} bytes for {topic!r} is above the transport's limit of "

@@ -67,9 +67,11 @@ def save_model_config(model: nn.Module, filepath: str | Path) -> None:
 def load_model_config(filepath: str | Path) -> dict[str, Any]:
     """Read a config written by :func:`save_model_config`."""
     try:
-        data: dict[str, Any] = json.loads(Path(filepath).read_text())
+        data: dict[str, Any] = json.loads(Path(filepath).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelException(f"model config not found: {filepath}") from None
-    except json.JSONDecodeError as exc:
+    except OSError as exc:
+        raise ModelException(f"cannot read model config {filepath}: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelException(f"model config {filepath} is not valid JSON: {exc}") from None
     return data

@@ -9,7 +9,7 @@ raises :class:`SerializationException` instead of reading past the buffer.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flwire.exceptions import SerializationException
 
@@ -23,6 +23,39 @@ I32 = 5
 _WIRE_TYPE_NAMES = {VARINT: "varint", I64: "fixed64", LEN: "length-delimited", I32: "fixed32"}
 _UINT64_MASK = (1 << 64) - 1
 _MAX_GROUP_DEPTH = 32
+
+
+def byte_view(data: Any, what: str = "input") -> memoryview:
+    """``data`` (any bytes-like object) as a flat memoryview of unsigned bytes,
+    without copying when it is contiguous. Raises SerializationException for
+    str and for objects that are not bytes-like."""
+    if isinstance(data, str):
+        raise SerializationException(
+            f"{what}: expected bytes, got str (flwire messages and tensor maps are binary "
+            "protobuf, not the old JSON/base64 text)"
+        )
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise SerializationException(
+            f"{what}: expected a bytes-like object, got {type(data).__name__}"
+        ) from None
+    if view.nbytes == 0:
+        return memoryview(b"")
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())  # e.g. a strided numpy slice: one copy
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    return view
+
+
+def utf8(text: str, what: str) -> bytes:
+    """``text`` encoded as UTF-8; SerializationException for unencodable text
+    (lone surrogates), which protobuf strings cannot hold."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SerializationException(f"{what} is not valid Unicode text: {exc.reason}") from None
 
 
 def encode_varint(value: int) -> bytes:
@@ -60,12 +93,22 @@ def padding_field(number: int, offset_after: Callable[[int], int], align: int = 
     if offset_after(0) % align == 0:
         return b""
     key = field_key(number, LEN)
-    # At least one byte of content: an empty bytes field is a proto3 default,
-    # which a protobuf runtime drops when it re-serializes the message.
+
+    def field(size: int) -> bytes:
+        return key + encode_varint(size) + bytes(size)
+
+    # Direct guess: key + 1-byte length + size bytes closes the gap. At least one
+    # byte of content: an empty bytes field is a proto3 default, which a protobuf
+    # runtime drops when it re-serializes the message.
+    gap = -offset_after(0) % align
+    guess = field((gap - len(key) - 1) % align or align)
+    if offset_after(len(guess)) % align == 0:
+        return guess
+    # Lengths elsewhere grew with the padding (a varint crossed 128): search.
     for size in range(1, 2 * align + 2):
-        field = key + encode_varint(size) + bytes(size)
-        if offset_after(len(field)) % align == 0:
-            return field
+        candidate = field(size)
+        if offset_after(len(candidate)) % align == 0:
+            return candidate
     raise AssertionError("unreachable: some padding length always aligns")
 
 

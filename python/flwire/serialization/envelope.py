@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from flwire.exceptions import SerializationException
 from flwire.serialization._wire import (
     LEN,
+    byte_view,
     expect_wire_type,
     iter_fields,
     len_field,
@@ -67,7 +68,7 @@ def splice(envelope: messages_pb2.Envelope, weights: Sequence[Any] | None) -> li
     if body_name not in WEIGHTS_FIELD:
         raise SerializationException(f"a {body_name} message carries no weights")
     number = WEIGHTS_FIELD[body_name]
-    weights_len = sum(len(memoryview(w).cast("B")) for w in weights)
+    weights_len = sum(memoryview(w).nbytes for w in weights)
     view = memoryview(body_bytes)
     insert_at = len(body_bytes)
     for field in iter_fields(view, 0, len(view), body_name):
@@ -101,12 +102,7 @@ def _without_body(envelope: messages_pb2.Envelope, body_name: str) -> Any:
 def split(data: Any) -> tuple[messages_pb2.Envelope, memoryview | None]:
     """Parse envelope bytes; return the envelope (weights field left empty) and
     a view on the TensorMap bytes of its weights, if any."""
-    try:
-        buf = memoryview(data).cast("B")
-    except TypeError:
-        raise SerializationException(
-            f"expected a bytes-like message, got {type(data).__name__}"
-        ) from None
+    buf = byte_view(data, "message")
     body = None
     for field in iter_fields(buf, 0, len(buf), "Envelope"):
         if field.number in BODY_FIELD_NUMBERS:

@@ -31,6 +31,7 @@ from flwire.serialization._wire import (
     LEN,
     VARINT,
     as_signed64,
+    byte_view,
     decode_packed_varints,
     decode_utf8,
     encode_varint,
@@ -39,6 +40,7 @@ from flwire.serialization._wire import (
     iter_fields,
     len_field,
     padding_field,
+    utf8,
 )
 
 if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
@@ -155,9 +157,9 @@ def _source_from_numpy(name: str, array: np.ndarray) -> _Source:
     info = dtypes.from_numpy(array.dtype, name)
     if info.itemsize > 1 and array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    array = np.ascontiguousarray(array)
-    raw = array.reshape(-1).view(np.uint8)
-    return _Source(name, info, tuple(array.shape), raw)
+    shape = tuple(array.shape)  # ascontiguousarray turns a 0-d array into 1-d
+    raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return _Source(name, info, shape, raw)
 
 
 def _source(name: Any, value: Any) -> _Source:
@@ -165,8 +167,8 @@ def _source(name: Any, value: Any) -> _Source:
         raise SerializationException(f"state dict keys must be str, got {type(name).__name__}")
     if isinstance(value, torch.Tensor):
         return _source_from_torch(name, value)
-    if isinstance(value, np.ndarray):
-        return _source_from_numpy(name, value)
+    if isinstance(value, (np.ndarray, np.generic)):
+        return _source_from_numpy(name, np.asarray(value))
     raise SerializationException(
         f"value of {name!r} is a {type(value).__name__}; flwire encodes torch tensors and "
         "numpy arrays only (wrap scalars with torch.tensor(...))"
@@ -183,7 +185,7 @@ def _tensor_header(
     the offset of this tensor in the map."""
     parts = []
     if src.name:
-        name = src.name.encode("utf-8")
+        name = utf8(src.name, f"tensor name {src.name!r}")
         parts += [len_field(s.T_NAME, len(name)), name]
     parts += [_DTYPE_KEY, encode_varint(src.dtype.wire)]
     if src.shape:
@@ -237,11 +239,11 @@ def _metadata_bytes(metadata: Mapping[str, str]) -> list[bytes]:
     out = []
     # Deterministic order, the one Python's SerializeToString(deterministic=True)
     # uses: bytewise, a key before its own prefixes. UTF-8 never holds 0xFF.
-    for key in sorted(metadata, key=lambda k: str(k).encode("utf-8") + b"\xff"):
+    for key in sorted(metadata, key=lambda k: str(k).encode("utf-8", "surrogatepass") + b"\xff"):
         value = metadata[key]
         if not isinstance(key, str) or not isinstance(value, str):
             raise SerializationException("TensorMap metadata keys and values must be str")
-        k, v = key.encode("utf-8"), value.encode("utf-8")
+        k, v = utf8(key, f"metadata key {key!r}"), utf8(value, f"metadata value of {key!r}")
         # Map entries carry key and value even when empty, as protobuf writes them.
         entry = len_field(s.E_KEY, len(k)) + k + len_field(s.E_VALUE, len(v)) + v
         out.append(len_field(s.M_METADATA, len(entry)) + entry)
@@ -286,7 +288,7 @@ def encode_tensor_map_segments(
             segments.append(data)
     if metadata:
         segments.extend(_metadata_bytes(metadata))
-    total = sum(len(memoryview(seg).cast("B")) for seg in segments)
+    total = sum(memoryview(seg).nbytes for seg in segments)
     if total >= MAX_MESSAGE_BYTES:
         raise SerializationException(
             f"the encoded TensorMap would be {total} bytes; protobuf parsers refuse messages "
@@ -343,23 +345,6 @@ def encode_tensor_map(
 
 
 # ----------------------------------------------------------------------------- decoding
-
-
-def _as_byte_view(data: Any) -> memoryview:
-    if isinstance(data, str):
-        raise SerializationException(
-            "expected bytes, got str: flwire weights are binary TensorMap bytes, not the "
-            "old base64 text (re-encode the weights with flwire on the sending side)"
-        )
-    try:
-        view = memoryview(data)
-    except TypeError:
-        raise SerializationException(
-            f"expected a bytes-like object, got {type(data).__name__}"
-        ) from None
-    if view.ndim != 1 or view.format not in ("B", "b", "c"):
-        view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
-    return view
 
 
 def _parse_tensor(
@@ -459,7 +444,7 @@ def read_tensor_map(data: Any, *, limits: DecodeLimits | None = None) -> TensorM
     returned records' ``data`` are views on ``data``.
     """
     limits = limits or DEFAULT_LIMITS
-    buf = _as_byte_view(data)
+    buf = byte_view(data, "TensorMap")
     records: list[TensorRecord] = []
     metadata: dict[str, str] = {}
     total = 0

@@ -48,10 +48,14 @@ class ConfigManager:
         suffix = _suffix(path)
         if not path.exists():
             raise ConfigurationException(f"config file not found: {path}")
-        text = path.read_text()
         try:
+            text = path.read_text(encoding="utf-8")
             data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        except OSError as exc:
+            raise ConfigurationException(
+                f"cannot read config file {path}: {exc.strerror}"
+            ) from None
+        except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
             raise ConfigurationException(f"config file {path} is not valid: {exc}") from None
         if data is None:
             return {}
@@ -92,18 +96,15 @@ class ConfigManager:
     ) -> dict[str, Any]:
         """Override config values from environment variables named
         ``FLWIRE_<SECTION>__<KEY>`` (double underscore between levels), e.g.
-        ``FLWIRE_KAFKA__BOOTSTRAP_SERVERS=host:9092``. Values are parsed as YAML
-        scalars, so ``5`` is an int, ``0.1`` a float and ``true`` a bool."""
+        ``FLWIRE_KAFKA__BOOTSTRAP_SERVERS=host:9092``. ``5`` becomes an int,
+        ``0.1`` a float, ``true``/``false`` a bool; other values stay strings."""
         result = copy.deepcopy(dict(config))
         env = os.environ if environ is None else environ
         for name, raw in env.items():
             if not name.startswith(ENV_PREFIX) or "__" not in name:
                 continue
             keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
-            try:
-                value = yaml.safe_load(raw) if raw.strip() else raw
-            except yaml.YAMLError:
-                value = raw
+            value = _env_value(raw)
             target = result
             for key in keys[:-1]:
                 node = target.setdefault(key, {})
@@ -114,6 +115,23 @@ class ConfigManager:
                 target = node
             target[keys[-1]] = value
         return result
+
+
+def _env_value(raw: str) -> Any:
+    """An environment value typed like a config scalar: "true"/"false" -> bool,
+    "5" -> int, "0.1" -> float, "null" -> None; anything else stays a string."""
+    text = raw.strip()
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none", "~"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return raw
 
 
 def _deep_merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:

@@ -1,0 +1,299 @@
+"""The ``flwire`` command line: help, inspect (files, stdin, errors), demo argument checks."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flwire import cli
+from flwire.cli import main
+from flwire.serialization import messages as m
+from flwire.serialization.tensor_codec import encode_tensor_map, read_tensor_map
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _weights() -> dict[str, torch.Tensor]:
+    return {
+        "fc.weight": (torch.arange(1024) % 13).float().reshape(32, 32),
+        "fc.bias": torch.linspace(-1, 1, 10),
+    }
+
+
+@pytest.fixture
+def update_msg() -> m.Message:
+    return m.client_update(
+        "client-3", round_id=2, weights=_weights(), metrics={"loss": 0.5}, num_examples=64
+    )
+
+
+@pytest.fixture
+def update_file(tmp_path, update_msg) -> Path:
+    path = tmp_path / "update.bin"
+    path.write_bytes(update_msg.to_bytes())
+    return path
+
+
+@pytest.fixture
+def map_file(tmp_path) -> Path:
+    path = tmp_path / "weights.tmap"
+    path.write_bytes(encode_tensor_map(_weights()))
+    return path
+
+
+class _Stdin:
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+
+# ----------------------------------------------------------------------------- help
+
+
+def test_help_exits_zero_and_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "inspect", "bench"):
+        assert command in out
+
+
+@pytest.mark.parametrize("command", ["demo", "inspect", "bench"])
+def test_subcommand_help_exits_zero(capsys, command):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert command in capsys.readouterr().out
+
+
+def test_no_arguments_prints_help_and_returns_two(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert "usage: flwire" in out
+    for command in ("demo", "inspect", "bench"):
+        assert command in out
+
+
+def test_unknown_command_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_inspect_without_file_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["inspect"])
+    assert info.value.code == 2
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def test_inspect_client_update_file(update_file, update_msg, capsys):
+    assert main(["inspect", str(update_file)]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "client_update" in out
+    assert update_msg.message_id in out
+    assert "client-3" in out
+    assert "round_id: 2" in out
+    for name, shape in (("fc.weight", "[32, 32]"), ("fc.bias", "[10]")):
+        (line,) = [line for line in out.splitlines() if line.strip().startswith(name + " ")]
+        assert "float32" in line
+        assert shape in line
+        assert line.rstrip().endswith("crc ok")
+    codecs = {
+        r.name: r.codec_name.removeprefix("CODEC_") for r in update_msg.weights_info().records
+    }
+    assert codecs["fc.weight"] == "ZSTD"
+    for name, codec in codecs.items():
+        (line,) = [line for line in out.splitlines() if line.strip().startswith(name + " ")]
+        assert codec in line
+    assert out.count("crc ok") == 2
+    assert captured.err == ""
+
+
+def test_inspect_tensor_map_file(map_file, capsys):
+    assert main(["inspect", str(map_file)]) == 0
+    out = capsys.readouterr().out
+    assert "TensorMap" in out
+    assert "2 tensors" in out
+    assert out.count("crc ok") == 2
+
+
+def test_inspect_stdin(update_msg, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", _Stdin(update_msg.to_bytes()))
+    assert main(["inspect", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "client_update" in out
+    assert update_msg.message_id in out
+    assert out.count("crc ok") == 2
+
+
+def test_inspect_stdin_tensor_map(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", _Stdin(encode_tensor_map(_weights())))
+    assert main(["inspect", "-"]) == 0
+    assert "TensorMap" in capsys.readouterr().out
+
+
+def test_inspect_stdin_garbage(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", _Stdin(b"\xff" * 16))
+    assert main(["inspect", "-"]) == 1
+
+
+def test_inspect_missing_file(tmp_path, capsys):
+    path = tmp_path / "nope.bin"
+    assert main(["inspect", str(path)]) == 2
+    captured = capsys.readouterr()
+    err_lines = captured.err.strip().splitlines()
+    assert len(err_lines) == 1
+    assert str(path) in err_lines[0]
+    assert "No such file" in err_lines[0]
+    assert captured.out == ""
+
+
+def test_inspect_directory(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_inspect_garbage_file(tmp_path, capsys):
+    path = tmp_path / "garbage.bin"
+    path.write_bytes(b"this is not a flwire message \x00\xff\xfe" * 3)
+    assert main(["inspect", str(path)]) == 1
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert len(lines) == 1
+    assert "not a flwire message" in lines[0]
+
+
+def _flip_inside(data: bytes, payload: bytes, index: int) -> bytes:
+    offset = data.find(payload)
+    assert offset >= 0
+    out = bytearray(data)
+    out[offset + index] ^= 0x5A
+    return bytes(out)
+
+
+def test_inspect_corrupted_zstd_tensor(tmp_path, update_msg, capsys):
+    data = update_msg.to_bytes()
+    record = next(r for r in update_msg.weights_info().records if r.name == "fc.weight")
+    frame = bytes(record.data)
+    path = tmp_path / "bad.bin"
+    path.write_bytes(_flip_inside(data, frame, len(frame) // 2))
+    assert main(["inspect", str(path)]) == 1
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.strip().startswith("fc.weight ")]
+    assert "BAD" in line
+
+
+def test_inspect_corrupted_raw_tensor(tmp_path, capsys):
+    data = encode_tensor_map(_weights())
+    record = next(r for r in read_tensor_map(data).records if r.name == "fc.bias")
+    assert record.codec_name == "CODEC_UNSPECIFIED"
+    path = tmp_path / "bad.tmap"
+    path.write_bytes(_flip_inside(data, bytes(record.data), 0))
+    assert main(["inspect", str(path)]) == 1
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.strip().startswith("fc.bias ")]
+    assert "BAD" in line
+    assert out.count("crc ok") == 1
+
+
+def test_inspect_corrupted_zstd_header_in_message(tmp_path, update_msg, capsys):
+    # Regression: inspect_bytes used to let SerializationException escape (a traceback).
+    data = update_msg.to_bytes()
+    record = next(r for r in update_msg.weights_info().records if r.name == "fc.weight")
+    path = tmp_path / "bad-header.bin"
+    path.write_bytes(_flip_inside(data, bytes(record.data), 1))
+    assert main(["inspect", str(path)]) == 1
+    assert "BAD" in capsys.readouterr().out
+
+
+def test_inspect_via_python_module(update_file):
+    result = subprocess.run(
+        [sys.executable, "-m", "flwire.cli", "inspect", str(update_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "client_update" in result.stdout
+    assert result.stdout.count("crc ok") == 2
+
+
+# ----------------------------------------------------------------------------- demo / bench
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--clients", "0"],
+        ["--clients", "-1"],
+        ["--rounds", "0"],
+        ["--clients", "0", "--rounds", "0"],
+    ],
+)
+def test_demo_rejects_nonpositive_counts(args, capsys):
+    assert main(["demo", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "--clients" in err[0] and "--rounds" in err[0]
+
+
+def test_demo_rejects_non_integer_clients(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--clients", "many"])
+    assert info.value.code == 2
+
+
+def test_bench_without_script_returns_two(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_find_bench", lambda: None)
+    assert main(["bench"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bench.py" in err[0]
+
+
+def _record_bench_calls(monkeypatch) -> tuple[Path, list[list[str]]]:
+    calls: list[list[str]] = []
+    script = REPO_ROOT / "benchmarks" / "bench.py"
+    monkeypatch.setattr(cli, "_find_bench", lambda: script)
+    monkeypatch.setattr(cli.subprocess, "call", lambda argv: calls.append(argv) or 7)
+    return script, calls
+
+
+def test_bench_passes_positional_arguments_through(monkeypatch):
+    script, calls = _record_bench_calls(monkeypatch)
+    assert main(["bench", "x", "--quick"]) == 7
+    assert calls == [[sys.executable, str(script), "x", "--quick"]]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["bench", "--", "--quick"], ["bench", "--quick"]],
+    ids=["after-double-dash", "options-directly"],
+)
+def test_bench_passes_options_through(monkeypatch, argv):
+    # BUG: the help says "arguments after `bench` are passed to it (try `flwire bench --
+    # --help`)", but `bench -- --quick` hands ["--", "--quick"] to bench.py (which rejects
+    # "--"), and `bench --quick` is a flwire usage error (SystemExit 2).
+    script, calls = _record_bench_calls(monkeypatch)
+    assert main(argv) == 7
+    assert calls == [[sys.executable, str(script), "--quick"]]
+
+
+def test_keyboard_interrupt_returns_130(monkeypatch, tmp_path, capsys):
+    def interrupted(data, out):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("flwire.inspect_cmd.inspect_bytes", interrupted)
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"x")
+    assert main(["inspect", str(path)]) == 130
+    assert "interrupted" in capsys.readouterr().err

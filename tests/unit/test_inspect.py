@@ -1,0 +1,279 @@
+"""flwire.inspect_cmd.inspect_bytes: describing Envelopes and TensorMaps, checking CRCs."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+import torch
+import zstandard
+
+from flwire.inspect_cmd import inspect_bytes
+from flwire.serialization import messages as m
+from flwire.serialization.tensor_codec import encode_tensor_map, read_tensor_map
+
+CLIENT_ID = "client-7"
+
+
+def _weights() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {
+        "fc.weight": (torch.arange(1024) % 13).float().reshape(32, 32),  # compresses: ZSTD
+        "fc.bias": torch.randn(10, generator=gen),  # too small/random: stored raw
+        "steps": torch.tensor([1, 2, 3], dtype=torch.int64),
+    }
+
+
+def _inspect(data: bytes) -> tuple[int, str]:
+    """Exit status and everything printed (summary on out, reason for a refusal on err)."""
+    out, err = io.StringIO(), io.StringIO()
+    rc = inspect_bytes(data, out, err)
+    return rc, out.getvalue() + err.getvalue()
+
+
+def _tensor_lines(text: str) -> dict[str, str]:
+    lines = {}
+    for line in text.splitlines():
+        for name in _weights():
+            if line.strip().startswith(name + " "):
+                lines[name] = line
+    return lines
+
+
+def _record(data: bytes, name: str):
+    view = read_tensor_map(data)
+    return next(r for r in view.records if r.name == name)
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 0x5A
+    return bytes(out)
+
+
+def _payload_offset(container: bytes, tensor_bytes: bytes) -> int:
+    offset = container.find(tensor_bytes)
+    assert offset >= 0 and container.find(tensor_bytes, offset + 1) < 0
+    return offset
+
+
+def _zstd_body_index(frame: bytes) -> int:
+    """An index inside the compressed blocks of a frame (past frame and block headers)."""
+    return max(zstandard.frame_header_size(frame) + 4, len(frame) // 2)
+
+
+@pytest.fixture
+def update_bytes() -> bytes:
+    msg = m.client_update(
+        CLIENT_ID,
+        round_id=3,
+        weights=_weights(),
+        metrics={"loss": 0.25, "epochs": 2},
+        num_examples=600,
+    )
+    return msg.to_bytes()
+
+
+@pytest.fixture
+def map_bytes() -> bytes:
+    return encode_tensor_map(_weights(), metadata={"round": "3"})
+
+
+# ----------------------------------------------------------------------------- envelopes
+
+
+def test_client_update_description(update_bytes):
+    msg = m.decode_message(update_bytes)
+    rc, text = _inspect(update_bytes)
+    assert rc == 0
+    first = text.splitlines()[0]
+    assert first.startswith("flwire.v1.Envelope")
+    assert first.endswith("client_update")
+    assert f"message id  {msg.message_id}" in text
+    assert f"sender      {CLIENT_ID}" in text
+    assert "schema      1.0" in text
+    assert f'client_id: "{CLIENT_ID}"' in text
+    assert "round_id: 3" in text
+    assert "num_examples: 600" in text
+    assert "loss" in text
+    assert "weights:" in text
+    assert "3 tensors" in text
+    lines = _tensor_lines(text)
+    assert set(lines) == set(_weights())
+    assert re.search(r"float32\s+\[32, 32\]\s+ZSTD", lines["fc.weight"])
+    assert re.search(r"float32\s+\[10\]\s+\S+", lines["fc.bias"])
+    assert re.search(r"int64\s+\[3\]", lines["steps"])
+    for name, line in lines.items():
+        record = _record(bytes(msg.weights), name)
+        assert line.rstrip().endswith("crc ok"), line
+        assert f"crc32c={record.crc32c:08x}" in line
+    assert "BAD" not in text
+
+
+def test_client_update_time_is_iso_utc(update_bytes):
+    _, text = _inspect(update_bytes)
+    match = re.search(r"time\s+(\S+)", text)
+    assert match and match[1].endswith("+00:00")
+
+
+def test_tensor_sizes_are_reported(update_bytes):
+    _, text = _inspect(update_bytes)
+    lines = _tensor_lines(text)
+    assert "4.1 KB" in lines["fc.weight"]  # 32*32*4 = 4096 raw bytes
+    assert "40 B" in lines["fc.bias"]
+    assert "24 B" in lines["steps"]
+
+
+def test_message_without_weights():
+    data = m.heartbeat(CLIENT_ID, status="training").to_bytes()
+    rc, text = _inspect(data)
+    assert rc == 0
+    assert text.splitlines()[0].endswith("heartbeat")
+    assert CLIENT_ID in text
+    assert "weights:" not in text
+    assert "crc" not in text
+
+
+def test_global_update_with_extensions():
+    msg = m.global_update(
+        round_id=4, weights=_weights(), config={"lr": 0.1}, extensions={"trace": "abc"}
+    )
+    rc, text = _inspect(msg.to_bytes())
+    assert rc == 0
+    assert text.splitlines()[0].endswith("global_update")
+    assert "sender      server" in text
+    assert "extensions" in text and "abc" in text
+    assert text.count("crc ok") == 3
+
+
+def test_message_with_shuffled_weights():
+    msg = m.client_update(CLIENT_ID, 1, _weights(), codec={"shuffle": True})
+    rc, text = _inspect(msg.to_bytes())
+    assert rc == 0
+    assert "BYTE_SHUFFLE" in _tensor_lines(text)["fc.weight"]
+    assert text.count("crc ok") == 3
+
+
+def test_message_with_uncompressed_weights():
+    msg = m.client_update(CLIENT_ID, 1, _weights(), codec={"compression": "none"})
+    rc, text = _inspect(msg.to_bytes())
+    assert rc == 0
+    assert "ZSTD" not in text
+    assert text.count("crc ok") == 3
+
+
+# ----------------------------------------------------------------------------- tensor maps
+
+
+def test_tensor_map_description(map_bytes):
+    rc, text = _inspect(map_bytes)
+    assert rc == 0
+    assert text.splitlines()[0].startswith("flwire.v1.TensorMap")
+    assert "3 tensors" in text
+    assert text.count("crc ok") == 3
+    assert "metadata" in text and "round" in text
+    assert re.search(r"float32\s+\[32, 32\]\s+ZSTD", _tensor_lines(text)["fc.weight"])
+
+
+def test_tensor_map_without_metadata():
+    data = encode_tensor_map({"x": torch.zeros(2)})
+    rc, text = _inspect(data)
+    assert rc == 0
+    assert "metadata" not in text
+
+
+def test_tensor_map_with_empty_tensor():
+    rc, text = _inspect(encode_tensor_map({"empty": torch.zeros(0, 3)}))
+    assert rc == 0
+    assert "[0, 3]" in text
+    assert "crc ok" in text
+
+
+def test_bytearray_and_memoryview_inputs(map_bytes):
+    assert _inspect(bytearray(map_bytes))[0] == 0
+    assert _inspect(memoryview(map_bytes))[0] == 0  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"garbage bytes, definitely not protobuf \xff\xfe",
+        b"\xff" * 32,
+        b'{"type": "client_update", "weights": "AAAA"}',
+    ],
+)
+def test_garbage_returns_one_with_one_line_reason(garbage):
+    rc, text = _inspect(garbage)
+    assert rc == 1
+    lines = text.strip().splitlines()
+    assert len(lines) == 1
+    assert "not a flwire message" in lines[0]
+
+
+def test_corrupted_raw_tensor_in_message(update_bytes):
+    msg = m.decode_message(update_bytes)
+    record = _record(bytes(msg.weights), "fc.bias")
+    assert record.codec_name == "CODEC_UNSPECIFIED"
+    offset = _payload_offset(update_bytes, bytes(record.data))
+    rc, text = _inspect(_flip(update_bytes, offset + 5))
+    assert rc == 1
+    lines = _tensor_lines(text)
+    assert "BAD" in lines["fc.bias"]
+    assert "crc ok" in lines["fc.weight"] and "crc ok" in lines["steps"]
+
+
+def test_corrupted_zstd_tensor_in_message(update_bytes):
+    msg = m.decode_message(update_bytes)
+    frame = bytes(_record(bytes(msg.weights), "fc.weight").data)
+    offset = _payload_offset(update_bytes, frame)
+    rc, text = _inspect(_flip(update_bytes, offset + _zstd_body_index(frame)))
+    assert rc == 1
+    lines = _tensor_lines(text)
+    assert "BAD" in lines["fc.weight"]
+    assert "crc ok" in lines["fc.bias"]
+
+
+def test_corrupted_raw_tensor_in_map(map_bytes):
+    record = _record(map_bytes, "steps")
+    offset = _payload_offset(map_bytes, bytes(record.data))
+    rc, text = _inspect(_flip(map_bytes, offset))
+    assert rc == 1
+    assert "BAD" in _tensor_lines(text)["steps"]
+
+
+def test_corrupted_zstd_tensor_in_map(map_bytes):
+    frame = bytes(_record(map_bytes, "fc.weight").data)
+    offset = _payload_offset(map_bytes, frame)
+    rc, text = _inspect(_flip(map_bytes, offset + _zstd_body_index(frame)))
+    assert rc == 1
+    assert "BAD" in _tensor_lines(text)["fc.weight"]
+
+
+def test_corrupted_zstd_frame_header_in_message_returns_one(update_bytes):
+    # Regression: the Envelope decodes but msg.weights_info() raises; inspect_bytes used to
+    # let that SerializationException escape (a traceback from `flwire inspect`).
+    msg = m.decode_message(update_bytes)
+    frame = bytes(_record(bytes(msg.weights), "fc.weight").data)
+    offset = _payload_offset(update_bytes, frame)
+    rc, text = _inspect(_flip(update_bytes, offset + 1))  # inside the zstd magic number
+    assert rc == 1
+    assert "BAD" in text
+    assert "fc.weight" in text
+
+
+def test_corrupted_zstd_frame_header_in_map_returns_one(map_bytes):
+    frame = bytes(_record(map_bytes, "fc.weight").data)
+    offset = _payload_offset(map_bytes, frame)
+    rc, text = _inspect(_flip(map_bytes, offset + 1))
+    assert rc == 1
+    assert "fc.weight" in text
+
+
+def test_truncated_message_returns_one(update_bytes):
+    rc, text = _inspect(update_bytes[: len(update_bytes) // 2])
+    assert rc == 1
+    assert text.strip()
