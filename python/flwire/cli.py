@@ -81,8 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--clients", type=int, default=4, help="number of clients (default 4)")
     demo.add_argument("--rounds", type=int, default=5, help="training rounds (default 5)")
-    demo.add_argument("--local-epochs", type=int, default=1, help="epochs per round (default 1)")
-    demo.add_argument("--learning-rate", type=float, default=0.05, help="client SGD lr")
+    demo.add_argument("--local-epochs", type=int, default=3, help="epochs per round (default 3)")
+    demo.add_argument(
+        "--learning-rate",
+        type=float,
+        default=0.005,
+        help="client SGD learning rate (default 0.005)",
+    )
     demo.add_argument(
         "--min-clients",
         type=int,

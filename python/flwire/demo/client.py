@@ -21,7 +21,7 @@ from flwire.communication.channel import Channel
 from flwire.communication.message_handlers import MessageHandler
 from flwire.communication.transport import TopicLayout, Transport
 from flwire.demo.data import Shard, split_non_iid
-from flwire.demo.training import evaluate, train_local
+from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
 from flwire.models import SimpleCNN, get_model_hash
 from flwire.serialization import messages as m
 from flwire.serialization.values import value_map_to_dict
@@ -138,8 +138,8 @@ class DemoClient:
 
     async def _train(self, body: Any) -> None:
         config = value_map_to_dict(body.config)
-        epochs = int(config.get("local_epochs", 1))
-        lr = float(config.get("learning_rate", 0.05))
+        epochs = int(config.get("local_epochs", DEFAULT_CONFIG["local_epochs"]))
+        lr = float(config.get("learning_rate", DEFAULT_CONFIG["learning_rate"]))
         self.status = "training"
         local = SimpleCNN()
         local.load_state_dict(self.model.state_dict())

@@ -22,6 +22,7 @@ from flwire.communication.transport import TopicLayout, Transport
 from flwire.demo.client import DemoClient
 from flwire.demo.data import split_non_iid
 from flwire.demo.server import FedAvgServer, RoundResult
+from flwire.demo.training import DEFAULT_CONFIG
 from flwire.utils.metrics import MetricsCollector
 
 # The old path wrapped base64 text in a JSON envelope; its fixed keys and values
@@ -33,8 +34,8 @@ _OLD_JSON_OVERHEAD = 250
 class DemoOptions:
     clients: int = 4
     rounds: int = 5
-    local_epochs: int = 1
-    learning_rate: float = 0.05
+    local_epochs: int = int(DEFAULT_CONFIG["local_epochs"])
+    learning_rate: float = float(DEFAULT_CONFIG["learning_rate"])
     min_clients: int = 2
     max_wait_time: float = 300.0
     stragglers: int = 0
@@ -77,7 +78,7 @@ class _Console:
 
 def _round_row(r: RoundResult, old_bytes: int | None) -> str:
     old = f"{old_bytes / 1e6:>9.1f}" if old_bytes else f"{'':>9}"
-    fed = f"{r.federated_accuracy:>8.1%}" if r.federated_accuracy is not None else f"{'-':>8}"
+    fed = f"{r.federated_accuracy:>10.1%}" if r.federated_accuracy is not None else f"{'-':>10}"
     return (
         f"{r.round_id:>5}  {len(r.reporting):>3}/{len(r.reporting) + len(r.left_out):<3}"
         f"{r.accuracy:>9.1%}{fed}{r.wire_bytes / 1e6:>10.1f}{old}{r.seconds:>8.1f}"
@@ -85,7 +86,7 @@ def _round_row(r: RoundResult, old_bytes: int | None) -> str:
 
 
 HEADER = (
-    f"{'round':>5}  {'clients':<7}{'accuracy':>9}{'fed.eval':>8}{'wire MB':>10}"
+    f"{'round':>5}  {'clients':<7}{'accuracy':>9}{'fed.eval':>10}{'wire MB':>10}"
     f"{'old MB*':>9}{'secs':>8}"
 )
 
@@ -233,7 +234,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
     old = sum(extra["old_bytes"].values())
     w = extra["wire"]
     console.line(
-        f"{'total':>5}  {'':<7}{'':>9}{'':>8}{wire / 1e6:>10.1f}{old / 1e6:>9.1f}{elapsed:>8.1f}"
+        f"{'total':>5}  {'':<7}{'':>9}{'':>10}{wire / 1e6:>10.1f}{old / 1e6:>9.1f}{elapsed:>8.1f}"
     )
     console.line(
         f"bytes on the wire: {wire / 1e6:.1f} MB with flwire vs {old / 1e6:.1f} MB "

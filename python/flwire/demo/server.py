@@ -24,7 +24,7 @@ import torch
 from flwire.communication.channel import Channel, SeenIds
 from flwire.communication.transport import TopicLayout, Transport
 from flwire.demo.data import Shard
-from flwire.demo.training import evaluate, fedavg
+from flwire.demo.training import DEFAULT_CONFIG, evaluate, fedavg
 from flwire.exceptions import AggregationException, SerializationException
 from flwire.models import SimpleCNN
 from flwire.serialization import messages as m
@@ -84,7 +84,7 @@ class FedAvgServer:
         self.rounds = rounds
         self.min_clients = min_clients
         self.max_wait_time = max_wait_time
-        self.config = config or {"local_epochs": 1, "learning_rate": 0.05}
+        self.config = config or dict(DEFAULT_CONFIG)
         self.registration_timeout = registration_timeout
         self.metrics = metrics or MetricsCollector()
         self.on_round = on_round or (lambda _r: None)

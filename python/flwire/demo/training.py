@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -11,11 +12,28 @@ from torch import nn
 from flwire.demo.data import Shard
 from flwire.exceptions import AggregationException
 
+#: Round configuration the server sends when none is given.
+DEFAULT_CONFIG = {"local_epochs": 3, "learning_rate": 0.005}
+
+# Dropout draws from torch's global generator, so trainings that overlap in
+# threads would make each other's runs irreproducible: train one at a time
+# (each training still uses every core through torch's own threads).
+_TRAINING = threading.Lock()
+
 
 def train_local(
     model: nn.Module, shard: Shard, *, epochs: int, lr: float, batch_size: int, seed: int
 ) -> float:
-    """Train in place with SGD + momentum; return the mean loss of the last epoch."""
+    """Train in place with SGD + momentum; return the mean loss of the last epoch.
+    Reproducible for a given seed."""
+    with _TRAINING:
+        torch.manual_seed(seed)
+        return _train(model, shard, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+
+
+def _train(
+    model: nn.Module, shard: Shard, *, epochs: int, lr: float, batch_size: int, seed: int
+) -> float:
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     gen = torch.Generator().manual_seed(seed)
