@@ -8,25 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from flwire.communication.channel import Channel, SeenIds
 from flwire.communication.kafka_transport import KafkaTransport
+from flwire.models import SimpleCNN
 from flwire.serialization.messages import Message, decode_message
 
 
 def cnn_state(seed: int) -> dict[str, torch.Tensor]:
-    """Weights shaped like the old SimpleCNN (1.2M parameters, 4.8 MB)."""
+    """Weights of the old SimpleCNN (1.2M parameters, 4.8 MB)."""
     torch.manual_seed(seed)
-    model = nn.ModuleDict(
-        {
-            "conv1": nn.Conv2d(1, 32, 3, 1),
-            "conv2": nn.Conv2d(32, 64, 3, 1),
-            "fc1": nn.Linear(9216, 128),
-            "fc2": nn.Linear(128, 10),
-        }
-    )
-    return model.state_dict()
+    return SimpleCNN().state_dict()
 
 
 def transport(bootstrap: str, **consumer: Any) -> KafkaTransport:

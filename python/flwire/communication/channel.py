@@ -27,7 +27,7 @@ from flwire.communication.chunking import (
 )
 from flwire.communication.headers import message_headers
 from flwire.communication.offsets import OffsetTracker
-from flwire.communication.transport import Headers, Record, Transport
+from flwire.communication.transport import Headers, Record, Transport, last_header
 from flwire.exceptions import CommunicationException, SerializationException
 from flwire.serialization._wire import byte_view
 from flwire.serialization.messages import Message
@@ -49,11 +49,8 @@ class Delivery:
     _tokens: list[Any] = field(repr=False, default_factory=list)
 
     def header(self, name: str) -> bytes | None:
-        found = None
-        for key, value in self.headers:
-            if key == name:
-                found = value
-        return found
+        """The last value of a header, or None."""
+        return last_header(self.headers, name)
 
     async def done(self) -> None:
         """The payload is handled: its offsets may be committed."""

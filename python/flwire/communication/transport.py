@@ -36,11 +36,16 @@ class Record:
 
     def header(self, name: str) -> bytes | None:
         """The last value of a header, or None."""
-        found = None
-        for key, value in self.headers:
-            if key == name:
-                found = value
-        return found
+        return last_header(self.headers, name)
+
+
+def last_header(headers: Headers, name: str) -> bytes | None:
+    """The last value of header ``name`` (Kafka allows repeats), or None."""
+    found = None
+    for key, value in headers:
+        if key == name:
+            found = value
+    return found
 
 
 class Subscription(abc.ABC):
