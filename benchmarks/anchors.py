@@ -33,6 +33,8 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from flwire.serialization._wire import decode_varint, encode_varint
+
 StateDict = dict[str, torch.Tensor]
 
 
@@ -115,29 +117,6 @@ def safetensors_decode(data: bytes) -> StateDict:
 # ----------------------------------------------------------------------------- Flower
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    shift = result = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
 def flower_encode(state_dict: StateDict) -> bytes:
     """``flwr.common.ndarray_to_bytes`` per tensor (np.save, allow_pickle=False), then a
     length-prefixed concatenation of (name, npy bytes) as protobuf ``repeated bytes``."""
@@ -147,7 +126,7 @@ def flower_encode(state_dict: StateDict) -> bytes:
         np.save(bio, tensor.cpu().detach().numpy(), allow_pickle=False)
         npy = bio.getvalue()
         key = name.encode("utf-8")
-        parts += [_varint(len(key)), key, _varint(len(npy)), npy]
+        parts += [encode_varint(len(key)), key, encode_varint(len(npy)), npy]
     return b"".join(parts)
 
 
@@ -158,10 +137,10 @@ def flower_decode(data: bytes) -> StateDict:
     out: StateDict = {}
     pos = 0
     while pos < len(buf):
-        n, pos = _read_varint(buf, pos)
+        n, pos = decode_varint(buf, pos, len(buf), "flower name")
         name = bytes(buf[pos : pos + n]).decode("utf-8")
         pos += n
-        n, pos = _read_varint(buf, pos)
+        n, pos = decode_varint(buf, pos, len(buf), "flower array")
         array = np.load(io.BytesIO(buf[pos : pos + n]), allow_pickle=False)
         pos += n
         out[name] = torch.from_numpy(array)

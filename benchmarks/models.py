@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from flwire.models import SimpleCNN, SimpleMLP
+
 SEED = 20240607
 
 
@@ -44,37 +46,15 @@ def _frozen(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def mlp() -> dict[str, torch.Tensor]:
-    """The old SimpleMLP(784, [128, 64], 10) with default init."""
+    """flwire's SimpleMLP(784, [128, 64], 10) (the old architecture), default init."""
     torch.manual_seed(SEED)
-    net = nn.Sequential(
-        nn.Linear(784, 128),
-        nn.ReLU(),
-        nn.Dropout(0.2),
-        nn.Linear(128, 64),
-        nn.ReLU(),
-        nn.Dropout(0.2),
-        nn.Linear(64, 10),
-    )
-    return {f"network.{k}": v for k, v in _frozen(net).items()}
-
-
-class _SimpleCNN(nn.Module):
-    """The parameter layout of the old SimpleCNN (forward() is not needed here)."""
-
-    def __init__(self, num_classes: int = 10, input_channels: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(input_channels, 32, 3, 1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.dropout1 = nn.Dropout(0.25)
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(9216, 128)
-        self.fc2 = nn.Linear(128, num_classes)
+    return _frozen(SimpleMLP())
 
 
 def cnn() -> dict[str, torch.Tensor]:
-    """The old SimpleCNN with default init (~1.2M parameters)."""
+    """flwire's SimpleCNN (the old architecture, ~1.2M parameters), default init."""
     torch.manual_seed(SEED + 1)
-    return _frozen(_SimpleCNN())
+    return _frozen(SimpleCNN())
 
 
 def transformer(shape: TransformerShape, seed: int = SEED + 2) -> dict[str, torch.Tensor]:

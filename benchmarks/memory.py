@@ -1,0 +1,178 @@
+"""Peak extra memory (RSS high-water mark) of each path's first encode and decode, measured
+in a fresh process that re-runs bench.py with --mem-probe (see mem_child)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from paths import StateDict, all_paths
+
+# The script that first_calls starts for each probe: the entry point, which dispatches
+# --mem-probe to mem_child.
+BENCH_SCRIPT = str(Path(__file__).with_name("bench.py"))
+
+_libc: Any = None
+with contextlib.suppress(OSError, TypeError):
+    _libc = ctypes.CDLL(ctypes.util.find_library("c"))
+
+
+def malloc_trim() -> None:
+    """Give freed heap memory back to the kernel, so RSS-before is not inflated by it."""
+    if _libc is not None and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
+
+
+def proc_status() -> dict[str, int]:
+    """VmRSS and VmHWM in bytes."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
+def reset_hwm() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def hwm_reset_works() -> bool:
+    """True when writing 5 to /proc/self/clear_refs resets VmHWM on this kernel."""
+    try:
+        gc.collect()
+        malloc_trim()
+        reset_hwm()
+        before = proc_status()["VmHWM"]
+        block = np.ones(96 << 20, dtype=np.uint8)  # touched: 96 MiB resident
+        grown = proc_status()["VmHWM"]
+        del block
+        gc.collect()
+        malloc_trim()
+        reset_hwm()
+        after = proc_status()["VmHWM"]
+    except OSError:
+        return False
+    return grown - before > (80 << 20) and grown - after > (80 << 20)
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def fix_mmap_threshold() -> None:
+    """Serve every allocation >= 128 KiB with its own mmap, returned to the kernel on free.
+
+    glibc otherwise raises the threshold after big frees and keeps freed blocks resident
+    in its arenas (malloc_trim does not release them all): the next call then reuses them
+    without raising RSS, and its peak reads low. Used in the memory-measuring process only.
+    """
+    if _libc is not None and hasattr(_libc, "mallopt"):
+        _libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
+def dump_state_dict(sd: StateDict, folder: Path) -> None:
+    """Raw bytes + layout, so a fresh process can rebuild sd with no transient copies."""
+    layout = []
+    with open(folder / "tensors.bin", "wb") as f:
+        for name, t in sd.items():
+            raw = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+            f.write(raw.data)
+            layout.append([name, str(t.dtype).removeprefix("torch."), list(t.shape)])
+    (folder / "layout.json").write_text(json.dumps(layout))
+
+
+def load_state_dict(folder: Path) -> StateDict:
+    sd = {}
+    layout = json.loads((folder / "layout.json").read_text())
+    with open(folder / "tensors.bin", "rb") as f:
+        for name, dtype, shape in layout:
+            t = torch.empty(shape, dtype=getattr(torch, dtype))
+            if t.numel():
+                f.readinto(t.reshape(-1).view(torch.uint8).numpy())
+            sd[name] = t
+    return sd
+
+
+def mem_child(folder: str, path_names: list[str], reset: bool) -> None:
+    """Run in a fresh process: the first encode and decode of each path, with their peak
+    extra RSS, wall time, output size, bit-exactness and zero-copy count (JSON on stdout).
+
+    peak = VmHWM during the call - VmRSS just before it. With ``reset`` the high-water
+    mark is reset before every call. Without it (kernels that cannot) the parent starts one
+    process per path and only the encode peak is valid: loading the state dict is made
+    peak-free, so VmHWM before the encode is VmRSS.
+    """
+    # Here, not at the top: measure imports malloc_trim from this module. By now bench.py
+    # has imported measure, so this is a lookup that allocates nothing.
+    from measure import compare, zero_copy_count
+
+    fix_mmap_threshold()
+    sd = load_state_dict(Path(folder))
+    paths = all_paths()
+    out: dict[str, dict[str, Any]] = {}
+    for name in path_names:
+        path = paths[name]
+        rec: dict[str, Any] = {"skipped": path.supports(sd)}
+        out[name] = rec
+        if rec["skipped"]:
+            continue
+        gc.collect()
+        malloc_trim()
+        rss0 = proc_status()["VmRSS"]
+        if reset:
+            reset_hwm()
+        t0 = time.perf_counter()
+        blob = path.encode(sd)
+        rec["encode_s"] = time.perf_counter() - t0
+        rec["encode_peak"] = max(0, proc_status()["VmHWM"] - rss0)
+        rec["size"] = len(memoryview(blob).cast("B"))
+        gc.collect()
+        malloc_trim()
+        rss0 = proc_status()["VmRSS"]
+        if reset:
+            reset_hwm()
+        t0 = time.perf_counter()
+        decoded = path.decode(blob)
+        rec["decode_s"] = time.perf_counter() - t0
+        rec["decode_peak"] = max(0, proc_status()["VmHWM"] - rss0) if reset else None
+        rec["exact"], rec["exact_detail"] = compare(sd, decoded)
+        rec["zero_copy"] = zero_copy_count(blob, decoded)
+        del decoded, blob
+        gc.collect()
+    print(json.dumps(out))
+
+
+def first_calls(
+    sd: StateDict, path_names: list[str], reset: bool, log: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    """Each path's first encode/decode, made in fresh processes (see mem_child)."""
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="flwire-bench-") as tmp:
+        dump_state_dict(sd, Path(tmp))
+        groups = [path_names] if reset else [[p] for p in path_names]
+        for group in groups:
+            cmd = [sys.executable, BENCH_SCRIPT, "--mem-probe", tmp, "--paths", ",".join(group)]
+            if not reset:
+                cmd.append("--mem-no-reset")
+            proc = None
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                results.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+            except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+                err = proc.stderr.strip().splitlines()[-3:] if proc is not None else []
+                log(f"  memory probe failed for {group}: {exc!r} {' | '.join(err)}")
+    return results

@@ -1,0 +1,120 @@
+"""--profile: where flwire's time goes on one model, stage by stage and under cProfile."""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import io
+import pstats
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from measure import raw_size
+from paths import StateDict
+from report import MB, fmt_time
+
+from flwire.serialization import compression as z
+from flwire.serialization import decode_tensor_map, encode_tensor_map
+
+
+def profile_flwire(sd: StateDict, name: str) -> str:
+    """Where flwire's time goes on one model: the codec's stages timed one by one (serial),
+    whole calls with the default threads and threads=1, and cProfile of serial calls
+    (cProfile sees only the calling thread, hence threads=1)."""
+    raw = raw_size(sd)
+    lines = [f"== profile: flwire on {name} ({raw / MB:.0f} MB raw, {len(sd)} tensors) =="]
+    srcs = [t.detach().contiguous().reshape(-1).view(torch.uint8).numpy() for t in sd.values()]
+    itemsize = next(iter(sd.values())).element_size()
+
+    def stage(label: str, fn: Callable[[], Any]) -> Any:
+        gc.collect()
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        lines.append(f"  {label:<48} {fmt_time(dt):>9}  {raw / MB / dt:7.0f} MB/s")
+        return out
+
+    def copy_into(buf: Any) -> Any:
+        view, pos = memoryview(buf).cast("B"), 0
+        for s in srcs:
+            view[pos : pos + s.nbytes] = s
+            pos += s.nbytes
+        return buf
+
+    def decompress_all(frames: list[bytes], outs: list[np.ndarray]) -> None:
+        for f, o in zip(frames, outs, strict=True):
+            z.zstd_decompress_into(memoryview(f), o, "t")
+
+    def unshuffle_all(shuffled: list[np.ndarray], outs: list[np.ndarray]) -> None:
+        for s, o in zip(shuffled, outs, strict=True):
+            z.unshuffle_into(s, o, itemsize)
+
+    lines.append("stages, serial on one thread, all tensors (MB/s of raw bytes):")
+    stage("crc32c of raw bytes", lambda: [z.crc32c(s) for s in srcs])
+    frames = stage("zstd level 1 compress", lambda: [z.zstd_compress(s, 1) for s in srcs])
+    shuffled = stage(
+        "byte shuffle (numpy transpose copy)", lambda: [z.shuffle(s, itemsize) for s in srcs]
+    )
+    stage(
+        "zstd level 1 compress of shuffled bytes", lambda: [z.zstd_compress(s, 1) for s in shuffled]
+    )
+    stage("b''.join of all compressed frames (1 copy)", lambda: b"".join(frames))
+    stage("b''.join of the raw tensors (1 copy, 'none')", lambda: b"".join(srcs))
+    stage("copy into fresh bytearray (4 KiB page faults)", lambda: copy_into(bytearray(raw)))
+    stage("copy into fresh np.empty (THP-advised)", lambda: copy_into(np.empty(raw, np.uint8)))
+    outs = stage(
+        "np.empty per tensor (lazy, no faults yet)",
+        lambda: [np.empty(s.nbytes, np.uint8) for s in srcs],
+    )
+    stage("zstd_decompress_into, fresh outputs (stream)", lambda: decompress_all(frames, outs))
+    stage("zstd_decompress_into, same outputs again", lambda: decompress_all(frames, outs))
+    dctx = z._decompressor()
+    stage(
+        "ZstdDecompressor.decompress (one-shot, bytes)",
+        lambda: [dctx.decompress(f) for f in frames],
+    )
+    stage("unshuffle_into (strided numpy copy)", lambda: unshuffle_all(shuffled, outs))
+    frames = shuffled = outs = []
+    gc.collect()
+
+    lines.append("whole calls, default threads vs threads=1:")
+    for label, kw in (
+        ("zstd", {}),
+        ("zstd+shuffle", {"shuffle": True}),
+        ("none", {"compression": "none"}),
+    ):
+        blob = stage(f"encode {label}", lambda kw=kw: encode_tensor_map(sd, **kw))
+        stage(f"encode {label}, threads=1", lambda kw=kw: encode_tensor_map(sd, threads=1, **kw))
+        stage(f"decode {label}", lambda b=blob: decode_tensor_map(b))
+        stage(f"decode {label}, threads=1", lambda b=blob: decode_tensor_map(b, threads=1))
+        stage(
+            f"decode {label}, verify_checksum=False",
+            lambda b=blob: decode_tensor_map(b, verify_checksum=False),
+        )
+        blob = b""
+        gc.collect()
+
+    def prof(label: str, fn: Callable[[], Any]) -> None:
+        gc.collect()
+        p = cProfile.Profile()
+        p.enable()
+        fn()
+        p.disable()
+        s = io.StringIO()
+        pstats.Stats(p, stream=s).sort_stats("tottime").print_stats(7)
+        body = [ln for ln in s.getvalue().splitlines() if ln.strip()]
+        head = next(i for i, ln in enumerate(body) if "function calls" in ln)
+        start = next(i for i, ln in enumerate(body) if "ncalls" in ln)
+        lines.append(f"cProfile, {label}, threads=1 ({body[head].strip()}), top by own time:")
+        lines.extend("  " + ln.strip()[:140] for ln in body[start : start + 8])
+
+    prof("encode zstd", lambda: encode_tensor_map(sd, threads=1))
+    blob = encode_tensor_map(sd)
+    prof("decode zstd", lambda b=blob: decode_tensor_map(b, threads=1))
+    prof("encode zstd+shuffle", lambda: encode_tensor_map(sd, shuffle=True, threads=1))
+    blob = encode_tensor_map(sd, shuffle=True)
+    prof("decode zstd+shuffle", lambda b=blob: decode_tensor_map(b, threads=1))
+    return "\n".join(lines)
