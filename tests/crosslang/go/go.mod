@@ -3,6 +3,6 @@ module flwire.test/conformance
 go 1.25
 
 require (
-	github.com/klauspost/compress v1.20.4 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	github.com/klauspost/compress v1.20.4
+	google.golang.org/protobuf v1.36.12
 )

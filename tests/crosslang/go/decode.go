@@ -1,0 +1,433 @@
+// Package conformance is a Go reader of flwire tensor maps, written from
+// docs/wire-format.md alone, and a conformance runner (conformance_test.go)
+// that checks it against the golden vectors in tests/vectors.
+//
+// The protobuf layer is stock: the generated flwirev1.TensorMap and
+// proto.Unmarshal. Everything the schema cannot say (dtype widths, sizes,
+// the byte shuffle, the zstd frame rules, CRC-32C, bool bytes, unique names,
+// limits) is checked here, in the order of section 10 of the spec.
+package conformance
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"math/bits"
+
+	"github.com/klauspost/compress/zstd"
+	"google.golang.org/protobuf/proto"
+
+	"flwire.test/conformance/flwirev1"
+)
+
+// Tensor is one decoded tensor: its header fields as they were on the wire,
+// and its raw little-endian bytes (after undoing the codec and the filter).
+type Tensor struct {
+	Name    string
+	Dtype   flwirev1.Dtype
+	Shape   []int64 // empty for a 0-d tensor
+	Codec   flwirev1.Codec
+	Filter  flwirev1.Filter
+	RawSize uint64
+	CRC32C  uint32
+	Raw     []byte
+}
+
+// Map is a decoded TensorMap.
+type Map struct {
+	Tensors  []Tensor // in wire (state-dict) order
+	Metadata map[string]string
+}
+
+// Limits bound what a reader agrees to allocate (spec section 11).
+type Limits struct {
+	MaxTensorBytes uint64 // per tensor, raw bytes
+	MaxTotalBytes  uint64 // per map, raw bytes
+	MaxTensors     int
+	MaxRank        int
+}
+
+// DefaultLimits are flwire-python's DecodeLimits defaults.
+var DefaultLimits = Limits{
+	MaxTensorBytes: 1 << 32,
+	MaxTotalBytes:  1 << 32,
+	MaxTensors:     1_000_000,
+	MaxRank:        64,
+}
+
+// The kinds of refusal. Every error returned by Decode wraps exactly one of
+// them, so callers (and the tests) can tell the checks apart with errors.Is.
+var (
+	ErrProtobuf      = errors.New("invalid protobuf")                    // section 2.4
+	ErrDtype         = errors.New("unknown or unspecified dtype")        // check 1
+	ErrShape         = errors.New("invalid shape")                       // check 2
+	ErrRawSize       = errors.New("raw_size does not match shape")       // check 3
+	ErrLimit         = errors.New("limit exceeded")                      // check 4
+	ErrCodec         = errors.New("unknown codec")                       // check 5
+	ErrFilter        = errors.New("unknown filter")                      // check 5
+	ErrDataSize      = errors.New("data length does not match raw_size") // check 6
+	ErrFrame         = errors.New("invalid zstd frame")                  // check 7
+	ErrEmptyChecksum = errors.New("empty tensor with non-zero crc32c")   // check 8
+	ErrDuplicateName = errors.New("duplicate tensor name")               // check 9
+	ErrDecompress    = errors.New("zstd decompression failed")           // check 10
+	ErrChecksum      = errors.New("crc32c mismatch")                     // check 12
+	ErrBool          = errors.New("bool byte other than 0x00 or 0x01")   // check 13
+)
+
+// Widths of section 4, by Dtype value. A dtype not in this table is refused.
+var widths = map[flwirev1.Dtype]uint64{
+	flwirev1.Dtype_DTYPE_FLOAT32:         4,
+	flwirev1.Dtype_DTYPE_FLOAT64:         8,
+	flwirev1.Dtype_DTYPE_FLOAT16:         2,
+	flwirev1.Dtype_DTYPE_BFLOAT16:        2,
+	flwirev1.Dtype_DTYPE_FLOAT8_E4M3FN:   1,
+	flwirev1.Dtype_DTYPE_FLOAT8_E5M2:     1,
+	flwirev1.Dtype_DTYPE_INT8:            1,
+	flwirev1.Dtype_DTYPE_INT16:           2,
+	flwirev1.Dtype_DTYPE_INT32:           4,
+	flwirev1.Dtype_DTYPE_INT64:           8,
+	flwirev1.Dtype_DTYPE_UINT8:           1,
+	flwirev1.Dtype_DTYPE_UINT16:          2,
+	flwirev1.Dtype_DTYPE_UINT32:          4,
+	flwirev1.Dtype_DTYPE_UINT64:          8,
+	flwirev1.Dtype_DTYPE_BOOL:            1,
+	flwirev1.Dtype_DTYPE_COMPLEX64:       8,
+	flwirev1.Dtype_DTYPE_COMPLEX128:      16,
+	flwirev1.Dtype_DTYPE_COMPLEX32:       4,
+	flwirev1.Dtype_DTYPE_FLOAT8_E4M3FNUZ: 1,
+	flwirev1.Dtype_DTYPE_FLOAT8_E5M2FNUZ: 1,
+	flwirev1.Dtype_DTYPE_FLOAT8_E8M0FNU:  1,
+}
+
+// Width returns the size in bytes of one element of d, or 0 if d is not a
+// valid dtype.
+func Width(d flwirev1.Dtype) uint64 { return widths[d] }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// CRC32C is the CRC-32C (Castagnoli) of b (spec section 8).
+func CRC32C(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// DecodeTensorMap decodes an encoded flwire.v1.TensorMap with DefaultLimits.
+func DecodeTensorMap(b []byte) ([]Tensor, error) {
+	m, err := Decode(b, DefaultLimits)
+	if err != nil {
+		return nil, err
+	}
+	return m.Tensors, nil
+}
+
+// Decode decodes an encoded flwire.v1.TensorMap, refusing anything that
+// section 10 of the spec says a reader must refuse. It never returns a
+// partial result: on error the map is nil.
+func Decode(b []byte, lim Limits) (*Map, error) {
+	var pb flwirev1.TensorMap
+	if err := proto.Unmarshal(b, &pb); err != nil {
+		return nil, fmt.Errorf("flwire: %w: %v", ErrProtobuf, err)
+	}
+	if len(pb.Tensors) > lim.MaxTensors {
+		return nil, fmt.Errorf("flwire: %w: %d tensors, the limit is %d",
+			ErrLimit, len(pb.Tensors), lim.MaxTensors)
+	}
+
+	// Checks 1-9 for every tensor, before anything is allocated for data.
+	seen := make(map[string]int, len(pb.Tensors))
+	var total uint64
+	for i, t := range pb.Tensors {
+		if err := checkHeader(t, lim, &total); err != nil {
+			return nil, tensorError(i, t.GetName(), err)
+		}
+		if j, dup := seen[t.GetName()]; dup {
+			return nil, tensorError(i, t.GetName(),
+				fmt.Errorf("%w: also tensor %d", ErrDuplicateName, j))
+		}
+		seen[t.GetName()] = i
+	}
+
+	// Checks 10-13: decode the data.
+	out := &Map{Tensors: make([]Tensor, len(pb.Tensors)), Metadata: pb.GetMetadata()}
+	if out.Metadata == nil {
+		out.Metadata = map[string]string{}
+	}
+	for i, t := range pb.Tensors {
+		raw, err := decodeData(t, lim)
+		if err != nil {
+			return nil, tensorError(i, t.GetName(), err)
+		}
+		out.Tensors[i] = Tensor{
+			Name:    t.GetName(),
+			Dtype:   t.GetDtype(),
+			Shape:   append([]int64{}, t.GetShape()...),
+			Codec:   t.GetCodec(),
+			Filter:  t.GetFilter(),
+			RawSize: t.GetRawSize(),
+			CRC32C:  t.GetCrc32C(),
+			Raw:     raw,
+		}
+	}
+	return out, nil
+}
+
+func tensorError(i int, name string, err error) error {
+	return fmt.Errorf("flwire: tensor %d (%q): %w", i, name, err)
+}
+
+// checkHeader makes checks 1 to 8 of section 10; total accumulates raw_size
+// over the map for the per-map limit.
+func checkHeader(t *flwirev1.Tensor, lim Limits, total *uint64) error {
+	// 1. dtype
+	width := Width(t.GetDtype())
+	if width == 0 {
+		return fmt.Errorf("%w: %d", ErrDtype, int32(t.GetDtype()))
+	}
+
+	// 2. dimensions >= 0, rank cap, product(max(d, 1)) * width < 2^63
+	shape := t.GetShape()
+	if len(shape) > lim.MaxRank {
+		return fmt.Errorf("%w: rank %d above the limit %d", ErrShape, len(shape), lim.MaxRank)
+	}
+	bound := width // product(max(d, 1)) * width so far
+	for k, d := range shape {
+		if d < 0 {
+			return fmt.Errorf("%w: dimension %d is %d", ErrShape, k, d)
+		}
+		hi, lo := bits.Mul64(bound, uint64(max(d, 1)))
+		if hi != 0 || lo > math.MaxInt64 {
+			return fmt.Errorf("%w: product of dimensions %v times width %d is 2^63 or more",
+				ErrShape, shape, width)
+		}
+		bound = lo
+	}
+
+	// 3. product(shape) * width == raw_size. After check 2 it cannot
+	// overflow: it is at most product(max(d, 1)) * width < 2^63.
+	want := width
+	for _, d := range shape {
+		want *= uint64(d)
+	}
+	if want != t.GetRawSize() {
+		return fmt.Errorf("%w: shape %v of %s (width %d) needs %d bytes, raw_size is %d",
+			ErrRawSize, shape, t.GetDtype(), width, want, t.GetRawSize())
+	}
+
+	// 4. limits
+	raw := t.GetRawSize()
+	if raw > lim.MaxTensorBytes {
+		return fmt.Errorf("%w: raw_size %d above the per-tensor limit %d",
+			ErrLimit, raw, lim.MaxTensorBytes)
+	}
+	if *total += raw; *total > lim.MaxTotalBytes || *total < raw {
+		return fmt.Errorf("%w: total raw size of the map above the limit %d",
+			ErrLimit, lim.MaxTotalBytes)
+	}
+
+	// 5. codec and filter
+	switch t.GetCodec() {
+	case flwirev1.Codec_CODEC_UNSPECIFIED, flwirev1.Codec_CODEC_ZSTD:
+	default:
+		return fmt.Errorf("%w: %d", ErrCodec, int32(t.GetCodec()))
+	}
+	switch t.GetFilter() {
+	case flwirev1.Filter_FILTER_UNSPECIFIED, flwirev1.Filter_FILTER_BYTE_SHUFFLE:
+	default:
+		return fmt.Errorf("%w: %d", ErrFilter, int32(t.GetFilter()))
+	}
+
+	// 6. and 7. the data's length, or the frame's structure
+	data := t.GetData()
+	if t.GetCodec() == flwirev1.Codec_CODEC_UNSPECIFIED {
+		if uint64(len(data)) != raw {
+			return fmt.Errorf("%w: %d bytes of data, raw_size is %d", ErrDataSize, len(data), raw)
+		}
+	} else if err := checkFrame(data, raw); err != nil {
+		return err
+	}
+
+	// 8. the CRC-32C of no bytes is 0
+	if raw == 0 && t.GetCrc32C() != 0 {
+		return fmt.Errorf("%w: 0x%08x", ErrEmptyChecksum, t.GetCrc32C())
+	}
+	return nil
+}
+
+// zstd frame layout (RFC 8878, section 3.1.1).
+const (
+	zstdMagic        = 0xFD2FB528
+	maxWindowLog     = 27 // spec section 7: readers may refuse windows above 2^27
+	blockTypeRaw     = 0
+	blockTypeRLE     = 1
+	blockTypeZstd    = 2
+	blockHeaderBytes = 3
+	maxBlockSize     = 128 << 10 // Block_Maximum_Size
+)
+
+// checkFrame makes check 7 without decompressing anything: data is exactly
+// one zstd frame, without a dictionary, whose header records a content size
+// equal to rawSize, and whose last block (and optional checksum) ends exactly
+// at the end of data.
+func checkFrame(data []byte, rawSize uint64) error {
+	if len(data) < 4 || binary.LittleEndian.Uint32(data) != zstdMagic {
+		return fmt.Errorf("%w: data does not start with the zstd magic number 28 b5 2f fd",
+			ErrFrame)
+	}
+	pos := 4
+	if pos >= len(data) {
+		return fmt.Errorf("%w: truncated frame header", ErrFrame)
+	}
+	fhd := data[pos]
+	pos++
+	fcsFlag := fhd >> 6
+	singleSegment := fhd&0x20 != 0
+	reserved := fhd&0x08 != 0
+	hasChecksum := fhd&0x04 != 0
+	dictIDSize := [4]int{0, 1, 2, 4}[fhd&0x03]
+	fcsSize := [4]int{0, 2, 4, 8}[fcsFlag]
+	if fcsFlag == 0 && singleSegment {
+		fcsSize = 1
+	}
+	if reserved {
+		return fmt.Errorf("%w: reserved bit of the frame header descriptor is set", ErrFrame)
+	}
+	if fcsSize == 0 {
+		return fmt.Errorf("%w: the frame header does not record Frame_Content_Size", ErrFrame)
+	}
+	if !singleSegment {
+		if pos >= len(data) {
+			return fmt.Errorf("%w: truncated frame header", ErrFrame)
+		}
+		wd := data[pos]
+		pos++
+		windowLog := uint(wd>>3) + 10
+		window := uint64(1)<<windowLog + (uint64(1)<<windowLog)/8*uint64(wd&7)
+		if window > 1<<maxWindowLog {
+			return fmt.Errorf("%w: window of %d bytes, above 2^%d", ErrFrame, window, maxWindowLog)
+		}
+	}
+	if pos+dictIDSize+fcsSize > len(data) {
+		return fmt.Errorf("%w: truncated frame header", ErrFrame)
+	}
+	var dictID uint64
+	for k := dictIDSize - 1; k >= 0; k-- {
+		dictID = dictID<<8 | uint64(data[pos+k])
+	}
+	pos += dictIDSize
+	if dictID != 0 {
+		return fmt.Errorf("%w: the frame needs dictionary %d", ErrFrame, dictID)
+	}
+	var fcs uint64
+	for k := fcsSize - 1; k >= 0; k-- {
+		fcs = fcs<<8 | uint64(data[pos+k])
+	}
+	if fcsSize == 2 {
+		fcs += 256
+	}
+	pos += fcsSize
+	if fcs != rawSize {
+		return fmt.Errorf("%w: Frame_Content_Size is %d, raw_size is %d", ErrFrame, fcs, rawSize)
+	}
+
+	// Walk the blocks up to the one flagged as last.
+	for {
+		if pos+blockHeaderBytes > len(data) {
+			return fmt.Errorf("%w: truncated block header at offset %d", ErrFrame, pos)
+		}
+		bh := uint32(data[pos]) | uint32(data[pos+1])<<8 | uint32(data[pos+2])<<16
+		pos += blockHeaderBytes
+		last := bh&1 != 0
+		size := int(bh >> 3)
+		if size > maxBlockSize {
+			return fmt.Errorf("%w: block of %d bytes at offset %d", ErrFrame, size, pos-3)
+		}
+		switch (bh >> 1) & 3 {
+		case blockTypeRaw, blockTypeZstd:
+		case blockTypeRLE:
+			size = 1 // one byte on the wire, repeated Block_Size times
+		default:
+			return fmt.Errorf("%w: reserved block type at offset %d", ErrFrame, pos-3)
+		}
+		if pos+size > len(data) {
+			return fmt.Errorf("%w: block at offset %d runs past the end of data", ErrFrame, pos-3)
+		}
+		pos += size
+		if last {
+			break
+		}
+	}
+	if hasChecksum {
+		pos += 4
+	}
+	switch {
+	case pos > len(data):
+		return fmt.Errorf("%w: truncated content checksum", ErrFrame)
+	case pos < len(data):
+		return fmt.Errorf("%w: %d bytes after the end of the frame", ErrFrame, len(data)-pos)
+	}
+	return nil
+}
+
+// decodeData makes checks 10 to 13 and returns the raw bytes.
+func decodeData(t *flwirev1.Tensor, lim Limits) ([]byte, error) {
+	raw := t.GetData()
+	if t.GetCodec() == flwirev1.Codec_CODEC_ZSTD {
+		var err error
+		if raw, err = decompress(raw, t.GetRawSize(), lim); err != nil {
+			return nil, err
+		}
+	}
+	if t.GetFilter() == flwirev1.Filter_FILTER_BYTE_SHUFFLE {
+		raw = unshuffle(raw, int(Width(t.GetDtype())))
+	}
+	if got, want := CRC32C(raw), t.GetCrc32C(); got != want {
+		return nil, fmt.Errorf("%w: the raw bytes have 0x%08x, crc32c is 0x%08x",
+			ErrChecksum, got, want)
+	}
+	if t.GetDtype() == flwirev1.Dtype_DTYPE_BOOL {
+		for k, b := range raw {
+			if b > 1 {
+				return nil, fmt.Errorf("%w: byte %d is 0x%02x", ErrBool, k, b)
+			}
+		}
+	}
+	return raw, nil
+}
+
+// decompress decodes one zstd frame (already checked by checkFrame) into a
+// buffer of exactly rawSize bytes.
+func decompress(frame []byte, rawSize uint64, lim Limits) ([]byte, error) {
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(max(lim.MaxTensorBytes, 1)),
+		zstd.WithDecoderMaxWindow(1<<maxWindowLog),
+		zstd.WithDecodeAllCapLimit(true), // never grow past raw_size
+	)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrDecompress, err)
+	}
+	defer dec.Close()
+	out, err := dec.DecodeAll(frame, make([]byte, 0, rawSize))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrDecompress, err)
+	}
+	if uint64(len(out)) != rawSize {
+		return nil, fmt.Errorf("%w: %d bytes out, raw_size is %d", ErrDecompress, len(out), rawSize)
+	}
+	return out, nil
+}
+
+// unshuffle undoes the byte shuffle of section 6: byte j*n+i of the input is
+// byte j of element i. For width 1 it is the identity.
+func unshuffle(in []byte, width int) []byte {
+	if width <= 1 {
+		return in
+	}
+	n := len(in) / width
+	out := make([]byte, len(in))
+	for j := 0; j < width; j++ {
+		for i := 0; i < n; i++ {
+			out[i*width+j] = in[j*n+i]
+		}
+	}
+	return out
+}
