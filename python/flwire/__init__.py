@@ -1,7 +1,9 @@
 """flwire: the schema-first wire layer for federated learning.
 
 Protobuf schemas (``flwire.v1``), a zero-copy tensor codec with per-tensor zstd,
-and drop-in replacements for the old ``common`` package's serializers.
+typed FL messages, a Kafka transport, and drop-in replacements for the old
+``common`` package (``flwire.serialization``, ``flwire.communication``,
+``flwire.models``, ``flwire.utils``, ``flwire.exceptions``).
 """
 
 from flwire.exceptions import (
@@ -23,6 +25,8 @@ from flwire.serialization import (
     encode_tensor_map,
     read_tensor_map,
 )
+from flwire.serialization.message_serializer import MessageSerializer
+from flwire.serialization.messages import Message, MessageDecodeError, decode_message
 
 __version__ = "0.1.0"
 
@@ -34,12 +38,16 @@ __all__ = [
     "DecodeLimits",
     "DifferentialWeightSerializer",
     "FLException",
+    "Message",
+    "MessageDecodeError",
+    "MessageSerializer",
     "ModelException",
     "PayloadTooLargeError",
     "SerializationException",
     "TrainingException",
     "WeightSerializer",
     "__version__",
+    "decode_message",
     "decode_tensor_map",
     "encode_tensor_map",
     "read_tensor_map",

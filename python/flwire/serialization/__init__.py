@@ -1,4 +1,5 @@
-"""Serialization: the tensor codec and the drop-in serializers of ``common.serialization``."""
+"""Serialization: the tensor codec, typed messages (``flwire.serialization.messages``)
+and the drop-in serializers of ``common.serialization``."""
 
 from flwire.serialization.tensor_codec import (
     DecodeLimits,
@@ -6,7 +7,9 @@ from flwire.serialization.tensor_codec import (
     TensorRecord,
     decode_tensor_map,
     encode_tensor_map,
+    encode_tensor_map_segments,
     read_tensor_map,
+    split_state_dict,
 )
 from flwire.serialization.weight_serializer import DifferentialWeightSerializer, WeightSerializer
 
@@ -18,5 +21,7 @@ __all__ = [
     "WeightSerializer",
     "decode_tensor_map",
     "encode_tensor_map",
+    "encode_tensor_map_segments",
     "read_tensor_map",
+    "split_state_dict",
 ]
