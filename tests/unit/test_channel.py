@@ -586,3 +586,37 @@ def test_redelivered_tail_of_a_handled_transfer_does_not_stall_commits():
     broker, restarted = run(main())
     assert committed(broker) == len(broker.topics[TOPIC])  # actual: 2 (X1 never finished)
     assert restarted.reassembler.pending_bytes == 0  # actual: 1500 (X's orphaned tail)
+
+
+def test_parts_in_flight_are_bounded():
+    """A large payload never has more than max_in_flight parts waiting for their
+    ack, so the parts do not add up to a second copy of the payload in memory."""
+
+    class SlowAcks(InMemoryTransport):
+        def __init__(self, broker):
+            super().__init__(broker)
+            self.waiting = self.most_waiting = 0
+
+        async def send(self, topic, value, *, key=None, headers=None):
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+            await asyncio.sleep(0.001)
+            await super().send(topic, value, key=key, headers=headers)
+            self.waiting -= 1
+
+    async def main():
+        broker = InMemoryBroker()
+        sender = SlowAcks(broker)
+        await sender.start()
+        channel = Channel(sender, max_in_flight=3)
+        payload = _payload(20_000, 9)
+        sender.max_record_bytes = 1000
+        await channel.send(TOPIC, payload)
+        receiver = Channel(InMemoryTransport(broker))
+        got = await take(receiver, 1)
+        return sender, channel, payload, got
+
+    sender, channel, payload, got = run(main())
+    assert channel.stats["sent_parts"] > 20
+    assert sender.most_waiting <= 3
+    assert bytes(got[0].payload) == payload

@@ -199,10 +199,39 @@ def test_server_handler_dispatches_every_client_message(server_class):
 def test_server_handler_accepts_memoryview_and_bytearray_input():
     server = AsyncServer()
     handler = ServerMessageHandler(server)
-    blob = messages.heartbeat("c9").to_bytes()
-    assert run(handler.handle_message(memoryview(blob)))
-    assert run(handler.handle_message(bytearray(blob)))
+    assert run(handler.handle_message(memoryview(messages.heartbeat("c9").to_bytes())))
+    assert run(handler.handle_message(bytearray(messages.heartbeat("c9").to_bytes())))
     assert server.calls == [("update_client_heartbeat", "c9")] * 2
+
+
+def test_server_handler_counts_a_redelivered_update_once():
+    """Kafka delivers at least once: the same message (same id) arriving again,
+    e.g. after a consumer crash before its commit, is not handled twice."""
+    server = AsyncServer()
+    handler = ServerMessageHandler(server)
+    blob = messages.client_update("c1", 4, WEIGHTS, {"loss": 1.0}).to_bytes()
+    assert run(handler.handle_message(blob))
+    assert not run(handler.handle_message(bytes(blob)))
+    assert [call[0] for call in server.calls] == ["process_client_update"]
+    assert handler.stats["duplicates"] == 1 and handler.stats["handled"] == 1
+
+
+def test_a_failed_message_is_handled_again_when_redelivered():
+    class Flaky(AsyncServer):
+        failures = 1
+
+        async def process_client_update(self, *args):
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("disk full")
+            await super().process_client_update(*args)
+
+    server = Flaky()
+    handler = ServerMessageHandler(server)
+    blob = messages.client_update("c1", 4, WEIGHTS, {"loss": 1.0}).to_bytes()
+    assert not run(handler.handle_message(blob))
+    assert run(handler.handle_message(blob))  # the retry is not mistaken for a duplicate
+    assert handler.stats["handler_errors"] == 1 and handler.stats["handled"] == 1
 
 
 # ----------------------------------------------------------------------------- typed routes

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,9 +68,11 @@ class Channel:
         *,
         on_progress: ProgressCallback | None = None,
         reassembler: Reassembler | None = None,
+        max_in_flight: int = 64,
     ) -> None:
         self.transport = transport
         self.on_progress = on_progress
+        self.max_in_flight = max(1, max_in_flight)
         self.reassembler = reassembler or Reassembler()
         self.stats: dict[str, int] = {
             "sent": 0,
@@ -97,36 +100,49 @@ class Channel:
         headers = list(headers or [])
         overhead = len(key or b"") + sum(len(k) + len(v) for k, v in headers)
         if len(view) + overhead <= limit:
-            await self.transport.send(topic, view, key=key, headers=headers)
+            await self.transport.send(
+                topic, payload if isinstance(payload, bytes) else view, key=key, headers=headers
+            )
             self.stats["sent"] += 1
             self.stats["bytes_sent"] += len(view)
             return
         transfer_id = transfer_id or uuid.uuid4().hex
         key = key if key is not None else transfer_id.encode()
-        sent = 0
-        pending: list[asyncio.Task[None]] = []
-        for part, index, count in split_payload(view, transfer_id, limit - overhead):
-            part_headers = [*headers, (PART_HEADER, f"{index}/{count}".encode())]
-            pending.append(
-                asyncio.ensure_future(
+        # At most max_in_flight parts wait for their ack at a time, so the parts
+        # (each a copy of its slice) never add up to a second copy of the payload.
+        window: deque[tuple[asyncio.Task[None], int]] = deque()
+        acked = parts = 0
+
+        async def settle_oldest() -> None:
+            nonlocal acked
+            task, size = window.popleft()
+            await task
+            acked += size
+            if self.on_progress:
+                self.on_progress("send", transfer_id, min(acked, len(view)), len(view))
+
+        try:
+            for part, index, count in split_payload(view, transfer_id, limit - overhead):
+                part_headers = [*headers, (PART_HEADER, f"{index}/{count}".encode())]
+                task = asyncio.ensure_future(
                     self.transport.send(topic, part, key=key, headers=part_headers)
                 )
-            )
-            # Let the transport hand this part to its client before building the
-            # next one, so parts enter the partition in order.
-            await asyncio.sleep(0)
-            sent += len(part)
-            if self.on_progress:
-                self.on_progress("send", transfer_id, min(sent, len(view)), len(view))
-        try:
-            await asyncio.gather(*pending)
+                # Let the transport hand this part to its client before building the
+                # next one, so parts enter the partition in order.
+                await asyncio.sleep(0)
+                window.append((task, len(part)))
+                parts += 1
+                if len(window) >= self.max_in_flight:
+                    await settle_oldest()
+            while window:
+                await settle_oldest()
         except BaseException:
-            for task in pending:
+            for task, _ in window:
                 task.cancel()
             raise
         self.stats["sent"] += 1
-        self.stats["sent_parts"] += len(pending)
-        self.stats["bytes_sent"] += sent
+        self.stats["sent_parts"] += parts
+        self.stats["bytes_sent"] += acked
 
     async def send_message(self, topic: str, msg: Message) -> int:
         """Send a flwire message with its routing headers, keyed by its sender
@@ -253,6 +269,9 @@ class SeenIds:
 
         self.capacity = capacity
         self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._ids
 
     def first_time(self, message_id: str) -> bool:
         """True the first time an id is seen, False for a repeat."""

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from flwire.communication.channel import SeenIds
 from flwire.exceptions import SerializationException
 from flwire.serialization.envelope import BODY_NAME_BY_CLASS_NAME
 from flwire.serialization.message_serializer import message_to_dict, old_type_name
@@ -39,10 +40,13 @@ class MessageHandler:
     decoded :class:`Message`. Handlers may be sync or async.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, dedupe: bool = False) -> None:
         self.handlers: dict[str, OldHandler] = {}
         self.routes: dict[str, TypedHandler] = {}
         self.stats: Counter[str] = Counter()
+        # Message ids handled successfully: a redelivery (Kafka is at-least-once)
+        # of one of them is counted in stats["duplicates"] and not handled again.
+        self.seen: SeenIds | None = SeenIds() if dedupe else None
 
     def register_handler(self, message_type: str, handler: OldHandler) -> None:
         """Register a handler (receiving the old-style dict) for a type name."""
@@ -65,6 +69,10 @@ class MessageHandler:
         except SerializationException as exc:
             self.stats["decode_errors"] += 1
             logger.error("Dropped an undecodable message (%d bytes): %s", _size(raw_message), exc)
+            return False
+        if self.seen is not None and msg.message_id in self.seen:
+            self.stats["duplicates"] += 1
+            logger.info("Skipped a redelivered %s message %s", msg.type, msg.message_id)
             return False
         typed = self.routes.get(msg.type)
         old_name = old_type_name(msg.type)
@@ -90,6 +98,8 @@ class MessageHandler:
             )
             return False
         self.stats["handled"] += 1
+        if self.seen is not None:
+            self.seen.first_time(msg.message_id)
         return True
 
 
@@ -130,10 +140,11 @@ class ClientMessageHandler(MessageHandler):
 
 
 class ServerMessageHandler(MessageHandler):
-    """Dispatches client messages to an FL server object."""
+    """Dispatches client messages to an FL server object, each message once:
+    an update redelivered after a crash is not counted twice."""
 
-    def __init__(self, server: Any) -> None:
-        super().__init__()
+    def __init__(self, server: Any, *, dedupe: bool = True) -> None:
+        super().__init__(dedupe=dedupe)
         self.server = server
         self.register_handler("client_update", self._handle_client_update)
         self.register_handler("client_registration", self._handle_client_registration)
