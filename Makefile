@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# Python code from the schemas, and the Go conformance consumer's code (its
+# staleness check runs in the test suite: tests/conformance/test_crosslang_go.py).
 gen: install
 	$(BIN)/python codegen/generate.py
+	bash tests/crosslang/go/generate.sh
 
 gen-check: install
 	$(BIN)/python codegen/generate.py --check
