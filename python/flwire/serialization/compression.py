@@ -6,10 +6,12 @@ per-tensor work over threads (zstd, crc32c and numpy copies release the GIL).
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import crc32c as _crc32c
@@ -184,6 +186,31 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 def default_threads() -> int:
     """Threads used when the caller does not say: one per core."""
     return os.cpu_count() or 1
+
+
+def iter_in_order(fn: Callable[[int], T], sizes: Sequence[int], threads: int | None) -> Iterator[T]:
+    """``fn(i)`` for each index, yielded in index order, computed on threads when
+    the work is big enough. At most two tasks per thread run ahead of the one
+    being consumed, so finished results do not pile up in memory."""
+    threads = default_threads() if threads is None else threads
+    if threads <= 1 or len(sizes) < 2 or sum(sizes) < PARALLEL_MIN_BYTES:
+        for i in range(len(sizes)):
+            yield fn(i)
+        return
+    pool = _executor(threads)
+    ahead: deque[Future[T]] = deque()
+    upcoming = iter(range(len(sizes)))
+    try:
+        for i in itertools.islice(upcoming, 2 * threads):
+            ahead.append(pool.submit(fn, i))
+        while ahead:
+            result = ahead.popleft().result()
+            for i in itertools.islice(upcoming, 1):
+                ahead.append(pool.submit(fn, i))
+            yield result
+    finally:
+        for future in ahead:
+            future.cancel()
 
 
 def run_parallel(fn: Callable[[int], T], sizes: Sequence[int], threads: int | None) -> list[T]:

@@ -13,9 +13,10 @@ TensorMap, and either side parses the other's output (see tests/property).
 
 from __future__ import annotations
 
+import io
 import sys
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -250,6 +251,48 @@ def _metadata_bytes(metadata: Mapping[str, str]) -> list[bytes]:
     return out
 
 
+def _encoded_pieces(
+    tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
+    compression: Compression,
+    level: int,
+    shuffle: bool,
+    metadata: Mapping[str, str] | None,
+    threads: int | None,
+) -> Iterator[Any]:
+    """The buffers whose concatenation is the TensorMap, in order, produced as
+    the (parallel) compression finishes each tensor."""
+    if compression not in ("zstd", "none"):
+        raise SerializationException(f"unknown compression {compression!r}; use 'zstd' or 'none'")
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    sources = [_source(k, v) for k, v in items]
+    names = [src.name for src in sources]
+    if len(set(names)) != len(names):
+        raise SerializationException("duplicate tensor names in the state dict")
+    compress = compression == "zstd"
+
+    def work(i: int) -> tuple[int, int, int, Any]:
+        return _compress_one(sources[i], compress, level, shuffle)
+
+    sizes = [src.raw.nbytes for src in sources]
+    offset = 0
+    for src, (codec, filt, crc, data) in zip(
+        sources, z.iter_in_order(work, sizes, threads if compress else 1), strict=True
+    ):
+        header = _tensor_header(src, codec, filt, crc, len(data), offset)
+        offset += len(header) + len(data)
+        if offset >= MAX_MESSAGE_BYTES:
+            raise SerializationException(
+                f"the encoded TensorMap would be over {offset} bytes; protobuf parsers refuse "
+                "messages of 2 GiB and more. Split the state dict "
+                "(flwire.serialization.split_state_dict) and send the parts as separate maps"
+            )
+        yield header
+        if len(data):
+            yield data
+    if metadata:
+        yield from _metadata_bytes(metadata)
+
+
 def encode_tensor_map_segments(
     tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
     *,
@@ -265,37 +308,7 @@ def encode_tensor_map_segments(
     that embeds the map in a larger message (an Envelope) joins everything in
     one copy. Options as in :func:`encode_tensor_map`.
     """
-    if compression not in ("zstd", "none"):
-        raise SerializationException(f"unknown compression {compression!r}; use 'zstd' or 'none'")
-    items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    sources = [_source(k, v) for k, v in items]
-    names = [src.name for src in sources]
-    if len(set(names)) != len(names):
-        raise SerializationException("duplicate tensor names in the state dict")
-    compress = compression == "zstd"
-
-    def work(i: int) -> tuple[int, int, int, Any]:
-        return _compress_one(sources[i], compress, level, shuffle)
-
-    pieces = z.run_parallel(work, [src.raw.nbytes for src in sources], threads if compress else 1)
-    segments: list[Any] = []
-    offset = 0
-    for src, (codec, filt, crc, data) in zip(sources, pieces, strict=True):
-        header = _tensor_header(src, codec, filt, crc, len(data), offset)
-        segments.append(header)
-        offset += len(header) + len(data)
-        if len(data):
-            segments.append(data)
-    if metadata:
-        segments.extend(_metadata_bytes(metadata))
-    total = sum(memoryview(seg).nbytes for seg in segments)
-    if total >= MAX_MESSAGE_BYTES:
-        raise SerializationException(
-            f"the encoded TensorMap would be {total} bytes; protobuf parsers refuse messages "
-            "of 2 GiB and more. Split the state dict (flwire.serialization.split_state_dict) "
-            "and send the parts as separate maps"
-        )
-    return segments
+    return list(_encoded_pieces(tensors, compression, level, shuffle, metadata, threads))
 
 
 def split_state_dict(
@@ -333,15 +346,13 @@ def encode_tensor_map(
     (None: all; 1: the calling thread only). Tensors on another device are
     copied to the CPU; non-contiguous tensors are made contiguous.
     """
-    segments = encode_tensor_map_segments(
-        tensors,
-        compression=compression,
-        level=level,
-        shuffle=shuffle,
-        metadata=metadata,
-        threads=threads,
-    )
-    return b"".join(segments)
+    # Each piece is copied into the output as soon as it is ready and then
+    # dropped, so compressed frames never all sit in memory beside the output;
+    # BytesIO grows its buffer in place and hands it over without a final copy.
+    out = io.BytesIO()
+    for piece in _encoded_pieces(tensors, compression, level, shuffle, metadata, threads):
+        out.write(piece)
+    return out.getvalue()
 
 
 # ----------------------------------------------------------------------------- decoding
