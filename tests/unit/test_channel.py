@@ -620,3 +620,32 @@ def test_parts_in_flight_are_bounded():
     assert channel.stats["sent_parts"] > 20
     assert sender.most_waiting <= 3
     assert bytes(got[0].payload) == payload
+
+
+def test_missing_part_times_out_without_further_records(caplog):
+    """A transfer whose last part never comes is given up on after part_timeout even
+    when the topic goes quiet, and its parts' offsets are committed past."""
+    limit = 1000
+    raw = [p for p, _, _ in split_payload(_payload(2500, 3), "lost", limit)]
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = await _transport(broker, limit)
+        for part in raw[:-1]:  # the last part is lost
+            await send_raw_part(transport, part)
+        receiver = Channel(InMemoryTransport(broker), reassembler=Reassembler(part_timeout=0.3))
+
+        async def consume():
+            async for _ in receiver.receive([TOPIC], "g"):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(1.5)
+        task.cancel()
+        return broker, receiver
+
+    with caplog.at_level("ERROR"):
+        broker, receiver = run(main())
+    assert receiver.stats["dropped_transfers"] == 1
+    assert committed(broker) == len(raw) - 1
+    assert any("lost" in r.getMessage() and "missing" in r.getMessage() for r in caplog.records)

@@ -173,6 +173,8 @@ class Channel:
             for (topic, partition), next_offset in commits.items():
                 await subscription.commit(topic, partition, next_offset)
 
+        # Missing parts must time out even when no further record arrives.
+        expiry = asyncio.create_task(self._expire_periodically())
         try:
             async for record in subscription:
                 tracker.seen((record.topic, record.partition), record.offset)
@@ -185,7 +187,18 @@ class Channel:
                 if delivery is not None:
                     yield delivery
         finally:
+            expiry.cancel()
             await subscription.close()
+
+    async def _expire_periodically(self) -> None:
+        interval = max(0.2, min(5.0, self.reassembler.part_timeout / 4))
+        while True:
+            await asyncio.sleep(interval)
+            abandoned = []
+            for drop in self.reassembler.expire():
+                self.stats["dropped_transfers"] += 1
+                abandoned.extend(drop.tokens)
+            await _finish_tokens(abandoned)
 
     def _on_record(self, token: _Token) -> tuple[Delivery | None, list[_Token]]:
         """The delivery this record completes (if any), and records to give up on
