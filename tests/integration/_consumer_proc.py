@@ -9,6 +9,7 @@ until the test kills it with SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 from _helpers import transport
@@ -27,4 +28,6 @@ async def main(bootstrap: str, topic: str, group: str) -> None:
 
 
 if __name__ == "__main__":
+    # flwire's logs on stderr, for the test to show if this consumer fails.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     asyncio.run(main(*sys.argv[1:4]))

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
+
 from flwire.communication.channel import Channel, SeenIds
 from flwire.communication.transport import TopicLayout
 from flwire.serialization import messages as m
@@ -22,6 +24,16 @@ from ._helpers import cnn_state, collect, send_message, transport
 from .conftest import PrivateBroker
 
 HERE = Path(__file__).resolve().parent
+
+
+def _watermarks(bootstrap: str, topic: str) -> tuple[int, int]:
+    """(low, high) offsets of partition 0, for failure messages."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "flwire-watermarks"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        return int(low), int(high)
+    finally:
+        consumer.close()
 
 
 def test_broker_crash_mid_round_loses_and_doubles_nothing(
@@ -69,25 +81,32 @@ def test_broker_crash_mid_round_loses_and_doubles_nothing(
 
 
 def test_consumer_killed_before_commit_gets_the_message_again(
-    private_broker: PrivateBroker, job_id: str
+    private_broker: PrivateBroker, job_id: str, tmp_path: Path
 ) -> None:
     layout = TopicLayout(job_id)
     bootstrap = private_broker.bootstrap
     update = m.client_update("c1", 2, cnn_state(7), {"loss": 0.5})  # > 1 MB: travels in parts
     group = layout.server_group()
 
-    async def produce() -> None:
+    async def produce() -> int:
         t = transport(bootstrap)
         await t.start()
         await t.ensure_topics(layout.all)
-        await send_message(Channel(t), layout.updates, update)
+        channel = Channel(t)
+        await send_message(channel, layout.updates, update)
         await t.stop()
+        return channel.stats["sent_parts"]
 
-    asyncio.run(produce())
+    parts = asyncio.run(produce())
+    assert parts > 1
+    assert _watermarks(bootstrap, layout.updates) == (0, parts)  # every acked part is there
     env = {**os.environ, "PYTHONPATH": str(HERE)}
+    stderr_path = tmp_path / "consumer.stderr"
+    stderr_file = stderr_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "_consumer_proc.py"), bootstrap, layout.updates, group],
         stdout=subprocess.PIPE,
+        stderr=stderr_file,
         text=True,
         env=env,
     )
@@ -103,10 +122,14 @@ def test_consumer_killed_before_commit_gets_the_message_again(
             line = proc.stdout.readline()
             if not line:
                 break  # the consumer exited
-        assert line.strip() == f"GOT {update.message_id}", f"consumer printed {line!r}"
+        assert line.strip() == f"GOT {update.message_id}", (
+            f"consumer printed {line!r}; topic watermarks {_watermarks(bootstrap, layout.updates)}"
+            f"; its stderr:\n{stderr_path.read_text()[-3000:]}"
+        )
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        stderr_file.close()
 
     async def restart() -> list[m.Message]:
         t = transport(bootstrap)
