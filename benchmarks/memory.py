@@ -130,30 +130,28 @@ def mem_child(folder: str, path_names: list[str], reset: bool) -> None:
         out[name] = rec
         if rec["skipped"]:
             continue
-        gc.collect()
-        malloc_trim()
-        rss0 = proc_status()["VmRSS"]
-        if reset:
-            reset_hwm()
-        t0 = time.perf_counter()
-        blob = path.encode(sd)
-        rec["encode_s"] = time.perf_counter() - t0
-        rec["encode_peak"] = max(0, proc_status()["VmHWM"] - rss0)
+        blob, rec["encode_s"], rec["encode_peak"] = _timed_peak(path.encode, sd, reset)
         rec["size"] = len(memoryview(blob).cast("B"))
-        gc.collect()
-        malloc_trim()
-        rss0 = proc_status()["VmRSS"]
-        if reset:
-            reset_hwm()
-        t0 = time.perf_counter()
-        decoded = path.decode(blob)
-        rec["decode_s"] = time.perf_counter() - t0
-        rec["decode_peak"] = max(0, proc_status()["VmHWM"] - rss0) if reset else None
+        decoded, rec["decode_s"], decode_peak = _timed_peak(path.decode, blob, reset)
+        rec["decode_peak"] = decode_peak if reset else None
         rec["exact"], rec["exact_detail"] = compare(sd, decoded)
         rec["zero_copy"] = zero_copy_count(blob, decoded)
         del decoded, blob
         gc.collect()
     print(json.dumps(out))
+
+
+def _timed_peak(fn: Callable[[Any], Any], arg: Any, reset: bool) -> tuple[Any, float, int]:
+    """(result, seconds, peak extra RSS in bytes) of one call, from a trimmed heap."""
+    gc.collect()
+    malloc_trim()
+    rss0 = proc_status()["VmRSS"]
+    if reset:
+        reset_hwm()
+    t0 = time.perf_counter()
+    result = fn(arg)
+    seconds = time.perf_counter() - t0
+    return result, seconds, max(0, proc_status()["VmHWM"] - rss0)
 
 
 def first_calls(

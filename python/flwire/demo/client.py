@@ -21,6 +21,7 @@ from flwire.communication.channel import Channel
 from flwire.communication.message_handlers import MessageHandler
 from flwire.communication.transport import TopicLayout, Transport
 from flwire.demo.data import Shard, split_non_iid
+from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
 from flwire.models import SimpleCNN, get_model_hash
 from flwire.serialization import messages as m
@@ -114,12 +115,7 @@ class DemoClient:
     async def _on_global_update(self, msg: m.Message) -> None:
         start = time.perf_counter()
         state = msg.tensors()
-        self.metrics.record_wire(
-            "received",
-            len(msg.weights or b""),
-            msg.weights_info().raw_bytes,
-            time.perf_counter() - start,
-        )
+        record_weights(self.metrics, "received", msg, state, time.perf_counter() - start)
         self.model.load_state_dict(state)
 
     async def _on_training_start(self, msg: m.Message) -> None:
@@ -155,19 +151,15 @@ class DemoClient:
         if self.delay:
             await asyncio.sleep(self.delay)  # a straggler: slow device or network
         start = time.perf_counter()
+        state = local.state_dict()
         update = m.client_update(
             self.client_id,
             body.round_id,
-            local.state_dict(),
+            state,
             {"loss": loss, "local_epochs": epochs},
             num_examples=len(self.train_shard),
         )
-        self.metrics.record_wire(
-            "sent",
-            len(update.weights or b""),
-            update.weights_info().raw_bytes,
-            time.perf_counter() - start,
-        )
+        record_weights(self.metrics, "sent", update, state, time.perf_counter() - start)
         self.status = "idle"
         await self._send(self.layout.updates, update)
 

@@ -24,6 +24,7 @@ import torch
 from flwire.communication.channel import Channel, SeenIds
 from flwire.communication.transport import TopicLayout, Transport
 from flwire.demo.data import Shard
+from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, fedavg
 from flwire.exceptions import AggregationException, SerializationException
 from flwire.models import SimpleCNN
@@ -179,13 +180,9 @@ class FedAvgServer:
         bytes_before = self.wire_bytes()
         selected = sorted(self.state.registered)
         encode_start = time.perf_counter()
-        update = m.global_update(round_id, self.model.state_dict(), self.config)
-        self.metrics.record_wire(
-            "sent",
-            len(update.weights or b""),
-            update.weights_info().raw_bytes,
-            time.perf_counter() - encode_start,
-        )
+        state = self.model.state_dict()
+        update = m.global_update(round_id, state, self.config)
+        record_weights(self.metrics, "sent", update, state, time.perf_counter() - encode_start)
         await self._broadcast(update)
         if round_id > 1:
             await self._broadcast(m.evaluation_request(round_id - 1, client_ids=selected))
@@ -224,11 +221,8 @@ class FedAvgServer:
             msg = updates[cid]
             decode_start = time.perf_counter()
             states.append(msg.tensors())
-            self.metrics.record_wire(
-                "received",
-                len(msg.weights or b""),
-                msg.weights_info().raw_bytes,
-                time.perf_counter() - decode_start,
+            record_weights(
+                self.metrics, "received", msg, states[-1], time.perf_counter() - decode_start
             )
             weights.append(msg.body.num_examples)
         self.model.load_state_dict(fedavg(states, weights))

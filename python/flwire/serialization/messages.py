@@ -89,6 +89,11 @@ class Message:
         return self._weights is not None
 
     @property
+    def weights_nbytes(self) -> int:
+        """Size of the weights' TensorMap bytes (0 without weights), without joining them."""
+        return sum(memoryview(w).nbytes for w in self._weights or ())
+
+    @property
     def weights(self) -> memoryview | bytes | None:
         """The TensorMap bytes of the weights (a view where possible), or None."""
         if self._weights is None:
