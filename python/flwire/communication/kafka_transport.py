@@ -42,6 +42,9 @@ def _reason(err: Any) -> str:
 class _KafkaSubscription(Subscription):
     def __init__(self, config: dict[str, Any], topics: Sequence[str], poll_timeout: float) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flwire-consumer")
+        # Commits get their own thread so that they never wait behind a poll
+        # (librdkafka's consumer calls are thread-safe).
+        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flwire-commit")
         self._config = config
         self._topics = list(topics)
         self._poll_timeout = poll_timeout
@@ -51,6 +54,20 @@ class _KafkaSubscription(Subscription):
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _fetch(self) -> list[Any]:
+        """The records available now (up to 500), else wait up to the poll timeout
+        for the first one and take what arrived with it. (A batch consume() with a
+        timeout would wait out the whole timeout to fill its batch.)"""
+        consumer = self._consumer
+        assert consumer is not None
+        batch: list[Any] = consumer.consume(500, 0)
+        if batch:
+            return batch
+        first = consumer.poll(self._poll_timeout)
+        if first is None:
+            return []
+        return [first, *consumer.consume(499, 0)]
 
     async def open(self) -> None:
         def create() -> Consumer:
@@ -63,7 +80,7 @@ class _KafkaSubscription(Subscription):
     async def _records(self) -> AsyncIterator[Record]:
         assert self._consumer is not None
         while not self._closed:
-            batch = await self._run(self._consumer.consume, 500, self._poll_timeout)
+            batch = await self._run(self._fetch)
             for msg in batch:
                 err = msg.error()
                 if err is not None:
@@ -89,11 +106,12 @@ class _KafkaSubscription(Subscription):
 
     async def commit(self, topic: str, partition: int, next_offset: int) -> None:
         assert self._consumer is not None
+        consumer = self._consumer
+        offsets = [TopicPartition(topic, partition, next_offset)]
+        loop = asyncio.get_running_loop()
         try:
-            await self._run(
-                self._consumer.commit,
-                offsets=[TopicPartition(topic, partition, next_offset)],
-                asynchronous=False,
+            await loop.run_in_executor(
+                self._commits, lambda: consumer.commit(offsets=offsets, asynchronous=False)
             )
         except KafkaException as exc:
             raise CommunicationException(
@@ -104,6 +122,7 @@ class _KafkaSubscription(Subscription):
         if self._closed:
             return
         self._closed = True
+        await asyncio.to_thread(self._commits.shutdown, True)  # a commit in flight ends first
         if self._consumer is not None:
             await self._run(self._consumer.close)
         self._executor.shutdown(wait=False)
