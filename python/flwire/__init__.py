@@ -20,6 +20,7 @@ from flwire.exceptions import (
 from flwire.serialization import (
     DecodeLimits,
     DifferentialWeightSerializer,
+    LossyConfig,
     WeightSerializer,
     decode_tensor_map,
     encode_tensor_map,
@@ -38,6 +39,7 @@ __all__ = [
     "DecodeLimits",
     "DifferentialWeightSerializer",
     "FLException",
+    "LossyConfig",
     "Message",
     "MessageDecodeError",
     "MessageSerializer",

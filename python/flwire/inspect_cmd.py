@@ -42,6 +42,7 @@ def describe_tensor_map(view: TensorMapView, out: TextIO, indent: str = "") -> b
             f"{indent}  {rec.name:<{width}}  {rec.dtype.name:<14} {list(rec.shape)!s:<20} "
             f"{rec.codec_name.removeprefix('CODEC_'):<12} "
             f"{rec.filter_name.removeprefix('FILTER_'):<13}"
+            f"{(rec.lossy.describe() if rec.lossy else 'lossless'):<12}"
             f"{_fmt_bytes(rec.raw_size):>12} -> {_fmt_bytes(len(rec.data)):>12}  "
             f"crc32c={rec.crc32c:08x} {check}",
             file=out,

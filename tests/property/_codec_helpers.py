@@ -220,6 +220,12 @@ def ref_unshuffle(data: bytes, itemsize: int) -> bytes:
     return bytes(data[j * n + i] for i in range(n) for j in range(itemsize))
 
 
+def decompress_all_frames(data: bytes) -> bytes:
+    """The concatenated contents of one or more zstd frames (a tensor's data)."""
+    with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
+        return reader.read()
+
+
 def oracle_decode(msg: pb.TensorMap) -> dict[str, tuple[torch.dtype, tuple[int, ...], bytes]]:
     """Decode a parsed TensorMap with the generated classes and zstandard only."""
     out = {}
@@ -227,7 +233,7 @@ def oracle_decode(msg: pb.TensorMap) -> dict[str, tuple[torch.dtype, tuple[int, 
         info = dtypes.BY_WIRE[t.dtype]
         data = bytes(t.data)
         if t.codec == pb.CODEC_ZSTD:
-            data = zstandard.ZstdDecompressor().decompress(data)
+            data = decompress_all_frames(data)
         if t.filter == pb.FILTER_BYTE_SHUFFLE:
             data = ref_unshuffle(data, info.itemsize)
         assert len(data) == t.raw_size
@@ -249,8 +255,10 @@ def pb_tensor(
     zstd_level: int | None = None,
     shuffle: bool = False,
     zstd_checksum: bool = False,
+    frame_bytes: int | None = None,
 ) -> pb.Tensor:
-    """A Tensor message built by hand with the generated class."""
+    """A Tensor message built by hand with the generated class (``frame_bytes``:
+    cut the filtered bytes into zstd frames of that size, else one frame)."""
     t = pb.Tensor(name=name, dtype=info.wire, shape=list(shape), raw_size=len(raw))
     t.crc32c = crc32c.crc32c(raw)
     data = raw
@@ -261,7 +269,9 @@ def pb_tensor(
         cctx = zstandard.ZstdCompressor(
             level=zstd_level, write_content_size=True, write_checksum=zstd_checksum
         )
-        data = cctx.compress(data)
+        step = frame_bytes or max(len(data), 1)
+        pieces = [data[a : a + step] for a in range(0, len(data), step)] or [b""]
+        data = b"".join(cctx.compress(piece) for piece in pieces)
         t.codec = pb.CODEC_ZSTD
     t.data = data
     return t

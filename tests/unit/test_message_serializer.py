@@ -196,6 +196,7 @@ def test_client_registration_payload_comes_back():
         "client_id": "c1",
         "supported_codecs": ["zstd"],
         "supported_filters": ["byte_shuffle"],
+        "supported_lossy": ["int8", "topk"],
         "max_message_bytes": 1 << 20,
         "capabilities": {"gpu": True},
         "model_info": {"name": "CNN", "version": "2", "parameter_count": 99, "layers": 4},

@@ -1,6 +1,7 @@
 """Serialization: the tensor codec, typed messages (``flwire.serialization.messages``)
 and the drop-in serializers of ``common.serialization``."""
 
+from flwire.serialization.lossy import LossyConfig, LossyParams
 from flwire.serialization.tensor_codec import (
     DecodeLimits,
     TensorMapView,
@@ -16,6 +17,8 @@ from flwire.serialization.weight_serializer import DifferentialWeightSerializer,
 __all__ = [
     "DecodeLimits",
     "DifferentialWeightSerializer",
+    "LossyConfig",
+    "LossyParams",
     "TensorMapView",
     "TensorRecord",
     "WeightSerializer",

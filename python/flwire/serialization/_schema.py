@@ -35,3 +35,17 @@ FILTER_BYTE_SHUFFLE = tensor_pb2.FILTER_BYTE_SHUFFLE
 CODEC_NAMES = {v.number: v.name for v in tensor_pb2.Codec.DESCRIPTOR.values}
 FILTER_NAMES = {v.number: v.name for v in tensor_pb2.Filter.DESCRIPTOR.values}
 DTYPE_NAMES = {v.number: v.name for v in tensor_pb2.Dtype.DESCRIPTOR.values}
+
+# Tensor.lossy (a LossyEncoding message) and its fields.
+T_LOSSY = _TENSOR["lossy"].number
+_LOSSY = tensor_pb2.LossyEncoding.DESCRIPTOR.fields_by_name
+L_METHOD = _LOSSY["method"].number
+L_BLOCK_SIZE = _LOSSY["block_size"].number
+L_K = _LOSSY["k"].number
+
+LOSSY_NONE = tensor_pb2.LOSSY_UNSPECIFIED
+LOSSY_CAST_FLOAT16 = tensor_pb2.LOSSY_CAST_FLOAT16
+LOSSY_CAST_BFLOAT16 = tensor_pb2.LOSSY_CAST_BFLOAT16
+LOSSY_BLOCK_INT8 = tensor_pb2.LOSSY_BLOCK_INT8
+LOSSY_TOP_K = tensor_pb2.LOSSY_TOP_K
+LOSSY_NAMES = {v.number: v.name for v in tensor_pb2.Lossy.DESCRIPTOR.values}

@@ -1,7 +1,9 @@
-"""Per-tensor byte transforms: CRC-32C, byte shuffle and Zstandard.
+"""Byte transforms of the tensor codec: CRC-32C, byte shuffle and Zstandard.
 
-Each function works on one tensor's bytes; :func:`run_parallel` spreads the
-per-tensor work over threads (zstd, crc32c and numpy copies release the GIL).
+A tensor's filtered bytes are cut into zstd frames of FRAME_BYTES, and the
+shuffle works on any slice of its output, so that :func:`iter_in_order` and
+:func:`run_parallel` can spread even one large tensor over threads (zstd,
+crc32c and numpy copies release the GIL).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import crc32c as _crc32c
@@ -35,39 +38,54 @@ def crc32c(data: Any) -> int:
     return int(_crc32c.crc32c(data))
 
 
-def shuffle(raw: np.ndarray, itemsize: int) -> np.ndarray:
-    """Byte-shuffle ``raw`` (uint8): byte j of element i goes to j*n+i."""
-    if itemsize == 1:
-        return raw
-    columns = raw.reshape(-1, itemsize)
-    planes = np.empty((itemsize, columns.shape[0]), dtype=np.uint8)
-    if itemsize == 2:  # 16-bit words: low bytes, then high bytes, in two vector ops
+def _plane_ranges(a: int, b: int, n: int) -> Iterator[tuple[int, int, int]]:
+    """For bytes ``[a, b)`` of a shuffled stream of n-byte planes: (plane, first
+    element, end element) of each plane the range touches."""
+    for plane in range(a // n, (b - 1) // n + 1):
+        base = plane * n
+        yield plane, max(a, base) - base, min(b, base + n) - base
+
+
+def shuffled_slice(raw: np.ndarray, itemsize: int, a: int, b: int) -> np.ndarray:
+    """Bytes ``[a, b)`` of the byte-shuffled ``raw`` (uint8), where byte j of
+    element i goes to j*n+i; computed without shuffling the rest."""
+    if itemsize == 1 or b == a:
+        return raw[a:b]
+    n = raw.nbytes // itemsize
+    out = np.empty(b - a, dtype=np.uint8)
+    if itemsize == 2:  # 16-bit words: a plane is the words' low or high bytes
         words = raw.view("<u2")
-        np.copyto(planes[0], words, casting="unsafe")
-        np.copyto(planes[1], words >> 8, casting="unsafe")
-    else:
-        for j in range(itemsize):  # plane by plane, as in unshuffle_into
-            planes[j] = columns[:, j]
-    return planes.reshape(-1)
+        for plane, lo, hi in _plane_ranges(a, b, n):
+            dst = out[plane * n + lo - a : plane * n + hi - a]
+            np.copyto(dst, words[lo:hi] >> (8 * plane), casting="unsafe")
+        return out
+    columns = raw.reshape(n, itemsize)
+    for plane, lo, hi in _plane_ranges(a, b, n):
+        out[plane * n + lo - a : plane * n + hi - a] = columns[lo:hi, plane]
+    return out
 
 
-def unshuffle_into(shuffled: np.ndarray, out: np.ndarray, itemsize: int) -> None:
-    """Invert :func:`shuffle`, writing into ``out`` (uint8, same size).
-
-    One byte plane at a time: each pass reads a contiguous plane and writes a
-    strided column, which is 3-6x faster than one transposed copy."""
+def unshuffle_slice_into(chunk: np.ndarray, out: np.ndarray, itemsize: int, a: int) -> None:
+    """Invert :func:`shuffled_slice`: scatter ``chunk``, bytes ``[a, a+len)`` of a
+    shuffled stream, into their places in ``out`` (uint8, the whole tensor)."""
+    b = a + chunk.nbytes
+    if b == a:
+        return
     if itemsize == 1:
-        np.copyto(out, shuffled)
+        out[a:b] = chunk
         return
-    planes = shuffled.reshape(itemsize, -1)
-    if itemsize == 2:
-        words = out.view("<u2")
-        np.left_shift(planes[1], 8, out=words, dtype=np.uint16, casting="unsafe")
-        np.bitwise_or(words, planes[0], out=words)
-        return
-    columns = out.reshape(-1, itemsize)
-    for j in range(itemsize):
-        columns[:, j] = planes[j]
+    n = out.nbytes // itemsize
+    columns = out.reshape(n, itemsize)
+    for plane, lo, hi in _plane_ranges(a, b, n):
+        columns[lo:hi, plane] = chunk[plane * n + lo - a : plane * n + hi - a]
+
+
+def scratch(nbytes: int) -> np.ndarray:
+    """A per-thread reusable uint8 buffer of ``nbytes`` (contents undefined)."""
+    buf: np.ndarray | None = getattr(_local, "scratch", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _local.scratch = np.empty(max(nbytes, FRAME_BYTES), dtype=np.uint8)
+    return buf[:nbytes]
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
@@ -94,10 +112,61 @@ def zstd_compress(data: Any, level: int) -> bytes:
     return _compressor(level).compress(data)
 
 
-def zstd_content_size(frame: memoryview, tensor_name: str) -> int:
-    """Content size declared in a frame header; raise if absent or unreadable."""
+_ZSTD_MAGIC = 0xFD2FB528
+_BLOCK_RLE = 1
+_BLOCK_RESERVED = 3
+
+#: Writers cut a tensor's filtered bytes into zstd frames of at most this many
+#: bytes, so that every core compresses and decompresses a share of even a
+#: single large tensor (see :func:`frame_bytes`).
+FRAME_BYTES = 1 << 19
+#: Every frame but the last must hold at least this many bytes (wire format,
+#: section 7), which bounds the number of frames by ``raw_size``.
+MIN_FRAME_BYTES = 1 << 16
+#: flwire writers make frames of at least this many bytes, except the last one.
+_SMALLEST_FRAME = 1 << 17
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One zstd frame of a tensor: ``data[start:end]`` decompresses to the
+    filtered bytes ``[offset, offset + size)``."""
+
+    start: int
+    end: int
+    offset: int
+    size: int
+
+
+def frame_bytes(nbytes: int) -> int:
+    """The frame size flwire writes for a tensor of ``nbytes``: a quarter of the
+    tensor rounded up to 64 KiB, between 128 KiB and FRAME_BYTES, so that a
+    tensor of a few hundred KiB is shared by cores too while per-frame costs
+    stay small. It depends on the tensor alone, so the output does not depend
+    on the number of threads."""
+    quarter = -(-nbytes // 4 // MIN_FRAME_BYTES) * MIN_FRAME_BYTES
+    return min(FRAME_BYTES, max(_SMALLEST_FRAME, quarter))
+
+
+def frame_bounds(nbytes: int) -> list[tuple[int, int]]:
+    """The ``[start, end)`` ranges of filtered bytes a writer puts in each frame."""
+    step = frame_bytes(nbytes)
+    return [(a, min(a + step, nbytes)) for a in range(0, nbytes, step)]
+
+
+def _frame_end(data: memoryview, pos: int, tensor_name: str) -> tuple[int, int]:
+    """(end, content size) of the frame starting at ``pos``, found by walking its
+    block headers (RFC 8878 section 3.1.1.2) without decompressing anything."""
+    head = data[pos:]
+    if len(head) < 4 or int.from_bytes(head[:4], "little") != _ZSTD_MAGIC:
+        raise SerializationException(
+            f"tensor {tensor_name!r}: bytes at offset {pos} of its data are not a zstd frame "
+            "(bad magic number; skippable frames are not allowed)"
+        )
     try:
-        size = zstandard.frame_content_size(frame)
+        size = zstandard.frame_content_size(head)
+        pos += zstandard.frame_header_size(head)
+        has_checksum = zstandard.get_frame_parameters(head).has_checksum
     except zstandard.ZstdError as exc:
         raise SerializationException(
             f"tensor {tensor_name!r}: data is not a valid zstd frame ({exc})"
@@ -107,48 +176,54 @@ def zstd_content_size(frame: memoryview, tensor_name: str) -> int:
             f"tensor {tensor_name!r}: zstd frame does not record its content size "
             "(flwire writers always record it; refusing to decompress an unbounded frame)"
         )
-    return int(size)
-
-
-_SKIPPABLE_MAGIC_MASK = 0xFFFFFFF0
-_SKIPPABLE_MAGIC = 0x184D2A50
-_BLOCK_RLE = 1
-_BLOCK_RESERVED = 3
-
-
-def zstd_check_single_frame(frame: memoryview, tensor_name: str) -> None:
-    """Raise unless ``frame`` is exactly one complete zstd frame, nothing after it.
-
-    Walks the block headers (RFC 8878 section 3.1.1.2) without decompressing:
-    a frame whose last block is missing, or bytes after the frame (a second
-    frame, a skippable frame), are refused before any allocation.
-    """
-    try:
-        pos = zstandard.frame_header_size(frame)
-        has_checksum = zstandard.get_frame_parameters(frame).has_checksum
-    except zstandard.ZstdError as exc:
-        raise SerializationException(
-            f"tensor {tensor_name!r}: data is not a valid zstd frame ({exc})"
-        ) from None
-    end = len(frame)
+    end = len(data)
     while True:
         if pos + 3 > end:
             raise SerializationException(
                 f"tensor {tensor_name!r}: zstd frame is truncated (its last block is missing)"
             )
-        header = frame[pos] | (frame[pos + 1] << 8) | (frame[pos + 2] << 16)
-        last, block_type, size = header & 1, (header >> 1) & 3, header >> 3
+        header = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+        last, block_type, block_size = header & 1, (header >> 1) & 3, header >> 3
         if block_type == _BLOCK_RESERVED:
             raise SerializationException(f"tensor {tensor_name!r}: corrupt zstd block header")
-        pos += 3 + (1 if block_type == _BLOCK_RLE else size)
+        pos += 3 + (1 if block_type == _BLOCK_RLE else block_size)
         if last:
             break
     pos += 4 if has_checksum else 0
-    if pos != end:
+    if pos > end:
         raise SerializationException(
-            f"tensor {tensor_name!r}: data holds {end - pos:+d} bytes beyond one zstd frame "
-            "(exactly one frame per tensor is allowed)"
+            f"tensor {tensor_name!r}: zstd frame is truncated (it runs {pos - end} bytes "
+            "past the end of the data)"
         )
+    return pos, int(size)
+
+
+def zstd_frames(data: memoryview, raw_size: int, tensor_name: str) -> list[Frame]:
+    """Split a tensor's zstd data into its frames and check them, before any
+    allocation: every frame records its content size, the sizes add up to
+    ``raw_size``, every frame but the last holds at least MIN_FRAME_BYTES, and
+    nothing follows the last frame."""
+    frames: list[Frame] = []
+    pos = offset = 0
+    while pos < len(data):
+        end, size = _frame_end(data, pos, tensor_name)
+        if frames and frames[-1].size < MIN_FRAME_BYTES:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: zstd frame #{len(frames) - 1} holds "
+                f"{frames[-1].size} bytes and is not the last; every frame but the last must "
+                f"hold at least {MIN_FRAME_BYTES}"
+            )
+        frames.append(Frame(pos, end, offset, size))
+        pos, offset = end, offset + size
+        if offset > raw_size:
+            break
+    if offset != raw_size or not frames:
+        raise SerializationException(
+            f"tensor {tensor_name!r}: its zstd frames declare "
+            f"{'more than ' if pos < len(data) else ''}{offset} bytes of content, "
+            f"raw_size says {raw_size}"
+        )
+    return frames
 
 
 def zstd_decompress_into(frame: memoryview, out: np.ndarray, tensor_name: str) -> None:
@@ -183,9 +258,12 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return pool
 
 
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def default_threads() -> int:
-    """Threads used when the caller does not say: one per core."""
-    return os.cpu_count() or 1
+    """Threads used when the caller does not say: one per core this process may use."""
+    return _CORES or 1
 
 
 def iter_in_order(fn: Callable[[int], T], sizes: Sequence[int], threads: int | None) -> Iterator[T]:

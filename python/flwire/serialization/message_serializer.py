@@ -37,6 +37,7 @@ _BUILDERS: dict[str, tuple[Callable[..., m.Message], tuple[str, ...]]] = {
             "client_id",
             "supported_codecs",
             "supported_filters",
+            "supported_lossy",
             "max_message_bytes",
             "capabilities",
             "model_info",
@@ -105,6 +106,7 @@ def _registration_payload(body: pb.ClientRegistration, out: dict[str, Any]) -> N
     caps = body.capabilities
     out["supported_codecs"] = _enum_names(tensor_pb2.Codec, "CODEC_", caps.supported_codecs)
     out["supported_filters"] = _enum_names(tensor_pb2.Filter, "FILTER_", caps.supported_filters)
+    out["supported_lossy"] = m.supported_lossy(caps)
     if caps.max_message_bytes:
         out["max_message_bytes"] = caps.max_message_bytes
     if caps.extra:

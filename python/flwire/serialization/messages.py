@@ -21,6 +21,7 @@ from typing import Any
 
 from flwire.exceptions import SerializationException
 from flwire.serialization import envelope as _envelope
+from flwire.serialization.lossy import METHOD_NAMES, METHODS, LossyConfig
 from flwire.serialization.tensor_codec import (
     TensorMapView,
     decode_tensor_map,
@@ -151,6 +152,16 @@ def _weights_segments(weights: Weights | None, codec: Mapping[str, Any] | None) 
     return encode_tensor_map_segments(weights, **(codec or {}))
 
 
+def _with_lossy(
+    codec: Mapping[str, Any] | None, lossy: LossyConfig | None
+) -> Mapping[str, Any] | None:
+    if lossy is None:
+        return codec
+    if codec and codec.get("lossy") not in (None, lossy):
+        raise SerializationException("lossy= given twice: as an argument and in codec")
+    return {**(codec or {}), "lossy": lossy}
+
+
 def _message(
     body_name: str,
     body: Any,
@@ -158,7 +169,17 @@ def _message(
     weights: Weights | None = None,
     codec: Mapping[str, Any] | None = None,
     extensions: Mapping[str, PyValue] | None = None,
+    lossy: LossyConfig | None = None,
 ) -> Message:
+    codec = _with_lossy(codec, lossy)
+    if (
+        codec
+        and codec.get("lossy") is not None
+        and isinstance(weights, (bytes, bytearray, memoryview))
+    ):
+        raise SerializationException(
+            "lossy= needs a state dict: these weights are encoded bytes already"
+        )
     env = _new_envelope(sender_id, extensions)
     getattr(env, body_name).CopyFrom(body)
     msg = Message(env, _weights_segments(weights, codec))
@@ -185,9 +206,12 @@ def client_update(
     delta: bool = False,
     codec: Mapping[str, Any] | None = None,
     extensions: Mapping[str, PyValue] | None = None,
+    lossy: LossyConfig | None = None,
 ) -> Message:
     """A client's trained weights (or delta) for a round. ``codec`` holds
-    options for :func:`encode_tensor_map` (e.g. ``{"shuffle": True}``)."""
+    options for :func:`encode_tensor_map` (e.g. ``{"shuffle": True}``);
+    ``lossy`` opts in to a lossy encoding the receiver supports (see
+    :func:`pick_lossy`)."""
     body = pb.ClientUpdate(
         client_id=client_id,
         round_id=round_id,
@@ -195,7 +219,7 @@ def client_update(
         weights_kind=_weights_kind(delta),
     )
     _values(body.metrics, metrics, "metrics")
-    return _message("client_update", body, client_id, weights, codec, extensions)
+    return _message("client_update", body, client_id, weights, codec, extensions, lossy)
 
 
 def global_update(
@@ -207,11 +231,12 @@ def global_update(
     sender_id: str = SERVER_ID,
     codec: Mapping[str, Any] | None = None,
     extensions: Mapping[str, PyValue] | None = None,
+    lossy: LossyConfig | None = None,
 ) -> Message:
-    """The server's aggregated weights for a round."""
+    """The server's aggregated weights for a round (``lossy``: as in client_update)."""
     body = pb.GlobalUpdate(round_id=round_id, weights_kind=_weights_kind(delta))
     _values(body.config, config, "config")
-    return _message("global_update", body, sender_id, weights, codec, extensions)
+    return _message("global_update", body, sender_id, weights, codec, extensions, lossy)
 
 
 def _enum_values(enum: Any, prefix: str, items: Iterable[Any], path: str) -> list[int]:
@@ -233,6 +258,7 @@ def client_registration(
     *,
     supported_codecs: Iterable[str | int] = ("zstd",),
     supported_filters: Iterable[str | int] = ("byte_shuffle",),
+    supported_lossy: Iterable[str | int] = tuple(METHODS),
     max_message_bytes: int = 0,
     capabilities: Mapping[str, PyValue] | None = None,
     model_info: Mapping[str, PyValue] | None = None,
@@ -241,7 +267,10 @@ def client_registration(
 ) -> Message:
     """A client announcing itself. ``model_info`` keys ``name``, ``version``,
     ``parameter_count`` and ``architecture_hash`` fill ModelInfo's fields, other
-    keys its ``extra`` map; ``capabilities`` fills Capabilities.extra."""
+    keys its ``extra`` map; ``capabilities`` fills Capabilities.extra.
+    ``supported_lossy`` lists the lossy encodings the client decodes (short
+    names ``float16``, ``bfloat16``, ``int8``, ``topk``, enum names or values;
+    default: all four)."""
     body = pb.ClientRegistration(client_id=client_id)
     caps = body.capabilities
     caps.supported_codecs.extend(
@@ -250,6 +279,7 @@ def client_registration(
     caps.supported_filters.extend(
         _enum_values(tensor_pb2.Filter, "FILTER_", supported_filters, "supported_filters")
     )
+    caps.supported_lossy.extend(_lossy_values(supported_lossy))
     caps.max_message_bytes = max_message_bytes
     _values(caps.extra, capabilities, "capabilities")
     info = dict(model_info or {})
@@ -264,6 +294,51 @@ def client_registration(
     _values(mi.extra, info, "model_info")
     _values(body.attributes, attributes, "attributes")
     return _message("client_registration", body, client_id, extensions=extensions)
+
+
+def _lossy_values(items: Iterable[str | int]) -> list[int]:
+    out = []
+    for item in items:
+        if isinstance(item, str) and item.lower() in METHODS:
+            out.append(METHODS[item.lower()])
+        else:
+            out += _enum_values(tensor_pb2.Lossy, "LOSSY_", [item], "supported_lossy")
+    return out
+
+
+def supported_lossy(registration: Any) -> list[str]:
+    """Short names (``float16``, ``bfloat16``, ``int8``, ``topk``) of the lossy
+    encodings a client announced; ``registration`` is a decoded
+    client_registration :class:`Message`, a ClientRegistration or a Capabilities.
+    Values this flwire does not know are left out."""
+    if isinstance(registration, Message):
+        registration = registration.body
+    caps = getattr(registration, "capabilities", registration)
+    if not isinstance(caps, pb.Capabilities):
+        raise SerializationException(
+            f"expected a client registration or its capabilities, got {type(caps).__name__}"
+        )
+    return [METHOD_NAMES[v] for v in caps.supported_lossy if v in METHOD_NAMES]
+
+
+def pick_lossy(
+    registrations: Iterable[Any], preferred: Iterable[str | LossyConfig]
+) -> LossyConfig | None:
+    """The first of ``preferred`` (short method names or LossyConfigs, best
+    first) that every client in ``registrations`` supports, as a LossyConfig;
+    None when there is none, i.e. send losslessly. ``registrations`` are what
+    :func:`supported_lossy` takes (one client: pass a one-element list)."""
+    regs = list(registrations)
+    if not regs:
+        return None
+    common = set(METHODS)
+    for reg in regs:
+        common &= set(supported_lossy(reg))
+    for choice in preferred:
+        config = choice if isinstance(choice, LossyConfig) else LossyConfig(choice)  # type: ignore[arg-type]
+        if config.method in common:
+            return config
+    return None
 
 
 def heartbeat(
@@ -304,11 +379,12 @@ def evaluation_request(
     sender_id: str = SERVER_ID,
     codec: Mapping[str, Any] | None = None,
     extensions: Mapping[str, PyValue] | None = None,
+    lossy: LossyConfig | None = None,
 ) -> Message:
     """The server asking clients to evaluate (given weights, or their latest)."""
     body = pb.EvaluationRequest(round_id=round_id, client_ids=list(client_ids))
     _values(body.config, config, "config")
-    return _message("evaluation_request", body, sender_id, weights, codec, extensions)
+    return _message("evaluation_request", body, sender_id, weights, codec, extensions, lossy)
 
 
 def evaluation_result(

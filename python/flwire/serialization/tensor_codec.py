@@ -2,10 +2,12 @@
 
 Encoding writes the protobuf wire format of ``flwire.v1.TensorMap`` directly:
 small headers are built per tensor and the tensor bytes (views on the source
-tensors, or their compressed frames) are joined into one output buffer, each
-byte copied once. Decoding walks the wire format and returns tensors that are
-views on the input buffer when a tensor is stored uncompressed (zero-copy), and
-otherwise allocates exactly one output tensor and decompresses straight into it.
+tensors, or their compressed frames: one zstd frame per 512 KiB of a tensor, so
+that threads share even a single large tensor) are joined into one output
+buffer, each byte copied once. Decoding walks the wire format and returns
+tensors that are views on the input buffer when a tensor is stored uncompressed
+(zero-copy), and otherwise allocates exactly one output tensor and decompresses
+its frames, in parallel, straight into it.
 
 The bytes are identical to what the generated classes produce for the same
 TensorMap, and either side parses the other's output (see tests/property).
@@ -17,7 +19,7 @@ import io
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +29,7 @@ from flwire.exceptions import ChecksumMismatchError, PayloadTooLargeError, Seria
 from flwire.serialization import _schema as s
 from flwire.serialization import compression as z
 from flwire.serialization import dtypes
+from flwire.serialization import lossy as _lossy
 from flwire.serialization._wire import (
     I32,
     LEN,
@@ -85,6 +88,28 @@ class TensorRecord:
     raw_size: int
     crc32c: int
     data: memoryview
+    #: The zstd frames of ``data`` (CODEC_ZSTD only), checked against raw_size.
+    frames: tuple[z.Frame, ...] = ()
+    #: Set for a lossy-encoded tensor (``Tensor.lossy``): ``dtype`` and ``shape``
+    #: are then the logical tensor's, and ``raw_size``/``crc32c`` the payload's.
+    lossy: _lossy.LossyParams | None = None
+
+    @property
+    def numel(self) -> int:
+        count = 1
+        for d in self.shape:
+            count *= d
+        return count
+
+    @property
+    def decoded_size(self) -> int:
+        """Bytes of the decoded tensor (``raw_size`` unless lossy)."""
+        return self.numel * self.dtype.itemsize
+
+    @property
+    def lossy_name(self) -> str:
+        """``float16``, ``bfloat16``, ``int8``, ``topk``, or ``""`` when lossless."""
+        return self.lossy.name if self.lossy else ""
 
     @property
     def codec_name(self) -> str:
@@ -125,9 +150,47 @@ class TensorMapView:
 @dataclass
 class _Source:
     name: str
-    dtype: dtypes.DtypeInfo
+    dtype: dtypes.DtypeInfo  # of the elements of ``raw`` (the lossy payload's when lossy)
     shape: tuple[int, ...]
     raw: np.ndarray  # uint8, C-contiguous, a view on the source tensor where possible
+    lossy: _LossySource | None = None
+
+
+@dataclass(frozen=True)
+class _LossySource:
+    """A lossy tensor's logical dtype and the bytes of its ``Tensor.lossy`` field."""
+
+    dtype: dtypes.DtypeInfo
+    params: _lossy.LossyParams
+    field: bytes  # key, length and the LossyEncoding message, written after ``data``
+
+
+def _lossy_field(params: _lossy.LossyParams) -> bytes:
+    body = field_key(s.L_METHOD, VARINT) + encode_varint(params.method)
+    if params.block_size:
+        body += field_key(s.L_BLOCK_SIZE, VARINT) + encode_varint(params.block_size)
+    if params.k:
+        body += field_key(s.L_K, VARINT) + encode_varint(params.k)
+    return len_field(s.T_LOSSY, len(body)) + body
+
+
+def _lossy_source(src: _Source, config: _lossy.LossyConfig | None) -> _Source:
+    """The source whose raw bytes are its lossy payload, when ``config`` applies
+    to it (the transform happens here, before CRC, filter and codec)."""
+    if config is None:
+        return src
+    encoded = _lossy.encode(src.name, src.dtype, src.raw, config)
+    if encoded is None:
+        return src
+    params, payload = encoded
+    element = _lossy.element_dtype(params.method)
+    info = _LossySource(src.dtype, params, _lossy_field(params))
+    return _Source(src.name, element, src.shape, payload, info)
+
+
+def _trailer(src: _Source) -> bytes:
+    """The Tensor fields after ``data`` (field-number order): ``lossy``."""
+    return src.lossy.field if src.lossy else b""
 
 
 def _source_from_torch(name: str, tensor: torch.Tensor) -> _Source:
@@ -188,7 +251,7 @@ def _tensor_header(
     if src.name:
         name = utf8(src.name, f"tensor name {src.name!r}")
         parts += [len_field(s.T_NAME, len(name)), name]
-    parts += [_DTYPE_KEY, encode_varint(src.dtype.wire)]
+    parts += [_DTYPE_KEY, encode_varint((src.lossy.dtype if src.lossy else src.dtype).wire)]
     if src.shape:
         packed = b"".join(encode_varint(d) for d in src.shape)
         parts += [len_field(s.T_SHAPE, len(packed)), packed]
@@ -203,37 +266,62 @@ def _tensor_header(
         parts += [_CRC_KEY, crc.to_bytes(4, "little")]
     fields = b"".join(parts)
     data_key = len_field(s.T_DATA, data_len) if data_len else b""
+    tail = len(_trailer(src))  # written by the caller after the data
 
     def data_offset(pad_len: int) -> int:
-        body_len = len(fields) + pad_len + len(data_key) + data_len
-        return start + len(len_field(s.M_TENSORS, body_len)) + body_len - data_len
+        body_len = len(fields) + pad_len + len(data_key) + data_len + tail
+        return start + len(len_field(s.M_TENSORS, body_len)) + body_len - data_len - tail
 
     pad = padding_field(s.T_PADDING, data_offset) if data_len and codec == s.CODEC_NONE else b""
-    body_len = len(fields) + len(pad) + len(data_key) + data_len
+    body_len = len(fields) + len(pad) + len(data_key) + data_len + tail
     return len_field(s.M_TENSORS, body_len) + fields + pad + data_key
 
 
-def _compress_one(
-    src: _Source, compress: bool, level: int, shuffle: bool
-) -> tuple[int, int, int, Any]:
-    """(codec, filter, crc, data) of one tensor; data is a view on the source when raw."""
+@dataclass(frozen=True)
+class _Job:
+    """A share of one tensor's encoding work: its filtered bytes ``[start, end)``
+    become one zstd frame; the job with ``start == 0`` also checks the tensor and
+    computes its CRC."""
+
+    index: int
+    start: int
+    end: int
+    last: bool
+
+
+def _jobs(sources: list[_Source], compress: bool) -> list[_Job]:
+    jobs = []
+    for i, src in enumerate(sources):
+        n = src.raw.nbytes
+        bounds = z.frame_bounds(n) if compress and n else [(0, n)]
+        jobs += [_Job(i, a, b, k == len(bounds) - 1) for k, (a, b) in enumerate(bounds)]
+    return jobs
+
+
+def _shuffles(src: _Source, shuffle: bool) -> bool:
+    return shuffle and src.dtype.itemsize > 1
+
+
+def _run_job(
+    src: _Source, job: _Job, compress: bool, level: int, shuffle: bool
+) -> tuple[int | None, bytes | None]:
+    """(CRC of the whole tensor if this is its first job, else None; the frame
+    of this job's bytes, or None when not compressing)."""
     raw = src.raw
-    if src.dtype.wire == dtypes.pb.DTYPE_BOOL and raw.nbytes and int(raw.max()) > 1:
-        raise SerializationException(
-            f"bool tensor {src.name!r} holds bytes other than 0 and 1 (made with .view(bool)?)"
-        )
-    crc = z.crc32c(raw) if raw.nbytes else 0
-    codec, filt = s.CODEC_NONE, s.FILTER_NONE
-    data: Any = raw
-    if compress and raw.nbytes:
-        use_shuffle = shuffle and src.dtype.itemsize > 1
-        filtered = z.shuffle(raw, src.dtype.itemsize) if use_shuffle else raw
-        frame = z.zstd_compress(filtered, level)
-        if len(frame) < raw.nbytes:  # else keep it raw: compression did not pay
-            codec = s.CODEC_ZSTD
-            filt = s.FILTER_BYTE_SHUFFLE if use_shuffle else s.FILTER_NONE
-            data = frame
-    return codec, filt, crc, data
+    crc = None
+    if job.start == 0:
+        if src.dtype.wire == dtypes.pb.DTYPE_BOOL and raw.nbytes and int(raw.max()) > 1:
+            raise SerializationException(
+                f"bool tensor {src.name!r} holds bytes other than 0 and 1 (made with .view(bool)?)"
+            )
+        crc = z.crc32c(raw) if raw.nbytes else 0
+    if not (compress and raw.nbytes):
+        return crc, None
+    if _shuffles(src, shuffle):
+        filtered = z.shuffled_slice(raw, src.dtype.itemsize, job.start, job.end)
+    else:
+        filtered = raw[job.start : job.end]
+    return crc, z.zstd_compress(filtered, level)
 
 
 def _metadata_bytes(metadata: Mapping[str, str]) -> list[bytes]:
@@ -258,28 +346,46 @@ def _encoded_pieces(
     shuffle: bool,
     metadata: Mapping[str, str] | None,
     threads: int | None,
+    lossy: _lossy.LossyConfig | None = None,
 ) -> Iterator[Any]:
     """The buffers whose concatenation is the TensorMap, in order, produced as
     the (parallel) compression finishes each tensor."""
     if compression not in ("zstd", "none"):
         raise SerializationException(f"unknown compression {compression!r}; use 'zstd' or 'none'")
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    sources = [_source(k, v) for k, v in items]
+    sources = [_lossy_source(_source(k, v), lossy) for k, v in items]
     names = [src.name for src in sources]
     if len(set(names)) != len(names):
         raise SerializationException("duplicate tensor names in the state dict")
     compress = compression == "zstd"
+    jobs = _jobs(sources, compress)
 
-    def work(i: int) -> tuple[int, int, int, Any]:
-        return _compress_one(sources[i], compress, level, shuffle)
+    def work(j: int) -> tuple[int | None, bytes | None]:
+        job = jobs[j]
+        return _run_job(sources[job.index], job, compress, level, shuffle)
 
-    sizes = [src.raw.nbytes for src in sources]
-    offset = 0
-    for src, (codec, filt, crc, data) in zip(
-        sources, z.iter_in_order(work, sizes, threads if compress else 1), strict=True
-    ):
-        header = _tensor_header(src, codec, filt, crc, len(data), offset)
-        offset += len(header) + len(data)
+    sizes = [job.end - job.start for job in jobs]
+    results = z.iter_in_order(work, sizes, threads if compress else 1)
+    offset = crc = 0
+    frames: list[bytes] = []
+    for job, (job_crc, frame) in zip(jobs, results, strict=True):
+        if job_crc is not None:
+            crc, frames = job_crc, []
+        if frame is not None:
+            frames.append(frame)
+        if not job.last:
+            continue
+        src = sources[job.index]
+        codec, filt = s.CODEC_NONE, s.FILTER_NONE
+        data: list[Any] = [src.raw]
+        if frames and sum(len(f) for f in frames) < src.raw.nbytes:
+            # else keep it raw: compression did not pay
+            codec = s.CODEC_ZSTD
+            filt = s.FILTER_BYTE_SHUFFLE if _shuffles(src, shuffle) else s.FILTER_NONE
+            data = frames
+        data_len = sum(len(d) for d in data)
+        header = _tensor_header(src, codec, filt, crc, data_len, offset)
+        offset += len(header) + data_len + len(_trailer(src))
         if offset >= MAX_MESSAGE_BYTES:
             raise SerializationException(
                 f"the encoded TensorMap would be over {offset} bytes; protobuf parsers refuse "
@@ -287,8 +393,10 @@ def _encoded_pieces(
                 "(flwire.serialization.split_state_dict) and send the parts as separate maps"
             )
         yield header
-        if len(data):
-            yield data
+        yield from (d for d in data if len(d))
+        if src.lossy:
+            yield src.lossy.field
+        frames = []
     if metadata:
         yield from _metadata_bytes(metadata)
 
@@ -301,6 +409,7 @@ def encode_tensor_map_segments(
     shuffle: bool = False,
     metadata: Mapping[str, str] | None = None,
     threads: int | None = None,
+    lossy: _lossy.LossyConfig | None = None,
 ) -> list[Any]:
     """The TensorMap encoding as a list of buffers whose concatenation is the message.
 
@@ -308,7 +417,7 @@ def encode_tensor_map_segments(
     that embeds the map in a larger message (an Envelope) joins everything in
     one copy. Options as in :func:`encode_tensor_map`.
     """
-    return list(_encoded_pieces(tensors, compression, level, shuffle, metadata, threads))
+    return list(_encoded_pieces(tensors, compression, level, shuffle, metadata, threads, lossy))
 
 
 def split_state_dict(
@@ -336,6 +445,7 @@ def encode_tensor_map(
     shuffle: bool = False,
     metadata: Mapping[str, str] | None = None,
     threads: int | None = None,
+    lossy: _lossy.LossyConfig | None = None,
 ) -> bytes:
     """Encode a state dict (torch tensors and/or numpy arrays) as TensorMap bytes.
 
@@ -345,12 +455,19 @@ def encode_tensor_map(
     multi-byte dtypes first (smaller floats). ``threads`` caps the cores used
     (None: all; 1: the calling thread only). Tensors on another device are
     copied to the CPU; non-contiguous tensors are made contiguous.
+
+    ``lossy`` (a :class:`~flwire.serialization.lossy.LossyConfig`, default
+    None: everything exact) encodes the floating tensors it selects lossily
+    (float16/bfloat16 cast, blockwise int8 or top-k), recorded per tensor in
+    ``Tensor.lossy``; decoding reconstructs them in their own dtype and shape.
+    Use it only with receivers that announce the method
+    (``Capabilities.supported_lossy``).
     """
     # Each piece is copied into the output as soon as it is ready and then
     # dropped, so compressed frames never all sit in memory beside the output;
     # BytesIO grows its buffer in place and hands it over without a final copy.
     out = io.BytesIO()
-    for piece in _encoded_pieces(tensors, compression, level, shuffle, metadata, threads):
+    for piece in _encoded_pieces(tensors, compression, level, shuffle, metadata, threads, lossy):
         out.write(piece)
     return out.getvalue()
 
@@ -366,6 +483,7 @@ def _parse_tensor(
     dtype = codec = filt = raw_size = crc = 0
     shape: list[int] = []
     data = buf[0:0]
+    lossy_fields: dict[int, int] | None = None  # LossyEncoding field number -> value
     for f in iter_fields(buf, start, end, what):
         n = f.number
         if n == s.T_NAME:
@@ -396,6 +514,10 @@ def _parse_tensor(
         elif n == s.T_DATA:
             expect_wire_type(f, LEN, what)
             data = buf[f.start : f.end]
+        elif n == s.T_LOSSY:
+            expect_wire_type(f, LEN, what)
+            # A message field seen twice merges, field by field, as protobuf does.
+            lossy_fields = _parse_lossy(buf, f.start, f.end, what, lossy_fields or {})
         # unknown fields are skipped, as protobuf does
     info = dtypes.from_wire(dtype, name)
     dims = tuple(as_signed64(d) for d in shape)
@@ -411,6 +533,25 @@ def _parse_tensor(
         count *= d
         span *= max(d, 1)
     expected = count * info.itemsize
+    lossy = _lossy_params(lossy_fields)
+    if lossy is not None:
+        if expected > limits.max_tensor_bytes:
+            raise PayloadTooLargeError(
+                f"{what} decodes to {expected} bytes, above the limit of "
+                f"{limits.max_tensor_bytes} (raise DecodeLimits.max_tensor_bytes if you "
+                "expect tensors this large)"
+            )
+        expected = _lossy.payload_size(info, count, lossy, what)
+        if filt != s.FILTER_NONE and not _lossy.filter_allowed(lossy.method):
+            raise SerializationException(
+                f"{what}: a {lossy.name} lossy payload must not be filtered "
+                f"(filter is {s.FILTER_NAMES.get(filt, filt)})"
+            )
+        if expected != raw_size:
+            raise SerializationException(
+                f"{what}: the {lossy.describe()} lossy payload of shape {list(dims)} of "
+                f"{info.name} takes {expected} bytes, but raw_size says {raw_size}"
+            )
     if expected != raw_size:
         raise SerializationException(
             f"{what}: shape {list(dims)} of {info.name} needs {expected} bytes, "
@@ -434,18 +575,35 @@ def _parse_tensor(
             f"{what} is stored uncompressed with {len(data)} bytes of data, "
             f"but raw_size says {raw_size}"
         )
+    frames: tuple[z.Frame, ...] = ()
     if codec == s.CODEC_ZSTD:
-        declared = z.zstd_content_size(data, name)
-        if declared != raw_size:
-            raise SerializationException(
-                f"{what}: zstd frame declares {declared} bytes, raw_size says {raw_size}"
-            )
-        z.zstd_check_single_frame(data, name)
+        frames = tuple(z.zstd_frames(data, raw_size, name))
     if raw_size == 0 and crc != 0:
         raise SerializationException(
             f"{what} is empty but records CRC-32C {crc:#010x} (the CRC of no bytes is 0)"
         )
-    return TensorRecord(name, info, dims, codec, filt, raw_size, crc, data)
+    return TensorRecord(name, info, dims, codec, filt, raw_size, crc, data, frames, lossy)
+
+
+def _parse_lossy(
+    buf: memoryview, start: int, end: int, what: str, values: dict[int, int]
+) -> dict[int, int]:
+    """The fields of one LossyEncoding message, merged into ``values``."""
+    for e in iter_fields(buf, start, end, f"lossy encoding of {what}"):
+        if e.number in (s.L_METHOD, s.L_BLOCK_SIZE, s.L_K):
+            expect_wire_type(e, VARINT, f"lossy encoding of {what}")
+            # method is an int32 enum and block_size a uint32: protobuf keeps the
+            # low 32 bits of a longer varint.
+            values[e.number] = e.value if e.number == s.L_K else e.value & 0xFFFFFFFF
+    return values
+
+
+def _lossy_params(values: dict[int, int] | None) -> _lossy.LossyParams | None:
+    if not values or values.get(s.L_METHOD, 0) == s.LOSSY_NONE:
+        return None  # absent, or LOSSY_UNSPECIFIED: a lossless tensor
+    return _lossy.LossyParams(
+        values[s.L_METHOD], values.get(s.L_BLOCK_SIZE, 0), values.get(s.L_K, 0)
+    )
 
 
 def read_tensor_map(data: Any, *, limits: DecodeLimits | None = None) -> TensorMapView:
@@ -467,7 +625,7 @@ def read_tensor_map(data: Any, *, limits: DecodeLimits | None = None) -> TensorM
                     f"TensorMap holds more than {limits.max_tensors} tensors"
                 )
             rec = _parse_tensor(buf, f.start, f.end, len(records), limits)
-            total += rec.raw_size
+            total += rec.decoded_size
             if total > limits.max_total_bytes:
                 raise PayloadTooLargeError(
                     f"TensorMap declares more than {limits.max_total_bytes} raw bytes in all "
@@ -492,26 +650,33 @@ def read_tensor_map(data: Any, *, limits: DecodeLimits | None = None) -> TensorM
     return TensorMapView(records, metadata)
 
 
-def _raw_bytes(rec: TensorRecord, verify: bool) -> tuple[Any, bool]:
-    """The tensor's raw bytes as a uint8 array and whether it is a view on the input."""
-    if rec.codec == s.CODEC_NONE and rec.filter == s.FILTER_NONE:
-        raw: np.ndarray = (
-            np.frombuffer(rec.data, dtype=np.uint8) if rec.raw_size else np.empty(0, np.uint8)
-        )
+def _inflate_frame(rec: TensorRecord, frame: z.Frame, out: np.ndarray) -> None:
+    """Decompress one frame of ``rec`` into its place in ``out`` (the raw bytes),
+    undoing the byte shuffle on the way."""
+    data = rec.data[frame.start : frame.end]
+    if rec.filter == s.FILTER_BYTE_SHUFFLE and rec.dtype.itemsize > 1:
+        tmp = z.scratch(frame.size)
+        z.zstd_decompress_into(data, tmp, rec.name)
+        z.unshuffle_slice_into(tmp, out, rec.dtype.itemsize, frame.offset)
+    else:
+        z.zstd_decompress_into(data, out[frame.offset : frame.offset + frame.size], rec.name)
+
+
+def _raw_bytes(rec: TensorRecord, inflated: np.ndarray | None, verify: bool) -> tuple[Any, bool]:
+    """The tensor's raw bytes as a uint8 array and whether it is a view on the
+    input; ``inflated`` holds them already for a compressed tensor."""
+    if inflated is not None:
+        raw, zero_copy = inflated, False
+    elif rec.filter == s.FILTER_BYTE_SHUFFLE and rec.dtype.itemsize > 1:
+        raw, zero_copy = np.empty(rec.raw_size, dtype=np.uint8), False
+        z.unshuffle_slice_into(np.frombuffer(rec.data, dtype=np.uint8), raw, rec.dtype.itemsize, 0)
+    else:
+        raw = np.frombuffer(rec.data, dtype=np.uint8) if rec.raw_size else np.empty(0, np.uint8)
         zero_copy = True
         if raw.ctypes.data % rec.dtype.itemsize:
             # Misaligned elements break vectorized kernels: one aligned copy.
             raw = raw.copy()
             zero_copy = False
-    else:
-        raw = np.empty(rec.raw_size, dtype=np.uint8)
-        zero_copy = False
-        if rec.filter == s.FILTER_BYTE_SHUFFLE and rec.dtype.itemsize > 1:
-            scratch = np.empty(rec.raw_size, dtype=np.uint8)
-            _unfilter_source(rec, scratch)
-            z.unshuffle_into(scratch, raw, rec.dtype.itemsize)
-        else:
-            _unfilter_source(rec, raw)
     if verify and rec.raw_size:
         actual = z.crc32c(raw)
         if actual != rec.crc32c:
@@ -524,13 +689,6 @@ def _raw_bytes(rec: TensorRecord, verify: bool) -> tuple[Any, bool]:
             f"tensor {rec.name!r}: bool tensor holds bytes other than 0 and 1"
         )
     return raw, zero_copy
-
-
-def _unfilter_source(rec: TensorRecord, out: np.ndarray) -> None:
-    if rec.codec == s.CODEC_ZSTD:
-        z.zstd_decompress_into(rec.data, out, rec.name)
-    else:
-        np.copyto(out, np.frombuffer(rec.data, dtype=np.uint8))
 
 
 def _to_torch(rec: TensorRecord, raw: np.ndarray, zero_copy: bool) -> torch.Tensor:
@@ -556,16 +714,51 @@ def _to_numpy(rec: TensorRecord, raw: np.ndarray) -> np.ndarray:
     return raw.view(np_dtype).reshape(rec.shape)
 
 
+def _payload_record(rec: TensorRecord) -> TensorRecord:
+    """A lossy tensor's payload as a flat tensor of its element type (what its
+    filter works on); a lossless record as it is."""
+    if rec.lossy is None:
+        return rec
+    element = _lossy.element_dtype(rec.lossy.method)
+    return replace(rec, dtype=element, shape=(rec.raw_size // element.itemsize,), lossy=None)
+
+
+def _reconstruct(rec: TensorRecord, payload: np.ndarray) -> tuple[TensorRecord, np.ndarray, bool]:
+    """The logical record (raw_size: the decoded size) and raw bytes of a lossy tensor."""
+    assert rec.lossy is not None
+    raw = _lossy.decode(rec.name, rec.dtype, rec.numel, rec.lossy, payload)
+    return replace(rec, raw_size=raw.nbytes), raw, False
+
+
 def _decode_all(
     records: list[TensorRecord], target: str, verify: bool, threads: int | None
 ) -> dict[str, Any]:
-    def work(i: int) -> Any:
+    # Lossy tensors: the payload goes through the usual path as a tensor of the
+    # payload's element type, and is reconstructed in finish().
+    records, logical = [_payload_record(r) for r in records], records
+    # First every zstd frame, of every tensor, in parallel into its tensor's buffer;
+    # then per tensor the checks and the wrapping.
+    inflated = [
+        np.empty(r.raw_size, dtype=np.uint8) if r.codec == s.CODEC_ZSTD else None for r in records
+    ]
+    frames = [(i, f) for i, r in enumerate(records) for f in r.frames]
+
+    def inflate(j: int) -> None:
+        i, frame = frames[j]
+        out = inflated[i]
+        assert out is not None
+        _inflate_frame(records[i], frame, out)
+
+    z.run_parallel(inflate, [f.size for _, f in frames], threads)
+
+    def finish(i: int) -> Any:
         rec = records[i]
-        raw, zero_copy = _raw_bytes(rec, verify)
+        raw, zero_copy = _raw_bytes(rec, inflated[i], verify)
+        if logical[i].lossy is not None:
+            rec, raw, zero_copy = _reconstruct(logical[i], raw)
         return _to_torch(rec, raw, zero_copy) if target == "torch" else _to_numpy(rec, raw)
 
-    sizes = [r.raw_size if r.codec != s.CODEC_NONE else r.raw_size // 16 for r in records]
-    values = z.run_parallel(work, sizes, threads)
+    values = z.run_parallel(finish, [r.raw_size // 16 for r in records], threads)
     return {rec.name: value for rec, value in zip(records, values, strict=True)}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from flwire.exceptions import SerializationException
+from flwire.serialization.lossy import LossyConfig
 from flwire.serialization.tensor_codec import decode_tensor_map, encode_tensor_map
 
 
@@ -21,10 +22,20 @@ class WeightSerializer:
 
     @staticmethod
     def serialize_weights(
-        state_dict: Mapping[str, torch.Tensor], compression: bool = True
+        state_dict: Mapping[str, torch.Tensor],
+        compression: bool = True,
+        *,
+        lossy: LossyConfig | None = None,
     ) -> bytes:
-        """Encode a state dict as TensorMap bytes (zstd per tensor when ``compression``)."""
-        return encode_tensor_map(state_dict, compression="zstd" if compression else "none")
+        """Encode a state dict as TensorMap bytes (zstd per tensor when ``compression``).
+
+        ``lossy`` opts in to a lossy encoding of the floating tensors it selects
+        (:class:`~flwire.serialization.lossy.LossyConfig`); deserializing gives
+        the reconstructed tensors in their own dtype and shape.
+        """
+        return encode_tensor_map(
+            state_dict, compression="zstd" if compression else "none", lossy=lossy
+        )
 
     @staticmethod
     def deserialize_weights(

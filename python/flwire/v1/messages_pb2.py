@@ -27,7 +27,7 @@ from flwire.v1 import values_pb2 as flwire_dot_v1_dot_values__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lwire/v1/messages.proto\x12\tflwire.v1\x1a\x16\x66lwire/v1/tensor.proto\x1a\x16\x66lwire/v1/values.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\rSchemaVersion\x12\r\n\x05major\x18\x01 \x01(\r\x12\r\n\x05minor\x18\x02 \x01(\r\"\xc9\x05\n\x08\x45nvelope\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0eschema_version\x18\x04 \x01(\x0b\x32\x18.flwire.v1.SchemaVersion\x12\x37\n\nextensions\x18\x05 \x03(\x0b\x32#.flwire.v1.Envelope.ExtensionsEntry\x12\x0f\n\x07padding\x18\x06 \x01(\x0c\x12\x30\n\rclient_update\x18\n \x01(\x0b\x32\x17.flwire.v1.ClientUpdateH\x00\x12\x30\n\rglobal_update\x18\x0b \x01(\x0b\x32\x17.flwire.v1.GlobalUpdateH\x00\x12<\n\x13\x63lient_registration\x18\x0c \x01(\x0b\x32\x1d.flwire.v1.ClientRegistrationH\x00\x12)\n\theartbeat\x18\r \x01(\x0b\x32\x14.flwire.v1.HeartbeatH\x00\x12\x32\n\x0etraining_start\x18\x0e \x01(\x0b\x32\x18.flwire.v1.TrainingStartH\x00\x12:\n\x12\x65valuation_request\x18\x0f \x01(\x0b\x32\x1c.flwire.v1.EvaluationRequestH\x00\x12\x38\n\x11\x65valuation_result\x18\x10 \x01(\x0b\x32\x1b.flwire.v1.EvaluationResultH\x00\x12\'\n\x08shutdown\x18\x11 \x01(\x0b\x32\x13.flwire.v1.ShutdownH\x00\x1a\x43\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\x42\x06\n\x04\x62ody\"\x97\x02\n\x0c\x43lientUpdate\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12%\n\x07weights\x18\x03 \x01(\x0b\x32\x14.flwire.v1.TensorMap\x12,\n\x0cweights_kind\x18\x04 \x01(\x0e\x32\x16.flwire.v1.WeightsKind\x12\x35\n\x07metrics\x18\x05 \x03(\x0b\x32$.flwire.v1.ClientUpdate.MetricsEntry\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x03\x1a@\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xeb\x01\n\x0cGlobalUpdate\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12%\n\x07weights\x18\x02 \x01(\x0b\x32\x14.flwire.v1.TensorMap\x12,\n\x0cweights_kind\x18\x03 \x01(\x0e\x32\x16.flwire.v1.WeightsKind\x12\x33\n\x06\x63onfig\x18\x04 \x03(\x0b\x32#.flwire.v1.GlobalUpdate.ConfigEntry\x1a?\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xf6\x01\n\x0c\x43\x61pabilities\x12*\n\x10supported_codecs\x18\x01 \x03(\x0e\x32\x10.flwire.v1.Codec\x12,\n\x11supported_filters\x18\x02 \x03(\x0e\x32\x11.flwire.v1.Filter\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x31\n\x05\x65xtra\x18\x04 \x03(\x0b\x32\".flwire.v1.Capabilities.ExtraEntry\x1a>\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xce\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x17\n\x0fparameter_count\x18\x03 \x01(\x03\x12\x19\n\x11\x61rchitecture_hash\x18\x04 \x01(\t\x12.\n\x05\x65xtra\x18\x05 \x03(\x0b\x32\x1f.flwire.v1.ModelInfo.ExtraEntry\x1a>\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\x88\x02\n\x12\x43lientRegistration\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\x17.flwire.v1.Capabilities\x12(\n\nmodel_info\x18\x03 \x01(\x0b\x32\x14.flwire.v1.ModelInfo\x12\x41\n\nattributes\x18\x04 \x03(\x0b\x32-.flwire.v1.ClientRegistration.AttributesEntry\x1a\x43\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xd0\x01\n\tHeartbeat\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.flwire.v1.ClientStatus\x12?\n\x0esystem_metrics\x18\x03 \x03(\x0b\x32\'.flwire.v1.Heartbeat.SystemMetricsEntry\x1a\x46\n\x12SystemMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xac\x01\n\rTrainingStart\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x34\n\x06\x63onfig\x18\x02 \x03(\x0b\x32$.flwire.v1.TrainingStart.ConfigEntry\x12\x12\n\nclient_ids\x18\x03 \x03(\t\x1a?\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xdb\x01\n\x11\x45valuationRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12%\n\x07weights\x18\x02 \x01(\x0b\x32\x14.flwire.v1.TensorMap\x12\x38\n\x06\x63onfig\x18\x03 \x03(\x0b\x32(.flwire.v1.EvaluationRequest.ConfigEntry\x12\x12\n\nclient_ids\x18\x04 \x03(\t\x1a?\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xca\x01\n\x10\x45valuationResult\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.flwire.v1.EvaluationResult.MetricsEntry\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x1a@\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\x1a\n\x08Shutdown\x12\x0e\n\x06reason\x18\x01 \x01(\t*C\n\x0bWeightsKind\x12\x1c\n\x18WEIGHTS_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12WEIGHTS_KIND_DELTA\x10\x01*\xb4\x01\n\x0c\x43lientStatus\x12\x1d\n\x19\x43LIENT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43LIENT_STATUS_IDLE\x10\x01\x12\x1a\n\x16\x43LIENT_STATUS_TRAINING\x10\x02\x12\x1c\n\x18\x43LIENT_STATUS_EVALUATING\x10\x03\x12\x1a\n\x16\x43LIENT_STATUS_STOPPING\x10\x04\x12\x17\n\x13\x43LIENT_STATUS_ERROR\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lwire/v1/messages.proto\x12\tflwire.v1\x1a\x16\x66lwire/v1/tensor.proto\x1a\x16\x66lwire/v1/values.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\rSchemaVersion\x12\r\n\x05major\x18\x01 \x01(\r\x12\r\n\x05minor\x18\x02 \x01(\r\"\xc9\x05\n\x08\x45nvelope\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0eschema_version\x18\x04 \x01(\x0b\x32\x18.flwire.v1.SchemaVersion\x12\x37\n\nextensions\x18\x05 \x03(\x0b\x32#.flwire.v1.Envelope.ExtensionsEntry\x12\x0f\n\x07padding\x18\x06 \x01(\x0c\x12\x30\n\rclient_update\x18\n \x01(\x0b\x32\x17.flwire.v1.ClientUpdateH\x00\x12\x30\n\rglobal_update\x18\x0b \x01(\x0b\x32\x17.flwire.v1.GlobalUpdateH\x00\x12<\n\x13\x63lient_registration\x18\x0c \x01(\x0b\x32\x1d.flwire.v1.ClientRegistrationH\x00\x12)\n\theartbeat\x18\r \x01(\x0b\x32\x14.flwire.v1.HeartbeatH\x00\x12\x32\n\x0etraining_start\x18\x0e \x01(\x0b\x32\x18.flwire.v1.TrainingStartH\x00\x12:\n\x12\x65valuation_request\x18\x0f \x01(\x0b\x32\x1c.flwire.v1.EvaluationRequestH\x00\x12\x38\n\x11\x65valuation_result\x18\x10 \x01(\x0b\x32\x1b.flwire.v1.EvaluationResultH\x00\x12\'\n\x08shutdown\x18\x11 \x01(\x0b\x32\x13.flwire.v1.ShutdownH\x00\x1a\x43\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\x42\x06\n\x04\x62ody\"\x97\x02\n\x0c\x43lientUpdate\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12%\n\x07weights\x18\x03 \x01(\x0b\x32\x14.flwire.v1.TensorMap\x12,\n\x0cweights_kind\x18\x04 \x01(\x0e\x32\x16.flwire.v1.WeightsKind\x12\x35\n\x07metrics\x18\x05 \x03(\x0b\x32$.flwire.v1.ClientUpdate.MetricsEntry\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x03\x1a@\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xeb\x01\n\x0cGlobalUpdate\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12%\n\x07weights\x18\x02 \x01(\x0b\x32\x14.flwire.v1.TensorMap\x12,\n\x0cweights_kind\x18\x03 \x01(\x0e\x32\x16.flwire.v1.WeightsKind\x12\x33\n\x06\x63onfig\x18\x04 \x03(\x0b\x32#.flwire.v1.GlobalUpdate.ConfigEntry\x1a?\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xa1\x02\n\x0c\x43\x61pabilities\x12*\n\x10supported_codecs\x18\x01 \x03(\x0e\x32\x10.flwire.v1.Codec\x12,\n\x11supported_filters\x18\x02 \x03(\x0e\x32\x11.flwire.v1.Filter\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\x04\x12\x31\n\x05\x65xtra\x18\x04 \x03(\x0b\x32\".flwire.v1.Capabilities.ExtraEntry\x12)\n\x0fsupported_lossy\x18\x05 \x03(\x0e\x32\x10.flwire.v1.Lossy\x1a>\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xce\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x17\n\x0fparameter_count\x18\x03 \x01(\x03\x12\x19\n\x11\x61rchitecture_hash\x18\x04 \x01(\t\x12.\n\x05\x65xtra\x18\x05 \x03(\x0b\x32\x1f.flwire.v1.ModelInfo.ExtraEntry\x1a>\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\x88\x02\n\x12\x43lientRegistration\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12-\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\x17.flwire.v1.Capabilities\x12(\n\nmodel_info\x18\x03 \x01(\x0b\x32\x14.flwire.v1.ModelInfo\x12\x41\n\nattributes\x18\x04 \x03(\x0b\x32-.flwire.v1.ClientRegistration.AttributesEntry\x1a\x43\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xd0\x01\n\tHeartbeat\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.flwire.v1.ClientStatus\x12?\n\x0esystem_metrics\x18\x03 \x03(\x0b\x32\'.flwire.v1.Heartbeat.SystemMetricsEntry\x1a\x46\n\x12SystemMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xac\x01\n\rTrainingStart\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12\x34\n\x06\x63onfig\x18\x02 \x03(\x0b\x32$.flwire.v1.TrainingStart.ConfigEntry\x12\x12\n\nclient_ids\x18\x03 \x03(\t\x1a?\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xdb\x01\n\x11\x45valuationRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x03\x12%\n\x07weights\x18\x02 \x01(\x0b\x32\x14.flwire.v1.TensorMap\x12\x38\n\x06\x63onfig\x18\x03 \x03(\x0b\x32(.flwire.v1.EvaluationRequest.ConfigEntry\x12\x12\n\nclient_ids\x18\x04 \x03(\t\x1a?\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\xca\x01\n\x10\x45valuationResult\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08round_id\x18\x02 \x01(\x03\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.flwire.v1.EvaluationResult.MetricsEntry\x12\x14\n\x0cnum_examples\x18\x04 \x01(\x03\x1a@\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.flwire.v1.Value:\x02\x38\x01\"\x1a\n\x08Shutdown\x12\x0e\n\x06reason\x18\x01 \x01(\t*C\n\x0bWeightsKind\x12\x1c\n\x18WEIGHTS_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12WEIGHTS_KIND_DELTA\x10\x01*\xb4\x01\n\x0c\x43lientStatus\x12\x1d\n\x19\x43LIENT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43LIENT_STATUS_IDLE\x10\x01\x12\x1a\n\x16\x43LIENT_STATUS_TRAINING\x10\x02\x12\x1c\n\x18\x43LIENT_STATUS_EVALUATING\x10\x03\x12\x1a\n\x16\x43LIENT_STATUS_STOPPING\x10\x04\x12\x17\n\x13\x43LIENT_STATUS_ERROR\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,10 +54,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATIONREQUEST_CONFIGENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATIONRESULT_METRICSENTRY']._loaded_options = None
   _globals['_EVALUATIONRESULT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_WEIGHTSKIND']._serialized_start=2969
-  _globals['_WEIGHTSKIND']._serialized_end=3036
-  _globals['_CLIENTSTATUS']._serialized_start=3039
-  _globals['_CLIENTSTATUS']._serialized_end=3219
+  _globals['_WEIGHTSKIND']._serialized_start=3012
+  _globals['_WEIGHTSKIND']._serialized_end=3079
+  _globals['_CLIENTSTATUS']._serialized_start=3082
+  _globals['_CLIENTSTATUS']._serialized_end=3262
   _globals['_SCHEMAVERSION']._serialized_start=120
   _globals['_SCHEMAVERSION']._serialized_end=165
   _globals['_ENVELOPE']._serialized_start=168
@@ -73,33 +73,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GLOBALUPDATE_CONFIGENTRY']._serialized_start=1338
   _globals['_GLOBALUPDATE_CONFIGENTRY']._serialized_end=1401
   _globals['_CAPABILITIES']._serialized_start=1404
-  _globals['_CAPABILITIES']._serialized_end=1650
-  _globals['_CAPABILITIES_EXTRAENTRY']._serialized_start=1588
-  _globals['_CAPABILITIES_EXTRAENTRY']._serialized_end=1650
-  _globals['_MODELINFO']._serialized_start=1653
-  _globals['_MODELINFO']._serialized_end=1859
-  _globals['_MODELINFO_EXTRAENTRY']._serialized_start=1588
-  _globals['_MODELINFO_EXTRAENTRY']._serialized_end=1650
-  _globals['_CLIENTREGISTRATION']._serialized_start=1862
-  _globals['_CLIENTREGISTRATION']._serialized_end=2126
-  _globals['_CLIENTREGISTRATION_ATTRIBUTESENTRY']._serialized_start=2059
-  _globals['_CLIENTREGISTRATION_ATTRIBUTESENTRY']._serialized_end=2126
-  _globals['_HEARTBEAT']._serialized_start=2129
-  _globals['_HEARTBEAT']._serialized_end=2337
-  _globals['_HEARTBEAT_SYSTEMMETRICSENTRY']._serialized_start=2267
-  _globals['_HEARTBEAT_SYSTEMMETRICSENTRY']._serialized_end=2337
-  _globals['_TRAININGSTART']._serialized_start=2340
-  _globals['_TRAININGSTART']._serialized_end=2512
+  _globals['_CAPABILITIES']._serialized_end=1693
+  _globals['_CAPABILITIES_EXTRAENTRY']._serialized_start=1631
+  _globals['_CAPABILITIES_EXTRAENTRY']._serialized_end=1693
+  _globals['_MODELINFO']._serialized_start=1696
+  _globals['_MODELINFO']._serialized_end=1902
+  _globals['_MODELINFO_EXTRAENTRY']._serialized_start=1631
+  _globals['_MODELINFO_EXTRAENTRY']._serialized_end=1693
+  _globals['_CLIENTREGISTRATION']._serialized_start=1905
+  _globals['_CLIENTREGISTRATION']._serialized_end=2169
+  _globals['_CLIENTREGISTRATION_ATTRIBUTESENTRY']._serialized_start=2102
+  _globals['_CLIENTREGISTRATION_ATTRIBUTESENTRY']._serialized_end=2169
+  _globals['_HEARTBEAT']._serialized_start=2172
+  _globals['_HEARTBEAT']._serialized_end=2380
+  _globals['_HEARTBEAT_SYSTEMMETRICSENTRY']._serialized_start=2310
+  _globals['_HEARTBEAT_SYSTEMMETRICSENTRY']._serialized_end=2380
+  _globals['_TRAININGSTART']._serialized_start=2383
+  _globals['_TRAININGSTART']._serialized_end=2555
   _globals['_TRAININGSTART_CONFIGENTRY']._serialized_start=1338
   _globals['_TRAININGSTART_CONFIGENTRY']._serialized_end=1401
-  _globals['_EVALUATIONREQUEST']._serialized_start=2515
-  _globals['_EVALUATIONREQUEST']._serialized_end=2734
+  _globals['_EVALUATIONREQUEST']._serialized_start=2558
+  _globals['_EVALUATIONREQUEST']._serialized_end=2777
   _globals['_EVALUATIONREQUEST_CONFIGENTRY']._serialized_start=1338
   _globals['_EVALUATIONREQUEST_CONFIGENTRY']._serialized_end=1401
-  _globals['_EVALUATIONRESULT']._serialized_start=2737
-  _globals['_EVALUATIONRESULT']._serialized_end=2939
+  _globals['_EVALUATIONRESULT']._serialized_start=2780
+  _globals['_EVALUATIONRESULT']._serialized_end=2982
   _globals['_EVALUATIONRESULT_METRICSENTRY']._serialized_start=1099
   _globals['_EVALUATIONRESULT_METRICSENTRY']._serialized_end=1163
-  _globals['_SHUTDOWN']._serialized_start=2941
-  _globals['_SHUTDOWN']._serialized_end=2967
+  _globals['_SHUTDOWN']._serialized_start=2984
+  _globals['_SHUTDOWN']._serialized_end=3010
 # @@protoc_insertion_point(module_scope)

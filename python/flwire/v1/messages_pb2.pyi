@@ -126,7 +126,7 @@ class GlobalUpdate(_message.Message):
     def __init__(self, round_id: _Optional[int] = ..., weights: _Optional[_Union[_tensor_pb2.TensorMap, _Mapping]] = ..., weights_kind: _Optional[_Union[WeightsKind, str]] = ..., config: _Optional[_Mapping[str, _values_pb2.Value]] = ...) -> None: ...
 
 class Capabilities(_message.Message):
-    __slots__ = ("supported_codecs", "supported_filters", "max_message_bytes", "extra")
+    __slots__ = ("supported_codecs", "supported_filters", "max_message_bytes", "extra", "supported_lossy")
     class ExtraEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,11 +138,13 @@ class Capabilities(_message.Message):
     SUPPORTED_FILTERS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_LOSSY_FIELD_NUMBER: _ClassVar[int]
     supported_codecs: _containers.RepeatedScalarFieldContainer[_tensor_pb2.Codec]
     supported_filters: _containers.RepeatedScalarFieldContainer[_tensor_pb2.Filter]
     max_message_bytes: int
     extra: _containers.MessageMap[str, _values_pb2.Value]
-    def __init__(self, supported_codecs: _Optional[_Iterable[_Union[_tensor_pb2.Codec, str]]] = ..., supported_filters: _Optional[_Iterable[_Union[_tensor_pb2.Filter, str]]] = ..., max_message_bytes: _Optional[int] = ..., extra: _Optional[_Mapping[str, _values_pb2.Value]] = ...) -> None: ...
+    supported_lossy: _containers.RepeatedScalarFieldContainer[_tensor_pb2.Lossy]
+    def __init__(self, supported_codecs: _Optional[_Iterable[_Union[_tensor_pb2.Codec, str]]] = ..., supported_filters: _Optional[_Iterable[_Union[_tensor_pb2.Filter, str]]] = ..., max_message_bytes: _Optional[int] = ..., extra: _Optional[_Mapping[str, _values_pb2.Value]] = ..., supported_lossy: _Optional[_Iterable[_Union[_tensor_pb2.Lossy, str]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "version", "parameter_count", "architecture_hash", "extra")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lwire/v1/tensor.proto\x12\tflwire.v1\"\xcb\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.flwire.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x1f\n\x05\x63odec\x18\x04 \x01(\x0e\x32\x10.flwire.v1.Codec\x12!\n\x06\x66ilter\x18\x05 \x01(\x0e\x32\x11.flwire.v1.Filter\x12\x10\n\x08raw_size\x18\x06 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\x07 \x01(\x07\x12\x0f\n\x07padding\x18\x08 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\x0c\"\x96\x01\n\tTensorMap\x12\"\n\x07tensors\x18\x01 \x03(\x0b\x32\x11.flwire.v1.Tensor\x12\x34\n\x08metadata\x18\x02 \x03(\x0b\x32\".flwire.v1.TensorMap.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc5\x03\n\x05\x44type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x11\n\rDTYPE_FLOAT16\x10\x03\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x04\x12\x17\n\x13\x44TYPE_FLOAT8_E4M3FN\x10\x05\x12\x15\n\x11\x44TYPE_FLOAT8_E5M2\x10\x06\x12\x0e\n\nDTYPE_INT8\x10\x07\x12\x0f\n\x0b\x44TYPE_INT16\x10\x08\x12\x0f\n\x0b\x44TYPE_INT32\x10\t\x12\x0f\n\x0b\x44TYPE_INT64\x10\n\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x0b\x12\x10\n\x0c\x44TYPE_UINT16\x10\x0c\x12\x10\n\x0c\x44TYPE_UINT32\x10\r\x12\x10\n\x0c\x44TYPE_UINT64\x10\x0e\x12\x0e\n\nDTYPE_BOOL\x10\x0f\x12\x13\n\x0f\x44TYPE_COMPLEX64\x10\x10\x12\x14\n\x10\x44TYPE_COMPLEX128\x10\x11\x12\x13\n\x0f\x44TYPE_COMPLEX32\x10\x12\x12\x19\n\x15\x44TYPE_FLOAT8_E4M3FNUZ\x10\x13\x12\x19\n\x15\x44TYPE_FLOAT8_E5M2FNUZ\x10\x14\x12\x18\n\x14\x44TYPE_FLOAT8_E8M0FNU\x10\x15*.\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_ZSTD\x10\x01*9\n\x06\x46ilter\x12\x16\n\x12\x46ILTER_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46ILTER_BYTE_SHUFFLE\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66lwire/v1/tensor.proto\x12\tflwire.v1\"P\n\rLossyEncoding\x12 \n\x06method\x18\x01 \x01(\x0e\x32\x10.flwire.v1.Lossy\x12\x12\n\nblock_size\x18\x02 \x01(\r\x12\t\n\x01k\x18\x03 \x01(\x04\"\xf4\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.flwire.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x1f\n\x05\x63odec\x18\x04 \x01(\x0e\x32\x10.flwire.v1.Codec\x12!\n\x06\x66ilter\x18\x05 \x01(\x0e\x32\x11.flwire.v1.Filter\x12\x10\n\x08raw_size\x18\x06 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\x07 \x01(\x07\x12\x0f\n\x07padding\x18\x08 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\t \x01(\x0c\x12\'\n\x05lossy\x18\n \x01(\x0b\x32\x18.flwire.v1.LossyEncoding\"\x96\x01\n\tTensorMap\x12\"\n\x07tensors\x18\x01 \x03(\x0b\x32\x11.flwire.v1.Tensor\x12\x34\n\x08metadata\x18\x02 \x03(\x0b\x32\".flwire.v1.TensorMap.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc5\x03\n\x05\x44type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x11\n\rDTYPE_FLOAT16\x10\x03\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x04\x12\x17\n\x13\x44TYPE_FLOAT8_E4M3FN\x10\x05\x12\x15\n\x11\x44TYPE_FLOAT8_E5M2\x10\x06\x12\x0e\n\nDTYPE_INT8\x10\x07\x12\x0f\n\x0b\x44TYPE_INT16\x10\x08\x12\x0f\n\x0b\x44TYPE_INT32\x10\t\x12\x0f\n\x0b\x44TYPE_INT64\x10\n\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x0b\x12\x10\n\x0c\x44TYPE_UINT16\x10\x0c\x12\x10\n\x0c\x44TYPE_UINT32\x10\r\x12\x10\n\x0c\x44TYPE_UINT64\x10\x0e\x12\x0e\n\nDTYPE_BOOL\x10\x0f\x12\x13\n\x0f\x44TYPE_COMPLEX64\x10\x10\x12\x14\n\x10\x44TYPE_COMPLEX128\x10\x11\x12\x13\n\x0f\x44TYPE_COMPLEX32\x10\x12\x12\x19\n\x15\x44TYPE_FLOAT8_E4M3FNUZ\x10\x13\x12\x19\n\x15\x44TYPE_FLOAT8_E5M2FNUZ\x10\x14\x12\x18\n\x14\x44TYPE_FLOAT8_E8M0FNU\x10\x15*.\n\x05\x43odec\x12\x15\n\x11\x43ODEC_UNSPECIFIED\x10\x00\x12\x0e\n\nCODEC_ZSTD\x10\x01*9\n\x06\x46ilter\x12\x16\n\x12\x46ILTER_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46ILTER_BYTE_SHUFFLE\x10\x01*v\n\x05Lossy\x12\x15\n\x11LOSSY_UNSPECIFIED\x10\x00\x12\x16\n\x12LOSSY_CAST_FLOAT16\x10\x01\x12\x17\n\x13LOSSY_CAST_BFLOAT16\x10\x02\x12\x14\n\x10LOSSY_BLOCK_INT8\x10\x03\x12\x0f\n\x0bLOSSY_TOP_K\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,16 +33,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TENSORMAP_METADATAENTRY']._loaded_options = None
   _globals['_TENSORMAP_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=397
-  _globals['_DTYPE']._serialized_end=850
-  _globals['_CODEC']._serialized_start=852
-  _globals['_CODEC']._serialized_end=898
-  _globals['_FILTER']._serialized_start=900
-  _globals['_FILTER']._serialized_end=957
-  _globals['_TENSOR']._serialized_start=38
-  _globals['_TENSOR']._serialized_end=241
-  _globals['_TENSORMAP']._serialized_start=244
-  _globals['_TENSORMAP']._serialized_end=394
-  _globals['_TENSORMAP_METADATAENTRY']._serialized_start=347
-  _globals['_TENSORMAP_METADATAENTRY']._serialized_end=394
+  _globals['_DTYPE']._serialized_start=520
+  _globals['_DTYPE']._serialized_end=973
+  _globals['_CODEC']._serialized_start=975
+  _globals['_CODEC']._serialized_end=1021
+  _globals['_FILTER']._serialized_start=1023
+  _globals['_FILTER']._serialized_end=1080
+  _globals['_LOSSY']._serialized_start=1082
+  _globals['_LOSSY']._serialized_end=1200
+  _globals['_LOSSYENCODING']._serialized_start=37
+  _globals['_LOSSYENCODING']._serialized_end=117
+  _globals['_TENSOR']._serialized_start=120
+  _globals['_TENSOR']._serialized_end=364
+  _globals['_TENSORMAP']._serialized_start=367
+  _globals['_TENSORMAP']._serialized_end=517
+  _globals['_TENSORMAP_METADATAENTRY']._serialized_start=470
+  _globals['_TENSORMAP_METADATAENTRY']._serialized_end=517
 # @@protoc_insertion_point(module_scope)

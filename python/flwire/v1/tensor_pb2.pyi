@@ -43,6 +43,14 @@ class Filter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FILTER_UNSPECIFIED: _ClassVar[Filter]
     FILTER_BYTE_SHUFFLE: _ClassVar[Filter]
+
+class Lossy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOSSY_UNSPECIFIED: _ClassVar[Lossy]
+    LOSSY_CAST_FLOAT16: _ClassVar[Lossy]
+    LOSSY_CAST_BFLOAT16: _ClassVar[Lossy]
+    LOSSY_BLOCK_INT8: _ClassVar[Lossy]
+    LOSSY_TOP_K: _ClassVar[Lossy]
 DTYPE_UNSPECIFIED: Dtype
 DTYPE_FLOAT32: Dtype
 DTYPE_FLOAT64: Dtype
@@ -69,9 +77,24 @@ CODEC_UNSPECIFIED: Codec
 CODEC_ZSTD: Codec
 FILTER_UNSPECIFIED: Filter
 FILTER_BYTE_SHUFFLE: Filter
+LOSSY_UNSPECIFIED: Lossy
+LOSSY_CAST_FLOAT16: Lossy
+LOSSY_CAST_BFLOAT16: Lossy
+LOSSY_BLOCK_INT8: Lossy
+LOSSY_TOP_K: Lossy
+
+class LossyEncoding(_message.Message):
+    __slots__ = ("method", "block_size", "k")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    method: Lossy
+    block_size: int
+    k: int
+    def __init__(self, method: _Optional[_Union[Lossy, str]] = ..., block_size: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
 
 class Tensor(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "codec", "filter", "raw_size", "crc32c", "padding", "data")
+    __slots__ = ("name", "dtype", "shape", "codec", "filter", "raw_size", "crc32c", "padding", "data", "lossy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +104,7 @@ class Tensor(_message.Message):
     CRC32C_FIELD_NUMBER: _ClassVar[int]
     PADDING_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    LOSSY_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: Dtype
     shape: _containers.RepeatedScalarFieldContainer[int]
@@ -90,7 +114,8 @@ class Tensor(_message.Message):
     crc32c: int
     padding: bytes
     data: bytes
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., filter: _Optional[_Union[Filter, str]] = ..., raw_size: _Optional[int] = ..., crc32c: _Optional[int] = ..., padding: _Optional[bytes] = ..., data: _Optional[bytes] = ...) -> None: ...
+    lossy: LossyEncoding
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., shape: _Optional[_Iterable[int]] = ..., codec: _Optional[_Union[Codec, str]] = ..., filter: _Optional[_Union[Filter, str]] = ..., raw_size: _Optional[int] = ..., crc32c: _Optional[int] = ..., padding: _Optional[bytes] = ..., data: _Optional[bytes] = ..., lossy: _Optional[_Union[LossyEncoding, _Mapping]] = ...) -> None: ...
 
 class TensorMap(_message.Message):
     __slots__ = ("tensors", "metadata")

@@ -514,7 +514,7 @@ func encodeZstd(t *testing.T, raw []byte, opts ...zstd.EOption) []byte {
 	}
 	defer enc.Close()
 	frame := enc.EncodeAll(raw, nil)
-	if err := checkFrame(frame, uint64(len(raw))); err != nil {
+	if err := checkFrames(frame, uint64(len(raw))); err != nil {
 		t.Fatalf("klauspost frame of %d bytes: %v", len(raw), err)
 	}
 	return frame
@@ -653,10 +653,14 @@ func TestRefusals(t *testing.T) {
 		{"zstd: a second frame", func(t *testing.T) []byte {
 			two := append(bytes.Clone(frame), encodeZstd(t, nil)...)
 			return mapOf(t, zstdTensor(raw, two))
-		}, nil, ErrFrame, "after the end of the frame"},
+		}, nil, ErrFrame, "frame 0 holds 32 bytes and is not the last"},
 		{"zstd: trailing byte", func(t *testing.T) []byte {
 			return mapOf(t, zstdTensor(raw, append(bytes.Clone(frame), 0)))
-		}, nil, ErrFrame, "1 bytes after the end of the frame"},
+		}, nil, ErrFrame, "does not start with the zstd magic number"},
+		{"zstd: a short frame before the last", func(t *testing.T) []byte {
+			two := append(encodeZstd(t, raw[:16]), encodeZstd(t, raw[16:])...)
+			return mapOf(t, zstdTensor(raw, two))
+		}, nil, ErrFrame, "frame 0 holds 16 bytes and is not the last"},
 		{"zstd: truncated", func(t *testing.T) []byte {
 			return mapOf(t, zstdTensor(raw, frame[:len(frame)-1]))
 		}, nil, ErrFrame, "runs past the end"},
@@ -666,7 +670,7 @@ func TestRefusals(t *testing.T) {
 		{"zstd: Frame_Content_Size is not raw_size", func(t *testing.T) []byte {
 			f := handFrame(raw, frameOpts{setFCS: true, fcs: uint64(len(raw)) + 1})
 			return mapOf(t, zstdTensor(raw, f))
-		}, nil, ErrFrame, "Frame_Content_Size is 33, raw_size is 32"},
+		}, nil, ErrFrame, "Frame_Content_Size adds up to 33, raw_size is 32"},
 		{"zstd: dictionary", func(t *testing.T) []byte {
 			return mapOf(t, zstdTensor(raw, handFrame(raw, frameOpts{dictID: 7})))
 		}, nil, ErrFrame, "dictionary 7"},
@@ -759,6 +763,20 @@ func TestAccepted(t *testing.T) {
 		f[len(f)-1] ^= 0xff
 		if _, err := DecodeTensorMap(mapOf(t, zstdTensor(big, f))); !errors.Is(err, ErrDecompress) {
 			t.Fatalf("err = %v, want ErrDecompress", err)
+		}
+	})
+	t.Run("zstd data of several frames", func(t *testing.T) {
+		// As flwire writes large tensors: frames of a fixed size, the last shorter.
+		big := make([]byte, 5*minFrameBytes/2)
+		for k := range big {
+			big[k] = byte(k % 251)
+		}
+		var frames []byte
+		for a := 0; a < len(big); a += minFrameBytes {
+			frames = append(frames, encodeZstd(t, big[a:min(a+minFrameBytes, len(big))])...)
+		}
+		if got := decodeOne(t, mapOf(t, zstdTensor(big, frames))).Raw; !bytes.Equal(got, big) {
+			t.Fatal("wrong bytes")
 		}
 	})
 	t.Run("zstd frame of raw blocks, multi-segment", func(t *testing.T) {

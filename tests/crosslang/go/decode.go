@@ -241,7 +241,7 @@ func checkHeader(t *flwirev1.Tensor, lim Limits, total *uint64) error {
 		if uint64(len(data)) != raw {
 			return fmt.Errorf("%w: %d bytes of data, raw_size is %d", ErrDataSize, len(data), raw)
 		}
-	} else if err := checkFrame(data, raw); err != nil {
+	} else if err := checkFrames(data, raw); err != nil {
 		return err
 	}
 
@@ -261,20 +261,50 @@ const (
 	blockTypeZstd    = 2
 	blockHeaderBytes = 3
 	maxBlockSize     = 128 << 10 // Block_Maximum_Size
+	minFrameBytes    = 64 << 10  // spec section 7: every frame but the last holds at least this
 )
 
-// checkFrame makes check 7 without decompressing anything: data is exactly
-// one zstd frame, without a dictionary, whose header records a content size
-// equal to rawSize, and whose last block (and optional checksum) ends exactly
-// at the end of data.
-func checkFrame(data []byte, rawSize uint64) error {
-	if len(data) < 4 || binary.LittleEndian.Uint32(data) != zstdMagic {
-		return fmt.Errorf("%w: data does not start with the zstd magic number 28 b5 2f fd",
-			ErrFrame)
+// checkFrames makes check 7 without decompressing anything: data is one or
+// more zstd frames, each without a dictionary and recording its content size;
+// the content sizes add up to rawSize; every frame but the last holds at least
+// minFrameBytes; nothing follows the last frame.
+func checkFrames(data []byte, rawSize uint64) error {
+	var total, previous uint64
+	for pos, count := 0, 0; pos < len(data) || count == 0; count++ {
+		end, fcs, err := checkFrame(data, pos)
+		if err != nil {
+			return err
+		}
+		if count > 0 && previous < minFrameBytes {
+			return fmt.Errorf("%w: frame %d holds %d bytes and is not the last; every frame "+
+				"but the last holds at least %d", ErrFrame, count-1, previous, minFrameBytes)
+		}
+		total += fcs
+		if total > rawSize {
+			break
+		}
+		pos, previous = end, fcs
 	}
-	pos := 4
+	if total != rawSize {
+		return fmt.Errorf("%w: Frame_Content_Size adds up to %d, raw_size is %d",
+			ErrFrame, total, rawSize)
+	}
+	return nil
+}
+
+// checkFrame walks the zstd frame that starts at data[start:] without
+// decompressing it: a frame header without a dictionary that records the
+// content size, then blocks up to the one flagged as last (and the optional
+// checksum), all within data. It returns where the frame ends and its
+// content size.
+func checkFrame(data []byte, start int) (int, uint64, error) {
+	if len(data)-start < 4 || binary.LittleEndian.Uint32(data[start:]) != zstdMagic {
+		return 0, 0, fmt.Errorf("%w: data at offset %d does not start with the zstd magic "+
+			"number 28 b5 2f fd", ErrFrame, start)
+	}
+	pos := start + 4
 	if pos >= len(data) {
-		return fmt.Errorf("%w: truncated frame header", ErrFrame)
+		return 0, 0, fmt.Errorf("%w: truncated frame header", ErrFrame)
 	}
 	fhd := data[pos]
 	pos++
@@ -288,25 +318,25 @@ func checkFrame(data []byte, rawSize uint64) error {
 		fcsSize = 1
 	}
 	if reserved {
-		return fmt.Errorf("%w: reserved bit of the frame header descriptor is set", ErrFrame)
+		return 0, 0, fmt.Errorf("%w: reserved bit of the frame header descriptor is set", ErrFrame)
 	}
 	if fcsSize == 0 {
-		return fmt.Errorf("%w: the frame header does not record Frame_Content_Size", ErrFrame)
+		return 0, 0, fmt.Errorf("%w: the frame header does not record Frame_Content_Size", ErrFrame)
 	}
 	if !singleSegment {
 		if pos >= len(data) {
-			return fmt.Errorf("%w: truncated frame header", ErrFrame)
+			return 0, 0, fmt.Errorf("%w: truncated frame header", ErrFrame)
 		}
 		wd := data[pos]
 		pos++
 		windowLog := uint(wd>>3) + 10
 		window := uint64(1)<<windowLog + (uint64(1)<<windowLog)/8*uint64(wd&7)
 		if window > 1<<maxWindowLog {
-			return fmt.Errorf("%w: window of %d bytes, above 2^%d", ErrFrame, window, maxWindowLog)
+			return 0, 0, fmt.Errorf("%w: window of %d bytes, above 2^%d", ErrFrame, window, maxWindowLog)
 		}
 	}
 	if pos+dictIDSize+fcsSize > len(data) {
-		return fmt.Errorf("%w: truncated frame header", ErrFrame)
+		return 0, 0, fmt.Errorf("%w: truncated frame header", ErrFrame)
 	}
 	var dictID uint64
 	for k := dictIDSize - 1; k >= 0; k-- {
@@ -314,7 +344,7 @@ func checkFrame(data []byte, rawSize uint64) error {
 	}
 	pos += dictIDSize
 	if dictID != 0 {
-		return fmt.Errorf("%w: the frame needs dictionary %d", ErrFrame, dictID)
+		return 0, 0, fmt.Errorf("%w: the frame needs dictionary %d", ErrFrame, dictID)
 	}
 	var fcs uint64
 	for k := fcsSize - 1; k >= 0; k-- {
@@ -324,31 +354,28 @@ func checkFrame(data []byte, rawSize uint64) error {
 		fcs += 256
 	}
 	pos += fcsSize
-	if fcs != rawSize {
-		return fmt.Errorf("%w: Frame_Content_Size is %d, raw_size is %d", ErrFrame, fcs, rawSize)
-	}
 
 	// Walk the blocks up to the one flagged as last.
 	for {
 		if pos+blockHeaderBytes > len(data) {
-			return fmt.Errorf("%w: truncated block header at offset %d", ErrFrame, pos)
+			return 0, 0, fmt.Errorf("%w: truncated block header at offset %d", ErrFrame, pos)
 		}
 		bh := uint32(data[pos]) | uint32(data[pos+1])<<8 | uint32(data[pos+2])<<16
 		pos += blockHeaderBytes
 		last := bh&1 != 0
 		size := int(bh >> 3)
 		if size > maxBlockSize {
-			return fmt.Errorf("%w: block of %d bytes at offset %d", ErrFrame, size, pos-3)
+			return 0, 0, fmt.Errorf("%w: block of %d bytes at offset %d", ErrFrame, size, pos-3)
 		}
 		switch (bh >> 1) & 3 {
 		case blockTypeRaw, blockTypeZstd:
 		case blockTypeRLE:
 			size = 1 // one byte on the wire, repeated Block_Size times
 		default:
-			return fmt.Errorf("%w: reserved block type at offset %d", ErrFrame, pos-3)
+			return 0, 0, fmt.Errorf("%w: reserved block type at offset %d", ErrFrame, pos-3)
 		}
 		if pos+size > len(data) {
-			return fmt.Errorf("%w: block at offset %d runs past the end of data", ErrFrame, pos-3)
+			return 0, 0, fmt.Errorf("%w: block at offset %d runs past the end of data", ErrFrame, pos-3)
 		}
 		pos += size
 		if last {
@@ -358,13 +385,10 @@ func checkFrame(data []byte, rawSize uint64) error {
 	if hasChecksum {
 		pos += 4
 	}
-	switch {
-	case pos > len(data):
-		return fmt.Errorf("%w: truncated content checksum", ErrFrame)
-	case pos < len(data):
-		return fmt.Errorf("%w: %d bytes after the end of the frame", ErrFrame, len(data)-pos)
+	if pos > len(data) {
+		return 0, 0, fmt.Errorf("%w: truncated content checksum", ErrFrame)
 	}
-	return nil
+	return pos, fcs, nil
 }
 
 // decodeData makes checks 10 to 13 and returns the raw bytes.
@@ -393,7 +417,7 @@ func decodeData(t *flwirev1.Tensor, lim Limits) ([]byte, error) {
 	return raw, nil
 }
 
-// decompress decodes one zstd frame (already checked by checkFrame) into a
+// decompress decodes the zstd frames (already checked by checkFrames) into a
 // buffer of exactly rawSize bytes.
 func decompress(frame []byte, rawSize uint64, lim Limits) ([]byte, error) {
 	dec, err := zstd.NewReader(nil,

@@ -620,9 +620,12 @@ type Capabilities struct {
 	// Largest message, in bytes, the client's transport accepts (0: unknown).
 	MaxMessageBytes uint64 `protobuf:"varint,3,opt,name=max_message_bytes,json=maxMessageBytes,proto3" json:"max_message_bytes,omitempty"`
 	// Free-form capability flags, e.g. "gpu" -> true.
-	Extra         map[string]*Value `protobuf:"bytes,4,rep,name=extra,proto3" json:"extra,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Extra map[string]*Value `protobuf:"bytes,4,rep,name=extra,proto3" json:"extra,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Lossy tensor encodings the client can decode (Tensor.lossy). A sender uses
+	// a lossy method only if the receiver lists it; empty means none.
+	SupportedLossy []Lossy `protobuf:"varint,5,rep,packed,name=supported_lossy,json=supportedLossy,proto3,enum=flwire.v1.Lossy" json:"supported_lossy,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -679,6 +682,13 @@ func (x *Capabilities) GetMaxMessageBytes() uint64 {
 func (x *Capabilities) GetExtra() map[string]*Value {
 	if x != nil {
 		return x.Extra
+	}
+	return nil
+}
+
+func (x *Capabilities) GetSupportedLossy() []Lossy {
+	if x != nil {
+		return x.SupportedLossy
 	}
 	return nil
 }
@@ -1206,12 +1216,13 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\x06config\x18\x04 \x03(\v2#.flwire.v1.GlobalUpdate.ConfigEntryR\x06config\x1aK\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01\"\xbd\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01\"\xf8\x02\n" +
 	"\fCapabilities\x12;\n" +
 	"\x10supported_codecs\x18\x01 \x03(\x0e2\x10.flwire.v1.CodecR\x0fsupportedCodecs\x12>\n" +
 	"\x11supported_filters\x18\x02 \x03(\x0e2\x11.flwire.v1.FilterR\x10supportedFilters\x12*\n" +
 	"\x11max_message_bytes\x18\x03 \x01(\x04R\x0fmaxMessageBytes\x128\n" +
-	"\x05extra\x18\x04 \x03(\v2\".flwire.v1.Capabilities.ExtraEntryR\x05extra\x1aJ\n" +
+	"\x05extra\x18\x04 \x03(\v2\".flwire.v1.Capabilities.ExtraEntryR\x05extra\x129\n" +
+	"\x0fsupported_lossy\x18\x05 \x03(\x0e2\x10.flwire.v1.LossyR\x0esupportedLossy\x1aJ\n" +
 	"\n" +
 	"ExtraEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
@@ -1325,7 +1336,8 @@ var file_flwire_v1_messages_proto_goTypes = []any{
 	(*TensorMap)(nil),             // 25: flwire.v1.TensorMap
 	(Codec)(0),                    // 26: flwire.v1.Codec
 	(Filter)(0),                   // 27: flwire.v1.Filter
-	(*Value)(nil),                 // 28: flwire.v1.Value
+	(Lossy)(0),                    // 28: flwire.v1.Lossy
+	(*Value)(nil),                 // 29: flwire.v1.Value
 }
 var file_flwire_v1_messages_proto_depIdxs = []int32{
 	24, // 0: flwire.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
@@ -1348,31 +1360,32 @@ var file_flwire_v1_messages_proto_depIdxs = []int32{
 	26, // 17: flwire.v1.Capabilities.supported_codecs:type_name -> flwire.v1.Codec
 	27, // 18: flwire.v1.Capabilities.supported_filters:type_name -> flwire.v1.Filter
 	17, // 19: flwire.v1.Capabilities.extra:type_name -> flwire.v1.Capabilities.ExtraEntry
-	18, // 20: flwire.v1.ModelInfo.extra:type_name -> flwire.v1.ModelInfo.ExtraEntry
-	6,  // 21: flwire.v1.ClientRegistration.capabilities:type_name -> flwire.v1.Capabilities
-	7,  // 22: flwire.v1.ClientRegistration.model_info:type_name -> flwire.v1.ModelInfo
-	19, // 23: flwire.v1.ClientRegistration.attributes:type_name -> flwire.v1.ClientRegistration.AttributesEntry
-	1,  // 24: flwire.v1.Heartbeat.status:type_name -> flwire.v1.ClientStatus
-	20, // 25: flwire.v1.Heartbeat.system_metrics:type_name -> flwire.v1.Heartbeat.SystemMetricsEntry
-	21, // 26: flwire.v1.TrainingStart.config:type_name -> flwire.v1.TrainingStart.ConfigEntry
-	25, // 27: flwire.v1.EvaluationRequest.weights:type_name -> flwire.v1.TensorMap
-	22, // 28: flwire.v1.EvaluationRequest.config:type_name -> flwire.v1.EvaluationRequest.ConfigEntry
-	23, // 29: flwire.v1.EvaluationResult.metrics:type_name -> flwire.v1.EvaluationResult.MetricsEntry
-	28, // 30: flwire.v1.Envelope.ExtensionsEntry.value:type_name -> flwire.v1.Value
-	28, // 31: flwire.v1.ClientUpdate.MetricsEntry.value:type_name -> flwire.v1.Value
-	28, // 32: flwire.v1.GlobalUpdate.ConfigEntry.value:type_name -> flwire.v1.Value
-	28, // 33: flwire.v1.Capabilities.ExtraEntry.value:type_name -> flwire.v1.Value
-	28, // 34: flwire.v1.ModelInfo.ExtraEntry.value:type_name -> flwire.v1.Value
-	28, // 35: flwire.v1.ClientRegistration.AttributesEntry.value:type_name -> flwire.v1.Value
-	28, // 36: flwire.v1.Heartbeat.SystemMetricsEntry.value:type_name -> flwire.v1.Value
-	28, // 37: flwire.v1.TrainingStart.ConfigEntry.value:type_name -> flwire.v1.Value
-	28, // 38: flwire.v1.EvaluationRequest.ConfigEntry.value:type_name -> flwire.v1.Value
-	28, // 39: flwire.v1.EvaluationResult.MetricsEntry.value:type_name -> flwire.v1.Value
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	28, // 20: flwire.v1.Capabilities.supported_lossy:type_name -> flwire.v1.Lossy
+	18, // 21: flwire.v1.ModelInfo.extra:type_name -> flwire.v1.ModelInfo.ExtraEntry
+	6,  // 22: flwire.v1.ClientRegistration.capabilities:type_name -> flwire.v1.Capabilities
+	7,  // 23: flwire.v1.ClientRegistration.model_info:type_name -> flwire.v1.ModelInfo
+	19, // 24: flwire.v1.ClientRegistration.attributes:type_name -> flwire.v1.ClientRegistration.AttributesEntry
+	1,  // 25: flwire.v1.Heartbeat.status:type_name -> flwire.v1.ClientStatus
+	20, // 26: flwire.v1.Heartbeat.system_metrics:type_name -> flwire.v1.Heartbeat.SystemMetricsEntry
+	21, // 27: flwire.v1.TrainingStart.config:type_name -> flwire.v1.TrainingStart.ConfigEntry
+	25, // 28: flwire.v1.EvaluationRequest.weights:type_name -> flwire.v1.TensorMap
+	22, // 29: flwire.v1.EvaluationRequest.config:type_name -> flwire.v1.EvaluationRequest.ConfigEntry
+	23, // 30: flwire.v1.EvaluationResult.metrics:type_name -> flwire.v1.EvaluationResult.MetricsEntry
+	29, // 31: flwire.v1.Envelope.ExtensionsEntry.value:type_name -> flwire.v1.Value
+	29, // 32: flwire.v1.ClientUpdate.MetricsEntry.value:type_name -> flwire.v1.Value
+	29, // 33: flwire.v1.GlobalUpdate.ConfigEntry.value:type_name -> flwire.v1.Value
+	29, // 34: flwire.v1.Capabilities.ExtraEntry.value:type_name -> flwire.v1.Value
+	29, // 35: flwire.v1.ModelInfo.ExtraEntry.value:type_name -> flwire.v1.Value
+	29, // 36: flwire.v1.ClientRegistration.AttributesEntry.value:type_name -> flwire.v1.Value
+	29, // 37: flwire.v1.Heartbeat.SystemMetricsEntry.value:type_name -> flwire.v1.Value
+	29, // 38: flwire.v1.TrainingStart.ConfigEntry.value:type_name -> flwire.v1.Value
+	29, // 39: flwire.v1.EvaluationRequest.ConfigEntry.value:type_name -> flwire.v1.Value
+	29, // 40: flwire.v1.EvaluationResult.MetricsEntry.value:type_name -> flwire.v1.Value
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_flwire_v1_messages_proto_init() }

@@ -163,8 +163,10 @@ type Codec int32
 const (
 	// No compression: `data` holds the filtered raw bytes as they are.
 	Codec_CODEC_UNSPECIFIED Codec = 0
-	// `data` is exactly one Zstandard frame (RFC 8878) whose header records the
-	// frame content size, which MUST equal `raw_size`.
+	// `data` is one or more Zstandard frames (RFC 8878), back to back, whose
+	// contents concatenated are the filtered bytes. Every frame header records
+	// its content size; the sizes add up to `raw_size`; every frame but the
+	// last holds at least 65536 bytes.
 	Codec_CODEC_ZSTD Codec = 1
 )
 
@@ -257,6 +259,147 @@ func (Filter) EnumDescriptor() ([]byte, []int) {
 	return file_flwire_v1_tensor_proto_rawDescGZIP(), []int{2}
 }
 
+// Lossy is an opt-in lossy encoding of a floating-point tensor. The exact
+// payload layouts, error bounds and reader checks are in docs/wire-format.md
+// section 9.1. A writer uses a method only with peers that announce it
+// (Capabilities.supported_lossy).
+type Lossy int32
+
+const (
+	// Lossless: the tensor's data is its raw bytes (the default).
+	Lossy_LOSSY_UNSPECIFIED Lossy = 0
+	// Each element cast to IEEE binary16, round-to-nearest-even. Relative error
+	// <= 2^-11 in float16's normal range, absolute <= 2^-25 below it; NaN and
+	// infinities preserved. Payload: n float16 values.
+	Lossy_LOSSY_CAST_FLOAT16 Lossy = 1
+	// Each element cast to bfloat16, round-to-nearest-even. Relative error
+	// <= 2^-8 (absolute <= 2^-134 in the subnormal range); NaN and infinities
+	// preserved. Payload: n bfloat16 values.
+	Lossy_LOSSY_CAST_BFLOAT16 Lossy = 2
+	// Blockwise symmetric int8 quantization: blocks of `block_size` elements,
+	// one float32 scale (max |x| / 127) per block. Error per element <= about
+	// half its block's scale. Payload: ceil(n / block_size) float32 scales,
+	// then n int8 values.
+	Lossy_LOSSY_BLOCK_INT8 Lossy = 3
+	// Top-k sparsification (for deltas): the k elements of largest magnitude,
+	// kept exactly; every other element decodes to 0. Payload: k values in the
+	// tensor's dtype, then k strictly ascending flat indices (uint32 when the
+	// element count is below 2^32, else uint64).
+	Lossy_LOSSY_TOP_K Lossy = 4
+)
+
+// Enum value maps for Lossy.
+var (
+	Lossy_name = map[int32]string{
+		0: "LOSSY_UNSPECIFIED",
+		1: "LOSSY_CAST_FLOAT16",
+		2: "LOSSY_CAST_BFLOAT16",
+		3: "LOSSY_BLOCK_INT8",
+		4: "LOSSY_TOP_K",
+	}
+	Lossy_value = map[string]int32{
+		"LOSSY_UNSPECIFIED":   0,
+		"LOSSY_CAST_FLOAT16":  1,
+		"LOSSY_CAST_BFLOAT16": 2,
+		"LOSSY_BLOCK_INT8":    3,
+		"LOSSY_TOP_K":         4,
+	}
+)
+
+func (x Lossy) Enum() *Lossy {
+	p := new(Lossy)
+	*p = x
+	return p
+}
+
+func (x Lossy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Lossy) Descriptor() protoreflect.EnumDescriptor {
+	return file_flwire_v1_tensor_proto_enumTypes[3].Descriptor()
+}
+
+func (Lossy) Type() protoreflect.EnumType {
+	return &file_flwire_v1_tensor_proto_enumTypes[3]
+}
+
+func (x Lossy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Lossy.Descriptor instead.
+func (Lossy) EnumDescriptor() ([]byte, []int) {
+	return file_flwire_v1_tensor_proto_rawDescGZIP(), []int{3}
+}
+
+// LossyEncoding says how a tensor's payload was made from the logical tensor
+// that `dtype` and `shape` describe.
+type LossyEncoding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The lossy method. LOSSY_UNSPECIFIED means the tensor is lossless.
+	Method Lossy `protobuf:"varint,1,opt,name=method,proto3,enum=flwire.v1.Lossy" json:"method,omitempty"`
+	// LOSSY_BLOCK_INT8 only: elements per block (>= 1); the last block may be
+	// shorter. Each block has one float32 scale. 0 for the other methods.
+	BlockSize uint32 `protobuf:"varint,2,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	// LOSSY_TOP_K only: number of kept elements (<= the element count). 0 for
+	// the other methods.
+	K             uint64 `protobuf:"varint,3,opt,name=k,proto3" json:"k,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LossyEncoding) Reset() {
+	*x = LossyEncoding{}
+	mi := &file_flwire_v1_tensor_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LossyEncoding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LossyEncoding) ProtoMessage() {}
+
+func (x *LossyEncoding) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_tensor_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LossyEncoding.ProtoReflect.Descriptor instead.
+func (*LossyEncoding) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_tensor_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LossyEncoding) GetMethod() Lossy {
+	if x != nil {
+		return x.Method
+	}
+	return Lossy_LOSSY_UNSPECIFIED
+}
+
+func (x *LossyEncoding) GetBlockSize() uint32 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *LossyEncoding) GetK() uint64 {
+	if x != nil {
+		return x.K
+	}
+	return 0
+}
+
 // Tensor is one named, dense, C-contiguous tensor.
 type Tensor struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -285,14 +428,22 @@ type Tensor struct {
 	// Readers ignore its content.
 	Padding []byte `protobuf:"bytes,8,opt,name=padding,proto3" json:"padding,omitempty"`
 	// The encoded bytes: raw bytes, then filter, then codec.
-	Data          []byte `protobuf:"bytes,9,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,9,opt,name=data,proto3" json:"data,omitempty"`
+	// Set when the tensor is lossy-encoded (opt-in, see the Lossy enum). Then
+	// `dtype` and `shape` describe the logical tensor the reader reconstructs,
+	// and the lossy payload takes the place of the raw bytes: `raw_size` is the
+	// payload's size, `crc32c` is over the payload, and filter and codec apply to
+	// the payload. A reader that does not know this field sees a `raw_size`
+	// that disagrees with `shape` and `dtype` and refuses the tensor: it fails
+	// loudly instead of misreading the payload, which is intended.
+	Lossy         *LossyEncoding `protobuf:"bytes,10,opt,name=lossy,proto3" json:"lossy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tensor) Reset() {
 	*x = Tensor{}
-	mi := &file_flwire_v1_tensor_proto_msgTypes[0]
+	mi := &file_flwire_v1_tensor_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +455,7 @@ func (x *Tensor) String() string {
 func (*Tensor) ProtoMessage() {}
 
 func (x *Tensor) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_tensor_proto_msgTypes[0]
+	mi := &file_flwire_v1_tensor_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +468,7 @@ func (x *Tensor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tensor.ProtoReflect.Descriptor instead.
 func (*Tensor) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_tensor_proto_rawDescGZIP(), []int{0}
+	return file_flwire_v1_tensor_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Tensor) GetName() string {
@@ -383,6 +534,13 @@ func (x *Tensor) GetData() []byte {
 	return nil
 }
 
+func (x *Tensor) GetLossy() *LossyEncoding {
+	if x != nil {
+		return x.Lossy
+	}
+	return nil
+}
+
 // TensorMap is an ordered collection of named tensors, such as a PyTorch
 // state_dict or a weight delta.
 type TensorMap struct {
@@ -398,7 +556,7 @@ type TensorMap struct {
 
 func (x *TensorMap) Reset() {
 	*x = TensorMap{}
-	mi := &file_flwire_v1_tensor_proto_msgTypes[1]
+	mi := &file_flwire_v1_tensor_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +568,7 @@ func (x *TensorMap) String() string {
 func (*TensorMap) ProtoMessage() {}
 
 func (x *TensorMap) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_tensor_proto_msgTypes[1]
+	mi := &file_flwire_v1_tensor_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +581,7 @@ func (x *TensorMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TensorMap.ProtoReflect.Descriptor instead.
 func (*TensorMap) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_tensor_proto_rawDescGZIP(), []int{1}
+	return file_flwire_v1_tensor_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TensorMap) GetTensors() []*Tensor {
@@ -444,7 +602,12 @@ var File_flwire_v1_tensor_proto protoreflect.FileDescriptor
 
 const file_flwire_v1_tensor_proto_rawDesc = "" +
 	"\n" +
-	"\x16flwire/v1/tensor.proto\x12\tflwire.v1\"\x8e\x02\n" +
+	"\x16flwire/v1/tensor.proto\x12\tflwire.v1\"f\n" +
+	"\rLossyEncoding\x12(\n" +
+	"\x06method\x18\x01 \x01(\x0e2\x10.flwire.v1.LossyR\x06method\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\x02 \x01(\rR\tblockSize\x12\f\n" +
+	"\x01k\x18\x03 \x01(\x04R\x01k\"\xbe\x02\n" +
 	"\x06Tensor\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
 	"\x05dtype\x18\x02 \x01(\x0e2\x10.flwire.v1.DtypeR\x05dtype\x12\x14\n" +
@@ -454,7 +617,9 @@ const file_flwire_v1_tensor_proto_rawDesc = "" +
 	"\braw_size\x18\x06 \x01(\x04R\arawSize\x12\x16\n" +
 	"\x06crc32c\x18\a \x01(\aR\x06crc32c\x12\x18\n" +
 	"\apadding\x18\b \x01(\fR\apadding\x12\x12\n" +
-	"\x04data\x18\t \x01(\fR\x04data\"\xb5\x01\n" +
+	"\x04data\x18\t \x01(\fR\x04data\x12.\n" +
+	"\x05lossy\x18\n" +
+	" \x01(\v2\x18.flwire.v1.LossyEncodingR\x05lossy\"\xb5\x01\n" +
 	"\tTensorMap\x12+\n" +
 	"\atensors\x18\x01 \x03(\v2\x11.flwire.v1.TensorR\atensors\x12>\n" +
 	"\bmetadata\x18\x02 \x03(\v2\".flwire.v1.TensorMap.MetadataEntryR\bmetadata\x1a;\n" +
@@ -493,7 +658,13 @@ const file_flwire_v1_tensor_proto_rawDesc = "" +
 	"CODEC_ZSTD\x10\x01*9\n" +
 	"\x06Filter\x12\x16\n" +
 	"\x12FILTER_UNSPECIFIED\x10\x00\x12\x17\n" +
-	"\x13FILTER_BYTE_SHUFFLE\x10\x01b\x06proto3"
+	"\x13FILTER_BYTE_SHUFFLE\x10\x01*v\n" +
+	"\x05Lossy\x12\x15\n" +
+	"\x11LOSSY_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12LOSSY_CAST_FLOAT16\x10\x01\x12\x17\n" +
+	"\x13LOSSY_CAST_BFLOAT16\x10\x02\x12\x14\n" +
+	"\x10LOSSY_BLOCK_INT8\x10\x03\x12\x0f\n" +
+	"\vLOSSY_TOP_K\x10\x04b\x06proto3"
 
 var (
 	file_flwire_v1_tensor_proto_rawDescOnce sync.Once
@@ -507,27 +678,31 @@ func file_flwire_v1_tensor_proto_rawDescGZIP() []byte {
 	return file_flwire_v1_tensor_proto_rawDescData
 }
 
-var file_flwire_v1_tensor_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flwire_v1_tensor_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_flwire_v1_tensor_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_flwire_v1_tensor_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_flwire_v1_tensor_proto_goTypes = []any{
-	(Dtype)(0),        // 0: flwire.v1.Dtype
-	(Codec)(0),        // 1: flwire.v1.Codec
-	(Filter)(0),       // 2: flwire.v1.Filter
-	(*Tensor)(nil),    // 3: flwire.v1.Tensor
-	(*TensorMap)(nil), // 4: flwire.v1.TensorMap
-	nil,               // 5: flwire.v1.TensorMap.MetadataEntry
+	(Dtype)(0),            // 0: flwire.v1.Dtype
+	(Codec)(0),            // 1: flwire.v1.Codec
+	(Filter)(0),           // 2: flwire.v1.Filter
+	(Lossy)(0),            // 3: flwire.v1.Lossy
+	(*LossyEncoding)(nil), // 4: flwire.v1.LossyEncoding
+	(*Tensor)(nil),        // 5: flwire.v1.Tensor
+	(*TensorMap)(nil),     // 6: flwire.v1.TensorMap
+	nil,                   // 7: flwire.v1.TensorMap.MetadataEntry
 }
 var file_flwire_v1_tensor_proto_depIdxs = []int32{
-	0, // 0: flwire.v1.Tensor.dtype:type_name -> flwire.v1.Dtype
-	1, // 1: flwire.v1.Tensor.codec:type_name -> flwire.v1.Codec
-	2, // 2: flwire.v1.Tensor.filter:type_name -> flwire.v1.Filter
-	3, // 3: flwire.v1.TensorMap.tensors:type_name -> flwire.v1.Tensor
-	5, // 4: flwire.v1.TensorMap.metadata:type_name -> flwire.v1.TensorMap.MetadataEntry
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3, // 0: flwire.v1.LossyEncoding.method:type_name -> flwire.v1.Lossy
+	0, // 1: flwire.v1.Tensor.dtype:type_name -> flwire.v1.Dtype
+	1, // 2: flwire.v1.Tensor.codec:type_name -> flwire.v1.Codec
+	2, // 3: flwire.v1.Tensor.filter:type_name -> flwire.v1.Filter
+	4, // 4: flwire.v1.Tensor.lossy:type_name -> flwire.v1.LossyEncoding
+	5, // 5: flwire.v1.TensorMap.tensors:type_name -> flwire.v1.Tensor
+	7, // 6: flwire.v1.TensorMap.metadata:type_name -> flwire.v1.TensorMap.MetadataEntry
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_flwire_v1_tensor_proto_init() }
@@ -540,8 +715,8 @@ func file_flwire_v1_tensor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flwire_v1_tensor_proto_rawDesc), len(file_flwire_v1_tensor_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   3,
+			NumEnums:      4,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
