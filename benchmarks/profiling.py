@@ -50,13 +50,14 @@ def profile_flwire(sd: StateDict, name: str) -> str:
 
     def unshuffle_all(shuffled: list[np.ndarray], outs: list[np.ndarray]) -> None:
         for s, o in zip(shuffled, outs, strict=True):
-            z.unshuffle_into(s, o, itemsize)
+            z.unshuffle_slice_into(s, o, itemsize, 0)
 
     lines.append("stages, serial on one thread, all tensors (MB/s of raw bytes):")
     stage("crc32c of raw bytes", lambda: [z.crc32c(s) for s in srcs])
     frames = stage("zstd level 1 compress", lambda: [z.zstd_compress(s, 1) for s in srcs])
     shuffled = stage(
-        "byte shuffle (numpy transpose copy)", lambda: [z.shuffle(s, itemsize) for s in srcs]
+        "byte shuffle (numpy strided copy)",
+        lambda: [z.shuffled_slice(s, itemsize, 0, s.nbytes) for s in srcs],
     )
     stage(
         "zstd level 1 compress of shuffled bytes", lambda: [z.zstd_compress(s, 1) for s in shuffled]
@@ -76,7 +77,7 @@ def profile_flwire(sd: StateDict, name: str) -> str:
         "ZstdDecompressor.decompress (one-shot, bytes)",
         lambda: [dctx.decompress(f) for f in frames],
     )
-    stage("unshuffle_into (strided numpy copy)", lambda: unshuffle_all(shuffled, outs))
+    stage("unshuffle_slice_into (strided numpy copy)", lambda: unshuffle_all(shuffled, outs))
     frames = shuffled = outs = []
     gc.collect()
 

@@ -1,7 +1,9 @@
-"""The printed report: per-model tables, and the project's targets, MET or MISSED."""
+"""The printed report: per-model tables (ratios to the old path and to safetensors, spread
+of the throughputs, bit-exactness or lossy error), and the project's targets, MET or MISSED."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,65 +52,93 @@ def table(headers: list[list[str]], rows: list[list[str]], left: int = 1) -> str
     return "\n".join([*(line(h) for h in headers), rule, *(line(r) for r in rows)])
 
 
+def ratio_cell(value: float | None, ref: float | None, fmt: str, suffix: str = "") -> str:
+    """value / ref formatted, or '-' when either is missing."""
+    return format(value / ref, fmt) + suffix if value and ref else "-"
+
+
+def size_cell(size: int) -> str:
+    return f"{size / MB:.2f}" if size < 100 * MB else f"{size / MB:.1f}"
+
+
+def check_cell(r: Result) -> str:
+    """Lossless: bit-exact yes/NO. Lossy: largest error as a multiple of its bound."""
+    c = r.check
+    if c is None:
+        return "-"
+    if not r.lossy or c.error_ratio is None:
+        return "yes" if c.ok else "NO (note)"
+    return f"{c.error_ratio:.2f}x bound, " + ("ok" if c.ok else "OVER")
+
+
+def usable(r: Result | None) -> Result | None:
+    return r if r is not None and r.ran and r.size else None
+
+
+def size_row(r: Result, old: Result | None, st: Result | None) -> list[str]:
+    assert r.size is not None
+    return [
+        r.label,
+        size_cell(r.size),
+        f"{r.size / r.raw_bytes:.3f}",
+        ratio_cell(r.size, old and old.size, ".3f"),
+        ratio_cell(r.size, st and st.size, ".3f"),
+        fmt_rate(*r.mbps(r.encode_s)),
+        fmt_rate(*r.mbps(r.decode_s)),
+        f"{len(r.encode_s)}/{len(r.decode_s)}" + ("*" if r.single_run else ""),
+    ]
+
+
+def time_row(r: Result, old: Result | None, st: Result | None) -> list[str]:
+    return [
+        r.label,
+        fmt_time(r.round_trip),
+        ratio_cell(old and old.round_trip, r.round_trip, ".1f", "x"),
+        ratio_cell(r.round_trip, st and st.round_trip, ".2f"),
+        check_cell(r),
+        f"{r.zero_copy}/{r.tensors}",
+        fmt_mem(r.peak_encode, r.raw_bytes),
+        fmt_mem(r.peak_decode, r.raw_bytes),
+    ]
+
+
+def notes(r: Result) -> list[str]:
+    if r.skipped:
+        return [f"{r.label}: not applicable: {r.skipped}"]
+    if r.failed:
+        return [f"{r.label}: FAILED: {r.failed}"]
+    out = []
+    if r.check is not None and (r.lossy or not r.check.ok) and r.check.detail:
+        out.append(f"{r.label}: {r.check.detail}")
+    if r.single_run:
+        out.append(
+            f"{r.label}: * timed once, no warm-up: a single call takes too long to repeat "
+            "(see 'timing' above); no spread"
+        )
+    return out
+
+
+SIZE_HEADERS = [
+    ["", "size", "size /", "size /", "size /", "encode MB/s", "decode MB/s", "runs"],
+    ["path", "MB", "raw", "old", "safetens.", "median [min-max]", "median [min-max]", "enc/dec"],
+]
+TIME_HEADERS = [
+    ["", "round", "speedup", "RT /", "bit-exact, or", "zero-", "peak extra RSS", "peak extra"],
+    ["path", "trip", "vs old", "safetens.", "lossy error", "copy", "encode MB (x raw)", "decode"],
+]
+
+
 def model_tables(results: dict[str, Result]) -> str:
-    old = results.get("old_path")
-    st = results.get("safetensors")
-    old_ok = old is not None and old.skipped is None
-    st_ok = st is not None and st.skipped is None
-    rows1, rows2, notes = [], [], []
-    for r in results.values():
-        if r.skipped:
-            rows1.append([r.label, "n/a", "", "", "", "", ""])
-            rows2.append([r.label, "n/a", "", "", "", "", "", ""])
-            notes.append(f"{r.label}: skipped, {r.skipped}")
-            continue
-        assert r.size is not None
-        reps = f"{len(r.encode_s)}/{len(r.decode_s)}" + ("*" if r.single_run else "")
-        rows1.append(
-            [
-                r.label,
-                f"{r.size / MB:.2f}" if r.size < 100 * MB else f"{r.size / MB:.1f}",
-                f"{r.size / r.raw_bytes:.3f}",
-                f"{r.size / old.size:.3f}" if old_ok and old.size else "-",
-                fmt_rate(*r.mbps(r.encode_s)),
-                fmt_rate(*r.mbps(r.decode_s)),
-                reps,
-            ]
-        )
-        rows2.append(
-            [
-                r.label,
-                fmt_time(r.round_trip),
-                f"{old.round_trip / r.round_trip:.1f}x" if old_ok else "-",
-                f"{r.round_trip / st.round_trip:.2f}" if st_ok else "-",
-                "yes" if r.exact else f"NO ({r.exact_detail})",
-                f"{r.zero_copy}/{r.tensors}",
-                fmt_mem(r.peak_encode, r.raw_bytes),
-                fmt_mem(r.peak_decode, r.raw_bytes),
-            ]
-        )
-        if r.single_run:
-            notes.append(
-                f"{r.label}: * timed once, no warm-up: a single call takes too long to repeat "
-                "(see 'timing' above); no spread"
-            )
-    t1 = table(
-        [
-            ["", "size", "size /", "size /", "encode MB/s", "decode MB/s", "runs"],
-            ["path", "MB", "raw", "old", "median [min-max]", "median [min-max]", "enc/dec"],
-        ],
-        rows1,
-    )
-    t2 = table(
-        [
-            ["", "round", "speedup", "RT /", "bit-", "zero-", "peak extra RSS", "peak extra RSS"],
-            ["path", "trip", "vs old", "safetens.", "exact", "copy", "encode MB (x raw)", "decode"],
-        ],
-        rows2,
-    )
+    """Sizes and throughputs, then round trips, checks and memory; ratios are to the old
+    path and to safetensors (when they ran on this model)."""
+    old, st = usable(results.get("old_path")), usable(results.get("safetensors"))
+    run = [r for r in results.values() if r.ran]
+    t1 = table(SIZE_HEADERS, [size_row(r, old, st) for r in run])
+    t2 = table(TIME_HEADERS, [time_row(r, old, st) for r in run])
     text = t1 + "\n\n" + t2
-    if notes:
-        text += "\n" + "\n".join("  note: " + n for n in notes)
+    lines = [n for r in results.values() for n in notes(r)]
+    if lines:
+        text += "\n" + "\n".join("  note: " + n for n in lines)
     return text
 
 
@@ -124,120 +154,164 @@ class Target:
     met: bool | None  # None: could not be evaluated (path or model not run)
 
 
-def evaluate_targets(all_results: dict[str, dict[str, Result]], big: str) -> list[Target]:
-    out: list[Target] = []
+SPEEDUP_VS_OLD = 25.0
+BYTES_VS_OLD = {"float32": 0.76, "bfloat16": 0.75}
+SHUFFLE_VS_RAW = {"float32": 0.85, "bfloat16": 0.70}
+SHUFFLE_DECODE_MBPS = 400.0
+PEAK_ENCODE_VS_RAW = 1.2
+SPARSE_DELTA = "delta_sparse"
+SPARSE_VS_RAW = 0.15
 
-    def get(model: str, path: str) -> Result | None:
-        r = all_results.get(model, {}).get(path)
-        return r if r is not None and r.skipped is None else None
+Get = Callable[[str, str], "Result | None"]
 
-    def is_bf16(model: str) -> bool:
-        return model.endswith("_bf16")
 
-    for model in all_results:
-        zs, old = get(model, "flwire_zstd"), get(model, "old_path")
-        if zs and old and zs.size and old.size:
-            sp = old.round_trip / zs.round_trip
-            out.append(
-                Target(
-                    "zstd round trip vs old",
-                    model,
-                    f"{sp:.1f}x ({fmt_time(zs.round_trip)} vs {fmt_time(old.round_trip)}); "
-                    f"fastest samples {old.round_trip_best / zs.round_trip_best:.1f}x",
-                    ">= 20x",
-                    sp >= 20,
-                )
+def zstd_vs_old(get: Get, model: str, dtype: str) -> list[Target]:
+    """Default lossless mode: round trip >= 25x faster than the old path, and (float32 /
+    bfloat16 models) <= 0.76x / 0.75x its bytes."""
+    zs, old = usable(get(model, "flwire_zstd")), usable(get(model, "old_path"))
+    if not (zs and old and zs.size and old.size):
+        return []
+    sp = old.round_trip / zs.round_trip
+    out = [
+        Target(
+            "zstd round trip vs old",
+            model,
+            f"{sp:.1f}x ({fmt_time(zs.round_trip)} vs {fmt_time(old.round_trip)}); "
+            f"fastest samples {old.round_trip_best / zs.round_trip_best:.1f}x",
+            f">= {SPEEDUP_VS_OLD:g}x",
+            sp >= SPEEDUP_VS_OLD,
+        )
+    ]
+    limit = BYTES_VS_OLD.get(dtype)
+    if limit is not None:
+        ratio = zs.size / old.size
+        out.append(
+            Target(
+                "zstd bytes vs old",
+                model,
+                f"{ratio:.3f}x ({zs.size / MB:.2f} vs {old.size / MB:.2f} MB)",
+                f"<= {limit:.2f}x",
+                ratio <= limit,
             )
-            ratio = zs.size / old.size
-            limit = 0.75 if is_bf16(model) else 0.76
-            out.append(
-                Target(
-                    "zstd bytes vs old",
-                    model,
-                    f"{ratio:.3f}x ({zs.size / MB:.2f} vs {old.size / MB:.2f} MB)",
-                    f"<= {limit:.2f}x",
-                    ratio <= limit,
-                )
-            )
-    for model in all_results:
-        no = get(model, "flwire_none")
-        if no:
-            out.append(
-                Target(
-                    "none decode zero-copy",
-                    model,
-                    f"{no.zero_copy}/{no.tensors} tensors are views on the input",
-                    "all",
-                    no.zero_copy == no.tensors and no.exact is True,
-                )
-            )
-    for model in (big, big + "_bf16"):
-        no, st = get(model, "flwire_none"), get(model, "safetensors")
-        if no and st:
-            out.append(
-                Target(
-                    "none round trip vs safetensors",
-                    model,
-                    f"{no.round_trip / st.round_trip:.2f}x "
-                    f"({fmt_time(no.round_trip)} vs {fmt_time(st.round_trip)}); "
-                    f"fastest samples {no.round_trip_best / st.round_trip_best:.2f}x",
-                    "<= 1.00x",
-                    no.round_trip <= st.round_trip,
-                )
-            )
-    for model in all_results:
-        sh = get(model, "flwire_shuffle")
-        if sh and sh.size:
-            limit = 0.70 if is_bf16(model) else 0.85
-            ratio = sh.size / sh.raw_bytes
-            dec = sh.mbps(sh.decode_s)[0]
-            out.append(
-                Target(
-                    "shuffle size vs raw",
-                    model,
-                    f"{ratio:.3f}x raw",
-                    f"<= {limit:.2f}x",
-                    ratio <= limit,
-                )
-            )
-            out.append(
-                Target(
-                    "shuffle decode throughput",
-                    model,
-                    f"{dec:.0f} MB/s; fastest sample {sh.mbps(sh.decode_s)[2]:.0f} MB/s",
-                    ">= 400 MB/s",
-                    dec >= 400,
-                )
-            )
-    for model in (big, big + "_bf16"):
-        for path in ("flwire_zstd", "flwire_shuffle", "flwire_none"):
-            r = get(model, path)
-            if r and r.peak_encode is not None:
-                x = r.peak_encode / r.raw_bytes
-                out.append(
-                    Target(
-                        f"peak encode memory ({path.removeprefix('flwire_')})",
-                        model,
-                        f"{r.peak_encode / MB:.0f} MB = {x:.2f}x raw "
-                        f"(output itself {r.size / MB:.0f} MB)"
-                        if r.size
-                        else f"{x:.2f}x raw",
-                        "<= 1.20x raw",
-                        x <= 1.2,
-                    )
-                )
+        )
     return out
 
 
-def targets_block(targets: list[Target]) -> str:
-    rows = [
-        [
-            "MET" if t.met else ("MISSED" if t.met is False else "n/a"),
-            t.what,
-            t.model,
-            t.goal,
-            t.value,
-        ]
-        for t in targets
+def none_zero_copy(get: Get, model: str) -> list[Target]:
+    no = usable(get(model, "flwire_none"))
+    if not no:
+        return []
+    exact = no.check is not None and no.check.ok
+    return [
+        Target(
+            "none decode zero-copy",
+            model,
+            f"{no.zero_copy}/{no.tensors} tensors are views on the input"
+            + ("" if exact else ", NOT bit-exact"),
+            "all",
+            no.zero_copy == no.tensors and exact,
+        )
     ]
+
+
+def none_vs_safetensors(get: Get, model: str) -> list[Target]:
+    no, st = usable(get(model, "flwire_none")), usable(get(model, "safetensors"))
+    if not (no and st):
+        return []
+    return [
+        Target(
+            "none round trip vs safetensors",
+            model,
+            f"{no.round_trip / st.round_trip:.2f}x "
+            f"({fmt_time(no.round_trip)} vs {fmt_time(st.round_trip)}); "
+            f"fastest samples {no.round_trip_best / st.round_trip_best:.2f}x",
+            "<= 1.00x",
+            no.round_trip <= st.round_trip,
+        )
+    ]
+
+
+def size_vs_raw(r: Result, model: str, limit: float) -> Target:
+    assert r.size is not None
+    ratio = r.size / r.raw_bytes
+    what = r.label.removeprefix("flwire ")
+    return Target(
+        f"{what} size vs raw", model, f"{ratio:.4f}x raw", f"<= {limit:.2f}x", ratio <= limit
+    )
+
+
+def shuffle_targets(get: Get, model: str, dtype: str) -> list[Target]:
+    """zstd+shuffle: <= 0.85x (float32) / 0.70x (bfloat16) raw at >= 400 MB/s decode."""
+    sh, limit = usable(get(model, "flwire_shuffle")), SHUFFLE_VS_RAW.get(dtype)
+    if not (sh and limit):
+        return []
+    dec, _, fastest = sh.mbps(sh.decode_s)
+    return [
+        size_vs_raw(sh, model, limit),
+        Target(
+            "shuffle decode throughput",
+            model,
+            f"{dec:.0f} MB/s; fastest sample {fastest:.0f} MB/s",
+            f">= {SHUFFLE_DECODE_MBPS:g} MB/s",
+            dec >= SHUFFLE_DECODE_MBPS,
+        ),
+    ]
+
+
+def sparse_delta(get: Get, model: str) -> list[Target]:
+    """A 90 %-zeros delta at <= 0.15x raw, for the default and the shuffle mode each."""
+    if model != SPARSE_DELTA:
+        return []
+    found = [usable(get(model, p)) for p in ("flwire_zstd", "flwire_shuffle")]
+    return [size_vs_raw(r, model, SPARSE_VS_RAW) for r in found if r]
+
+
+def peak_encode_memory(get: Get, model: str) -> list[Target]:
+    """Peak extra RSS of an encode (output included) <= 1.2x the raw tensor bytes."""
+    out = []
+    for path in ("flwire_zstd", "flwire_shuffle", "flwire_none"):
+        r = usable(get(model, path))
+        if r and r.size and r.peak_encode is not None:
+            x = r.peak_encode / r.raw_bytes
+            out.append(
+                Target(
+                    f"peak encode memory ({path.removeprefix('flwire_')})",
+                    model,
+                    f"{r.peak_encode / MB:.0f} MB = {x:.2f}x raw (output itself "
+                    f"{r.size / MB:.0f} MB)",
+                    f"<= {PEAK_ENCODE_VS_RAW:.2f}x raw",
+                    x <= PEAK_ENCODE_VS_RAW,
+                )
+            )
+    return out
+
+
+def evaluate_targets(
+    all_results: dict[str, dict[str, Result]], big: str, dtypes: dict[str, str]
+) -> list[Target]:
+    """Every target on every model it applies to. ``big`` names the 100M model (its
+    bfloat16 cast is ``big + '_bf16'``); ``dtypes`` gives each model's one dtype, or
+    'mixed'."""
+
+    def get(model: str, path: str) -> Result | None:
+        return all_results.get(model, {}).get(path)
+
+    models = list(all_results)
+    bigs = [m for m in (big, big + "_bf16") if m in all_results]
+    return [
+        *(t for m in models for t in zstd_vs_old(get, m, dtypes.get(m, "mixed"))),
+        *(t for m in models for t in none_zero_copy(get, m)),
+        *(t for m in bigs for t in none_vs_safetensors(get, m)),
+        *(t for m in models for t in shuffle_targets(get, m, dtypes.get(m, "mixed"))),
+        *(t for m in models for t in sparse_delta(get, m)),
+        *(t for m in bigs for t in peak_encode_memory(get, m)),
+    ]
+
+
+def status(t: Target) -> str:
+    return "MET" if t.met else ("MISSED" if t.met is False else "n/a")
+
+
+def targets_block(targets: list[Target]) -> str:
+    rows = [[status(t), t.what, t.model, t.goal, t.value] for t in targets]
     return table([["status", "target", "model", "goal", "measured"]], rows, left=5)
