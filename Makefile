@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.flwire-installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+BENCH_E2E ?= 1
+E2E_ARGS ?=
 
 .PHONY: install gen gen-check lint test test-fast bench demo kafka-up kafka-down clean
 
@@ -53,8 +55,14 @@ kafka-up: install
 kafka-down:
 	bash kafka/broker.sh down
 
+# bench.py (serialization, ~3 min), then the end-to-end run over a private Kafka broker
+# (benchmarks/e2e_kafka.py, ~2-3 min; BENCH_E2E=0 skips it; --quick in BENCH_ARGS reaches it,
+# E2E_ARGS adds its own options, e.g. E2E_ARGS="--json bench-results/e2e.json").
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	@if [ "$(BENCH_E2E)" != "0" ]; then \
+		$(BIN)/python benchmarks/e2e_kafka.py $(filter --quick,$(BENCH_ARGS)) $(E2E_ARGS); \
+	fi
 
 demo: install
 	$(BIN)/flwire demo

@@ -15,6 +15,11 @@
 #                                 (C1 JIT only: half the start time on 2 busy cores; set '' for C2)
 #   FLWIRE_PYTHON                 python used for the readiness probe when it has confluent_kafka
 #                                 default <repo>/.venv/bin/python (else a small Java probe is used)
+#   FLWIRE_KAFKA_MESSAGE_MAX_BYTES  raise the broker's record limit (message.max.bytes, and with it
+#                                 replica.fetch.max.bytes and socket.request.max.bytes) to this many
+#                                 bytes; default unset = the broker default (1048588). Only for
+#                                 benchmarks/e2e_kafka.py's private broker, so that the old path's
+#                                 single big JSON records can run at all; raise FLWIRE_KAFKA_HEAP too.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +31,7 @@ CPORT="${FLWIRE_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 HEAP="${FLWIRE_KAFKA_HEAP:-768m}"
 START_TIMEOUT="${FLWIRE_KAFKA_START_TIMEOUT:-60}"
 PYTHON="${FLWIRE_PYTHON:-$REPO/.venv/bin/python}"
+MESSAGE_MAX_BYTES="${FLWIRE_KAFKA_MESSAGE_MAX_BYTES:-}"
 HOST=127.0.0.1
 
 LIB="$CACHE/lib"
@@ -148,6 +154,19 @@ broker.heartbeat.interval.ms=500
 broker.session.timeout.ms=3000
 # message.max.bytes is deliberately left at the broker default (1048588): flwire must work through it.
 EOF
+    if [[ -n "$MESSAGE_MAX_BYTES" ]]; then
+        [[ "$MESSAGE_MAX_BYTES" =~ ^[0-9]+$ ]] \
+            || die "FLWIRE_KAFKA_MESSAGE_MAX_BYTES must be a number of bytes, got '$MESSAGE_MAX_BYTES'"
+        # A request carries the record plus framing; the broker's cap on one request is an int.
+        local request_max=$((MESSAGE_MAX_BYTES + 1048576))
+        ((request_max <= 2147483647)) || request_max=2147483647
+        cat >>"$CONF/server.properties" <<EOF
+# FLWIRE_KAFKA_MESSAGE_MAX_BYTES is set: the record limit is raised (benchmark of the old one-record path).
+message.max.bytes=$MESSAGE_MAX_BYTES
+replica.fetch.max.bytes=$MESSAGE_MAX_BYTES
+socket.request.max.bytes=$request_max
+EOF
+    fi
 }
 
 # One readiness probe: a real metadata request. confluent-kafka if the venv has it, else Java.
@@ -300,7 +319,7 @@ cmd_reset() {
 }
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit 2
 }
 

@@ -1,0 +1,179 @@
+"""The flwire server side of the end-to-end benchmark: the SDK itself (Channel over
+KafkaTransport with its defaults, message builders, decode_message). Scenario A: registrations,
+then per round one global update out and N client updates in; scenario B: one big update in,
+sent in 1 MB parts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from e2e_phase import ServerPhase
+from e2e_processes import ClientProcesses
+from e2e_results import RoundLog, big_result
+from e2e_settings import BenchError
+from e2e_wire import BIG_ROUND, StateDict, flwire_transport
+
+from flwire.communication.channel import Channel, Delivery
+from flwire.communication.headers import message_headers
+from flwire.communication.transport import TopicLayout
+from flwire.serialization import messages as m
+
+
+class Inbox:
+    """The server's deliveries (updates and control topics), taken in by a background task
+    so that a wait can check on the clients every second."""
+
+    def __init__(self, channel: Channel, layout: TopicLayout, wait_s: float, phase: str) -> None:
+        self._queue: asyncio.Queue[Delivery | BaseException] = asyncio.Queue()
+        self._channel = channel
+        self._layout = layout
+        self._wait_s = wait_s
+        self._phase = phase
+        self._task: asyncio.Task[None] | None = None
+
+    async def _pump(self) -> None:
+        layout = self._layout
+        try:
+            async for delivery in self._channel.receive(
+                [layout.updates, layout.control], layout.server_group()
+            ):
+                await self._queue.put(delivery)
+        except Exception as exc:
+            await self._queue.put(exc)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._pump())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def next(self, what: str, clients: ClientProcesses) -> Delivery:
+        since = time.monotonic()
+        while True:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), 1.0)
+            except asyncio.TimeoutError:
+                clients.still_waiting(self._phase, what, since, self._wait_s)
+                continue
+            if isinstance(item, BaseException):
+                raise BenchError(
+                    f"{self._phase}: the server's receive loop failed: {item}"
+                ) from item
+            return item
+
+
+class FlwireServer:
+    """One flwire phase of the plan, server side, over an open Channel."""
+
+    def __init__(self, ph: ServerPhase, channel: Channel) -> None:
+        self.ph = ph
+        self.channel = channel
+        self.inbox = Inbox(channel, ph.layout, ph.st.wait_s, ph.name)
+
+    async def _next(self, what: str) -> Delivery:
+        return await self.inbox.next(what, self.ph.clients)
+
+    async def register(self) -> float:
+        """Wait until every client has registered; the seconds that took."""
+        t0 = time.monotonic()
+        registered: set[str] = set()
+        while len(registered) < len(self.ph.clients.ids):
+            delivery = await self._next("client registrations")
+            msg = m.decode_message(delivery.payload)
+            if msg.type == "client_registration":
+                registered.add(msg.body.client_id)
+            await delivery.done()
+        return time.monotonic() - t0
+
+    async def round(self, r: int, base: StateDict) -> dict[str, Any]:
+        """Scenario A: broadcast the global weights, take in every client's update."""
+        stats = self.channel.stats
+        before = dict(stats)
+        rec = RoundLog(self.ph.name, r, warmup=r < self.ph.st.warmup)
+        t0 = time.perf_counter()
+        glob = m.global_update(r, base, {"learning_rate": 0.01})
+        blob = glob.to_bytes()
+        encode_s = time.perf_counter() - t0
+        await self.channel.send(
+            self.ph.layout.broadcast,
+            blob,
+            key=glob.sender_id.encode(),
+            headers=message_headers(glob),
+            transfer_id=glob.message_id,
+        )
+        rec.broadcast_done(encode_s, len(blob))
+        rec.broadcast_records = stats["sent_parts"] - before["sent_parts"] or 1
+        rec.broadcast_bytes = stats["bytes_sent"] - before["bytes_sent"]
+        while len(rec.updates) < len(self.ph.clients.ids):
+            delivery = await self._next(f"client updates of round {r}")
+            rec.arrived()
+            t0 = time.perf_counter()
+            msg = m.decode_message(delivery.payload)
+            if msg.type == "client_update" and msg.body.round_id == r:
+                tensors = msg.tensors()
+                rec.decoded(msg.body.client_id, tensors, time.perf_counter() - t0)
+            await delivery.done()
+        rec.updates_bytes_received = stats["bytes_received"] - before["bytes_received"]
+        return rec.finish(self.ph.expected)
+
+    async def big(self) -> dict[str, Any]:
+        """Scenario B: ask the first client for the big model; time it until decoded."""
+        before = dict(self.channel.stats)
+        start_msg = m.training_start(
+            BIG_ROUND, {"big_model": self.ph.st.big}, client_ids=[self.ph.clients.ids[0]]
+        )
+        await self.channel.send_message(self.ph.layout.broadcast, start_msg)
+        while True:
+            delivery = await self._next("the big model")
+            t0 = time.perf_counter()
+            msg = m.decode_message(delivery.payload)
+            if msg.type == "client_update" and msg.body.round_id == BIG_ROUND:
+                break
+            await delivery.done()
+        tensors = msg.tensors()
+        decode_s = time.perf_counter() - t0
+        received = dict(self.channel.stats)
+        result = big_result(
+            self.ph.name,
+            msg.body.metrics["t_start"].double_value,
+            decode_s,
+            records=received["received_parts"] - before["received_parts"] or 1,
+            nbytes=received["bytes_received"] - before["bytes_received"],
+            tensors=tensors,
+            expected=self.ph.expected,
+        )
+        await delivery.done()
+        return result
+
+    async def run(self, base: StateDict) -> dict[str, Any]:
+        """Registrations, warm-up and timed rounds, the big model if planned, shutdown."""
+        out: dict[str, Any] = {"rounds": [], "big": None}
+        self.inbox.start()
+        try:
+            out["clients_ready_s"] = await self.register()
+            for r in range(self.ph.st.warmup + self.ph.st.rounds):
+                out["rounds"].append(await self.round(r, base))
+            if self.ph.with_big:
+                out["big"] = await self.big()
+            await self.channel.send_message(self.ph.layout.broadcast, m.shutdown("benchmark done"))
+        finally:
+            await self.inbox.stop()
+        return out
+
+
+async def flwire_server(ph: ServerPhase, bootstrap: str, base: StateDict) -> dict[str, Any]:
+    """Run one flwire phase of the plan against the clients; the server's measurements."""
+    transport = flwire_transport(bootstrap, ph.st.flwire_options)
+    await transport.start()
+    try:
+        await transport.ensure_topics(ph.layout.all)
+        return await FlwireServer(ph, Channel(transport)).run(base)
+    finally:
+        await transport.stop()
