@@ -1,19 +1,18 @@
 """Byte transforms of the tensor codec: CRC-32C, byte shuffle and Zstandard.
 
 A tensor's filtered bytes are cut into zstd frames of FRAME_BYTES, and the
-shuffle works on any slice of its output, so that :func:`iter_in_order` and
+shuffle works on any slice of its output, so that :func:`consume_in_order` and
 :func:`run_parallel` can spread even one large tensor over threads (zstd,
 crc32c and numpy copies release the GIL).
 """
 
 from __future__ import annotations
 
-import itertools
+import concurrent.futures
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -266,29 +265,93 @@ def default_threads() -> int:
     return _CORES or 1
 
 
-def iter_in_order(fn: Callable[[int], T], sizes: Sequence[int], threads: int | None) -> Iterator[T]:
-    """``fn(i)`` for each index, yielded in index order, computed on threads when
-    the work is big enough. At most two tasks per thread run ahead of the one
-    being consumed, so finished results do not pile up in memory."""
+def consume_in_order(
+    fn: Callable[[int], T], consume: Callable[[T], None], sizes: Sequence[int], threads: int | None
+) -> None:
+    """``consume(fn(i))`` for each index in index order, with the ``fn`` calls on
+    threads when the work is big enough.
+
+    Each result is consumed on whichever thread made the next one ready, one at
+    a time, so that consuming (e.g. copying a frame into the output, which holds
+    the GIL) overlaps with the other threads' ``fn`` calls (which release it).
+    At most four results per thread are made ahead of the one consumed, so
+    finished results do not pile up in memory. Raises the first exception of
+    ``fn`` or ``consume``.
+    """
     threads = default_threads() if threads is None else threads
     if threads <= 1 or len(sizes) < 2 or sum(sizes) < PARALLEL_MIN_BYTES:
         for i in range(len(sizes)):
-            yield fn(i)
+            consume(fn(i))
         return
-    pool = _executor(threads)
-    ahead: deque[Future[T]] = deque()
-    upcoming = iter(range(len(sizes)))
-    try:
-        for i in itertools.islice(upcoming, 2 * threads):
-            ahead.append(pool.submit(fn, i))
-        while ahead:
-            result = ahead.popleft().result()
-            for i in itertools.islice(upcoming, 1):
-                ahead.append(pool.submit(fn, i))
-            yield result
-    finally:
-        for future in ahead:
-            future.cancel()
+    _InOrder(fn, consume, len(sizes), 4 * threads).run(_executor(threads))
+
+
+class _InOrder:
+    """The state of one :func:`consume_in_order` run."""
+
+    def __init__(
+        self, fn: Callable[[int], T], consume: Callable[[T], None], count: int, ahead: int
+    ) -> None:
+        self.fn, self.consume, self.count = fn, consume, count
+        self.cond = threading.Condition()
+        self.ready: dict[int, Any] = {}
+        self.next = 0  # index of the next result to consume
+        self.consuming = False  # a thread is consuming: others only deposit
+        self.error: BaseException | None = None
+        self.window = threading.Semaphore(ahead)
+
+    def run(self, pool: ThreadPoolExecutor) -> None:
+        futures = []
+        for i in range(self.count):
+            self.window.acquire()
+            if self.error is not None:
+                break
+            futures.append(pool.submit(self._task, i))
+        with self.cond:
+            while self.next < self.count and self.error is None:
+                self.cond.wait()
+        concurrent.futures.wait(futures)  # nothing runs on after an error
+        if self.error is not None:
+            raise self.error
+
+    def _fail(self, exc: BaseException) -> None:
+        with self.cond:
+            if self.error is None:
+                self.error = exc
+            self.cond.notify_all()
+        self.window.release()  # the submitting thread may wait for a slot
+
+    def _task(self, i: int) -> None:
+        if self.error is not None:
+            return
+        try:
+            result = self.fn(i)
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        with self.cond:
+            self.ready[i] = result
+            if self.consuming:
+                return
+            self.consuming = True
+        while True:
+            with self.cond:
+                if self.error is not None or self.next not in self.ready:
+                    self.consuming = False
+                    return
+                item = self.ready.pop(self.next)
+            try:
+                self.consume(item)
+            except BaseException as exc:
+                with self.cond:
+                    self.consuming = False
+                self._fail(exc)
+                return
+            with self.cond:
+                self.next += 1
+                if self.next == self.count:
+                    self.cond.notify_all()
+            self.window.release()
 
 
 def run_parallel(fn: Callable[[int], T], sizes: Sequence[int], threads: int | None) -> list[T]:

@@ -15,10 +15,9 @@ TensorMap, and either side parses the other's output (see tests/property).
 
 from __future__ import annotations
 
-import io
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from flwire.serialization import _schema as s
 from flwire.serialization import compression as z
 from flwire.serialization import dtypes
 from flwire.serialization import lossy as _lossy
+from flwire.serialization._output import FilledBytes
 from flwire.serialization._wire import (
     I32,
     LEN,
@@ -339,17 +339,55 @@ def _metadata_bytes(metadata: Mapping[str, str]) -> list[bytes]:
     return out
 
 
-def _encoded_pieces(
+class _Assembler:
+    """Turns the jobs' results, taken in order, into the TensorMap's pieces: a
+    tensor's header once its last frame is in, then its data, passed to ``sink``."""
+
+    def __init__(self, sources: list[_Source], shuffle: bool, sink: Callable[[Any], Any]) -> None:
+        self.sources, self.shuffle, self.sink = sources, shuffle, sink
+        self.offset = self.crc = 0
+        self.frames: list[bytes] = []
+
+    def add(self, result: tuple[_Job, int | None, bytes | None]) -> None:
+        job, crc, frame = result
+        if crc is not None:
+            self.crc, self.frames = crc, []
+        if frame is not None:
+            self.frames.append(frame)
+        if job.last:
+            self._emit(self.sources[job.index])
+
+    def _emit(self, src: _Source) -> None:
+        frames, self.frames = self.frames, []
+        codec, filt = s.CODEC_NONE, s.FILTER_NONE
+        data: list[Any] = [src.raw]
+        if frames and sum(len(f) for f in frames) < src.raw.nbytes:
+            # else keep it raw: compression did not pay
+            codec = s.CODEC_ZSTD
+            filt = s.FILTER_BYTE_SHUFFLE if _shuffles(src, self.shuffle) else s.FILTER_NONE
+            data = frames
+        data_len = sum(len(d) for d in data)
+        header = _tensor_header(src, codec, filt, self.crc, data_len, self.offset)
+        self.offset += len(header) + data_len + len(_trailer(src))
+        if self.offset >= MAX_MESSAGE_BYTES:
+            raise SerializationException(
+                f"the encoded TensorMap would be over {self.offset} bytes; protobuf parsers "
+                "refuse messages of 2 GiB and more. Split the state dict "
+                "(flwire.serialization.split_state_dict) and send the parts as separate maps"
+            )
+        self.sink(header)
+        for piece in data:
+            if len(piece):
+                self.sink(piece)
+        if src.lossy:
+            self.sink(src.lossy.field)
+
+
+def _prepare(
     tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
     compression: Compression,
-    level: int,
-    shuffle: bool,
-    metadata: Mapping[str, str] | None,
-    threads: int | None,
-    lossy: _lossy.LossyConfig | None = None,
-) -> Iterator[Any]:
-    """The buffers whose concatenation is the TensorMap, in order, produced as
-    the (parallel) compression finishes each tensor."""
+    lossy: _lossy.LossyConfig | None,
+) -> list[_Source]:
     if compression not in ("zstd", "none"):
         raise SerializationException(f"unknown compression {compression!r}; use 'zstd' or 'none'")
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
@@ -357,48 +395,43 @@ def _encoded_pieces(
     names = [src.name for src in sources]
     if len(set(names)) != len(names):
         raise SerializationException("duplicate tensor names in the state dict")
+    return sources
+
+
+def _max_encoded_size(sources: list[_Source], metadata: list[bytes]) -> int:
+    """An upper bound of the TensorMap's size: stored data is never larger than
+    the raw bytes, and a tensor's other fields (keys, varints, up to 64 bytes of
+    padding) take at most 256 bytes plus its name and 10 per dimension."""
+    return sum(
+        src.raw.nbytes + len(src.name) * 4 + 10 * len(src.shape) + 256 + len(_trailer(src))
+        for src in sources
+    ) + sum(len(m) for m in metadata)
+
+
+def _encode(
+    sink: Callable[[Any], Any],
+    sources: list[_Source],
+    compression: Compression,
+    level: int,
+    shuffle: bool,
+    metadata: list[bytes],
+    threads: int | None,
+) -> None:
+    """Pass the buffers whose concatenation is the TensorMap to ``sink``, in
+    order, as the (parallel) compression finishes each tensor; ``sink`` may be
+    called from a worker thread, never from two at once."""
     compress = compression == "zstd"
     jobs = _jobs(sources, compress)
 
-    def work(j: int) -> tuple[int | None, bytes | None]:
+    def work(j: int) -> tuple[_Job, int | None, bytes | None]:
         job = jobs[j]
-        return _run_job(sources[job.index], job, compress, level, shuffle)
+        return (job, *_run_job(sources[job.index], job, compress, level, shuffle))
 
     sizes = [job.end - job.start for job in jobs]
-    results = z.iter_in_order(work, sizes, threads if compress else 1)
-    offset = crc = 0
-    frames: list[bytes] = []
-    for job, (job_crc, frame) in zip(jobs, results, strict=True):
-        if job_crc is not None:
-            crc, frames = job_crc, []
-        if frame is not None:
-            frames.append(frame)
-        if not job.last:
-            continue
-        src = sources[job.index]
-        codec, filt = s.CODEC_NONE, s.FILTER_NONE
-        data: list[Any] = [src.raw]
-        if frames and sum(len(f) for f in frames) < src.raw.nbytes:
-            # else keep it raw: compression did not pay
-            codec = s.CODEC_ZSTD
-            filt = s.FILTER_BYTE_SHUFFLE if _shuffles(src, shuffle) else s.FILTER_NONE
-            data = frames
-        data_len = sum(len(d) for d in data)
-        header = _tensor_header(src, codec, filt, crc, data_len, offset)
-        offset += len(header) + data_len + len(_trailer(src))
-        if offset >= MAX_MESSAGE_BYTES:
-            raise SerializationException(
-                f"the encoded TensorMap would be over {offset} bytes; protobuf parsers refuse "
-                "messages of 2 GiB and more. Split the state dict "
-                "(flwire.serialization.split_state_dict) and send the parts as separate maps"
-            )
-        yield header
-        yield from (d for d in data if len(d))
-        if src.lossy:
-            yield src.lossy.field
-        frames = []
-    if metadata:
-        yield from _metadata_bytes(metadata)
+    assembler = _Assembler(sources, shuffle, sink)
+    z.consume_in_order(work, assembler.add, sizes, threads if compress else 1)
+    for piece in metadata:
+        sink(piece)
 
 
 def encode_tensor_map_segments(
@@ -417,7 +450,18 @@ def encode_tensor_map_segments(
     that embeds the map in a larger message (an Envelope) joins everything in
     one copy. Options as in :func:`encode_tensor_map`.
     """
-    return list(_encoded_pieces(tensors, compression, level, shuffle, metadata, threads, lossy))
+    pieces: list[Any] = []
+    sources = _prepare(tensors, compression, lossy)
+    _encode(
+        pieces.append,
+        sources,
+        compression,
+        level,
+        shuffle,
+        _metadata_bytes(metadata or {}),
+        threads,
+    )
+    return pieces
 
 
 def split_state_dict(
@@ -464,11 +508,13 @@ def encode_tensor_map(
     (``Capabilities.supported_lossy``).
     """
     # Each piece is copied into the output as soon as it is ready and then
-    # dropped, so compressed frames never all sit in memory beside the output;
-    # BytesIO grows its buffer in place and hands it over without a final copy.
-    out = io.BytesIO()
-    for piece in _encoded_pieces(tensors, compression, level, shuffle, metadata, threads, lossy):
-        out.write(piece)
+    # dropped, so compressed frames never all sit in memory beside the output.
+    # The output is one bytes object filled in place (no final copy), and the
+    # copies run on the worker threads, beside the compression.
+    sources = _prepare(tensors, compression, lossy)
+    meta = _metadata_bytes(metadata or {})
+    out = FilledBytes(_max_encoded_size(sources, meta))
+    _encode(out.write, sources, compression, level, shuffle, meta, threads)
     return out.getvalue()
 
 
