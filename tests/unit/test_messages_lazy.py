@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from flwire.serialization import compression, messages, tensor_codec
+from flwire.serialization import compression, messages, tensor_decode
 from flwire.serialization.messages import decode_message
 from flwire.serialization.tensor_codec import encode_tensor_map
 
@@ -82,10 +82,10 @@ def test_decode_message_does_not_decode_tensors(monkeypatch):
     blob = uncompressed()
     zstd_blob = messages.client_update("c1", 1, WEIGHTS, {"loss": 1.0}).to_bytes()
     for module, name in [
-        (tensor_codec, "_decode_all"),
-        (tensor_codec, "decode_tensor_map"),
-        (tensor_codec, "read_tensor_map"),
-        (tensor_codec, "_parse_tensor"),
+        (tensor_decode, "_decode_all"),
+        (tensor_decode, "decode_tensor_map"),
+        (tensor_decode, "read_tensor_map"),
+        (tensor_decode, "_parse_tensor"),
         (messages, "decode_tensor_map"),
         (messages, "read_tensor_map"),
         (compression, "zstd_decompress_into"),
@@ -111,13 +111,13 @@ def test_decode_message_does_not_decode_tensors(monkeypatch):
 
 def test_tensors_decodes_once_per_call(monkeypatch):
     calls = []
-    real = tensor_codec._decode_all
+    real = tensor_decode._decode_all
 
     def counting(records, *args, **kwargs):
         calls.append([r.name for r in records])
         return real(records, *args, **kwargs)
 
-    monkeypatch.setattr(tensor_codec, "_decode_all", counting)
+    monkeypatch.setattr(tensor_decode, "_decode_all", counting)
     got = decode_message(uncompressed())
     assert calls == []
     info = got.weights_info()
