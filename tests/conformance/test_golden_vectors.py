@@ -23,9 +23,9 @@ import torch
 import zstandard
 from google.protobuf import text_format
 
-from flwire.exceptions import SerializationException
+from flwire.exceptions import PayloadTooLargeError, SerializationException
+from flwire.serialization import DecodeLimits, decode_tensor_map, read_tensor_map
 from flwire.serialization import compression as z
-from flwire.serialization import decode_tensor_map, read_tensor_map
 from flwire.serialization import dtypes as fl_dtypes
 from flwire.serialization._wire import LEN, Field, iter_fields
 from flwire.v1 import tensor_pb2
@@ -53,8 +53,16 @@ _TENSOR_FIELDS = tensor_pb2.Tensor.DESCRIPTOR.fields_by_name
 _MAP_FIELDS = tensor_pb2.TensorMap.DESCRIPTOR.fields_by_name
 T_PADDING = _TENSOR_FIELDS["padding"].number
 T_DATA = _TENSOR_FIELDS["data"].number
+T_LOSSY = _TENSOR_FIELDS["lossy"].number
 M_TENSORS = _MAP_FIELDS["tensors"].number
 ALIGNMENT = 64  # docs/wire-format.md, section 2.3 rule 7 and section 13
+# Width of the elements the filter works on in a lossy payload (section 9.1).
+_PAYLOAD_WIDTH = {
+    "LOSSY_CAST_FLOAT16": 2,
+    "LOSSY_CAST_BFLOAT16": 2,
+    "LOSSY_BLOCK_INT8": 1,
+    "LOSSY_TOP_K": 1,
+}
 SAME_ZSTD = (
     zstandard.__version__ == MANIFEST["zstandard_version"]
     and ".".join(map(str, zstandard.ZSTD_VERSION)) == MANIFEST["libzstd_version"]
@@ -86,12 +94,16 @@ def _decoded_signature(data: bytes) -> tuple[list[tuple[Any, ...]], dict[str, st
     ], metadata
 
 
+def _decoded_bytes(t: dict[str, Any]) -> bytes:
+    """What a decoder returns for a tensor of a .json: its raw bytes, or for a
+    lossy tensor (whose raw_hex is the payload) the reconstructed tensor."""
+    return bytes.fromhex(t["lossy"]["decoded_hex"] if "lossy" in t else t["raw_hex"])
+
+
 def _expected_signature(name: str) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
     e = _expected(name)
-    return [
-        (t["name"], t["dtype"], tuple(t["shape"]), bytes.fromhex(t["raw_hex"]))
-        for t in e["tensors"]
-    ], e["metadata"]
+    tensors = [(t["name"], t["dtype"], tuple(t["shape"]), _decoded_bytes(t)) for t in e["tensors"]]
+    return tensors, e["metadata"]
 
 
 def _wire_tensors(data: bytes) -> list[tuple[Field, list[Field]]]:
@@ -188,7 +200,7 @@ def test_decode_to_numpy_matches_expectations(name: str) -> None:
     for t in e["tensors"]:
         a = arrays[t["name"]]
         assert a.shape == tuple(t["shape"])
-        assert a.tobytes() == bytes.fromhex(t["raw_hex"])
+        assert a.tobytes() == _decoded_bytes(t)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -214,7 +226,7 @@ def test_records_match_expectations(name: str) -> None:
         assert params.content_size == t["raw_size"]
         assert params.dict_id == 0
         filtered = zstandard.ZstdDecompressor().decompress(data)
-        width = rec.dtype.itemsize
+        width = rec.dtype.itemsize if rec.lossy is None else _PAYLOAD_WIDTH[t["lossy"]["method"]]
         if t["filter"] == "FILTER_BYTE_SHUFFLE":
             assert filtered == _shuffle_reference(raw, width)
         else:
@@ -259,7 +271,10 @@ def test_uncompressed_data_is_aligned_and_compressed_data_is_not_padded(name: st
         assert len(datas) == 1 and len(pads) <= 1, where
         (field,) = datas
         assert field.start % ALIGNMENT == 0, f"{where}: data starts at byte {field.start}"
-        assert field.end == tensor.end, f"{where}: data is not the last field"
+        # Only the lossy field (number 10) may follow data (section 2.3 rule 2).
+        after = [g for g in fields if g.key_start >= field.end]
+        assert [g.number for g in after] == ([T_LOSSY] if rec.lossy else []), where
+        assert (after[-1].end if after else field.end) == tensor.end, where
         assert data[tensor.key_start] == 0x0A, where
         pad_len = 0
         header_end = field.key_start
@@ -273,7 +288,7 @@ def test_uncompressed_data_is_aligned_and_compressed_data_is_not_padded(name: st
             tensor,
             header_end - tensor.start,
             field.start - field.key_start,
-            field.end - field.start,
+            tensor.end - field.start,  # the data, and the lossy field after it, if any
         )
         assert pad_len == shortest, f"{where}: padding field of {pad_len} bytes, not {shortest}"
 
@@ -430,3 +445,283 @@ def _spec_dump(label: str) -> bytes:
 @pytest.mark.parametrize("name", ["float32_small", "metadata"])
 def test_spec_annotated_dump_is_the_golden_vector(name: str) -> None:
     assert _spec_dump(f"{name}.bin") == _bin(name)
+
+
+# ----------------------------------------------------------------------------- lossy (9.1)
+
+# The .json of a lossy tensor describes the wire as it is: raw_size, crc32c and
+# raw_hex are the payload's; "lossy" holds the method, block_size, k, and the
+# reconstructed (decoded_hex) and original (original_hex) logical tensors.
+LOSSY_NAMES = [n for n in NAMES if any("lossy" in t for t in _expected(n)["tensors"])]
+LOSSY_TENSORS = [
+    pytest.param(n, t, id=f"{n}-{t['name']}")
+    for n in LOSSY_NAMES
+    for t in _expected(n)["tensors"]
+    if "lossy" in t
+]
+_TORCH_BY_WIRE = {wire: getattr(torch, t) for wire, _, t in gen.DTYPES.values()}
+_WIDTH_BY_WIRE = {wire: width for wire, width, _ in gen.DTYPES.values()}
+
+
+def _numel(t: dict[str, Any]) -> int:
+    count = 1
+    for d in t["shape"]:
+        count *= d
+    return count
+
+
+def _floats(dtype: str, raw: bytes) -> torch.Tensor:
+    """Elements of little-endian bytes of a floating wire dtype, as float64 (exact)."""
+    if not raw:
+        return torch.empty(0, dtype=torch.float64)
+    return torch.frombuffer(bytearray(raw), dtype=_TORCH_BY_WIRE[dtype]).to(torch.float64)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal values, NaN where the other has NaN."""
+    nan = a.isnan()
+    return torch.equal(nan, b.isnan()) and torch.equal(a[~nan], b[~nan])
+
+
+def _spec_payload_size(t: dict[str, Any]) -> int:
+    """The payload size of section 9.1's table."""
+    n, w, lossy = _numel(t), _WIDTH_BY_WIRE[t["dtype"]], t["lossy"]
+    if lossy["method"] in ("LOSSY_CAST_FLOAT16", "LOSSY_CAST_BFLOAT16"):
+        return 2 * n
+    if lossy["method"] == "LOSSY_BLOCK_INT8":
+        return 4 * -(-n // lossy["block_size"]) + n
+    return lossy["k"] * (w + (4 if n < 2**32 else 8))
+
+
+def test_vectors_cover_every_lossy_method() -> None:
+    tensors = [p.values[1] for p in LOSSY_TENSORS]
+    methods = {t["lossy"]["method"] for t in tensors}
+    every = {v.name for v in tensor_pb2.Lossy.DESCRIPTOR.values} - {"LOSSY_UNSPECIFIED"}
+    assert methods == every
+    kinds = {(t["lossy"]["method"], t["codec"], t["filter"]) for t in tensors}
+    # A shuffled cast payload (2-byte elements), an int8 payload in zstd, uncompressed ones.
+    assert ("LOSSY_CAST_BFLOAT16", "CODEC_ZSTD", "FILTER_BYTE_SHUFFLE") in kinds
+    assert ("LOSSY_BLOCK_INT8", "CODEC_ZSTD", "FILTER_UNSPECIFIED") in kinds
+    assert ("LOSSY_TOP_K", "CODEC_UNSPECIFIED", "FILTER_UNSPECIFIED") in kinds
+    assert {t["dtype"] for t in tensors} >= {
+        "DTYPE_FLOAT32",
+        "DTYPE_FLOAT64",
+        "DTYPE_FLOAT16",
+        "DTYPE_BFLOAT16",
+    }
+
+
+@pytest.mark.parametrize("name", LOSSY_NAMES)
+def test_lossy_payload_facts_match_expectations(name: str) -> None:
+    """The parsed Tensor.lossy fields (flwire's reader and the generated class)
+    match the .json, and raw_size is the payload size of section 9.1's table."""
+    e = _expected(name)
+    records = read_tensor_map(_bin(name)).records
+    parsed = tensor_pb2.TensorMap.FromString(_bin(name)).tensors
+    for rec, pb_t, t in zip(records, parsed, e["tensors"], strict=True):
+        if "lossy" not in t:
+            assert rec.lossy is None and not pb_t.HasField("lossy"), t["name"]
+            continue
+        want = (t["lossy"]["method"], t["lossy"]["block_size"], t["lossy"]["k"])
+        assert rec.lossy is not None
+        got = (tensor_pb2.Lossy.Name(rec.lossy.method), rec.lossy.block_size, rec.lossy.k)
+        assert got == want, t["name"]
+        assert (tensor_pb2.Lossy.Name(pb_t.lossy.method), pb_t.lossy.block_size, pb_t.lossy.k) == (
+            want
+        )
+        assert rec.raw_size == t["raw_size"] == _spec_payload_size(t), t["name"]
+        assert rec.decoded_size == len(_decoded_bytes(t)) == _numel(t) * rec.dtype.itemsize
+
+
+@pytest.mark.parametrize("name", LOSSY_NAMES)
+def test_lossy_reconstruction_is_bit_exact(name: str) -> None:
+    e = _expected(name)
+    for target in ("torch", "numpy"):
+        out = decode_tensor_map(_bin(name), as_numpy=target == "numpy")
+        for t in e["tensors"]:
+            value = out[t["name"]]
+            got = _raw(value) if target == "torch" else value.tobytes()
+            assert tuple(value.shape) == tuple(t["shape"]), (target, t["name"])
+            assert got == _decoded_bytes(t), (target, t["name"])
+            if target == "torch":
+                assert WIRE_BY_TORCH[value.dtype] == t["dtype"]
+
+
+@pytest.mark.parametrize(("name", "t"), LOSSY_TENSORS)
+def test_lossy_expectations_follow_the_spec(name: str, t: dict[str, Any]) -> None:
+    """The .json's payload and reconstruction are what section 9.1 says for the
+    original tensor: layout, reconstruction from the payload, and error bound."""
+    lossy, dtype, n = t["lossy"], t["dtype"], _numel(t)
+    payload = bytes.fromhex(t["raw_hex"])
+    x = _floats(dtype, bytes.fromhex(lossy["original_hex"]))
+    xhat = _floats(dtype, bytes.fromhex(lossy["decoded_hex"]))
+    assert len(payload) == _spec_payload_size(t) and len(x) == len(xhat) == n
+    finite = torch.isfinite(x)
+    if lossy["method"] in ("LOSSY_CAST_FLOAT16", "LOSSY_CAST_BFLOAT16"):
+        to16 = "DTYPE_FLOAT16" if lossy["method"] == "LOSSY_CAST_FLOAT16" else "DTYPE_BFLOAT16"
+        assert _same(_floats(to16, payload), xhat)  # the reader converts exactly
+        assert torch.equal(xhat.isnan(), x.isnan())
+        assert torch.equal(xhat[x.isinf()], x[x.isinf()])
+        rel, tiny, absolute = (
+            (2.0**-11, 2.0**-14, 2.0**-25)
+            if to16 == "DTYPE_FLOAT16"
+            else (2.0**-8, 2.0**-126, 2.0**-134)
+        )
+        err, mag = (x - xhat).abs()[finite], x.abs()[finite]
+        assert bool(
+            (err <= torch.where(mag >= tiny, rel * mag, torch.full_like(mag, absolute))).all()
+        )
+    elif lossy["method"] == "LOSSY_BLOCK_INT8":
+        block = lossy["block_size"]
+        blocks = -(-n // block)
+        scales = torch.frombuffer(bytearray(payload[: 4 * blocks]), dtype=torch.float32)
+        q = torch.frombuffer(bytearray(payload[4 * blocks :]), dtype=torch.int8)
+        s = scales.repeat_interleave(block)[:n].to(torch.float64)
+        # x^ = float32(q * scale), then the tensor's dtype (one float32 multiplication).
+        wide = (q.to(torch.float32) * scales.repeat_interleave(block)[:n]).to(torch.float64)
+        assert torch.equal(_floats(dtype, _raw(wide.to(_TORCH_BY_WIRE[dtype]))), xhat)
+        u, a0 = {
+            "DTYPE_FLOAT16": (2.0**-11, 2.0**-24),
+            "DTYPE_BFLOAT16": (2.0**-8, 2.0**-133),
+        }.get(dtype, (0.0, 2.0**-142))
+        bound = (0.5 + 2.0**-15) * s + u * xhat.abs() + a0
+        assert bool(((x - xhat).abs() <= bound).all())
+        assert torch.equal(xhat[x == 0], torch.zeros_like(xhat[x == 0]))
+    else:
+        k, width = lossy["k"], _WIDTH_BY_WIRE[dtype]
+        index = torch.frombuffer(bytearray(payload[k * width :]), dtype=torch.int32).to(torch.int64)
+        assert bool((index[1:] > index[:-1]).all()) and bool((index >= 0).all() & (index < n).all())
+        original = bytes.fromhex(lossy["original_hex"])
+        decoded = bytes.fromhex(lossy["decoded_hex"])
+        for j, i in enumerate(index.tolist()):  # kept bit for bit
+            assert payload[j * width : (j + 1) * width] == original[i * width : (i + 1) * width]
+            assert decoded[i * width : (i + 1) * width] == original[i * width : (i + 1) * width]
+        dropped = torch.ones(n, dtype=torch.bool)
+        dropped[index] = False
+        assert _raw(xhat[dropped]) == bytes(int(dropped.sum()) * 8)  # +0.0 (as float64)
+        kept = x[index]
+        floor = kept[~kept.isnan()].abs().min()
+        assert bool((x[dropped].abs() <= floor).all())
+
+
+def _lossy_map(name: str) -> tensor_pb2.TensorMap:
+    return tensor_pb2.TensorMap.FromString(_bin(name))
+
+
+def _with_payload(t: Any, payload: bytes) -> None:
+    t.data, t.raw_size, t.crc32c = payload, len(payload), crc32c.crc32c(payload)
+
+
+def _swap_top_k_indices(t: Any) -> None:
+    k, payload = t.lossy.k, bytearray(t.data)
+    at = k * _WIDTH_BY_WIRE[tensor_pb2.Dtype.Name(t.dtype)]
+    payload[at : at + 8] = payload[at + 4 : at + 8] + payload[at : at + 4]
+    _with_payload(t, bytes(payload))
+
+
+def _last_top_k_index(t: Any, value: int) -> None:
+    _with_payload(t, t.data[:-4] + value.to_bytes(4, "little"))
+
+
+# (vector, tensor index, mutation, words the error names). Each mirrors a case of
+# TestLossyRefusals in tests/crosslang/go/conformance_test.go.
+_LOSSY_REFUSALS: list[tuple[str, str, int, Any, tuple[str, ...]]] = [
+    ("unknown method", "lossy_topk", 0, lambda t: setattr(t.lossy, "method", 5), ("method 5",)),
+    ("k above n", "lossy_topk", 0, lambda t: setattr(t.lossy, "k", 257), ("k=257",)),
+    ("k not the payload's", "lossy_topk", 0, lambda t: setattr(t.lossy, "k", 7), ("raw_size",)),
+    (
+        "block_size 0",
+        "lossy_int8",
+        3,
+        lambda t: t.lossy.ClearField("block_size"),
+        ("block_size 0",),
+    ),
+    (
+        "block_size not the payload's",
+        "lossy_int8",
+        3,
+        lambda t: setattr(t.lossy, "block_size", 16),
+        ("raw_size",),
+    ),
+    (
+        "shuffle on int8",
+        "lossy_int8",
+        3,
+        lambda t: setattr(t, "filter", 1),
+        ("must not be filtered",),
+    ),
+    (
+        "shuffle on top-k",
+        "lossy_topk",
+        0,
+        lambda t: setattr(t, "filter", 1),
+        ("must not be filtered",),
+    ),
+    (
+        "cast of a float16 tensor",
+        "lossy_float16",
+        0,
+        lambda t: setattr(t, "dtype", tensor_pb2.DTYPE_FLOAT16),
+        ("not allowed",),
+    ),
+    (
+        "top-k of an int32 tensor",
+        "lossy_topk",
+        0,
+        lambda t: setattr(t, "dtype", tensor_pb2.DTYPE_INT32),
+        ("floating tensors only",),
+    ),
+    (
+        "cast payload too short",
+        "lossy_float16",
+        0,
+        lambda t: _with_payload(t, t.data[:-2]),
+        ("raw_size",),
+    ),
+    (
+        "top-k indices not ascending",
+        "lossy_topk",
+        0,
+        _swap_top_k_indices,
+        ("not strictly ascending",),
+    ),
+    (
+        "top-k index out of range",
+        "lossy_topk",
+        0,
+        lambda t: _last_top_k_index(t, 256),
+        ("out of range",),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("vector", "index", "mutate", "words"),
+    [pytest.param(*case[1:], id=case[0]) for case in _LOSSY_REFUSALS],
+)
+def test_malformed_lossy_tensors_are_refused(
+    vector: str, index: int, mutate: Any, words: tuple[str, ...]
+) -> None:
+    msg = _lossy_map(vector)
+    mutate(msg.tensors[index])
+    with pytest.raises(SerializationException) as info:
+        decode_tensor_map(msg.SerializeToString())
+    for word in (repr(msg.tensors[index].name), *words):
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_lossy_limits_count_the_logical_size() -> None:
+    """Section 9.1: the per-tensor and per-map limits apply to n x width, not to
+    the (smaller) payload."""
+    data = _bin("lossy_topk")  # delta: 1024 bytes as float32, a payload of 64
+    e = _expected("lossy_topk")
+    payload_total = sum(t["raw_size"] for t in e["tensors"])
+    logical_total = sum(len(_decoded_bytes(t)) for t in e["tensors"])
+    decode_tensor_map(
+        data, limits=DecodeLimits(max_tensor_bytes=1024, max_total_bytes=logical_total)
+    )
+    with pytest.raises(PayloadTooLargeError):
+        decode_tensor_map(data, limits=DecodeLimits(max_tensor_bytes=1023))
+    with pytest.raises(PayloadTooLargeError):
+        decode_tensor_map(data, limits=DecodeLimits(max_total_bytes=logical_total - 1))
+    assert payload_total < logical_total - 1

@@ -8,13 +8,17 @@ vector this writes:
 * ``<name>.txtpb`` the same message in protobuf text format;
 * ``<name>.json``  what a decoder must produce, derived from the *inputs* (not
   from decoding ``.bin``): per tensor its name, dtype, shape, codec, filter,
-  raw size, CRC-32C and raw little-endian bytes in hex.
+  raw size, CRC-32C and raw little-endian bytes in hex; for a lossy tensor
+  (docs/wire-format.md section 9.1) those of its payload, and under ``lossy``
+  the method, block_size, k, and the reconstructed and original tensors.
 
 and ``manifest.json`` with the SHA-256 of every file and the zstd versions used.
 
 The raw bytes in ``.json`` are packed here with :mod:`struct` or written out as
 hand-checked bit patterns (bfloat16, float8), never read back from torch; the
 generator asserts that torch's memory agrees, so a change in either side shows.
+Lossy payloads and reconstructions are computed here too, with exact rational
+arithmetic, and the generator asserts that the encoder agrees (payload size and CRC-32C).
 
 Usage::
 
@@ -27,11 +31,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import struct
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,7 @@ import torch
 import zstandard
 from google.protobuf import text_format
 
-from flwire.serialization import encode_tensor_map
+from flwire.serialization import LossyConfig, encode_tensor_map
 from flwire.v1 import tensor_pb2
 
 HERE = Path(__file__).resolve().parent
@@ -144,6 +150,7 @@ class Input:
     raw: bytes
     codec: str = "CODEC_UNSPECIFIED"  # what the encoder is expected to choose
     filter: str = "FILTER_UNSPECIFIED"
+    lossy: Lossy | None = None  # set when the vector's LossyConfig applies to it
 
     def tensor(self) -> torch.Tensor:
         """The torch tensor handed to the encoder, built from ``values``."""
@@ -175,6 +182,159 @@ def with_bits(
     return Input(name, dtype, shape, tuple(values), bits)
 
 
+# ----------------------------------------------------------------------------- lossy references
+#
+# docs/wire-format.md section 9.1, computed independently of torch and of
+# flwire.serialization.lossy: exact rational arithmetic (fractions.Fraction)
+# rounds every value once, and struct packs the results.
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """A binary floating-point format, for rounding to it."""
+
+    precision: int  # significand bits, the implicit one included
+    emin: int  # exponent of the smallest normal number
+    emax: int  # exponent of the largest finite number
+
+
+FLOAT16 = FloatFormat(11, -14, 15)
+BFLOAT16 = FloatFormat(8, -126, 127)
+FLOAT32 = FloatFormat(24, -126, 127)
+
+
+def _floor_log2(x: Fraction) -> int:
+    e = x.numerator.bit_length() - x.denominator.bit_length()
+    while Fraction(2) ** e > x:
+        e -= 1
+    while Fraction(2) ** (e + 1) <= x:
+        e += 1
+    return e
+
+
+def round_even(x: float | Fraction, fmt: FloatFormat) -> float:
+    """``x`` rounded to the nearest value of ``fmt``, ties to even, in one rounding
+    (subnormals included); +-inf beyond ``fmt``'s range. NaN and infinities pass."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return x
+    negative = x < 0 or (isinstance(x, float) and math.copysign(1.0, x) < 0)
+    mag = abs(Fraction(x))
+    if mag == 0:
+        return -0.0 if negative else 0.0
+    ulp = Fraction(2) ** (max(_floor_log2(mag), fmt.emin) - fmt.precision + 1)
+    n, rest = divmod(mag, ulp)
+    if rest > ulp / 2 or (rest == ulp / 2 and n % 2 == 1):
+        n += 1
+    value = float(n * ulp) if n * ulp < Fraction(2) ** (fmt.emax + 1) else INF
+    return -value if negative else value
+
+
+def round_half_even(x: Fraction) -> int:
+    n, rest = divmod(x, 1)
+    return int(n) + (1 if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and n % 2) else 0)
+
+
+def unpack_floats(dtype: str, raw: bytes) -> list[float]:
+    """The elements of raw floating-point bytes, as Python floats (exact)."""
+    if dtype == "bfloat16":
+        words = struct.unpack(f"<{len(raw) // 2}H", raw)
+        return [struct.unpack("<f", struct.pack("<I", w << 16))[0] for w in words]
+    fmt = _STRUCT_FORMATS[dtype]
+    return list(struct.unpack(f"<{len(raw) // DTYPES[dtype][1]}{fmt}", raw))
+
+
+def pack_floats(dtype: str, values: Sequence[float]) -> bytes:
+    """Raw bytes of values exactly representable in ``dtype`` (NaN: the quiet NaN)."""
+    if dtype == "bfloat16":
+        return bfloat16_bits(values)
+    return pack(dtype, values)
+
+
+@dataclass(frozen=True)
+class Lossy:
+    """A lossy tensor's ``Tensor.lossy`` fields, payload and reconstruction."""
+
+    method: str  # Lossy enum name
+    payload: bytes  # what takes the place of the raw bytes on the wire
+    decoded: bytes  # the logical tensor a reader reconstructs, in the tensor's dtype
+    block_size: int = 0
+    k: int = 0
+
+
+def _cast(dtype: str, raw: bytes, target: str) -> tuple[bytes, bytes]:
+    fmt = {"float16": FLOAT16, "bfloat16": BFLOAT16}[target]
+    xs = unpack_floats(dtype, raw)
+    ys = [round_even(x, fmt) for x in xs]
+    assert all(math.isinf(y) == math.isinf(x) for x, y in zip(xs, ys, strict=True)), "overflow"
+    return pack_floats(target, ys), pack_floats(dtype, ys)
+
+
+def _f32_toward_zero(x: float) -> float:
+    (word,) = struct.unpack("<I", struct.pack("<f", x))
+    return struct.unpack("<f", struct.pack("<I", word - 1))[0]
+
+
+def _block_int8(dtype: str, raw: bytes, block: int) -> tuple[bytes, bytes]:
+    xs = [round_even(x, FLOAT32) for x in unpack_floats(dtype, raw)]
+    scales: list[float] = []
+    qs: list[int] = []
+    out: list[float] = []
+    for lo in range(0, len(xs), block):
+        part = xs[lo : lo + block]
+        a = max(abs(x) for x in part)
+        scale = round_even(Fraction(a) / 127, FLOAT32) if a else 0.0
+        if a and not scale:
+            scale = 2.0**-149  # a / 127 underflows: the smallest float32
+        if math.isinf(round_even(127 * Fraction(scale), FLOAT32)):
+            scale = _f32_toward_zero(scale)  # 127 * scale must stay finite
+        scales.append(scale)
+        for x in part:
+            q = 0  # an all-zero block
+            if scale:
+                q = round_half_even(Fraction(round_even(Fraction(x) / Fraction(scale), FLOAT32)))
+                q = max(-127, min(127, q))
+            qs.append(q)
+            out.append(round_even(q * Fraction(scale), FLOAT32))
+    if dtype in ("float16", "bfloat16"):
+        out = [round_even(v, FLOAT16 if dtype == "float16" else BFLOAT16) for v in out]
+    payload = struct.pack(f"<{len(scales)}f", *scales) + struct.pack(f"<{len(qs)}b", *qs)
+    return payload, pack_floats(dtype, out)
+
+
+def _top_k(dtype: str, raw: bytes, k: int) -> tuple[bytes, bytes]:
+    xs = unpack_floats(dtype, raw)
+    width = DTYPES[dtype][1]
+
+    def rank(i: int) -> tuple[int, float]:  # NaN first, then by magnitude
+        return (0, 0.0) if math.isnan(xs[i]) else (1, -abs(xs[i]))
+
+    order = sorted(range(len(xs)), key=rank)
+    assert k == len(xs) or rank(order[k - 1]) != rank(order[k]), "ambiguous top-k"
+    kept = sorted(order[:k])
+    decoded = bytearray(len(raw))
+    for i in kept:
+        decoded[i * width : (i + 1) * width] = raw[i * width : (i + 1) * width]
+    values = b"".join(raw[i * width : (i + 1) * width] for i in kept)
+    return values + struct.pack(f"<{k}I", *kept), bytes(decoded)
+
+
+def lossy(inp: Input, method: str, *, block_size: int = 0, k: int = 0, **kw: str) -> Input:
+    """``inp`` sent with a lossy method (short name, as in LossyConfig)."""
+    if method in ("float16", "bfloat16"):
+        payload, decoded = _cast(inp.dtype, inp.raw, method)
+    elif method == "int8":
+        payload, decoded = _block_int8(inp.dtype, inp.raw, block_size)
+    else:
+        payload, decoded = _top_k(inp.dtype, inp.raw, k)
+    enum = {
+        "float16": "LOSSY_CAST_FLOAT16",
+        "bfloat16": "LOSSY_CAST_BFLOAT16",
+        "int8": "LOSSY_BLOCK_INT8",
+        "topk": "LOSSY_TOP_K",
+    }[method]
+    return replace(inp, lossy=Lossy(enum, payload, decoded, block_size, k), **kw)
+
+
 @dataclass(frozen=True)
 class Vector:
     """One golden vector: inputs plus the encoder options used."""
@@ -186,6 +346,7 @@ class Vector:
     level: int = 1
     shuffle: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
+    lossy: LossyConfig | None = None
 
     def inputs(self) -> list[Input]:
         return self.build()
@@ -201,10 +362,23 @@ class Vector:
             shuffle=self.shuffle,
             metadata=self.metadata or None,
             threads=1,
+            lossy=self.lossy,
         )
 
     def encoder_options(self) -> dict[str, Any]:
-        return {"compression": self.compression, "level": self.level, "shuffle": self.shuffle}
+        options: dict[str, Any] = {
+            "compression": self.compression,
+            "level": self.level,
+            "shuffle": self.shuffle,
+        }
+        if self.lossy is not None:  # the LossyConfig fields that matter for the method
+            config: dict[str, Any] = {"method": self.lossy.method}
+            if self.lossy.method == "int8":
+                config["block_size"] = self.lossy.block_size
+            if self.lossy.method == "topk":
+                config["topk_k"] = self.lossy.topk_k
+            options["lossy"] = {**config, "min_elements": self.lossy.min_elements}
+        return options
 
 
 def _float32_small() -> list[Input]:
@@ -303,6 +477,133 @@ def _other_dtypes() -> list[Input]:
     ]
 
 
+def _mixed_float32(count: int, start: int = 0) -> list[float]:
+    """Float32-exact values of many magnitudes (24-bit significands, 2^-8..2^8)."""
+    out = []
+    for i in range(start, start + count):
+        m = (i * 2654435761) % (1 << 24)  # Knuth's multiplicative hash
+        out.append((m - (1 << 23)) / 2.0**23 * 2.0 ** ((i % 17) - 8))
+    return out
+
+
+def _lossy_float16() -> list[Input]:
+    special = [
+        1.0,
+        -0.0,
+        INF,
+        -INF,
+        NAN,  # the quiet NaN: float16 0x7e00
+        65504.0,  # float16's largest finite value
+        65519.0,  # rounds down to 65504 (65520 would overflow: the encoder refuses it)
+        2.0**-14,  # float16's smallest normal
+        2.0**-24,  # float16's smallest subnormal
+        2.0**-25,  # a tie between 0 and 2^-24: to even, +0
+        3 * 2.0**-26,  # rounds up to 2^-24
+        1 + 2.0**-11,  # a tie: to even, 1.0
+        1 + 3 * 2.0**-11,  # a tie: to even, 1 + 2^-9
+        -(1 + 2.0**-11 + 2.0**-23),  # just above a tie: -(1 + 2^-10)
+        2.0**-149,  # float32's smallest subnormal: +0
+        -(2.0**-126),  # -0
+        -1000.0625,  # a tie in [512, 1024): to even, -1000.0
+        3 * 2.0**-16,  # a float16 subnormal, exact
+    ]
+    values = special + _mixed_float32(256 - len(special))
+    return [lossy(packed("w", "float32", (16, 16), values), "float16")]
+
+
+def _lossy_bfloat16() -> list[Input]:
+    smooth = [(i * i + j * j) / 64.0 + (i * j % 5) / 1024.0 for i in range(16) for j in range(16)]
+    # float64 values that float32 would round to a bfloat16 tie first: rounding
+    # them twice (float64 -> float32 -> bfloat16) gives the wrong neighbour.
+    traps = [
+        1 + 2.0**-8 + 2.0**-30,  # 1 + 2^-7, not 1.0
+        -(1 + 2.0**-8 + 2.0**-40),  # -(1 + 2^-7)
+        3 + 2.0**-7 + 2.0**-35,  # 3 + 2^-6, not 3.0
+        1 + 2.0**-8,  # an exact tie: to even, 1.0
+        1e-300,  # below bfloat16's subnormals: +0
+        -1e-300,  # -0
+        1e30,
+        -0.0,
+    ]
+    f64 = traps + [0.1 * (i - 28) for i in range(64 - len(traps))]
+    return [
+        lossy(
+            packed("smooth", "float32", (16, 16), smooth),
+            "bfloat16",
+            codec="CODEC_ZSTD",
+            filter="FILTER_BYTE_SHUFFLE",
+        ),
+        lossy(
+            packed("f64", "float64", (8, 8), f64),
+            "bfloat16",
+            codec="CODEC_ZSTD",
+            filter="FILTER_BYTE_SHUFFLE",
+        ),
+    ]
+
+
+def _lossy_int8() -> list[Input]:
+    # Five blocks of 64 (the last one 44): mixed values; zeros (scale +0);
+    # subnormals (scale 2^-149, where x / scale exceeds 127 and q is clamped);
+    # float32's extremes (the scale steps toward zero so that 127 * scale stays
+    # finite); a block whose max |x| is negative.
+    w = (
+        _mixed_float32(64)
+        + [0.0, -0.0] * 32
+        + [(i - 32) * 5 * 2.0**-149 for i in range(64)]  # scale 2^-149: q clamped
+        + [3.4028234663852886e38, -3.4028234663852886e38]
+        + [1e36 * (i - 31) for i in range(62)]
+        + [-100.0]
+        + [(i % 9) * 2.5 for i in range(43)]
+    )
+    h = [((i * 37) % 201 - 100) / 16.0 for i in range(256)]
+    h[70] = 65504.0
+    # More elements than a block, so that every block_size on the wire matters.
+    b = [(2 * k - 127) / (32.0 if k < 64 else 64.0) for k in range(128)]  # two scales
+    d = [0.1 * (i - 40) for i in range(80)]
+    return [
+        lossy(packed("w", "float32", (10, 30), w), "int8", block_size=64, codec="CODEC_ZSTD"),
+        packed("bias", "float32", (4,), [0.5, -0.25, 0.125, 0.0]),  # below min_elements
+        lossy(packed("h", "float16", (4, 64), h), "int8", block_size=64, codec="CODEC_ZSTD"),
+        lossy(with_bits("bf", "bfloat16", (128,), b, bfloat16_bits(b)), "int8", block_size=64),
+        lossy(packed("d", "float64", (80,), d), "int8", block_size=64),
+    ]
+
+
+def _lossy_topk() -> list[Input]:
+    # |x| < 1 everywhere but at 8 indices (a NaN among them: it ranks first).
+    delta = [v / 512.0 for v in _mixed_float32(256)]
+    for i, v in {
+        0: 3.0,
+        17: -2.5,
+        50: NAN,
+        100: 1.5,
+        101: -1.25,
+        128: -7.0,
+        200: 1.0625,
+        255: 2.0,
+    }.items():
+        delta[i] = v
+    small = [((i * 29) % 61 - 30) / 64.0 for i in range(128)]  # bfloat16-exact, |x| < 0.5
+    for i, v in {
+        3: 4.0,
+        9: -3.5,
+        10: 2.25,
+        64: -1.0,
+        90: 0.75,
+        91: -0.625,
+        120: 5.0,
+        127: 0.5625,
+    }.items():
+        small[i] = v
+    return [
+        lossy(packed("delta", "float32", (16, 16), delta), "topk", k=8),
+        lossy(
+            with_bits("delta_bf16", "bfloat16", (128,), small, bfloat16_bits(small)), "topk", k=8
+        ),
+    ]
+
+
 VECTORS: list[Vector] = [
     Vector(
         "empty",
@@ -352,6 +653,38 @@ VECTORS: list[Vector] = [
         "float8_e4m3fnuz, float8_e5m2fnuz, float8_e8m0fnu.",
         _other_dtypes,
     ),
+    Vector(
+        "lossy_float16",
+        "A 16x16 float32 cast to float16 (round to nearest even): ties, subnormals, "
+        "-0.0, +-inf, NaN, float16's maximum; uncompressed.",
+        _lossy_float16,
+        lossy=LossyConfig("float16", min_elements=16),
+    ),
+    Vector(
+        "lossy_bfloat16",
+        "A 16x16 float32 and an 8x8 float64 cast to bfloat16 (the float64 one without double "
+        "rounding); zstd with a byte shuffle of 2-byte elements.",
+        _lossy_bfloat16,
+        compression="zstd",
+        shuffle=True,
+        lossy=LossyConfig("bfloat16", min_elements=16),
+    ),
+    Vector(
+        "lossy_int8",
+        "Block int8 (64 elements per float32 scale) of float32 (a short last block, zero, "
+        "subnormal and extreme blocks), float16, bfloat16 and float64 tensors, with a lossless "
+        "bias below min_elements; zstd.",
+        _lossy_int8,
+        compression="zstd",
+        lossy=LossyConfig("int8", block_size=64, min_elements=16),
+    ),
+    Vector(
+        "lossy_topk",
+        "Top-8 of a 16x16 float32 delta (a NaN among the kept) and of a bfloat16 one: values, "
+        "then ascending uint32 indices; uncompressed.",
+        _lossy_topk,
+        lossy=LossyConfig("topk", topk_k=8, min_elements=16),
+    ),
 ]
 
 
@@ -367,18 +700,28 @@ def expectations(vector: Vector) -> dict[str, Any]:
         for d in i.shape:
             count *= d
         assert len(i.raw) == count * width, f"{i.name}: raw size does not match shape"
-        tensors.append(
-            {
-                "name": i.name,
-                "dtype": wire_name,
-                "shape": list(i.shape),
-                "codec": i.codec,
-                "filter": i.filter,
-                "raw_size": len(i.raw),
-                "crc32c": f"{crc32c_reference(i.raw):08x}",
-                "raw_hex": i.raw.hex(),
+        # A lossy tensor's payload takes the place of its raw bytes (section 9.1).
+        raw = i.lossy.payload if i.lossy else i.raw
+        entry: dict[str, Any] = {
+            "name": i.name,
+            "dtype": wire_name,
+            "shape": list(i.shape),
+            "codec": i.codec,
+            "filter": i.filter,
+            "raw_size": len(raw),
+            "crc32c": f"{crc32c_reference(raw):08x}",
+            "raw_hex": raw.hex(),
+        }
+        if i.lossy:
+            assert len(i.lossy.decoded) == len(i.raw), f"{i.name}: decoded size"
+            entry["lossy"] = {
+                "method": i.lossy.method,
+                "block_size": i.lossy.block_size,
+                "k": i.lossy.k,
+                "decoded_hex": i.lossy.decoded.hex(),
+                "original_hex": i.raw.hex(),
             }
-        )
+        tensors.append(entry)
     return {
         "name": vector.name,
         "description": vector.description,
@@ -461,6 +804,15 @@ def _check_against_expectations(data: bytes, expected: dict[str, Any]) -> None:
             e[k] for k in ("name", "dtype", "shape", "codec", "filter", "raw_size", "crc32c")
         )
         assert got == want, f"{expected['name']}: encoder wrote {got}, expected {want}"
+        lossy = (
+            (tensor_pb2.Lossy.Name(t.lossy.method), t.lossy.block_size, t.lossy.k)
+            if t.HasField("lossy")
+            else None
+        )
+        want_lossy = e.get("lossy")
+        if want_lossy is not None:
+            want_lossy = tuple(want_lossy[k] for k in ("method", "block_size", "k"))
+        assert lossy == want_lossy, f"{expected['name']}: {t.name} lossy {lossy} != {want_lossy}"
     assert dict(msg.metadata) == expected["metadata"], expected["name"]
 
 

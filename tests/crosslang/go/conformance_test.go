@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -45,19 +46,46 @@ type manifest struct {
 
 // <name>.json
 type expectation struct {
-	Name     string            `json:"name"`
-	Message  string            `json:"message"`
-	Metadata map[string]string `json:"metadata"`
-	Tensors  []struct {
-		Name    string  `json:"name"`
-		Dtype   string  `json:"dtype"`
-		Shape   []int64 `json:"shape"`
-		Codec   string  `json:"codec"`
-		Filter  string  `json:"filter"`
-		RawSize uint64  `json:"raw_size"`
-		CRC32C  string  `json:"crc32c"`
-		RawHex  string  `json:"raw_hex"`
-	} `json:"tensors"`
+	Name     string              `json:"name"`
+	Message  string              `json:"message"`
+	Metadata map[string]string   `json:"metadata"`
+	Tensors  []expectationTensor `json:"tensors"`
+}
+
+type expectationTensor struct {
+	Name    string  `json:"name"`
+	Dtype   string  `json:"dtype"`
+	Shape   []int64 `json:"shape"`
+	Codec   string  `json:"codec"`
+	Filter  string  `json:"filter"`
+	RawSize uint64  `json:"raw_size"`
+	CRC32C  string  `json:"crc32c"`
+	RawHex  string  `json:"raw_hex"` // a lossy tensor's payload
+	// A lossy tensor (section 9.1): its Tensor.lossy fields, the logical tensor
+	// a reader reconstructs, and the tensor before the lossy encoding.
+	Lossy *struct {
+		Method      string `json:"method"`
+		BlockSize   uint32 `json:"block_size"`
+		K           uint64 `json:"k"`
+		DecodedHex  string `json:"decoded_hex"`
+		OriginalHex string `json:"original_hex"`
+	} `json:"lossy"`
+}
+
+// lossyFacts is what .json says of a tensor's lossy field: "" when lossless.
+func (e expectationTensor) lossyFacts() string {
+	if e.Lossy == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s/%d/%d", e.Lossy.Method, e.Lossy.BlockSize, e.Lossy.K)
+}
+
+// lossyFacts formats a decoded tensor's lossy encoding like expectationTensor's.
+func lossyFacts(l *Lossy) string {
+	if l == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s/%d/%d", l.Method, l.BlockSize, l.K)
 }
 
 type vector struct {
@@ -142,6 +170,17 @@ func TestVectors(t *testing.T) {
 				if got != want {
 					t.Errorf("tensor %d (codec, filter, raw_size, crc32c) = %v, want %v", i, got, want)
 				}
+				var pbLossy string // the generated LossyEncoding, as .json writes it
+				if l := tp.GetLossy(); l != nil {
+					pbLossy = fmt.Sprintf("%s/%d/%d", l.GetMethod(), l.GetBlockSize(), l.GetK())
+					if len(l.ProtoReflect().GetUnknown()) != 0 {
+						t.Errorf("tensor %d: lossy has unknown fields", i)
+					}
+				}
+				if pbLossy != e.lossyFacts() {
+					t.Errorf("tensor %d: lossy (method/block_size/k) = %q, want %q",
+						i, pbLossy, e.lossyFacts())
+				}
 			}
 			if !reflect.DeepEqual(nonNil(pb.GetMetadata()), nonNil(v.expect.Metadata)) {
 				t.Errorf("metadata %v, want %v", pb.GetMetadata(), v.expect.Metadata)
@@ -184,6 +223,16 @@ func checkExpected(t *testing.T, v vector, m *Map) {
 			t.Errorf("tensor %d: hash/crc32 Castagnoli of raw_hex is %s, .json says %s",
 				i, c, e.CRC32C)
 		}
+		// A lossy tensor: raw_hex is the payload (what the CRC covers), and the
+		// decoder returns the reconstructed logical tensor of decoded_hex.
+		payload, logical := raw, raw
+		gotPayload := got.Raw
+		if e.Lossy != nil {
+			if logical, err = hex.DecodeString(e.Lossy.DecodedHex); err != nil {
+				t.Fatalf("tensor %d: decoded_hex: %v", i, err)
+			}
+			gotPayload = got.Payload
+		}
 		shape := got.Shape
 		if shape == nil {
 			shape = []int64{}
@@ -203,15 +252,20 @@ func checkExpected(t *testing.T, v vector, m *Map) {
 			{"filter", got.Filter.String(), e.Filter},
 			{"raw_size", got.RawSize, e.RawSize},
 			{"crc32c", fmt.Sprintf("%08x", got.CRC32C), e.CRC32C},
-			{"len(raw)", uint64(len(got.Raw)), e.RawSize},
+			{"len(payload)", uint64(len(gotPayload)), e.RawSize},
+			{"lossy", lossyFacts(got.Lossy), e.lossyFacts()},
+			{"len(raw)", uint64(len(got.Raw)), numel(e.Shape) * Width(got.Dtype)},
 		}
 		for _, c := range checks {
 			if !reflect.DeepEqual(c.got, c.want) {
 				t.Errorf("tensor %d (%q): %s = %v, want %v", i, e.Name, c.what, c.got, c.want)
 			}
 		}
-		if !bytes.Equal(got.Raw, raw) {
-			t.Errorf("tensor %d (%q): raw bytes\n got %x\nwant %x", i, e.Name, got.Raw, raw)
+		if e.Lossy != nil && !bytes.Equal(got.Payload, payload) {
+			t.Errorf("tensor %d (%q): payload\n got %x\nwant %x", i, e.Name, got.Payload, payload)
+		}
+		if !bytes.Equal(got.Raw, logical) {
+			t.Errorf("tensor %d (%q): raw bytes\n got %x\nwant %x", i, e.Name, got.Raw, logical)
 		}
 	}
 	if !reflect.DeepEqual(nonNil(m.Metadata), nonNil(v.expect.Metadata)) {
@@ -288,15 +342,17 @@ type span struct {
 	fieldLen   int // bytes of the whole field: key, length and payload
 }
 
-// tensorFields is where one tensor's padding and data payloads lie.
+// tensorFields is where one tensor's padding and data payloads and its
+// lossy field lie.
 type tensorFields struct {
-	padding, data *span
+	padding, data, lossy *span
 }
 
 const (
 	mapTensorsField    = 1
 	tensorPaddingField = 8
 	tensorDataField    = 9
+	tensorLossyField   = 10
 )
 
 // locateTensors walks the wire bytes with protowire (no generated code) and
@@ -335,14 +391,18 @@ func locateFields(t *testing.T, b []byte, start, end int) tensorFields {
 		if valLen < 0 {
 			t.Fatalf("offset %d: %v", pos, protowire.ParseError(valLen))
 		}
-		if typ == protowire.BytesType && (num == tensorPaddingField || num == tensorDataField) {
+		if typ == protowire.BytesType &&
+			(num == tensorPaddingField || num == tensorDataField || num == tensorLossyField) {
 			payload, m := protowire.ConsumeBytes(b[pos+n : end])
 			s := &span{start: pos + n + m - len(payload), fieldLen: n + valLen}
 			s.end = s.start + len(payload)
-			if num == tensorPaddingField {
+			switch num {
+			case tensorPaddingField:
 				tf.padding = s
-			} else {
+			case tensorDataField:
 				tf.data = s
+			default:
+				tf.lossy = s
 			}
 		}
 		pos += n + valLen
@@ -362,6 +422,22 @@ func TestTampering(t *testing.T) {
 				e := v.expect.Tensors[i]
 				if loc.data != nil {
 					flipData(t, v, i, e.Codec == "CODEC_ZSTD", *loc.data, want)
+				}
+				if loc.lossy != nil {
+					// Every byte of the lossy field, its key and length included:
+					// refused, or a different result (the CRC-32C covers the
+					// payload, not the method, block_size and k).
+					for k := loc.lossy.end - loc.lossy.fieldLen; k < loc.lossy.end; k++ {
+						for _, mask := range []byte{0x01, 0xff} {
+							b := bytes.Clone(v.bin)
+							b[k] ^= mask
+							if got, err := Decode(b, DefaultLimits); err == nil &&
+								reflect.DeepEqual(got, want) {
+								t.Fatalf("tensor %d: lossy byte at offset %d ^ %#02x: same result",
+									i, k, mask)
+							}
+						}
+					}
 				}
 				if loc.padding != nil {
 					// The content of padding carries no meaning (section 2.4).
@@ -421,7 +497,8 @@ func flipData(t *testing.T, v vector, i int, compressed bool, data span, want *M
 func kind(err error) string {
 	for _, e := range []error{ErrProtobuf, ErrDtype, ErrShape, ErrRawSize, ErrLimit, ErrCodec,
 		ErrFilter, ErrDataSize, ErrFrame, ErrEmptyChecksum, ErrDuplicateName, ErrDecompress,
-		ErrChecksum, ErrBool} {
+		ErrChecksum, ErrBool, ErrLossyMethod, ErrLossyDtype, ErrLossyParams, ErrLossyFilter,
+		ErrTopKIndex} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}
@@ -837,4 +914,270 @@ func TestAccepted(t *testing.T) {
 			t.Fatalf("got %+v", got)
 		}
 	})
+}
+
+// --- Lossy tensors (section 9.1) --------------------------------------------
+
+// setPayload replaces a tensor's (uncompressed) payload, with a matching
+// raw_size and crc32c.
+func setPayload(tn *flwirev1.Tensor, payload []byte) {
+	tn.Data, tn.RawSize, tn.Crc32C = payload, uint64(len(payload)), CRC32C(payload)
+}
+
+// topKIndexAt is the offset in a float32 top-k payload of index j.
+func topKIndexAt(tn *flwirev1.Tensor, j int) int {
+	return int(tn.GetLossy().GetK())*int(Width(tn.GetDtype())) + 4*j
+}
+
+// TestLossyRefusals: one case per reader check of section 9.1, on the golden
+// lossy vectors. They mirror test_malformed_lossy_tensors_are_refused in
+// tests/conformance/test_golden_vectors.py. lossy_topk: tensor 0 is a 16x16
+// float32 with k = 8; lossy_int8: tensor 3 a 128-element bfloat16 with
+// block_size 64, uncompressed; lossy_float16: tensor 0 a 16x16 float32.
+func TestLossyRefusals(t *testing.T) {
+	mutated := func(vector string, i int, mutate func(*flwirev1.Tensor)) func(*testing.T) []byte {
+		return func(t *testing.T) []byte {
+			m := base(t, vector)
+			mutate(m.Tensors[i])
+			return marshal(t, m)
+		}
+	}
+	cases := []struct {
+		name   string
+		mutate func(t *testing.T) []byte
+		limits *Limits
+		want   error
+		reason string
+	}{
+		{"unknown method", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			tn.Lossy.Method = 5
+		}), nil, ErrLossyMethod, "method 5"},
+		{"k above n", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			tn.Lossy.K = 257
+		}), nil, ErrLossyParams, "k=257"},
+		{"k not the payload's", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			tn.Lossy.K = 7
+		}), nil, ErrRawSize, "takes 56 bytes, raw_size is 64"},
+		{"k whose payload size wraps around 2^64", mutated("lossy_topk", 1, func(tn *flwirev1.Tensor) {
+			// bfloat16: (2^62 - 1) * (2 + 8) bytes, about 2.5 * 2^64
+			tn.Shape, tn.Lossy.K = []int64{1<<62 - 1}, 1<<62-1
+		}), limits(math.MaxUint64, math.MaxUint64, 10), ErrRawSize, "*2^64+"},
+		{"block_size 0", mutated("lossy_int8", 3, func(tn *flwirev1.Tensor) {
+			tn.Lossy.BlockSize = 0
+		}), nil, ErrLossyParams, "block_size 0"},
+		{"block_size not the payload's", mutated("lossy_int8", 3, func(tn *flwirev1.Tensor) {
+			tn.Lossy.BlockSize = 16
+		}), nil, ErrRawSize, "takes 160 bytes, raw_size is 136"},
+		{"shuffle on int8", mutated("lossy_int8", 3, func(tn *flwirev1.Tensor) {
+			tn.Filter = flwirev1.Filter_FILTER_BYTE_SHUFFLE
+		}), nil, ErrLossyFilter, "must not be filtered"},
+		{"shuffle on top-k", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			tn.Filter = flwirev1.Filter_FILTER_BYTE_SHUFFLE
+		}), nil, ErrLossyFilter, "must not be filtered"},
+		{"cast of a float16 tensor", mutated("lossy_float16", 0, func(tn *flwirev1.Tensor) {
+			tn.Dtype = flwirev1.Dtype_DTYPE_FLOAT16
+		}), nil, ErrLossyDtype, "casts apply to float32 and float64"},
+		{"cast of a bfloat16 tensor", mutated("lossy_float16", 0, func(tn *flwirev1.Tensor) {
+			tn.Dtype = flwirev1.Dtype_DTYPE_BFLOAT16
+		}), nil, ErrLossyDtype, "casts apply to float32 and float64"},
+		{"top-k of an int32 tensor", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			tn.Dtype = flwirev1.Dtype_DTYPE_INT32
+		}), nil, ErrLossyDtype, "floating tensors only"},
+		{"int8 of a float8 tensor", mutated("lossy_int8", 3, func(tn *flwirev1.Tensor) {
+			tn.Dtype = flwirev1.Dtype_DTYPE_FLOAT8_E4M3FN
+		}), nil, ErrLossyDtype, "floating tensors only"},
+		{"cast payload too short", mutated("lossy_float16", 0, func(tn *flwirev1.Tensor) {
+			setPayload(tn, tn.Data[:len(tn.Data)-2])
+		}), nil, ErrRawSize, "takes 512 bytes, raw_size is 510"},
+		{"raw_size of the logical tensor", mutated("lossy_float16", 0, func(tn *flwirev1.Tensor) {
+			tn.RawSize = 1024
+		}), nil, ErrRawSize, "takes 512 bytes, raw_size is 1024"},
+		{"payload changed", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			tn.Data = bytes.Clone(tn.Data)
+			tn.Data[0] ^= 1
+		}), nil, ErrChecksum, ""},
+		{"top-k indices not ascending", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			p, at := bytes.Clone(tn.Data), topKIndexAt(tn, 0)
+			copy(p[at:], append(bytes.Clone(tn.Data[at+4:at+8]), tn.Data[at:at+4]...))
+			setPayload(tn, p)
+		}), nil, ErrTopKIndex, "not strictly ascending (index 0 at position 1 follows 17)"},
+		{"top-k index repeated", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			p, at := bytes.Clone(tn.Data), topKIndexAt(tn, 1)
+			copy(p[at:], tn.Data[at-4:at])
+			setPayload(tn, p)
+		}), nil, ErrTopKIndex, "not strictly ascending"},
+		{"top-k index out of range", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			p := bytes.Clone(tn.Data)
+			binary.LittleEndian.PutUint32(p[len(p)-4:], 256)
+			setPayload(tn, p)
+		}), nil, ErrTopKIndex, "index 256 is out of range for 256 elements"},
+		{"logical size above the per-tensor limit", func(t *testing.T) []byte {
+			return readFile(t, "lossy_topk.bin") // delta: a payload of 64 bytes, 1024 decoded
+		}, limits(1023, 1<<20, 10), ErrLimit, "decodes to 1024 bytes"},
+		{"logical sizes above the per-map limit", func(t *testing.T) []byte {
+			return readFile(t, "lossy_topk.bin") // 1024 + 256 bytes decoded, 112 of payload
+		}, limits(1024, 1279, 10), ErrLimit, "total raw size"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			lim := DefaultLimits
+			if c.limits != nil {
+				lim = *c.limits
+			}
+			m, err := Decode(c.mutate(t), lim)
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.reason) {
+				t.Fatalf("err = %v, want %v (%q)", err, c.want, c.reason)
+			}
+			if m != nil {
+				t.Fatalf("a refused map was returned: %+v", m)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
+
+// TestLossyAccepted covers lossy inputs a reader must accept although flwire
+// writers do not produce them.
+func TestLossyAccepted(t *testing.T) {
+	t.Run("method 0 is lossless, whatever block_size and k say", func(t *testing.T) {
+		m := base(t, "float32_small")
+		m.Tensors[0].Lossy = &flwirev1.LossyEncoding{BlockSize: 7, K: 3}
+		got, err := Decode(marshal(t, m), DefaultLimits)
+		if err != nil || got.Tensors[0].Lossy != nil || !bytes.Equal(got.Tensors[0].Raw, m.Tensors[0].Data) {
+			t.Fatalf("err = %v, got %+v", err, got)
+		}
+	})
+	t.Run("the logical size at the per-tensor limit", func(t *testing.T) {
+		if _, err := Decode(readFile(t, "lossy_topk.bin"), *limits(1024, 1280, 10)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("block_size varint beyond 32 bits keeps its low 32 bits", func(t *testing.T) {
+		m := base(t, "lossy_int8")
+		want, err := Decode(marshal(t, m), DefaultLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Tensor 3 again, with block_size 2^32 + 64 written by hand after its fields.
+		tn := proto.Clone(m.Tensors[3]).(*flwirev1.Tensor)
+		tn.Lossy = nil
+		tb, err := proto.Marshal(tn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lb []byte
+		lb = protowire.AppendTag(lb, 1, protowire.VarintType)
+		lb = protowire.AppendVarint(lb, uint64(flwirev1.Lossy_LOSSY_BLOCK_INT8))
+		lb = protowire.AppendTag(lb, 2, protowire.VarintType)
+		lb = protowire.AppendVarint(lb, 1<<32+64)
+		tb = protowire.AppendTag(tb, tensorLossyField, protowire.BytesType)
+		tb = protowire.AppendBytes(tb, lb)
+		var mb []byte
+		mb = protowire.AppendTag(mb, mapTensorsField, protowire.BytesType)
+		mb = protowire.AppendBytes(mb, tb)
+		got, err := Decode(mb, DefaultLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Tensors[0].Lossy.BlockSize != 64 || !bytes.Equal(got.Tensors[0].Raw, want.Tensors[3].Raw) {
+			t.Fatalf("got %+v", got.Tensors[0])
+		}
+	})
+	t.Run("a shuffled cast payload without a codec", func(t *testing.T) {
+		// float32 [1.0, -2.0, 0.5] as float16 0x3c00, 0xc000, 0x3800, shuffled
+		// with 2-byte elements (section 6's example).
+		payload := []byte{0x00, 0x3c, 0x00, 0xc0, 0x00, 0x38}
+		tn := rawTensor("h", flwirev1.Dtype_DTYPE_FLOAT32, []int64{3}, payload)
+		tn.Filter, tn.Data = flwirev1.Filter_FILTER_BYTE_SHUFFLE, []byte{0, 0, 0, 0x3c, 0xc0, 0x38}
+		tn.Lossy = &flwirev1.LossyEncoding{Method: flwirev1.Lossy_LOSSY_CAST_FLOAT16}
+		got, err := DecodeTensorMap(mapOf(t, tn))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := binary.LittleEndian.AppendUint32(nil, math.Float32bits(1))
+		want = binary.LittleEndian.AppendUint32(want, math.Float32bits(-2))
+		want = binary.LittleEndian.AppendUint32(want, math.Float32bits(0.5))
+		if !bytes.Equal(got[0].Raw, want) || !bytes.Equal(got[0].Payload, payload) {
+			t.Fatalf("raw %x, payload %x", got[0].Raw, got[0].Payload)
+		}
+	})
+	t.Run("an empty top-k tensor", func(t *testing.T) {
+		tn := rawTensor("e", flwirev1.Dtype_DTYPE_FLOAT32, []int64{0, 5}, nil)
+		tn.Lossy = &flwirev1.LossyEncoding{Method: flwirev1.Lossy_LOSSY_TOP_K}
+		got, err := DecodeTensorMap(mapOf(t, tn))
+		if err != nil || len(got[0].Raw) != 0 {
+			t.Fatalf("err = %v, got %+v", err, got)
+		}
+	})
+}
+
+// TestFloatConversions checks the hand-written IEEE conversions of decode.go
+// against Go's own float32/float64 arithmetic and spot values of the spec.
+func TestFloatConversions(t *testing.T) {
+	f32 := func(x float32) uint32 { return math.Float32bits(x) }
+	// Every float16 and bfloat16 widens exactly and rounds back to itself.
+	for h := 0; h < 1<<16; h++ {
+		w := float16ToFloat32(uint16(h))
+		if x := math.Float32frombits(w); x != x {
+			if h&0x7c00 != 0x7c00 || h&0x3ff == 0 {
+				t.Fatalf("float16 %#04x widened to NaN", h)
+			}
+			continue
+		}
+		if back := float32ToFloat16(w); back != uint16(h) {
+			t.Fatalf("float16 %#04x -> %#08x -> %#04x", h, w, back)
+		}
+		if back := float32ToBfloat16(bfloat16ToFloat32(uint16(h))); back != uint16(h) &&
+			h&0x7f80 != 0x7f80 {
+			t.Fatalf("bfloat16 %#04x round trip gives %#04x", h, back)
+		}
+	}
+	// The subnormal float16 1 * 2^-24 and the largest finite one.
+	if got := math.Float32frombits(float16ToFloat32(0x0001)); got != 0x1p-24 {
+		t.Fatalf("float16 0x0001 = %g", got)
+	}
+	if got := math.Float32frombits(float16ToFloat32(0x7bff)); got != 65504 {
+		t.Fatalf("float16 0x7bff = %g", got)
+	}
+	// Round to nearest, ties to even (the cases of the lossy_float16 vector).
+	for _, c := range []struct {
+		x    float32
+		want uint16
+	}{
+		{1 + 0x1p-11, 0x3c00}, {1 + 3*0x1p-11, 0x3c02}, {-(1 + 0x1p-11 + 0x1p-23), 0xbc01},
+		{65519, 0x7bff}, {65520, 0x7c00}, {1e30, 0x7c00}, {0x1p-25, 0x0000},
+		{3 * 0x1p-26, 0x0001}, {0x1p-14, 0x0400}, {0x1p-14 - 0x1p-25, 0x0400},
+		{0x1p-149, 0x0000}, {-0x1p-126, 0x8000}, {-1000.0625, 0xe3d0}, {-1000.5, 0xe3d1},
+	} {
+		if got := float32ToFloat16(f32(c.x)); got != c.want {
+			t.Errorf("float16(%g) = %#04x, want %#04x", c.x, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		x    float32
+		want uint16
+	}{
+		{1 + 0x1p-8, 0x3f80}, {1 + 3*0x1p-8, 0x3f82}, {1 + 0x1p-8 + 0x1p-23, 0x3f81},
+		{math.MaxFloat32, 0x7f80}, {-0x1p-149, 0x8000}, {0x1p-133, 0x0001},
+	} {
+		if got := float32ToBfloat16(f32(c.x)); got != c.want {
+			t.Errorf("bfloat16(%g) = %#04x, want %#04x", c.x, got, c.want)
+		}
+	}
+	// float32 -> float64 agrees with Go's conversion (exact) on a spread of
+	// bit patterns, subnormals and infinities included.
+	for b := uint64(0); b < 1<<32; b += 65521 {
+		for _, w := range []uint32{uint32(b), uint32(b) | 0x80000000, uint32(b) & 0x807fffff} {
+			x := math.Float32frombits(w)
+			if x != x {
+				continue
+			}
+			if got, want := float32ToFloat64(w), math.Float64bits(float64(x)); got != want {
+				t.Fatalf("float64(%#08x) = %#016x, want %#016x", w, got, want)
+			}
+		}
+	}
+	if got := float32ToFloat64(0x7fc00000); got != 0x7ff8000000000000 {
+		t.Fatalf("float64 of the quiet NaN = %#016x", got)
+	}
 }

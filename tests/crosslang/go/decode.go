@@ -5,7 +5,8 @@
 // The protobuf layer is stock: the generated flwirev1.TensorMap and
 // proto.Unmarshal. Everything the schema cannot say (dtype widths, sizes,
 // the byte shuffle, the zstd frame rules, CRC-32C, bool bytes, unique names,
-// limits) is checked here, in the order of section 10 of the spec.
+// limits) is checked here, in the order of section 10 of the spec, and so are
+// lossy tensors (section 9.1), which are then reconstructed (dequantized).
 package conformance
 
 import (
@@ -24,6 +25,10 @@ import (
 
 // Tensor is one decoded tensor: its header fields as they were on the wire,
 // and its raw little-endian bytes (after undoing the codec and the filter).
+//
+// For a lossy tensor (section 9.1) RawSize and CRC32C are, as on the wire,
+// the payload's; Payload holds the decoded payload and Raw the reconstructed
+// logical tensor (Dtype and Shape). For a lossless one Lossy and Payload are nil.
 type Tensor struct {
 	Name    string
 	Dtype   flwirev1.Dtype
@@ -33,6 +38,8 @@ type Tensor struct {
 	RawSize uint64
 	CRC32C  uint32
 	Raw     []byte
+	Lossy   *Lossy
+	Payload []byte
 }
 
 // Map is a decoded TensorMap.
@@ -74,6 +81,14 @@ var (
 	ErrDecompress    = errors.New("zstd decompression failed")           // check 10
 	ErrChecksum      = errors.New("crc32c mismatch")                     // check 12
 	ErrBool          = errors.New("bool byte other than 0x00 or 0x01")   // check 13
+
+	// Section 9.1, lossy tensors. A payload whose size is not raw_size is an
+	// ErrRawSize (the check replaces check 3).
+	ErrLossyMethod = errors.New("unknown lossy method")                    // the reader must upgrade
+	ErrLossyDtype  = errors.New("lossy method not allowed for the dtype")  // casts: float32, float64
+	ErrLossyParams = errors.New("invalid lossy parameters")                // block_size 0, k > n
+	ErrLossyFilter = errors.New("filter not allowed on the lossy payload") // methods 3 and 4
+	ErrTopKIndex   = errors.New("invalid top-k index")                     // after decoding
 )
 
 // Widths of section 4, by Dtype value. A dtype not in this table is refused.
@@ -166,6 +181,13 @@ func Decode(b []byte, lim Limits) (*Map, error) {
 			CRC32C:  t.GetCrc32C(),
 			Raw:     raw,
 		}
+		if l := lossyOf(t); l != nil {
+			payload := raw
+			if raw, err = reconstruct(t.GetDtype(), numel(t.GetShape()), l, payload); err != nil {
+				return nil, tensorError(i, t.GetName(), err)
+			}
+			out.Tensors[i].Raw, out.Tensors[i].Lossy, out.Tensors[i].Payload = raw, l, payload
+		}
 	}
 	return out, nil
 }
@@ -203,22 +225,25 @@ func checkHeader(t *flwirev1.Tensor, lim Limits, total *uint64) error {
 
 	// 3. product(shape) * width == raw_size. After check 2 it cannot
 	// overflow: it is at most product(max(d, 1)) * width < 2^63.
-	want := width
-	for _, d := range shape {
-		want *= uint64(d)
-	}
-	if want != t.GetRawSize() {
+	// A lossy tensor replaces this check with those of section 9.1, and its
+	// logical size, not its payload's, counts towards the limits.
+	raw := t.GetRawSize()
+	want := numel(shape) * width
+	if l := lossyOf(t); l != nil {
+		if err := checkLossy(t, l, lim); err != nil {
+			return err
+		}
+	} else if want != raw {
 		return fmt.Errorf("%w: shape %v of %s (width %d) needs %d bytes, raw_size is %d",
-			ErrRawSize, shape, t.GetDtype(), width, want, t.GetRawSize())
+			ErrRawSize, shape, t.GetDtype(), width, want, raw)
 	}
 
 	// 4. limits
-	raw := t.GetRawSize()
 	if raw > lim.MaxTensorBytes {
 		return fmt.Errorf("%w: raw_size %d above the per-tensor limit %d",
 			ErrLimit, raw, lim.MaxTensorBytes)
 	}
-	if *total += raw; *total > lim.MaxTotalBytes || *total < raw {
+	if *total += want; *total > lim.MaxTotalBytes || *total < want {
 		return fmt.Errorf("%w: total raw size of the map above the limit %d",
 			ErrLimit, lim.MaxTotalBytes)
 	}
@@ -391,7 +416,8 @@ func checkFrame(data []byte, start int) (int, uint64, error) {
 	return pos, fcs, nil
 }
 
-// decodeData makes checks 10 to 13 and returns the raw bytes.
+// decodeData makes checks 10 to 13 and returns the raw bytes (for a lossy
+// tensor, its payload).
 func decodeData(t *flwirev1.Tensor, lim Limits) ([]byte, error) {
 	raw := t.GetData()
 	if t.GetCodec() == flwirev1.Codec_CODEC_ZSTD {
@@ -401,7 +427,11 @@ func decodeData(t *flwirev1.Tensor, lim Limits) ([]byte, error) {
 		}
 	}
 	if t.GetFilter() == flwirev1.Filter_FILTER_BYTE_SHUFFLE {
-		raw = unshuffle(raw, int(Width(t.GetDtype())))
+		width := Width(t.GetDtype())
+		if l := lossyOf(t); l != nil {
+			width = payloadElementWidth(l.Method)
+		}
+		raw = unshuffle(raw, int(width))
 	}
 	if got, want := CRC32C(raw), t.GetCrc32C(); got != want {
 		return nil, fmt.Errorf("%w: the raw bytes have 0x%08x, crc32c is 0x%08x",
@@ -454,4 +484,310 @@ func unshuffle(in []byte, width int) []byte {
 		}
 	}
 	return out
+}
+
+// --- Lossy tensors (spec section 9.1) ---------------------------------------
+
+// Lossy is a tensor's LossyEncoding: Method is never LOSSY_UNSPECIFIED.
+type Lossy struct {
+	Method    flwirev1.Lossy
+	BlockSize uint32 // LOSSY_BLOCK_INT8 only
+	K         uint64 // LOSSY_TOP_K only
+}
+
+// lossyOf returns t's lossy encoding, or nil when t is lossless (no lossy
+// field, or method 0, whatever block_size and k say).
+func lossyOf(t *flwirev1.Tensor) *Lossy {
+	l := t.GetLossy()
+	if l.GetMethod() == flwirev1.Lossy_LOSSY_UNSPECIFIED {
+		return nil
+	}
+	return &Lossy{Method: l.GetMethod(), BlockSize: l.GetBlockSize(), K: l.GetK()}
+}
+
+// numel is the product of the dimensions (checked by check 2 not to overflow).
+func numel(shape []int64) uint64 {
+	n := uint64(1)
+	for _, d := range shape {
+		n *= uint64(d)
+	}
+	return n
+}
+
+func isCast(m flwirev1.Lossy) bool {
+	return m == flwirev1.Lossy_LOSSY_CAST_FLOAT16 || m == flwirev1.Lossy_LOSSY_CAST_BFLOAT16
+}
+
+// payloadElementWidth is the element width the filter works on in a payload:
+// the 2-byte float of a cast, bytes otherwise (so a shuffle is the identity).
+func payloadElementWidth(m flwirev1.Lossy) uint64 {
+	if isCast(m) {
+		return 2
+	}
+	return 1
+}
+
+// topKIndexWidth is the width of a top-k index: uint32 below 2^32 elements.
+func topKIndexWidth(n uint64) uint64 {
+	if n < 1<<32 {
+		return 4
+	}
+	return 8
+}
+
+// checkLossy makes the reader checks of section 9.1 that come before any
+// allocation, in its order: the method and the dtype, the logical size
+// against the per-tensor limit, block_size and k, raw_size == the payload
+// size, no filter for methods 3 and 4.
+func checkLossy(t *flwirev1.Tensor, l *Lossy, lim Limits) error {
+	d := t.GetDtype()
+	switch l.Method {
+	case flwirev1.Lossy_LOSSY_CAST_FLOAT16, flwirev1.Lossy_LOSSY_CAST_BFLOAT16:
+		if d != flwirev1.Dtype_DTYPE_FLOAT32 && d != flwirev1.Dtype_DTYPE_FLOAT64 {
+			return fmt.Errorf("%w: %s of a %s tensor (casts apply to float32 and float64)",
+				ErrLossyDtype, l.Method, d)
+		}
+	case flwirev1.Lossy_LOSSY_BLOCK_INT8, flwirev1.Lossy_LOSSY_TOP_K:
+		switch d {
+		case flwirev1.Dtype_DTYPE_FLOAT32, flwirev1.Dtype_DTYPE_FLOAT64,
+			flwirev1.Dtype_DTYPE_FLOAT16, flwirev1.Dtype_DTYPE_BFLOAT16:
+		default:
+			return fmt.Errorf("%w: %s of a %s tensor (floating tensors only)",
+				ErrLossyDtype, l.Method, d)
+		}
+	default:
+		return fmt.Errorf("%w: method %d; upgrade", ErrLossyMethod, int32(l.Method))
+	}
+
+	n, width := numel(t.GetShape()), Width(d)
+	if logical := n * width; logical > lim.MaxTensorBytes {
+		return fmt.Errorf("%w: decodes to %d bytes, above the per-tensor limit %d",
+			ErrLimit, logical, lim.MaxTensorBytes)
+	}
+
+	// The payload size, in 128 bits so that no k or block_size can wrap it.
+	var hi, size uint64
+	switch l.Method {
+	case flwirev1.Lossy_LOSSY_BLOCK_INT8:
+		if l.BlockSize == 0 {
+			return fmt.Errorf("%w: block_size 0 (must be >= 1)", ErrLossyParams)
+		}
+		blocks := (n + uint64(l.BlockSize) - 1) / uint64(l.BlockSize) // n < 2^62: no overflow
+		var carry uint64
+		hi, size = bits.Mul64(blocks, 4)
+		size, carry = bits.Add64(size, n, 0)
+		hi += carry
+	case flwirev1.Lossy_LOSSY_TOP_K:
+		if l.K > n {
+			return fmt.Errorf("%w: top-k keeps k=%d elements of a tensor of %d elements",
+				ErrLossyParams, l.K, n)
+		}
+		hi, size = bits.Mul64(l.K, width+topKIndexWidth(n))
+	default: // a cast
+		size = 2 * n
+	}
+	if hi != 0 || size != t.GetRawSize() {
+		return fmt.Errorf("%w: the %s payload of shape %v of %s takes %s bytes, raw_size is %d",
+			ErrRawSize, l.Method, t.GetShape(), d, bigUint(hi, size), t.GetRawSize())
+	}
+	if t.GetFilter() != flwirev1.Filter_FILTER_UNSPECIFIED && !isCast(l.Method) {
+		return fmt.Errorf("%w: a %s payload must not be filtered (filter is %s)",
+			ErrLossyFilter, l.Method, t.GetFilter())
+	}
+	return nil
+}
+
+// bigUint formats hi*2^64 + lo.
+func bigUint(hi, lo uint64) string {
+	if hi == 0 {
+		return fmt.Sprint(lo)
+	}
+	return fmt.Sprintf("%d*2^64+%d", hi, lo)
+}
+
+// reconstruct turns a lossy tensor's decoded payload (already checked for size
+// and CRC-32C) into the logical tensor's raw bytes: n elements of dtype d.
+func reconstruct(d flwirev1.Dtype, n uint64, l *Lossy, payload []byte) ([]byte, error) {
+	switch l.Method {
+	case flwirev1.Lossy_LOSSY_CAST_FLOAT16:
+		return castBack(d, n, payload, float16ToFloat32), nil
+	case flwirev1.Lossy_LOSSY_CAST_BFLOAT16:
+		return castBack(d, n, payload, bfloat16ToFloat32), nil
+	case flwirev1.Lossy_LOSSY_BLOCK_INT8:
+		return dequantizeInt8(d, n, uint64(l.BlockSize), payload), nil
+	default:
+		return scatterTopK(d, n, l.K, payload)
+	}
+}
+
+// castBack converts n 16-bit floats to d (float32 or float64), exactly.
+func castBack(d flwirev1.Dtype, n uint64, payload []byte, toFloat32 func(uint16) uint32) []byte {
+	out := make([]byte, n*Width(d))
+	for i := uint64(0); i < n; i++ {
+		putFromFloat32(d, out, i, toFloat32(binary.LittleEndian.Uint16(payload[2*i:])))
+	}
+	return out
+}
+
+// dequantizeInt8: element i is float32(q[i] * scale[i / blockSize]), one
+// float32 multiplication, then converted to d (nearest-even).
+func dequantizeInt8(d flwirev1.Dtype, n, blockSize uint64, payload []byte) []byte {
+	blocks := (n + blockSize - 1) / blockSize
+	scales, q := payload[:4*blocks], payload[4*blocks:]
+	out := make([]byte, n*Width(d))
+	for i := uint64(0); i < n; i++ {
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*(i/blockSize):]))
+		x := float32(float32(int8(q[i])) * scale) // the conversion forbids fusing or extra precision
+		putFromFloat32(d, out, i, math.Float32bits(x))
+	}
+	return out
+}
+
+// scatterTopK checks that the k indices are strictly ascending and below n
+// (before allocating the output), then puts the k values at their indices
+// and +0 everywhere else.
+func scatterTopK(d flwirev1.Dtype, n, k uint64, payload []byte) ([]byte, error) {
+	w, iw := Width(d), topKIndexWidth(n)
+	values, index := payload[:k*w], payload[k*w:]
+	at := func(j uint64) uint64 {
+		if iw == 4 {
+			return uint64(binary.LittleEndian.Uint32(index[4*j:]))
+		}
+		return binary.LittleEndian.Uint64(index[8*j:])
+	}
+	for j := uint64(0); j < k; j++ {
+		if j > 0 && at(j) <= at(j-1) {
+			return nil, fmt.Errorf("%w: indices are not strictly ascending (index %d at "+
+				"position %d follows %d)", ErrTopKIndex, at(j), j, at(j-1))
+		}
+		if at(j) >= n {
+			return nil, fmt.Errorf("%w: index %d is out of range for %d elements",
+				ErrTopKIndex, at(j), n)
+		}
+	}
+	out := make([]byte, n*w) // zeros: +0 in every float dtype
+	for j := uint64(0); j < k; j++ {
+		copy(out[at(j)*w:(at(j)+1)*w], values[j*w:(j+1)*w])
+	}
+	return out, nil
+}
+
+// putFromFloat32 stores the float32 with bits f as element i of out, converted
+// to d: exactly for float32 and float64, nearest-even for float16 and bfloat16.
+func putFromFloat32(d flwirev1.Dtype, out []byte, i uint64, f uint32) {
+	switch d {
+	case flwirev1.Dtype_DTYPE_FLOAT32:
+		binary.LittleEndian.PutUint32(out[4*i:], f)
+	case flwirev1.Dtype_DTYPE_FLOAT64:
+		binary.LittleEndian.PutUint64(out[8*i:], float32ToFloat64(f))
+	case flwirev1.Dtype_DTYPE_FLOAT16:
+		binary.LittleEndian.PutUint16(out[2*i:], float32ToFloat16(f))
+	case flwirev1.Dtype_DTYPE_BFLOAT16:
+		binary.LittleEndian.PutUint16(out[2*i:], float32ToBfloat16(f))
+	default:
+		panic("putFromFloat32: not a floating dtype: " + d.String()) // checkLossy refused it
+	}
+}
+
+// --- IEEE 754 conversions, on bit patterns -----------------------------------
+//
+// NaN stays NaN (quiet, sign and leading payload bits kept); the spec does not
+// guarantee NaN payloads, but the golden vectors hold only the quiet NaN.
+
+// float16ToFloat32 widens an IEEE binary16 to binary32 (exact).
+func float16ToFloat32(h uint16) uint32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	mant := uint32(h & 0x3ff)
+	switch {
+	case exp == 0x1f: // inf, NaN
+		return sign | 0x7f800000 | mant<<13
+	case exp == 0 && mant == 0:
+		return sign
+	case exp == 0: // subnormal, mant * 2^-24: normalize
+		e := uint32(127 - 14)
+		for mant&0x400 == 0 {
+			mant <<= 1
+			e--
+		}
+		return sign | e<<23 | (mant&0x3ff)<<13
+	default:
+		return sign | (exp+127-15)<<23 | mant<<13
+	}
+}
+
+// bfloat16ToFloat32 widens a bfloat16: it is the upper half of a binary32.
+func bfloat16ToFloat32(b uint16) uint32 { return uint32(b) << 16 }
+
+// float32ToFloat64 widens an IEEE binary32 to binary64 (exact).
+func float32ToFloat64(f uint32) uint64 {
+	sign := uint64(f>>31) << 63
+	exp := (f >> 23) & 0xff
+	mant := uint64(f & 0x7fffff)
+	switch {
+	case exp == 0xff: // inf, NaN
+		return sign | 0x7ff<<52 | mant<<29
+	case exp == 0 && mant == 0:
+		return sign
+	case exp == 0: // subnormal, mant * 2^-149: normalize
+		e := uint64(1023 - 126)
+		for mant&(1<<23) == 0 {
+			mant <<= 1
+			e--
+		}
+		return sign | e<<52 | (mant&0x7fffff)<<29
+	default:
+		return sign | uint64(exp+1023-127)<<52 | mant<<29
+	}
+}
+
+// float32ToFloat16 rounds a binary32 to the nearest binary16, ties to even;
+// beyond float16's range it gives infinity.
+func float32ToFloat16(f uint32) uint16 {
+	sign := uint16(f>>16) & 0x8000
+	exp := int32(f>>23) & 0xff
+	mant := f & 0x7fffff
+	if exp == 0xff { // inf, NaN
+		if mant == 0 {
+			return sign | 0x7c00
+		}
+		return sign | 0x7e00 | uint16(mant>>13)
+	}
+	// |x| = sig * 2^(e-23), with the implicit bit in sig for a normal number.
+	sig, e := mant|1<<23, exp-127
+	if exp == 0 {
+		sig, e = mant, -126
+	}
+	// float16 keeps 11 significant bits down to 2^-14 and a quantum of 2^-24
+	// below: drop 13 bits of sig, and one more per binade under 2^-14.
+	shift := int32(13)
+	if e < -14 {
+		shift = min(13-14-e, 25) // from 25 on, everything rounds to 0
+	}
+	q := sig >> shift
+	rest, half := sig&(1<<shift-1), uint32(1)<<(shift-1)
+	if rest > half || rest == half && q&1 == 1 {
+		q++
+	}
+	// q counts units of the result's quantum. For a normal result it holds the
+	// implicit bit (1<<10), so adding it to the exponent field minus one gives
+	// the encoding, and a carry out of the mantissa rounds up the exponent. For
+	// a subnormal result q is the encoding (1<<10: the smallest normal).
+	h := q
+	if e >= -14 {
+		h = uint32(e+14)<<10 + q
+	}
+	if h >= 0x7c00 {
+		h = 0x7c00 // overflow: infinity
+	}
+	return sign | uint16(h)
+}
+
+// float32ToBfloat16 rounds a binary32 to the nearest bfloat16, ties to even
+// (its upper 16 bits, rounded on the lower 16).
+func float32ToBfloat16(f uint32) uint16 {
+	if f&0x7fffffff > 0x7f800000 { // NaN
+		return uint16(f>>16) | 0x40
+	}
+	return uint16((f + 0x7fff + (f>>16)&1) >> 16)
 }
