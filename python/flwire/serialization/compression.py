@@ -115,15 +115,15 @@ _ZSTD_MAGIC = 0xFD2FB528
 _BLOCK_RLE = 1
 _BLOCK_RESERVED = 3
 
-#: Writers cut a tensor's filtered bytes into zstd frames of at most this many
-#: bytes, so that every core compresses and decompresses a share of even a
-#: single large tensor (see :func:`frame_bytes`).
+#: Writers cut a tensor's filtered bytes into zstd frames of this many bytes
+#: (the last one shorter), so that every core compresses and decompresses a
+#: share of even a single large tensor. (Smaller frames for smaller tensors
+#: were measured: threads do not pay below ~1 MiB here, and each frame costs
+#: a little ratio.)
 FRAME_BYTES = 1 << 19
 #: Every frame but the last must hold at least this many bytes (wire format,
 #: section 7), which bounds the number of frames by ``raw_size``.
 MIN_FRAME_BYTES = 1 << 16
-#: flwire writers make frames of at least this many bytes, except the last one.
-_SMALLEST_FRAME = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -137,20 +137,9 @@ class Frame:
     size: int
 
 
-def frame_bytes(nbytes: int) -> int:
-    """The frame size flwire writes for a tensor of ``nbytes``: a quarter of the
-    tensor rounded up to 64 KiB, between 128 KiB and FRAME_BYTES, so that a
-    tensor of a few hundred KiB is shared by cores too while per-frame costs
-    stay small. It depends on the tensor alone, so the output does not depend
-    on the number of threads."""
-    quarter = -(-nbytes // 4 // MIN_FRAME_BYTES) * MIN_FRAME_BYTES
-    return min(FRAME_BYTES, max(_SMALLEST_FRAME, quarter))
-
-
 def frame_bounds(nbytes: int) -> list[tuple[int, int]]:
     """The ``[start, end)`` ranges of filtered bytes a writer puts in each frame."""
-    step = frame_bytes(nbytes)
-    return [(a, min(a + step, nbytes)) for a in range(0, nbytes, step)]
+    return [(a, min(a + FRAME_BYTES, nbytes)) for a in range(0, nbytes, FRAME_BYTES)]
 
 
 def _frame_end(data: memoryview, pos: int, tensor_name: str) -> tuple[int, int]:
