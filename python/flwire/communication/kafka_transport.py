@@ -44,13 +44,28 @@ def _reason(err: Any) -> str:
     return str(err)
 
 
+def _log_failed_commit(err: Any, partitions: Any) -> None:
+    """librdkafka's commit callback (served by the consumer's poll)."""
+    failed = [tp for tp in partitions or [] if tp.error is not None]
+    if err is not None or failed:
+        logger.warning(
+            "Kafka offset commit failed: %s (a later commit covers it, or the records are "
+            "delivered again after a restart)",
+            _reason(err)
+            if err is not None
+            else "; ".join(
+                f"{tp.topic}[{tp.partition}]@{tp.offset}: {_reason(tp.error)}" for tp in failed
+            ),
+        )
+
+
 class _KafkaSubscription(Subscription):
     def __init__(self, config: dict[str, Any], topics: Sequence[str], poll_timeout: float) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flwire-consumer")
-        # Commits get their own thread so that they never wait behind a poll
-        # (librdkafka's consumer calls are thread-safe).
-        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flwire-commit")
-        self._config = config
+        self._config = {**config, "on_commit": _log_failed_commit}
+        # The latest offset asked to be committed, per partition: committed
+        # synchronously on close (the commits before it are asynchronous).
+        self._latest: dict[tuple[str, int], int] = {}
         self._topics = list(topics)
         self._poll_timeout = poll_timeout
         self._consumer: Consumer | None = None
@@ -65,10 +80,9 @@ class _KafkaSubscription(Subscription):
         for the first one and take what arrived with it.
 
         The wait is cut into short poll() slices: a batch consume() with a
-        timeout waits out the whole timeout to fill its batch, and a long
-        poll() both delays records that arrive during it and holds up a commit
-        made meanwhile on the commit thread (measured: up to ~1.6 s with 0.2 s
-        polls on confluent-kafka 2.x)."""
+        timeout waits out the whole timeout to fill its batch, and a long poll()
+        delays records that arrive during it (and commit callbacks).
+        """
         consumer = self._consumer
         assert consumer is not None
         batch: list[Any] = consumer.consume(500, 0)
@@ -118,26 +132,46 @@ class _KafkaSubscription(Subscription):
         return self._records()
 
     async def commit(self, topic: str, partition: int, next_offset: int) -> None:
+        """Commit asynchronously: the request is queued and this returns at once.
+
+        A synchronous commit waits for the group coordinator, which on a busy
+        broker took over a second per message (measured by the e2e benchmark).
+        At-least-once still holds: an offset whose commit fails (logged by
+        _log_failed_commit) is covered by the next commit, or its records are
+        delivered again after a restart and de-duplicated by message id.
+        """
         assert self._consumer is not None
-        consumer = self._consumer
-        offsets = [TopicPartition(topic, partition, next_offset)]
-        loop = asyncio.get_running_loop()
+        self._latest[(topic, partition)] = next_offset
         try:
-            await loop.run_in_executor(
-                self._commits, lambda: consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(
+                offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=True
             )
         except KafkaException as exc:
             raise CommunicationException(
                 f"could not commit {topic}[{partition}]@{next_offset}: {_reason(exc.args[0])}"
             ) from None
 
+    def _close_consumer(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        if self._latest:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self._latest.items()]
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                logger.warning(
+                    "Final commit of %s failed: %s (those records will be delivered again)",
+                    ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets),
+                    _reason(exc.args[0]),
+                )
+        consumer.close()
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._commits.shutdown, True)  # a commit in flight ends first
         if self._consumer is not None:
-            await self._run(self._consumer.close)
+            await self._run(self._close_consumer)
         self._executor.shutdown(wait=False)
 
 
@@ -176,6 +210,9 @@ class KafkaTransport(Transport):
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            # Records are up to max_record_bytes (1 MB) each: let one fetch bring
+            # many of them, not one per round trip to the broker.
+            "max.partition.fetch.bytes": 16 * max_record_bytes,
             **(consumer_config or {}),
         }
         self._producer: Producer | None = None
