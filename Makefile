@@ -55,8 +55,8 @@ kafka-up: install
 kafka-down:
 	bash kafka/broker.sh down
 
-# bench.py (serialization, ~3 min), then the end-to-end run over a private Kafka broker
-# (benchmarks/e2e_kafka.py, ~2-3 min; BENCH_E2E=0 skips it; --quick in BENCH_ARGS reaches it,
+# bench.py (serialization, ~4 min), then the end-to-end run over a private Kafka broker
+# (benchmarks/e2e_kafka.py, ~1.5 min; BENCH_E2E=0 skips it; --quick in BENCH_ARGS reaches it,
 # E2E_ARGS adds its own options, e.g. E2E_ARGS="--json bench-results/e2e.json").
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
