@@ -5,8 +5,9 @@
   reports surfaced as awaitables; a failed delivery raises
   CommunicationException with the broker's reason.
 - Consumer: auto-commit off, offsets committed only when the Channel says a
-  record is handled (at-least-once). Each consumer lives on its own thread, so
-  the blocking librdkafka calls never run on the event loop.
+  record is handled (at-least-once); those commits are asynchronous, and the
+  latest ones are committed synchronously on close. Each consumer polls on
+  its own thread, so the blocking librdkafka calls never run on the event loop.
 """
 
 from __future__ import annotations

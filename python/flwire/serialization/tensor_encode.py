@@ -160,26 +160,24 @@ class _Assembler:
         frames, self.frames = self.frames, []
         codec, filt = s.CODEC_NONE, s.FILTER_NONE
         data: list[Any] = [src.raw]
-        if frames and sum(len(f) for f in frames) < src.raw.nbytes:
-            # else keep it raw: compression did not pay
+        data_len = src.raw.nbytes
+        framed = sum(len(f) for f in frames)
+        if frames and framed < data_len:  # else keep it raw: compression did not pay
             codec = s.CODEC_ZSTD
             filt = s.FILTER_BYTE_SHUFFLE if _shuffles(src, self.shuffle) else s.FILTER_NONE
-            data = frames
-        data_len = sum(len(d) for d in data)
+            data, data_len = frames, framed
         header = _tensor_header(src, codec, filt, self.crc, data_len, self.offset)
-        self.offset += len(header) + data_len + len(_trailer(src))
+        trailer = _trailer(src)
+        self.offset += len(header) + data_len + len(trailer)
         if self.offset >= MAX_MESSAGE_BYTES:
             raise SerializationException(
                 f"the encoded TensorMap would be over {self.offset} bytes; protobuf parsers "
                 "refuse messages of 2 GiB and more. Split the state dict "
                 "(flwire.serialization.split_state_dict) and send the parts as separate maps"
             )
-        self.sink(header)
-        for piece in data:
+        for piece in (header, *data, trailer):
             if len(piece):
                 self.sink(piece)
-        if src.lossy:
-            self.sink(src.lossy.field)
 
 
 def _max_encoded_size(sources: list[_Source], metadata: list[bytes]) -> int:
