@@ -1,11 +1,13 @@
 """Regenerate (or check) the Python code made from the schemas in proto/.
 
-    python codegen/generate.py          # write python/flwire/v1/*_pb2.py(i)
+    python codegen/generate.py          # write python/flwire/v1/*_pb2.py(i) and *.proto
     python codegen/generate.py --check  # exit 1 if the committed files are stale
 
 The toolchain is grpcio-tools, pinned in pyproject.toml (extra `codegen`).
 The proto package path equals the Python import path (flwire.v1), so the
-generated imports work as they are: nothing is rewritten after protoc.
+generated imports work as they are: nothing is rewritten after protoc. The
+.proto files are copied beside the generated code, so that the wheel ships
+the schemas its classes were made from.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def _generate(out_root: Path) -> Path:
         if path.suffix == ".pyi":
             path.write_text(HEADER + text)
     (pkg / "__init__.py").write_text(INIT_TEXT)
+    for proto in _protos():
+        shutil.copyfile(proto, pkg / proto.name)
     return pkg
 
 

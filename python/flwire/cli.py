@@ -1,12 +1,17 @@
-"""The `flwire` command: demo, inspect, bench."""
+"""The `flwire` command: demo, inspect, --version."""
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def _version() -> str:
+    from flwire._version import __version__
+
+    return __version__
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -45,31 +50,13 @@ def _inspect(args: argparse.Namespace) -> int:
     return inspect_bytes(data, sys.stdout)
 
 
-def _find_bench() -> Path | None:
-    for base in (Path.cwd(), *Path.cwd().parents, Path(__file__).resolve().parents[2]):
-        candidate = base / "benchmarks" / "bench.py"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _bench(args: argparse.Namespace) -> int:
-    script = _find_bench()
-    if script is None:
-        print(
-            "flwire bench: benchmarks/bench.py not found; run it from a source checkout of "
-            "flwire (the benchmark compares against the old pickle path, which the installed "
-            "package does not ship)",
-            file=sys.stderr,
-        )
-        return 2
-    return subprocess.call([sys.executable, str(script), *args.bench_args])
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flwire",
         description="flwire: the schema-first wire layer for federated learning.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -130,26 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", help="file to read, or - for standard input")
     inspect.set_defaults(func=_inspect)
 
-    bench = sub.add_parser(
-        "bench",
-        help="benchmark flwire against the old path and others",
-        description="Run benchmarks/bench.py (source checkout); arguments "
-        "after `bench` are passed to it (e.g. `flwire bench --quick`; its own options: "
-        "`flwire bench -- --help`).",
-    )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"] and argv[1:2] not in (["-h"], ["--help"]):
-        # Everything after `bench` belongs to the benchmark script.
-        rest = argv[1:]
-        return _bench(argparse.Namespace(bench_args=rest[1:] if rest[:1] == ["--"] else rest))
-    args = parser.parse_args(argv)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

@@ -8,10 +8,10 @@ from typing import TextIO
 
 from google.protobuf import text_format
 
+from flwire import messages as m
 from flwire.exceptions import SerializationException
-from flwire.serialization import messages as m
-from flwire.serialization.tensor_codec import TensorMapView, read_tensor_map
-from flwire.serialization.values import value_map_to_dict
+from flwire.messages import value_map_to_dict
+from flwire.tensors import TensorMapView, read_tensor_map
 
 
 def _fmt_bytes(n: int) -> str:

@@ -17,16 +17,14 @@ from typing import Any
 
 import torch
 
-from flwire.communication.channel import Channel
-from flwire.communication.message_handlers import MessageHandler
-from flwire.communication.transport import TopicLayout, Transport
+from flwire import messages as m
+from flwire.compat.models import SimpleCNN, get_model_hash
+from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
-from flwire.models import SimpleCNN, get_model_hash
-from flwire.serialization import messages as m
-from flwire.serialization.values import value_map_to_dict
-from flwire.utils.metrics import MetricsCollector
+from flwire.messages import Dispatcher, value_map_to_dict
+from flwire.transport import Channel, TopicLayout, Transport
 from flwire.v1 import messages_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -62,7 +60,7 @@ class DemoClient:
         self.status = "idle"
         self._training: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
-        self.handler = MessageHandler()
+        self.handler = Dispatcher()
         self.handler.route(pb.GlobalUpdate, self._on_global_update)
         self.handler.route(pb.TrainingStart, self._on_training_start)
         self.handler.route(pb.EvaluationRequest, self._on_evaluation_request)
@@ -189,7 +187,7 @@ class DemoClient:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a client process in the Kafka demo."""
-    from flwire.communication.kafka_transport import KafkaTransport
+    from flwire.transport.kafka import KafkaTransport
 
     parser = argparse.ArgumentParser(description="one client of `flwire demo` over Kafka")
     parser.add_argument("--bootstrap-servers", required=True)

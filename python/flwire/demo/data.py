@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from flwire import _optional
+
 
 @dataclass
 class Shard:
@@ -26,9 +28,7 @@ class Shard:
 
 def load_digits_28() -> tuple[torch.Tensor, torch.Tensor]:
     """All digits as (n, 1, 28, 28) float32 in about [-1, 2.5], and labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = _optional.require("sklearn.datasets").load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
     images = F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
     images = (images - 0.1307) / 0.3081

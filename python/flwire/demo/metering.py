@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import torch
 
-from flwire.serialization.messages import Message
-from flwire.utils.metrics import MetricsCollector
+from flwire.compat.utils.metrics import MetricsCollector
+from flwire.messages import Message
 
 
 def record_weights(

@@ -17,13 +17,13 @@ from typing import Any, TextIO
 
 import torch
 
-from flwire.communication.memory import InMemoryBroker, InMemoryTransport
-from flwire.communication.transport import TopicLayout, Transport
+from flwire import _optional
+from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.client import DemoClient
 from flwire.demo.data import split_non_iid
 from flwire.demo.server import FedAvgServer, RoundResult
 from flwire.demo.training import DEFAULT_CONFIG
-from flwire.utils.metrics import MetricsCollector
+from flwire.transport import InMemoryBroker, InMemoryTransport, TopicLayout, Transport
 
 # The old path wrapped base64 text in a JSON envelope; its fixed keys and values
 # (type, payload keys, sender, timestamp, datetime, version) take about this much.
@@ -154,7 +154,7 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
     procs: list[subprocess.Popen[bytes]] = []
     tasks: list[asyncio.Task[None]] = []
     if opts.bootstrap_servers:
-        from flwire.communication.kafka_transport import KafkaTransport
+        from flwire.transport.kafka import KafkaTransport
 
         transport = KafkaTransport(opts.bootstrap_servers)
     else:
@@ -276,10 +276,8 @@ def _write_report(
     }
     json_path = opts.report_dir / "demo-report.json"
     json_path.write_text(json.dumps(report, indent=2))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    _optional.require("matplotlib").use("Agg")
+    plt = _optional.require("matplotlib.pyplot")
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     rounds = [r.round_id for r in results]

@@ -21,16 +21,15 @@ from typing import Any
 
 import torch
 
-from flwire.communication.channel import Channel, SeenIds
-from flwire.communication.transport import TopicLayout, Transport
+from flwire import messages as m
+from flwire.compat.models import SimpleCNN
+from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard
 from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, fedavg
 from flwire.exceptions import AggregationException, SerializationException
-from flwire.models import SimpleCNN
-from flwire.serialization import messages as m
-from flwire.serialization.values import value_map_to_dict
-from flwire.utils.metrics import MetricsCollector
+from flwire.messages import SeenIds, value_map_to_dict
+from flwire.transport import Channel, TopicLayout, Transport
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 # Change the .proto files and run `make gen`.
 import datetime
 
+from flwire.v1 import options_pb2 as _options_pb2
 from flwire.v1 import tensor_pb2 as _tensor_pb2
 from flwire.v1 import values_pb2 as _values_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

@@ -38,6 +38,7 @@ class Codec(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CODEC_UNSPECIFIED: _ClassVar[Codec]
     CODEC_ZSTD: _ClassVar[Codec]
+    CODEC_LZ4: _ClassVar[Codec]
 
 class Filter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -75,6 +76,7 @@ DTYPE_FLOAT8_E5M2FNUZ: Dtype
 DTYPE_FLOAT8_E8M0FNU: Dtype
 CODEC_UNSPECIFIED: Codec
 CODEC_ZSTD: Codec
+CODEC_LZ4: Codec
 FILTER_UNSPECIFIED: Filter
 FILTER_BYTE_SHUFFLE: Filter
 LOSSY_UNSPECIFIED: Lossy

@@ -1,0 +1,36 @@
+"""Optional dependencies, imported on first use behind their extras.
+
+``import flwire`` needs only protobuf, numpy, zstandard, lz4 and crc32c. PyTorch,
+confluent-kafka, scikit-learn, matplotlib, PyYAML and psutil are imported by the
+modules that use them, through :func:`require`, which names the extra to
+install when one is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from flwire.exceptions import MissingDependencyError
+
+#: The extra that installs each optional module, and what flwire uses it for.
+EXTRAS: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "torch tensors and the models"),
+    "confluent_kafka": ("kafka", "the Kafka transport"),
+    "sklearn": ("demo", "the demo's data set"),
+    "matplotlib": ("demo", "the demo's plot"),
+    "yaml": ("compat", "YAML configuration files"),
+    "psutil": ("compat", "system metrics"),
+}
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module``, or raise MissingDependencyError naming the extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        extra, purpose = EXTRAS.get(module.partition(".")[0], ("all", module))
+        raise MissingDependencyError(
+            f"{purpose} need(s) the package {module.partition('.')[0]!r}, which is not "
+            f"installed: pip install 'flwire[{extra}]' ({exc})"
+        ) from None

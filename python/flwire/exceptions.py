@@ -1,0 +1,84 @@
+"""The exception hierarchy of flwire, a superset of the old ``common.exceptions``
+(which ``flwire.compat.exceptions`` re-exports).
+
+Every error the SDK raises on purpose is an :class:`FLException`, so callers can
+catch one type. The seven classes of the old package keep their names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FLException(Exception):
+    """Base exception for the federated learning system."""
+
+
+class ModelException(FLException):
+    """A model could not be built, compared or described."""
+
+
+class SerializationException(FLException):
+    """Bytes could not be encoded or decoded; the message says what and where."""
+
+
+class ChecksumMismatchError(SerializationException):
+    """A tensor's bytes do not match the CRC-32C recorded beside them."""
+
+
+class PayloadTooLargeError(SerializationException):
+    """A declared size is above the configured limit; nothing was allocated."""
+
+
+class CommunicationException(FLException):
+    """A transport (Kafka or in-memory) failed to send or receive."""
+
+
+class ConfigurationException(FLException):
+    """A configuration file or value is invalid."""
+
+
+class TrainingException(FLException):
+    """Local training failed."""
+
+
+class AggregationException(FLException):
+    """Weights could not be aggregated."""
+
+
+class MissingDependencyError(FLException, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule of a message: ``field`` is its path (``client_update.round_id``),
+    ``rule`` the rule's name from the schema (``required``, ``non_negative``, ...)."""
+
+    field: str
+    rule: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.description} [{self.rule}]"
+
+
+class MessageValidationError(SerializationException, ValueError):
+    """A message breaks the rules its schema declares; ``violations`` lists each one.
+
+    Raised when building a message. Also a ValueError.
+    """
+
+    def __init__(self, message: str, violations: tuple[Violation, ...] = ()) -> None:
+        super().__init__(message)
+        self.violations = violations
+
+
+class MessageDecodeError(SerializationException, ValueError):
+    """Bytes are not a valid flwire message. Also a ValueError, which is what the
+    old ``MessageSerializer.deserialize_message`` raised."""
+
+
+class InvalidMessageError(MessageDecodeError, MessageValidationError):
+    """Received bytes parse as a message that breaks its schema's rules: both a
+    :class:`MessageDecodeError` and a :class:`MessageValidationError`."""

@@ -1,0 +1,97 @@
+"""Typed dispatch: decode a message and hand it to the handler of its type.
+
+A message that cannot be decoded, has no handler, or whose handler raises is
+logged with its type and sender and counted in :attr:`Dispatcher.stats`; it
+never stops the caller's receive loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from flwire.exceptions import SerializationException
+from flwire.messages.dedupe import SeenIds
+from flwire.messages.message import Message, decode_message
+from flwire.messages.schema import body_type, body_type_of
+
+logger = logging.getLogger(__name__)
+
+TypedHandler = Callable[[Message], Awaitable[Any] | Any]
+
+
+async def settle(result: Any) -> None:
+    """Await a handler's result if it is awaitable (handlers may be sync or async)."""
+    if inspect.isawaitable(result):
+        await result
+
+
+def _size(raw: Any) -> int:
+    try:
+        return len(raw)
+    except TypeError:
+        return -1
+
+
+class Dispatcher:
+    """Routes decoded messages to handlers by type.
+
+    ``route(ClientUpdate, fn)`` (or ``route("client_update", fn)``) calls
+    ``fn(message)`` with the decoded :class:`Message`; handlers may be sync or
+    async. With ``dedupe=True``, a message id handled successfully is not
+    handled again (Kafka delivers at least once): the repeat is counted in
+    ``stats["duplicates"]``.
+    """
+
+    def __init__(self, *, dedupe: bool = False) -> None:
+        self.routes: dict[str, TypedHandler] = {}
+        self.stats: Counter[str] = Counter()
+        self.seen: SeenIds | None = SeenIds() if dedupe else None
+
+    def route(self, body: type | str, handler: TypedHandler) -> None:
+        """Register the handler of a message type, given as its body class
+        (``messages_pb2.ClientUpdate``) or its type name (``"client_update"``)."""
+        name = body_type(body).name if isinstance(body, str) else body_type_of(body).name
+        self.routes[name] = handler
+
+    def handlers_for(self, msg: Message) -> list[Callable[[Message], Any]]:
+        """The handlers to call for ``msg``, in order (subclasses may add some)."""
+        typed = self.routes.get(msg.type)
+        return [typed] if typed is not None else []
+
+    async def handle_message(self, raw_message: Any) -> bool:
+        """Decode and dispatch one message; return True if its handlers ran to completion."""
+        self.stats["received"] += 1
+        try:
+            msg = decode_message(raw_message)
+        except SerializationException as exc:
+            self.stats["decode_errors"] += 1
+            logger.error("Dropped an undecodable message (%d bytes): %s", _size(raw_message), exc)
+            return False
+        if self.seen is not None and msg.message_id in self.seen:
+            self.stats["duplicates"] += 1
+            logger.info("Skipped a redelivered %s message %s", msg.type, msg.message_id)
+            return False
+        handlers = self.handlers_for(msg)
+        if not handlers:
+            self.stats["unhandled"] += 1
+            logger.warning(
+                "No handler registered for message type: %s (from %r)", msg.type, msg.sender_id
+            )
+            return False
+        try:
+            for handler in handlers:
+                await settle(handler(msg))
+        except Exception:
+            self.stats["handler_errors"] += 1
+            logger.exception(
+                "Handler for %s message %s from %r failed", msg.type, msg.message_id, msg.sender_id
+            )
+            return False
+        self.stats["handled"] += 1
+        if self.seen is not None:
+            self.seen.first_time(msg.message_id)
+        return True

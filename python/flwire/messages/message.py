@@ -1,0 +1,123 @@
+"""One FL message: its Envelope, with the weights kept apart as TensorMap bytes.
+
+    got = decode_message(blob)          # ids and metrics parsed; weights untouched
+    got.type, got.body.round_id         # "client_update", 3
+    state = got.tensors()               # the weights, decoded on request
+
+A decoded message keeps its weights as a view on the received buffer until
+:meth:`Message.tensors` is called.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwire.exceptions import InvalidMessageError, MessageDecodeError, SerializationException
+from flwire.messages import envelope as _envelope
+from flwire.messages.validation import describe, violations
+from flwire.tensors import TensorMapView, decode_tensor_map, read_tensor_map
+from flwire.v1 import messages_pb2 as pb
+
+
+@dataclass
+class Message:
+    """One FL message: the envelope (body's weights field empty) plus the
+    TensorMap bytes of its weights, kept apart so they are never copied twice."""
+
+    envelope: pb.Envelope
+    _weights: list[Any] | None = field(default=None, repr=False)
+
+    @property
+    def type(self) -> str:
+        """The body's field name, e.g. ``"client_update"``."""
+        name = self.envelope.WhichOneof("body")
+        return name or ""
+
+    @property
+    def body(self) -> Any:
+        """The body message (ClientUpdate, GlobalUpdate, ...)."""
+        return getattr(self.envelope, self.type)
+
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
+
+    @property
+    def sender_id(self) -> str:
+        return self.envelope.sender_id
+
+    @property
+    def timestamp(self) -> float:
+        """Creation time in seconds since the epoch."""
+        ts = self.envelope.timestamp
+        return ts.seconds + ts.nanos / 1e9
+
+    @property
+    def schema_version(self) -> str:
+        v = self.envelope.schema_version
+        return f"{v.major}.{v.minor}"
+
+    @property
+    def has_weights(self) -> bool:
+        return self._weights is not None
+
+    @property
+    def weights_nbytes(self) -> int:
+        """Size of the weights' TensorMap bytes (0 without weights), without joining them."""
+        return sum(memoryview(w).nbytes for w in self._weights or ())
+
+    @property
+    def weights(self) -> memoryview | bytes | None:
+        """The TensorMap bytes of the weights (a view where possible), or None."""
+        if self._weights is None:
+            return None
+        if len(self._weights) == 1:
+            return memoryview(self._weights[0])
+        joined = b"".join(self._weights)
+        self._weights = [joined]
+        return joined
+
+    def weights_info(self) -> TensorMapView:
+        """Names, dtypes, shapes and sizes of the weights, without decoding them."""
+        return read_tensor_map(self._require_weights())
+
+    def tensors(self, **decode_options: Any) -> dict[str, Any]:
+        """Decode the weights (options as for :func:`decode_tensor_map`)."""
+        return decode_tensor_map(self._require_weights(), **decode_options)
+
+    def to_bytes(self) -> bytes:
+        """The wire form: an encoded ``flwire.v1.Envelope``."""
+        return b"".join(_envelope.splice(self.envelope, self._weights))
+
+    def _require_weights(self) -> memoryview | bytes:
+        w = self.weights
+        if w is None:
+            raise SerializationException(f"this {self.type or 'empty'} message carries no weights")
+        return w
+
+
+def decode_message(data: Any, *, check: bool = True) -> Message:
+    """Parse an encoded Envelope. The weights stay a view on ``data`` (nothing
+    decoded or copied) until :meth:`Message.tensors` asks for them.
+
+    Raises :class:`MessageDecodeError` for bytes that are not a message, and
+    :class:`InvalidMessageError` (a MessageDecodeError and a
+    MessageValidationError, with ``violations``) for a message that breaks its
+    schema's rules; ``check=False`` skips the rules."""
+    if isinstance(data, str):
+        raise MessageDecodeError(
+            "expected bytes, got str: flwire messages are binary protobuf, not the old JSON"
+        )
+    if isinstance(data, (bytes, bytearray, memoryview)) and len(data) == 0:
+        raise MessageDecodeError("empty message (0 bytes): expected an encoded flwire Envelope")
+    try:
+        envelope, weights = _envelope.split(data)
+    except SerializationException as exc:
+        raise MessageDecodeError(f"not a valid flwire message: {exc}") from None
+    msg = Message(envelope, None if weights is None else [weights])
+    if check:
+        found = violations(msg)
+        if found:
+            raise InvalidMessageError(describe(found), tuple(found))
+    return msg

@@ -1,0 +1,61 @@
+"""Checks a message against the rules its schema declares (options.proto):
+the Envelope's required fields, the schema's major version, and each body's
+field rules. Every broken rule is reported, as a :class:`Violation`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flwire.exceptions import MessageValidationError, Violation
+from flwire.messages.schema import BODY_TYPES, ENVELOPE_RULES
+
+if TYPE_CHECKING:
+    from flwire.messages.message import Message
+
+#: The schema version this flwire writes; it reads any minor version of SCHEMA_MAJOR.
+SCHEMA_MAJOR = 1
+SCHEMA_MINOR = 0
+
+
+def violations(msg: Message) -> list[Violation]:
+    """Every rule ``msg`` breaks (empty when it is valid)."""
+    env = msg.envelope
+    found = [
+        Violation(f"envelope.{r.field}", r.rule, r.describe(env))
+        for r in ENVELOPE_RULES
+        if not r.holds(env, msg.has_weights)
+    ]
+    if env.HasField("schema_version") and env.schema_version.major != SCHEMA_MAJOR:
+        major, minor = env.schema_version.major, env.schema_version.minor
+        found.append(
+            Violation(
+                "envelope.schema_version",
+                "schema_major",
+                f"is {major}.{minor}; this flwire reads major version {SCHEMA_MAJOR} only "
+                f"(upgrade flwire to read version {major} messages)",
+            )
+        )
+    kind = msg.type
+    if not kind:
+        found.append(Violation("envelope.body", "required", "is missing: the message has no body"))
+        return found
+    body = msg.body
+    found += [
+        Violation(f"{kind}.{r.field}", r.rule, r.describe(body))
+        for r in BODY_TYPES[kind].rules
+        if not r.holds(body, msg.has_weights)
+    ]
+    return found
+
+
+def describe(found: list[Violation]) -> str:
+    """One line naming every violation."""
+    what = "; ".join(str(v) for v in found)
+    return f"invalid message ({len(found)} rule{'s' if len(found) > 1 else ''} broken): {what}"
+
+
+def validate(msg: Message) -> None:
+    """Raise :class:`MessageValidationError` (with ``violations``) unless ``msg`` is valid."""
+    found = violations(msg)
+    if found:
+        raise MessageValidationError(describe(found), tuple(found))

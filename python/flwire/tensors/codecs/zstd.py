@@ -1,0 +1,112 @@
+"""Zstandard frames (RFC 8878): ``CODEC_ZSTD``."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from flwire.exceptions import SerializationException
+from flwire.tensors.codecs.base import FrameCodec
+from flwire.v1 import tensor_pb2
+
+#: The magic number every zstd frame starts with (RFC 8878, section 3.1.1).
+ZSTD_MAGIC = 0xFD2FB528
+#: Block types (RFC 8878, section 3.1.1.2.2).
+BLOCK_RLE = 1
+BLOCK_RESERVED = 3
+#: A block header is 3 bytes; an RLE block's content is 1 byte; the optional
+#: frame checksum is 4.
+BLOCK_HEADER_BYTES = 3
+CHECKSUM_BYTES = 4
+
+
+class ZstdCodec(FrameCodec):
+    """zstd frames, level 1 by default (fast; 3-19 trade speed for size)."""
+
+    name = "zstd"
+    wire = tensor_pb2.CODEC_ZSTD
+    default_level = 1
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _compressor(self, level: int) -> zstandard.ZstdCompressor:
+        cache: dict[int, zstandard.ZstdCompressor] | None = getattr(self._local, "cctx", None)
+        if cache is None:
+            cache = self._local.cctx = {}
+        cctx = cache.get(level)
+        if cctx is None:
+            cctx = cache[level] = zstandard.ZstdCompressor(
+                level=level, write_content_size=True, write_checksum=False
+            )
+        return cctx
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        dctx: zstandard.ZstdDecompressor | None = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+        return dctx
+
+    def compress(self, data: Any, level: int) -> bytes:
+        return self._compressor(level).compress(data)
+
+    def frame_end(self, data: memoryview, pos: int, tensor_name: str) -> tuple[int, int]:
+        head = data[pos:]
+        if len(head) < 4 or int.from_bytes(head[:4], "little") != ZSTD_MAGIC:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: bytes at offset {pos} of its data are not a zstd "
+                "frame (bad magic number; skippable frames are not allowed)"
+            )
+        try:
+            size = zstandard.frame_content_size(head)
+            pos += zstandard.frame_header_size(head)
+            has_checksum = zstandard.get_frame_parameters(head).has_checksum
+        except zstandard.ZstdError as exc:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: data is not a valid zstd frame ({exc})"
+            ) from None
+        if size < 0:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: zstd frame does not record its content size "
+                "(flwire writers always record it; refusing to decompress an unbounded frame)"
+            )
+        end = len(data)
+        while True:
+            if pos + BLOCK_HEADER_BYTES > end:
+                raise SerializationException(
+                    f"tensor {tensor_name!r}: zstd frame is truncated (its last block is missing)"
+                )
+            header = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+            last, block_type, block_size = header & 1, (header >> 1) & 3, header >> 3
+            if block_type == BLOCK_RESERVED:
+                raise SerializationException(f"tensor {tensor_name!r}: corrupt zstd block header")
+            pos += BLOCK_HEADER_BYTES + (1 if block_type == BLOCK_RLE else block_size)
+            if last:
+                break
+        pos += CHECKSUM_BYTES if has_checksum else 0
+        if pos > end:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: zstd frame is truncated (it runs {pos - end} bytes "
+                "past the end of the data)"
+            )
+        return pos, int(size)
+
+    def decompress_into(self, frame: memoryview, out: np.ndarray, tensor_name: str) -> None:
+        view = memoryview(out.data).cast("B")
+        filled = 0
+        try:
+            with self._decompressor().stream_reader(frame, read_across_frames=False) as reader:
+                while filled < len(view):
+                    got = reader.readinto(view[filled:])
+                    if got == 0:
+                        break
+                    filled += got
+                extra = reader.read(1)
+        except zstandard.ZstdError as exc:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: corrupt zstd data ({exc})"
+            ) from None
+        self.short_output(tensor_name, filled, len(view), bool(extra))

@@ -1,0 +1,294 @@
+"""The tensor encoder: writes the protobuf wire format of ``flwire.v1.TensorMap``
+from prepared sources. Each tensor's bytes are split into jobs (one frame per
+512 KiB) that worker threads compress with the chosen frame codec, and the
+results, taken in order, become per-tensor headers plus data passed to a sink:
+one output buffer filled in place (``encode_tensor_map``) or a list of pieces
+(``encode_tensor_map_segments``). Also ``split_state_dict``, for maps that
+would reach the 2 GiB limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flwire._protowire import (
+    I32,
+    VARINT,
+    crc32c,
+    encode_varint,
+    field_key,
+    len_field,
+    padding_field,
+    utf8,
+)
+from flwire.exceptions import SerializationException
+from flwire.tensors import codecs, dtypes, parallel, shuffle
+from flwire.tensors import schema as s
+from flwire.tensors.options import EncodeOptions, resolve
+from flwire.tensors.output import FilledBytes
+from flwire.tensors.records import MAX_MESSAGE_BYTES, TensorLike
+from flwire.tensors.sources import Source, prepare
+
+StateDict = Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]]
+
+_DTYPE_KEY = field_key(s.T_DTYPE, VARINT)
+_CODEC_KEY = field_key(s.T_CODEC, VARINT)
+_FILTER_KEY = field_key(s.T_FILTER, VARINT)
+_RAW_SIZE_KEY = field_key(s.T_RAW_SIZE, VARINT)
+_CRC_KEY = field_key(s.T_CRC32C, I32)
+#: A tensor's fields other than its name, shape, data and trailer (keys,
+#: varints, up to 64 bytes of padding) take at most this many bytes.
+_HEADER_BOUND = 256
+#: The most bytes a UTF-8 character or a shape varint takes.
+_UTF8_MAX, _VARINT_MAX = 4, 10
+
+
+def _tensor_header(
+    src: Source, codec: int, filt: int, crc: int, data_len: int, start: int
+) -> bytes:
+    """Every field of the Tensor message up to the data payload, plus the map's
+    key and length prefix for the Tensor itself. Proto3 defaults (0, "", []) are
+    omitted, in field-number order, exactly as the generated serializer writes
+    them. Uncompressed data is padded to land ALIGNMENT-aligned from ``start``,
+    the offset of this tensor in the map."""
+    parts = []
+    if src.name:
+        name = utf8(src.name, f"tensor name {src.name!r}")
+        parts += [len_field(s.T_NAME, len(name)), name]
+    parts += [_DTYPE_KEY, encode_varint(src.wire_dtype.wire)]
+    if src.shape:
+        packed = b"".join(encode_varint(d) for d in src.shape)
+        parts += [len_field(s.T_SHAPE, len(packed)), packed]
+    if codec:
+        parts += [_CODEC_KEY, encode_varint(codec)]
+    if filt:
+        parts += [_FILTER_KEY, encode_varint(filt)]
+    raw_size = src.raw.nbytes
+    if raw_size:
+        parts += [_RAW_SIZE_KEY, encode_varint(raw_size)]
+    if crc:
+        parts += [_CRC_KEY, crc.to_bytes(4, "little")]
+    fields = b"".join(parts)
+    data_key = len_field(s.T_DATA, data_len) if data_len else b""
+    tail = len(src.trailer)  # written by the caller after the data
+
+    def data_offset(pad_len: int) -> int:
+        body_len = len(fields) + pad_len + len(data_key) + data_len + tail
+        return start + len(len_field(s.M_TENSORS, body_len)) + body_len - data_len - tail
+
+    pad = padding_field(s.T_PADDING, data_offset) if data_len and codec == s.CODEC_NONE else b""
+    body_len = len(fields) + len(pad) + len(data_key) + data_len + tail
+    return len_field(s.M_TENSORS, body_len) + fields + pad + data_key
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A share of one tensor's encoding work: its filtered bytes ``[start, end)``
+    become one frame; the job with ``start == 0`` also checks the tensor and
+    computes its CRC."""
+
+    index: int
+    start: int
+    end: int
+    last: bool
+
+
+def _jobs(sources: list[Source], compress: bool) -> list[_Job]:
+    jobs = []
+    for i, src in enumerate(sources):
+        n = src.raw.nbytes
+        bounds = codecs.frame_bounds(n) if compress and n else [(0, n)]
+        jobs += [_Job(i, a, b, k == len(bounds) - 1) for k, (a, b) in enumerate(bounds)]
+    return jobs
+
+
+def _shuffles(src: Source, options: EncodeOptions) -> bool:
+    return options.shuffle and src.dtype.itemsize > 1
+
+
+def _run_job(src: Source, job: _Job, options: EncodeOptions) -> tuple[int | None, bytes | None]:
+    """(CRC of the whole tensor if this is its first job, else None; the frame
+    of this job's bytes, or None when not compressing)."""
+    raw = src.raw
+    crc = None
+    if job.start == 0:
+        if src.dtype.wire == dtypes.BOOL.wire and raw.nbytes and int(raw.max()) > 1:
+            raise SerializationException(
+                f"bool tensor {src.name!r} holds bytes other than 0 and 1 (made with .view(bool)?)"
+            )
+        crc = crc32c(raw) if raw.nbytes else 0
+    codec = options.codec
+    if codec is None or not raw.nbytes:
+        return crc, None
+    if _shuffles(src, options):
+        filtered = shuffle.shuffled_slice(raw, src.dtype.itemsize, job.start, job.end)
+    else:
+        filtered = raw[job.start : job.end]
+    return crc, codec.compress(filtered, options.codec_level)
+
+
+def _metadata_bytes(metadata: Mapping[str, str]) -> list[bytes]:
+    out = []
+    # Deterministic order, the one Python's SerializeToString(deterministic=True)
+    # uses: bytewise, a key before its own prefixes. UTF-8 never holds 0xFF.
+    for key in sorted(metadata, key=lambda k: str(k).encode("utf-8", "surrogatepass") + b"\xff"):
+        value = metadata[key]
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise SerializationException("TensorMap metadata keys and values must be str")
+        k, v = utf8(key, f"metadata key {key!r}"), utf8(value, f"metadata value of {key!r}")
+        # Map entries carry key and value even when empty, as protobuf writes them.
+        entry = len_field(s.E_KEY, len(k)) + k + len_field(s.E_VALUE, len(v)) + v
+        out.append(len_field(s.M_METADATA, len(entry)) + entry)
+    return out
+
+
+class _Assembler:
+    """Turns the jobs' results, taken in order, into the TensorMap's pieces: a
+    tensor's header once its last frame is in, then its data, passed to ``sink``."""
+
+    def __init__(
+        self, sources: list[Source], options: EncodeOptions, sink: Callable[[Any], Any]
+    ) -> None:
+        self.sources, self.options, self.sink = sources, options, sink
+        self.offset = self.crc = 0
+        self.frames: list[bytes] = []
+
+    def add(self, result: tuple[_Job, int | None, bytes | None]) -> None:
+        job, crc, frame = result
+        if crc is not None:
+            self.crc, self.frames = crc, []
+        if frame is not None:
+            self.frames.append(frame)
+        if job.last:
+            self._emit(self.sources[job.index])
+
+    def _emit(self, src: Source) -> None:
+        frames, self.frames = self.frames, []
+        codec, filt = s.CODEC_NONE, s.FILTER_NONE
+        data: list[Any] = [src.raw]
+        data_len = src.raw.nbytes
+        framed = sum(len(f) for f in frames)
+        frame_codec = self.options.codec
+        if frames and frame_codec is not None and framed < data_len:
+            # (else keep it raw: compression did not pay)
+            codec = frame_codec.wire
+            filt = s.FILTER_BYTE_SHUFFLE if _shuffles(src, self.options) else s.FILTER_NONE
+            data, data_len = frames, framed
+        header = _tensor_header(src, codec, filt, self.crc, data_len, self.offset)
+        trailer = src.trailer
+        self.offset += len(header) + data_len + len(trailer)
+        if self.offset >= MAX_MESSAGE_BYTES:
+            raise SerializationException(
+                f"the encoded TensorMap would be over {self.offset} bytes; protobuf parsers "
+                "refuse messages of 2 GiB and more. Split the state dict "
+                "(flwire.tensors.split_state_dict) and send the parts as separate maps"
+            )
+        for piece in (header, *data, trailer):
+            if len(piece):
+                self.sink(piece)
+
+
+def _max_encoded_size(sources: list[Source], metadata: list[bytes]) -> int:
+    """An upper bound of the TensorMap's size: stored data is never larger than
+    the raw bytes (a tensor whose frames would be is kept raw)."""
+    return sum(
+        src.raw.nbytes
+        + len(src.name) * _UTF8_MAX
+        + _VARINT_MAX * len(src.shape)
+        + _HEADER_BOUND
+        + len(src.trailer)
+        for src in sources
+    ) + sum(len(m) for m in metadata)
+
+
+def _encode(
+    sink: Callable[[Any], Any], sources: list[Source], options: EncodeOptions, metadata: list[bytes]
+) -> None:
+    """Pass the buffers whose concatenation is the TensorMap to ``sink``, in
+    order, as the (parallel) compression finishes each tensor; ``sink`` may be
+    called from a worker thread, never from two at once."""
+    jobs = _jobs(sources, options.codec is not None)
+
+    def work(j: int) -> tuple[_Job, int | None, bytes | None]:
+        job = jobs[j]
+        return (job, *_run_job(sources[job.index], job, options))
+
+    sizes = [job.end - job.start for job in jobs]
+    assembler = _Assembler(sources, options, sink)
+    threads = options.threads if options.codec is not None else 1
+    parallel.consume_in_order(work, assembler.add, sizes, threads)
+    for piece in metadata:
+        sink(piece)
+
+
+def encode_tensor_map_segments(
+    tensors: StateDict,
+    options: EncodeOptions | None = None,
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """The TensorMap encoding as a list of buffers whose concatenation is the message.
+
+    Uncompressed tensors appear as views on the source tensors, so a caller
+    that embeds the map in a larger message (an Envelope) joins everything in
+    one copy. Options as in :func:`encode_tensor_map`.
+    """
+    options = resolve(options)
+    pieces: list[Any] = []
+    sources = prepare(tensors, options.lossy)
+    _encode(pieces.append, sources, options, _metadata_bytes(metadata or {}))
+    return pieces
+
+
+def split_state_dict(
+    tensors: Mapping[str, TensorLike], max_raw_bytes: int = 1 << 30
+) -> list[dict[str, TensorLike]]:
+    """Split a state dict, in order, into dicts of at most ``max_raw_bytes`` raw
+    bytes each (a single larger tensor gets a dict of its own)."""
+    groups: list[dict[str, TensorLike]] = [{}]
+    size = 0
+    for name, value in tensors.items():
+        nbytes = int(value.nbytes) if hasattr(value, "nbytes") else 0
+        if groups[-1] and size + nbytes > max_raw_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][name] = value
+        size += nbytes
+    return groups
+
+
+def encode_tensor_map(
+    tensors: StateDict,
+    options: EncodeOptions | None = None,
+    *,
+    compression: str | None = None,
+    level: int | None = None,
+    shuffle: bool | None = None,
+    threads: int | None = None,
+    lossy: Any = None,
+    metadata: Mapping[str, str] | None = None,
+) -> bytes:
+    """Encode a state dict (numpy arrays and/or torch tensors) as TensorMap bytes.
+
+    ``options`` (an :class:`EncodeOptions`) says how; the keywords
+    ``compression``, ``level``, ``shuffle``, ``threads`` and ``lossy`` override
+    single options of it (see :class:`EncodeOptions`). By default each tensor is
+    zstd-compressed (level 1, on every core) and kept raw where that does not
+    make it smaller. Tensors on another device are copied to the CPU;
+    non-contiguous tensors are made contiguous. ``metadata`` is a str -> str
+    map stored beside the tensors.
+    """
+    opts = resolve(
+        options, compression=compression, level=level, shuffle=shuffle, threads=threads, lossy=lossy
+    )
+    # Each piece is copied into the output as soon as it is ready and then
+    # dropped, so compressed frames never all sit in memory beside the output.
+    # The output is one bytes object filled in place (no final copy), and the
+    # copies run on the worker threads, beside the compression.
+    sources = prepare(tensors, opts.lossy)
+    meta = _metadata_bytes(metadata or {})
+    out = FilledBytes(_max_encoded_size(sources, meta))
+    _encode(out.write, sources, opts, meta)
+    return out.getvalue()

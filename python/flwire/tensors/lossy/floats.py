@@ -1,0 +1,96 @@
+"""Floating-point conversions the lossy encodings need, in numpy alone.
+
+numpy has no bfloat16, so bfloat16 is handled as its bit pattern (uint16, the
+upper half of a binary32). Every conversion rounds to nearest, ties to even;
+float64 goes to bfloat16 through float32 rounded to odd, so that it is rounded
+once (no double rounding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flwire.tensors import dtypes
+
+#: The exponent bits of a bfloat16 (all set: infinity or NaN) and its quiet bit.
+_BF16_QUIET = 0x0040
+_HALF_ULP = 0x7FFF
+
+
+def aligned(raw: np.ndarray, width: int) -> np.ndarray:
+    """``raw`` (uint8), copied when its address is not a multiple of ``width``."""
+    return raw.copy() if raw.ctypes.data % width else raw
+
+
+def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), nearest-even; NaN stays a (quiet) NaN."""
+    bits = x.view(np.uint32)
+    out = ((bits + (_HALF_ULP + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    if nan.any():
+        out[nan] = ((bits[nan] >> 16) | _BF16_QUIET).astype(np.uint16)
+    return out
+
+
+def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits (uint16) -> float32, exactly."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def f64_to_f32_round_to_odd(x: np.ndarray) -> np.ndarray:
+    """float64 -> float32 rounding to odd, so that a second rounding (to 16
+    bits, nearest-even) gives the correctly rounded result. Values beyond
+    float32's range become its largest finite value (odd), which then rounds
+    to infinity."""
+    with np.errstate(over="ignore"):
+        y = x.astype(np.float32)
+    back = y.astype(np.float64)
+    inexact = (back != x) & ~np.isnan(x)
+    bits = y.view(np.uint32)
+    # One step toward zero in magnitude where nearest-even rounded away from it.
+    truncated = bits - (np.abs(back) > np.abs(x)).astype(np.uint32)
+    return np.where(inexact, truncated | 1, bits).astype(np.uint32).view(np.float32)
+
+
+def to_float(raw: np.ndarray, info: dtypes.DtypeInfo) -> np.ndarray:
+    """The values of a float tensor's raw bytes as a flat float32 array (float64
+    for float64), exact; a view when no conversion is needed."""
+    raw = aligned(raw, info.itemsize)
+    if info.wire == dtypes.BFLOAT16.wire:
+        return bf16_bits_to_f32(raw.view("<u2"))
+    if info.wire == dtypes.FLOAT16.wire:
+        return raw.view("<f2").astype(np.float32)
+    return raw.view("<f8" if info.itemsize == 8 else "<f4")
+
+
+def from_float32(x: np.ndarray, info: dtypes.DtypeInfo) -> Any:
+    """float32 values as the raw bytes (uint8) of dtype ``info``, nearest-even."""
+    if info.wire == dtypes.BFLOAT16.wire:
+        return f32_to_bf16_bits(x).view(np.uint8)
+    if info.wire == dtypes.FLOAT32.wire:
+        return x.view(np.uint8)
+    with np.errstate(over="ignore"):
+        return x.astype("<f8" if info.itemsize == 8 else "<f2").view(np.uint8)
+
+
+def cast_bits(x: np.ndarray, target: dtypes.DtypeInfo) -> np.ndarray:
+    """float32 or float64 values cast to float16 / bfloat16 (raw uint16 bits),
+    correctly rounded; overflow gives infinity (the caller checks)."""
+    if target.wire == dtypes.FLOAT16.wire:
+        with np.errstate(over="ignore"):
+            return x.astype("<f2").view(np.uint16)  # numpy rounds once, from either width
+    if x.dtype == np.float64:
+        x = f64_to_f32_round_to_odd(x)
+    return f32_to_bf16_bits(x)
+
+
+def bits_to_float(bits: np.ndarray, source: dtypes.DtypeInfo, target: dtypes.DtypeInfo) -> Any:
+    """float16 / bfloat16 bits widened to float32 or float64 raw bytes, exactly."""
+    wide = (
+        bits.view("<f2").astype(np.float32)
+        if source.wire == dtypes.FLOAT16.wire
+        else bf16_bits_to_f32(bits)
+    )
+    return (wide.astype("<f8") if target.itemsize == 8 else wide).view(np.uint8)

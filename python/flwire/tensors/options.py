@@ -1,0 +1,73 @@
+"""How a tensor map is encoded: one frozen set of options for every encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flwire.exceptions import SerializationException
+from flwire.tensors import codecs
+from flwire.tensors.lossy import LossyConfig
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Options of :func:`~flwire.tensors.encode_tensor_map` and of every message
+    builder that carries weights.
+
+    - ``compression``: a registered frame codec (``"zstd"``, the default, or
+      ``"lz4"``: faster to decode, larger) or ``"none"`` (raw: decodes as
+      zero-copy views). A tensor is kept raw when compressing does not make
+      it smaller.
+    - ``level``: the codec's level (None: its default; zstd 1, lz4 0).
+    - ``shuffle``: byte-shuffle multi-byte dtypes first (smaller floats).
+    - ``threads``: cores to use (None: all; 1: the calling thread only).
+    - ``lossy``: a :class:`LossyConfig` (None: every tensor exact). Use it only
+      with receivers that announce the method (``Capabilities.supported_lossy``).
+    """
+
+    compression: str = "zstd"
+    level: int | None = None
+    shuffle: bool = False
+    threads: int | None = None
+    lossy: LossyConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.compression != codecs.NONE:
+            codecs.by_name(self.compression)  # refuses an unknown name, listing the known ones
+        if self.level is not None and not isinstance(self.level, int):
+            raise SerializationException(f"level must be an int or None, got {self.level!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise SerializationException(
+                f"threads must be a positive int or None, got {self.threads!r}"
+            )
+        if self.lossy is not None and not isinstance(self.lossy, LossyConfig):
+            raise SerializationException(
+                f"lossy must be a LossyConfig or None, got {type(self.lossy).__name__}"
+            )
+
+    @property
+    def codec(self) -> codecs.FrameCodec | None:
+        """The frame codec, or None for ``"none"``."""
+        return None if self.compression == codecs.NONE else codecs.by_name(self.compression)
+
+    @property
+    def codec_level(self) -> int:
+        codec = self.codec
+        if self.level is not None:
+            return self.level
+        return codec.default_level if codec is not None else 0
+
+
+DEFAULT_OPTIONS = EncodeOptions()
+
+
+def resolve(options: EncodeOptions | None, **keywords: Any) -> EncodeOptions:
+    """``options`` (default: :data:`DEFAULT_OPTIONS`) with the keyword conveniences
+    of the top-level functions applied over it; a keyword left at None keeps
+    the option as it is."""
+    base = options if options is not None else DEFAULT_OPTIONS
+    if not isinstance(base, EncodeOptions):
+        raise SerializationException(f"options must be an EncodeOptions, got {type(base).__name__}")
+    given = {k: v for k, v in keywords.items() if v is not None}
+    return replace(base, **given) if given else base

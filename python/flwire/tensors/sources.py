@@ -1,0 +1,110 @@
+"""The encoder's input side: a state dict's numpy arrays and torch tensors as
+``Source``s (the C-contiguous little-endian raw bytes of each tensor, a view on
+it where possible, with its dtype and shape), refusing what flwire cannot
+carry, and the lossy hook that replaces a selected tensor's bytes by its
+lossy payload and records the ``Tensor.lossy`` field the encoder writes after
+the data. Torch tensors go through :mod:`flwire.tensors.torch_support`, which
+is imported only when the caller hands one over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from flwire._protowire import VARINT, encode_varint, field_key, len_field
+from flwire.exceptions import SerializationException
+from flwire.tensors import dtypes, lossy, torch_support
+from flwire.tensors import schema as s
+from flwire.tensors.records import TensorLike
+
+
+@dataclass(frozen=True)
+class LossySource:
+    """A lossy tensor's logical dtype and the bytes of its ``Tensor.lossy`` field."""
+
+    dtype: dtypes.DtypeInfo
+    params: lossy.LossyParams
+    field: bytes  # key, length and the LossyEncoding message, written after ``data``
+
+
+@dataclass(frozen=True)
+class Source:
+    """One tensor to encode."""
+
+    name: str
+    dtype: dtypes.DtypeInfo  # of the elements of ``raw`` (the lossy payload's when lossy)
+    shape: tuple[int, ...]
+    raw: np.ndarray  # uint8, C-contiguous, a view on the source tensor where possible
+    lossy: LossySource | None = None
+
+    @property
+    def wire_dtype(self) -> dtypes.DtypeInfo:
+        """The dtype the tensor is declared with: the logical one when lossy."""
+        return self.lossy.dtype if self.lossy else self.dtype
+
+    @property
+    def trailer(self) -> bytes:
+        """The Tensor fields written after ``data`` (field-number order): ``lossy``."""
+        return self.lossy.field if self.lossy else b""
+
+
+def _lossy_field(params: lossy.LossyParams) -> bytes:
+    body = field_key(s.L_METHOD, VARINT) + encode_varint(params.method)
+    if params.block_size:
+        body += field_key(s.L_BLOCK_SIZE, VARINT) + encode_varint(params.block_size)
+    if params.k:
+        body += field_key(s.L_K, VARINT) + encode_varint(params.k)
+    return len_field(s.T_LOSSY, len(body)) + body
+
+
+def _apply_lossy(src: Source, config: lossy.LossyConfig | None) -> Source:
+    """The source whose raw bytes are its lossy payload, when ``config`` applies
+    to it (the transform happens here, before CRC, filter and codec)."""
+    if config is None:
+        return src
+    encoded = lossy.encode(src.name, src.dtype, src.raw, config)
+    if encoded is None:
+        return src
+    params, payload = encoded
+    element = lossy.element_dtype(params.method)
+    info = LossySource(src.dtype, params, _lossy_field(params))
+    return Source(src.name, element, src.shape, payload, info)
+
+
+def _from_numpy(name: str, array: np.ndarray) -> Source:
+    info = dtypes.from_numpy(array.dtype, name)
+    if info.itemsize > 1 and array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    shape = tuple(array.shape)  # ascontiguousarray turns a 0-d array into 1-d
+    raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return Source(name, info, shape, raw)
+
+
+def _source(name: Any, value: Any) -> Source:
+    if not isinstance(name, str):
+        raise SerializationException(f"state dict keys must be str, got {type(name).__name__}")
+    if isinstance(value, (np.ndarray, np.generic)):
+        return _from_numpy(name, np.asarray(value))
+    if torch_support.is_tensor(value):
+        return Source(name, *torch_support.raw_bytes(name, value))
+    raise SerializationException(
+        f"value of {name!r} is a {type(value).__name__}; flwire encodes numpy arrays and "
+        "torch tensors only (wrap scalars with numpy.asarray(...) or torch.tensor(...))"
+    )
+
+
+def prepare(
+    tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
+    lossy_config: lossy.LossyConfig | None,
+) -> list[Source]:
+    """The sources of a state dict (a mapping or (name, tensor) pairs), in order."""
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    sources = [_apply_lossy(_source(k, v), lossy_config) for k, v in items]
+    names = [src.name for src in sources]
+    if len(set(names)) != len(names):
+        raise SerializationException("duplicate tensor names in the state dict")
+    return sources

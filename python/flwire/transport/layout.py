@@ -1,0 +1,62 @@
+"""The topics and consumer groups of one FL job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flwire.messages.schema import TOPIC_NAMES, body_type
+
+
+@dataclass(frozen=True)
+class TopicLayout:
+    """The topics of one FL job, named from its job id.
+
+    - ``broadcast``: server -> clients (global updates, training start,
+      evaluation requests, shutdown); every client reads all of it.
+    - ``updates``: clients -> server (client updates, evaluation results).
+    - ``control``: clients -> server (registration, heartbeats).
+    """
+
+    job_id: str
+    prefix: str = "flwire"
+
+    def topic(self, name: str) -> str:
+        """The Kafka topic of one of the schema's topics (``flwire.v1.Topic``:
+        ``broadcast``, ``updates``, ``control``)."""
+        if name not in TOPIC_NAMES.values() or name == "unspecified":
+            raise ValueError(
+                f"unknown topic {name!r}; the schema's topics: {', '.join(self.names)}"
+            )
+        return f"{self.prefix}.{self.job_id}.{name}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The schema's topic names, in enum order."""
+        return tuple(n for n in TOPIC_NAMES.values() if n != "unspecified")
+
+    @property
+    def broadcast(self) -> str:
+        return self.topic("broadcast")
+
+    @property
+    def updates(self) -> str:
+        return self.topic("updates")
+
+    @property
+    def control(self) -> str:
+        return self.topic("control")
+
+    @property
+    def all(self) -> tuple[str, str, str]:
+        return (self.broadcast, self.updates, self.control)
+
+    def for_message(self, message_type: str) -> str:
+        """The topic a message type travels on, as its schema declares it
+        (``option (flwire.v1.message).topic`` in messages.proto)."""
+        return self.topic(body_type(message_type).topic)
+
+    def server_group(self) -> str:
+        return f"{self.prefix}.{self.job_id}.server"
+
+    def client_group(self, client_id: str) -> str:
+        return f"{self.prefix}.{self.job_id}.client.{client_id}"
