@@ -35,6 +35,7 @@ lint: install
 	$(BIN)/ruff format --check python codegen tests benchmarks
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
+	$(BIN)/buf breaking --against proto/flwire/v1/baseline.binpb
 	$(BIN)/mypy
 
 # The whole suite, against a real broker: started here and stopped afterwards, unless
