@@ -41,14 +41,13 @@ class FieldRule:
     kind: str
 
     def holds(self, body: Any, has_weights: bool) -> bool:
-        value = None if self.kind == "weights" else getattr(body, self.field)
-        if self.rule == "non_negative":
-            return bool(value >= 0)
-        if self.kind == "weights":
+        if self.kind == "weights":  # kept apart from the body: "required" is the only rule
             return has_weights
+        if self.rule == "non_negative":
+            return bool(getattr(body, self.field) >= 0)
         if self.kind == "message":
             return bool(body.HasField(self.field))
-        return bool(value)
+        return bool(getattr(body, self.field))
 
     def describe(self, body: Any) -> str:
         if self.rule == "non_negative":

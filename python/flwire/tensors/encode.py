@@ -166,7 +166,8 @@ class _Assembler:
 
     def _emit(self, src: Source) -> None:
         frames, self.frames = self.frames, []
-        codec, filt = s.CODEC_NONE, s.FILTER_NONE
+        codec: int = s.CODEC_NONE
+        filt: int = s.FILTER_NONE
         data: list[Any] = [src.raw]
         data_len = src.raw.nbytes
         framed = sum(len(f) for f in frames)
