@@ -1,4 +1,4 @@
-"""Deterministic state dicts for the benchmark (every one is seeded).
+"""Deterministic state dicts for both benchmarks (every one is seeded).
 
 * ``mlp``: the old ``SimpleMLP`` 784-128-64-10 (keys ``network.0.*``, ``network.3.*``,
   ``network.6.*``), default torch init.
@@ -28,6 +28,9 @@
   probability 0.9 (a Bernoulli mask from its own seeded generator): 90 % zeros up to
   sampling noise (+-0.01 % at 12M entries), the kept 10 % are the dense delta's values.
 
+The end-to-end benchmark sends ``cnn`` in its FL rounds and ``big_model`` (the 100M
+transformer, or the ~10M one) as its one big update.
+
 ``quick=True`` swaps the 100M model for a ~10M one (d_model 384, 4 layers, vocab 8000) and
 shrinks ``mixed`` and the deltas likewise (a few MB each), so that the whole harness can
 be smoke-tested in seconds.
@@ -41,7 +44,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from flwire.models import SimpleCNN, SimpleMLP
+from flwire.compat.models import SimpleCNN, SimpleMLP
+
+StateDict = dict[str, torch.Tensor]
 
 SEED = 20240607
 
@@ -69,23 +74,23 @@ DELTA_STD = 1e-3
 SPARSE_ZERO_FRACTION = 0.9
 
 
-def _frozen(module: nn.Module) -> dict[str, torch.Tensor]:
+def _frozen(module: nn.Module) -> StateDict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def mlp() -> dict[str, torch.Tensor]:
-    """flwire's SimpleMLP(784, [128, 64], 10) (the old architecture), default init."""
+def mlp() -> StateDict:
+    """SimpleMLP(784, [128, 64], 10) of flwire.compat (the old architecture), default init."""
     torch.manual_seed(SEED)
     return _frozen(SimpleMLP())
 
 
-def cnn() -> dict[str, torch.Tensor]:
-    """flwire's SimpleCNN (the old architecture, ~1.2M parameters), default init."""
+def cnn() -> StateDict:
+    """SimpleCNN of flwire.compat (the old architecture, ~1.2M parameters), default init."""
     torch.manual_seed(SEED + 1)
     return _frozen(SimpleCNN())
 
 
-def transformer(shape: TransformerShape, seed: int = SEED + 2) -> dict[str, torch.Tensor]:
+def transformer(shape: TransformerShape, seed: int = SEED + 2) -> StateDict:
     """A transformer-shaped float32 state dict, values ~ N(0, 0.02), generated fast."""
     gen = torch.Generator().manual_seed(seed)
     d, ff = shape.d_model, shape.d_ff
@@ -93,7 +98,7 @@ def transformer(shape: TransformerShape, seed: int = SEED + 2) -> dict[str, torc
     def normal(*dims: int) -> torch.Tensor:
         return torch.randn(*dims, generator=gen, dtype=torch.float32).mul_(0.02)
 
-    sd: dict[str, torch.Tensor] = {"embed_tokens.weight": normal(shape.vocab, d)}
+    sd: StateDict = {"embed_tokens.weight": normal(shape.vocab, d)}
     for i in range(shape.layers):
         p = f"layers.{i}."
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
@@ -112,14 +117,12 @@ def transformer(shape: TransformerShape, seed: int = SEED + 2) -> dict[str, torc
     return sd
 
 
-def transformer_bf16(shape: TransformerShape) -> dict[str, torch.Tensor]:
+def transformer_bf16(shape: TransformerShape) -> StateDict:
     """The float32 transformer cast to bfloat16 (round to nearest even)."""
     return {k: v.to(torch.bfloat16) for k, v in transformer(shape).items()}
 
 
-def _quantized(
-    sd: dict[str, torch.Tensor], prefix: str, rows: int, cols: int, gen: torch.Generator
-) -> None:
+def _quantized(sd: StateDict, prefix: str, rows: int, cols: int, gen: torch.Generator) -> None:
     """int8 weight quantized symmetrically per output channel from N(0, 0.02) floats, with
     its float32 per-channel scale and int64 zero point (all 0: symmetric)."""
     w = torch.randn(rows, cols, generator=gen).mul_(0.02)
@@ -129,7 +132,7 @@ def _quantized(
     sd[prefix + ".zero_point"] = torch.zeros(rows, dtype=torch.int64)
 
 
-def mixed(shape: TransformerShape, seed: int = SEED + 3) -> dict[str, torch.Tensor]:
+def mixed(shape: TransformerShape, seed: int = SEED + 3) -> StateDict:
     """A quantized-transformer-like dict mixing int8, float32, int64 and bool tensors."""
     gen = torch.Generator().manual_seed(seed)
     d, ff = shape.d_model, shape.d_ff
@@ -137,7 +140,7 @@ def mixed(shape: TransformerShape, seed: int = SEED + 3) -> dict[str, torch.Tens
     def normal(*dims: int, mean: float = 0.0) -> torch.Tensor:
         return torch.randn(*dims, generator=gen).mul_(0.02).add_(mean)
 
-    sd: dict[str, torch.Tensor] = {"position_ids": torch.arange(CONTEXT).unsqueeze(0)}
+    sd: StateDict = {"position_ids": torch.arange(CONTEXT).unsqueeze(0)}
     _quantized(sd, "embed_tokens", shape.vocab, d, gen)
     causal = torch.ones(CONTEXT, CONTEXT, dtype=torch.bool).tril_()
     for i in range(shape.layers):
@@ -163,7 +166,7 @@ def mixed(shape: TransformerShape, seed: int = SEED + 3) -> dict[str, torch.Tens
     return sd
 
 
-def delta_dense(shape: TransformerShape, seed: int = SEED + 4) -> dict[str, torch.Tensor]:
+def delta_dense(shape: TransformerShape, seed: int = SEED + 4) -> StateDict:
     """``w_new - w_old`` in float32 with ``w_new = w_old + N(0, DELTA_STD)``."""
     gen = torch.Generator().manual_seed(seed + 1)
     out = {}
@@ -173,7 +176,7 @@ def delta_dense(shape: TransformerShape, seed: int = SEED + 4) -> dict[str, torc
     return out
 
 
-def delta_sparse(shape: TransformerShape, seed: int = SEED + 4) -> dict[str, torch.Tensor]:
+def delta_sparse(shape: TransformerShape, seed: int = SEED + 4) -> StateDict:
     """The dense delta with each entry zeroed independently with probability 0.9."""
     gen = torch.Generator().manual_seed(seed + 2)
     out = delta_dense(shape, seed)
@@ -199,7 +202,12 @@ def is_delta(model: str) -> bool:
     return model in DELTA_MODELS
 
 
-def builders(quick: bool = False) -> dict[str, Callable[[], dict[str, torch.Tensor]]]:
+def big_model(quick: bool = False) -> StateDict:
+    """``transformer100m``, or with ``quick`` its ~10M-parameter stand-in."""
+    return transformer(QUICK if quick else FULL)
+
+
+def builders(quick: bool = False) -> dict[str, Callable[[], StateDict]]:
     """Model name -> a function building its state dict (called lazily, one at a time)."""
     shape = QUICK if quick else FULL
     mixed_shape = MIXED_QUICK if quick else MIXED
@@ -207,7 +215,7 @@ def builders(quick: bool = False) -> dict[str, Callable[[], dict[str, torch.Tens
     return {
         "mlp": mlp,
         "cnn": cnn,
-        "transformer100m": lambda: transformer(shape),
+        "transformer100m": lambda: big_model(quick),
         "transformer100m_bf16": lambda: transformer_bf16(shape),
         "mixed": lambda: mixed(mixed_shape),
         "delta_dense": lambda: delta_dense(delta_shape),
@@ -215,16 +223,21 @@ def builders(quick: bool = False) -> dict[str, Callable[[], dict[str, torch.Tens
     }
 
 
-def zero_fraction(sd: dict[str, torch.Tensor]) -> float:
+def raw_size(sd: StateDict) -> int:
+    """Bytes of tensor data in ``sd``."""
+    return sum(t.numel() * t.element_size() for t in sd.values())
+
+
+def zero_fraction(sd: StateDict) -> float:
     """Share of floating-point entries that are exactly zero."""
     floats = [t for t in sd.values() if t.is_floating_point()]
     total = sum(t.numel() for t in floats)
     return sum(int((t == 0).sum()) for t in floats) / total if total else 0.0
 
 
-def describe(sd: dict[str, torch.Tensor]) -> str:
+def describe(sd: StateDict) -> str:
     params = sum(t.numel() for t in sd.values())
-    raw = sum(t.numel() * t.element_size() for t in sd.values())
+    raw = raw_size(sd)
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in sd.values()})
     zeros = zero_fraction(sd)
     return (

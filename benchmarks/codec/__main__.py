@@ -7,9 +7,10 @@ high-water mark). Then the project's targets, MET or MISSED.
 
     make bench                                  # everything (~5 minutes on 2 busy cores)
     make bench BENCH_ARGS="--quick"             # ~10M stand-in for the 100M model
-    .venv/bin/python benchmarks/bench.py --models mlp,cnn --paths flwire_zstd,old_path
-    .venv/bin/python benchmarks/bench.py --json bench-results/run.json --profile
+    .venv/bin/python -m benchmarks.codec --models mlp,cnn --paths flwire_zstd,old_path
+    .venv/bin/python -m benchmarks.codec --json bench-results/run.json --profile
 
+Run it from the repository root.
 MB = 10^6 bytes throughout. Throughput is raw tensor bytes / time, for every path.
 """
 
@@ -19,25 +20,20 @@ import argparse
 import gc
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import models
-from measure import Result, Settings, measure_model, raw_size
-from memory import first_calls, hwm_reset_works, malloc_trim, mem_child
-from paths import PATH_NAMES, StateDict, all_paths, skip_reason
-from profiling import profile_flwire
-from report import evaluate_targets, model_tables, targets_block
+from benchmarks import models
+from benchmarks.codec.measure import Result, Settings, measure_model
+from benchmarks.codec.memory import first_calls, hwm_reset_works, malloc_trim, mem_child
+from benchmarks.codec.paths import PATH_NAMES, all_paths, skip_reason
+from benchmarks.codec.profiling import profile_flwire
+from benchmarks.codec.report import evaluate_targets, model_tables, targets_block
+from benchmarks.models import StateDict, raw_size
+from benchmarks.tables import host_info, host_line, library_version
 
 
 def parse_list(value: str | None, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -50,28 +46,15 @@ def parse_list(value: str | None, allowed: tuple[str, ...], what: str) -> list[s
     return items
 
 
-def library_version() -> str:
-    """The commit under test, and whether the library sources differ from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "python"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return f"{head or 'unknown'}{' + uncommitted changes under python/' if dirty else ''}"
-
-
 def single_dtype(sd: StateDict) -> str:
     """The one dtype of every tensor ('float32', 'bfloat16', ...), or 'mixed'."""
     found = {str(t.dtype).removeprefix("torch.") for t in sd.values()}
     return found.pop() if len(found) == 1 else "mixed"
 
 
-def header(st: Settings, quick: bool, reset: bool, path_names: list[str]) -> str:
+def header(
+    st: Settings, quick: bool, reset: bool, path_names: list[str], host: dict[str, Any]
+) -> str:
     paths = all_paths()
     memory = (
         "memory: peak extra RSS = VmHWM during the first call - VmRSS just before it, "
@@ -87,10 +70,7 @@ def header(st: Settings, quick: bool, reset: bool, path_names: list[str]) -> str
         "flwire serialization benchmark"
         + ("  [QUICK: ~10M-parameter stand-in for the 100M model]" if quick else ""),
         f"flwire: {library_version()}",
-        f"host: {platform.machine()}, {os.cpu_count()} cores, python "
-        f"{platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), numpy {np.__version__}; load average "
-        f"{os.getloadavg()[0]:.2f} at start (other work on the machine skews timings)",
+        host_line(host),
         "timing: the first call of each path runs in a fresh process that also measures "
         f"memory; if an anchor's encode took > {st.slow_s:g} s there, that cold call is its "
         "one sample (marked *). Otherwise (and always for flwire), here: 1 warm-up "
@@ -131,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
 
     if args.mem_probe:
-        paths = parse_list(args.paths, PATH_NAMES, "paths")
-        mem_child(args.mem_probe, paths, reset=not args.mem_no_reset)
+        probed = parse_list(args.paths, PATH_NAMES, "paths")
+        mem_child(args.mem_probe, probed, reset=not args.mem_no_reset)
         return 0
 
     wall0 = time.perf_counter()
@@ -146,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    print(header(st, args.quick, reset, path_names))
+    host = host_info()
+    print(header(st, args.quick, reset, path_names, host))
     all_results: dict[str, dict[str, Result]] = {}
     model_info: dict[str, dict[str, Any]] = {}
     dtypes: dict[str, str] = {}
@@ -206,14 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {
             "quick": args.quick,
             "flwire": library_version(),
-            "host": {
-                "machine": platform.machine(),
-                "cores": os.cpu_count(),
-                "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads(),
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-            },
+            "host": host,
             "settings": {**asdict(st), "memory_hwm_reset": reset},
             "models": model_info,
             "results": {

@@ -1,97 +1,25 @@
-"""Comparison paths for the benchmark: each is ``encode(state_dict) -> bytes-like`` and
-``decode(bytes-like) -> state_dict``.
+"""The formats flwire is compared with, other than the old path (``benchmarks.legacy``):
+each an ``encode(state_dict) -> bytes-like`` and a ``decode(bytes-like) -> state_dict``.
 
-* ``old_path``: exactly what the old ``common`` package did (pickle -> gzip level 9 ->
-  base64 text inside the JSON message, UTF-8 encoded by the Kafka producer), and back.
 * ``torch_save``: ``torch.save`` to a BytesIO / ``torch.load(weights_only=True)``.
 * ``safetensors``: ``safetensors.torch.save`` / ``load``.
 * ``flower_numpy``: Flower's way, one ``numpy.save`` blob per array (``ndarray_to_bytes``),
   joined as a protobuf ``repeated bytes`` would be (length-prefixed) with the names.
 * ``memcpy``: the floor. Encode is one copy of all tensor bytes into one buffer, decode is
   ``torch.frombuffer`` views; the layout travels out of band, so this is not a format.
-
-This is the only file of the repository that uses pickle, and it stays outside the
-``python/`` package: the old-path anchor unpickles only bytes it produced itself a moment
-earlier in the same process, for comparison. Never point it at bytes from anywhere else.
 """
 
 from __future__ import annotations
 
-import base64
-import gzip
 import io
-import json
-import pickle
-import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 import safetensors.torch
 import torch
 
-from flwire.serialization._wire import decode_varint, encode_varint
-
-StateDict = dict[str, torch.Tensor]
-
-
-@dataclass
-class Anchor:
-    name: str
-    encode: Callable[[StateDict], Any]
-    decode: Callable[[Any], StateDict]
-    note: str = ""
-    supports: Callable[[StateDict], str | None] = field(default=lambda sd: None)
-    """Returns None when the path can carry this state dict, else why it cannot."""
-
-
-# ----------------------------------------------------------------------------- old path
-
-
-def old_serialize_weights(state_dict: StateDict, compression: bool = True) -> str:
-    """common.serialization.weight_serializer.WeightSerializer.serialize_weights, verbatim."""
-    cpu_state_dict = {k: v.cpu().detach() for k, v in state_dict.items()}
-    pickled_data = pickle.dumps(cpu_state_dict)
-    if compression:
-        pickled_data = gzip.compress(pickled_data)  # level 9: gzip's default
-    return base64.b64encode(pickled_data).decode("utf-8")
-
-
-def old_deserialize_weights(encoded_data: str, compression: bool = True) -> StateDict:
-    """WeightSerializer.deserialize_weights, verbatim.
-
-    Safe here only because the bytes come from old_serialize_weights in this very process.
-    """
-    pickled_data = base64.b64decode(encoded_data.encode("utf-8"))
-    if compression:
-        pickled_data = gzip.decompress(pickled_data)
-    return pickle.loads(pickled_data)  # noqa: S301 - our own bytes, see the module docstring
-
-
-def old_encode(state_dict: StateDict) -> bytes:
-    """serialize_weights -> MessageSerializer.create_client_update_message -> the Kafka
-    producer's ``value_serializer`` (``str.encode('utf-8')``). The size is the whole message."""
-    weights = old_serialize_weights(state_dict)
-    payload = {"client_id": "client_0", "round_id": 1, "weights": weights, "metrics": {}}
-    message = {
-        "type": "client_update",
-        "payload": payload,
-        "sender_id": "client_0",
-        "timestamp": time.time(),
-        "datetime": datetime.now().isoformat(),
-        "version": "1.0",
-    }
-    return json.dumps(message, default=str).encode("utf-8")
-
-
-def old_decode(data: bytes) -> StateDict:
-    """The consumer's ``value_deserializer`` (UTF-8 decode) -> deserialize_message -> weights."""
-    message = json.loads(data.decode("utf-8"))
-    return old_deserialize_weights(message["payload"]["weights"])
-
+from benchmarks.models import StateDict
 
 # ----------------------------------------------------------------------------- torch / st
 
@@ -117,6 +45,28 @@ def safetensors_decode(data: bytes) -> StateDict:
 # ----------------------------------------------------------------------------- Flower
 
 
+def _varint(value: int) -> bytes:
+    """A protobuf varint (the length prefix of a ``repeated bytes`` element)."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at ``pos`` (our own bytes: unchecked)."""
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
 def flower_encode(state_dict: StateDict) -> bytes:
     """``flwr.common.ndarray_to_bytes`` per tensor (np.save, allow_pickle=False), then a
     length-prefixed concatenation of (name, npy bytes) as protobuf ``repeated bytes``."""
@@ -126,7 +76,7 @@ def flower_encode(state_dict: StateDict) -> bytes:
         np.save(bio, tensor.cpu().detach().numpy(), allow_pickle=False)
         npy = bio.getvalue()
         key = name.encode("utf-8")
-        parts += [encode_varint(len(key)), key, encode_varint(len(npy)), npy]
+        parts += [_varint(len(key)), key, _varint(len(npy)), npy]
     return b"".join(parts)
 
 
@@ -137,17 +87,17 @@ def flower_decode(data: bytes) -> StateDict:
     out: StateDict = {}
     pos = 0
     while pos < len(buf):
-        n, pos = decode_varint(buf, pos, len(buf), "flower name")
+        n, pos = _read_varint(buf, pos)
         name = bytes(buf[pos : pos + n]).decode("utf-8")
         pos += n
-        n, pos = decode_varint(buf, pos, len(buf), "flower array")
+        n, pos = _read_varint(buf, pos)
         array = np.load(io.BytesIO(buf[pos : pos + n]), allow_pickle=False)
         pos += n
         out[name] = torch.from_numpy(array)
     return out
 
 
-def _numpy_can_carry(state_dict: StateDict) -> str | None:
+def numpy_can_carry(state_dict: StateDict) -> str | None:
     for name, tensor in state_dict.items():
         if tensor.dtype in (torch.bfloat16,) or "float8" in str(tensor.dtype):
             return f"numpy has no {str(tensor.dtype).removeprefix('torch.')} ({name})"
@@ -179,7 +129,7 @@ class MemcpyFloor:
         buf = bytearray(offset)  # fresh zeroed pages from the kernel: no memset pass
         view = memoryview(buf)
         for (_, _, _, start, n), raw in zip(layout, sources, strict=True):
-            view[start : start + n] = raw  # one memcpy per tensor
+            view[start : start + n] = raw.data  # one memcpy per tensor
         self.layout = layout
         return buf
 
@@ -194,27 +144,3 @@ class MemcpyFloor:
                 flat = torch.frombuffer(data, dtype=torch.uint8, count=n, offset=offset)
                 out[name] = flat.view(dtype).reshape(shape)
         return out
-
-
-def all_anchors() -> dict[str, Anchor]:
-    floor = MemcpyFloor()
-    return {
-        "old_path": Anchor(
-            "old_path",
-            old_encode,
-            old_decode,
-            "pickle+gzip-9+base64 in the JSON message (size = whole message)",
-        ),
-        "torch_save": Anchor("torch_save", torch_save_encode, torch_save_decode, "torch.save/load"),
-        "safetensors": Anchor(
-            "safetensors", safetensors_encode, safetensors_decode, "safetensors.torch save/load"
-        ),
-        "flower_numpy": Anchor(
-            "flower_numpy",
-            flower_encode,
-            flower_decode,
-            "np.save per array, length-prefixed",
-            supports=_numpy_can_carry,
-        ),
-        "memcpy": Anchor("memcpy", floor.encode, floor.decode, "floor: 1 copy / views"),
-    }

@@ -1,15 +1,19 @@
 """Is the decoded state dict the one that was encoded? Lossless paths must give it back bit
-for bit; lossy ones must stay within the error bound their codec documents."""
+for bit; lossy ones must stay within the error bound their codec documents. And how many of
+the decoded tensors are views on the encoded bytes (zero-copy)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
-StateDict = dict[str, torch.Tensor]
+from benchmarks.models import StateDict
+
 BoundFn = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
 """(Flat float32 values, the tensor's own dtype) -> the largest error allowed on each value
 (same shape, all > 0)."""
@@ -49,6 +53,18 @@ def bit_exact(expected: StateDict, got: StateDict) -> Check:
         if not torch.equal(raw_bytes(a), raw_bytes(got[name])):
             return Check(False, f"{name}: bytes differ")
     return Check(True)
+
+
+def zero_copy_count(blob: Any, out: StateDict) -> int:
+    """How many decoded tensors (with data) point inside the encoded buffer."""
+    view = np.frombuffer(blob, dtype=np.uint8)
+    lo = view.ctypes.data
+    hi = lo + view.nbytes
+    n = 0
+    for t in out.values():
+        if t.numel() and lo <= t.data_ptr() and t.data_ptr() + t.numel() * t.element_size() <= hi:
+            n += 1
+    return n
 
 
 # ----------------------------------------------------------------------------- lossy

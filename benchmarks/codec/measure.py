@@ -10,13 +10,14 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-import numpy as np
-from fidelity import Check
-from memory import malloc_trim
-from paths import BenchPath, StateDict, skip_reason
-from report import MB, fmt_time
+from benchmarks.codec.fidelity import Check, zero_copy_count
+from benchmarks.codec.memory import malloc_trim
+from benchmarks.codec.paths import BenchPath, failure, skip_reason
+from benchmarks.models import StateDict, raw_size
+from benchmarks.tables import MB, fmt_time
 
 
 @dataclass
@@ -76,22 +77,6 @@ class Result:
         return min(self.encode_s) + min(self.decode_s)
 
 
-def zero_copy_count(blob: Any, out: StateDict) -> int:
-    """How many decoded tensors (with data) point inside the encoded buffer."""
-    view = np.frombuffer(blob, dtype=np.uint8)
-    lo = view.ctypes.data
-    hi = lo + view.nbytes
-    n = 0
-    for t in out.values():
-        if t.numel() and lo <= t.data_ptr() and t.data_ptr() + t.numel() * t.element_size() <= hi:
-            n += 1
-    return n
-
-
-def raw_size(sd: StateDict) -> int:
-    return sum(t.numel() * t.element_size() for t in sd.values())
-
-
 def sample(fn: Callable[[], Any], inner: int) -> float:
     """Seconds per call of fn, over `inner` back-to-back calls."""
     gc.collect()
@@ -108,10 +93,6 @@ def batch(first_s: float, st: Settings) -> int:
 
 
 Live = dict[str, tuple[BenchPath, Any, int, int]]  # name -> path, blob, calls per sample e/d
-
-
-def failure(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def use_first_call(res: Result, first: dict[str, Any] | None, st: Settings, may_stop: bool) -> None:
@@ -171,8 +152,8 @@ def timed_rounds(sd: StateDict, live: Live, results: dict[str, Result], st: Sett
             return
         for name in todo:
             path, blob, n_enc, n_dec = live[name]
-            results[name].encode_s.append(sample(lambda p=path: p.encode(sd), n_enc))
-            results[name].decode_s.append(sample(lambda p=path, b=blob: p.decode(b), n_dec))
+            results[name].encode_s.append(sample(partial(path.encode, sd), n_enc))
+            results[name].decode_s.append(sample(partial(path.decode, blob), n_dec))
 
 
 def measure_model(

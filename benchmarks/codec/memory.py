@@ -1,5 +1,5 @@
 """Peak extra memory (RSS high-water mark) of each path's first encode and decode, measured
-in a fresh process that re-runs bench.py with --mem-probe (see mem_child)."""
+in a fresh process that re-runs this program with --mem-probe (see mem_child)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,15 @@ from typing import Any
 import crc32c
 import numpy as np
 import torch
-from paths import BenchPath, StateDict, all_paths
 
-# The script that first_calls starts for each probe: the entry point, which dispatches
+from benchmarks.codec.fidelity import zero_copy_count
+from benchmarks.codec.paths import BenchPath, all_paths, failure
+from benchmarks.models import StateDict
+from benchmarks.tables import ROOT
+
+# What first_calls starts for each probe: this program, whose entry point dispatches
 # --mem-probe to mem_child.
-BENCH_SCRIPT = str(Path(__file__).with_name("bench.py"))
+PROBE_COMMAND = [sys.executable, "-m", "benchmarks.codec", "--mem-probe"]
 
 _libc: Any = None
 with contextlib.suppress(OSError, TypeError):
@@ -104,14 +108,14 @@ def load_state_dict(folder: Path) -> StateDict:
         for name, dtype, shape in layout:
             t = torch.empty(shape, dtype=getattr(torch, dtype))
             if t.numel():
-                f.readinto(t.reshape(-1).view(torch.uint8).numpy())
+                f.readinto(t.reshape(-1).view(torch.uint8).numpy().data)
             sd[name] = t
     return sd
 
 
 def fingerprint(sd: StateDict) -> list[int]:
     """CRC-32C of every tensor's bytes: shows whether a path wrote into its input."""
-    return [crc32c.crc32c(t.reshape(-1).view(torch.uint8).numpy()) for t in sd.values()]
+    return [crc32c.crc32c(t.reshape(-1).view(torch.uint8).numpy().data) for t in sd.values()]
 
 
 def mem_child(folder: str, path_names: list[str], reset: bool) -> None:
@@ -124,10 +128,6 @@ def mem_child(folder: str, path_names: list[str], reset: bool) -> None:
     process per path and only the encode peak is valid: loading the state dict is made
     peak-free, so VmHWM before the encode is VmRSS.
     """
-    # Here, not at the top: measure imports malloc_trim from this module. By now bench.py
-    # has imported measure, so this is a lookup that allocates nothing.
-    from measure import failure, zero_copy_count
-
     fix_mmap_threshold()
     sd = load_state_dict(Path(folder))
     before = fingerprint(sd)
@@ -140,7 +140,7 @@ def mem_child(folder: str, path_names: list[str], reset: bool) -> None:
         if rec["skipped"]:
             continue
         try:
-            rec.update(_first_call(path, sd, reset, zero_copy_count))
+            rec.update(_first_call(path, sd, reset))
         except Exception as exc:  # reported in the path's row; the other paths still run
             rec["failed"] = failure(exc)
         if fingerprint(sd) != before:  # the next paths must see the original values
@@ -150,9 +150,7 @@ def mem_child(folder: str, path_names: list[str], reset: bool) -> None:
     print(json.dumps(out))
 
 
-def _first_call(
-    path: BenchPath, sd: StateDict, reset: bool, zero_copy_count: Callable[[Any, Any], int]
-) -> dict[str, Any]:
+def _first_call(path: BenchPath, sd: StateDict, reset: bool) -> dict[str, Any]:
     """One encode and one decode of ``path``, measured (see mem_child)."""
     rec: dict[str, Any] = {}
     blob, rec["encode_s"], rec["encode_peak"] = _timed_peak(path.encode, sd, reset)
@@ -186,12 +184,12 @@ def first_calls(
         dump_state_dict(sd, Path(tmp))
         groups = [path_names] if reset else [[p] for p in path_names]
         for group in groups:
-            cmd = [sys.executable, BENCH_SCRIPT, "--mem-probe", tmp, "--paths", ",".join(group)]
+            cmd = [*PROBE_COMMAND, tmp, "--paths", ",".join(group)]
             if not reset:
                 cmd.append("--mem-no-reset")
             proc = None
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
                 results.update(json.loads(proc.stdout.strip().splitlines()[-1]))
             except (subprocess.SubprocessError, ValueError, IndexError) as exc:
                 err = proc.stderr.strip().splitlines()[-3:] if proc is not None else []

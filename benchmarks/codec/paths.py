@@ -1,6 +1,7 @@
-"""The benchmarked paths: flwire's lossless encodings, its lossy ones and the comparison
-anchors, each an ``encode(state_dict)`` / ``decode(blob)`` pair under one name, with the
-check its decoded output must pass (bit-exact, or within the lossy codec's error bound)."""
+"""The benchmarked paths, one row each: flwire's lossless encodings, its lossy ones, and the
+anchors (the old path and the other formats), each an ``encode(state_dict)`` /
+``decode(blob)`` pair under one name, with the check its decoded output must pass (bit-exact,
+or within the lossy codec's error bound)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anchors
-import fidelity
-import models
 import torch
-from fidelity import Check
 
-from flwire.serialization import decode_tensor_map, dtypes, encode_tensor_map
+from benchmarks import legacy, models
+from benchmarks.codec import anchors, fidelity
+from benchmarks.codec.fidelity import Check
+from benchmarks.models import StateDict
+from flwire import EncodeOptions, LossyConfig, decode_tensor_map, encode_tensor_map
+from flwire.tensors.lossy import LossyMethod
+from flwire.tensors.torch_support import dtype_info
 
-StateDict = dict[str, torch.Tensor]
 
-try:  # lossy codecs land separately; until then their rows say why they are absent
-    from flwire.serialization.lossy import LossyConfig
-except ImportError:
-    LossyConfig = None  # type: ignore[assignment,misc]
+def _always(sd: StateDict) -> str | None:
+    return None
 
 
 @dataclass
@@ -31,7 +31,7 @@ class BenchPath:
     encode: Callable[[StateDict], Any]
     decode: Callable[[Any], StateDict]
     note: str = ""
-    supports: Callable[[StateDict], str | None] = lambda sd: None
+    supports: Callable[[StateDict], str | None] = _always
     """None when the path can carry this state dict, else why it cannot."""
     check: Callable[[StateDict, StateDict], Check] = fidelity.bit_exact
     lossy: bool = False
@@ -47,23 +47,27 @@ def skip_reason(path: BenchPath, model: str, sd: StateDict) -> str | None:
     return path.supports(sd)
 
 
-def _lossless(name: str, label: str, note: str, **options: Any) -> BenchPath:
+def failure(exc: BaseException) -> str:
+    """A path that raised, in its row's note."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _flwire(name: str, label: str, note: str, options: EncodeOptions, **fields: Any) -> BenchPath:
     def encode(sd: StateDict) -> bytes:
-        return encode_tensor_map(sd, **options)
+        return encode_tensor_map(sd, options)
 
-    return BenchPath(name, label, encode, decode_tensor_map, note, subject=True)
+    return BenchPath(name, label, encode, decode_tensor_map, note, subject=True, **fields)
 
 
-def _lossy_supports(config: Any, method: str) -> Callable[[StateDict], str | None]:
-    """Why ``config`` cannot run on a state dict: the lossy module is missing, or it would
-    leave every tensor lossless (then the row would only repeat flwire zstd)."""
+def _lossy_supports(config: LossyConfig) -> Callable[[StateDict], str | None]:
+    """Why ``config`` cannot run on a state dict: it would leave every tensor lossless (then
+    the row would only repeat flwire zstd)."""
 
     def supports(sd: StateDict) -> str | None:
-        if config is None:
-            return "flwire.serialization.lossy is not available in this checkout"
         for name, t in sd.items():
-            if config.applies_to(name, dtypes.from_torch(t.dtype, name), t.numel()):
+            if config.applies_to(name, dtype_info(t.dtype, name), t.numel()):
                 return None
+        method = config.method
         sources = "float32/float64" if method in ("float16", "bfloat16") else "floating"
         return (
             f"{method} takes {sources} tensors of >= {config.min_elements} elements; "
@@ -75,37 +79,75 @@ def _lossy_supports(config: Any, method: str) -> Callable[[StateDict], str | Non
 
 def _lossy(
     name: str,
-    method: str,
+    method: LossyMethod,
     note: str,
     check: Callable[[StateDict, StateDict], Check],
     deltas_only: bool = False,
 ) -> BenchPath:
-    config = LossyConfig(method=method) if LossyConfig is not None else None
-
-    def encode(sd: StateDict) -> bytes:
-        return encode_tensor_map(sd, lossy=config)
-
-    return BenchPath(
+    config = LossyConfig(method=method)
+    return _flwire(
         name,
         f"flwire {method}",
-        encode,
-        decode_tensor_map,
         note,
-        _lossy_supports(config, method),
-        check,
+        EncodeOptions(lossy=config),
+        supports=_lossy_supports(config),
+        check=check,
         lossy=True,
         deltas_only=deltas_only,
-        subject=True,
     )
+
+
+def _anchors() -> list[BenchPath]:
+    floor = anchors.MemcpyFloor()
+    return [
+        BenchPath(
+            "old_path",
+            "old_path",
+            legacy.encode_update,
+            legacy.decode_update,
+            "pickle+gzip-9+base64 in the JSON message (size = whole message)",
+        ),
+        BenchPath(
+            "torch_save",
+            "torch_save",
+            anchors.torch_save_encode,
+            anchors.torch_save_decode,
+            "torch.save/load",
+        ),
+        BenchPath(
+            "safetensors",
+            "safetensors",
+            anchors.safetensors_encode,
+            anchors.safetensors_decode,
+            "safetensors.torch save/load",
+        ),
+        BenchPath(
+            "flower_numpy",
+            "flower_numpy",
+            anchors.flower_encode,
+            anchors.flower_decode,
+            "np.save per array, length-prefixed",
+            supports=anchors.numpy_can_carry,
+        ),
+        BenchPath("memcpy", "memcpy", floor.encode, floor.decode, "floor: 1 copy / views"),
+    ]
 
 
 def all_paths() -> dict[str, BenchPath]:
     paths = [
-        _lossless("flwire_zstd", "flwire zstd", "default: zstd level 1 per tensor"),
-        _lossless(
-            "flwire_shuffle", "flwire zstd+shuffle", "byte shuffle, then zstd level 1", shuffle=True
+        _flwire("flwire_zstd", "flwire zstd", "default: zstd level 1 per tensor", EncodeOptions()),
+        _flwire(
+            "flwire_shuffle",
+            "flwire zstd+shuffle",
+            "byte shuffle, then zstd level 1",
+            EncodeOptions(shuffle=True),
         ),
-        _lossless("flwire_none", "flwire none", "raw bytes, zero-copy decode", compression="none"),
+        _flwire(
+            "flwire_none",
+            "flwire none",
+            "raw bytes, zero-copy decode",
+            EncodeOptions(compression="none"),
+        ),
         _lossy(
             "flwire_fp16",
             "float16",
@@ -134,11 +176,9 @@ def all_paths() -> dict[str, BenchPath]:
             fidelity.within(fidelity.topk_bound(0.01), "bound: the k-th largest |x| of its tensor"),
             deltas_only=True,
         ),
+        *_anchors(),
     ]
-    out = {p.name: p for p in paths}
-    for a in anchors.all_anchors().values():
-        out[a.name] = BenchPath(a.name, a.name, a.encode, a.decode, a.note, a.supports)
-    return out
+    return {p.name: p for p in paths}
 
 
 PATH_NAMES = tuple(all_paths())

@@ -8,16 +8,19 @@ import io
 import pstats
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import crc32c
 import numpy as np
 import torch
-from measure import raw_size
-from paths import StateDict
-from report import MB, fmt_time
+import zstandard
 
-from flwire.serialization import compression as z
-from flwire.serialization import decode_tensor_map, encode_tensor_map
+from benchmarks.models import StateDict, raw_size
+from benchmarks.tables import MB, fmt_time
+from flwire import EncodeOptions, decode_tensor_map, encode_tensor_map
+from flwire.tensors.codecs import ZSTD
+from flwire.tensors.shuffle import shuffled_slice, unshuffle_slice_into
 
 
 def profile_flwire(sd: StateDict, name: str) -> str:
@@ -40,30 +43,30 @@ def profile_flwire(sd: StateDict, name: str) -> str:
     def copy_into(buf: Any) -> Any:
         view, pos = memoryview(buf).cast("B"), 0
         for s in srcs:
-            view[pos : pos + s.nbytes] = s
+            view[pos : pos + s.nbytes] = s.data
             pos += s.nbytes
         return buf
 
     def decompress_all(frames: list[bytes], outs: list[np.ndarray]) -> None:
         for f, o in zip(frames, outs, strict=True):
-            z.zstd_decompress_into(memoryview(f), o, "t")
+            ZSTD.decompress_into(memoryview(f), o, "t")
 
     def unshuffle_all(shuffled: list[np.ndarray], outs: list[np.ndarray]) -> None:
         for s, o in zip(shuffled, outs, strict=True):
-            z.unshuffle_slice_into(s, o, itemsize, 0)
+            unshuffle_slice_into(s, o, itemsize, 0)
 
     lines.append("stages, serial on one thread, all tensors (MB/s of raw bytes):")
-    stage("crc32c of raw bytes", lambda: [z.crc32c(s) for s in srcs])
-    frames = stage("zstd level 1 compress", lambda: [z.zstd_compress(s, 1) for s in srcs])
+    stage("crc32c of raw bytes", lambda: [crc32c.crc32c(s.data) for s in srcs])
+    frames = stage("zstd level 1 compress", lambda: [ZSTD.compress(s, 1) for s in srcs])
     shuffled = stage(
         "byte shuffle (numpy strided copy)",
-        lambda: [z.shuffled_slice(s, itemsize, 0, s.nbytes) for s in srcs],
+        lambda: [shuffled_slice(s, itemsize, 0, s.nbytes) for s in srcs],
     )
     stage(
-        "zstd level 1 compress of shuffled bytes", lambda: [z.zstd_compress(s, 1) for s in shuffled]
+        "zstd level 1 compress of shuffled bytes", lambda: [ZSTD.compress(s, 1) for s in shuffled]
     )
     stage("b''.join of all compressed frames (1 copy)", lambda: b"".join(frames))
-    stage("b''.join of the raw tensors (1 copy, 'none')", lambda: b"".join(srcs))
+    stage("b''.join of the raw tensors (1 copy, 'none')", lambda: b"".join(s.data for s in srcs))
     stage("copy into fresh bytearray (4 KiB page faults)", lambda: copy_into(bytearray(raw)))
     stage("copy into fresh np.empty (THP-advised)", lambda: copy_into(np.empty(raw, np.uint8)))
     outs = stage(
@@ -72,7 +75,7 @@ def profile_flwire(sd: StateDict, name: str) -> str:
     )
     stage("zstd_decompress_into, fresh outputs (stream)", lambda: decompress_all(frames, outs))
     stage("zstd_decompress_into, same outputs again", lambda: decompress_all(frames, outs))
-    dctx = z._decompressor()
+    dctx = zstandard.ZstdDecompressor()
     stage(
         "ZstdDecompressor.decompress (one-shot, bytes)",
         lambda: [dctx.decompress(f) for f in frames],
@@ -82,18 +85,18 @@ def profile_flwire(sd: StateDict, name: str) -> str:
     gc.collect()
 
     lines.append("whole calls, default threads vs threads=1:")
-    for label, kw in (
-        ("zstd", {}),
-        ("zstd+shuffle", {"shuffle": True}),
-        ("none", {"compression": "none"}),
+    for label, opts in (
+        ("zstd", EncodeOptions()),
+        ("zstd+shuffle", EncodeOptions(shuffle=True)),
+        ("none", EncodeOptions(compression="none")),
     ):
-        blob = stage(f"encode {label}", lambda kw=kw: encode_tensor_map(sd, **kw))
-        stage(f"encode {label}, threads=1", lambda kw=kw: encode_tensor_map(sd, threads=1, **kw))
-        stage(f"decode {label}", lambda b=blob: decode_tensor_map(b))
-        stage(f"decode {label}, threads=1", lambda b=blob: decode_tensor_map(b, threads=1))
+        blob = stage(f"encode {label}", partial(encode_tensor_map, sd, opts))
+        stage(f"encode {label}, threads=1", partial(encode_tensor_map, sd, opts, threads=1))
+        stage(f"decode {label}", partial(decode_tensor_map, blob))
+        stage(f"decode {label}, threads=1", partial(decode_tensor_map, blob, threads=1))
         stage(
             f"decode {label}, verify_checksum=False",
-            lambda b=blob: decode_tensor_map(b, verify_checksum=False),
+            partial(decode_tensor_map, blob, verify_checksum=False),
         )
         blob = b""
         gc.collect()
@@ -114,8 +117,8 @@ def profile_flwire(sd: StateDict, name: str) -> str:
 
     prof("encode zstd", lambda: encode_tensor_map(sd, threads=1))
     blob = encode_tensor_map(sd)
-    prof("decode zstd", lambda b=blob: decode_tensor_map(b, threads=1))
+    prof("decode zstd", partial(decode_tensor_map, blob, threads=1))
     prof("encode zstd+shuffle", lambda: encode_tensor_map(sd, shuffle=True, threads=1))
     blob = encode_tensor_map(sd, shuffle=True)
-    prof("decode zstd+shuffle", lambda b=blob: decode_tensor_map(b, threads=1))
+    prof("decode zstd+shuffle", partial(decode_tensor_map, blob, threads=1))
     return "\n".join(lines)

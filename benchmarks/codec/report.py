@@ -5,25 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from measure import Result
-
-MB = 1e6
-
+from benchmarks.codec.measure import Result
+from benchmarks.tables import MB, fmt_time, table
 
 # ----------------------------------------------------------------------------- formatting
-
-
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} us"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms" if s < 0.1 else f"{s * 1e3:.0f} ms"
-    return f"{s:.2f} s"
 
 
 def fmt_rate(med: float, lo: float, hi: float) -> str:
@@ -37,19 +23,6 @@ def fmt_mem(b: int | None, raw: int) -> str:
     if b is None:
         return "-"
     return f"{b / MB:.1f} ({b / raw:.2f}x)"
-
-
-def table(headers: list[list[str]], rows: list[list[str]], left: int = 1) -> str:
-    """Columns aligned; the first `left` columns are left-aligned, the rest right."""
-    cols = len(headers[0])
-    widths = [max(len(r[i]) for r in [*headers, *rows]) for i in range(cols)]
-
-    def line(r: list[str]) -> str:
-        cells = [r[i].ljust(widths[i]) if i < left else r[i].rjust(widths[i]) for i in range(cols)]
-        return "  ".join(cells).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([*(line(h) for h in headers), rule, *(line(r) for r in rows)])
 
 
 def ratio_cell(value: float | None, ref: float | None, fmt: str, suffix: str = "") -> str:
@@ -81,8 +54,8 @@ def size_row(r: Result, old: Result | None, st: Result | None) -> list[str]:
         r.label,
         size_cell(r.size),
         f"{r.size / r.raw_bytes:.3f}",
-        ratio_cell(r.size, old and old.size, ".3f"),
-        ratio_cell(r.size, st and st.size, ".3f"),
+        ratio_cell(r.size, old.size if old else None, ".3f"),
+        ratio_cell(r.size, st.size if st else None, ".3f"),
         fmt_rate(*r.mbps(r.encode_s)),
         fmt_rate(*r.mbps(r.decode_s)),
         f"{len(r.encode_s)}/{len(r.decode_s)}" + ("*" if r.single_run else ""),
@@ -93,8 +66,8 @@ def time_row(r: Result, old: Result | None, st: Result | None) -> list[str]:
     return [
         r.label,
         fmt_time(r.round_trip),
-        ratio_cell(old and old.round_trip, r.round_trip, ".1f", "x"),
-        ratio_cell(r.round_trip, st and st.round_trip, ".2f"),
+        ratio_cell(old.round_trip if old else None, r.round_trip, ".1f", "x"),
+        ratio_cell(r.round_trip, st.round_trip if st else None, ".2f"),
         check_cell(r),
         f"{r.zero_copy}/{r.tensors}",
         fmt_mem(r.peak_encode, r.raw_bytes),
@@ -162,7 +135,7 @@ PEAK_ENCODE_VS_RAW = 1.2
 SPARSE_DELTA = "delta_sparse"
 SPARSE_VS_RAW = 0.15
 
-Get = Callable[[str, str], "Result | None"]
+Get = Callable[[str, str], Result | None]
 
 
 def zstd_vs_old(get: Get, model: str, dtype: str) -> list[Target]:
