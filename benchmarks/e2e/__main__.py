@@ -19,18 +19,19 @@ parts. Old: the old JSON message with base64(gzip-9(pickle)) weights as one reco
 confluent-kafka producer/consumer. Same topic layout (flwire.<job>.broadcast/updates/control)
 for both, on the same broker; the two paths run one after the other, never at the same time.
 
-    make bench                                       # bench.py, then this
-    .venv/bin/python benchmarks/e2e_kafka.py         # 1.5-2 minutes on 2 cores
-    .venv/bin/python benchmarks/e2e_kafka.py --quick --json bench-results/e2e.json
-    .venv/bin/python benchmarks/e2e_kafka.py --bootstrap 127.0.0.1:9092   # your broker
+    make bench                                       # the codec benchmark, then this
+    .venv/bin/python -m benchmarks.e2e               # 1.5-2 minutes on 2 cores
+    .venv/bin/python -m benchmarks.e2e --quick --json bench-results/e2e.json
+    .venv/bin/python -m benchmarks.e2e --bootstrap 127.0.0.1:9092   # your broker
 
+Run it from the repository root.
 MB = 10^6 bytes. Bytes on the wire = the sum of the records' value sizes (keys, headers
 and Kafka framing not counted).
 
-Modules: e2e_broker (the private broker), e2e_processes (the client processes, seen from
-the server), e2e_client (one client process), e2e_flwire and e2e_old (the server side of each
-path, over an e2e_phase), e2e_wire (what server and clients share), e2e_settings (settings,
-errors, log), e2e_results / e2e_summary / e2e_report (what is recorded, summed up, printed).
+Modules: ``broker`` (the private broker), ``phases`` (settings, plan, the client processes
+seen from the server), ``client`` (one client process), ``servers`` (the server side of each
+path), ``wire`` (what server and clients share), ``results`` (what is recorded and summed
+up), ``report`` (what is printed).
 """
 
 from __future__ import annotations
@@ -44,27 +45,21 @@ import signal
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import models
-from e2e_broker import DEFAULT_PORT, Broker
-from e2e_flwire import flwire_server
-from e2e_old import old_server
-from e2e_phase import ServerPhase
-from e2e_processes import ClientProcesses
-from e2e_report import MB, host_info, host_line, paths_line, tables
-from e2e_results import Expected, raw_bytes
-from e2e_settings import BenchError, Settings, log
-from e2e_summary import summarize
-from e2e_wire import StateDict, create_topics
-
-from flwire.communication.transport import TopicLayout
+from benchmarks import models
+from benchmarks.e2e.broker import DEFAULT_PORT, Broker
+from benchmarks.e2e.phases import ClientProcesses, ServerPhase, Settings, make_plan
+from benchmarks.e2e.report import paths_line, tables
+from benchmarks.e2e.results import Expected, summarize
+from benchmarks.e2e.servers import flwire_server, old_server
+from benchmarks.e2e.wire import BenchError, create_topics, log
+from benchmarks.models import StateDict, raw_size
+from benchmarks.tables import MB, host_info, host_line, library_version
+from flwire.transport import TopicLayout
 
 
 def _consumer_options(items: list[str]) -> dict[str, int | str]:
@@ -91,19 +86,6 @@ def settings(args: argparse.Namespace) -> Settings:
         quick=args.quick,
         flwire_options={"consumer": consumer} if consumer else {},
     )
-
-
-def make_plan(st: Settings) -> list[dict[str, Any]]:
-    """The phases, in order (flwire, then old), each on topics of its own."""
-    run_id = uuid.uuid4().hex[:8]
-    big = st.big != "none"
-    plan = [
-        {"name": "flwire", "kind": "flwire", "options": st.flwire_options, "big": big},
-        {"name": "old", "kind": "old", "options": {}, "big": big and st.old_big},
-    ]
-    for ph in plan:
-        ph["job"] = f"e2e-{run_id}-{ph['name']}"
-    return plan
 
 
 def run_phases(
@@ -140,6 +122,7 @@ def run(st: Settings, port: int, bootstrap: str | None, json_path: str | None) -
     host = host_info()
     quick = "  [QUICK: ~10M-parameter stand-in for the 100M model]" if st.quick else ""
     print(f"flwire end-to-end benchmark over a real Kafka broker{quick}")
+    print(f"flwire: {library_version()}")
     print(host_line(host))
 
     broker = None if bootstrap else Broker(port)
@@ -175,7 +158,7 @@ def run(st: Settings, port: int, bootstrap: str | None, json_path: str | None) -
     summary = {p: summarize(server[p], client_results, p) for p in server}
     big_desc = None
     if st.big != "none":
-        big_raw = raw_bytes(expected.big)
+        big_raw = raw_size(expected.big)
         params = sum(t.numel() for t in expected.big.values())
         big_desc = f"{params / 1e6:.1f}M float32 parameters ({big_raw / MB:.0f} MB)"
         for s in summary.values():
@@ -184,7 +167,7 @@ def run(st: Settings, port: int, bootstrap: str | None, json_path: str | None) -
     wall = time.perf_counter() - wall0
     print(paths_line(st.flwire_options))
     print()
-    print(tables(summary, st.clients, st.warmup, raw_bytes(base), big_desc))
+    print(tables(summary, st.clients, st.warmup, raw_size(base), big_desc))
     print(
         f"\nclients registered after {summary['flwire']['clients_ready_s']:.1f} s (process "
         "start, imports; not in any figure above); time per step: "

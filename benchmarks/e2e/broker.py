@@ -9,10 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from e2e_settings import BenchError, log
-from e2e_wire import OLD_RECORD_LIMIT
+from benchmarks.e2e.wire import OLD_RECORD_LIMIT, BenchError, log
+from benchmarks.tables import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BROKER_SH = ROOT / "kafka" / "broker.sh"
 #: The benchmark's own port (and port + 1 for the controller); 9092 and 19092 are others'.
 DEFAULT_PORT = 19192

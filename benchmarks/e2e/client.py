@@ -1,7 +1,7 @@
-"""One FL client of the end-to-end Kafka benchmark, in its own process (started by
-``e2e_kafka.py``; not meant to be run by hand).
+"""One FL client of the end-to-end Kafka benchmark, in its own process (started by the
+server, ``python -m benchmarks.e2e``; not meant to be run by hand).
 
-    python benchmarks/e2e_client.py BOOTSTRAP CLIENT_ID PLAN_JSON RESULT_PATH
+    python -m benchmarks.e2e.client BOOTSTRAP CLIENT_ID PLAN_JSON RESULT_PATH
 
 It runs the phases of PLAN_JSON in order (a list of {name, kind, job, options}). A flwire
 phase: registers on the control topic, then for each global update on the
@@ -23,27 +23,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from e2e_wire import (
+from benchmarks import legacy
+from benchmarks.e2e.wire import (
     BIG_ROUND,
     OldProducer,
     RecordTooLarge,
-    StateDict,
     big_model,
     clock,
     flwire_transport,
     old_consumer,
-    old_message,
-    old_parse,
     old_poll,
-    old_state,
-    old_weights,
     perturb,
 )
-
-from flwire.communication.channel import Channel
-from flwire.communication.headers import message_headers
-from flwire.communication.transport import TopicLayout
-from flwire.serialization import messages as m
+from benchmarks.models import StateDict
+from flwire import messages as m
+from flwire.transport import Channel, TopicLayout, message_headers
 
 log = logging.getLogger("e2e-client")
 
@@ -151,7 +145,7 @@ class Client:
         try:
             producer.send(
                 layout.control,
-                old_message("client_registration", cid, {"client_id": cid}),
+                legacy.message("client_registration", cid, {"client_id": cid}),
                 cid,
             )
             while True:
@@ -160,22 +154,22 @@ class Client:
                     continue
                 arrived = clock()
                 t0 = time.perf_counter()
-                message = old_parse(record.value())
+                message = legacy.parse(record.value())
                 kind, payload = message["type"], message["payload"]
                 if kind == "shutdown":
                     break
                 if kind == "global_update":
-                    state = old_state(message)
+                    state = legacy.weights_of(message)
                     t1 = time.perf_counter()
                     trained = perturb(state)
                     t2 = time.perf_counter()
-                    value = old_message(
+                    value = legacy.message(
                         "client_update",
                         cid,
                         {
                             "client_id": cid,
                             "round_id": payload["round_id"],
-                            "weights": old_weights(trained),
+                            "weights": legacy.serialize_weights(trained),
                             "metrics": {"loss": 0.5},
                             "num_samples": 600,
                         },
@@ -197,13 +191,13 @@ class Client:
                     state = self.big(payload["config"]["big_model"])
                     start = clock()
                     t0 = time.perf_counter()
-                    value = old_message(
+                    value = legacy.message(
                         "client_update",
                         cid,
                         {
                             "client_id": cid,
                             "round_id": BIG_ROUND,
-                            "weights": old_weights(state),
+                            "weights": legacy.serialize_weights(state),
                             "metrics": {"t_start": start},
                         },
                     )
@@ -222,7 +216,7 @@ class Client:
                         out["big"].update(failed=str(exc), records=0, bytes=0)
                         notice = {"client_id": cid, "round_id": BIG_ROUND, "error": str(exc)}
                         del value
-                        producer.send(layout.updates, old_message("error", cid, notice), cid)
+                        producer.send(layout.updates, legacy.message("error", cid, notice), cid)
                     out["big"]["sent"] = clock()
                     value = b""
         finally:

@@ -1,6 +1,7 @@
-"""The server's handle on the benchmark's client processes (benchmarks/e2e_client.py, one OS
-process each): start them, notice one that died or a message that never came, collect their
-results, stop them."""
+"""The run as the server sees it: its settings, its plan (the flwire phase, then the old
+one, each on topics of its own), the client processes (``python -m benchmarks.e2e.client``,
+one OS process each: start them, notice one that died or a message that never came, collect
+their results, stop them), and one phase as a server side (``servers``) takes it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,44 @@ import json
 import subprocess
 import sys
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e_settings import BenchError
+from benchmarks.e2e.results import Expected
+from benchmarks.e2e.wire import BenchError
+from benchmarks.tables import ROOT
+from flwire.transport import TopicLayout
 
-ROOT = Path(__file__).resolve().parent.parent
-CLIENT_PY = Path(__file__).resolve().parent / "e2e_client.py"
+#: How the server starts a client process (from the repository root).
+CLIENT_COMMAND = [sys.executable, "-m", "benchmarks.e2e.client"]
+
+
+@dataclass
+class Settings:
+    clients: int
+    rounds: int
+    warmup: int
+    big: str  # "full", "quick" or "none"
+    old_big: bool
+    wait_s: float  # longest wait for any one message
+    quick: bool
+    #: Extra transport tuning for flwire (empty: the SDK's defaults).
+    flwire_options: dict[str, Any] = field(default_factory=dict)
+
+
+def make_plan(st: Settings) -> list[dict[str, Any]]:
+    """The phases, in order (flwire, then old), each on topics of its own."""
+    run_id = uuid.uuid4().hex[:8]
+    big = st.big != "none"
+    plan = [
+        {"name": "flwire", "kind": "flwire", "options": st.flwire_options, "big": big},
+        {"name": "old", "kind": "old", "options": {}, "big": big and st.old_big},
+    ]
+    for ph in plan:
+        ph["job"] = f"e2e-{run_id}-{ph['name']}"
+    return plan
 
 
 class ClientProcesses:
@@ -28,8 +60,7 @@ class ClientProcesses:
             with open(self.log_path(cid), "wb") as out:
                 self.procs[cid] = subprocess.Popen(
                     [
-                        sys.executable,
-                        str(CLIENT_PY),
+                        *CLIENT_COMMAND,
                         bootstrap,
                         cid,
                         json.dumps(plan),
@@ -102,3 +133,24 @@ class ClientProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@dataclass
+class ServerPhase:
+    """One phase of the plan as a server side sees it: the settings, the phase's topics,
+    the client processes and the weights it should decode."""
+
+    st: Settings
+    name: str
+    layout: TopicLayout
+    with_big: bool  # also run scenario B in this phase
+    clients: ClientProcesses
+    expected: Expected
+
+    @classmethod
+    def of(
+        cls, st: Settings, phase: dict[str, Any], clients: ClientProcesses, expected: Expected
+    ) -> ServerPhase:
+        """From a phase of the plan (name, job, big)."""
+        layout = TopicLayout(phase["job"])
+        return cls(st, phase["name"], layout, bool(phase["big"]), clients, expected)

@@ -1,40 +1,17 @@
-"""The end-to-end benchmark's printed report: the host line, what the two paths are, and the
-side-by-side tables of scenarios A and B (aligned with report.table)."""
+"""The end-to-end benchmark's printed report: what the two paths are, and the side-by-side
+tables of scenarios A and B."""
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-from e2e_summary import med
-from e2e_wire import OLD_RECORD_LIMIT
-from report import fmt_time, table
+from benchmarks.e2e.results import med
+from benchmarks.e2e.wire import OLD_RECORD_LIMIT
+from benchmarks.tables import MB, fmt_time, table
+from flwire.transport import DEFAULT_MAX_RECORD_BYTES
 
-from flwire.communication.transport import DEFAULT_MAX_RECORD_BYTES
-
-MB = 1e6
 Summary = dict[str, Any]
-
-
-def host_info() -> dict[str, Any]:
-    return {
-        "machine": platform.machine(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_average_1m": os.getloadavg()[0],
-    }
-
-
-def host_line(host: dict[str, Any]) -> str:
-    return (
-        f"host: {host['machine']}, {host['cores']} cores, python {host['python']}, torch "
-        f"{host['torch']}; load average {host['load_average_1m']:.2f} at start (other work on "
-        "the machine skews timings)"
-    )
 
 
 def paths_line(flwire_options: dict[str, Any]) -> str:

@@ -1,7 +1,11 @@
-"""The flwire server side of the end-to-end benchmark: the SDK itself (Channel over
-KafkaTransport with its defaults, message builders, decode_message). Scenario A: registrations,
-then per round one global update out and N client updates in; scenario B: one big update in,
-sent in 1 MB parts."""
+"""The server side of the end-to-end benchmark, one class per path, the same scenarios and
+records for both. Scenario A: registrations, then per round one global update out and N
+client updates in; scenario B: one big update in.
+
+* flwire: the SDK itself (Channel over KafkaTransport with its defaults, message builders,
+  decode_message); the big update arrives in 1 MB parts.
+* old: JSON messages with base64(gzip-9(pickle)) weights (``benchmarks.legacy``), one record
+  each, over a plain confluent-kafka producer and consumer (``wire``)."""
 
 from __future__ import annotations
 
@@ -9,16 +13,23 @@ import asyncio
 import time
 from typing import Any
 
-from e2e_phase import ServerPhase
-from e2e_processes import ClientProcesses
-from e2e_results import RoundLog, big_result
-from e2e_settings import BenchError
-from e2e_wire import BIG_ROUND, StateDict, flwire_transport
+from benchmarks import legacy
+from benchmarks.e2e.phases import ClientProcesses, ServerPhase
+from benchmarks.e2e.results import RoundLog, big_result
+from benchmarks.e2e.wire import (
+    BIG_ROUND,
+    BenchError,
+    OldProducer,
+    flwire_transport,
+    log,
+    old_consumer,
+    old_poll,
+)
+from benchmarks.models import StateDict
+from flwire import messages as m
+from flwire.transport import Channel, Delivery, TopicLayout, message_headers
 
-from flwire.communication.channel import Channel, Delivery
-from flwire.communication.headers import message_headers
-from flwire.communication.transport import TopicLayout
-from flwire.serialization import messages as m
+# ----------------------------------------------------------------------------- flwire
 
 
 class Inbox:
@@ -177,3 +188,116 @@ async def flwire_server(ph: ServerPhase, bootstrap: str, base: StateDict) -> dic
         return await FlwireServer(ph, Channel(transport)).run(base)
     finally:
         await transport.stop()
+
+
+# ----------------------------------------------------------------------------- old path
+
+
+class OldServer:
+    """One old-path phase of the plan, server side."""
+
+    def __init__(self, ph: ServerPhase, bootstrap: str) -> None:
+        self.ph = ph
+        self.producer = OldProducer(bootstrap)
+        self.consumer = old_consumer(
+            bootstrap, ph.layout.server_group(), [ph.layout.updates, ph.layout.control]
+        )
+
+    def _next(self, what: str) -> Any:
+        since = time.monotonic()
+        while True:
+            record = old_poll(self.consumer, 0.2)
+            if record is not None:
+                return record
+            self.ph.clients.still_waiting(self.ph.name, what, since, self.ph.st.wait_s)
+
+    def _broadcast(self, kind: str, payload: dict[str, Any]) -> bytes:
+        value = legacy.message(kind, "server", payload)
+        self.producer.send(self.ph.layout.broadcast, value, "server")
+        return value
+
+    def register(self) -> float:
+        """Wait until every client has registered; the seconds that took."""
+        t0 = time.monotonic()
+        registered: set[str] = set()
+        while len(registered) < len(self.ph.clients.ids):
+            message = legacy.parse(self._next("client registrations").value())
+            if message["type"] == "client_registration":
+                registered.add(message["payload"]["client_id"])
+        return time.monotonic() - t0
+
+    def round(self, r: int, base: StateDict) -> dict[str, Any]:
+        """Scenario A: broadcast the global weights, take in every client's update."""
+        rec = RoundLog(self.ph.name, r, warmup=r < self.ph.st.warmup)
+        t0 = time.perf_counter()
+        value = legacy.message(
+            "global_update",
+            "server",
+            {
+                "round_id": r,
+                "weights": legacy.serialize_weights(base),
+                "config": {"learning_rate": 0.01},
+            },
+        )
+        encode_s = time.perf_counter() - t0
+        self.producer.send(self.ph.layout.broadcast, value, "server")
+        rec.broadcast_done(encode_s, len(value))
+        rec.broadcast_bytes = len(value)
+        while len(rec.updates) < len(self.ph.clients.ids):
+            record = self._next(f"client updates of round {r}")
+            rec.arrived()
+            t0 = time.perf_counter()
+            message = legacy.parse(record.value())
+            payload = message["payload"]
+            if message["type"] == "client_update" and payload["round_id"] == r:
+                tensors = legacy.weights_of(message)
+                rec.decoded(payload["client_id"], tensors, time.perf_counter() - t0)
+                rec.updates_bytes_received += len(record.value())
+        return rec.finish(self.ph.expected)
+
+    def big(self) -> dict[str, Any]:
+        """Scenario B: ask the first client for the big model; time it until decoded, or
+        record why the client could not send it."""
+        self._broadcast(
+            "training_start",
+            {
+                "round_id": BIG_ROUND,
+                "config": {"big_model": self.ph.st.big},
+                "client_ids": [self.ph.clients.ids[0]],
+            },
+        )
+        while True:
+            record = self._next("the big model")
+            t0 = time.perf_counter()
+            value = record.value()
+            message = legacy.parse(value)
+            if message["type"] in ("client_update", "error"):
+                if message["payload"]["round_id"] == BIG_ROUND:
+                    break
+        payload = message["payload"]
+        if message["type"] == "error":
+            log(f"{self.ph.name} big model: not sent: {payload['error']}")
+            return {"failed": payload["error"]}
+        tensors = legacy.weights_of(message)
+        decode_s = time.perf_counter() - t0
+        start = payload["metrics"]["t_start"]
+        return big_result(self.ph.name, start, decode_s, 1, len(value), tensors, self.ph.expected)
+
+    def run(self, base: StateDict) -> dict[str, Any]:
+        """Registrations, warm-up and timed rounds, the big model if planned, shutdown."""
+        out: dict[str, Any] = {"rounds": [], "big": None}
+        try:
+            out["clients_ready_s"] = self.register()
+            for r in range(self.ph.st.warmup + self.ph.st.rounds):
+                out["rounds"].append(self.round(r, base))
+            if self.ph.with_big:
+                out["big"] = self.big()
+            self._broadcast("shutdown", {"reason": "done"})
+        finally:
+            self.consumer.close()
+        return out
+
+
+def old_server(ph: ServerPhase, bootstrap: str, base: StateDict) -> dict[str, Any]:
+    """Run one old-path phase of the plan against the clients; the server's measurements."""
+    return OldServer(ph, bootstrap).run(base)

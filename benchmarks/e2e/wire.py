@@ -1,13 +1,11 @@
-"""What the end-to-end Kafka benchmark's server (``e2e_kafka.py``) and its client processes
-(``e2e_client.py``) share: the old JSON/base64 messages and their plain confluent-kafka
-producer and consumer, flwire's transport, the stand-in for training, and the clock.
+"""What the end-to-end benchmark's server (``__main__``) and its client processes
+(``client``) share: the plain confluent-kafka producer and consumer of the old path, flwire's
+transport, the stand-in for training, the clock, the log line and the error for a person.
 
-The old messages are built the way the old ``common`` package built them (the same keys as
-``anchors.old_encode``: type, payload, sender_id, timestamp, datetime, version; the weights
-as base64 text of gzip-9 of a pickle, see ``anchors.old_serialize_weights``), UTF-8 encoded
-as the old producer's ``value_serializer`` did, one Kafka record per message. Unpickling
-happens only in ``anchors`` and only of bytes this benchmark produced itself, on a private
-broker it started itself.
+The old messages are those of ``benchmarks.legacy`` (JSON with base64(gzip-9(pickle))
+weights, UTF-8 encoded as the old producer's ``value_serializer`` did), one Kafka record per
+message. Unpickling happens only in ``benchmarks.legacy`` and only of bytes this benchmark
+produced itself, on a private broker it started itself.
 
 Clock: ``time.monotonic()`` is CLOCK_MONOTONIC on Linux, one clock for every process of the
 machine, so a timestamp taken by a client and one taken by the server can be subtracted.
@@ -15,24 +13,20 @@ machine, so a timestamp taken by a client and one taken by the server can be sub
 
 from __future__ import annotations
 
-import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-import anchors
-import models
-import torch
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flwire.communication.kafka_transport import KafkaTransport
+from benchmarks import models
+from benchmarks.models import StateDict
+from flwire.transport.kafka import KafkaTransport
 
-StateDict = dict[str, torch.Tensor]
-
-log = logging.getLogger("e2e")
+logger = logging.getLogger("e2e")
 
 #: The record limit of the benchmark's broker and of the old path's producer, raised as far as
 #: the broker goes: Kafka 4.4 never answers a produce request above 256 MiB (probed on this
@@ -43,6 +37,15 @@ OLD_RECORD_LIMIT = 255 * 2**20
 BIG_ROUND = 1_000_000
 #: What a client adds to every weight: a stand-in for local training (no training here).
 PERTURBATION = 1e-3
+
+
+class BenchError(Exception):
+    """A failure explained for a person; printed without a traceback."""
+
+
+def log(msg: str) -> None:
+    """A progress line of the server on stderr (the tables go to stdout)."""
+    print(f"[e2e] {msg}", file=sys.stderr, flush=True)
 
 
 def clock() -> float:
@@ -57,7 +60,7 @@ def perturb(state: StateDict) -> StateDict:
 
 def big_model(size: str) -> StateDict:
     """Scenario B's model: ``full`` ~100M float32 parameters, ``quick`` ~10M (seeded)."""
-    return models.transformer(models.FULL if size == "full" else models.QUICK)
+    return models.big_model(quick=size != "full")
 
 
 def flwire_transport(bootstrap: str, options: dict[str, Any] | None = None) -> KafkaTransport:
@@ -75,35 +78,6 @@ def flwire_transport(bootstrap: str, options: dict[str, Any] | None = None) -> K
 
 
 # ----------------------------------------------------------------------------- old path
-
-
-def old_message(kind: str, sender_id: str, payload: dict[str, Any]) -> bytes:
-    """An old-style JSON message, UTF-8 encoded (the old producer's value_serializer)."""
-    message = {
-        "type": kind,
-        "payload": payload,
-        "sender_id": sender_id,
-        "timestamp": time.time(),
-        "datetime": datetime.now().isoformat(),
-        "version": "1.0",
-    }
-    return json.dumps(message, default=str).encode("utf-8")
-
-
-def old_weights(state: StateDict) -> str:
-    """The old WeightSerializer: base64 text of gzip-9 of a pickle."""
-    return anchors.old_serialize_weights(state)
-
-
-def old_parse(value: bytes) -> dict[str, Any]:
-    """The old consumer's value_deserializer + deserialize_message (JSON only)."""
-    message: dict[str, Any] = json.loads(value.decode("utf-8"))
-    return message
-
-
-def old_state(message: dict[str, Any]) -> StateDict:
-    """The weights of a parsed old message (bytes this benchmark produced itself)."""
-    return anchors.old_deserialize_weights(message["payload"]["weights"])
 
 
 class RecordTooLarge(Exception):
@@ -180,7 +154,7 @@ def old_poll(consumer: Consumer, timeout: float) -> Any:
         if err.fatal():
             raise RuntimeError(f"old path consumer: {err.name()}: {err.str()}")
         if err.code() != KafkaError._PARTITION_EOF:
-            log.warning("old path consumer: %s: %s", err.name(), err.str())
+            logger.warning("old path consumer: %s: %s", err.name(), err.str())
         return None
     return msg
 
