@@ -147,9 +147,7 @@ def _lossy_params(values: dict[int, int] | None) -> lossy.LossyParams | None:
     )
 
 
-def _checked_shape(
-    raw: list[int], what: str, limits: DecodeLimits, itemsize: int
-) -> tuple[int, ...]:
+def _checked_shape(raw: list[int], what: str, limits: DecodeLimits) -> tuple[int, ...]:
     dims = tuple(as_signed64(d) for d in raw)
     if len(dims) > limits.max_rank:
         raise SerializationException(
@@ -157,6 +155,12 @@ def _checked_shape(
         )
     if any(d < 0 for d in dims):
         raise SerializationException(f"{what} has a negative dimension in shape {list(dims)}")
+    return dims
+
+
+def _check_span(dims: tuple[int, ...], what: str, itemsize: int) -> None:
+    """Checked after the sizes, so that a consistent but huge tensor is refused
+    as above the limit (PayloadTooLargeError), not for its strides."""
     span = itemsize  # bytes spanned if zero dimensions were one: must fit in int64
     for d in dims:
         span *= max(d, 1)
@@ -164,7 +168,6 @@ def _checked_shape(
         raise SerializationException(
             f"{what} has shape {list(dims)}, whose strides overflow 64 bits"
         )
-    return dims
 
 
 def _too_large(what: str, verb: str, size: int, limits: DecodeLimits) -> PayloadTooLargeError:
@@ -204,7 +207,7 @@ def _validate(f: _TensorFields, index: int, limits: DecodeLimits) -> TensorRecor
     """Check a walked Tensor and turn it into a record; nothing is allocated."""
     what = f"tensor {f.name!r}" if f.name else f"tensor #{index}"
     info = dtypes.from_wire(f.dtype, f.name)
-    dims = _checked_shape(f.shape, what, limits, info.itemsize)
+    dims = _checked_shape(f.shape, what, limits)
     expected, params, meaning = _expected_size(f, info, dims, what, limits)
     if expected != f.raw_size:
         raise SerializationException(
@@ -212,6 +215,7 @@ def _validate(f: _TensorFields, index: int, limits: DecodeLimits) -> TensorRecor
         )
     if f.raw_size > limits.max_tensor_bytes:
         raise _too_large(what, "declares", f.raw_size, limits)
+    _check_span(dims, what, info.itemsize)
     if f.filter not in s.FILTER_NAMES:
         raise SerializationException(f"{what} uses unknown filter {f.filter}; upgrade flwire")
     frames: tuple[codecs.Frame, ...] = ()
