@@ -11,9 +11,10 @@ import crc32c
 import numpy as np
 import pytest
 import torch
-from _codec_helpers import (
+from helpers import (
     ALL_INFOS,
     FIRST_UNKNOWN,
+    INFO_BY_TORCH,
     M_METADATA,
     M_TENSORS,
     T_CODEC,
@@ -26,24 +27,35 @@ from _codec_helpers import (
     T_RAW_SIZE,
     T_SHAPE,
     TENSOR_FIELDS,
-    metadata_dicts,
-    names,
+    decompress_all_frames,
+    decompress_all_lz4_frames,
     numel,
     oracle_decode,
     pb_tensor,
-    raw_tensor_bytes,
-    shapes,
     summarize,
     tensor_bytes,
-    torch_tensors,
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import (
+    encode_settings,
+    metadata_dicts,
+    names,
+    raw_tensor_bytes,
+    shapes,
+    torch_tensors,
+)
 
+from flwire._protowire import I32, I64, LEN, VARINT, encode_varint, field_key
 from flwire.exceptions import SerializationException
-from flwire.serialization import LossyConfig, decode_tensor_map, encode_tensor_map, read_tensor_map
-from flwire.serialization import _schema as s
-from flwire.serialization._wire import I32, I64, LEN, VARINT, encode_varint, field_key
+from flwire.tensors import (
+    LossyConfig,
+    decode_tensor_map,
+    encode_tensor_map,
+    read_tensor_map,
+    torch_support,
+)
+from flwire.tensors import schema as s
 from flwire.v1 import tensor_pb2 as pb
 
 
@@ -71,16 +83,10 @@ def test_field_numbers_are_the_documented_ones():
 
 
 tensor_dicts = st.dictionaries(names, torch_tensors(), max_size=4)
-encode_settings = st.fixed_dictionaries(
-    {
-        "compression": st.sampled_from(["zstd", "none"]),
-        "shuffle": st.booleans(),
-        "level": st.sampled_from([1, 3, -1]),
-    }
-)
+settings = encode_settings()
 
 
-@given(tensors=tensor_dicts, metadata=metadata_dicts, cfg=encode_settings)
+@given(tensors=tensor_dicts, metadata=metadata_dicts, cfg=settings)
 def test_codec_bytes_equal_generated_bytes(tensors, metadata, cfg):
     data = encode_tensor_map(tensors, metadata=metadata, **cfg)
     msg = pb.TensorMap.FromString(data)
@@ -99,7 +105,7 @@ def test_uncompressed_codec_output_equals_a_message_built_with_generated_classes
     msg = pb.TensorMap()
     for (name, t), w in zip(tensors.items(), written.tensors, strict=True):
         raw = tensor_bytes(t)
-        info = next(i for i in ALL_INFOS if i.torch_dtype == t.dtype)
+        info = INFO_BY_TORCH[t.dtype]
         ref = pb_tensor(name, info, tuple(t.shape), raw)
         # The writer's alignment padding is checked by the next test.
         ref.padding = w.padding
@@ -117,7 +123,7 @@ def _data_offset_in_prefix(msg: pb.TensorMap, i: int, padding: bytes) -> int:
     return len(prefix.SerializeToString(deterministic=True)) - len(msg.tensors[i].data)
 
 
-@given(tensors=tensor_dicts, metadata=metadata_dicts, cfg=encode_settings)
+@given(tensors=tensor_dicts, metadata=metadata_dicts, cfg=settings)
 def test_uncompressed_data_is_64_aligned_with_the_shortest_zero_padding(tensors, metadata, cfg):
     """docs/wire-format.md section 2.3 rule 7 and section 13."""
     data = encode_tensor_map(tensors, metadata=metadata, **cfg)
@@ -141,7 +147,7 @@ def generated_maps(draw):
     for name in draw(st.lists(names, unique=True, max_size=4)):
         info = draw(st.sampled_from(ALL_INFOS))
         shape = draw(shapes())
-        raw = draw(raw_tensor_bytes(info.torch_dtype, numel(shape)))
+        raw = draw(raw_tensor_bytes(torch_support.torch_dtype(info), numel(shape)))
         codec = draw(st.sampled_from([None, 1, 5, -3]))
         msg.tensors.append(
             pb_tensor(
@@ -233,7 +239,7 @@ def hand_built_tensor(draw, name: str):
     """The fields of one Tensor in a shuffled, non-canonical but valid encoding."""
     info = draw(st.sampled_from(ALL_INFOS))
     shape = draw(shapes())
-    raw = draw(raw_tensor_bytes(info.torch_dtype, numel(shape)))
+    raw = draw(raw_tensor_bytes(torch_support.torch_dtype(info), numel(shape)))
     reference = pb_tensor(
         name,
         info,
@@ -377,7 +383,7 @@ def test_unpacked_and_split_packed_shape_concatenate():
 @pytest.mark.parametrize("level", [1, 19])
 def test_zstd_frames_with_checksums_from_other_writers_decode(level):
     raw = np.linspace(-1, 1, 500, dtype="<f8").tobytes()
-    info = next(i for i in ALL_INFOS if i.torch_dtype == torch.float64)
+    info = INFO_BY_TORCH[torch.float64]
     t = pb_tensor("x", info, (500,), raw, zstd_level=level, shuffle=True, zstd_checksum=True)
     out = decode_tensor_map(pb.TensorMap(tensors=[t]).SerializeToString())
     assert tensor_bytes(out["x"]) == raw
@@ -386,7 +392,7 @@ def test_zstd_frames_with_checksums_from_other_writers_decode(level):
 def test_unknown_fields_inside_a_metadata_entry_do_not_break_decoding():
     """upb moves such an entry to the unknown fields, C++ and Java keep it;
     either way the tensors must decode (readers never need metadata)."""
-    info = next(i for i in ALL_INFOS if i.torch_dtype == torch.int16)
+    info = INFO_BY_TORCH[torch.int16]
     raw = np.arange(4, dtype="<i2").tobytes()
     tensor = pb_tensor("t", info, (4,), raw).SerializeToString()
     entry = _len(1, b"k") + _len(2, b"v") + _varint(3, 1) + field_key(4, I32) + b"abcd"
@@ -416,7 +422,7 @@ lossy_dicts = st.dictionaries(
 )
 
 
-@given(tensors=lossy_dicts, metadata=metadata_dicts, cfg=encode_settings, lossy=lossy_configs)
+@given(tensors=lossy_dicts, metadata=metadata_dicts, cfg=settings, lossy=lossy_configs)
 def test_lossy_codec_bytes_equal_generated_bytes(tensors, metadata, cfg, lossy):
     """Tensor.lossy (field 10) is written after data, as the generated classes
     write it, and the uncompressed payload is still 64-aligned."""
@@ -455,12 +461,12 @@ def test_lossy_codec_bytes_equal_generated_bytes(tensors, metadata, cfg, lossy):
 
 
 def oracle_payload(t: pb.Tensor) -> bytes:
-    """The payload bytes of a tensor, decoded with the zstd library directly."""
-    import zstandard
-
+    """The payload bytes of a tensor, decoded with the zstd and lz4 libraries directly."""
     raw = t.data
     if t.codec == pb.CODEC_ZSTD:
-        raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+        raw = decompress_all_frames(raw)
+    elif t.codec == pb.CODEC_LZ4:
+        raw = decompress_all_lz4_frames(raw)
     if t.filter == pb.FILTER_BYTE_SHUFFLE:
         width = 2  # cast payloads: the only ones a filter may apply to
         n = len(raw) // width

@@ -15,12 +15,13 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from _codec_helpers import tensor_bytes, torch_tensors
+from helpers import tensor_bytes
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from strategies import torch_tensors
 
 from flwire.exceptions import SerializationException
-from flwire.serialization import LossyConfig, decode_tensor_map, encode_tensor_map, read_tensor_map
+from flwire.tensors import LossyConfig, decode_tensor_map, encode_tensor_map, read_tensor_map
 from flwire.v1 import tensor_pb2 as pb
 
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

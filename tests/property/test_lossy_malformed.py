@@ -13,19 +13,20 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flwire._protowire import encode_varint
 from flwire.exceptions import (
     ChecksumMismatchError,
     PayloadTooLargeError,
     SerializationException,
 )
-from flwire.serialization import (
+from flwire.tensors import (
     DecodeLimits,
     LossyConfig,
     decode_tensor_map,
     encode_tensor_map,
     read_tensor_map,
+    torch_support,
 )
-from flwire.serialization._wire import encode_varint
 from flwire.v1 import tensor_pb2 as pb
 
 F32 = pb.DTYPE_FLOAT32
@@ -210,7 +211,7 @@ def _valid_lossy_maps():
             {"w": t}, lossy=LossyConfig(m, min_elements=0, block_size=16), compression=c
         )
         for m in ("float16", "bfloat16", "int8", "topk")
-        for c in ("none", "zstd")
+        for c in ("none", "zstd", "lz4")
     ]
 
 
@@ -236,4 +237,4 @@ def test_mutated_lossy_maps_raise_only_serialization_exceptions(which, edits, cu
     # Whatever still decodes is what its (possibly mutated) header declares.
     for rec in read_tensor_map(bytes(data)).records:
         assert tuple(out[rec.name].shape) == rec.shape
-        assert out[rec.name].dtype == rec.dtype.torch_dtype
+        assert out[rec.name].dtype == torch_support.torch_dtype(rec.dtype)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import zstandard
-from _codec_helpers import (
+from helpers import (
     ALL_INFOS,
     FIRST_UNKNOWN,
     T_CODEC,
@@ -27,18 +27,18 @@ from _codec_helpers import (
     pb_tensor,
     summarize,
     tensor_bytes,
-    torch_tensors,
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import torch_tensors
 
+from flwire._protowire import I32, I64, LEN, VARINT, encode_varint, field_key
 from flwire.exceptions import (
     ChecksumMismatchError,
     PayloadTooLargeError,
     SerializationException,
 )
-from flwire.serialization import DecodeLimits, decode_tensor_map, encode_tensor_map, read_tensor_map
-from flwire.serialization._wire import I32, I64, LEN, VARINT, encode_varint, field_key
+from flwire.tensors import DecodeLimits, decode_tensor_map, encode_tensor_map, read_tensor_map
 from flwire.v1 import tensor_pb2 as pb
 
 INFO = {i.name: i for i in ALL_INFOS}
@@ -115,6 +115,7 @@ VALID = {
     "raw": encode_tensor_map(STATE, compression="none", metadata={"round": "3", "": "é"}),
     "zstd": encode_tensor_map(STATE, compression="zstd", metadata={"k": "v"}),
     "zstd_shuffle": encode_tensor_map(STATE, compression="zstd", shuffle=True, level=5),
+    "lz4": encode_tensor_map(STATE, compression="lz4", shuffle=True),
     "single": encode_tensor_map({"w": torch.arange(8, dtype=torch.float32)}, compression="none"),
 }
 
@@ -279,7 +280,7 @@ def test_random_byte_overwrites_are_caught_or_harmless(which, pos, value):
 
 @given(
     tensors=st.dictionaries(st.text(max_size=4), torch_tensors(), min_size=1, max_size=3),
-    compression=st.sampled_from(["zstd", "none"]),
+    compression=st.sampled_from(["zstd", "lz4", "none"]),
     shuffle=st.booleans(),
     pos=st.integers(min_value=0),
     bit=st.integers(0, 7),
@@ -462,7 +463,11 @@ def test_missing_dtype_is_refused():
     expect_error(_tensor_map_bytes(_len(T_NAME, b"x")), "dtype")
 
 
-@pytest.mark.parametrize("codec", [2, 3, 1000, (1 << 64) - 1])
+# The first Codec value the schema does not define (2 is CODEC_LZ4 since it was added).
+NEXT_CODEC = max(v.number for v in pb.Codec.DESCRIPTOR.values) + 1
+
+
+@pytest.mark.parametrize("codec", [NEXT_CODEC, NEXT_CODEC + 1, 1000, (1 << 64) - 1])
 def test_unknown_codec(codec):
     raw = b"\x01\x02"
     body = (

@@ -13,9 +13,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flwire import messages
 from flwire.exceptions import SerializationException
-from flwire.serialization import messages
-from flwire.serialization.messages import MessageDecodeError, decode_message
+from flwire.messages import MessageDecodeError, decode_message
+from flwire.tensors import EncodeOptions
 
 
 def _weights() -> dict[str, torch.Tensor]:
@@ -31,10 +32,13 @@ def sample_messages() -> dict[str, bytes]:
     metrics = {"loss": 0.25, "epochs": 2, "ok": True, "tags": ["a", None], "m": {"x": b"\x00"}}
     msgs = {
         "client_update_none": messages.client_update(
-            "client-1", 3, sd, metrics, 600, codec={"compression": "none"}
+            "client-1", 3, sd, metrics, 600, options=EncodeOptions(compression="none")
         ),
         "client_update_zstd": messages.client_update(
-            "client-1", 3, {"z": torch.zeros(64)}, metrics, 600, codec={"shuffle": True}
+            "client-1", 3, {"z": torch.zeros(64)}, metrics, 600, options=EncodeOptions(shuffle=True)
+        ),
+        "client_update_lz4": messages.client_update(
+            "client-1", 3, {"z": torch.zeros(64)}, metrics, 600, options=EncodeOptions("lz4")
         ),
         "global_update": messages.global_update(4, sd, {"lr": 0.01, "local_epochs": 1}),
         "client_registration": messages.client_registration(
@@ -43,7 +47,7 @@ def sample_messages() -> dict[str, bytes]:
         "heartbeat": messages.heartbeat("client-1", "training", {"cpu": 12.5}),
         "training_start": messages.training_start(5, {"epochs": 1}, ["client-1"]),
         "evaluation_request": messages.evaluation_request(
-            6, sd, {"batch_size": 64}, codec={"compression": "none"}
+            6, sd, {"batch_size": 64}, options=EncodeOptions(compression="none")
         ),
         "evaluation_result": messages.evaluation_result("client-1", 6, {"accuracy": 0.9}, 100),
         "shutdown": messages.shutdown("done", extensions={"why": "finished"}),

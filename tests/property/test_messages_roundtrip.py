@@ -8,110 +8,29 @@ TensorMap field) and checks that ``decode_message`` reads them back.
 
 from __future__ import annotations
 
-import math
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
+from helpers import assert_same_state_dict, assert_same_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import encode_options, py_values, state_dicts
 
-from flwire.serialization import messages
-from flwire.serialization.tensor_codec import encode_tensor_map
-from flwire.serialization.values import value_map_to_dict, values_equal
+from flwire import messages
+from flwire.tensors import encode_tensor_map
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import tensor_pb2, values_pb2
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # ----------------------------------------------------------------------------- strategies
 
 ids = st.text(min_size=1, max_size=16)
 rounds = st.integers(min_value=0, max_value=2**62)
 counts = st.integers(min_value=0, max_value=2**62)
-
-scalar_values = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=INT64_MIN, max_value=INT64_MAX)
-    | st.floats()  # NaN and +-inf included
-    | st.text(max_size=12)
-    | st.binary(max_size=12)
-)
-py_values = st.recursive(
-    scalar_values,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=8,
-)
-value_maps = st.dictionaries(st.text(max_size=10), py_values, max_size=4)
+value_maps = st.dictionaries(st.text(max_size=10), py_values(max_leaves=8), max_size=4)
 # For the second and later maps of a message (extensions, capabilities): keep examples cheap.
-small_maps = st.dictionaries(st.text(max_size=6), py_values, max_size=2)
-
-_ITEMSIZE = {torch.float32: 4, torch.int64: 8, torch.bfloat16: 2}
-
-
-@st.composite
-def small_tensors(draw: Any) -> torch.Tensor:
-    dtype = draw(st.sampled_from(list(_ITEMSIZE)))
-    shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
-    size = math.prod(shape) * _ITEMSIZE[dtype]
-    if size == 0:
-        return torch.empty(shape, dtype=dtype)
-    # Either arbitrary bit patterns (NaN payloads included) or a compressible pattern.
-    raw = draw(
-        st.binary(min_size=size, max_size=size)
-        | st.binary(min_size=1, max_size=3).map(lambda p: (p * size)[:size])
-    )
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)
-
-
-state_dicts = st.dictionaries(st.text(min_size=1, max_size=8), small_tensors(), max_size=4)
-codecs = st.sampled_from(
-    [
-        None,
-        {"compression": "none"},
-        {"compression": "zstd"},
-        {"compression": "zstd", "shuffle": True},
-        {"compression": "zstd", "level": 3},
-    ]
-)
-
-
-def tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().contiguous()
-    if t.numel() == 0:
-        return b""
-    return t.reshape(-1).view(torch.uint8).numpy().tobytes()
-
-
-def assert_same_state_dict(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
-    assert list(got) == list(want)
-    for name, expected in want.items():
-        actual = got[name]
-        assert actual.dtype == expected.dtype, name
-        assert tuple(actual.shape) == tuple(expected.shape), name
-        assert tensor_bytes(actual) == tensor_bytes(expected), name
-
-
-def assert_same_values(got: Any, want: Any) -> None:
-    """values_equal (types kept, NaN == NaN) plus the sign of zero and inf."""
-    assert values_equal(got, want), (got, want)
-    _same_float_bits(got, want)
-
-
-def _same_float_bits(got: Any, want: Any) -> None:
-    if isinstance(want, float) and not math.isnan(want):
-        assert struct.pack("<d", got) == struct.pack("<d", want), (got, want)
-    elif isinstance(want, dict):
-        for key in want:
-            _same_float_bits(got[key], want[key])
-    elif isinstance(want, list):
-        for a, b in zip(got, want, strict=True):
-            _same_float_bits(a, b)
+small_maps = st.dictionaries(st.text(max_size=6), py_values(max_leaves=8), max_size=2)
 
 
 # ----------------------------------------------------------------------------- message cases
@@ -137,8 +56,11 @@ def _kind(delta: bool) -> int:
 @st.composite
 def client_update_case(draw: Any) -> Case:
     cid, rnd, sd, metrics = draw(ids), draw(rounds), draw(state_dicts), draw(value_maps)
-    n, delta, codec, ext = draw(counts), draw(st.booleans()), draw(codecs), draw(small_maps)
-    msg = messages.client_update(cid, rnd, sd, metrics, n, delta=delta, codec=codec, extensions=ext)
+    n, delta, ext = draw(counts), draw(st.booleans()), draw(small_maps)
+    options = draw(encode_options)
+    msg = messages.client_update(
+        cid, rnd, sd, metrics, n, delta=delta, options=options, extensions=ext
+    )
     scalars = {"client_id": cid, "round_id": rnd, "num_examples": n, "weights_kind": _kind(delta)}
     return Case(msg, "client_update", cid, scalars, {"metrics": metrics}, sd, ext)
 
@@ -146,16 +68,20 @@ def client_update_case(draw: Any) -> Case:
 @st.composite
 def global_update_case(draw: Any) -> Case:
     rnd, sd, config, sender = draw(rounds), draw(state_dicts), draw(value_maps), draw(ids)
-    delta, codec, ext = draw(st.booleans()), draw(codecs), draw(small_maps)
+    delta, options, ext = draw(st.booleans()), draw(encode_options), draw(small_maps)
     msg = messages.global_update(
-        rnd, sd, config, delta=delta, sender_id=sender, codec=codec, extensions=ext
+        rnd, sd, config, delta=delta, sender_id=sender, options=options, extensions=ext
     )
     scalars = {"round_id": rnd, "weights_kind": _kind(delta)}
     return Case(msg, "global_update", sender, scalars, {"config": config}, sd, ext)
 
 
 _MODEL_FIELDS = ("name", "version", "parameter_count", "architecture_hash", "parameters")
-_CODEC_CHOICES = {"zstd": tensor_pb2.CODEC_ZSTD, "unspecified": tensor_pb2.CODEC_UNSPECIFIED}
+_CODEC_CHOICES = {
+    "zstd": tensor_pb2.CODEC_ZSTD,
+    "lz4": tensor_pb2.CODEC_LZ4,
+    "unspecified": tensor_pb2.CODEC_UNSPECIFIED,
+}
 _FILTER_CHOICES = {
     "byte_shuffle": tensor_pb2.FILTER_BYTE_SHUFFLE,
     "FILTER_BYTE_SHUFFLE": tensor_pb2.FILTER_BYTE_SHUFFLE,
@@ -236,10 +162,10 @@ def training_start_case(draw: Any) -> Case:
 @st.composite
 def evaluation_request_case(draw: Any) -> Case:
     rnd, config, sender, ext = draw(rounds), draw(value_maps), draw(ids), draw(small_maps)
-    sd, codec = draw(st.none() | state_dicts), draw(codecs)
+    sd, options = draw(st.none() | state_dicts), draw(encode_options)
     client_ids = draw(st.lists(ids, max_size=4))
     msg = messages.evaluation_request(
-        rnd, sd, config, client_ids, sender_id=sender, codec=codec, extensions=ext
+        rnd, sd, config, client_ids, sender_id=sender, options=options, extensions=ext
     )
     scalars = {"round_id": rnd, "client_ids": client_ids}
     return Case(msg, "evaluation_request", sender, scalars, {"config": config}, sd, ext)
@@ -298,8 +224,8 @@ def check_decoded(got: messages.Message, case: Case) -> None:
             value = list(value)
         assert value == want, path
     for path, want in case.maps.items():
-        assert_same_values(value_map_to_dict(_get(got.body, path)), want)
-    assert_same_values(value_map_to_dict(got.envelope.extensions), case.extensions)
+        assert_same_values(messages.value_map_to_dict(_get(got.body, path)), want)
+    assert_same_values(messages.value_map_to_dict(got.envelope.extensions), case.extensions)
     if case.weights is None:
         assert got.weights is None
         assert not got.has_weights
@@ -385,7 +311,7 @@ def generated_envelope(message_id: str, sender: str, minor: int = 0) -> pb.Envel
     sd=state_dicts,
     values=value_maps,
     ext=value_maps,
-    compression=st.sampled_from(["zstd", "none"]),
+    compression=st.sampled_from(["zstd", "lz4", "none"]),
     deterministic=st.booleans(),
 )
 def test_generated_envelope_with_weights_decodes(
@@ -416,8 +342,8 @@ def test_generated_envelope_with_weights_decodes(
     assert bytes(got.weights) == body.weights.SerializeToString(deterministic=True)
     assert_same_state_dict(got.tensors(), sd)
     values_field = "metrics" if kind == "client_update" else "config"
-    assert_same_values(value_map_to_dict(getattr(got.body, values_field)), values)
-    assert_same_values(value_map_to_dict(got.envelope.extensions), ext)
+    assert_same_values(messages.value_map_to_dict(getattr(got.body, values_field)), values)
+    assert_same_values(messages.value_map_to_dict(got.envelope.extensions), ext)
     if kind == "client_update":
         assert got.body.client_id == sender
         assert got.body.num_examples == 7
@@ -494,4 +420,4 @@ def test_generated_envelope_without_weights_decodes(kind, cid, values):
             "heartbeat": "system_metrics",
             "evaluation_result": "metrics",
         }.get(kind, "config")
-        assert_same_values(value_map_to_dict(getattr(got.body, values_field)), values)
+        assert_same_values(messages.value_map_to_dict(getattr(got.body, values_field)), values)

@@ -5,33 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _codec_helpers import (
+from helpers import (
     EXPECTED_TORCH_DTYPES,
+    INFO_BY_TORCH,
     TORCH_DTYPES,
     assert_same_tensor,
     component_specials,
-    names,
     numel,
-    raw_tensor_bytes,
-    shapes,
     tensor_bytes,
     tensor_from_bytes,
-    torch_tensors,
 )
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import encode_settings, names, raw_tensor_bytes, shapes, torch_tensors
 
 from flwire.exceptions import SerializationException
-from flwire.serialization import decode_tensor_map, dtypes, encode_tensor_map, read_tensor_map
+from flwire.tensors import decode_tensor_map, encode_tensor_map, read_tensor_map
+from flwire.v1 import tensor_pb2 as pb
 
-settings_strategy = st.fixed_dictionaries(
-    {
-        "compression": st.sampled_from(["zstd", "none"]),
-        "shuffle": st.booleans(),
-        "level": st.sampled_from([1, 3, 9, -1]),
-        "threads": st.sampled_from([1, None]),
-    }
-)
+settings_strategy = encode_settings(levels=(1, 3, 9, -1), threads=(1, None))
 
 
 def test_wire_table_covers_every_expected_dtype():
@@ -39,7 +31,7 @@ def test_wire_table_covers_every_expected_dtype():
 
 
 @pytest.mark.parametrize("dtype", sorted(EXPECTED_TORCH_DTYPES, key=str), ids=str)
-@pytest.mark.parametrize("compression", ["zstd", "none"])
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "none"])
 def test_special_values_of_every_dtype_survive(dtype, compression):
     """Every special pattern (NaN payloads, -0.0, inf, subnormals), repeated so
     zstd compresses, round-trips bit for bit with and without shuffle."""
@@ -54,7 +46,7 @@ def test_special_values_of_every_dtype_survive(dtype, compression):
         data = encode_tensor_map({"t": t}, compression=compression, shuffle=shuffle)
         rec = read_tensor_map(data).records[0]
         if compression == "zstd":
-            assert rec.codec == 1, "a repeated pattern must compress"
+            assert rec.codec == pb.CODEC_ZSTD, "a repeated pattern must compress"
         out = decode_tensor_map(data)
         assert_same_tensor(out["t"], t)
 
@@ -92,8 +84,7 @@ def test_numpy_output_matches_torch_output(t, cfg):
         as_np = decode_tensor_map(data, as_numpy=True)["w"]
     except SerializationException as exc:
         # Only dtypes numpy cannot represent may refuse, and with a clear message.
-        info = next(i for i in dtypes.BY_WIRE.values() if i.torch_dtype == t.dtype)
-        assert info.numpy_dtype is None
+        assert INFO_BY_TORCH[t.dtype].numpy_dtype is None
         assert "numpy" in str(exc)
         return
     assert isinstance(as_np, np.ndarray)

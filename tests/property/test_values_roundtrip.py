@@ -6,27 +6,15 @@ import copy
 import math
 import struct
 
+from helpers import values_equal
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import py_values
 
-from flwire.serialization.values import fill_value_map, from_value, to_value, values_equal
+from flwire.messages.values import fill_value_map, from_value, to_value
 from flwire.v1 import values_pb2
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.floats()
-    | st.text(max_size=10)
-    | st.binary(max_size=10)
-)
-values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
-    ),
-    max_leaves=16,
-)
+values = py_values(max_leaves=16, max_size=4)
 
 
 def same(a, b) -> bool:

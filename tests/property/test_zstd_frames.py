@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 import zstandard
-from _codec_helpers import decompress_all_frames, pb_tensor, ref_shuffle
+from helpers import decompress_all_frames, pb_tensor, ref_shuffle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flwire.exceptions import SerializationException
-from flwire.serialization import compression as z
-from flwire.serialization import decode_tensor_map, dtypes, encode_tensor_map, read_tensor_map
+from flwire.tensors import codecs, decode_tensor_map, dtypes, encode_tensor_map, read_tensor_map
+from flwire.tensors.shuffle import shuffled_slice, unshuffle_slice_into
 from flwire.v1 import tensor_pb2 as pb
 
 UINT8 = dtypes.BY_WIRE[pb.DTYPE_UINT8]
@@ -54,9 +54,9 @@ def test_shuffled_slices_match_the_spec_and_scatter_back(data, itemsize, cuts):
     bounds = sorted({0, n, *(c % (n + 1) for c in cuts)})
     out = np.zeros(n, dtype=np.uint8)
     for a, b in itertools.pairwise(bounds):
-        piece = z.shuffled_slice(raw, itemsize, a, b)
+        piece = shuffled_slice(raw, itemsize, a, b)
         assert piece.tobytes() == reference[a:b]
-        z.unshuffle_slice_into(piece, out, itemsize, a)
+        unshuffle_slice_into(piece, out, itemsize, a)
     assert out.tobytes() == data[:n]
 
 
@@ -71,7 +71,7 @@ def _tensor(dtype: torch.dtype, nbytes: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("nbytes", [1, 401_408, (1 << 19) + 1, 4_718_592, 98_304_000])
 def test_writers_cut_frames_of_512_kib(nbytes):
     # docs/wire-format.md section 7: frames of 524,288 bytes, the last one shorter.
-    bounds = z.frame_bounds(nbytes)
+    bounds = codecs.frame_bounds(nbytes)
     assert bounds[0][0] == 0 and bounds[-1][1] == nbytes
     assert all(b - a == 524_288 for a, b in bounds[:-1])
     assert 0 < bounds[-1][1] - bounds[-1][0] <= 524_288
@@ -88,14 +88,14 @@ def test_writers_cut_frames_of_512_kib(nbytes):
 )
 def test_large_tensors_are_cut_into_frames_of_frame_bytes(dtype, frames, extra, shuffle, seed):
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    t = _tensor(dtype, frames * z.FRAME_BYTES + extra * itemsize, seed)
+    t = _tensor(dtype, frames * codecs.FRAME_BYTES + extra * itemsize, seed)
     raw = t.view(torch.uint8).numpy()
     blob = encode_tensor_map({"w": t}, shuffle=shuffle)
     stored = pb.TensorMap.FromString(blob).tensors[0]
     assert stored.codec == pb.CODEC_ZSTD
     pieces = split_frames(stored.data)
     sizes = [zstandard.frame_content_size(p) for p in pieces]
-    step = z.FRAME_BYTES
+    step = codecs.FRAME_BYTES
     expected = [step] * (raw.nbytes // step)
     if raw.nbytes % step:
         expected.append(raw.nbytes % step)
@@ -111,7 +111,7 @@ def test_large_tensors_are_cut_into_frames_of_frame_bytes(dtype, frames, extra, 
 
 def test_the_encoding_does_not_depend_on_the_number_of_threads():
     state = {
-        "a": _tensor(torch.float32, 3 * z.FRAME_BYTES + 12, 1),
+        "a": _tensor(torch.float32, 3 * codecs.FRAME_BYTES + 12, 1),
         "b": _tensor(torch.int8, 99, 2),
     }
     for shuffle in (False, True):
@@ -122,7 +122,7 @@ def test_the_encoding_does_not_depend_on_the_number_of_threads():
 
 @settings(max_examples=15, deadline=None)
 @given(
-    frame_bytes=st.sampled_from([z.MIN_FRAME_BYTES, 100_003, 300_000]),
+    frame_bytes=st.sampled_from([codecs.MIN_FRAME_BYTES, 100_003, 300_000]),
     nbytes=st.integers(1, 700_000),
     itemsize=st.sampled_from([1, 2, 4, 8]),
     shuffle=st.booleans(),
@@ -173,7 +173,7 @@ def _refused(data: bytes, *words: str) -> None:
 
 
 def test_a_short_frame_before_the_last_is_refused():
-    frames = _frames(z.MIN_FRAME_BYTES - 1)
+    frames = _frames(codecs.MIN_FRAME_BYTES - 1)
     _refused(_map_with(b"".join(frames)), "at least")
 
 
