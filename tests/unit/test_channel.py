@@ -12,16 +12,15 @@ import random
 
 import pytest
 
-from flwire.communication.channel import Channel, Delivery
-from flwire.communication.chunking import (
+from flwire.exceptions import CommunicationException
+from flwire.transport import Channel, Delivery, InMemoryBroker, InMemoryTransport
+from flwire.transport.chunking import (
     PART_HEADER,
     PART_OVERHEAD,
     Reassembler,
     parse_part,
     split_payload,
 )
-from flwire.communication.memory import InMemoryBroker, InMemoryTransport
-from flwire.exceptions import CommunicationException
 from flwire.v1 import transfer_pb2
 
 TIMEOUT = 10
@@ -394,7 +393,7 @@ def test_bad_part_record_is_skipped_counted_and_committed(kind, caplog):
         await send_raw_part(transport, bad)
         await Channel(transport).send(TOPIC, b"two")
         receiver = Channel(InMemoryTransport(broker))
-        with caplog.at_level(logging.ERROR, logger="flwire.communication.channel"):
+        with caplog.at_level(logging.ERROR, logger="flwire.transport.channel"):
             got = await take(receiver, 2)
         return broker, receiver, got
 

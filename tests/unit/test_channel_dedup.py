@@ -1,4 +1,4 @@
-"""De-duplication of redelivered messages: SeenIds, and a server counting each of
+"""De-duplication of redelivered messages: messages.SeenIds, and a server counting each of
 ten concurrent clients' updates exactly once despite re-sends and redelivery."""
 
 from __future__ import annotations
@@ -10,11 +10,15 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flwire.communication.channel import Channel, SeenIds
-from flwire.communication.headers import message_headers, read_headers
-from flwire.communication.memory import InMemoryBroker, InMemoryTransport
-from flwire.communication.transport import TopicLayout
-from flwire.serialization.messages import client_update, decode_message
+from flwire import messages
+from flwire.transport import (
+    Channel,
+    InMemoryBroker,
+    InMemoryTransport,
+    TopicLayout,
+    message_headers,
+    read_headers,
+)
 
 TIMEOUT = 10
 
@@ -23,11 +27,11 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
 
 
-# ----------------------------------------------------------------------------- SeenIds
+# ----------------------------------------------------------------------------- messages.SeenIds
 
 
 def test_seen_ids_first_time_and_repeat():
-    seen = SeenIds()
+    seen = messages.SeenIds()
     assert seen.first_time("a") is True
     assert seen.first_time("a") is False
     assert seen.first_time("b") is True
@@ -35,7 +39,7 @@ def test_seen_ids_first_time_and_repeat():
 
 
 def test_seen_ids_evicts_the_least_recently_seen_beyond_capacity():
-    seen = SeenIds(capacity=3)
+    seen = messages.SeenIds(capacity=3)
     for ident in "abc":
         assert seen.first_time(ident)
     assert not seen.first_time("a")  # a is now the most recent
@@ -49,7 +53,7 @@ def test_seen_ids_evicts_the_least_recently_seen_beyond_capacity():
 
 @given(st.lists(st.sampled_from([f"id{i}" for i in range(12)]), max_size=80), st.integers(1, 8))
 def test_seen_ids_matches_an_lru_model(ids, capacity):
-    seen = SeenIds(capacity=capacity)
+    seen = messages.SeenIds(capacity=capacity)
     model: list[str] = []  # least recent first
     for ident in ids:
         expected = ident not in model
@@ -71,7 +75,9 @@ def _weights(i: int) -> dict[str, np.ndarray]:
     }
 
 
-async def _server(layout: TopicLayout, broker, seen: SeenIds, expected: int, ack=lambda d: True):
+async def _server(
+    layout: TopicLayout, broker, seen: messages.SeenIds, expected: int, ack=lambda d: True
+):
     """Receive until ``expected`` deliveries; return (per-client counts of first
     sightings, number of repeats, decoded messages)."""
     channel = Channel(InMemoryTransport(broker))
@@ -82,7 +88,7 @@ async def _server(layout: TopicLayout, broker, seen: SeenIds, expected: int, ack
     stream = channel.receive([layout.updates], layout.server_group())
     async with contextlib.aclosing(stream) as deliveries:
         async for delivery in deliveries:
-            msg = decode_message(delivery.payload)
+            msg = messages.decode_message(delivery.payload)
             assert read_headers(delivery.headers)["flwire-message-id"] == msg.message_id
             if seen.first_time(msg.message_id):
                 counts[msg.body.client_id] = counts.get(msg.body.client_id, 0) + 1
@@ -110,7 +116,9 @@ def test_ten_clients_counted_once_despite_resends_and_redelivery():
             await transport.start()
             clients.append(Channel(transport))
         updates = [
-            client_update(f"client-{i}", 3, _weights(i), {"loss": 0.1 * i}, num_examples=10 + i)
+            messages.client_update(
+                f"client-{i}", 3, _weights(i), {"loss": 0.1 * i}, num_examples=10 + i
+            )
             for i in range(n_clients)
         ]
         encoded = [u.to_bytes() for u in updates]
@@ -127,7 +135,7 @@ def test_ten_clients_counted_once_despite_resends_and_redelivery():
         # Every client sends at once, then some retry (their parts interleave).
         await asyncio.gather(*(send(i) for i in range(n_clients)))
         await asyncio.gather(*(send(i) for i in resend))
-        seen = SeenIds()
+        seen = messages.SeenIds()
         first_log = len(broker.topics[layout.updates])
         first = await _server(layout, broker, seen, n_clients + len(resend))
         after_first = broker.committed[(layout.server_group(), layout.updates)]

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flwire.communication.chunking import (
+from flwire._protowire import crc32c
+from flwire.exceptions import CommunicationException, SerializationException
+from flwire.transport.chunking import (
     CORRUPTED,
     PART_OVERHEAD,
     Completed,
@@ -24,8 +26,6 @@ from flwire.communication.chunking import (
     parse_part,
     split_payload,
 )
-from flwire.exceptions import CommunicationException, SerializationException
-from flwire.serialization.compression import crc32c
 from flwire.v1 import transfer_pb2
 
 # Keep each example below a few hundred parts so the suite stays fast.
@@ -423,7 +423,7 @@ def test_new_transfers_evict_the_oldest_and_log_it(caplog):
         tid: parse_part(_parts(_payload(4000, i), tid, 1000)[0])
         for i, tid in enumerate(["a", "b", "c", "d"])
     }
-    with caplog.at_level(logging.ERROR, logger="flwire.communication.chunking"):
+    with caplog.at_level(logging.ERROR, logger="flwire.transport.chunking"):
         assert reassembler.add(heads["a"], token="a0") == (None, [])
         assert reassembler.add(heads["b"], token="b0") == (None, [])
         assert reassembler.pending_bytes == 8000
@@ -536,7 +536,7 @@ def test_a_transfer_completes_after_another_expires(caplog):
     parts = [parse_part(p) for p in _parts(payload, "x", 1000)]
     reassembler.add(parts[0])
     clock.now += 5
-    with caplog.at_level(logging.ERROR, logger="flwire.communication.chunking"):
+    with caplog.at_level(logging.ERROR, logger="flwire.transport.chunking"):
         assert len(reassembler.expire()) == 1
     assert any("missing" in r.getMessage() for r in caplog.records)
     done = None

@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flwire.communication import headers
-from flwire.communication.headers import message_headers, read_headers
-from flwire.communication.serdes import FlwireDeserializer, FlwireSerializer
-from flwire.serialization import messages
-from flwire.serialization.messages import Message, MessageDecodeError
+from flwire import messages
+from flwire.transport import (
+    FlwireDeserializer,
+    FlwireSerializer,
+    headers,
+    message_headers,
+    read_headers,
+)
 
 WEIGHTS = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
 
 
-def all_messages() -> list[Message]:
+def all_messages() -> list[messages.Message]:
     return [
         messages.client_update("client-ü", 1, WEIGHTS, {"loss": 0.5}),
         messages.global_update(1, WEIGHTS),
@@ -90,7 +93,7 @@ def test_serdes_round_trip(msg):
     assert isinstance(data, bytes)
     assert data == msg.to_bytes()
     got = FlwireDeserializer()(data, None)
-    assert isinstance(got, Message)
+    assert isinstance(got, messages.Message)
     assert got.type == msg.type
     assert got.message_id == msg.message_id
     assert got.sender_id == msg.sender_id
@@ -114,5 +117,5 @@ def test_serializer_passes_bytes_like_through():
 
 @pytest.mark.parametrize("data", [b"", b"junk", b"\x0a\x01"], ids=repr)
 def test_deserializer_refuses_invalid_records(data):
-    with pytest.raises(MessageDecodeError):
+    with pytest.raises(messages.MessageDecodeError):
         FlwireDeserializer()(data, None)

@@ -8,12 +8,11 @@ import contextlib
 import numpy as np
 import pytest
 
-from flwire.communication.chunking import PART_HEADER, Reassembler, parse_part, split_payload
-from flwire.communication.headers import read_headers
-from flwire.communication.kafka_client import AsyncKafkaClient
-from flwire.communication.memory import InMemoryBroker, InMemoryTransport
+from flwire import messages
+from flwire.compat.communication.kafka_client import AsyncKafkaClient
 from flwire.exceptions import CommunicationException
-from flwire.serialization.messages import Message, decode_message, global_update, heartbeat
+from flwire.transport import InMemoryBroker, InMemoryTransport, read_headers
+from flwire.transport.chunking import PART_HEADER, Reassembler, parse_part, split_payload
 
 TIMEOUT = 10
 
@@ -34,10 +33,10 @@ def _client(broker: InMemoryBroker, group: str = "g", **config) -> AsyncKafkaCli
     return AsyncKafkaClient({"group_id": group, **config}, transport=InMemoryTransport(broker))
 
 
-def _big_update() -> Message:
+def _big_update() -> messages.Message:
     rng = np.random.default_rng(0)
     weights = {"w": rng.standard_normal(400_000).astype(np.float32)}  # ~1.6 MB, incompressible
-    return global_update(5, weights, {"lr": 0.01})
+    return messages.global_update(5, weights, {"lr": 0.01})
 
 
 def test_send_and_subscribe_before_start_raise():
@@ -87,7 +86,7 @@ def test_without_a_transport_bootstrap_servers_are_required():
 
 
 def test_bytes_str_and_messages_arrive_in_order():
-    small = heartbeat("client-1", "training")
+    small = messages.heartbeat("client-1", "training")
     big = _big_update()
     big_bytes = big.to_bytes()
     assert len(big_bytes) > 1_000_000
@@ -119,8 +118,8 @@ def test_bytes_str_and_messages_arrive_in_order():
     broker, got = run(main())
     assert got[:3] == [b"raw bytes", "text \u00e9".encode(), small.to_bytes()]
     assert got[3] == big_bytes and got[4] == b"after"
-    assert decode_message(got[2]).message_id == small.message_id
-    decoded = decode_message(got[3])
+    assert messages.decode_message(got[2]).message_id == small.message_id
+    decoded = messages.decode_message(got[3])
     assert decoded.message_id == big.message_id
     assert np.array_equal(np.asarray(decoded.tensors()["w"]), np.asarray(big.tensors()["w"]))
 

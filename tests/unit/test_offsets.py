@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flwire.communication.offsets import OffsetTracker
+from flwire.transport.offsets import OffsetTracker
 
 TP = ("topic", 0)
 

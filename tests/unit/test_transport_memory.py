@@ -9,18 +9,18 @@ import contextlib
 import numpy as np
 import pytest
 
-from flwire.communication.headers import (
-    MESSAGE_ID,
-    SCHEMA_VERSION,
-    SENDER_ID,
-    TYPE,
+from flwire import messages
+from flwire.exceptions import CommunicationException
+from flwire.transport import (
+    DEFAULT_MAX_RECORD_BYTES,
+    InMemoryBroker,
+    InMemoryTransport,
+    Record,
+    TopicLayout,
     message_headers,
     read_headers,
 )
-from flwire.communication.memory import InMemoryBroker, InMemoryTransport
-from flwire.communication.transport import DEFAULT_MAX_RECORD_BYTES, Record, TopicLayout
-from flwire.exceptions import CommunicationException
-from flwire.serialization import messages as m
+from flwire.transport.headers import MESSAGE_ID, SCHEMA_VERSION, SENDER_ID, TYPE
 
 TIMEOUT = 10
 
@@ -238,8 +238,8 @@ def test_topic_names_from_job_id():
 
 
 def test_every_message_type_has_a_route():
-    assert set(m.MESSAGE_TYPES) == set(ROUTES)
-    assert len(m.MESSAGE_TYPES) == 8
+    assert set(messages.MESSAGE_TYPES) == set(ROUTES)
+    assert len(messages.MESSAGE_TYPES) == 8
     layout = TopicLayout("job")
     for message_type, topic in ROUTES.items():
         assert layout.for_message(message_type) == getattr(layout, topic), message_type
@@ -248,14 +248,14 @@ def test_every_message_type_has_a_route():
 def test_routes_of_built_messages():
     weights = {"w": np.zeros(3, dtype=np.float32)}
     built = [
-        m.client_update("c1", 1, weights),
-        m.global_update(1, weights),
-        m.client_registration("c1"),
-        m.heartbeat("c1"),
-        m.training_start(1),
-        m.evaluation_request(1),
-        m.evaluation_result("c1", 1),
-        m.shutdown("done"),
+        messages.client_update("c1", 1, weights),
+        messages.global_update(1, weights),
+        messages.client_registration("c1"),
+        messages.heartbeat("c1"),
+        messages.training_start(1),
+        messages.evaluation_request(1),
+        messages.evaluation_result("c1", 1),
+        messages.shutdown("done"),
     ]
     layout = TopicLayout("job")
     assert sorted(msg.type for msg in built) == sorted(ROUTES)
@@ -280,7 +280,7 @@ def test_layout_is_frozen():
 
 
 def test_message_headers_round_trip():
-    msg = m.heartbeat("client-9", "training")
+    msg = messages.heartbeat("client-9", "training")
     headers = message_headers(msg)
     assert [name for name, _ in headers] == [TYPE, SCHEMA_VERSION, SENDER_ID, MESSAGE_ID]
     assert all(isinstance(v, bytes) for _, v in headers)
