@@ -1,4 +1,4 @@
-"""flwire.models: the old ``common.models`` architectures, metadata, factory and utilities."""
+"""flwire.compat.models: the old ``common.models`` architectures, metadata, factory, utilities."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from flwire.exceptions import FLException, ModelException
-from flwire.models import (
-    BaseFLModel,
-    SimpleCNN,
-    SimpleMLP,
+from flwire.compat.models.base import BaseFLModel
+from flwire.compat.models.neural_networks import SimpleCNN, SimpleMLP
+from flwire.compat.models.utils import (
     UnknownModelError,
     compare_model_architectures,
     create_model_from_config,
@@ -24,6 +22,7 @@ from flwire.models import (
     load_model_config,
     save_model_config,
 )
+from flwire.exceptions import FLException, ModelException
 
 CNN_PARAMS = 1_199_882
 MLP_PARAMS = 109_386
@@ -425,7 +424,7 @@ def test_hash_independent_of_memory_addresses():
 
 def test_hash_stable_across_processes():
     code = (
-        "from flwire.models import SimpleCNN, SimpleMLP, get_model_hash\n"
+        "from flwire.compat.models import SimpleCNN, SimpleMLP, get_model_hash\n"
         "print(get_model_hash(SimpleCNN()))\n"
         "print(get_model_hash(SimpleMLP(hidden_dims=[32])))\n"
     )

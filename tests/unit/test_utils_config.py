@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flwire.compat.utils.config import ConfigManager
 from flwire.exceptions import ConfigurationException, FLException
-from flwire.utils import ConfigManager
 
 SAMPLE: dict[str, Any] = {
     "kafka": {"bootstrap_servers": "broker:9092", "group_id": "g"},

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flwire.utils import FLLogger
-from flwire.utils.logging import FORMAT
+from flwire.compat.utils.logging import FORMAT, FLLogger
 
 LINE = re.compile(
     r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} - (?P<name>\S+) - (?P<level>[A-Z]+) - "

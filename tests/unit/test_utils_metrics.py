@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flwire.utils import MetricsCollector
+from flwire.compat.utils.metrics import MetricsCollector
 
 SUMMARY_KEYS = {"count", "mean", "median", "min", "max", "std"}
 
