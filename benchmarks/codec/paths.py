@@ -143,6 +143,18 @@ def all_paths() -> dict[str, BenchPath]:
             EncodeOptions(shuffle=True),
         ),
         _flwire(
+            "flwire_lz4",
+            "flwire lz4",
+            "LZ4 frames (fast mode) per tensor",
+            EncodeOptions(compression="lz4"),
+        ),
+        _flwire(
+            "flwire_lz4_shuffle",
+            "flwire lz4+shuffle",
+            "byte shuffle, then LZ4 frames",
+            EncodeOptions(compression="lz4", shuffle=True),
+        ),
+        _flwire(
             "flwire_none",
             "flwire none",
             "raw bytes, zero-copy decode",

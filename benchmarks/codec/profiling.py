@@ -19,7 +19,7 @@ import zstandard
 from benchmarks.models import StateDict, raw_size
 from benchmarks.tables import MB, fmt_time
 from flwire import EncodeOptions, decode_tensor_map, encode_tensor_map
-from flwire.tensors.codecs import ZSTD
+from flwire.tensors.codecs import LZ4, ZSTD, frame_bounds
 from flwire.tensors.shuffle import shuffled_slice, unshuffle_slice_into
 
 
@@ -51,6 +51,14 @@ def profile_flwire(sd: StateDict, name: str) -> str:
         for f, o in zip(frames, outs, strict=True):
             ZSTD.decompress_into(memoryview(f), o, "t")
 
+    def lz4_compress_all() -> list[list[bytes]]:
+        return [[LZ4.compress(s[a:b], 0) for a, b in frame_bounds(s.nbytes)] for s in srcs]
+
+    def lz4_decompress_all(frames: list[list[bytes]], outs: list[np.ndarray]) -> None:
+        for fs, o in zip(frames, outs, strict=True):
+            for f, (a, b) in zip(fs, frame_bounds(o.nbytes), strict=True):
+                LZ4.decompress_into(memoryview(f), o[a:b], "t")
+
     def unshuffle_all(shuffled: list[np.ndarray], outs: list[np.ndarray]) -> None:
         for s, o in zip(shuffled, outs, strict=True):
             unshuffle_slice_into(s, o, itemsize, 0)
@@ -81,13 +89,17 @@ def profile_flwire(sd: StateDict, name: str) -> str:
         lambda: [dctx.decompress(f) for f in frames],
     )
     stage("unshuffle_slice_into (strided numpy copy)", lambda: unshuffle_all(shuffled, outs))
+    lz4_frames = stage("lz4 compress, 512 KiB frames", lz4_compress_all)
+    stage("lz4 decompress_into, 512 KiB frames", lambda: lz4_decompress_all(lz4_frames, outs))
     frames = shuffled = outs = []
+    lz4_frames = []
     gc.collect()
 
     lines.append("whole calls, default threads vs threads=1:")
     for label, opts in (
         ("zstd", EncodeOptions()),
         ("zstd+shuffle", EncodeOptions(shuffle=True)),
+        ("lz4", EncodeOptions(compression="lz4")),
         ("none", EncodeOptions(compression="none")),
     ):
         blob = stage(f"encode {label}", partial(encode_tensor_map, sd, opts))
@@ -121,4 +133,6 @@ def profile_flwire(sd: StateDict, name: str) -> str:
     prof("encode zstd+shuffle", lambda: encode_tensor_map(sd, shuffle=True, threads=1))
     blob = encode_tensor_map(sd, shuffle=True)
     prof("decode zstd+shuffle", partial(decode_tensor_map, blob, threads=1))
+    blob = encode_tensor_map(sd, compression="lz4")
+    prof("decode lz4", partial(decode_tensor_map, blob, threads=1))
     return "\n".join(lines)
