@@ -1,7 +1,7 @@
 """Generate flwire's golden wire vectors (see README.md beside this file).
 
 Each vector is a small ``flwire.v1.TensorMap`` built from deterministic inputs
-and encoded with :func:`flwire.serialization.encode_tensor_map`. For every
+and encoded with :func:`flwire.encode_tensor_map`. For every
 vector this writes:
 
 * ``<name>.bin``   the encoded message, byte for byte;
@@ -12,7 +12,7 @@ vector this writes:
   (docs/wire-format.md section 9.1) those of its payload, and under ``lossy``
   the method, block_size, k, and the reconstructed and original tensors.
 
-and ``manifest.json`` with the SHA-256 of every file and the zstd versions used.
+and ``manifest.json`` with the SHA-256 of every file and the zstd and LZ4 versions used.
 
 The raw bytes in ``.json`` are packed here with :mod:`struct` or written out as
 hand-checked bit patterns (bfloat16, float8), never read back from torch; the
@@ -41,11 +41,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import lz4
 import torch
 import zstandard
 from google.protobuf import text_format
 
-from flwire.serialization import LossyConfig, encode_tensor_map
+from flwire import EncodeOptions, LossyConfig, encode_tensor_map
 from flwire.v1 import tensor_pb2
 
 HERE = Path(__file__).resolve().parent
@@ -185,7 +186,7 @@ def with_bits(
 # ----------------------------------------------------------------------------- lossy references
 #
 # docs/wire-format.md section 9.1, computed independently of torch and of
-# flwire.serialization.lossy: exact rational arithmetic (fractions.Fraction)
+# flwire.tensors.lossy: exact rational arithmetic (fractions.Fraction)
 # rounds every value once, and struct packs the results.
 
 
@@ -355,15 +356,14 @@ class Vector:
         return [(i.name, i.tensor()) for i in self.inputs()]
 
     def encode(self) -> bytes:
-        return encode_tensor_map(
-            self.state_dict(),
-            compression=self.compression,  # type: ignore[arg-type]
+        options = EncodeOptions(
+            compression=self.compression,
             level=self.level,
             shuffle=self.shuffle,
-            metadata=self.metadata or None,
             threads=1,
             lossy=self.lossy,
         )
+        return encode_tensor_map(self.state_dict(), options, metadata=self.metadata or None)
 
     def encoder_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -426,13 +426,56 @@ def _zstd_shuffle() -> list[Input]:
     ]
 
 
-def _incompressible() -> list[Input]:
-    # A 32-bit LCG (Numerical Recipes constants), top byte: zstd cannot shrink it.
+def _noise(count: int) -> list[int]:
+    # A 32-bit LCG (Numerical Recipes constants), top byte: neither zstd nor LZ4 shrinks it.
     state, values = 12345, []
-    for _ in range(256):
+    for _ in range(count):
         state = (1664525 * state + 1013904223) & 0xFFFFFFFF
         values.append(state >> 24)
-    return [packed("noise", "uint8", (256,), values)]
+    return values
+
+
+def _incompressible() -> list[Input]:
+    return [packed("noise", "uint8", (256,), _noise(256))]
+
+
+def _lz4() -> list[Input]:
+    return [packed("smooth", "float32", (64, 64), _smooth_values(), codec="CODEC_LZ4")]
+
+
+def _lz4_shuffle() -> list[Input]:
+    return [
+        packed(
+            "smooth",
+            "float32",
+            (64, 64),
+            _smooth_values(),
+            codec="CODEC_LZ4",
+            filter="FILTER_BYTE_SHUFFLE",
+        )
+    ]
+
+
+#: Rows of the lz4_frames tensor: 513 x 256 float32 = 525,312 bytes, one 512 KiB
+#: frame and a last frame of 1,024 bytes.
+LZ4_FRAMES_ROWS = 513
+
+
+def _lz4_frames() -> list[Input]:
+    # ((i mod 64)^2 + j^2) / 1024: exact in binary32; repeats every 64 rows, so
+    # that the vector stays small (about 20 KB of frames).
+    values = [((i % 64) ** 2 + j * j) / 1024.0 for i in range(LZ4_FRAMES_ROWS) for j in range(256)]
+    return [
+        packed(
+            "big",
+            "float32",
+            (LZ4_FRAMES_ROWS, 256),
+            values,
+            codec="CODEC_LZ4",
+            filter="FILTER_BYTE_SHUFFLE",
+        ),
+        packed("noise", "uint8", (256,), _noise(256)),  # LZ4 cannot shrink it: stored raw
+    ]
 
 
 def _metadata() -> list[Input]:
@@ -685,6 +728,31 @@ VECTORS: list[Vector] = [
         _lossy_topk,
         lossy=LossyConfig("topk", topk_k=8, min_elements=16),
     ),
+    Vector(
+        "lz4",
+        "A 64x64 float32 of a smooth pattern, LZ4 frame (fast mode, level 0), no filter.",
+        _lz4,
+        compression="lz4",
+        level=0,
+    ),
+    Vector(
+        "lz4_shuffle",
+        "The same 64x64 float32, byte-shuffled, then LZ4 (level 0).",
+        _lz4_shuffle,
+        compression="lz4",
+        level=0,
+        shuffle=True,
+    ),
+    Vector(
+        "lz4_frames",
+        "A 513x256 float32 (525,312 bytes), byte-shuffled, then LZ4 (level 0) in two frames: "
+        "524,288 and 1,024 bytes of content, cut inside the last byte plane; and 256 bytes of "
+        "noise that LZ4 cannot shrink, stored raw.",
+        _lz4_frames,
+        compression="lz4",
+        level=0,
+        shuffle=True,
+    ),
 ]
 
 
@@ -780,6 +848,8 @@ def render() -> dict[str, bytes]:
         "generator": "tests/vectors/generate.py",
         "zstandard_version": zstandard.__version__,
         "libzstd_version": ".".join(str(p) for p in zstandard.ZSTD_VERSION),
+        "lz4_version": lz4.__version__,
+        "liblz4_version": lz4.library_version_string(),
         "vectors": entries,
     }
     files[MANIFEST] = _json_text(manifest).encode("utf-8")
