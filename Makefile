@@ -56,13 +56,14 @@ kafka-up: install
 kafka-down:
 	bash kafka/broker.sh down
 
-# bench.py (serialization, ~4 min), then the end-to-end run over a private Kafka broker
-# (benchmarks/e2e_kafka.py, ~1.5 min; BENCH_E2E=0 skips it; --quick in BENCH_ARGS reaches it,
-# E2E_ARGS adds its own options, e.g. E2E_ARGS="--json bench-results/e2e.json").
+# The codec benchmark (python -m benchmarks.codec, ~4 min), then the end-to-end run over a
+# private Kafka broker on port 19192 (python -m benchmarks.e2e, ~1.5 min; BENCH_E2E=0 skips it;
+# --quick in BENCH_ARGS reaches it, E2E_ARGS adds its own options, e.g.
+# E2E_ARGS="--json bench-results/e2e.json"). Both run from the repository root.
 bench: install
-	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.codec $(BENCH_ARGS)
 	@if [ "$(BENCH_E2E)" != "0" ]; then \
-		$(BIN)/python benchmarks/e2e_kafka.py $(filter --quick,$(BENCH_ARGS)) $(E2E_ARGS); \
+		$(BIN)/python -m benchmarks.e2e $(filter --quick,$(BENCH_ARGS)) $(E2E_ARGS); \
 	fi
 
 demo: install
