@@ -11,7 +11,13 @@ import pytest
 import torch
 
 import flwire
-from flwire.serialization import read_tensor_map
+import flwire.compat.serialization
+import flwire.exceptions
+from flwire.compat.serialization.weight_serializer import (
+    DifferentialWeightSerializer,
+    WeightSerializer,
+)
+from flwire.tensors import read_tensor_map
 from flwire.v1 import tensor_pb2 as pb
 
 PACKAGE_DIR = Path(flwire.__file__).resolve().parent
@@ -39,11 +45,15 @@ def raw_of(t: torch.Tensor) -> bytes:
 # ------------------------------------------------------------------------ import paths
 
 
-def test_old_import_paths_work():
-    ws = importlib.import_module("flwire.serialization.weight_serializer")
-    exc = importlib.import_module("flwire.exceptions.custom_exceptions")
-    assert ws.WeightSerializer is flwire.WeightSerializer
-    assert ws.DifferentialWeightSerializer is flwire.DifferentialWeightSerializer
+def test_old_import_paths_work_under_compat():
+    # common.X -> flwire.compat.X, path by path.
+    ws = importlib.import_module("flwire.compat.serialization.weight_serializer")
+    exc = importlib.import_module("flwire.compat.exceptions.custom_exceptions")
+    package = importlib.import_module("flwire.compat.exceptions")
+    assert ws.WeightSerializer is flwire.compat.serialization.WeightSerializer
+    assert (
+        ws.DifferentialWeightSerializer is flwire.compat.serialization.DifferentialWeightSerializer
+    )
     for name in (
         "FLException",
         "ModelException",
@@ -54,7 +64,9 @@ def test_old_import_paths_work():
         "AggregationException",
     ):
         cls = getattr(exc, name)
-        assert getattr(flwire, name) is cls
+        # The compat classes are the core's (flwire.exceptions), re-exported.
+        assert getattr(flwire.exceptions, name) is cls
+        assert getattr(package, name) is cls
         assert issubclass(cls, exc.FLException)
         assert issubclass(cls, Exception)
     assert issubclass(exc.ChecksumMismatchError, exc.SerializationException)
@@ -68,8 +80,6 @@ def test_old_import_paths_work():
 
 @pytest.mark.parametrize("compression", [True, False])
 def test_serialize_returns_bytes_that_decode(compression):
-    from flwire.serialization.weight_serializer import WeightSerializer
-
     sd = sample_state()
     data = WeightSerializer.serialize_weights(sd, compression=compression)
     assert type(data) is bytes
@@ -87,8 +97,6 @@ def test_serialize_returns_bytes_that_decode(compression):
 
 
 def test_serialize_default_compresses():
-    from flwire.serialization.weight_serializer import WeightSerializer
-
     sd = {"z": torch.zeros(10_000)}
     assert len(WeightSerializer.serialize_weights(sd)) < 1000
     assert len(WeightSerializer.serialize_weights(sd, compression=False)) > 40_000
@@ -97,15 +105,11 @@ def test_serialize_default_compresses():
 
 
 def test_deserialize_refuses_old_base64_text():
-    from flwire.serialization.weight_serializer import WeightSerializer
-
     with pytest.raises(flwire.SerializationException, match="bytes"):
         WeightSerializer.deserialize_weights("H4sIAAAAAAAA/2tgYGBgYGBgYGBgYGBgYGA=")
 
 
 def test_deserialize_reports_corruption_as_serialization_exception():
-    from flwire.serialization.weight_serializer import WeightSerializer
-
     data = bytearray(WeightSerializer.serialize_weights(sample_state(), compression=False))
     data[-3] ^= 0xFF
     with pytest.raises(flwire.SerializationException):
@@ -113,8 +117,6 @@ def test_deserialize_reports_corruption_as_serialization_exception():
 
 
 def test_get_weights_size_keeps_the_old_keys_and_values():
-    from flwire.serialization.weight_serializer import WeightSerializer
-
     sd = sample_state()
     info = WeightSerializer.get_weights_size(sd)
     assert set(info) == {"total_parameters", "total_bytes", "total_mb", "layer_count", "layer_info"}
@@ -146,8 +148,6 @@ def test_get_weights_size_keeps_the_old_keys_and_values():
 
 
 def test_diff_and_apply_round_trip_for_float_int_and_bool():
-    from flwire.serialization.weight_serializer import DifferentialWeightSerializer as D
-
     old = sample_state()
     g = torch.Generator().manual_seed(5)
     new = {
@@ -157,14 +157,14 @@ def test_diff_and_apply_round_trip_for_float_int_and_bool():
         "emb.weight": (old["emb.weight"].float() * 1.5).to(torch.float16),
         "mask": torch.tensor([False, False, True, True]),
     }
-    diff = D.compute_weight_diff(old, new)
+    diff = DifferentialWeightSerializer.compute_weight_diff(old, new)
     assert list(diff) == list(old)
     assert diff["bn.num_batches_tracked"].item() == 25
     assert diff["mask"].dtype == torch.bool
     assert diff["mask"].tolist() == [True, False, False, True]  # XOR
     for k in old:
         assert diff[k].dtype == old[k].dtype and diff[k].shape == old[k].shape
-    applied = D.apply_weight_diff(old, diff)
+    applied = DifferentialWeightSerializer.apply_weight_diff(old, diff)
     assert torch.allclose(applied["fc.weight"], new["fc.weight"], atol=1e-6)
     assert torch.allclose(applied["fc.bias"], new["fc.bias"], atol=1e-6)
     assert torch.allclose(applied["emb.weight"].float(), new["emb.weight"].float(), atol=1e-2)
@@ -176,24 +176,25 @@ def test_diff_and_apply_round_trip_for_float_int_and_bool():
     "dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8], ids=str
 )
 def test_integer_diffs_are_exact(dtype):
-    from flwire.serialization.weight_serializer import DifferentialWeightSerializer as D
-
     g = torch.Generator().manual_seed(1)
     old = {"x": torch.randint(0, 100, (50,), generator=g).to(dtype)}
     new = {"x": torch.randint(0, 100, (50,), generator=g).to(dtype)}
-    applied = D.apply_weight_diff(old, D.compute_weight_diff(old, new))
+    applied = DifferentialWeightSerializer.apply_weight_diff(
+        old, DifferentialWeightSerializer.compute_weight_diff(old, new)
+    )
     assert torch.equal(applied["x"], new["x"])
 
 
 def test_diff_survives_serialization():
-    from flwire.serialization.weight_serializer import DifferentialWeightSerializer as D
-    from flwire.serialization.weight_serializer import WeightSerializer as W
-
     old, new = sample_state(), sample_state()
     new["fc.weight"] = new["fc.weight"] * 2
     new["mask"] = ~new["mask"]
-    wire = W.deserialize_weights(W.serialize_weights(D.compute_weight_diff(old, new)))
-    applied = D.apply_weight_diff(old, wire)
+    wire = WeightSerializer.deserialize_weights(
+        WeightSerializer.serialize_weights(
+            DifferentialWeightSerializer.compute_weight_diff(old, new)
+        )
+    )
+    applied = DifferentialWeightSerializer.apply_weight_diff(old, wire)
     assert torch.allclose(applied["fc.weight"], new["fc.weight"])
     assert torch.equal(applied["mask"], new["mask"])
 
@@ -209,20 +210,16 @@ def test_diff_survives_serialization():
     ids=["length", "transposed", "dtype", "bool_vs_int"],
 )
 def test_mismatched_tensors_raise(a, b):
-    from flwire.serialization.weight_serializer import DifferentialWeightSerializer as D
-
     with pytest.raises(flwire.SerializationException, match="'w'"):
-        D.compute_weight_diff({"w": a}, {"w": b})
+        DifferentialWeightSerializer.compute_weight_diff({"w": a}, {"w": b})
     with pytest.raises(flwire.SerializationException, match="'w'"):
-        D.apply_weight_diff({"w": a}, {"w": b})
+        DifferentialWeightSerializer.apply_weight_diff({"w": a}, {"w": b})
 
 
 def test_keys_missing_from_the_diff_are_cloned_not_aliased():
-    from flwire.serialization.weight_serializer import DifferentialWeightSerializer as D
-
     base = {"a": torch.ones(3), "b": torch.arange(4), "c": torch.tensor([True])}
     diff = {"a": torch.full((3,), 2.0)}
-    out = D.apply_weight_diff(base, diff)
+    out = DifferentialWeightSerializer.apply_weight_diff(base, diff)
     assert list(out) == ["a", "b", "c"]
     assert out["a"].tolist() == [3.0, 3.0, 3.0]
     for k in ("b", "c"):
@@ -236,11 +233,9 @@ def test_keys_missing_from_the_diff_are_cloned_not_aliased():
 
 
 def test_diff_only_covers_keys_present_in_both():
-    from flwire.serialization.weight_serializer import DifferentialWeightSerializer as D
-
     old = {"a": torch.ones(2), "gone": torch.ones(2)}
     new = {"a": torch.zeros(2), "added": torch.ones(2)}
-    assert list(D.compute_weight_diff(old, new)) == ["a"]
+    assert list(DifferentialWeightSerializer.compute_weight_diff(old, new)) == ["a"]
 
 
 # ------------------------------------------------------------------------ no pickle
@@ -279,7 +274,7 @@ def test_scanner_detects_pickle_imports():
 def test_no_module_in_the_package_imports_pickle():
     files = sorted(PACKAGE_DIR.rglob("*.py"))
     names = {f.name for f in files}
-    assert {"tensor_codec.py", "weight_serializer.py", "_wire.py"} <= names
+    assert {"encode.py", "decode.py", "weight_serializer.py", "fields.py"} <= names
     offenders = {}
     for path in files:
         text = path.read_text(encoding="utf-8")
