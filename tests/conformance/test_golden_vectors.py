@@ -17,17 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import crc32c
+import lz4
 import numpy as np
 import pytest
 import torch
 import zstandard
 from google.protobuf import text_format
 
+from flwire import DecodeLimits, decode_tensor_map, read_tensor_map
+from flwire._protowire import LEN, Field, iter_fields
 from flwire.exceptions import PayloadTooLargeError, SerializationException
-from flwire.serialization import DecodeLimits, decode_tensor_map, read_tensor_map
-from flwire.serialization import compression as z
-from flwire.serialization import dtypes as fl_dtypes
-from flwire.serialization._wire import LEN, Field, iter_fields
+from flwire.tensors import dtypes as fl_dtypes
+from flwire.tensors import shuffle as fl_shuffle
 from flwire.v1 import tensor_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,8 +36,8 @@ VECTORS = ROOT / "tests" / "vectors"
 SPEC = ROOT / "docs" / "wire-format.md"
 
 
-def _load_generator() -> Any:
-    spec = importlib.util.spec_from_file_location("flwire_golden_generate", VECTORS / "generate.py")
+def _load(module_name: str, filename: str) -> Any:
+    spec = importlib.util.spec_from_file_location(module_name, VECTORS / filename)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look the module up by name
@@ -44,7 +45,10 @@ def _load_generator() -> Any:
     return module
 
 
-gen = _load_generator()
+gen = _load("flwire_golden_generate", "generate.py")
+# A pure-Python LZ4 frame walker and decoder, written from the LZ4 frame and
+# block formats, independent of liblz4 and of flwire's codec.
+ref_lz4 = _load("flwire_lz4_reference", "lz4_reference.py")
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text("utf-8"))
 NAMES = [v["name"] for v in MANIFEST["vectors"]]
 BUILDERS = {v.name: v for v in gen.VECTORS}
@@ -67,6 +71,17 @@ SAME_ZSTD = (
     zstandard.__version__ == MANIFEST["zstandard_version"]
     and ".".join(map(str, zstandard.ZSTD_VERSION)) == MANIFEST["libzstd_version"]
 )
+SAME_LZ4 = (
+    lz4.__version__ == MANIFEST["lz4_version"]
+    and lz4.library_version_string() == MANIFEST["liblz4_version"]
+)
+#: The codecs whose frames may differ between library versions, and whether
+#: this machine has the versions the vectors were made with.
+SAME_LIBRARY = {"CODEC_ZSTD": SAME_ZSTD, "CODEC_LZ4": SAME_LZ4}
+#: docs/wire-format.md section 7: writers cut the filtered bytes every 512 KiB;
+#: every frame but the last holds at least 64 KiB.
+FRAME_BYTES = 524_288
+MIN_FRAME_BYTES = 65_536
 
 
 def _bin(name: str) -> bytes:
@@ -77,8 +92,15 @@ def _expected(name: str) -> dict[str, Any]:
     return json.loads((VECTORS / f"{name}.json").read_text("utf-8"))
 
 
-def _uses_zstd(name: str) -> bool:
-    return any(t["codec"] == "CODEC_ZSTD" for t in _expected(name)["tensors"])
+def _codecs(name: str) -> set[str]:
+    """The codecs of the compressed tensors of a vector."""
+    return {t["codec"] for t in _expected(name)["tensors"]} - {"CODEC_UNSPECIFIED"}
+
+
+def _same_libraries(name: str) -> bool:
+    """Whether this machine's zstd / LZ4 libraries are those of the manifest, for
+    every codec the vector uses (then re-encoding gives the same frames)."""
+    return all(SAME_LIBRARY[c] for c in _codecs(name))
 
 
 def _raw(t: torch.Tensor) -> bytes:
@@ -164,13 +186,31 @@ def test_vectors_cover_codecs_and_filters() -> None:
     assert ("CODEC_UNSPECIFIED", "FILTER_UNSPECIFIED") in seen
     assert ("CODEC_ZSTD", "FILTER_UNSPECIFIED") in seen
     assert ("CODEC_ZSTD", "FILTER_BYTE_SHUFFLE") in seen
+    assert ("CODEC_LZ4", "FILTER_UNSPECIFIED") in seen
+    assert ("CODEC_LZ4", "FILTER_BYTE_SHUFFLE") in seen
+    # Every codec of the schema has a vector.
+    every = {v.name for v in tensor_pb2.Codec.DESCRIPTOR.values}
+    assert {codec for codec, _ in seen} == every
+
+
+def test_vectors_cover_several_frames() -> None:
+    """A tensor above 512 KiB is cut into frames (section 7); one vector has one."""
+    several = [
+        (name, t["name"])
+        for name in NAMES
+        for t in _expected(name)["tensors"]
+        if t["codec"] != "CODEC_UNSPECIFIED" and t["raw_size"] > FRAME_BYTES
+    ]
+    assert several, "no golden vector has a tensor of several frames"
 
 
 def test_generator_lists_the_manifest_vectors() -> None:
     assert [v.name for v in gen.VECTORS] == NAMES
 
 
-@pytest.mark.skipif(not SAME_ZSTD, reason="zstd version differs from the one in the manifest")
+@pytest.mark.skipif(
+    not (SAME_ZSTD and SAME_LZ4), reason="zstd or LZ4 version differs from the manifest's"
+)
 def test_generator_reproduces_every_file() -> None:
     for filename, content in gen.render().items():
         assert (VECTORS / filename).read_bytes() == content, f"{filename} would change"
@@ -221,16 +261,53 @@ def test_records_match_expectations(name: str) -> None:
         if t["codec"] == "CODEC_UNSPECIFIED":
             assert data == raw  # stored raw: the data field is the raw bytes
             continue
-        # Exactly one frame that records its content size, holding the filtered bytes.
-        params = zstandard.get_frame_parameters(data)
-        assert params.content_size == t["raw_size"]
-        assert params.dict_id == 0
-        filtered = zstandard.ZstdDecompressor().decompress(data)
+        if t["codec"] == "CODEC_ZSTD":
+            # Exactly one frame that records its content size, holding the filtered bytes.
+            params = zstandard.get_frame_parameters(data)
+            assert params.content_size == t["raw_size"]
+            assert params.dict_id == 0
+            filtered = zstandard.ZstdDecompressor().decompress(data)
+        else:
+            filtered = _check_lz4_frames(data, t["raw_size"], rec.frames)
         width = rec.dtype.itemsize if rec.lossy is None else _PAYLOAD_WIDTH[t["lossy"]["method"]]
         if t["filter"] == "FILTER_BYTE_SHUFFLE":
             assert filtered == _shuffle_reference(raw, width)
         else:
             assert filtered == raw
+
+
+def _writer_cuts(raw_size: int) -> list[int]:
+    """Content sizes of the frames a flwire writer makes (section 7): 524,288
+    bytes each, the last one holding the rest."""
+    sizes = [FRAME_BYTES] * (raw_size // FRAME_BYTES)
+    return sizes + ([raw_size % FRAME_BYTES] if raw_size % FRAME_BYTES else [])
+
+
+def _check_lz4_frames(data: bytes, raw_size: int, found: Any) -> bytes:
+    """Walk a tensor's LZ4 data with the reference walker, check it against the
+    rules of section 7 and against the frames flwire's reader found, and
+    return the decompressed (filtered) bytes, decoded by the reference."""
+    frames = ref_lz4.split_frames(data)  # magic, versions, reserved bits, blocks, end marks
+    assert frames[-1].end == len(data)
+    for f in frames:
+        assert f.content_size is not None, "every frame records its content size"
+        assert f.dict_id is None, "no dictionary id"
+        assert f.header_checksum_ok
+        # What flwire writers write (other writers MAY differ): a block maximum
+        # of at most 1 MiB (liblz4 lowers the 1 MiB asked for to the smallest
+        # size that holds the frame), so a frame of 512 KiB is one block; no
+        # block or content checksums.
+        assert f.block_max == min(m for m in ref_lz4.BLOCK_MAX.values() if m >= f.content_size)
+        assert f.block_max <= 1 << 20 and len(f.blocks) == 1
+        assert not f.has_block_checksum and not f.has_content_checksum
+    sizes = [f.content_size for f in frames]
+    assert sizes == _writer_cuts(raw_size)
+    assert all(size >= MIN_FRAME_BYTES for size in sizes[:-1])
+    offsets = [sum(sizes[:k]) for k in range(len(sizes))]
+    assert [(g.start, g.end, g.offset, g.size) for g in found] == [
+        (f.start, f.end, offset, f.content_size) for f, offset in zip(frames, offsets, strict=True)
+    ]
+    return b"".join(ref_lz4.decompress_frame(f) for f in frames)
 
 
 def _varint_len(value: int) -> int:
@@ -310,7 +387,7 @@ def _header(t: Any) -> tuple[Any, ...]:
 
 
 def _assert_equivalent(fresh: bytes, golden: bytes, name: str) -> None:
-    """Same message up to the zstd frames: every field but `data` equal, and `data`
+    """Same message up to the zstd and LZ4 frames: every field but `data` equal, and `data`
     equal once decompressed (and unshuffled, which the decode comparison covers)."""
     got, want = tensor_pb2.TensorMap.FromString(fresh), tensor_pb2.TensorMap.FromString(golden)
     assert dict(got.metadata) == dict(want.metadata)
@@ -320,6 +397,10 @@ def _assert_equivalent(fresh: bytes, golden: bytes, name: str) -> None:
         assert (a.codec, a.filter) == (b.codec, b.filter)
         if a.codec == tensor_pb2.CODEC_ZSTD:
             assert dctx.decompress(a.data) == dctx.decompress(b.data)
+        elif a.codec == tensor_pb2.CODEC_LZ4:
+            sizes = [f.content_size for f in ref_lz4.split_frames(a.data)]
+            assert sizes == _writer_cuts(a.raw_size)
+            assert ref_lz4.decompress_all(a.data) == ref_lz4.decompress_all(b.data)
         else:
             assert a.data == b.data
     assert _decoded_signature(fresh) == _expected_signature(name)
@@ -327,19 +408,22 @@ def _assert_equivalent(fresh: bytes, golden: bytes, name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reencoding_gives_the_same_bytes(name: str) -> None:
-    """Byte-identical output, except for zstd frames made by another libzstd.
+    """Byte-identical output, except for frames made by another zstd or LZ4 library.
 
-    zstd output is deterministic for one level and library version, but other
-    versions may pick different, equally valid frames: the wire stays valid,
-    so then only the decompressed contents must match (next test).
+    zstd and LZ4 output is deterministic for one level and library version, but
+    other versions may pick different, equally valid frames: the wire stays
+    valid, so then only the decompressed contents must match (next test).
     """
-    if _uses_zstd(name) and not SAME_ZSTD:
-        pytest.skip(f"zstandard {zstandard.__version__} differs from the manifest's")
+    if not _same_libraries(name):
+        pytest.skip(
+            f"zstandard {zstandard.__version__} / lz4 {lz4.__version__} "
+            f"(liblz4 {lz4.library_version_string()}) differ from the manifest's"
+        )
     assert BUILDERS[name].encode() == _bin(name)
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if _uses_zstd(n)])
-def test_reencoding_zstd_vectors_decompresses_the_same(name: str) -> None:
+@pytest.mark.parametrize("name", [n for n in NAMES if _codecs(n)])
+def test_reencoding_compressed_vectors_decompresses_the_same(name: str) -> None:
     _assert_equivalent(BUILDERS[name].encode(), _bin(name), name)
 
 
@@ -347,10 +431,10 @@ def test_reencoding_zstd_vectors_decompresses_the_same(name: str) -> None:
 
 
 def _frame_spans(data: bytes) -> list[range]:
-    """Byte ranges of the zstd frames (the `data` payloads of compressed tensors)."""
+    """Byte ranges of the zstd and LZ4 frames (the `data` payloads of compressed tensors)."""
     spans = []
     for (_, fields), rec in zip(_wire_tensors(data), read_tensor_map(data).records, strict=True):
-        if rec.codec_name == "CODEC_ZSTD":
+        if rec.codec_name != "CODEC_UNSPECIFIED":
             spans += [range(g.start, g.end) for g in fields if g.number == T_DATA]
     return spans
 
@@ -362,23 +446,42 @@ def _without_padding(data: bytes) -> tensor_pb2.TensorMap:
     return msg
 
 
+FLIP_ALL_BYTES = 8192
+FLIP_STRIDE = 13
+
+
+def _flip_positions(size: int, spans: list[range]) -> list[int]:
+    """The byte positions to flip: all of them, but in a frame of more than
+    FLIP_ALL_BYTES bytes only its first and last 512 and a stride between."""
+    skip: set[int] = set()
+    for span in spans:
+        if len(span) > FLIP_ALL_BYTES:
+            inner = range(span.start + 512, span.stop - 512)
+            skip.update(p for p in inner if (p - inner.start) % FLIP_STRIDE)
+    return [p for p in range(size) if p not in skip]
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if _bin(n)])
 def test_a_flipped_byte_is_detected(name: str) -> None:
     """Flipping bits of any byte makes decoding raise or give a different result.
 
-    Two exceptions. Inside a zstd frame some bits (padding, unused table
-    entries) do not change the output: there the decoded bytes are checked
-    against the CRC-32C, so the result is either refused or exact. Inside the
-    payload of a `padding` field the bytes carry no meaning and readers ignore
-    them: there the bytes must still be a valid TensorMap that decodes to the
-    identical result.
+    Two exceptions. Inside a zstd or LZ4 frame some bits (padding, unused table
+    entries, a match offset that points at equal bytes) do not change the
+    output: there the decoded bytes are checked against the CRC-32C, so the
+    result is either refused or exact. Inside the payload of a `padding` field
+    the bytes carry no meaning and readers ignore them: there the bytes must
+    still be a valid TensorMap that decodes to the identical result.
+
+    Every byte is flipped, except in frames longer than FLIP_ALL_BYTES: there
+    the first and last bytes (frame headers, end marks) and every
+    FLIP_STRIDE-th byte between them, so that the 500 KiB vector stays quick.
     """
     data = _bin(name)
     expected = _expected_signature(name)
     spans = _frame_spans(data)
     padding = _padding_payloads(data)
     original = _without_padding(data)
-    for pos in range(len(data)):
+    for pos in _flip_positions(len(data), spans):
         in_padding = any(pos in r for r in padding)
         for mask in (0x01, 0xFF):
             flipped = bytearray(data)
@@ -398,7 +501,7 @@ def test_a_flipped_byte_is_detected(name: str) -> None:
                 continue
             if result == expected:
                 assert any(pos in s for s in spans), (
-                    f"{name}: byte {pos} ^ {mask:#04x} went unnoticed outside a zstd frame "
+                    f"{name}: byte {pos} ^ {mask:#04x} went unnoticed outside a compressed frame "
                     "and outside a padding field"
                 )
 
@@ -427,7 +530,7 @@ def test_crc32c_check_value() -> None:
 def test_spec_shuffle_example() -> None:
     # docs/wire-format.md: three float16 values 1.0, -2.0, 0.5.
     raw = bytes.fromhex("003c00c00038")
-    shuffled = z.shuffled_slice(np.frombuffer(raw, np.uint8), 2, 0, len(raw)).tobytes()
+    shuffled = fl_shuffle.shuffled_slice(np.frombuffer(raw, np.uint8), 2, 0, len(raw)).tobytes()
     assert shuffled == bytes.fromhex("0000003cc038")
     assert shuffled == _shuffle_reference(raw, 2)
 
@@ -725,3 +828,326 @@ def test_lossy_limits_count_the_logical_size() -> None:
     with pytest.raises(PayloadTooLargeError):
         decode_tensor_map(data, limits=DecodeLimits(max_total_bytes=logical_total - 1))
     assert payload_total < logical_total - 1
+
+
+# ----------------------------------------------------------------------------- LZ4 (section 7)
+
+# One case per reader check of an LZ4 tensor's data, on the golden vectors.
+# lz4: tensor 0 is a 64x64 float32 (16,384 bytes) in one frame of one
+# compressed block; lz4_frames: tensor 0 a 513x256 float32 in two frames
+# (524,288 and 1,024 bytes). Each mirrors a case of TestLZ4Refusals in
+# tests/crosslang/go/conformance_test.go.
+
+_LZ4_HEADER = slice(4, 14)  # FLG, BD and the 8-byte content size of a flwire frame
+_HC = 14
+
+
+def _lz4_header(
+    frame: bytes,
+    *,
+    flg: int | None = None,
+    bd: int | None = None,
+    content_size: int | None = None,
+    hc_xor: int = 0,
+) -> bytes:
+    """``frame`` (a frame with a content size) with header fields replaced and
+    the header checksum recomputed (then spoiled by ``hc_xor``), so that only
+    the changed field is wrong."""
+    b = bytearray(frame)
+    if flg is not None:
+        b[4] = flg
+    if bd is not None:
+        b[5] = bd
+    if content_size is not None:
+        b[6:14] = content_size.to_bytes(8, "little")
+    b[_HC] = ref_lz4.header_checksum(bytes(b[_LZ4_HEADER])) ^ hc_xor
+    return bytes(b)
+
+
+def _raw_of(t: Any) -> bytes:
+    """The filtered bytes of an unshuffled LZ4 tensor (the content of its frames)."""
+    return ref_lz4.decompress_all(bytes(t.data))
+
+
+def _set_data(t: Any, data: bytes) -> None:
+    t.data = data
+
+
+def _resize(t: Any, size: int, data: bytes) -> None:
+    """Make ``t`` a uint8 tensor of ``size`` bytes whose data is ``data``."""
+    t.dtype, t.filter = tensor_pb2.DTYPE_UINT8, tensor_pb2.FILTER_UNSPECIFIED
+    t.ClearField("shape")
+    t.shape.append(size)
+    t.raw_size, t.data = size, data
+
+
+def _with_frame(build: Any) -> Any:
+    return lambda t: _set_data(t, build(t))
+
+
+def _skippable(payload: bytes) -> bytes:
+    return (0x184D2A50).to_bytes(4, "little") + len(payload).to_bytes(4, "little") + payload
+
+
+# (id, vector, tensor index, mutation, words the error names)
+_LZ4_REFUSALS: list[tuple[str, str, int, Any, tuple[str, ...]]] = [
+    ("not a frame", "lz4", 0, _with_frame(_raw_of), ("not an LZ4 frame",)),
+    (
+        "skippable frame first",
+        "lz4",
+        0,
+        _with_frame(lambda t: _skippable(b"skip") + t.data),
+        ("not an LZ4 frame",),
+    ),
+    (
+        "legacy frame",
+        "lz4",
+        0,
+        _with_frame(lambda t: ref_lz4.LEGACY_MAGIC.to_bytes(4, "little") + t.data[4:]),
+        ("not an LZ4 frame",),
+    ),
+    (
+        "version 00",
+        "lz4",
+        0,
+        _with_frame(lambda t: _lz4_header(t.data, flg=t.data[4] & 0x3F)),
+        ("unknown version or flags",),
+    ),
+    (
+        "reserved FLG bit",
+        "lz4",
+        0,
+        _with_frame(lambda t: _lz4_header(t.data, flg=t.data[4] | 0x02)),
+        ("unknown version or flags",),
+    ),
+    (
+        "reserved BD bit",
+        "lz4",
+        0,
+        _with_frame(lambda t: _lz4_header(t.data, bd=t.data[5] | 0x01)),
+        ("unknown version or flags",),
+    ),
+    (
+        "block maximum size id 3",
+        "lz4",
+        0,
+        _with_frame(lambda t: _lz4_header(t.data, bd=3 << 4)),
+        ("block size id 3",),
+    ),
+    (
+        "dictionary id",
+        "lz4",
+        0,
+        _with_frame(lambda t: ref_lz4.build_frame(_raw_of(t), block_max_id=4, dict_id=7)),
+        ("dictionary",),
+    ),
+    (
+        "no content size",
+        "lz4",
+        0,
+        _with_frame(lambda t: ref_lz4.build_frame(_raw_of(t), block_max_id=4, content_size=None)),
+        ("content size",),
+    ),
+    (
+        "content size one more than raw_size",
+        "lz4",
+        0,
+        _with_frame(lambda t: _lz4_header(t.data, content_size=16_385)),
+        ("16385", "raw_size says 16384"),
+    ),
+    (
+        "content size one less than raw_size",
+        "lz4",
+        0,
+        _with_frame(lambda t: _lz4_header(t.data, content_size=16_383)),
+        ("16383", "raw_size says 16384"),
+    ),
+    (
+        "a frame after the last",
+        "lz4_frames",
+        0,
+        _with_frame(lambda t: t.data + ref_lz4.build_frame(b"x")),
+        ("frame #1 holds 1024 bytes and is not the last",),
+    ),
+    (
+        "frames add up to one more than raw_size",
+        "lz4_frames",
+        0,
+        _with_frame(
+            lambda t: (
+                t.data[: ref_lz4.split_frames(t.data)[0].end]
+                + ref_lz4.build_frame(_raw_of(t)[524_288:] + b"x", block_max_id=4)
+            )
+        ),
+        ("525313", "raw_size says 525312"),
+    ),
+    (
+        "a missing last frame",
+        "lz4_frames",
+        0,
+        _with_frame(lambda t: t.data[: ref_lz4.split_frames(t.data)[0].end]),
+        ("524288", "raw_size says 525312"),
+    ),
+    (
+        "a short frame before the last",
+        "lz4",
+        0,
+        _with_frame(
+            lambda t: (
+                ref_lz4.build_frame(_raw_of(t)[:16], block_max_id=4)
+                + ref_lz4.build_frame(_raw_of(t)[16:], block_max_id=4)
+            )
+        ),
+        ("holds 16 bytes and is not the last",),
+    ),
+    (
+        "a trailing byte",
+        "lz4",
+        0,
+        _with_frame(lambda t: t.data + b"\x00"),
+        ("not an LZ4 frame",),
+    ),
+    (
+        "truncated header",
+        "lz4",
+        0,
+        _with_frame(lambda t: t.data[:10]),
+        ("truncated",),
+    ),
+    (
+        "no end mark",
+        "lz4",
+        0,
+        _with_frame(lambda t: t.data[:-4]),
+        ("truncated",),
+    ),
+    (
+        "block runs past the data",
+        "lz4",
+        0,
+        _with_frame(lambda t: t.data[:100]),
+        ("truncated",),
+    ),
+    (
+        "block above the block maximum size",
+        "lz4",
+        0,
+        # A block maximum of 64 KiB, and one stored block of 80 KiB.
+        _with_frame(
+            lambda t: ref_lz4.build_frame(_raw_of(t) * 5, block_max_id=4, block_sizes=[81_920])
+        ),
+        ("above the frame's block size 65536",),
+    ),
+    (
+        "content size beyond what the blocks hold",
+        "lz4",
+        0,
+        # 1 GiB declared (within the default limits) for one block of 30 bytes:
+        # refused before 1 GiB is allocated.
+        lambda t: _resize(t, 1 << 30, ref_lz4.build_frame(b"\x00" * 16, content_size=1 << 30)),
+        ("more than its blocks can hold",),
+    ),
+    (
+        "header checksum",
+        "lz4",
+        0,
+        _with_frame(lambda t: _lz4_header(t.data, hc_xor=0x01)),
+        ("corrupt LZ4 data",),
+    ),
+    (
+        "blocks shorter than the content size",
+        "lz4",
+        0,
+        # One literal-only block of 16,383 bytes in a frame that declares 16,384:
+        # the block could hold more, so only decompressing finds it.
+        _with_frame(
+            lambda t: ref_lz4.build_frame(
+                _raw_of(t)[:-1], block_max_id=4, compressed=True, content_size=16_384
+            )
+        ),
+        ("LZ4",),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("vector", "index", "mutate", "words"),
+    [pytest.param(*case[1:], id=case[0]) for case in _LZ4_REFUSALS],
+)
+def test_malformed_lz4_data_is_refused(
+    vector: str, index: int, mutate: Any, words: tuple[str, ...]
+) -> None:
+    msg = tensor_pb2.TensorMap.FromString(_bin(vector))
+    t = msg.tensors[index]
+    assert t.codec == tensor_pb2.CODEC_LZ4
+    mutate(t)
+    data = msg.SerializeToString()
+    with pytest.raises(SerializationException) as info:
+        decode_tensor_map(data, as_numpy=True)
+    for word in (repr(t.name), *words):
+        assert word in str(info.value), (word, str(info.value))
+
+
+# The refusals that need no decompression come from walking the frames, before
+# anything is allocated for the tensor: read_tensor_map refuses them already.
+_LZ4_REFUSED_BY_DECOMPRESSING = {"header checksum", "blocks shorter than the content size"}
+
+
+@pytest.mark.parametrize(
+    ("vector", "index", "mutate"),
+    [
+        pytest.param(*case[1:4], id=case[0])
+        for case in _LZ4_REFUSALS
+        if case[0] not in _LZ4_REFUSED_BY_DECOMPRESSING
+    ],
+)
+def test_malformed_lz4_frames_are_refused_before_decompressing(
+    vector: str, index: int, mutate: Any
+) -> None:
+    msg = tensor_pb2.TensorMap.FromString(_bin(vector))
+    mutate(msg.tensors[index])
+    with pytest.raises(SerializationException):
+        read_tensor_map(msg.SerializeToString())
+
+
+@pytest.mark.parametrize("case", sorted(_LZ4_REFUSED_BY_DECOMPRESSING))
+def test_lz4_frames_refused_by_decompressing_pass_the_walk(case: str) -> None:
+    (vector, index, mutate) = next(c[1:4] for c in _LZ4_REFUSALS if c[0] == case)
+    msg = tensor_pb2.TensorMap.FromString(_bin(vector))
+    mutate(msg.tensors[index])
+    assert len(read_tensor_map(msg.SerializeToString()).records[index].frames) == 1
+
+
+def test_lz4_frames_of_other_writers_are_accepted() -> None:
+    """Section 7: what flwire writers do not write but readers accept: content
+    and block checksums, linked blocks, uncompressed blocks, 4 MiB and 64 KiB
+    block maxima, an uncompressed block of 0 bytes; decoded to the .json bytes."""
+    msg = tensor_pb2.TensorMap.FromString(_bin("lz4"))
+    t = msg.tensors[0]
+    raw = _raw_of(t)
+    want = bytes.fromhex(_expected("lz4")["tensors"][0]["raw_hex"])
+    assert raw == want  # the tensor is unshuffled
+    frames = [
+        lz4.frame.compress(raw, content_checksum=True, block_checksum=True, store_size=True),
+        lz4.frame.compress(raw, block_size=lz4.frame.BLOCKSIZE_MAX4MB, store_size=True),
+        lz4.frame.compress(
+            raw, block_size=lz4.frame.BLOCKSIZE_MAX64KB, block_linked=True, store_size=True
+        ),
+        ref_lz4.build_frame(raw, block_max_id=7, block_sizes=[100, 0, 16_284]),
+        ref_lz4.build_frame(raw, block_max_id=4, compressed=True, content_checksum=True),
+        ref_lz4.build_frame(raw, block_max_id=4, block_checksum=True),
+    ]
+    for k, frame in enumerate(frames):
+        t.data = frame
+        out = decode_tensor_map(msg.SerializeToString(), as_numpy=True)
+        assert out["smooth"].tobytes() == want, k
+
+
+def test_lz4_frame_of_zero_bytes_for_an_empty_tensor_is_accepted() -> None:
+    """Section 7: a reader MAY accept a frame of content size 0 for an empty
+    tensor; flwire-python does (and never writes one)."""
+    t = tensor_pb2.Tensor(name="e", dtype=tensor_pb2.DTYPE_FLOAT32, shape=[0, 3])
+    t.codec = tensor_pb2.CODEC_LZ4
+    t.data = ref_lz4.build_frame(b"")
+    out = decode_tensor_map(tensor_pb2.TensorMap(tensors=[t]).SerializeToString(), as_numpy=True)
+    assert out["e"].shape == (0, 3)
