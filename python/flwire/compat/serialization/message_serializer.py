@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 
 from flwire import messages as m
-from flwire.exceptions import SerializationException
+from flwire.exceptions import MessageValidationError, SerializationException
 from flwire.messages.capabilities import enum_short_name
 from flwire.messages.schema import BODY_TYPES, BodyType
 from flwire.v1 import messages_pb2 as pb
@@ -184,6 +184,8 @@ class MessageSerializer:
         extensions = {k: v for k, v in payload.items() if k not in known}
         try:
             msg = builder(**kwargs, extensions=extensions)
+        except MessageValidationError as exc:  # keep the class and its violations
+            raise MessageValidationError(f"{message_type} payload: {exc}", exc.violations) from None
         except SerializationException as exc:
             raise SerializationException(f"{message_type} payload: {exc}") from None
         except (TypeError, ValueError) as exc:
