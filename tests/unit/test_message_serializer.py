@@ -8,13 +8,13 @@ import time
 
 import pytest
 import torch
+from helpers import assert_same_state_dict, values_equal
 
-from flwire.exceptions import SerializationException
-from flwire.serialization import messages
-from flwire.serialization.message_serializer import MessageSerializer
-from flwire.serialization.messages import MessageDecodeError
-from flwire.serialization.values import values_equal
-from flwire.serialization.weight_serializer import WeightSerializer
+from flwire import messages
+from flwire.compat.serialization.message_serializer import MessageSerializer
+from flwire.compat.serialization.weight_serializer import WeightSerializer
+from flwire.exceptions import MessageValidationError, SerializationException
+from flwire.tensors import codecs
 from flwire.v1 import messages_pb2 as pb
 
 STATE = {
@@ -34,14 +34,6 @@ EXTRAS = {
     "x_dict": {"a": {"b": [None, 1]}},
     "x_nan": float("nan"),
 }
-
-
-def assert_same_state(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
-    assert list(got) == list(want)
-    for name, t in want.items():
-        assert got[name].dtype == t.dtype
-        assert got[name].shape == t.shape
-        assert torch.equal(got[name].reshape(-1).view(torch.uint8), t.reshape(-1).view(torch.uint8))
 
 
 def weights_bytes() -> bytes:
@@ -81,11 +73,11 @@ def test_client_update_message_round_trip():
     assert values_equal(payload["metrics"], METRICS)
     assert type(payload["metrics"]["epochs"]) is int
     assert type(payload["metrics"]["converged"]) is bool
-    assert_same_state(WeightSerializer.deserialize_weights(payload["weights"]), STATE)
+    assert_same_state_dict(WeightSerializer.deserialize_weights(payload["weights"]), STATE)
     # weights also accepted as a state dict
     raw2 = MessageSerializer.create_client_update_message("c", 0, STATE, {})
     out2 = MessageSerializer.deserialize_message(raw2)
-    assert_same_state(WeightSerializer.deserialize_weights(out2["payload"]["weights"]), STATE)
+    assert_same_state_dict(WeightSerializer.deserialize_weights(out2["payload"]["weights"]), STATE)
     assert out2["payload"]["metrics"] == {}
 
 
@@ -97,7 +89,7 @@ def test_server_broadcast_message_round_trip():
     payload = out["payload"]
     assert payload["round_id"] == 4
     assert values_equal(payload["config"], config)
-    assert_same_state(WeightSerializer.deserialize_weights(payload["weights"]), STATE)
+    assert_same_state_dict(WeightSerializer.deserialize_weights(payload["weights"]), STATE)
 
 
 def test_server_broadcast_without_config_gives_an_empty_config():
@@ -161,7 +153,7 @@ def test_every_type_keeps_unknown_keys_typed(kind):
         assert values_equal(got[key], value), key
     for key, value in minimal_payload(kind).items():
         if key == "weights":
-            assert_same_state(WeightSerializer.deserialize_weights(got["weights"]), STATE)
+            assert_same_state_dict(WeightSerializer.deserialize_weights(got["weights"]), STATE)
         elif key == "model_info":
             assert got["model_info"]["name"] == value["name"]
         else:
@@ -253,6 +245,61 @@ def test_empty_known_values_are_not_dropped(kind, payload):
     assert out["payload"]["config"] == {} and out["payload"]["client_ids"] == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "payload", "expected"),
+    [
+        (
+            "evaluation_result",
+            {"client_id": "c1", "round_id": 2},
+            {"client_id": "c1", "round_id": 2, "metrics": {}, "num_examples": 0},
+        ),
+        (
+            "heartbeat",
+            {"client_id": "c1"},
+            {"client_id": "c1", "status": "idle", "system_metrics": {}},
+        ),
+        ("training_start", {"round_id": 0}, {"round_id": 0, "config": {}, "client_ids": []}),
+        ("evaluation_request", {"round_id": 1}, {"round_id": 1, "config": {}, "client_ids": []}),
+        ("shutdown", {}, {}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_decoded_payloads_always_carry_maps_lists_and_ruled_scalars(kind, payload, expected):
+    """Map and list fields always come back (empty if not sent), and so do the
+    scalars the schema has a rule for (ids, rounds, counts: num_examples 0);
+    other scalars (shutdown's reason) only when set."""
+    out = MessageSerializer.deserialize_message(MessageSerializer.serialize_message(kind, payload))
+    assert values_equal(out["payload"], expected)
+
+
+def test_decoded_registration_carries_its_capabilities_and_attributes():
+    out = MessageSerializer.deserialize_message(
+        MessageSerializer.serialize_message("client_registration", {"client_id": "c1"})
+    )
+    assert values_equal(
+        out["payload"],
+        {
+            "client_id": "c1",
+            "supported_codecs": list(codecs.names()),  # every codec this flwire decodes
+            "supported_filters": ["byte_shuffle"],
+            "supported_lossy": ["float16", "bfloat16", "int8", "topk"],
+            "attributes": {},
+        },
+    )
+    assert out["payload"]["supported_codecs"] == ["zstd", "lz4"]
+
+
+def test_decoded_client_update_carries_num_examples_zero():
+    out = MessageSerializer.deserialize_message(
+        MessageSerializer.create_client_update_message("c1", 4, weights_bytes(), {})
+    )
+    payload = out["payload"]
+    assert set(payload) == {"client_id", "round_id", "weights", "metrics", "num_examples"}
+    assert payload["num_examples"] == 0 and type(payload["num_examples"]) is int
+    assert payload["metrics"] == {}
+    assert "delta" not in payload  # a flag: only when set
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
@@ -316,6 +363,35 @@ def test_invalid_payloads_raise_serialization_exception(kind, payload):
         MessageSerializer.serialize_message(kind, payload)
 
 
+@pytest.mark.parametrize(
+    ("kind", "payload", "field", "rule"),
+    [
+        ("training_start", {"round_id": -1}, "training_start.round_id", "non_negative"),
+        (
+            "client_update",
+            {"client_id": "", "round_id": 0, "weights": {}},
+            "client_update.client_id",
+            "required",
+        ),
+        (
+            "evaluation_result",
+            {"client_id": "c", "round_id": 0, "num_examples": -5},
+            "evaluation_result.num_examples",
+            "non_negative",
+        ),
+    ],
+)
+def test_payloads_breaking_a_schema_rule_raise_message_validation_error(kind, payload, field, rule):
+    """Building an invalid message is a validation error listing the violations,
+    through the compat serializer too (still a SerializationException)."""
+    with pytest.raises(MessageValidationError) as info:
+        MessageSerializer.serialize_message(kind, payload)
+    assert isinstance(info.value, SerializationException)
+    assert not isinstance(info.value, messages.MessageDecodeError)
+    assert [(v.field, v.rule) for v in info.value.violations] == [(field, rule)]
+    assert field in str(info.value)
+
+
 def test_cyclic_payload_is_refused_with_serialization_exception():
     """KNOWN BUG: a self-referencing list/dict raises RecursionError, not
     SerializationException (same for nesting deeper than the interpreter's limit)."""
@@ -339,7 +415,7 @@ def test_cyclic_payload_is_refused_with_serialization_exception():
     ids=repr,
 )
 def test_deserialize_refuses_with_message_decode_error(raw):
-    with pytest.raises(MessageDecodeError):
+    with pytest.raises(messages.MessageDecodeError):
         MessageSerializer.deserialize_message(raw)
     with pytest.raises(ValueError):  # what callers of the old JSON serializer catch
         MessageSerializer.deserialize_message(raw)
