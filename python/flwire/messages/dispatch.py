@@ -57,6 +57,10 @@ class Dispatcher:
         name = body_type(body).name if isinstance(body, str) else body_type_of(body).name
         self.routes[name] = handler
 
+    def type_name(self, msg: Message) -> str:
+        """The name the logs give ``msg``'s type (a subclass may use its own names)."""
+        return msg.type
+
     def handlers_for(self, msg: Message) -> list[Callable[[Message], Any]]:
         """The handlers to call for ``msg``, in order (subclasses may add some)."""
         typed = self.routes.get(msg.type)
@@ -73,13 +77,15 @@ class Dispatcher:
             return False
         if self.seen is not None and msg.message_id in self.seen:
             self.stats["duplicates"] += 1
-            logger.info("Skipped a redelivered %s message %s", msg.type, msg.message_id)
+            logger.info("Skipped a redelivered %s message %s", self.type_name(msg), msg.message_id)
             return False
         handlers = self.handlers_for(msg)
         if not handlers:
             self.stats["unhandled"] += 1
             logger.warning(
-                "No handler registered for message type: %s (from %r)", msg.type, msg.sender_id
+                "No handler registered for message type: %s (from %r)",
+                self.type_name(msg),
+                msg.sender_id,
             )
             return False
         try:
@@ -88,7 +94,10 @@ class Dispatcher:
         except Exception:
             self.stats["handler_errors"] += 1
             logger.exception(
-                "Handler for %s message %s from %r failed", msg.type, msg.message_id, msg.sender_id
+                "Handler for %s message %s from %r failed",
+                self.type_name(msg),
+                msg.message_id,
+                msg.sender_id,
             )
             return False
         self.stats["handled"] += 1

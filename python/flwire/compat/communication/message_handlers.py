@@ -41,6 +41,10 @@ class MessageHandler(Dispatcher):
         self.handlers[message_type] = handler
         logger.info("Registered handler for message type: %s", message_type)
 
+    def type_name(self, msg: Message) -> str:
+        # Logs name types as the old API registers them (heartbeat -> client_heartbeat).
+        return old_type_name(msg.type)
+
     def handlers_for(self, msg: Message) -> list[Callable[[Message], Any]]:
         found = super().handlers_for(msg)
         old = self.handlers.get(old_type_name(msg.type))
