@@ -9,19 +9,19 @@ import logging
 import pytest
 import torch
 
-from flwire.communication.message_handlers import (
+from flwire import messages
+from flwire.compat.communication.message_handlers import (
     ClientMessageHandler,
     MessageHandler,
     ServerMessageHandler,
 )
-from flwire.serialization import messages
-from flwire.serialization.message_serializer import MessageSerializer, old_type_name
-from flwire.serialization.messages import Message
-from flwire.serialization.weight_serializer import WeightSerializer
+from flwire.compat.serialization.message_serializer import MessageSerializer, old_type_name
+from flwire.compat.serialization.weight_serializer import WeightSerializer
+from flwire.messages.schema import types_from
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import tensor_pb2, values_pb2
 
-LOGGER = "flwire.communication.message_handlers"
+LOGGER = "flwire.compat.communication.message_handlers"
 WEIGHTS = {"w": torch.tensor([[1.0, 2.0], [3.0, -4.0]]), "n": torch.tensor([5], dtype=torch.int64)}
 
 
@@ -162,6 +162,20 @@ def test_client_handler_leaves_client_messages_unhandled(blob, caplog):
     assert "c1" in record.getMessage()
 
 
+def test_client_handler_maps_every_type_the_server_sends():
+    # The routes follow the schema's (flwire.v1.message).sender options.
+    assert set(ClientMessageHandler.METHODS) == set(types_from("server"))
+
+
+def test_server_handler_maps_only_types_clients_send():
+    assert set(ServerMessageHandler.METHODS) <= set(types_from("client"))
+    assert set(ServerMessageHandler.METHODS) == {
+        "client_update",
+        "client_registration",
+        "heartbeat",
+    }
+
+
 # ----------------------------------------------------------------------------- server side
 
 
@@ -248,7 +262,7 @@ def test_typed_route_receives_the_decoded_message():
     blob = messages.client_update("c1", 4, WEIGHTS, {"loss": 0.1}).to_bytes()
     assert run(handler.handle_message(blob)) is True
     (msg,) = seen
-    assert isinstance(msg, Message)
+    assert isinstance(msg, messages.Message)
     assert msg.type == "client_update"
     assert msg.body.round_id == 4
     assert msg.sender_id == "c1"
