@@ -22,6 +22,8 @@ I32 = 5
 
 _WIRE_TYPE_NAMES = {VARINT: "varint", I64: "fixed64", LEN: "length-delimited", I32: "fixed32"}
 _UINT64_MASK = (1 << 64) - 1
+#: A varint holds at most 64 bits: 10 bytes of 7 bits.
+MAX_VARINT_BYTES = 10
 #: Deepest nesting of (deprecated) groups the walker skips before refusing the input.
 MAX_GROUP_DEPTH = 32
 
@@ -67,7 +69,7 @@ def decode_varint(buf: memoryview, pos: int, end: int, what: str) -> tuple[int, 
         if byte < 0x80:
             return result & _UINT64_MASK, pos
         shift += 7
-        if shift >= 70:
+        if shift >= 7 * MAX_VARINT_BYTES:
             raise SerializationException(f"varint longer than 10 bytes in {what} at byte {pos}")
 
 

@@ -47,6 +47,23 @@ logger = logging.getLogger(__name__)
 
 #: Longest single poll() on a consumer; see _KafkaSubscription._fetch.
 _POLL_SLICE_S = 0.02
+#: Most records one fetch hands to the event loop.
+_FETCH_BATCH = 500
+#: How often the producer thread serves delivery reports.
+_PRODUCER_POLL_S = 0.05
+#: How long stop() waits for queued records to be delivered.
+_FLUSH_TIMEOUT_S = 30
+#: How long stop() waits for the producer thread to end.
+_POLLER_JOIN_S = 5
+#: Bounds of metadata requests: listing topics, and the health check.
+_METADATA_TIMEOUT_S = 10
+_HEALTH_TIMEOUT_S = 3
+#: Pause before producing again when librdkafka's local queue is full.
+_QUEUE_FULL_BACKOFF_S = 0.05
+#: Room in the producer's ``message.max.bytes`` for a record's key, headers and framing.
+_RECORD_OVERHEAD = 4096
+#: Records a fetch may bring per partition, in units of ``max_record_bytes``.
+_FETCH_RECORDS = 16
 
 
 def _reason(err: Any) -> str:
@@ -87,7 +104,7 @@ class _KafkaSubscription(Subscription):
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     def _fetch(self) -> list[Any]:
-        """The records available now (up to 500), else wait up to the poll timeout
+        """The records available now (up to _FETCH_BATCH), else wait up to the poll timeout
         for the first one and take what arrived with it.
 
         The wait is cut into short poll() slices: a batch consume() with a
@@ -96,14 +113,14 @@ class _KafkaSubscription(Subscription):
         """
         consumer = self._consumer
         assert consumer is not None
-        batch: list[Any] = consumer.consume(500, 0)
+        batch: list[Any] = consumer.consume(_FETCH_BATCH, 0)
         if batch:
             return batch
         deadline = time.monotonic() + self._poll_timeout
         while True:
             first = consumer.poll(min(_POLL_SLICE_S, self._poll_timeout))
             if first is not None:
-                return [first, *consumer.consume(499, 0)]
+                return [first, *consumer.consume(_FETCH_BATCH - 1, 0)]
             if self._closed or time.monotonic() >= deadline:
                 return []
 
@@ -213,7 +230,7 @@ class KafkaTransport(Transport):
             "acks": "all",
             "compression.type": "none",
             "linger.ms": 2,
-            "message.max.bytes": max_record_bytes + 4096,
+            "message.max.bytes": max_record_bytes + _RECORD_OVERHEAD,
             **(producer_config or {}),
         }
         self.consumer_config = {
@@ -223,7 +240,7 @@ class KafkaTransport(Transport):
             "enable.partition.eof": False,
             # Records are up to max_record_bytes (1 MB) each: let one fetch bring
             # many of them, not one per round trip to the broker.
-            "max.partition.fetch.bytes": 16 * max_record_bytes,
+            "max.partition.fetch.bytes": _FETCH_RECORDS * max_record_bytes,
             **(consumer_config or {}),
         }
         self._producer: Producer | None = None
@@ -246,7 +263,7 @@ class KafkaTransport(Transport):
 
     def _poll(self) -> None:
         while self._running and self._producer is not None:
-            self._producer.poll(0.05)
+            self._producer.poll(_PRODUCER_POLL_S)
 
     async def stop(self) -> None:
         if not self._running:
@@ -257,17 +274,19 @@ class KafkaTransport(Transport):
         producer = self._producer
         if producer is not None:
             loop = asyncio.get_running_loop()
-            remaining = await loop.run_in_executor(None, producer.flush, 30)
+            remaining = await loop.run_in_executor(None, producer.flush, _FLUSH_TIMEOUT_S)
             if remaining:
                 logger.error("%d Kafka record(s) were not delivered before stop", remaining)
         self._running = False
         if self._poller is not None:
-            self._poller.join(timeout=5)
+            self._poller.join(timeout=_POLLER_JOIN_S)
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         admin = self._require(self._admin)
         loop = asyncio.get_running_loop()
-        existing = await loop.run_in_executor(None, lambda: admin.list_topics(timeout=10).topics)
+        existing = await loop.run_in_executor(
+            None, lambda: admin.list_topics(timeout=_METADATA_TIMEOUT_S).topics
+        )
         missing = [t for t in topics if t not in existing]
         if not missing:
             return
@@ -310,7 +329,7 @@ class KafkaTransport(Transport):
                 producer.produce(topic, data, key, headers=headers or None, on_delivery=on_delivery)
                 break
             except BufferError:  # local queue full: let deliveries drain
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(_QUEUE_FULL_BACKOFF_S)
             except KafkaException as exc:
                 raise CommunicationException(
                     f"could not send to {topic!r}: {_reason(exc.args[0])}"
@@ -332,7 +351,7 @@ class KafkaTransport(Transport):
             return False
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, lambda: admin.list_topics(timeout=3))
+            await loop.run_in_executor(None, lambda: admin.list_topics(timeout=_HEALTH_TIMEOUT_S))
         except KafkaException:
             return False
         return True
