@@ -8,11 +8,12 @@ import io
 import pytest
 import torch
 
+from flwire import messages
+from flwire.compat.serialization.message_serializer import MessageSerializer
+from flwire.compat.serialization.weight_serializer import WeightSerializer
 from flwire.exceptions import SerializationException
 from flwire.inspect_cmd import inspect_bytes
-from flwire.serialization import LossyConfig, WeightSerializer, read_tensor_map
-from flwire.serialization import messages as m
-from flwire.serialization.message_serializer import MessageSerializer
+from flwire.tensors import EncodeOptions, LossyConfig, read_tensor_map
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import tensor_pb2
 
@@ -76,26 +77,30 @@ def test_encoder_error_names_the_tensor():
 
 def test_message_builders_pass_lossy_through():
     sd = {"w": torch.randn(128, 128)}
+    bf16 = EncodeOptions(lossy=LossyConfig("bfloat16"))
     for msg in (
-        m.client_update("c1", 1, sd, lossy=LossyConfig("bfloat16"), delta=True),
-        m.global_update(1, sd, lossy=LossyConfig("bfloat16")),
-        m.evaluation_request(1, sd, lossy=LossyConfig("bfloat16")),
-        m.client_update("c1", 1, sd, codec={"lossy": LossyConfig("bfloat16")}),
+        messages.client_update("c1", 1, sd, options=bf16, delta=True),
+        messages.global_update(1, sd, options=bf16),
+        messages.evaluation_request(1, sd, options=bf16),
+        messages.client_update(
+            "c1", 1, sd, options=EncodeOptions("lz4", lossy=LossyConfig("bfloat16"))
+        ),
     ):
-        got = m.decode_message(msg.to_bytes())
+        got = messages.decode_message(msg.to_bytes())
         assert got.weights_info().records[0].lossy_name == "bfloat16"
         assert torch.equal(got.tensors()["w"], sd["w"].to(torch.bfloat16).float())
-    with pytest.raises(SerializationException, match="given twice"):
-        m.client_update(
-            "c1", 1, sd, lossy=LossyConfig("int8"), codec={"lossy": LossyConfig("topk")}
-        )
+    # The builders' lossy= and codec={...} keywords are gone: options=EncodeOptions(...).
+    with pytest.raises(TypeError, match="lossy"):
+        messages.client_update("c1", 1, sd, lossy=LossyConfig("int8"))
+    with pytest.raises(TypeError, match="codec"):
+        messages.client_update("c1", 1, sd, codec={"lossy": LossyConfig("topk")})
     blob = WeightSerializer.serialize_weights(sd)
     with pytest.raises(SerializationException, match="state dict"):
-        m.client_update("c1", 1, blob, lossy=LossyConfig("int8"))
+        messages.client_update("c1", 1, blob, options=EncodeOptions(lossy=LossyConfig("int8")))
 
 
 def test_registration_announces_every_lossy_method_by_default():
-    msg = m.decode_message(m.client_registration("c1").to_bytes())
+    msg = messages.decode_message(messages.client_registration("c1").to_bytes())
     caps = msg.body.capabilities
     assert list(caps.supported_lossy) == [
         tensor_pb2.LOSSY_CAST_FLOAT16,
@@ -103,36 +108,38 @@ def test_registration_announces_every_lossy_method_by_default():
         tensor_pb2.LOSSY_BLOCK_INT8,
         tensor_pb2.LOSSY_TOP_K,
     ]
-    assert m.supported_lossy(msg) == ["float16", "bfloat16", "int8", "topk"]
-    assert m.supported_lossy(msg.body) == m.supported_lossy(caps)
+    assert messages.supported_lossy(msg) == ["float16", "bfloat16", "int8", "topk"]
+    assert messages.supported_lossy(msg.body) == messages.supported_lossy(caps)
 
 
 def test_registration_with_chosen_lossy_methods_round_trips():
-    msg = m.client_registration("c1", supported_lossy=["int8", "LOSSY_TOP_K", 1])
-    got = m.decode_message(msg.to_bytes())
-    assert m.supported_lossy(got) == ["int8", "topk", "float16"]
-    none = m.decode_message(m.client_registration("c2", supported_lossy=()).to_bytes())
-    assert m.supported_lossy(none) == []
+    msg = messages.client_registration("c1", supported_lossy=["int8", "LOSSY_TOP_K", 1])
+    got = messages.decode_message(msg.to_bytes())
+    assert messages.supported_lossy(got) == ["int8", "topk", "float16"]
+    none = messages.decode_message(
+        messages.client_registration("c2", supported_lossy=()).to_bytes()
+    )
+    assert messages.supported_lossy(none) == []
     with pytest.raises(SerializationException, match="supported_lossy"):
-        m.client_registration("c3", supported_lossy=["int3"])
+        messages.client_registration("c3", supported_lossy=["int3"])
     # A method this flwire does not know (a newer client) is left out.
     caps = pb.Capabilities()
     caps.supported_lossy.extend([3, 99])  # type: ignore[list-item]
-    assert m.supported_lossy(caps) == ["int8"]
+    assert messages.supported_lossy(caps) == ["int8"]
     with pytest.raises(SerializationException, match="registration"):
-        m.supported_lossy("int8")
+        messages.supported_lossy("int8")
 
 
 def test_pick_lossy_chooses_a_method_every_client_supports():
-    a = m.client_registration("a", supported_lossy=["int8", "topk"])
-    b = m.client_registration("b", supported_lossy=["topk", "bfloat16"])
-    old = m.client_registration("old", supported_lossy=())
-    picked = m.pick_lossy([a, b], ["int8", "topk"])
+    a = messages.client_registration("a", supported_lossy=["int8", "topk"])
+    b = messages.client_registration("b", supported_lossy=["topk", "bfloat16"])
+    old = messages.client_registration("old", supported_lossy=())
+    picked = messages.pick_lossy([a, b], ["int8", "topk"])
     assert picked is not None and picked.method == "topk"
     custom = LossyConfig("topk", topk_fraction=0.1)
-    assert m.pick_lossy([a, b], [custom]) is custom
-    assert m.pick_lossy([a, b, old], ["int8", "topk"]) is None
-    assert m.pick_lossy([], ["int8"]) is None
+    assert messages.pick_lossy([a, b], [custom]) is custom
+    assert messages.pick_lossy([a, b, old], ["int8", "topk"]) is None
+    assert messages.pick_lossy([], ["int8"]) is None
 
 
 def test_old_style_registration_payload_lists_lossy_methods():
