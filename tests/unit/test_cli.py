@@ -1,7 +1,9 @@
-"""The ``flwire`` command line: help, inspect (files, stdin, errors), demo argument checks."""
+"""The ``flwire`` command line: help, --version, inspect (files, stdin, errors), demo
+argument checks, and no ``bench`` command."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import subprocess
 import sys
@@ -10,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from flwire import cli
+import flwire
+from flwire import messages
 from flwire.cli import main
-from flwire.serialization import messages as m
-from flwire.serialization.tensor_codec import encode_tensor_map, read_tensor_map
+from flwire.tensors import encode_tensor_map, read_tensor_map
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = ("demo", "inspect")
 
 
 def _weights() -> dict[str, torch.Tensor]:
@@ -26,8 +28,8 @@ def _weights() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture
-def update_msg() -> m.Message:
-    return m.client_update(
+def update_msg() -> messages.Message:
+    return messages.client_update(
         "client-3", round_id=2, weights=_weights(), metrics={"loss": 0.5}, num_examples=64
     )
 
@@ -59,11 +61,13 @@ def test_help_exits_zero_and_lists_commands(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "inspect", "bench"):
+    for command in COMMANDS:
         assert command in out
+    assert "bench" not in out
+    assert "--version" in out
 
 
-@pytest.mark.parametrize("command", ["demo", "inspect", "bench"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_subcommand_help_exits_zero(capsys, command):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -75,8 +79,9 @@ def test_no_arguments_prints_help_and_returns_two(capsys):
     assert main([]) == 2
     out = capsys.readouterr().out
     assert "usage: flwire" in out
-    for command in ("demo", "inspect", "bench"):
+    for command in COMMANDS:
         assert command in out
+    assert "bench" not in out
 
 
 def test_unknown_command_is_usage_error(capsys):
@@ -228,7 +233,7 @@ def test_inspect_via_python_module(update_file):
     assert result.stdout.count("crc ok") == 2
 
 
-# ----------------------------------------------------------------------------- demo / bench
+# ----------------------------------------------------------------------------- demo
 
 
 @pytest.mark.parametrize(
@@ -253,39 +258,56 @@ def test_demo_rejects_non_integer_clients(capsys):
     assert info.value.code == 2
 
 
-def test_bench_without_script_returns_two(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_find_bench", lambda: None)
-    assert main(["bench"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "bench.py" in err[0]
-
-
-def _record_bench_calls(monkeypatch) -> tuple[Path, list[list[str]]]:
-    calls: list[list[str]] = []
-    script = REPO_ROOT / "benchmarks" / "bench.py"
-    monkeypatch.setattr(cli, "_find_bench", lambda: script)
-    monkeypatch.setattr(cli.subprocess, "call", lambda argv: calls.append(argv) or 7)
-    return script, calls
-
-
-def test_bench_passes_positional_arguments_through(monkeypatch):
-    script, calls = _record_bench_calls(monkeypatch)
-    assert main(["bench", "x", "--quick"]) == 7
-    assert calls == [[sys.executable, str(script), "x", "--quick"]]
-
-
 @pytest.mark.parametrize(
     "argv",
-    [["bench", "--", "--quick"], ["bench", "--quick"]],
-    ids=["after-double-dash", "options-directly"],
+    [["bench"], ["bench", "--help"], ["bench", "x", "--quick"], ["bench", "--", "--quick"]],
+    ids=["bare", "help", "positional", "after-double-dash"],
 )
-def test_bench_passes_options_through(monkeypatch, argv):
-    # BUG: the help says "arguments after `bench` are passed to it (try `flwire bench --
-    # --help`)", but `bench -- --quick` hands ["--", "--quick"] to bench.py (which rejects
-    # "--"), and `bench --quick` is a flwire usage error (SystemExit 2).
-    script, calls = _record_bench_calls(monkeypatch)
-    assert main(argv) == 7
-    assert calls == [[sys.executable, str(script), "--quick"]]
+def test_bench_is_an_unknown_command(argv, tmp_path, monkeypatch, capsys):
+    """``flwire bench`` is gone: a usage error (exit code 2), and it never looks
+    for a benchmarks/bench.py above the current folder to run."""
+    marker = tmp_path / "ran"
+    script = tmp_path / "benchmarks" / "bench.py"
+    script.parent.mkdir()
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    cwd = tmp_path / "project" / "sub"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage" in err
+    assert "invalid choice: 'bench'" in err
+    assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- --version
+
+
+def test_version_prints_the_installed_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"flwire {importlib.metadata.version('flwire')}\n"
+
+
+def test_version_of_the_flwire_command():
+    # The console script installed beside this interpreter (pyproject's [project.scripts]).
+    command = Path(sys.executable).with_name("flwire")
+    assert command.exists(), f"{command}: the flwire command is not installed"
+    result = subprocess.run(
+        [str(command), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"flwire {importlib.metadata.version('flwire')}"
+
+
+def test_package_version_is_the_metadata_version():
+    assert flwire.__version__ == importlib.metadata.version("flwire")
 
 
 def test_keyboard_interrupt_returns_130(monkeypatch, tmp_path, capsys):
