@@ -12,8 +12,10 @@ and decompressed; what a reader checks of the sequence is here, once.
 from __future__ import annotations
 
 import abc
+import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +29,8 @@ FRAME_BYTES = 1 << 19
 #: Every frame but the last must hold at least this many bytes (wire format,
 #: section 7), which bounds the number of frames by ``raw_size``.
 MIN_FRAME_BYTES = 1 << 16
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,20 @@ class FrameCodec(abc.ABC):
     wire: int
     #: The level used when the caller does not give one.
     default_level: int
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def per_thread(self, key: Hashable, make: Callable[[], T]) -> T:
+        """This thread's ``make()`` result for ``key`` (compression contexts are
+        not thread-safe, and cheaper to keep than to create per frame)."""
+        cache: dict[Hashable, Any] | None = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        if key not in cache:
+            cache[key] = make()
+        value: T = cache[key]
+        return value
 
     @abc.abstractmethod
     def compress(self, data: Any, level: int) -> bytes:

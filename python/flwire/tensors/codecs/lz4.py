@@ -9,7 +9,6 @@ for zstd (wire format, section 7).
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import lz4.frame
@@ -50,15 +49,6 @@ class Lz4Codec(FrameCodec):
     name = "lz4"
     wire = tensor_pb2.CODEC_LZ4
     default_level = 0
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def _context(self) -> Any:
-        ctx = getattr(self._local, "dctx", None)
-        if ctx is None:
-            ctx = self._local.dctx = lz4.frame.create_decompression_context()
-        return ctx
 
     def compress(self, data: Any, level: int) -> bytes:
         return bytes(
@@ -137,7 +127,7 @@ class Lz4Codec(FrameCodec):
         return pos, size
 
     def decompress_into(self, frame: memoryview, out: np.ndarray, tensor_name: str) -> None:
-        ctx = self._context()
+        ctx = self.per_thread("decompress", lz4.frame.create_decompression_context)
         expected = out.nbytes
         try:
             result, _, _ = lz4.frame.decompress_chunk(ctx, frame, max_length=expected + 1)

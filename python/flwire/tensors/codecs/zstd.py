@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -30,28 +29,14 @@ class ZstdCodec(FrameCodec):
     wire = tensor_pb2.CODEC_ZSTD
     default_level = 1
 
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def _compressor(self, level: int) -> zstandard.ZstdCompressor:
-        cache: dict[int, zstandard.ZstdCompressor] | None = getattr(self._local, "cctx", None)
-        if cache is None:
-            cache = self._local.cctx = {}
-        cctx = cache.get(level)
-        if cctx is None:
-            cctx = cache[level] = zstandard.ZstdCompressor(
-                level=level, write_content_size=True, write_checksum=False
-            )
-        return cctx
-
-    def _decompressor(self) -> zstandard.ZstdDecompressor:
-        dctx: zstandard.ZstdDecompressor | None = getattr(self._local, "dctx", None)
-        if dctx is None:
-            dctx = self._local.dctx = zstandard.ZstdDecompressor()
-        return dctx
-
     def compress(self, data: Any, level: int) -> bytes:
-        return self._compressor(level).compress(data)
+        cctx = self.per_thread(
+            ("compress", level),
+            lambda: zstandard.ZstdCompressor(
+                level=level, write_content_size=True, write_checksum=False
+            ),
+        )
+        return cctx.compress(data)
 
     def frame_end(self, data: memoryview, pos: int, tensor_name: str) -> tuple[int, int]:
         head = data[pos:]
@@ -98,7 +83,8 @@ class ZstdCodec(FrameCodec):
         view = memoryview(out.data).cast("B")
         filled = 0
         try:
-            with self._decompressor().stream_reader(frame, read_across_frames=False) as reader:
+            dctx = self.per_thread("decompress", zstandard.ZstdDecompressor)
+            with dctx.stream_reader(frame, read_across_frames=False) as reader:
                 while filled < len(view):
                     got = reader.readinto(view[filled:])
                     if got == 0:
