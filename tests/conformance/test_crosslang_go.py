@@ -1,9 +1,10 @@
 """Cross-language conformance: a Go reader of the golden vectors.
 
 Runs ``go test`` in tests/crosslang/go (see its README.md): a decoder written in
-Go from docs/wire-format.md, with stock protobuf-go generated code and
-klauspost/compress zstd, must decode every vector in tests/vectors to its
-``.json`` expectations and refuse the corruptions of the spec's section 10.
+Go from docs/wire-format.md, with stock protobuf-go generated code,
+klauspost/compress zstd and pierrec/lz4, must decode every vector in
+tests/vectors to its ``.json`` expectations and refuse the corruptions of the
+spec's section 10.
 
 Go is required (the version in tests/crosslang/go/go.mod or newer; with the
 default GOTOOLCHAIN=auto an older go downloads that toolchain itself): without

@@ -4,20 +4,24 @@
 //
 // The protobuf layer is stock: the generated flwirev1.TensorMap and
 // proto.Unmarshal. Everything the schema cannot say (dtype widths, sizes,
-// the byte shuffle, the zstd frame rules, CRC-32C, bool bytes, unique names,
-// limits) is checked here, in the order of section 10 of the spec, and so are
-// lossy tensors (section 9.1), which are then reconstructed (dequantized).
+// the byte shuffle, the zstd and LZ4 frame rules, CRC-32C, bool bytes, unique
+// names, limits) is checked here, in the order of section 10 of the spec, and
+// so are lossy tensors (section 9.1), which are then reconstructed
+// (dequantized).
 package conformance
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math"
 	"math/bits"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
 	"google.golang.org/protobuf/proto"
 
 	"flwire.test/conformance/flwirev1"
@@ -75,10 +79,10 @@ var (
 	ErrCodec         = errors.New("unknown codec")                       // check 5
 	ErrFilter        = errors.New("unknown filter")                      // check 5
 	ErrDataSize      = errors.New("data length does not match raw_size") // check 6
-	ErrFrame         = errors.New("invalid zstd frame")                  // check 7
+	ErrFrame         = errors.New("invalid zstd or LZ4 frame")           // check 7
 	ErrEmptyChecksum = errors.New("empty tensor with non-zero crc32c")   // check 8
 	ErrDuplicateName = errors.New("duplicate tensor name")               // check 9
-	ErrDecompress    = errors.New("zstd decompression failed")           // check 10
+	ErrDecompress    = errors.New("decompression failed")                // check 10
 	ErrChecksum      = errors.New("crc32c mismatch")                     // check 12
 	ErrBool          = errors.New("bool byte other than 0x00 or 0x01")   // check 13
 
@@ -250,7 +254,7 @@ func checkHeader(t *flwirev1.Tensor, lim Limits, total *uint64) error {
 
 	// 5. codec and filter
 	switch t.GetCodec() {
-	case flwirev1.Codec_CODEC_UNSPECIFIED, flwirev1.Codec_CODEC_ZSTD:
+	case flwirev1.Codec_CODEC_UNSPECIFIED, flwirev1.Codec_CODEC_ZSTD, flwirev1.Codec_CODEC_LZ4:
 	default:
 		return fmt.Errorf("%w: %d", ErrCodec, int32(t.GetCodec()))
 	}
@@ -260,14 +264,21 @@ func checkHeader(t *flwirev1.Tensor, lim Limits, total *uint64) error {
 		return fmt.Errorf("%w: %d", ErrFilter, int32(t.GetFilter()))
 	}
 
-	// 6. and 7. the data's length, or the frame's structure
+	// 6. and 7. the data's length, or the frames' structure
 	data := t.GetData()
-	if t.GetCodec() == flwirev1.Codec_CODEC_UNSPECIFIED {
+	switch t.GetCodec() {
+	case flwirev1.Codec_CODEC_UNSPECIFIED:
 		if uint64(len(data)) != raw {
 			return fmt.Errorf("%w: %d bytes of data, raw_size is %d", ErrDataSize, len(data), raw)
 		}
-	} else if err := checkFrames(data, raw); err != nil {
-		return err
+	case flwirev1.Codec_CODEC_ZSTD:
+		if err := checkFrames(data, raw, checkFrame); err != nil {
+			return err
+		}
+	default:
+		if err := checkFrames(data, raw, checkLZ4Frame); err != nil {
+			return err
+		}
 	}
 
 	// 8. the CRC-32C of no bytes is 0
@@ -289,14 +300,20 @@ const (
 	minFrameBytes    = 64 << 10  // spec section 7: every frame but the last holds at least this
 )
 
+// frameWalker walks the frame that starts at data[start:] without
+// decompressing it and returns where it ends and its content size: checkFrame
+// for zstd, checkLZ4Frame for LZ4.
+type frameWalker func(data []byte, start int) (int, uint64, error)
+
 // checkFrames makes check 7 without decompressing anything: data is one or
-// more zstd frames, each without a dictionary and recording its content size;
-// the content sizes add up to rawSize; every frame but the last holds at least
-// minFrameBytes; nothing follows the last frame.
-func checkFrames(data []byte, rawSize uint64) error {
+// more frames (walked by walk), each without a dictionary and recording its
+// content size; the content sizes add up to rawSize; every frame but the last
+// holds at least minFrameBytes; nothing follows the last frame. The rules are
+// the same for zstd and LZ4.
+func checkFrames(data []byte, rawSize uint64, walk frameWalker) error {
 	var total, previous uint64
 	for pos, count := 0, 0; pos < len(data) || count == 0; count++ {
-		end, fcs, err := checkFrame(data, pos)
+		end, fcs, err := walk(data, pos)
 		if err != nil {
 			return err
 		}
@@ -311,7 +328,7 @@ func checkFrames(data []byte, rawSize uint64) error {
 		pos, previous = end, fcs
 	}
 	if total != rawSize {
-		return fmt.Errorf("%w: Frame_Content_Size adds up to %d, raw_size is %d",
+		return fmt.Errorf("%w: the frames' content sizes add up to %d, raw_size is %d",
 			ErrFrame, total, rawSize)
 	}
 	return nil
@@ -416,15 +433,122 @@ func checkFrame(data []byte, start int) (int, uint64, error) {
 	return pos, fcs, nil
 }
 
+// LZ4 frame layout (LZ4 Frame Format 1.6.x).
+const (
+	lz4Magic       = 0x184D2204
+	lz4HeaderBytes = 4 + 1 + 1 + 8 + 1 // magic, FLG, BD, Content Size, HC
+	lz4FlgVersion  = 0x40              // bits 7-6: 01
+	lz4FlgBlockSum = 0x10
+	lz4FlgSize     = 0x08
+	lz4FlgSum      = 0x04
+	lz4FlgReserved = 0x02
+	lz4FlgDictID   = 0x01
+	lz4BdReserved  = 0x8F
+	lz4Stored      = 1 << 31 // block size field: the block is stored uncompressed
+	// A compressed block of c bytes decodes to at most 255*c bytes (every
+	// length byte adds at most 255); readers bound it by min(block maximum,
+	// 255*c + 64), as flwire-python does.
+	lz4MaxExpansion = 255
+	lz4Slack        = 64
+)
+
+// lz4BlockMax is the Block Maximum Size by its id in the BD byte.
+var lz4BlockMax = map[byte]uint64{4: 64 << 10, 5: 256 << 10, 6: 1 << 20, 7: 4 << 20}
+
+// checkLZ4Frame walks the LZ4 frame that starts at data[start:] without
+// decompressing it: the magic number (no skippable or legacy frames), version
+// 01 and no reserved bits, a block maximum size id of 4 to 7, no dictionary
+// id, a recorded content size, then blocks no larger than the block maximum up
+// to the end mark (and the optional content checksum), all within data; the
+// declared content size must not exceed what the blocks can hold. It returns
+// where the frame ends and its content size. The header checksum is left to
+// the decoder (pierrec/lz4 checks it).
+func checkLZ4Frame(data []byte, start int) (int, uint64, error) {
+	if len(data)-start < 4 || binary.LittleEndian.Uint32(data[start:]) != lz4Magic {
+		return 0, 0, fmt.Errorf("%w: data at offset %d does not start with the LZ4 magic "+
+			"number 04 22 4d 18", ErrFrame, start)
+	}
+	if len(data)-start < lz4HeaderBytes-8 {
+		return 0, 0, fmt.Errorf("%w: truncated LZ4 frame header", ErrFrame)
+	}
+	flg, bd := data[start+4], data[start+5]
+	if flg&0xC0 != lz4FlgVersion {
+		return 0, 0, fmt.Errorf("%w: LZ4 frame version %02b, not 01", ErrFrame, flg>>6)
+	}
+	if flg&lz4FlgReserved != 0 || bd&lz4BdReserved != 0 {
+		return 0, 0, fmt.Errorf("%w: reserved bits of the LZ4 frame descriptor are set", ErrFrame)
+	}
+	blockMax, ok := lz4BlockMax[bd>>4]
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: LZ4 block maximum size id %d (must be 4 to 7)", ErrFrame, bd>>4)
+	}
+	if flg&lz4FlgDictID != 0 {
+		return 0, 0, fmt.Errorf("%w: the LZ4 frame has a dictionary id", ErrFrame)
+	}
+	if flg&lz4FlgSize == 0 {
+		return 0, 0, fmt.Errorf("%w: the LZ4 frame header does not record its content size", ErrFrame)
+	}
+	if len(data)-start < lz4HeaderBytes {
+		return 0, 0, fmt.Errorf("%w: truncated LZ4 frame header", ErrFrame)
+	}
+	size := binary.LittleEndian.Uint64(data[start+6:])
+	pos := start + lz4HeaderBytes
+	var capacity uint64 // the most content the blocks so far can hold
+	for {
+		if len(data)-pos < 4 {
+			return 0, 0, fmt.Errorf("%w: truncated LZ4 frame (no end mark)", ErrFrame)
+		}
+		field := binary.LittleEndian.Uint32(data[pos:])
+		pos += 4
+		if field == 0 {
+			break // the end mark
+		}
+		n := uint64(field &^ lz4Stored)
+		if n > blockMax {
+			return 0, 0, fmt.Errorf("%w: LZ4 block of %d bytes at offset %d, above the frame's "+
+				"block maximum size %d", ErrFrame, n, pos-4, blockMax)
+		}
+		if field&lz4Stored != 0 {
+			capacity += n
+		} else {
+			capacity += min(blockMax, n*lz4MaxExpansion+lz4Slack)
+		}
+		step := int(n)
+		if flg&lz4FlgBlockSum != 0 {
+			step += 4
+		}
+		if step > len(data)-pos {
+			return 0, 0, fmt.Errorf("%w: LZ4 block at offset %d runs past the end of data",
+				ErrFrame, pos-4)
+		}
+		pos += step
+	}
+	if flg&lz4FlgSum != 0 {
+		if len(data)-pos < 4 {
+			return 0, 0, fmt.Errorf("%w: truncated LZ4 content checksum", ErrFrame)
+		}
+		pos += 4
+	}
+	if size > capacity {
+		return 0, 0, fmt.Errorf("%w: the LZ4 frame declares %d bytes of content, more than its "+
+			"blocks can hold (%d)", ErrFrame, size, capacity)
+	}
+	return pos, size, nil
+}
+
 // decodeData makes checks 10 to 13 and returns the raw bytes (for a lossy
 // tensor, its payload).
 func decodeData(t *flwirev1.Tensor, lim Limits) ([]byte, error) {
 	raw := t.GetData()
-	if t.GetCodec() == flwirev1.Codec_CODEC_ZSTD {
-		var err error
-		if raw, err = decompress(raw, t.GetRawSize(), lim); err != nil {
-			return nil, err
-		}
+	var err error
+	switch t.GetCodec() {
+	case flwirev1.Codec_CODEC_ZSTD:
+		raw, err = decompress(raw, t.GetRawSize(), lim)
+	case flwirev1.Codec_CODEC_LZ4:
+		raw, err = decompressLZ4(raw, t.GetRawSize())
+	}
+	if err != nil {
+		return nil, err
 	}
 	if t.GetFilter() == flwirev1.Filter_FILTER_BYTE_SHUFFLE {
 		width := Width(t.GetDtype())
@@ -466,6 +590,32 @@ func decompress(frame []byte, rawSize uint64, lim Limits) ([]byte, error) {
 	}
 	if uint64(len(out)) != rawSize {
 		return nil, fmt.Errorf("%w: %d bytes out, raw_size is %d", ErrDecompress, len(out), rawSize)
+	}
+	return out, nil
+}
+
+// decompressLZ4 decodes the LZ4 frames (already checked by checkFrames) into
+// a buffer of exactly rawSize bytes: each frame with pierrec/lz4's frame
+// reader (which checks the header checksum, and block and content checksums
+// when present) into its own slice, which it must fill exactly.
+func decompressLZ4(data []byte, rawSize uint64) ([]byte, error) {
+	out := make([]byte, rawSize)
+	var offset uint64
+	for pos := 0; pos < len(data); {
+		end, size, err := checkLZ4Frame(data, pos)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrDecompress, err)
+		}
+		r := lz4.NewReader(bytes.NewReader(data[pos:end]))
+		if _, err := io.ReadFull(r, out[offset:offset+size]); err != nil {
+			return nil, fmt.Errorf("%w: LZ4 frame at offset %d: %v", ErrDecompress, pos, err)
+		}
+		var extra [1]byte
+		if n, err := r.Read(extra[:]); n != 0 || err != io.EOF {
+			return nil, fmt.Errorf("%w: LZ4 frame at offset %d does not end after its %d bytes "+
+				"of content (%d more, %v)", ErrDecompress, pos, size, n, err)
+		}
+		offset, pos = offset+size, end
 	}
 	return out, nil
 }
