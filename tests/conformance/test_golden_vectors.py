@@ -446,7 +446,7 @@ def _without_padding(data: bytes) -> tensor_pb2.TensorMap:
     return msg
 
 
-FLIP_ALL_BYTES = 8192
+FLIP_ALL_BYTES = 16384
 FLIP_STRIDE = 13
 
 
