@@ -436,6 +436,14 @@ def test_blocks_that_decode_to_more_than_the_content_size_are_refused():
     _refused(_map_with(b"".join(frames), raw), "lz4", walk=False)
 
 
+def test_a_last_frame_holding_more_than_its_content_size_of_0_is_refused():
+    # The sizes add up (300,000 + 0); liblz4 does not check a Content Size of 0.
+    zero = ref.build_frame(b"x", content_size=0)
+    blob = _map_with(b"".join(_frames(100_000)) + zero, RAW)
+    _refused(blob, "decompresses to more than", walk=False)
+    assert [f.size for f in read_tensor_map(blob).records[0].frames] == [100_000] * 3 + [0]
+
+
 def test_a_wrong_header_checksum_is_refused():
     frames = _frames(100_000)
     bad = bytearray(frames[1])

@@ -357,6 +357,14 @@ func TestLZ4Refusals(t *testing.T) {
 				lz4Opts{compressed: true, setSize: true, size: 1 << 30}))
 			tn.Shape, tn.RawSize = []int64{1 << 30}, 1<<30
 		}), ErrFrame, "more than its blocks can hold"},
+		{"content size 0 with content", mutated("lz4", func(t *testing.T, tn *flwirev1.Tensor) {
+			// A 64 KiB frame, then a last frame that declares 0 bytes and holds
+			// one: the sizes add up. liblz4 does not check a Content Size of 0
+			// (pierrec does, at the end mark); the reader checks sizes itself.
+			frames := append(handLZ4Frame(make([]byte, 65536), lz4Opts{blockMaxID: 5}),
+				handLZ4Frame([]byte("x"), lz4Opts{setSize: true, size: 0})...)
+			*tn = *lz4Tensor(make([]byte, 65536), frames)
+		}), ErrDecompress, "does not end after its 0 bytes of content"},
 		{"header checksum", data("lz4", func(t *testing.T, d []byte) []byte {
 			return lz4WithHeader(d, -1, -1, -1, 0x01)
 		}), ErrDecompress, "LZ4 frame at offset 0"},
