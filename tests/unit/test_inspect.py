@@ -9,9 +9,9 @@ import pytest
 import torch
 import zstandard
 
+from flwire import messages
 from flwire.inspect_cmd import inspect_bytes
-from flwire.serialization import messages as m
-from flwire.serialization.tensor_codec import encode_tensor_map, read_tensor_map
+from flwire.tensors import EncodeOptions, encode_tensor_map, read_tensor_map
 
 CLIENT_ID = "client-7"
 
@@ -65,7 +65,7 @@ def _zstd_body_index(frame: bytes) -> int:
 
 @pytest.fixture
 def update_bytes() -> bytes:
-    msg = m.client_update(
+    msg = messages.client_update(
         CLIENT_ID,
         round_id=3,
         weights=_weights(),
@@ -84,7 +84,7 @@ def map_bytes() -> bytes:
 
 
 def test_client_update_description(update_bytes):
-    msg = m.decode_message(update_bytes)
+    msg = messages.decode_message(update_bytes)
     rc, text = _inspect(update_bytes)
     assert rc == 0
     first = text.splitlines()[0]
@@ -126,7 +126,7 @@ def test_tensor_sizes_are_reported(update_bytes):
 
 
 def test_message_without_weights():
-    data = m.heartbeat(CLIENT_ID, status="training").to_bytes()
+    data = messages.heartbeat(CLIENT_ID, status="training").to_bytes()
     rc, text = _inspect(data)
     assert rc == 0
     assert text.splitlines()[0].endswith("heartbeat")
@@ -136,7 +136,7 @@ def test_message_without_weights():
 
 
 def test_global_update_with_extensions():
-    msg = m.global_update(
+    msg = messages.global_update(
         round_id=4, weights=_weights(), config={"lr": 0.1}, extensions={"trace": "abc"}
     )
     rc, text = _inspect(msg.to_bytes())
@@ -148,7 +148,7 @@ def test_global_update_with_extensions():
 
 
 def test_message_with_shuffled_weights():
-    msg = m.client_update(CLIENT_ID, 1, _weights(), codec={"shuffle": True})
+    msg = messages.client_update(CLIENT_ID, 1, _weights(), options=EncodeOptions(shuffle=True))
     rc, text = _inspect(msg.to_bytes())
     assert rc == 0
     assert "BYTE_SHUFFLE" in _tensor_lines(text)["fc.weight"]
@@ -156,7 +156,9 @@ def test_message_with_shuffled_weights():
 
 
 def test_message_with_uncompressed_weights():
-    msg = m.client_update(CLIENT_ID, 1, _weights(), codec={"compression": "none"})
+    msg = messages.client_update(
+        CLIENT_ID, 1, _weights(), options=EncodeOptions(compression="none")
+    )
     rc, text = _inspect(msg.to_bytes())
     assert rc == 0
     assert "ZSTD" not in text
@@ -215,7 +217,7 @@ def test_garbage_returns_one_with_one_line_reason(garbage):
 
 
 def test_corrupted_raw_tensor_in_message(update_bytes):
-    msg = m.decode_message(update_bytes)
+    msg = messages.decode_message(update_bytes)
     record = _record(bytes(msg.weights), "fc.bias")
     assert record.codec_name == "CODEC_UNSPECIFIED"
     offset = _payload_offset(update_bytes, bytes(record.data))
@@ -227,7 +229,7 @@ def test_corrupted_raw_tensor_in_message(update_bytes):
 
 
 def test_corrupted_zstd_tensor_in_message(update_bytes):
-    msg = m.decode_message(update_bytes)
+    msg = messages.decode_message(update_bytes)
     frame = bytes(_record(bytes(msg.weights), "fc.weight").data)
     offset = _payload_offset(update_bytes, frame)
     rc, text = _inspect(_flip(update_bytes, offset + _zstd_body_index(frame)))
@@ -256,7 +258,7 @@ def test_corrupted_zstd_tensor_in_map(map_bytes):
 def test_corrupted_zstd_frame_header_in_message_returns_one(update_bytes):
     # Regression: the Envelope decodes but msg.weights_info() raises; inspect_bytes used to
     # let that SerializationException escape (a traceback from `flwire inspect`).
-    msg = m.decode_message(update_bytes)
+    msg = messages.decode_message(update_bytes)
     frame = bytes(_record(bytes(msg.weights), "fc.weight").data)
     offset = _payload_offset(update_bytes, frame)
     rc, text = _inspect(_flip(update_bytes, offset + 1))  # inside the zstd magic number
