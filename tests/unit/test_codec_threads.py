@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from flwire.exceptions import SerializationException
-from flwire.serialization import compression as z
-from flwire.serialization._output import FilledBytes
+from flwire.tensors.output import FilledBytes
+from flwire.tensors.parallel import consume_in_order
 
 BIG = [1 << 20] * 40  # sizes that make consume_in_order use threads
 
@@ -35,14 +35,14 @@ def test_results_are_consumed_in_order_one_at_a_time_on_worker_threads():
         finally:
             busy.release()
 
-    z.consume_in_order(_jittery, consume, BIG, threads=3)
+    consume_in_order(_jittery, consume, BIG, threads=3)
     assert got == list(range(len(BIG)))
     assert threading.current_thread().name not in threads  # workers consumed them
 
 
 def test_small_work_runs_on_the_calling_thread():
     names: list[str] = []
-    z.consume_in_order(_jittery, lambda r: names.append(r[1]), [10, 10], threads=4)
+    consume_in_order(_jittery, lambda r: names.append(r[1]), [10, 10], threads=4)
     assert names == [threading.current_thread().name] * 2
 
 
@@ -59,7 +59,7 @@ def test_no_more_than_four_results_per_thread_wait_to_be_consumed():
         time.sleep(0.001)
         consumed.append(i)
 
-    z.consume_in_order(fn, consume, BIG, threads=2)
+    consume_in_order(fn, consume, BIG, threads=2)
     assert consumed == list(range(len(BIG)))
 
 
@@ -78,7 +78,7 @@ def test_the_first_error_is_raised_and_nothing_is_consumed_after_it(where):
         consumed.append(i)
 
     with pytest.raises(ValueError, match="bad tensor 7"):
-        z.consume_in_order(fn, consume, BIG, threads=2)
+        consume_in_order(fn, consume, BIG, threads=2)
     assert consumed == list(range(7))
 
 
