@@ -14,7 +14,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import crc32c
 import lz4
@@ -539,7 +539,7 @@ def _spec_dump(label: str) -> bytes:
     text = SPEC.read_text("utf-8")
     match = re.search(rf"<!-- golden: {re.escape(label)} -->\s*```[a-z]*\n(.*?)```", text, re.S)
     assert match, f"no annotated dump of {label} in {SPEC}"
-    hex_bytes = []
+    hex_bytes: list[str] = []
     for line in match.group(1).splitlines():
         hex_bytes += line.split("#", 1)[0].split()
     return bytes.fromhex("".join(hex_bytes))
@@ -557,7 +557,7 @@ def _spec_prefix(label: str) -> bytes:
         rf"<!-- golden prefix: {re.escape(label)} -->\s*```[a-z]*\n(.*?)```", text, re.S
     )
     assert match, f"no partial dump of {label} in {SPEC}"
-    hex_bytes = []
+    hex_bytes: list[str] = []
     for line in match.group(1).splitlines():
         code = line.split("#", 1)[0].split()
         if code == ["..."]:
@@ -629,7 +629,7 @@ def _spec_payload_size(t: dict[str, Any]) -> int:
 
 
 def test_vectors_cover_every_lossy_method() -> None:
-    tensors = [p.values[1] for p in LOSSY_TENSORS]
+    tensors = [cast(dict[str, Any], p.values[1]) for p in LOSSY_TENSORS]
     methods = {t["lossy"]["method"] for t in tensors}
     every = {v.name for v in tensor_pb2.Lossy.DESCRIPTOR.values} - {"LOSSY_UNSPECIFIED"}
     assert methods == every

@@ -17,6 +17,7 @@ import importlib.util
 import itertools
 import sys
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,9 @@ def test_lz4_levels_all_give_valid_frames():
 # ----------------------------------------------------------------------------- readers
 
 
-def _map_with(data: bytes, raw: bytes, *, codec: int = pb.CODEC_LZ4) -> bytes:
-    t = pb.Tensor(name="z", dtype=pb.DTYPE_UINT8, shape=[len(raw)], raw_size=len(raw), codec=codec)
+def _map_with(data: bytes, raw: bytes) -> bytes:
+    t = pb.Tensor(name="z", dtype=pb.DTYPE_UINT8, shape=[len(raw)], raw_size=len(raw))
+    t.codec = pb.CODEC_LZ4
     t.crc32c = crc32c.crc32c(raw)
     t.data = data
     return pb.TensorMap(tensors=[t]).SerializeToString()
@@ -283,7 +285,8 @@ def _with_header(frame: bytes, **fields: int) -> bytes:
 def _refused(blob: bytes, *words: str, walk: bool = True) -> None:
     """Decoding refuses ``blob`` naming one of ``words``; with ``walk``, so does
     read_tensor_map (the frames are refused before anything is decompressed)."""
-    calls = [read_tensor_map, decode_tensor_map] if walk else [decode_tensor_map]
+    calls: list[Callable[[bytes], object]] = [read_tensor_map] if walk else []
+    calls.append(decode_tensor_map)
     for call in calls:
         with pytest.raises(SerializationException) as info:
             call(blob)

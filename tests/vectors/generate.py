@@ -172,9 +172,14 @@ class Input:
 
 
 def packed(
-    name: str, dtype: str, shape: tuple[int, ...], values: Sequence[Any], **kw: str
+    name: str,
+    dtype: str,
+    shape: tuple[int, ...],
+    values: Sequence[Any],
+    codec: str = "CODEC_UNSPECIFIED",
+    filter: str = "FILTER_UNSPECIFIED",
 ) -> Input:
-    return Input(name, dtype, shape, tuple(values), pack(dtype, values), **kw)
+    return Input(name, dtype, shape, tuple(values), pack(dtype, values), codec, filter)
 
 
 def with_bits(
@@ -319,7 +324,15 @@ def _top_k(dtype: str, raw: bytes, k: int) -> tuple[bytes, bytes]:
     return values + struct.pack(f"<{k}I", *kept), bytes(decoded)
 
 
-def lossy(inp: Input, method: str, *, block_size: int = 0, k: int = 0, **kw: str) -> Input:
+def lossy(
+    inp: Input,
+    method: str,
+    *,
+    block_size: int = 0,
+    k: int = 0,
+    codec: str = "CODEC_UNSPECIFIED",
+    filter: str = "FILTER_UNSPECIFIED",
+) -> Input:
     """``inp`` sent with a lossy method (short name, as in LossyConfig)."""
     if method in ("float16", "bfloat16"):
         payload, decoded = _cast(inp.dtype, inp.raw, method)
@@ -333,7 +346,8 @@ def lossy(inp: Input, method: str, *, block_size: int = 0, k: int = 0, **kw: str
         "int8": "LOSSY_BLOCK_INT8",
         "topk": "LOSSY_TOP_K",
     }[method]
-    return replace(inp, lossy=Lossy(enum, payload, decoded, block_size, k), **kw)
+    encoding = Lossy(enum, payload, decoded, block_size, k)
+    return replace(inp, lossy=encoding, codec=codec, filter=filter)
 
 
 @dataclass(frozen=True)

@@ -342,14 +342,18 @@ def build_frame(
     flg = version << 6 | 0x20  # independent blocks
     flg |= 0x10 if block_checksum else 0
     flg |= 0x04 if content_checksum else 0
-    size = len(content) if content_size is True else content_size
-    if size is not None and size is not False:
+    size: int | None = None
+    if content_size is True:
+        size = len(content)
+    elif content_size is not False and content_size is not None:
+        size = content_size
+    if size is not None:
         flg |= 0x08
     if dict_id is not None:
         flg |= 0x01
     descriptor = bytes([flg | flg_extra, (block_max_id << 4 | bd_extra) & 0xFF])
-    if flg & 0x08:
-        descriptor += int(size).to_bytes(8, "little")
+    if size is not None:
+        descriptor += size.to_bytes(8, "little")
     if dict_id is not None:
         descriptor += dict_id.to_bytes(4, "little")
     out = bytearray(MAGIC.to_bytes(4, "little") + descriptor)
