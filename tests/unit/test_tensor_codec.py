@@ -13,14 +13,17 @@ import crc32c
 import numpy as np
 import pytest
 import torch
+import zstandard
 from torch import nn
 
 from flwire.exceptions import SerializationException
-from flwire.serialization import (
+from flwire.tensors import (
+    EncodeOptions,
     decode_tensor_map,
     dtypes,
     encode_tensor_map,
     read_tensor_map,
+    torch_support,
 )
 from flwire.v1 import tensor_pb2 as pb
 
@@ -116,7 +119,7 @@ def test_shuffled_but_uncompressed_tensor_is_a_fresh_allocation():
     assert not inside(out["x"], buf)
 
 
-ALL_DTYPES = [i.torch_dtype for i in dtypes.BY_WIRE.values()]
+ALL_DTYPES = [torch_support.torch_dtype(i) for i in dtypes.BY_WIRE.values()]
 
 
 def _one_of_each_dtype() -> dict[str, torch.Tensor]:
@@ -165,7 +168,7 @@ def test_operations_on_decoded_tensors_from_misaligned_buffers_do_not_crash():
     script = textwrap.dedent(
         """
         import torch
-        from flwire.serialization import decode_tensor_map, encode_tensor_map
+        from flwire.tensors import decode_tensor_map, encode_tensor_map
         src = {
             "c128": torch.arange(40, dtype=torch.float64).view(torch.complex128),
             "c64": torch.arange(40, dtype=torch.float32).view(torch.complex64),
@@ -253,7 +256,7 @@ def test_read_tensor_map_exposes_records_without_decoding():
     view = read_tensor_map(data)
     assert [r.name for r in view.records] == ["zeros", "ramp"]
     zeros, ramp = view.records
-    assert zeros.dtype.name == "float32" and zeros.dtype.torch_dtype == torch.float32
+    assert zeros.dtype.name == "float32" and torch_support.torch_dtype(zeros.dtype) == torch.float32
     assert zeros.shape == (3, 300)
     assert zeros.raw_size == 3600
     assert zeros.crc32c == crc32c.crc32c(raw_of(src["zeros"]))
@@ -272,8 +275,6 @@ def test_read_tensor_map_does_not_touch_tensor_data():
     raw = bytes(2000)
     t = pb.Tensor(name="z", dtype=pb.DTYPE_UINT8, shape=[2000], raw_size=2000)
     t.codec, t.crc32c = pb.CODEC_ZSTD, crc32c.crc32c(raw)
-    import zstandard
-
     frame = bytearray(zstandard.ZstdCompressor().compress(raw))
     frame[-2:] = b"\xff\xff"
     t.data = bytes(frame)
@@ -336,9 +337,23 @@ def test_order_of_the_state_dict_is_kept():
 
 
 def test_unknown_compression_is_refused():
-    for bad in ("gzip", "ZSTD", "", None):
+    for bad in ("gzip", "ZSTD", ""):
         with pytest.raises(SerializationException, match="compression"):
             encode_tensor_map({"x": torch.ones(1)}, compression=bad)
+    for bad in ("gzip", "ZSTD", "", None):
+        with pytest.raises(SerializationException, match="compression"):
+            EncodeOptions(compression=bad)  # type: ignore[arg-type]
+
+
+def test_keyword_left_at_none_keeps_the_options_value():
+    x = {"x": torch.zeros(1000)}
+    assert encode_tensor_map(x, compression=None) == encode_tensor_map(x)
+    raw = EncodeOptions(compression="none")
+    assert encode_tensor_map(x, raw, compression=None) == encode_tensor_map(x, raw)
+    assert read_tensor_map(encode_tensor_map(x, raw)).records[0].codec == pb.CODEC_UNSPECIFIED
+    # A keyword given overrides the options.
+    rec = read_tensor_map(encode_tensor_map(x, raw, compression="lz4")).records[0]
+    assert rec.codec == pb.CODEC_LZ4
 
 
 def test_duplicate_names_from_an_iterable_are_refused():
@@ -541,7 +556,7 @@ def test_numpy_output_for_bfloat16_and_float8():
         "f8": torch.tensor([0.5, -1.0], dtype=torch.float8_e4m3fn),
     }
     data = encode_tensor_map(src)
-    if dtypes._ml_dtypes is None:
+    if dtypes.BY_NAME["bfloat16"].numpy_dtype is None:  # ml_dtypes is not installed
         for name in src:
             with pytest.raises(SerializationException, match="ml_dtypes"):
                 decode_tensor_map(encode_tensor_map({name: src[name]}), as_numpy=True)
@@ -553,12 +568,21 @@ def test_numpy_output_for_bfloat16_and_float8():
         assert out["f8"].astype(np.float32).tolist() == [0.5, -1.0]
 
 
-def test_numpy_output_for_complex32_is_refused_clearly():
+def test_numpy_output_for_complex32_is_refused_clearly_or_exact():
+    """numpy has no complex32; ml_dtypes (0.7 and later) has one, with torch's
+    layout (two float16). Without it the refusal names numpy."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        c = torch.zeros(2, 2, dtype=torch.float16).view(torch.complex32)
-    with pytest.raises(SerializationException, match="numpy"):
-        decode_tensor_map(encode_tensor_map({"c": c}), as_numpy=True)
+        c = torch.tensor([1.5 + 2j, -3 - 0.5j, 0j, 65504 - 1j], dtype=torch.complex32)
+    data = encode_tensor_map({"c": c})
+    if dtypes.BY_NAME["complex32"].numpy_dtype is None:
+        with pytest.raises(SerializationException, match="numpy"):
+            decode_tensor_map(data, as_numpy=True)
+    else:  # pragma: no cover - depends on the environment
+        out = decode_tensor_map(data, as_numpy=True)["c"]
+        assert out.dtype.itemsize == 4 and out.shape == (4,)
+        assert out.tobytes() == raw_of(c)
+        assert out.astype(np.complex64).tolist() == [1.5 + 2j, -3 - 0.5j, 0j, 65504 - 1j]
 
 
 def test_big_endian_numpy_input_comes_back_little_endian():
