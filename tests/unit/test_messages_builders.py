@@ -1,4 +1,4 @@
-"""The message builders and the ``Message`` accessors."""
+"""The message builders and the ``messages.Message`` accessors."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from flwire import messages
 from flwire.exceptions import SerializationException
-from flwire.serialization import messages
-from flwire.serialization.messages import Message, decode_message, encode_message
-from flwire.serialization.tensor_codec import encode_tensor_map
-from flwire.serialization.values import value_map_to_dict
+from flwire.tensors import EncodeOptions, codecs, encode_tensor_map
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import tensor_pb2
 
@@ -48,7 +46,9 @@ def test_envelope_header_fields():
     assert msg.envelope.WhichOneof("body") == "client_update"
     # The body's own weights field stays empty: the tensors travel beside it.
     assert not msg.body.HasField("weights")
-    assert encode_message(msg) == msg.to_bytes()
+    # msg.to_bytes() is the one way to encode (the encode_message alias is gone).
+    assert not hasattr(messages, "encode_message")
+    assert messages.decode_message(msg.to_bytes()).message_id == msg.message_id
 
 
 def test_message_ids_are_unique():
@@ -84,7 +84,7 @@ def test_delta_flag_sets_weights_kind():
 
 
 def test_weights_accessors_on_a_built_message():
-    msg = messages.client_update("c", 0, WEIGHTS, codec={"compression": "none"})
+    msg = messages.client_update("c", 0, WEIGHTS, options=EncodeOptions(compression="none"))
     assert msg.has_weights
     assert bytes(msg.weights) == encode_tensor_map(WEIGHTS, compression="none")
     info = msg.weights_info()
@@ -98,7 +98,9 @@ def test_weights_accessors_on_a_built_message():
 
 def test_numpy_weights_are_accepted():
     arrays = {"a": np.arange(4, dtype=np.float32), "b": np.array([[1, 2]], dtype=np.int64)}
-    got = decode_message(messages.global_update(1, arrays).to_bytes()).tensors(as_numpy=True)
+    got = messages.decode_message(messages.global_update(1, arrays).to_bytes()).tensors(
+        as_numpy=True
+    )
     np.testing.assert_array_equal(got["a"], arrays["a"])
     np.testing.assert_array_equal(got["b"], arrays["b"])
 
@@ -151,7 +153,26 @@ def test_state_dict_problems_are_refused():
 
 def test_unknown_codec_option_is_refused():
     with pytest.raises(SerializationException, match="compression"):
-        messages.client_update("c", 0, WEIGHTS, codec={"compression": "gzip"})
+        messages.client_update("c", 0, WEIGHTS, options=EncodeOptions(compression="gzip"))
+
+
+def test_options_must_be_encode_options():
+    # The builders' codec={...} dicts are gone: options=EncodeOptions(...).
+    with pytest.raises(SerializationException, match="EncodeOptions"):
+        messages.client_update("c", 0, WEIGHTS, options={"compression": "none"})
+    with pytest.raises(TypeError, match="codec"):
+        messages.client_update("c", 0, WEIGHTS, codec={"compression": "none"})
+
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "none"])
+def test_options_choose_the_codec_of_the_weights(compression):
+    zeros = {"z": torch.zeros(4096)}
+    msg = messages.global_update(0, zeros, options=EncodeOptions(compression=compression))
+    (rec,) = messages.decode_message(msg.to_bytes()).weights_info().records
+    none = tensor_pb2.CODEC_UNSPECIFIED
+    wire = codecs.by_name(compression).wire if compression != "none" else none
+    assert rec.codec == wire
+    assert torch.equal(msg.tensors()["z"], zeros["z"])
 
 
 @pytest.mark.parametrize(
@@ -166,7 +187,7 @@ def test_unknown_codec_option_is_refused():
     ],
 )
 def test_heartbeat_status(status, expected):
-    msg = decode_message(messages.heartbeat("c", status).to_bytes())
+    msg = messages.decode_message(messages.heartbeat("c", status).to_bytes())
     assert msg.body.status == expected
 
 
@@ -191,12 +212,12 @@ def test_client_registration_fields():
         },
         attributes={"site": "hospital-3"},
     )
-    body = decode_message(msg.to_bytes()).body
+    body = messages.decode_message(msg.to_bytes()).body
     caps = body.capabilities
     assert list(caps.supported_codecs) == [tensor_pb2.CODEC_ZSTD, tensor_pb2.CODEC_UNSPECIFIED]
     assert list(caps.supported_filters) == [tensor_pb2.FILTER_BYTE_SHUFFLE]
     assert caps.max_message_bytes == 10_000_000
-    assert value_map_to_dict(caps.extra) == {"gpu": True, "cores": 8}
+    assert messages.value_map_to_dict(caps.extra) == {"gpu": True, "cores": 8}
     info = body.model_info
     assert (info.name, info.version, info.parameter_count, info.architecture_hash) == (
         "SimpleCNN",
@@ -204,13 +225,15 @@ def test_client_registration_fields():
         431_080,
         "abc",
     )
-    assert value_map_to_dict(info.extra) == {"framework": "torch"}
-    assert value_map_to_dict(body.attributes) == {"site": "hospital-3"}
+    assert messages.value_map_to_dict(info.extra) == {"framework": "torch"}
+    assert messages.value_map_to_dict(body.attributes) == {"site": "hospital-3"}
 
 
-def test_client_registration_defaults_advertise_zstd_and_shuffle():
+def test_client_registration_defaults_advertise_every_codec_and_shuffle():
     caps = messages.client_registration("c1").body.capabilities
-    assert list(caps.supported_codecs) == [tensor_pb2.CODEC_ZSTD]
+    # Every codec this flwire decodes: zstd and lz4.
+    assert list(caps.supported_codecs) == [codecs.by_name(n).wire for n in codecs.names()]
+    assert list(caps.supported_codecs) == [tensor_pb2.CODEC_ZSTD, tensor_pb2.CODEC_LZ4]
     assert list(caps.supported_filters) == [tensor_pb2.FILTER_BYTE_SHUFFLE]
 
 
@@ -232,17 +255,17 @@ def test_values_that_cannot_be_carried_are_refused_naming_their_place():
 
 def test_round_trip_keeps_client_ids_order_and_duplicates():
     ids = ["b", "a", "b", "ü"]
-    got = decode_message(messages.training_start(1, None, ids).to_bytes())
+    got = messages.decode_message(messages.training_start(1, None, ids).to_bytes())
     assert list(got.body.client_ids) == ids
 
 
 def test_message_is_a_plain_dataclass_around_the_envelope():
     msg = messages.shutdown("x")
-    again = Message(msg.envelope)
+    again = messages.Message(msg.envelope)
     assert again.to_bytes() == msg.to_bytes()
-    assert Message(pb.Envelope()).type == ""
+    assert messages.Message(pb.Envelope()).type == ""
     with pytest.raises(SerializationException, match="no body"):
-        Message(pb.Envelope()).to_bytes()
+        messages.Message(pb.Envelope()).to_bytes()
 
 
 def test_model_info_parameters_key_is_not_dropped_when_parameter_count_is_given():
@@ -253,6 +276,6 @@ def test_model_info_parameters_key_is_not_dropped_when_parameter_count_is_given(
     msg = messages.client_registration(
         "c", model_info={"parameter_count": 5, "parameters": "see model card"}
     )
-    info = decode_message(msg.to_bytes()).body.model_info
+    info = messages.decode_message(msg.to_bytes()).body.model_info
     assert info.parameter_count == 5
-    assert value_map_to_dict(info.extra) == {"parameters": "see model card"}
+    assert messages.value_map_to_dict(info.extra) == {"parameters": "see model card"}
