@@ -1,4 +1,4 @@
-"""``decode_message`` parses ids and metrics only: the weights stay a view on the
+"""``messages.decode_message`` parses ids and metrics only: the weights stay a view on the
 received buffer (no copy) and no tensor is decoded until ``.tensors()``."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from flwire.serialization import compression, messages, tensor_decode
-from flwire.serialization.messages import decode_message
-from flwire.serialization.tensor_codec import encode_tensor_map
+from flwire import messages
+from flwire.messages import message as message_module
+from flwire.tensors import EncodeOptions, codecs, encode_tensor_map
+from flwire.tensors import decode as tensor_decode
 
 WEIGHTS = {
     "layer.weight": torch.arange(64, dtype=torch.float32).reshape(8, 8) / 3,
@@ -36,13 +37,13 @@ def inside(ptr: int, size: int, buf) -> bool:
 
 
 def uncompressed(kind: str = "client_update") -> bytes:
-    codec = {"compression": "none"}
+    raw = EncodeOptions(compression="none")
     if kind == "client_update":
-        msg = messages.client_update("c1", 1, WEIGHTS, {"loss": 1.0}, 5, codec=codec)
+        msg = messages.client_update("c1", 1, WEIGHTS, {"loss": 1.0}, 5, options=raw)
     elif kind == "global_update":
-        msg = messages.global_update(1, WEIGHTS, {"lr": 0.5}, codec=codec)
+        msg = messages.global_update(1, WEIGHTS, {"lr": 0.5}, options=raw)
     else:
-        msg = messages.evaluation_request(1, WEIGHTS, codec=codec)
+        msg = messages.evaluation_request(1, WEIGHTS, options=raw)
     return msg.to_bytes()
 
 
@@ -57,7 +58,7 @@ def assert_same_weights(got, want=WEIGHTS):
 @pytest.mark.parametrize("container", [bytes, bytearray])
 def test_weights_are_a_view_inside_the_input_buffer(kind, container):
     buf = container(uncompressed(kind))
-    got = decode_message(buf)
+    got = messages.decode_message(buf)
     view = got.weights
     assert isinstance(view, memoryview)
     assert inside(address(view), len(view), buf)
@@ -70,7 +71,7 @@ def test_weights_are_a_view_inside_the_input_buffer(kind, container):
 
 def test_weights_view_sees_changes_to_the_buffer():
     buf = bytearray(uncompressed())
-    got = decode_message(buf)
+    got = messages.decode_message(buf)
     view = got.weights
     offset = address(view) - address(buf)
     before = view[10]
@@ -81,19 +82,24 @@ def test_weights_view_sees_changes_to_the_buffer():
 def test_decode_message_does_not_decode_tensors(monkeypatch):
     blob = uncompressed()
     zstd_blob = messages.client_update("c1", 1, WEIGHTS, {"loss": 1.0}).to_bytes()
+    lz4_blob = messages.client_update(
+        "c1", 1, WEIGHTS, {"loss": 1.0}, options=EncodeOptions(compression="lz4")
+    ).to_bytes()
     for module, name in [
         (tensor_decode, "_decode_all"),
         (tensor_decode, "decode_tensor_map"),
         (tensor_decode, "read_tensor_map"),
-        (tensor_decode, "_parse_tensor"),
-        (messages, "decode_tensor_map"),
-        (messages, "read_tensor_map"),
-        (compression, "zstd_decompress_into"),
-        (compression, "crc32c"),
+        (tensor_decode, "_walk_tensor"),
+        (tensor_decode, "_validate"),
+        (tensor_decode, "crc32c"),
+        (message_module, "decode_tensor_map"),
+        (message_module, "read_tensor_map"),
+        (codecs.ZSTD, "decompress_into"),
+        (codecs.LZ4, "decompress_into"),
     ]:
         monkeypatch.setattr(module, name, boom)
-    for data in (blob, zstd_blob):
-        got = decode_message(data)
+    for data in (blob, zstd_blob, lz4_blob):
+        got = messages.decode_message(data)
         assert got.type == "client_update"
         assert got.body.client_id == "c1"
         assert got.body.metrics["loss"].double_value == 1.0
@@ -105,8 +111,9 @@ def test_decode_message_does_not_decode_tensors(monkeypatch):
         with pytest.raises(Boom):
             got.weights_info()
     monkeypatch.undo()
-    assert_same_weights(decode_message(blob).tensors())
-    assert_same_weights(decode_message(zstd_blob).tensors())
+    assert_same_weights(messages.decode_message(blob).tensors())
+    assert_same_weights(messages.decode_message(zstd_blob).tensors())
+    assert_same_weights(messages.decode_message(lz4_blob).tensors())
 
 
 def test_tensors_decodes_once_per_call(monkeypatch):
@@ -118,7 +125,7 @@ def test_tensors_decodes_once_per_call(monkeypatch):
         return real(records, *args, **kwargs)
 
     monkeypatch.setattr(tensor_decode, "_decode_all", counting)
-    got = decode_message(uncompressed())
+    got = messages.decode_message(uncompressed())
     assert calls == []
     info = got.weights_info()
     assert [r.name for r in info.records] == list(WEIGHTS)
@@ -128,7 +135,7 @@ def test_tensors_decodes_once_per_call(monkeypatch):
 
 
 def test_weights_info_describes_without_decoding():
-    got = decode_message(uncompressed())
+    got = messages.decode_message(uncompressed())
     info = got.weights_info()
     assert {r.name: (r.dtype.name, r.shape) for r in info.records} == {
         "layer.weight": ("float32", (8, 8)),
@@ -141,22 +148,22 @@ def test_weights_info_describes_without_decoding():
 
 
 def test_compressed_weights_decode_to_fresh_tensors():
-    blob = messages.client_update("c1", 1, WEIGHTS, codec={"shuffle": True}).to_bytes()
-    got = decode_message(blob)
+    blob = messages.client_update("c1", 1, WEIGHTS, options=EncodeOptions(shuffle=True)).to_bytes()
+    got = messages.decode_message(blob)
     assert isinstance(got.weights, memoryview)
     assert inside(address(got.weights), len(got.weights), blob)
     assert_same_weights(got.tensors())
 
 
 def test_numpy_decode_options_pass_through():
-    got = decode_message(uncompressed())
+    got = messages.decode_message(uncompressed())
     arrays = got.tensors(as_numpy=True)
     assert isinstance(arrays["layer.bias"], np.ndarray)
     np.testing.assert_array_equal(arrays["layer.bias"], WEIGHTS["layer.bias"].numpy())
 
 
 def test_built_message_weights_round_trip_without_decode():
-    msg = messages.client_update("c1", 1, WEIGHTS, codec={"compression": "none"})
+    msg = messages.client_update("c1", 1, WEIGHTS, options=EncodeOptions(compression="none"))
     assert bytes(msg.weights) == encode_tensor_map(WEIGHTS, compression="none")
     assert_same_weights(msg.tensors())
     # TensorMap bytes are carried as given.
