@@ -27,7 +27,7 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
 
 
-# ----------------------------------------------------------------------------- messages.SeenIds
+# ----------------------------------------------------------------------------- SeenIds
 
 
 def test_seen_ids_first_time_and_repeat():

@@ -1,4 +1,4 @@
-"""The message builders and the ``messages.Message`` accessors."""
+"""The message builders and the ``Message`` accessors."""
 
 from __future__ import annotations
 

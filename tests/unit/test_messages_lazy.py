@@ -1,4 +1,4 @@
-"""``messages.decode_message`` parses ids and metrics only: the weights stay a view on the
+"""``decode_message`` parses ids and metrics only: the weights stay a view on the
 received buffer (no copy) and no tensor is decoded until ``.tensors()``."""
 
 from __future__ import annotations
