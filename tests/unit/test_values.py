@@ -7,17 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import values_equal
 
+from flwire import messages
 from flwire.exceptions import SerializationException
-from flwire.serialization import messages
-from flwire.serialization.messages import MessageDecodeError, decode_message
-from flwire.serialization.values import (
-    fill_value_map,
-    from_value,
-    to_value,
-    value_map_to_dict,
-    values_equal,
-)
+from flwire.messages.values import fill_value_map, from_value, to_value, value_map_to_dict
 from flwire.v1 import values_pb2
 
 
@@ -191,8 +185,8 @@ def test_what_a_builder_accepts_decode_message_reads(shape, depth):
         assert "deep" in str(exc)
         return
     try:
-        got = decode_message(blob)
-    except MessageDecodeError as exc:
+        got = messages.decode_message(blob)
+    except messages.MessageDecodeError as exc:
         pytest.fail(f"the builder emitted bytes that decode_message refuses: {exc}")
     assert values_equal(value_map_to_dict(got.body.config), config)
 
@@ -201,5 +195,5 @@ def test_what_a_builder_accepts_decode_message_reads(shape, depth):
 def test_moderately_nested_values_round_trip(shape, depth):
     wrap = (lambda v: {"k": v}) if shape == "dict" else (lambda v: [v])
     config = {"deep": _nested(depth, wrap)}
-    got = decode_message(messages.training_start(1, config).to_bytes())
+    got = messages.decode_message(messages.training_start(1, config).to_bytes())
     assert values_equal(value_map_to_dict(got.body.config), config)
