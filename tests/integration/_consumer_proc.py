@@ -14,15 +14,15 @@ import sys
 
 from _helpers import transport
 
-from flwire.communication.channel import Channel
-from flwire.serialization.messages import decode_message
+from flwire import messages
+from flwire.transport import Channel
 
 
 async def main(bootstrap: str, topic: str, group: str) -> None:
     t = transport(bootstrap)
     await t.start()
     async for delivery in Channel(t).receive([topic], group):
-        msg = decode_message(delivery.payload)
+        msg = messages.decode_message(delivery.payload)
         print(f"GOT {msg.message_id}", flush=True)
         # Handling "takes forever": done() is never called, so nothing is committed.
 

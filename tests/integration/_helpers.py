@@ -9,10 +9,9 @@ from typing import Any
 
 import torch
 
-from flwire.communication.channel import Channel, SeenIds
-from flwire.communication.kafka_transport import KafkaTransport
-from flwire.models import SimpleCNN
-from flwire.serialization.messages import Message, decode_message
+from flwire import messages
+from flwire.compat.models.neural_networks import SimpleCNN
+from flwire.transport import Channel, KafkaTransport
 
 
 def cnn_state(seed: int) -> dict[str, torch.Tensor]:
@@ -28,7 +27,7 @@ def transport(bootstrap: str, **consumer: Any) -> KafkaTransport:
     )
 
 
-async def send_message(channel: Channel, topic: str, msg: Message) -> None:
+async def send_message(channel: Channel, topic: str, msg: messages.Message) -> None:
     await channel.send_message(topic, msg)
 
 
@@ -36,18 +35,18 @@ async def collect(
     channel: Channel,
     topics: list[str],
     group: str,
-    until: Callable[[list[Message]], bool],
+    until: Callable[[list[messages.Message]], bool],
     timeout: float,
-    seen: SeenIds | None = None,
-) -> list[Message]:
+    seen: messages.SeenIds | None = None,
+) -> list[messages.Message]:
     """Receive, decode and de-duplicate messages until ``until`` holds."""
-    got: list[Message] = []
-    seen = seen or SeenIds()
+    got: list[messages.Message] = []
+    seen = seen or messages.SeenIds()
     deadline = time.monotonic() + timeout
 
     async def run() -> None:
         async for delivery in channel.receive(topics, group):
-            msg = decode_message(delivery.payload)
+            msg = messages.decode_message(delivery.payload)
             if seen.first_time(msg.message_id):
                 got.append(msg)
             await delivery.done()

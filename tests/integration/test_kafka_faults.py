@@ -16,9 +16,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from flwire.communication.channel import Channel, SeenIds
-from flwire.communication.transport import TopicLayout
-from flwire.serialization import messages as m
+from flwire import messages
+from flwire.transport import Channel, TopicLayout
 
 from ._helpers import cnn_state, collect, send_message, transport
 from .conftest import PrivateBroker
@@ -42,9 +41,9 @@ def test_broker_crash_mid_round_loses_and_doubles_nothing(
     layout = TopicLayout(job_id)
     bootstrap = private_broker.bootstrap
     clients = [f"client-{i}" for i in range(10)]
-    updates = [m.client_update(c, 1, cnn_state(i), {"i": i}) for i, c in enumerate(clients)]
+    updates = [messages.client_update(c, 1, cnn_state(i), {"i": i}) for i, c in enumerate(clients)]
 
-    async def send(msg: m.Message) -> None:
+    async def send(msg: messages.Message) -> None:
         t = transport(bootstrap)
         await t.start()
         try:
@@ -52,11 +51,11 @@ def test_broker_crash_mid_round_loses_and_doubles_nothing(
         finally:
             await t.stop()
 
-    async def scenario() -> list[m.Message]:
+    async def scenario() -> list[messages.Message]:
         server = transport(bootstrap)
         await server.start()
         await server.ensure_topics(layout.all)
-        seen = SeenIds()
+        seen = messages.SeenIds()
         channel = Channel(server)
         receiving = asyncio.create_task(
             collect(
@@ -85,7 +84,8 @@ def test_consumer_killed_before_commit_gets_the_message_again(
 ) -> None:
     layout = TopicLayout(job_id)
     bootstrap = private_broker.bootstrap
-    update = m.client_update("c1", 2, cnn_state(7), {"loss": 0.5})  # > 1 MB: travels in parts
+    # Above 1 MB: travels in parts.
+    update = messages.client_update("c1", 2, cnn_state(7), {"loss": 0.5})
     group = layout.server_group()
 
     async def produce() -> int:
@@ -131,7 +131,7 @@ def test_consumer_killed_before_commit_gets_the_message_again(
         proc.wait(timeout=30)
         stderr_file.close()
 
-    async def restart() -> list[m.Message]:
+    async def restart() -> list[messages.Message]:
         t = transport(bootstrap)
         await t.start()
         try:

@@ -9,26 +9,27 @@ import time
 import pytest
 import torch
 
-from flwire.communication.channel import Channel, SeenIds
-from flwire.communication.kafka_client import AsyncKafkaClient
-from flwire.communication.transport import TopicLayout
+from flwire import messages
+from flwire.compat.communication.kafka_client import AsyncKafkaClient
+from flwire.compat.serialization.weight_serializer import WeightSerializer
 from flwire.exceptions import CommunicationException
-from flwire.serialization import messages as m
-from flwire.serialization.weight_serializer import WeightSerializer
+from flwire.transport import Channel, TopicLayout
 
 from ._helpers import cnn_state, collect, send_message, transport
 
 
-def _all_message_types(state: dict[str, torch.Tensor]) -> list[m.Message]:
+def _all_message_types(state: dict[str, torch.Tensor]) -> list[messages.Message]:
     return [
-        m.client_registration("c1", model_info={"name": "SimpleCNN"}, max_message_bytes=1 << 20),
-        m.heartbeat("c1", "training", {"cpu_percent": 12.5}),
-        m.training_start(0, {"local_epochs": 1}),
-        m.global_update(0, state, {"lr": 0.01}),
-        m.client_update("c1", 0, state, {"loss": 0.3, "epochs": 1}, num_examples=600),
-        m.evaluation_request(0, config={"batch_size": 64}),
-        m.evaluation_result("c1", 0, {"accuracy": 0.91}, 200),
-        m.shutdown("done"),
+        messages.client_registration(
+            "c1", model_info={"name": "SimpleCNN"}, max_message_bytes=1 << 20
+        ),
+        messages.heartbeat("c1", "training", {"cpu_percent": 12.5}),
+        messages.training_start(0, {"local_epochs": 1}),
+        messages.global_update(0, state, {"lr": 0.01}),
+        messages.client_update("c1", 0, state, {"loss": 0.3, "epochs": 1}, num_examples=600),
+        messages.evaluation_request(0, config={"batch_size": 64}),
+        messages.evaluation_result("c1", 0, {"accuracy": 0.91}, 200),
+        messages.shutdown("done"),
     ]
 
 
@@ -37,7 +38,7 @@ def test_every_message_type_round_trips(bootstrap: str, job_id: str) -> None:
     layout = TopicLayout(job_id)
     sent = _all_message_types(state)
 
-    async def scenario() -> list[m.Message]:
+    async def scenario() -> list[messages.Message]:
         t = transport(bootstrap)
         await t.start()
         try:
@@ -70,10 +71,10 @@ def test_hundred_megabyte_update_through_the_default_limit(bootstrap: str, job_i
     assert raw >= 100 * 1024 * 1024
     layout = TopicLayout(job_id)
     progress: list[tuple[str, int, int]] = []
-    msg = m.client_update("big", 0, state, {"loss": 1.0})
+    msg = messages.client_update("big", 0, state, {"loss": 1.0})
     blob = msg.to_bytes()
 
-    async def scenario() -> tuple[float, list[m.Message], dict[str, int]]:
+    async def scenario() -> tuple[float, list[messages.Message], dict[str, int]]:
         t = transport(bootstrap)
         await t.start()
         try:
@@ -134,13 +135,15 @@ def test_ten_clients_each_counted_once(bootstrap: str, job_id: str) -> None:
         t = transport(bootstrap)
         await t.start()
         try:
-            msg = m.client_update(cid, 3, cnn_state(i), {"loss": 0.1 * i}, num_examples=100 + i)
+            msg = messages.client_update(
+                cid, 3, cnn_state(i), {"loss": 0.1 * i}, num_examples=100 + i
+            )
             await send_message(Channel(t), layout.updates, msg)
             return msg.to_bytes()
         finally:
             await t.stop()
 
-    async def scenario() -> tuple[float, list[m.Message]]:
+    async def scenario() -> tuple[float, list[messages.Message]]:
         server = transport(bootstrap)
         await server.start()
         await server.ensure_topics(layout.all)
@@ -169,7 +172,7 @@ def test_ten_clients_each_counted_once(bootstrap: str, job_id: str) -> None:
 def test_async_kafka_client_old_api(bootstrap: str, job_id: str) -> None:
     topic = f"{job_id}.compat"
     received: list[bytes] = []
-    big = m.global_update(1, cnn_state(5))
+    big = messages.global_update(1, cnn_state(5))
 
     async def scenario() -> bool:
         client = AsyncKafkaClient({"bootstrap_servers": bootstrap, "group_id": "compat"})
@@ -194,9 +197,9 @@ def test_async_kafka_client_old_api(bootstrap: str, job_id: str) -> None:
 
     assert asyncio.run(scenario()) is True
     assert received[0] == b"hello" and received[1] == b"\x00bytes"
-    assert m.decode_message(received[2]).message_id == big.message_id
+    assert messages.decode_message(received[2]).message_id == big.message_id
 
 
 def test_seen_ids_used_across_deliveries() -> None:
-    seen = SeenIds(capacity=2)
+    seen = messages.SeenIds(capacity=2)
     assert seen.first_time("a") and not seen.first_time("a")
