@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from flwire import messages
 from flwire.exceptions import SerializationException
-from flwire.messages import MessageDecodeError, decode_message
 from flwire.tensors import EncodeOptions
 
 
@@ -64,8 +63,8 @@ SMALL = {k: SAMPLES[k] for k in BIT_FLIP}
 def use_fully(data: object) -> None:
     """Decode, then touch everything a receiver would touch. Only flwire errors may escape."""
     try:
-        msg = decode_message(data)
-    except MessageDecodeError:
+        msg = messages.decode_message(data)
+    except messages.MessageDecodeError:
         return
     try:
         _ = (msg.type, msg.body, msg.sender_id, msg.message_id, msg.timestamp)
@@ -80,7 +79,7 @@ def use_fully(data: object) -> None:
 
 def test_samples_are_valid():
     for name, blob in SAMPLES.items():
-        got = decode_message(blob)
+        got = messages.decode_message(blob)
         assert got.message_id, name
 
 
@@ -88,8 +87,8 @@ def test_samples_are_valid():
 def test_every_truncation_is_refused(name):
     blob = SAMPLES[name]
     for end in range(len(blob)):
-        with pytest.raises(MessageDecodeError):
-            decode_message(blob[:end])
+        with pytest.raises(messages.MessageDecodeError):
+            messages.decode_message(blob[:end])
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
