@@ -2,6 +2,11 @@
 
 ``ci`` (the default) keeps the property suites fast on small machines;
 ``thorough`` runs many more examples: ``HYPOTHESIS_PROFILE=thorough pytest tests``.
+
+This folder has no ``__init__.py``, so pytest puts it on ``sys.path`` (as the
+rootdir of this conftest): every test imports the shared hypothesis strategies
+as ``strategies`` (tests/strategies.py) and the reference helpers, among them
+``values_equal``, as ``helpers`` (tests/helpers.py).
 """
 
 from __future__ import annotations
