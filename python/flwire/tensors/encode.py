@@ -238,7 +238,7 @@ def encode_tensor_map_segments(
     """
     options = resolve(options)
     pieces: list[Any] = []
-    sources = prepare(tensors, options.lossy)
+    sources = prepare(tensors, options.lossy, options.threads)
     _encode(pieces.append, sources, options, _metadata_bytes(metadata or {}))
     return pieces
 
@@ -288,7 +288,7 @@ def encode_tensor_map(
     # dropped, so compressed frames never all sit in memory beside the output.
     # The output is one bytes object filled in place (no final copy), and the
     # copies run on the worker threads, beside the compression.
-    sources = prepare(tensors, opts.lossy)
+    sources = prepare(tensors, opts.lossy, opts.threads)
     meta = _metadata_bytes(metadata or {})
     out = FilledBytes(_max_encoded_size(sources, meta))
     _encode(out.write, sources, opts, meta)

@@ -61,12 +61,12 @@ def _lossy_field(params: lossy.LossyParams) -> bytes:
     return len_field(s.T_LOSSY, len(body)) + body
 
 
-def _apply_lossy(src: Source, config: lossy.LossyConfig | None) -> Source:
+def _apply_lossy(src: Source, config: lossy.LossyConfig | None, threads: int | None) -> Source:
     """The source whose raw bytes are its lossy payload, when ``config`` applies
     to it (the transform happens here, before CRC, filter and codec)."""
     if config is None:
         return src
-    encoded = lossy.encode(src.name, src.dtype, src.raw, config)
+    encoded = lossy.encode(src.name, src.dtype, src.raw, config, threads)
     if encoded is None:
         return src
     params, payload = encoded
@@ -100,10 +100,12 @@ def _source(name: Any, value: Any) -> Source:
 def prepare(
     tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
     lossy_config: lossy.LossyConfig | None,
+    threads: int | None = None,
 ) -> list[Source]:
-    """The sources of a state dict (a mapping or (name, tensor) pairs), in order."""
+    """The sources of a state dict (a mapping or (name, tensor) pairs), in order;
+    lossy transforms use up to ``threads`` cores (None: all)."""
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
-    sources = [_apply_lossy(_source(k, v), lossy_config) for k, v in items]
+    sources = [_apply_lossy(_source(k, v), lossy_config, threads) for k, v in items]
     names = [src.name for src in sources]
     if len(set(names)) != len(names):
         raise SerializationException("duplicate tensor names in the state dict")

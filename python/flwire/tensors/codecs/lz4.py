@@ -130,10 +130,12 @@ class Lz4Codec(FrameCodec):
         ctx = self.per_thread("decompress", lz4.frame.create_decompression_context)
         expected = out.nbytes
         try:
-            result, _, _ = lz4.frame.decompress_chunk(ctx, frame, max_length=expected + 1)
+            result, used, ended = lz4.frame.decompress_chunk(ctx, frame, max_length=expected + 1)
         except RuntimeError as exc:
-            lz4.frame.reset_decompression_context(ctx)
             raise self._refuse(tensor_name, f"corrupt LZ4 data ({exc})") from None
-        lz4.frame.reset_decompression_context(ctx)
+        finally:
+            lz4.frame.reset_decompression_context(ctx)
         self.short_output(tensor_name, min(len(result), expected), expected, len(result) > expected)
+        if not ended or used != len(frame):  # frame_end walked it: only a liblz4 surprise
+            raise self._refuse(tensor_name, "LZ4 frame did not end where its blocks end")
         out[:] = np.frombuffer(result, dtype=np.uint8)

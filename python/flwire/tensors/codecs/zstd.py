@@ -15,11 +15,15 @@ from flwire.v1 import tensor_pb2
 ZSTD_MAGIC = 0xFD2FB528
 #: Block types (RFC 8878, section 3.1.1.2.2).
 BLOCK_RLE = 1
+BLOCK_COMPRESSED = 2
 BLOCK_RESERVED = 3
 #: A block header is 3 bytes; an RLE block's content is 1 byte; the optional
 #: frame checksum is 4.
 BLOCK_HEADER_BYTES = 3
 CHECKSUM_BYTES = 4
+#: No block holds more than this (RFC 8878 Block_Maximum_Size), so a frame's
+#: blocks bound what it can decompress to.
+BLOCK_MAX_BYTES = 1 << 17
 
 
 class ZstdCodec(FrameCodec):
@@ -48,7 +52,7 @@ class ZstdCodec(FrameCodec):
         try:
             size = zstandard.frame_content_size(head)
             pos += zstandard.frame_header_size(head)
-            has_checksum = zstandard.get_frame_parameters(head).has_checksum
+            params = zstandard.get_frame_parameters(head)
         except zstandard.ZstdError as exc:
             raise SerializationException(
                 f"tensor {tensor_name!r}: data is not a valid zstd frame ({exc})"
@@ -58,7 +62,13 @@ class ZstdCodec(FrameCodec):
                 f"tensor {tensor_name!r}: zstd frame does not record its content size "
                 "(flwire writers always record it; refusing to decompress an unbounded frame)"
             )
+        if params.dict_id:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: zstd frame uses dictionary {params.dict_id} "
+                "(dictionaries are not allowed)"
+            )
         end = len(data)
+        capacity = 0  # the most content the blocks walked so far can hold
         while True:
             if pos + BLOCK_HEADER_BYTES > end:
                 raise SerializationException(
@@ -66,16 +76,24 @@ class ZstdCodec(FrameCodec):
                 )
             header = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
             last, block_type, block_size = header & 1, (header >> 1) & 3, header >> 3
-            if block_type == BLOCK_RESERVED:
+            if block_type == BLOCK_RESERVED or block_size > BLOCK_MAX_BYTES:
                 raise SerializationException(f"tensor {tensor_name!r}: corrupt zstd block header")
+            # Raw and RLE blocks state their regenerated size; a compressed one may
+            # hold up to the maximum.
+            capacity += BLOCK_MAX_BYTES if block_type == BLOCK_COMPRESSED else block_size
             pos += BLOCK_HEADER_BYTES + (1 if block_type == BLOCK_RLE else block_size)
             if last:
                 break
-        pos += CHECKSUM_BYTES if has_checksum else 0
+        pos += CHECKSUM_BYTES if params.has_checksum else 0
         if pos > end:
             raise SerializationException(
                 f"tensor {tensor_name!r}: zstd frame is truncated (it runs {pos - end} bytes "
                 "past the end of the data)"
+            )
+        if size > capacity:
+            raise SerializationException(
+                f"tensor {tensor_name!r}: zstd frame declares {size} bytes of content, more than "
+                "its blocks can hold"
             )
         return pos, int(size)
 

@@ -4,8 +4,8 @@ The tensor codec puts the payload where the raw bytes would be (CRC, filter
 and codec then apply to the payload) and records the method in
 ``Tensor.lossy`` (docs/wire-format.md section 9.1, which also states the error
 bounds the property tests check). Everything is vectorized numpy, in chunks of
-CHUNK_ELEMENTS so that temporaries stay small; nothing loops over elements in
-Python and nothing needs torch.
+CHUNK_ELEMENTS so that temporaries stay small and the encoder's chunks run on
+every core; nothing loops over elements in Python and nothing needs torch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from flwire.exceptions import SerializationException
-from flwire.tensors import dtypes
+from flwire.tensors import dtypes, parallel
 from flwire.tensors.lossy import floats
 from flwire.tensors.lossy.config import LossyConfig
 from flwire.tensors.lossy.params import (
@@ -28,7 +28,7 @@ from flwire.tensors.lossy.params import (
 from flwire.v1 import tensor_pb2 as pb
 
 #: Elements converted per step: bounds the temporaries of a large tensor.
-CHUNK_ELEMENTS = 1 << 20
+CHUNK_ELEMENTS = 1 << 18
 #: int8 levels are -127..127 (-128 is never written), so a scale is max|x| / 127.
 INT8_LEVELS = 127
 _F32_TINY = np.float32(2.0**-149)  # the smallest positive float32 (subnormal)
@@ -40,6 +40,21 @@ _INF_BITS = {dtypes.FLOAT16.wire: 0x7C00, dtypes.BFLOAT16.wire: 0x7F80}
 
 def _chunks(n: int, step: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+
+def _values(raw: np.ndarray, info: dtypes.DtypeInfo, lo: int, hi: int) -> np.ndarray:
+    """Elements ``[lo, hi)`` of a float tensor's raw bytes as float32 (float64 for
+    float64), exact: a view unless the tensor is 16-bit."""
+    width = info.itemsize
+    return floats.to_float(raw[lo * width : hi * width], info)
+
+
+def _in_parallel(steps: list[Any], work: Any, itemsize: int, threads: int | None) -> None:
+    """``work(step)`` for each step (whose first two items bound its elements), on
+    the codec's threads (numpy releases the GIL); the first failing step, in
+    order, raises."""
+    sizes = [(step[1] - step[0]) * itemsize for step in steps]
+    parallel.run_parallel(lambda i: work(steps[i]), sizes, threads)
 
 
 def _block_steps(n: int, block: int) -> list[tuple[int, int, int]]:
@@ -65,20 +80,25 @@ def _index_dtype(numel: int) -> np.dtype[Any]:
 
 
 def encode(
-    name: str, dtype: dtypes.DtypeInfo, raw: np.ndarray, config: LossyConfig
+    name: str,
+    dtype: dtypes.DtypeInfo,
+    raw: np.ndarray,
+    config: LossyConfig,
+    threads: int | None = None,
 ) -> tuple[LossyParams, np.ndarray] | None:
     """``(params, payload bytes)`` of a tensor's raw bytes (uint8), or None when
     ``config`` leaves the tensor lossless. Raises SerializationException for a
-    value the method cannot carry (a float16 overflow, a non-finite int8 input)."""
+    value the method cannot carry (a float16 overflow, a non-finite int8 input).
+    ``threads`` as in EncodeOptions."""
     numel = raw.nbytes // dtype.itemsize
     if not config.applies_to(name, dtype, numel):
         return None
     method = config.wire_method
     if method in CAST_TARGET:
-        params, payload = LossyParams(method), _cast(name, dtype, raw, method)
+        params, payload = LossyParams(method), _cast(name, dtype, raw, method, threads)
     elif method == pb.LOSSY_BLOCK_INT8:
         params = LossyParams(method, block_size=config.block_size)
-        payload = _quantize_int8(name, dtype, raw, config.block_size)
+        payload = _quantize_int8(name, dtype, raw, config.block_size, threads)
     else:
         k = config.k_for(numel)
         params, payload = LossyParams(method, k=k), _top_k(dtype, raw, k)
@@ -87,31 +107,47 @@ def encode(
     return params, payload
 
 
-def _cast(name: str, dtype: dtypes.DtypeInfo, raw: np.ndarray, method: int) -> np.ndarray:
+def _cast(
+    name: str, dtype: dtypes.DtypeInfo, raw: np.ndarray, method: int, threads: int | None
+) -> np.ndarray:
     target = CAST_TARGET[method]
-    x = floats.to_float(raw, dtype)
-    out = np.empty(x.size, dtype=np.uint16)
-    for lo, hi in _chunks(x.size, CHUNK_ELEMENTS):
-        y = floats.cast_bits(x[lo:hi], target)
-        overflow = ((y & _ABS_BITS) == _INF_BITS[target.wire]) & np.isfinite(x[lo:hi])
+    n = raw.nbytes // dtype.itemsize
+    out = np.empty(n, dtype=np.uint16)
+
+    def step(bounds: tuple[int, int]) -> None:
+        lo, hi = bounds
+        x = _values(raw, dtype, lo, hi)
+        y = floats.cast_bits(x, target)
+        overflow = ((y & _ABS_BITS) == _INF_BITS[target.wire]) & np.isfinite(x)
         if overflow.any():
-            first = lo + int(np.flatnonzero(overflow)[0])
+            first = int(np.flatnonzero(overflow)[0])
             hint = (
                 "; use bfloat16 (float32's range) or int8 for it"
                 if method == pb.LOSSY_CAST_FLOAT16
                 else "; exclude the tensor from lossy encoding"
             )
             raise SerializationException(
-                f"tensor {name!r}: value {float(x[first])!r} at flat index {first} overflows "
-                f"{target.name} (lossy cast would turn it into infinity){hint}"
+                f"tensor {name!r}: value {float(x[first])!r} at flat index {lo + first} "
+                f"overflows {target.name} (lossy cast would turn it into infinity){hint}"
             )
         out[lo:hi] = y
+
+    _in_parallel(_chunks(n, CHUNK_ELEMENTS), step, dtype.itemsize, threads)
     return out.view(np.uint8)
+
+
+def _row_max(a: np.ndarray) -> np.ndarray:
+    """The maximum of each row of ``a`` (NaN if the row holds one), by halving
+    the rows: numpy reduces short rows one at a time, which is much slower."""
+    while a.shape[1] > 1 and a.shape[1] % 2 == 0:
+        half = a.shape[1] // 2
+        a = np.maximum(a[:, :half], a[:, half:])
+    return a[:, 0] if a.shape[1] == 1 else np.max(a, axis=1)
 
 
 def _int8_scales(name: str, dtype: dtypes.DtypeInfo, part: np.ndarray) -> np.ndarray:
     """The float32 scale of each row (block) of ``part`` (float32)."""
-    amax = np.max(np.abs(part), axis=1)
+    amax = _row_max(np.abs(part))
     if not np.isfinite(amax).all():
         raise SerializationException(
             f"tensor {name!r} holds NaN or infinity"
@@ -129,36 +165,50 @@ def _int8_scales(name: str, dtype: dtypes.DtypeInfo, part: np.ndarray) -> np.nda
     return scale
 
 
-def _quantize_int8(name: str, dtype: dtypes.DtypeInfo, raw: np.ndarray, block: int) -> np.ndarray:
-    x = floats.to_float(raw, dtype)
-    n = x.size
+def _quantize_int8(
+    name: str, dtype: dtypes.DtypeInfo, raw: np.ndarray, block: int, threads: int | None
+) -> np.ndarray:
+    n = raw.nbytes // dtype.itemsize
     blocks = -(-n // block)
     payload = np.empty(SCALE_BYTES * blocks + n, dtype=np.uint8)
     scales = payload[: SCALE_BYTES * blocks].view("<f4")
     q = payload[SCALE_BYTES * blocks :].view(np.int8)
-    for lo, hi, rows in _block_steps(n, block):
-        with np.errstate(over="ignore"):
-            part = x[lo:hi].astype(np.float32, copy=False)  # exact for 16-bit; RNE for float64
-        scale = _int8_scales(name, dtype, part.reshape(rows, -1))
-        scales[lo // block : lo // block + len(scale)] = scale
-        divisor = np.where(scale == 0, np.float32(1), scale)
-        y = part.reshape(rows, -1) / divisor[:, None]
+
+    def step(bounds: tuple[int, int, int]) -> None:
+        lo, hi, rows = bounds
+        with np.errstate(over="ignore"):  # exact for 16-bit; RNE for float64
+            part = _values(raw, dtype, lo, hi).astype(np.float32, copy=False).reshape(rows, -1)
+        scale = _int8_scales(name, dtype, part)
+        scales[lo // block : lo // block + rows] = scale
+        y = part / np.where(scale == 0, np.float32(1), scale)[:, None]
         np.rint(y, out=y)  # half to even
-        if (scale < _F32_NORMAL).any():  # imprecise subnormal scales can exceed 127
+        if ((scale > 0) & (scale < _F32_NORMAL)).any():  # subnormal scales can exceed 127
             np.clip(y, -INT8_LEVELS, INT8_LEVELS, out=y)
         q[lo:hi] = y.reshape(-1)
+
+    _in_parallel(_block_steps(n, block), step, dtype.itemsize, threads)
     return payload
 
 
-def _magnitudes(dtype: dtypes.DtypeInfo, raw: np.ndarray) -> np.ndarray:
-    return np.abs(floats.to_float(raw, dtype))
+def _top_indices(mag: np.ndarray, k: int) -> np.ndarray:
+    """Ascending indices of ``k`` largest entries of ``mag`` (NaN ranks first:
+    numpy sorts it above every number). Only the non-zero entries are
+    partitioned: argpartition crawls through long runs of equal values, which
+    is what a sparse delta is made of."""
+    n = mag.size
+    if k >= n:
+        return np.arange(n)
+    nonzero = np.flatnonzero(mag)
+    if nonzero.size <= k:  # every non-zero entry, then zeros (ties: any will do)
+        zeros = np.flatnonzero(mag == 0)[: k - nonzero.size]
+        return np.sort(np.concatenate([nonzero, zeros]))
+    top = np.argpartition(mag[nonzero], nonzero.size - k)[nonzero.size - k :]
+    return np.sort(nonzero[top])
 
 
 def _top_k(dtype: dtypes.DtypeInfo, raw: np.ndarray, k: int) -> np.ndarray:
     n = raw.nbytes // dtype.itemsize
-    mag = _magnitudes(dtype, raw)
-    # numpy sorts NaN above every number, so NaNs are kept (exactly).
-    idx = np.sort(np.argpartition(mag, n - k)[n - k :]) if k < n else np.arange(n)
+    idx = _top_indices(np.abs(_values(raw, dtype, 0, n)), k)
     width = dtype.itemsize
     payload = np.empty(k * (width + index_width(n)), dtype=np.uint8)
     elements = floats.aligned(raw, width).view(f"<u{width}")
@@ -194,11 +244,19 @@ def _dequantize_int8(
     scales = floats.aligned(payload[: SCALE_BYTES * blocks], SCALE_BYTES).view("<f4")
     q = payload[SCALE_BYTES * blocks :].view(np.int8)
     out = np.empty(n * dtype.itemsize, dtype=np.uint8)
+    width = dtype.itemsize
+    direct = dtype.wire == dtypes.FLOAT32.wire  # the products are the output: no temporary
     for lo, hi, rows in _block_steps(n, block):
         first = lo // block
-        wide = q[lo:hi].reshape(rows, -1) * scales[first : first + rows, None]  # float32
-        width = dtype.itemsize
-        out[lo * width : hi * width] = floats.from_float32(wide.reshape(-1), dtype)
+        product = out[lo * width : hi * width].view("<f4") if direct else None
+        wide = np.multiply(
+            q[lo:hi].reshape(rows, -1),
+            scales[first : first + rows, None],
+            out=None if product is None else product.reshape(rows, -1),
+            dtype=np.float32,
+        )
+        if not direct:
+            out[lo * width : hi * width] = floats.from_float32(wide.reshape(-1), dtype)
     return out
 
 
