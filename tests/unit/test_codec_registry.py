@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import flwire
+from flwire import messages
 from flwire.exceptions import SerializationException
 from flwire.tensors import EncodeOptions, codecs, read_tensor_map
 from flwire.tensors.codecs import FRAME_BYTES, FrameCodec
@@ -110,3 +111,17 @@ def test_bad_options_are_refused_with_the_reason(kwargs, match):
 def test_options_must_be_encode_options():
     with pytest.raises(SerializationException, match="must be an EncodeOptions"):
         flwire.encode_tensor_map(STATE, {"compression": "none"})  # type: ignore[arg-type]
+
+
+def test_a_server_picks_a_codec_every_client_decodes():
+
+    both = messages.client_registration("a")  # default: every codec this flwire has
+    zstd_only = messages.client_registration("b", supported_codecs=["zstd"])
+    nothing = messages.client_registration("c", supported_codecs=[])
+    assert messages.supported_codecs(both) == ["zstd", "lz4"]
+    assert messages.pick_codec([both], ["lz4", "zstd"]) == "lz4"
+    assert messages.pick_codec([both, zstd_only], ["lz4", "zstd"]) == "zstd"
+    assert messages.pick_codec([both, nothing]) == "none"
+    decoded = messages.decode_message(zstd_only.to_bytes())
+    assert messages.supported_codecs(decoded.body.capabilities) == ["zstd"]
+    EncodeOptions(compression=messages.pick_codec([both, zstd_only]))

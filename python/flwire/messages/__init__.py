@@ -31,7 +31,12 @@ from flwire.messages.builders import (
     shutdown,
     training_start,
 )
-from flwire.messages.capabilities import pick_lossy, supported_lossy
+from flwire.messages.capabilities import (
+    pick_codec,
+    pick_lossy,
+    supported_codecs,
+    supported_lossy,
+)
 from flwire.messages.dedupe import SeenIds
 from flwire.messages.dispatch import Dispatcher
 from flwire.messages.message import Message, decode_message
@@ -69,8 +74,10 @@ __all__ = [
     "from_value",
     "global_update",
     "heartbeat",
+    "pick_codec",
     "pick_lossy",
     "shutdown",
+    "supported_codecs",
     "supported_lossy",
     "to_value",
     "training_start",

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf.descriptor import EnumDescriptor
 
 from flwire.exceptions import SerializationException
+from flwire.tensors import codecs
 from flwire.tensors.lossy import METHOD_NAMES, METHODS, LossyConfig
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import tensor_pb2
@@ -55,17 +56,40 @@ def lossy_values(items: Iterable[str | int]) -> list[int]:
     return out
 
 
-def supported_lossy(registration: Any) -> list[str]:
-    """Short names (``float16``, ``bfloat16``, ``int8``, ``topk``) of the lossy
-    encodings a client announced; ``registration`` is a decoded
-    client_registration Message, a ClientRegistration or a Capabilities.
-    Values this flwire does not know are left out."""
+def _capabilities(registration: Any) -> pb.Capabilities:
     registration = getattr(registration, "body", registration)
     caps = getattr(registration, "capabilities", registration)
     if not isinstance(caps, pb.Capabilities):
         raise SerializationException(
             f"expected a client registration or its capabilities, got {type(caps).__name__}"
         )
+    return caps
+
+
+def supported_codecs(registration: Any) -> list[str]:
+    """Names of the frame codecs (``zstd``, ``lz4``) a client announced that this
+    flwire has; ``registration`` as for :func:`supported_lossy`."""
+    found = (codecs.by_wire(v) for v in _capabilities(registration).supported_codecs)
+    return [codec.name for codec in found if codec is not None]
+
+
+def pick_codec(registrations: Iterable[Any], preferred: Iterable[str] = ("zstd", "lz4")) -> str:
+    """The first of ``preferred`` codec names that every client in
+    ``registrations`` decodes, for ``EncodeOptions(compression=...)``; ``"none"``
+    (uncompressed, which every reader decodes) when there is none."""
+    regs = list(registrations)
+    common = set(codecs.names())
+    for reg in regs:
+        common &= set(supported_codecs(reg))
+    return next((name for name in preferred if name in common), codecs.NONE)
+
+
+def supported_lossy(registration: Any) -> list[str]:
+    """Short names (``float16``, ``bfloat16``, ``int8``, ``topk``) of the lossy
+    encodings a client announced; ``registration`` is a decoded
+    client_registration Message, a ClientRegistration or a Capabilities.
+    Values this flwire does not know are left out."""
+    caps = _capabilities(registration)
     return [METHOD_NAMES[v] for v in caps.supported_lossy if v in METHOD_NAMES]
 
 
