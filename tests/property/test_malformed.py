@@ -380,6 +380,21 @@ def math_prod(shape):
     return out
 
 
+def _zstd_frame_declaring(content_size: int) -> bytes:
+    """A zstd frame header with an 8-byte content size (single segment), then as
+    many empty compressed blocks as could hold that much (a block regenerates up
+    to 128 KiB, and the walker refuses a frame whose blocks cannot hold its
+    declared size): only the size limits stand between it and an allocation."""
+    blocks = max(1, -(-content_size // (1 << 17)))
+    compressed, last = 2 << 1, 1
+    header = b"\x28\xb5\x2f\xfd" + b"\xe0" + content_size.to_bytes(8, "little")
+    return (
+        header
+        + compressed.to_bytes(3, "little") * (blocks - 1)
+        + (compressed | last).to_bytes(3, "little")
+    )
+
+
 def test_zstd_frame_declaring_a_huge_content_size_is_refused():
     # A frame header with an 8-byte content size of 2**40 (single segment).
     frame = b"\x28\xb5\x2f\xfd" + b"\xe0" + (1 << 40).to_bytes(8, "little") + b"\x01\x00\x00"
@@ -388,7 +403,13 @@ def test_zstd_frame_declaring_a_huge_content_size_is_refused():
     t.data = frame
     data = _map(t)
     assert peak_bytes_of(lambda: expect_error(data, "limit", cls=PayloadTooLargeError)) < 1 << 20
-    # Even with a generous limit per tensor, the total limit still applies.
+    # Even with a generous limit per tensor, the total limit still applies (to a
+    # frame whose blocks could hold what it declares).
+    frame = _zstd_frame_declaring(1 << 31)
+    assert zstandard.frame_content_size(frame) == 1 << 31
+    t = pb.Tensor(name="bomb", dtype=INFO["uint8"].wire, shape=[1 << 31], raw_size=1 << 31, codec=1)
+    t.data = frame
+    data = _map(t)
     limits = DecodeLimits(max_tensor_bytes=1 << 41, max_total_bytes=1 << 30)
     assert (
         peak_bytes_of(lambda: expect_error(data, "limit", cls=PayloadTooLargeError, limits=limits))
@@ -397,7 +418,8 @@ def test_zstd_frame_declaring_a_huge_content_size_is_refused():
 
 
 def test_many_tensors_whose_sum_is_too_large():
-    frame = b"\x28\xb5\x2f\xfd" + b"\xe0" + (3 << 30).to_bytes(8, "little") + b"\x01\x00\x00"
+    frame = _zstd_frame_declaring(3 << 30)
+    assert zstandard.frame_content_size(frame) == 3 << 30
     tensors = [
         pb.Tensor(name=str(i), dtype=INFO["uint8"].wire, shape=[3 << 30], raw_size=3 << 30)
         for i in range(2)
