@@ -272,7 +272,8 @@ def pb_tensor(
 ) -> pb.Tensor:
     """A Tensor message built by hand with the generated class (``frame_bytes``:
     cut the filtered bytes into zstd frames of that size, else one frame)."""
-    t = pb.Tensor(name=name, dtype=info.wire, shape=list(shape), raw_size=len(raw))
+    t = pb.Tensor(name=name, dtype=pb.Dtype.ValueType(info.wire), shape=list(shape))
+    t.raw_size = len(raw)
     t.crc32c = crc32c.crc32c(raw)
     data = raw
     if shuffle:

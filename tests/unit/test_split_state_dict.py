@@ -124,15 +124,14 @@ _DTYPES = ["u1", "<i2", "<f4", ">f8", "torch.float16", "torch.bfloat16", "torch.
 
 @st.composite
 def state_dicts(draw) -> dict:
-    state = {}
+    state: dict[str, torch.Tensor | np.ndarray] = {}
     for i in range(draw(st.integers(0, 12))):
         kind = draw(st.sampled_from(_DTYPES))
         shape = tuple(draw(st.lists(st.integers(0, 40), max_size=2)))
         if kind.startswith("torch."):
-            value = torch.ones(shape, dtype=getattr(torch, kind.removeprefix("torch.")))
+            state[f"t{i}"] = torch.ones(shape, dtype=getattr(torch, kind.removeprefix("torch.")))
         else:
-            value = np.ones(shape, dtype=kind)
-        state[f"t{i}"] = value
+            state[f"t{i}"] = np.ones(shape, dtype=kind)
     return state
 
 
