@@ -7,7 +7,7 @@ high-water mark). Then the project's targets, MET or MISSED.
 
     make bench                                  # everything (~5 minutes on 2 busy cores)
     make bench BENCH_ARGS="--quick"             # ~10M stand-in for the 100M model
-    .venv/bin/python -m benchmarks.codec --models mlp,cnn --paths flwire_zstd,old_path
+    .venv/bin/python -m benchmarks.codec --models mlp,cnn --paths flwire_zstd,legacy_path
     .venv/bin/python -m benchmarks.codec --json bench-results/run.json --profile
 
 Run it from the repository root.
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{met}/{len(targets)} met, {sum(t.met is False for t in targets)} missed")
     print(
         "verdicts use the medians; 'fastest samples' (min encode + min decode) shows what the "
-        "code does when the machine leaves it alone. old_path has one cold sample on big models."
+        "code does when the machine leaves it alone. legacy_path has one cold sample on big models."
     )
 
     profile_text = None

@@ -101,8 +101,8 @@ def _anchors() -> list[BenchPath]:
     floor = anchors.MemcpyFloor()
     return [
         BenchPath(
-            "old_path",
-            "old_path",
+            "legacy_path",
+            "legacy_path",
             legacy.encode_update,
             legacy.decode_update,
             "pickle+gzip-9+base64 in the JSON message (size = whole message)",

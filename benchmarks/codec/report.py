@@ -48,13 +48,13 @@ def usable(r: Result | None) -> Result | None:
     return r if r is not None and r.ran and r.size else None
 
 
-def size_row(r: Result, old: Result | None, st: Result | None) -> list[str]:
+def size_row(r: Result, legacy: Result | None, st: Result | None) -> list[str]:
     assert r.size is not None
     return [
         r.label,
         size_cell(r.size),
         f"{r.size / r.raw_bytes:.3f}",
-        ratio_cell(r.size, old.size if old else None, ".3f"),
+        ratio_cell(r.size, legacy.size if legacy else None, ".3f"),
         ratio_cell(r.size, st.size if st else None, ".3f"),
         fmt_rate(*r.mbps(r.encode_s)),
         fmt_rate(*r.mbps(r.decode_s)),
@@ -62,11 +62,11 @@ def size_row(r: Result, old: Result | None, st: Result | None) -> list[str]:
     ]
 
 
-def time_row(r: Result, old: Result | None, st: Result | None) -> list[str]:
+def time_row(r: Result, legacy: Result | None, st: Result | None) -> list[str]:
     return [
         r.label,
         fmt_time(r.round_trip),
-        ratio_cell(old.round_trip if old else None, r.round_trip, ".1f", "x"),
+        ratio_cell(legacy.round_trip if legacy else None, r.round_trip, ".1f", "x"),
         ratio_cell(r.round_trip, st.round_trip if st else None, ".2f"),
         check_cell(r),
         f"{r.zero_copy}/{r.tensors}",
@@ -104,10 +104,10 @@ TIME_HEADERS = [
 def model_tables(results: dict[str, Result]) -> str:
     """Sizes and throughputs, then round trips, checks and memory; ratios are to the old
     path and to safetensors (when they ran on this model)."""
-    old, st = usable(results.get("old_path")), usable(results.get("safetensors"))
+    legacy, st = usable(results.get("legacy_path")), usable(results.get("safetensors"))
     run = [r for r in results.values() if r.ran]
-    t1 = table(SIZE_HEADERS, [size_row(r, old, st) for r in run])
-    t2 = table(TIME_HEADERS, [time_row(r, old, st) for r in run])
+    t1 = table(SIZE_HEADERS, [size_row(r, legacy, st) for r in run])
+    t2 = table(TIME_HEADERS, [time_row(r, legacy, st) for r in run])
     text = t1 + "\n\n" + t2
     lines = [n for r in results.values() for n in notes(r)]
     if lines:
@@ -127,8 +127,8 @@ class Target:
     met: bool | None  # None: could not be evaluated (path or model not run)
 
 
-SPEEDUP_VS_OLD = 25.0
-BYTES_VS_OLD = {"float32": 0.76, "bfloat16": 0.75}
+SPEEDUP_VS_LEGACY = 25.0
+BYTES_VS_LEGACY = {"float32": 0.76, "bfloat16": 0.75}
 SHUFFLE_VS_RAW = {"float32": 0.85, "bfloat16": 0.70}
 SHUFFLE_DECODE_MBPS = 400.0
 PEAK_ENCODE_VS_RAW = 1.2
@@ -142,31 +142,31 @@ SPARSE_VS_RAW = 0.15
 Get = Callable[[str, str], Result | None]
 
 
-def zstd_vs_old(get: Get, model: str, dtype: str) -> list[Target]:
+def zstd_vs_legacy(get: Get, model: str, dtype: str) -> list[Target]:
     """Default lossless mode: round trip >= 25x faster than the old path, and (float32 /
     bfloat16 models) <= 0.76x / 0.75x its bytes."""
-    zs, old = usable(get(model, "flwire_zstd")), usable(get(model, "old_path"))
-    if not (zs and old and zs.size and old.size):
+    zs, legacy = usable(get(model, "flwire_zstd")), usable(get(model, "legacy_path"))
+    if not (zs and legacy and zs.size and legacy.size):
         return []
-    sp = old.round_trip / zs.round_trip
+    sp = legacy.round_trip / zs.round_trip
     out = [
         Target(
             "zstd round trip vs old",
             model,
-            f"{sp:.1f}x ({fmt_time(zs.round_trip)} vs {fmt_time(old.round_trip)}); "
-            f"fastest samples {old.round_trip_best / zs.round_trip_best:.1f}x",
-            f">= {SPEEDUP_VS_OLD:g}x",
-            sp >= SPEEDUP_VS_OLD,
+            f"{sp:.1f}x ({fmt_time(zs.round_trip)} vs {fmt_time(legacy.round_trip)}); "
+            f"fastest samples {legacy.round_trip_best / zs.round_trip_best:.1f}x",
+            f">= {SPEEDUP_VS_LEGACY:g}x",
+            sp >= SPEEDUP_VS_LEGACY,
         )
     ]
-    limit = BYTES_VS_OLD.get(dtype)
+    limit = BYTES_VS_LEGACY.get(dtype)
     if limit is not None:
-        ratio = zs.size / old.size
+        ratio = zs.size / legacy.size
         out.append(
             Target(
                 "zstd bytes vs old",
                 model,
-                f"{ratio:.3f}x ({zs.size / MB:.2f} vs {old.size / MB:.2f} MB)",
+                f"{ratio:.3f}x ({zs.size / MB:.2f} vs {legacy.size / MB:.2f} MB)",
                 f"<= {limit:.2f}x",
                 ratio <= limit,
             )
@@ -305,7 +305,7 @@ def evaluate_targets(
     models = list(all_results)
     bigs = [m for m in (big, big + "_bf16") if m in all_results]
     return [
-        *(t for m in models for t in zstd_vs_old(get, m, dtypes.get(m, "mixed"))),
+        *(t for m in models for t in zstd_vs_legacy(get, m, dtypes.get(m, "mixed"))),
         *(t for m in models for t in none_zero_copy(get, m)),
         *(t for m in bigs for t in none_vs_safetensors(get, m)),
         *(t for m in models for t in shuffle_targets(get, m, dtypes.get(m, "mixed"))),

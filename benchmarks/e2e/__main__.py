@@ -55,7 +55,7 @@ from benchmarks.e2e.broker import DEFAULT_PORT, Broker
 from benchmarks.e2e.phases import ClientProcesses, ServerPhase, Settings, make_plan
 from benchmarks.e2e.report import paths_line, tables
 from benchmarks.e2e.results import Expected, summarize
-from benchmarks.e2e.servers import flwire_server, old_server
+from benchmarks.e2e.servers import flwire_server, legacy_server
 from benchmarks.e2e.wire import BenchError, create_topics, log
 from benchmarks.models import StateDict, raw_size
 from benchmarks.tables import MB, host_info, host_line, library_version
@@ -81,7 +81,7 @@ def settings(args: argparse.Namespace) -> Settings:
         rounds=args.rounds if args.rounds is not None else (2 if args.quick else 5),
         warmup=1,
         big="none" if args.no_big else ("quick" if args.quick else "full"),
-        old_big=not args.no_old_big,
+        legacy_big=not args.no_legacy_big,
         wait_s=args.wait,
         quick=args.quick,
         flwire_options={"consumer": consumer} if consumer else {},
@@ -106,7 +106,7 @@ def run_phases(
             if ph["kind"] == "flwire":
                 server[ph["name"]] = asyncio.run(flwire_server(side, bootstrap, base))
             else:
-                server[ph["name"]] = old_server(side, bootstrap, base)
+                server[ph["name"]] = legacy_server(side, bootstrap, base)
             seconds[f"{ph['name']}_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
         return server, clients.results(st.wait_s), seconds
@@ -205,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rounds", type=int, help="timed rounds (default 5, --quick 2)")
     ap.add_argument("--no-big", action="store_true", help="skip scenario B")
     ap.add_argument(
-        "--no-old-big", action="store_true", help="skip the old path of scenario B (~45 s)"
+        "--no-legacy-big", action="store_true", help="skip the old path of scenario B (~45 s)"
     )
     ap.add_argument(
         "--port",

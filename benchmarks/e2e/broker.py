@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.e2e.wire import OLD_RECORD_LIMIT, BenchError, log
+from benchmarks.e2e.wire import LEGACY_RECORD_LIMIT, BenchError, log
 from benchmarks.tables import ROOT
 
 BROKER_SH = ROOT / "kafka" / "broker.sh"
@@ -29,7 +29,7 @@ class Broker:
             **os.environ,
             "FLWIRE_KAFKA_PORT": str(port),
             "FLWIRE_KAFKA_CONTROLLER_PORT": str(port + 1),
-            "FLWIRE_KAFKA_MESSAGE_MAX_BYTES": str(OLD_RECORD_LIMIT),
+            "FLWIRE_KAFKA_MESSAGE_MAX_BYTES": str(LEGACY_RECORD_LIMIT),
             # The broker holds a whole produce request (old path: up to 255 MiB) in its heap.
             "FLWIRE_KAFKA_HEAP": os.environ.get("FLWIRE_KAFKA_HEAP", "2g"),
             "FLWIRE_PYTHON": sys.executable,

@@ -26,13 +26,13 @@ from typing import Any
 from benchmarks import legacy
 from benchmarks.e2e.wire import (
     BIG_ROUND,
-    OldProducer,
+    LegacyProducer,
     RecordTooLarge,
     big_model,
     clock,
     flwire_transport,
-    old_consumer,
-    old_poll,
+    legacy_consumer,
+    legacy_poll,
     perturb,
 )
 from benchmarks.models import StateDict
@@ -136,12 +136,12 @@ class Client:
 
     # ------------------------------------------------------------------------- old path
 
-    def old_phase(self, job: str) -> dict[str, Any]:
+    def legacy_phase(self, job: str) -> dict[str, Any]:
         layout = TopicLayout(job)
         out = _new_phase()
         cid = self.client_id
-        producer = OldProducer(self.bootstrap)
-        consumer = old_consumer(self.bootstrap, layout.client_group(cid), [layout.broadcast])
+        producer = LegacyProducer(self.bootstrap)
+        consumer = legacy_consumer(self.bootstrap, layout.client_group(cid), [layout.broadcast])
         try:
             producer.send(
                 layout.control,
@@ -149,7 +149,7 @@ class Client:
                 cid,
             )
             while True:
-                record = old_poll(consumer, 0.2)
+                record = legacy_poll(consumer, 0.2)
                 if record is None:
                     continue
                 arrived = clock()
@@ -248,7 +248,7 @@ def main(argv: list[str]) -> int:
         if phase["kind"] == "flwire":
             result = asyncio.run(client.flwire_phase(phase["job"], phase["options"]))
         else:
-            result = client.old_phase(phase["job"])
+            result = client.legacy_phase(phase["job"])
         client.result[phase["name"]] = result
     Path(result_path).write_text(json.dumps(client.result))
     return 0

@@ -29,7 +29,7 @@ class Settings:
     rounds: int
     warmup: int
     big: str  # "full", "quick" or "none"
-    old_big: bool
+    legacy_big: bool
     wait_s: float  # longest wait for any one message
     quick: bool
     #: Extra transport tuning for flwire (empty: the SDK's defaults).
@@ -42,7 +42,7 @@ def make_plan(st: Settings) -> list[dict[str, Any]]:
     big = st.big != "none"
     plan = [
         {"name": "flwire", "kind": "flwire", "options": st.flwire_options, "big": big},
-        {"name": "old", "kind": "old", "options": {}, "big": big and st.old_big},
+        {"name": "old", "kind": "old", "options": {}, "big": big and st.legacy_big},
     ]
     for ph in plan:
         ph["job"] = f"e2e-{run_id}-{ph['name']}"

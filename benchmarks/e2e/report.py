@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.e2e.results import med
-from benchmarks.e2e.wire import OLD_RECORD_LIMIT
+from benchmarks.e2e.wire import LEGACY_RECORD_LIMIT
 from benchmarks.tables import MB, fmt_time, table
 from flwire.transport import DEFAULT_MAX_RECORD_BYTES
 
@@ -20,7 +20,7 @@ def paths_line(flwire_options: dict[str, Any]) -> str:
         f"flwire: Channel over KafkaTransport, default {DEFAULT_MAX_RECORD_BYTES / MB:g} MB "
         f"record limit (bigger messages in parts), {tuned}old: JSON + base64(gzip-9(pickle)), "
         "one record per message, plain confluent-kafka, broker limit raised to "
-        f"{OLD_RECORD_LIMIT / 2**20:.0f} MiB. Both on one broker, one path after the other. "
+        f"{LEGACY_RECORD_LIMIT / 2**20:.0f} MiB. Both on one broker, one path after the other. "
         "Bytes = record values."
     )
 
@@ -35,10 +35,10 @@ def spread(xs: Sequence[float]) -> str:
     return f"{fmt_time(med(xs))} [{lo * 1e3:.0f}-{hi * 1e3:.0f} ms]"
 
 
-def ratio(old: float | None, new: float | None, digits: int = 1) -> str:
-    if not old or not new:
+def ratio(legacy: float | None, new: float | None, digits: int = 1) -> str:
+    if not legacy or not new:
         return "-"
-    return f"{old / new:.{digits}f}x"
+    return f"{legacy / new:.{digits}f}x"
 
 
 def _typical(v: Any) -> float | None:
@@ -53,32 +53,32 @@ def _exact(s: Summary | None) -> str:
     return "-" if s is None else ("yes" if s["exact"] else "NO")
 
 
-def _headers(old_records: str) -> list[list[str]]:
+def _headers(legacy_records: str) -> list[list[str]]:
     return [
         ["", "flwire", "old JSON/base64", "old /"],
-        ["", "1 MB records, parts", old_records, "flwire"],
+        ["", "1 MB records, parts", legacy_records, "flwire"],
     ]
 
 
 def _cells(
     fl: Summary,
-    old: Summary | None,
+    legacy: Summary | None,
     key: str,
     fmt: Callable[[Any], str],
     digits: int = 1,
     missing: str = "-",
 ) -> list[str]:
     """flwire's value, the old path's (or ``missing``), and old / flwire."""
-    o = old.get(key) if old else None
+    o = legacy.get(key) if legacy else None
     shown = missing if o is None else fmt(o)
     return [fmt(fl[key]), shown, ratio(_typical(o), _typical(fl[key]), digits)]
 
 
-def table_a(fl: Summary, old: Summary | None, clients: int, warmup: int, cnn_raw: int) -> str:
+def table_a(fl: Summary, legacy: Summary | None, clients: int, warmup: int, cnn_raw: int) -> str:
     """Scenario A: one FL round, flwire against the old path."""
 
     def row(label: str, key: str, fmt: Callable[[Any], str], digits: int = 1) -> list[str]:
-        return [label, *_cells(fl, old, key, fmt, digits)]
+        return [label, *_cells(fl, legacy, key, fmt, digits)]
 
     rows = [
         row("round wall time, median [min-max]", "round_wall_s", spread),
@@ -91,7 +91,7 @@ def table_a(fl: Summary, old: Summary | None, clients: int, warmup: int, cnn_raw
         row("global update decode (each client)", "global_decode_s", spread),
         row("client update encode (each client)", "update_encode_s", spread),
         row("client update decode (server)", "update_decode_s", spread),
-        ["bit-exact", _exact(fl), _exact(old), ""],
+        ["bit-exact", _exact(fl), _exact(legacy), ""],
     ]
     title = (
         f"scenario A: one FL round, {clients} clients (one OS process each) + server, SimpleCNN "
@@ -125,7 +125,7 @@ def table_b(fb: Summary, ob: Summary | None, big_desc: str) -> str:
     text = f"scenario B: one update client -> server, {big_desc}, once\n"
     text += table(_headers("1 record"), rows)
     if not ob:
-        text += "\n  note: old path of scenario B not run (--no-old-big)"
+        text += "\n  note: old path of scenario B not run (--no-legacy-big)"
     elif failed:
         text += (
             f"\n  note: the old message could not be sent:\n    {ob['failed']}.\n  Kafka 4.4 "
@@ -140,8 +140,8 @@ def tables(
     summary: dict[str, Summary], clients: int, warmup: int, cnn_raw: int, big_desc: str | None
 ) -> str:
     """Both scenarios' tables (B only when it ran)."""
-    fl, old = summary["flwire"], summary.get("old")
-    text = table_a(fl, old, clients, warmup, cnn_raw)
+    fl, legacy = summary["flwire"], summary.get("old")
+    text = table_a(fl, legacy, clients, warmup, cnn_raw)
     if fl.get("big") and big_desc:
-        text += "\n\n" + table_b(fl["big"], old.get("big") if old else None, big_desc)
+        text += "\n\n" + table_b(fl["big"], legacy.get("big") if legacy else None, big_desc)
     return text

@@ -19,11 +19,11 @@ from benchmarks.e2e.results import RoundLog, big_result
 from benchmarks.e2e.wire import (
     BIG_ROUND,
     BenchError,
-    OldProducer,
+    LegacyProducer,
     flwire_transport,
+    legacy_consumer,
+    legacy_poll,
     log,
-    old_consumer,
-    old_poll,
 )
 from benchmarks.models import StateDict
 from flwire import messages as m
@@ -193,20 +193,20 @@ async def flwire_server(ph: ServerPhase, bootstrap: str, base: StateDict) -> dic
 # ----------------------------------------------------------------------------- old path
 
 
-class OldServer:
+class LegacyServer:
     """One old-path phase of the plan, server side."""
 
     def __init__(self, ph: ServerPhase, bootstrap: str) -> None:
         self.ph = ph
-        self.producer = OldProducer(bootstrap)
-        self.consumer = old_consumer(
+        self.producer = LegacyProducer(bootstrap)
+        self.consumer = legacy_consumer(
             bootstrap, ph.layout.server_group(), [ph.layout.updates, ph.layout.control]
         )
 
     def _next(self, what: str) -> Any:
         since = time.monotonic()
         while True:
-            record = old_poll(self.consumer, 0.2)
+            record = legacy_poll(self.consumer, 0.2)
             if record is not None:
                 return record
             self.ph.clients.still_waiting(self.ph.name, what, since, self.ph.st.wait_s)
@@ -298,6 +298,6 @@ class OldServer:
         return out
 
 
-def old_server(ph: ServerPhase, bootstrap: str, base: StateDict) -> dict[str, Any]:
+def legacy_server(ph: ServerPhase, bootstrap: str, base: StateDict) -> dict[str, Any]:
     """Run one old-path phase of the plan against the clients; the server's measurements."""
-    return OldServer(ph, bootstrap).run(base)
+    return LegacyServer(ph, bootstrap).run(base)

@@ -32,7 +32,7 @@ logger = logging.getLogger("e2e")
 #: the broker goes: Kafka 4.4 never answers a produce request above 256 MiB (probed on this
 #: broker: a record of 256 MiB - 200 kB is stored, one of 256 MiB + 200 kB gets no reply and
 #: an error in the broker's log), so larger old messages are refused by the producer, at once.
-OLD_RECORD_LIMIT = 255 * 2**20
+LEGACY_RECORD_LIMIT = 255 * 2**20
 #: Round id of the one big-model transfer (scenario B), apart from the FL rounds.
 BIG_ROUND = 1_000_000
 #: What a client adds to every weight: a stand-in for local training (no training here).
@@ -84,7 +84,7 @@ class RecordTooLarge(Exception):
     """The old path's one record is above what Kafka can take."""
 
 
-class OldProducer:
+class LegacyProducer:
     """A plain confluent-kafka producer, as the old path had: one record per message,
     no compression, acks=all (librdkafka's default), record limit raised."""
 
@@ -94,7 +94,7 @@ class OldProducer:
                 "bootstrap.servers": bootstrap,
                 "compression.type": "none",
                 "linger.ms": 2,
-                "message.max.bytes": OLD_RECORD_LIMIT,
+                "message.max.bytes": LEGACY_RECORD_LIMIT,
             }
         )
         self._errors: list[str] = []
@@ -113,7 +113,7 @@ class OldProducer:
             if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
                 raise RecordTooLarge(
                     f"{err.name()}: a {len(value) / 1e6:.0f} MB record, above the record "
-                    f"limit of {OLD_RECORD_LIMIT / 2**20:.0f} MiB"
+                    f"limit of {LEGACY_RECORD_LIMIT / 2**20:.0f} MiB"
                 ) from None
             raise
         remaining = self._producer.flush(300)
@@ -122,12 +122,12 @@ class OldProducer:
             raise RuntimeError(
                 f"old path: a {len(value) / 1e6:.1f} MB record to {topic!r} was not delivered: "
                 f"{'; '.join(errors) or 'flush timed out'} (is the broker's message.max.bytes "
-                f"raised? this benchmark's broker sets it to {OLD_RECORD_LIMIT})"
+                f"raised? this benchmark's broker sets it to {LEGACY_RECORD_LIMIT})"
             )
 
 
-def old_consumer(bootstrap: str, group: str, topics: Sequence[str]) -> Consumer:
-    """A plain confluent-kafka consumer able to fetch one record of up to OLD_RECORD_LIMIT."""
+def legacy_consumer(bootstrap: str, group: str, topics: Sequence[str]) -> Consumer:
+    """A plain confluent-kafka consumer able to fetch one record of up to LEGACY_RECORD_LIMIT."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -137,14 +137,14 @@ def old_consumer(bootstrap: str, group: str, topics: Sequence[str]) -> Consumer:
             "heartbeat.interval.ms": 1000,
             # One fetch response carries a whole record however large (KIP-74), but
             # librdkafka refuses responses above receive.message.max.bytes (100 MB default).
-            "receive.message.max.bytes": OLD_RECORD_LIMIT + 10_000_000,
+            "receive.message.max.bytes": LEGACY_RECORD_LIMIT + 10_000_000,
         }
     )
     consumer.subscribe(list(topics))
     return consumer
 
 
-def old_poll(consumer: Consumer, timeout: float) -> Any:
+def legacy_poll(consumer: Consumer, timeout: float) -> Any:
     """One record, or None; raises on a real consumer error."""
     msg = consumer.poll(timeout)
     if msg is None:

@@ -111,7 +111,7 @@ def test_hundred_megabyte_update_through_the_default_limit(bootstrap: str, job_i
 def test_single_record_above_the_limit_is_refused_by_kafka(bootstrap: str, job_id: str) -> None:
     """The old path's one-record JSON message cannot pass the default limit at all."""
     state = cnn_state(2)
-    old_style = WeightSerializer.serialize_weights(state) * 2  # stands for a >1 MB single record
+    legacy_style = WeightSerializer.serialize_weights(state) * 2  # stands for a >1 MB single record
 
     async def scenario() -> None:
         t = transport(bootstrap)
@@ -119,7 +119,7 @@ def test_single_record_above_the_limit_is_refused_by_kafka(bootstrap: str, job_i
         await t.start()
         try:
             await t.ensure_topics([f"{job_id}.raw"])
-            await t.send(f"{job_id}.raw", old_style)
+            await t.send(f"{job_id}.raw", legacy_style)
         finally:
             await t.stop()
 
@@ -169,7 +169,7 @@ def test_ten_clients_each_counted_once(bootstrap: str, job_id: str) -> None:
     print(f"\nten-client round over Kafka: {elapsed:.1f} s wall")
 
 
-def test_async_kafka_client_old_api(bootstrap: str, job_id: str) -> None:
+def test_async_kafka_client_legacy_api(bootstrap: str, job_id: str) -> None:
     topic = f"{job_id}.compat"
     received: list[bytes] = []
     big = messages.global_update(1, cnn_state(5))

@@ -416,7 +416,7 @@ def test_parse_part_refuses_invalid_utf8_transfer_id():
 # ----------------------------------------------------------------------------- memory cap
 
 
-def test_new_transfers_evict_the_oldest_and_log_it(caplog):
+def test_new_transfers_evict_the_legacyest_and_log_it(caplog):
     cap = 10_000
     reassembler = Reassembler(max_pending_bytes=cap)
     heads = {

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flwire.demo.data import split_non_iid
-from flwire.demo.runner import DemoOptions, old_path_bytes, run_demo
+from flwire.demo.runner import DemoOptions, legacy_path_bytes, run_demo
 from flwire.demo.training import fedavg
 from flwire.exceptions import AggregationException
 
@@ -31,7 +31,7 @@ def test_two_round_demo_trains_and_reports(tmp_path):
     assert all(r["federated_accuracy"] is not None for r in rounds)
     # Each round moves one global update and three client updates of ~4.4 MB.
     assert all(4 * 4.0e6 < r["wire_bytes"] < 4 * 5.0e6 for r in rounds)
-    assert all(r["old_path_bytes"] > r["wire_bytes"] for r in rounds)
+    assert all(r["legacy_path_bytes"] > r["wire_bytes"] for r in rounds)
     assert (tmp_path / "demo-report.png").stat().st_size > 10_000
     assert "Summary" in text and "old JSON/base64" in text
 
@@ -72,4 +72,4 @@ def test_fedavg_weights_by_examples_and_keeps_integer_tensors():
 
 def test_old_path_estimate_exceeds_the_raw_bytes_for_random_weights():
     state = {"w": torch.randn(256, 256)}
-    assert old_path_bytes(state) > 256 * 256 * 4 * 1.2
+    assert legacy_path_bytes(state) > 256 * 256 * 4 * 1.2

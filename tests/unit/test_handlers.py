@@ -15,7 +15,7 @@ from flwire.compat.communication.message_handlers import (
     MessageHandler,
     ServerMessageHandler,
 )
-from flwire.compat.serialization.message_serializer import MessageSerializer, old_type_name
+from flwire.compat.serialization.message_serializer import MessageSerializer, legacy_type_name
 from flwire.compat.serialization.weight_serializer import WeightSerializer
 from flwire.messages.schema import types_from
 from flwire.v1 import messages_pb2 as pb
@@ -158,7 +158,7 @@ def test_client_handler_leaves_client_messages_unhandled(blob, caplog):
     assert handler.stats["handled"] == 0
     record = caplog.records[-1]
     assert record.levelno == logging.WARNING
-    assert old_type_name(messages.decode_message(blob).type) in record.getMessage()
+    assert legacy_type_name(messages.decode_message(blob).type) in record.getMessage()
     assert "c1" in record.getMessage()
 
 
@@ -270,7 +270,7 @@ def test_typed_route_receives_the_decoded_message():
     assert all(torch.equal(got[k], v) for k, v in WEIGHTS.items())
 
 
-def test_sync_typed_route_and_old_handler_both_run():
+def test_sync_typed_route_and_legacy_handler_both_run():
     handler = MessageHandler()
     order = []
     handler.route(pb.Heartbeat, lambda msg: order.append(("typed", msg.body.client_id)))

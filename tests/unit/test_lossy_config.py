@@ -60,7 +60,7 @@ def test_default_min_elements_keeps_biases_exact():
     assert (out["fc.weight"] - sd["fc.weight"]).abs().max() < sd["fc.weight"].abs().max() / 127
 
 
-def test_weight_serializer_old_call_shape_is_lossless():
+def test_weight_serializer_legacy_call_shape_is_lossless():
     sd = {"w": torch.randn(100, 100)}
     assert torch.equal(
         WeightSerializer.deserialize_weights(WeightSerializer.serialize_weights(sd, False))["w"],

@@ -157,7 +157,7 @@ def test_dispatch_routes_by_body_class_or_type_name():
     assert dispatcher.stats["duplicates"] == 1
 
 
-def test_the_old_handlers_cover_what_the_schema_says_each_side_receives():
+def test_the_legacy_handlers_cover_what_the_schema_says_each_side_receives():
     # A client receives every type the server sends; the old server API handles
     # the client types it had methods for (evaluation results go to typed routes).
     assert set(ClientMessageHandler.METHODS) == set(schema.types_from("server"))

@@ -132,7 +132,7 @@ def test_weights_that_are_not_a_state_dict_or_bytes_are_refused(weights):
         messages.evaluation_request(0, weights)
 
 
-def test_weights_given_as_str_name_the_old_format():
+def test_weights_given_as_str_name_the_legacy_format():
     with pytest.raises(SerializationException, match="base64"):
         messages.client_update("c", 0, "gASVKAAAAAAAAAB9lC4=")
 

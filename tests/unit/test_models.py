@@ -37,20 +37,20 @@ def _fresh(cls: type[nn.Module], seed: int, **kwargs: Any) -> nn.Module:
 # ----------------------------------------------------------------------------- architectures
 
 
-def test_simple_cnn_parameter_count_matches_old():
+def test_simple_cnn_parameter_count_matches_legacy():
     model = SimpleCNN()
     assert model.count_parameters() == CNN_PARAMS
     assert model.parameter_count == CNN_PARAMS
     assert sum(p.numel() for p in model.parameters()) == CNN_PARAMS
 
 
-def test_simple_mlp_default_parameter_count_matches_old():
+def test_simple_mlp_default_parameter_count_matches_legacy():
     model = SimpleMLP()
     assert model.count_parameters() == MLP_PARAMS
     assert model.parameter_count == MLP_PARAMS
 
 
-def test_simple_cnn_layers_match_old():
+def test_simple_cnn_layers_match_legacy():
     model = SimpleCNN()
     assert isinstance(model.conv1, nn.Conv2d)
     assert (model.conv1.in_channels, model.conv1.out_channels) == (1, 32)
@@ -73,7 +73,7 @@ def test_simple_cnn_layers_match_old():
     ]
 
 
-def test_simple_mlp_layers_match_old():
+def test_simple_mlp_layers_match_legacy():
     model = SimpleMLP()
     kinds = [type(m).__name__ for m in model.network]
     assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
@@ -160,7 +160,7 @@ def test_mlp_outputs_raw_logits():
 # ----------------------------------------------------------------------------- metadata
 
 
-def test_mlp_model_info_exactly_as_old():
+def test_mlp_model_info_exactly_as_legacy():
     assert SimpleMLP().get_model_info() == {
         "name": "SimpleMLP",
         "version": "1.0",
@@ -179,7 +179,7 @@ def test_mlp_model_info_custom():
     assert info["parameters"] == (12 * 6 + 6) + (6 * 5 + 5) + (5 * 4 + 4) + (4 * 2 + 2)
 
 
-def test_cnn_model_info_exactly_as_old():
+def test_cnn_model_info_exactly_as_legacy():
     assert SimpleCNN().get_model_info() == {
         "name": "SimpleCNN",
         "version": "1.0",
@@ -346,7 +346,7 @@ def test_factory_unknown_type_raises(model_type):
     assert repr(model_type) in str(err) or str(model_type) in str(err)
 
 
-def test_unknown_type_catchable_as_value_error_like_old_code():
+def test_unknown_type_catchable_as_value_error_like_legacy_code():
     try:
         create_model_from_config({"type": "Transformer"})
     except ValueError as exc:

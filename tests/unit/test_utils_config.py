@@ -22,11 +22,11 @@ SAMPLE: dict[str, Any] = {
     "seed": None,
 }
 
-OLD_CLIENT_DEFAULTS = {
+LEGACY_CLIENT_DEFAULTS = {
     "kafka": {"bootstrap_servers": "localhost:9092", "group_id": "fl_clients"},
     "training": {"learning_rate": 0.001, "batch_size": 32, "epochs": 5},
 }
-OLD_SERVER_DEFAULTS = {
+LEGACY_SERVER_DEFAULTS = {
     "kafka": {"bootstrap_servers": "localhost:9092"},
     "aggregation": {"min_clients": 2, "max_wait_time": 300},
 }
@@ -228,7 +228,7 @@ def test_merge_defaults_with_file_overrides():
     defaults = ConfigManager.get_default_config("client")
     merged = ConfigManager.merge_configs(defaults, {"training": {"epochs": 1}})
     assert merged["training"] == {"learning_rate": 0.001, "batch_size": 32, "epochs": 1}
-    assert merged["kafka"] == OLD_CLIENT_DEFAULTS["kafka"]
+    assert merged["kafka"] == LEGACY_CLIENT_DEFAULTS["kafka"]
 
 
 _leaves = st.none() | st.booleans() | st.integers() | st.text(max_size=5)
@@ -286,12 +286,12 @@ def test_merge_keeps_nested_keys_of_both(a, b):
 # ----------------------------------------------------------------------------- defaults
 
 
-def test_client_defaults_exactly_as_old():
-    assert ConfigManager.get_default_config("client") == OLD_CLIENT_DEFAULTS
+def test_client_defaults_exactly_as_legacy():
+    assert ConfigManager.get_default_config("client") == LEGACY_CLIENT_DEFAULTS
 
 
-def test_server_defaults_exactly_as_old():
-    assert ConfigManager.get_default_config("server") == OLD_SERVER_DEFAULTS
+def test_server_defaults_exactly_as_legacy():
+    assert ConfigManager.get_default_config("server") == LEGACY_SERVER_DEFAULTS
 
 
 @pytest.mark.parametrize("component", ["aggregator", "", "Client", "SERVER"])
@@ -323,7 +323,7 @@ def test_env_override_sets_nested_value():
         config, environ={"FLWIRE_KAFKA__BOOTSTRAP_SERVERS": "broker-1:9093"}
     )
     assert result["kafka"] == {"bootstrap_servers": "broker-1:9093", "group_id": "fl_clients"}
-    assert result["training"] == OLD_CLIENT_DEFAULTS["training"]
+    assert result["training"] == LEGACY_CLIENT_DEFAULTS["training"]
 
 
 def test_env_override_does_not_mutate_input():
@@ -413,7 +413,7 @@ def test_env_override_ignores_unrelated_variables():
             "FLWIRE_VERSION": "1",  # no section separator
         },
     )
-    assert result == OLD_SERVER_DEFAULTS
+    assert result == LEGACY_SERVER_DEFAULTS
 
 
 def test_env_override_empty_environ_is_copy():

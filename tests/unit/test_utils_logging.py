@@ -55,7 +55,7 @@ def _console_handlers(logger: logging.Logger) -> list[logging.StreamHandler]:
     ]
 
 
-def test_format_is_the_old_one():
+def test_format_is_the_legacy_one():
     assert FORMAT == "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 
@@ -84,7 +84,7 @@ def test_console_and_rotating_file(name, tmp_path):
     assert file_handler.formatter._fmt == FORMAT
 
 
-def test_log_line_lands_in_file_with_old_format(name, tmp_path):
+def test_log_line_lands_in_file_with_legacy_format(name, tmp_path):
     log_file = tmp_path / "fl.log"
     logger = FLLogger.setup_logger(name, log_file)
     logger.info("hello federated world")

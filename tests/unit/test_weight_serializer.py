@@ -104,7 +104,7 @@ def test_serialize_default_compresses():
     assert torch.equal(out["z"], sd["z"])
 
 
-def test_deserialize_refuses_old_base64_text():
+def test_deserialize_refuses_legacy_base64_text():
     with pytest.raises(flwire.SerializationException, match="bytes"):
         WeightSerializer.deserialize_weights("H4sIAAAAAAAA/2tgYGBgYGBgYGBgYGBgYGA=")
 
@@ -116,7 +116,7 @@ def test_deserialize_reports_corruption_as_serialization_exception():
         WeightSerializer.deserialize_weights(bytes(data))
 
 
-def test_get_weights_size_keeps_the_old_keys_and_values():
+def test_get_weights_size_keeps_the_legacy_keys_and_values():
     sd = sample_state()
     info = WeightSerializer.get_weights_size(sd)
     assert set(info) == {"total_parameters", "total_bytes", "total_mb", "layer_count", "layer_info"}

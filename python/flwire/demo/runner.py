@@ -27,7 +27,7 @@ from flwire.transport import InMemoryBroker, InMemoryTransport, TopicLayout, Tra
 
 # The old path wrapped base64 text in a JSON envelope; its fixed keys and values
 # (type, payload keys, sender, timestamp, datetime, version) take about this much.
-_OLD_JSON_OVERHEAD = 250
+_LEGACY_JSON_OVERHEAD = 250
 
 
 @dataclass
@@ -45,14 +45,14 @@ class DemoOptions:
     seed: int = 0
 
 
-def old_path_bytes(state: dict[str, torch.Tensor]) -> int:
+def legacy_path_bytes(state: dict[str, torch.Tensor]) -> int:
     """Estimated size of the old JSON message for a state dict: gzip level 9 of
     the tensor bytes (pickle adds little on top), base64 (x 4/3), JSON framing."""
     raw = b"".join(
         t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         for t in state.values()
     )
-    return 4 * math.ceil(len(gzip.compress(raw, 9)) / 3) + _OLD_JSON_OVERHEAD
+    return 4 * math.ceil(len(gzip.compress(raw, 9)) / 3) + _LEGACY_JSON_OVERHEAD
 
 
 class _Console:
@@ -76,12 +76,12 @@ class _Console:
         self.out.flush()
 
 
-def _round_row(r: RoundResult, old_bytes: int | None) -> str:
-    old = f"{old_bytes / 1e6:>9.1f}" if old_bytes else f"{'':>9}"
+def _round_row(r: RoundResult, legacy_bytes: int | None) -> str:
+    legacy = f"{legacy_bytes / 1e6:>9.1f}" if legacy_bytes else f"{'':>9}"
     fed = f"{r.federated_accuracy:>10.1%}" if r.federated_accuracy is not None else f"{'-':>10}"
     return (
         f"{r.round_id:>5}  {len(r.reporting):>3}/{len(r.reporting) + len(r.left_out):<3}"
-        f"{r.accuracy:>9.1%}{fed}{r.wire_bytes / 1e6:>10.1f}{old}{r.seconds:>8.1f}"
+        f"{r.accuracy:>9.1%}{fed}{r.wire_bytes / 1e6:>10.1f}{legacy}{r.seconds:>8.1f}"
     )
 
 
@@ -149,7 +149,7 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
     layout = TopicLayout(f"demo-{uuid.uuid4().hex[:8]}")
     metrics = MetricsCollector()
     _, _, global_test = split_non_iid(opts.clients, seed=opts.seed)
-    old_sizes: dict[int, int] = {}
+    legacy_sizes: dict[int, int] = {}
     transport: Transport
     procs: list[subprocess.Popen[bytes]] = []
     tasks: list[asyncio.Task[None]] = []
@@ -175,16 +175,16 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
         seed=opts.seed,
     )
 
-    old_per_model: list[int] = []
+    legacy_per_model: list[int] = []
 
     def on_round(result: RoundResult) -> None:
         # Messages with weights this round: the global update, and one update per client.
         # The old size is estimated once (gzip-9 of 4.8 MB costs about 0.4 s); trained
         # weights of the same model compress alike.
-        if not old_per_model:
-            old_per_model.append(old_path_bytes(server.model.state_dict()))
-        old_sizes[result.round_id] = old_per_model[0] * (1 + len(result.reporting))
-        console.line(_round_row(result, old_sizes[result.round_id]))
+        if not legacy_per_model:
+            legacy_per_model.append(legacy_path_bytes(server.model.state_dict()))
+        legacy_sizes[result.round_id] = legacy_per_model[0] * (1 + len(result.reporting))
+        console.line(_round_row(result, legacy_sizes[result.round_id]))
         if result.left_out:
             console.line(
                 f"       left out (no update within {opts.max_wait_time:g} s): "
@@ -212,7 +212,7 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
                 proc.kill()
         await transport.stop()
     return results, {
-        "old_bytes": old_sizes,
+        "legacy_bytes": legacy_sizes,
         "wire": metrics.wire_summary(),
         "transport": "kafka" if opts.bootstrap_servers else "in-memory",
         "job_id": layout.job_id,
@@ -234,16 +234,17 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
     console.line("Summary")
     console.line(HEADER)
     for r in results:
-        console.line(_round_row(r, extra["old_bytes"].get(r.round_id)))
+        console.line(_round_row(r, extra["legacy_bytes"].get(r.round_id)))
     wire = sum(r.wire_bytes for r in results)
-    old = sum(extra["old_bytes"].values())
+    legacy = sum(extra["legacy_bytes"].values())
     w = extra["wire"]
     console.line(
-        f"{'total':>5}  {'':<7}{'':>9}{'':>10}{wire / 1e6:>10.1f}{old / 1e6:>9.1f}{elapsed:>8.1f}"
+        f"{'total':>5}  {'':<7}{'':>9}{'':>10}{wire / 1e6:>10.1f}"
+        f"{legacy / 1e6:>9.1f}{elapsed:>8.1f}"
     )
     console.line(
-        f"bytes on the wire: {wire / 1e6:.1f} MB with flwire vs {old / 1e6:.1f} MB "
-        f"the old JSON/base64 path would send ({wire / old:.2f}x); * old MB estimated"
+        f"bytes on the wire: {wire / 1e6:.1f} MB with flwire vs {legacy / 1e6:.1f} MB "
+        f"the old JSON/base64 path would send ({wire / legacy:.2f}x); * old MB estimated"
     )
     console.line(
         f"encode {w['encode_seconds_per_message'] * 1e3:.1f} ms, decode "
@@ -269,7 +270,8 @@ def _write_report(
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
         "seconds": elapsed,
         "rounds": [
-            asdict(r) | {"old_path_bytes": extra["old_bytes"].get(r.round_id)} for r in results
+            asdict(r) | {"legacy_path_bytes": extra["legacy_bytes"].get(r.round_id)}
+            for r in results
         ],
         "wire": extra["wire"],
         "transport": extra["transport"],
@@ -290,7 +292,7 @@ def _write_report(
     ax2.bar([x - 0.2 for x in rounds], [r.wire_bytes / 1e6 for r in results], 0.4, label="flwire")
     ax2.bar(
         [x + 0.2 for x in rounds],
-        [extra["old_bytes"][x] / 1e6 for x in rounds],
+        [extra["legacy_bytes"][x] / 1e6 for x in rounds],
         0.4,
         label="old JSON/base64 (est.)",
     )

@@ -13,13 +13,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from flwire.compat.serialization.message_serializer import message_to_dict, old_type_name
+from flwire.compat.serialization.message_serializer import legacy_type_name, message_to_dict
 from flwire.messages import Dispatcher, Message
 from flwire.messages.dispatch import settle
 
 logger = logging.getLogger(__name__)
 
-OldHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
+LegacyHandler = Callable[[dict[str, Any]], Awaitable[Any] | Any]
 
 
 class MessageHandler(Dispatcher):
@@ -34,22 +34,22 @@ class MessageHandler(Dispatcher):
 
     def __init__(self, *, dedupe: bool = False) -> None:
         super().__init__(dedupe=dedupe)
-        self.handlers: dict[str, OldHandler] = {}
+        self.handlers: dict[str, LegacyHandler] = {}
 
-    def register_handler(self, message_type: str, handler: OldHandler) -> None:
+    def register_handler(self, message_type: str, handler: LegacyHandler) -> None:
         """Register a handler (receiving the old-style dict) for a type name."""
         self.handlers[message_type] = handler
         logger.info("Registered handler for message type: %s", message_type)
 
     def type_name(self, msg: Message) -> str:
         # Logs name types as the old API registers them (heartbeat -> client_heartbeat).
-        return old_type_name(msg.type)
+        return legacy_type_name(msg.type)
 
     def handlers_for(self, msg: Message) -> list[Callable[[Message], Any]]:
         found = super().handlers_for(msg)
-        old = self.handlers.get(old_type_name(msg.type))
-        if old is not None:
-            found.append(lambda message: old(message_to_dict(message)))
+        legacy = self.handlers.get(legacy_type_name(msg.type))
+        if legacy is not None:
+            found.append(lambda message: legacy(message_to_dict(message)))
         return found
 
 
@@ -69,7 +69,7 @@ class ClientMessageHandler(MessageHandler):
         super().__init__()
         self.client = client
         for name, method in self.METHODS.items():
-            self.register_handler(old_type_name(name), getattr(self, method))
+            self.register_handler(legacy_type_name(name), getattr(self, method))
 
     async def _handle_global_update(self, message: dict[str, Any]) -> None:
         payload = message["payload"]
@@ -105,7 +105,7 @@ class ServerMessageHandler(MessageHandler):
         super().__init__(dedupe=dedupe)
         self.server = server
         for name, method in self.METHODS.items():
-            self.register_handler(old_type_name(name), getattr(self, method))
+            self.register_handler(legacy_type_name(name), getattr(self, method))
 
     async def _handle_client_update(self, message: dict[str, Any]) -> None:
         p = message["payload"]

@@ -29,7 +29,7 @@ from flwire.v1 import values_pb2
 
 # The old handlers say "client_heartbeat"; the schema's message is Heartbeat.
 _ALIASES = {"client_heartbeat": "heartbeat"}
-_OLD_NAMES = {v: k for k, v in _ALIASES.items()}
+_LEGACY_NAMES = {v: k for k, v in _ALIASES.items()}
 #: Builder parameters that are not payload keys.
 _NOT_PAYLOAD = {"extensions", "options", "sender_id"}
 #: Enum fields the old payloads carry as a flag: weights_kind DELTA -> "delta": True.
@@ -148,15 +148,15 @@ def _generic_nested(name: str) -> Callable[[Any, dict[str, Any]], None]:
     return nested
 
 
-def old_type_name(schema_type: str) -> str:
+def legacy_type_name(schema_type: str) -> str:
     """The old API's name for a schema message type (heartbeat -> client_heartbeat)."""
-    return _OLD_NAMES.get(schema_type, schema_type)
+    return _LEGACY_NAMES.get(schema_type, schema_type)
 
 
 def message_to_dict(msg: m.Message) -> dict[str, Any]:
     """A decoded message in the old dict form (see ``deserialize_message``)."""
     return {
-        "type": old_type_name(msg.type),
+        "type": legacy_type_name(msg.type),
         "payload": _payload(msg),
         "sender_id": msg.sender_id or None,
         "timestamp": msg.timestamp,
