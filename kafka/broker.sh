@@ -18,7 +18,7 @@
 #   FLWIRE_KAFKA_MESSAGE_MAX_BYTES  raise the broker's record limit (message.max.bytes, and with it
 #                                 replica.fetch.max.bytes and socket.request.max.bytes) to this many
 #                                 bytes; default unset = the broker default (1048588). Only for
-#                                 benchmarks/e2e_kafka.py's private broker, so that the old path's
+#                                 the private broker of python -m benchmarks.e2e, so that the legacy path's
 #                                 single big JSON records can run at all; raise FLWIRE_KAFKA_HEAP too.
 set -euo pipefail
 
