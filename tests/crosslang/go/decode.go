@@ -397,7 +397,10 @@ func checkFrame(data []byte, start int) (int, uint64, error) {
 	}
 	pos += fcsSize
 
-	// Walk the blocks up to the one flagged as last.
+	// Walk the blocks up to the one flagged as last. A raw or RLE block
+	// regenerates its Block_Size, a compressed one at most Block_Maximum_Size:
+	// a Frame_Content_Size above their sum is refused before anything is allocated.
+	var capacity uint64
 	for {
 		if pos+blockHeaderBytes > len(data) {
 			return 0, 0, fmt.Errorf("%w: truncated block header at offset %d", ErrFrame, pos)
@@ -410,8 +413,12 @@ func checkFrame(data []byte, start int) (int, uint64, error) {
 			return 0, 0, fmt.Errorf("%w: block of %d bytes at offset %d", ErrFrame, size, pos-3)
 		}
 		switch (bh >> 1) & 3 {
-		case blockTypeRaw, blockTypeZstd:
+		case blockTypeRaw:
+			capacity += uint64(size)
+		case blockTypeZstd:
+			capacity += maxBlockSize
 		case blockTypeRLE:
+			capacity += uint64(size)
 			size = 1 // one byte on the wire, repeated Block_Size times
 		default:
 			return 0, 0, fmt.Errorf("%w: reserved block type at offset %d", ErrFrame, pos-3)
@@ -429,6 +436,10 @@ func checkFrame(data []byte, start int) (int, uint64, error) {
 	}
 	if pos > len(data) {
 		return 0, 0, fmt.Errorf("%w: truncated content checksum", ErrFrame)
+	}
+	if fcs > capacity {
+		return 0, 0, fmt.Errorf("%w: Frame_Content_Size %d is more than its blocks can hold (%d)",
+			ErrFrame, fcs, capacity)
 	}
 	return pos, fcs, nil
 }
