@@ -34,7 +34,7 @@ def describe_tensor_map(view: TensorMapView, out: TextIO, indent: str = "") -> b
     for rec in view.records:
         single = TensorMapView([rec])
         try:
-            single.to_torch()
+            single.verify()
             check = "crc ok"
         except SerializationException as exc:
             check, ok = f"BAD: {exc}", False
@@ -52,7 +52,9 @@ def describe_tensor_map(view: TensorMapView, out: TextIO, indent: str = "") -> b
     return ok
 
 
-def inspect_bytes(data: bytes, out: TextIO, err: TextIO | None = None) -> int:
+def inspect_bytes(
+    data: bytes | bytearray | memoryview, out: TextIO, err: TextIO | None = None
+) -> int:
     """Describe ``data`` on ``out``; return 0 if it decodes cleanly, 1 otherwise
     (with a one-line reason on ``err``, standard error by default)."""
     err = sys.stderr if err is None else err

@@ -104,6 +104,20 @@ SCRIPT = textwrap.dedent(
         flwire.decode_tensor_map(bf16, as_numpy=True, verify_checksum=False)
     except SerializationException as exc:
         errors["bfloat16"] = str(exc)
+    # Checking and describing need no framework either (flwire inspect).
+    import io
+    import crc32c
+    from flwire.inspect_cmd import inspect_bytes
+    one.crc32c = crc32c.crc32c(one.data)
+    bf16_ok = tensor_pb2.TensorMap(tensors=[one]).SerializeToString()
+    flwire.read_tensor_map(bf16_ok).verify()
+    out = io.StringIO()
+    assert inspect_bytes(bf16_ok, out) == 0 and "crc ok" in out.getvalue(), out.getvalue()
+    assert inspect_bytes(msg.to_bytes(), io.StringIO()) == 0
+    one.crc32c ^= 1
+    report["inspect_bad"] = inspect_bytes(
+        tensor_pb2.TensorMap(tensors=[one]).SerializeToString(), io.StringIO()
+    )
     try:
         import flwire.compat.serialization.weight_serializer  # noqa: F401
     except MissingDependencyError as exc:
@@ -129,6 +143,7 @@ def test_the_core_needs_numpy_only():
     # Compression did something, and "none" is the raw size plus framing.
     assert report["zstd/False"] < report["none/False"]
     assert report["lz4/True"] < report["none/False"]
+    assert report["inspect_bad"] == 1  # a wrong CRC is reported, not missed
     errors = report["errors"]
     assert "pip install 'flwire[torch]'" in errors["torch"]
     assert "bfloat16" in errors["bfloat16"] and "numpy cannot represent" in errors["bfloat16"]

@@ -65,6 +65,13 @@ class TensorMapView:
         """Decode every tensor to numpy (read-only views where stored uncompressed)."""
         return _decode_all(self.records, "numpy", verify_checksum, threads)
 
+    def verify(self, *, threads: int | None = None) -> None:
+        """Decode every tensor's bytes and check them (frames, CRC-32C, bool
+        bytes, lossy payloads) without handing anything out: needs neither torch
+        nor a numpy dtype for the tensor. Raises SerializationException (or a
+        subclass) for the first tensor that fails."""
+        _decode_all(self.records, "bytes", True, threads)
+
 
 # ----------------------------------------------------------------------------- walking
 
@@ -365,6 +372,8 @@ def _reconstruct(rec: TensorRecord, payload: np.ndarray) -> tuple[TensorRecord, 
 def _decode_all(
     records: list[TensorRecord], target: str, verify: bool, threads: int | None
 ) -> dict[str, Any]:
+    """Decode ``records`` to ``target``: "torch", "numpy", or "bytes" (each
+    tensor's checked raw bytes, uint8)."""
     if target == "torch":
         torch_support.import_torch()  # fail before any work when torch is missing
     # Lossy tensors: the payload goes through the usual path as a tensor of the
@@ -392,7 +401,7 @@ def _decode_all(
             rec, raw, zero_copy = _reconstruct(logical[i], raw)
         if target == "torch":
             return torch_support.from_raw(raw, rec.dtype, rec.shape, zero_copy)
-        return _to_numpy(rec, raw)
+        return _to_numpy(rec, raw) if target == "numpy" else raw
 
     # Checks and wrapping cost about one pass at memory speed per 16 bytes of work.
     values = parallel.run_parallel(finish, [r.raw_size // 16 for r in records], threads)
