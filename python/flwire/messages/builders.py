@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
 
@@ -44,8 +44,11 @@ Builder = Callable[..., Message]
 BUILDERS: dict[str, Builder] = {}
 
 
-def _builder(name: str) -> Callable[[Builder], Builder]:
-    def register(fn: Builder) -> Builder:
+_BuilderT = TypeVar("_BuilderT", bound=Builder)
+
+
+def _builder(name: str) -> Callable[[_BuilderT], _BuilderT]:
+    def register(fn: _BuilderT) -> _BuilderT:
         body_type(name)  # the type must exist in the schema
         BUILDERS[name] = fn
         return fn
