@@ -14,7 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +157,7 @@ class Channel:
         )
         return len(blob)
 
-    async def receive(self, topics: Sequence[str], group_id: str) -> AsyncIterator[Delivery]:
+    async def receive(self, topics: Sequence[str], group_id: str) -> AsyncGenerator[Delivery, None]:
         """Payloads from ``topics`` for consumer group ``group_id``; call
         ``await delivery.done()`` after handling each one."""
         subscription = await self.transport.subscribe(topics, group_id)
