@@ -17,7 +17,9 @@ from flwire.messages import Message, decode_message
 class FlwireSerializer:
     """Serializes a :class:`Message` (or passes bytes through) to its wire form."""
 
-    def __call__(self, obj: Message | bytes | None, ctx: Any = None) -> bytes | None:
+    def __call__(
+        self, obj: Message | bytes | bytearray | memoryview | None, ctx: Any = None
+    ) -> bytes | None:
         if obj is None:
             return None
         if isinstance(obj, Message):
