@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-
-from _helpers import transport
+from typing import TYPE_CHECKING
 
 from flwire import messages
 from flwire.transport import Channel
+
+if TYPE_CHECKING:  # mypy checks this file as part of the integration package
+    from ._helpers import transport
+else:  # run as a script: its own directory is on sys.path
+    from _helpers import transport
 
 
 async def main(bootstrap: str, topic: str, group: str) -> None:

@@ -54,7 +54,7 @@ def _tensor(
         crc32c=crc32c.crc32c(payload) if crc is None else crc,
         data=payload,
     )
-    t.lossy.method = method
+    t.lossy.method = pb.Lossy.ValueType(method)
     t.lossy.block_size = block_size
     t.lossy.k = k
     return pb.TensorMap(tensors=[t]).SerializeToString()

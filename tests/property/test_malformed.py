@@ -353,7 +353,13 @@ def test_flip_in_compressed_data_never_yields_wrong_values():
 )
 @pytest.mark.parametrize("codec", [0, 1])
 def test_huge_declared_sizes_are_refused_before_allocating(shape, dtype, raw_size, codec):
-    t = pb.Tensor(name="x", dtype=INFO[dtype].wire, shape=shape, raw_size=raw_size, codec=codec)
+    t = pb.Tensor(
+        name="x",
+        dtype=pb.Dtype.ValueType(INFO[dtype].wire),
+        shape=shape,
+        raw_size=raw_size,
+        codec=codec,
+    )
     t.data = b"\x28\xb5\x2f\xfd" if codec else b"tiny"
     data = _map(t)
     assert len(data) < 64
@@ -399,7 +405,9 @@ def test_zstd_frame_declaring_a_huge_content_size_is_refused():
     # A frame header with an 8-byte content size of 2**40 (single segment).
     frame = b"\x28\xb5\x2f\xfd" + b"\xe0" + (1 << 40).to_bytes(8, "little") + b"\x01\x00\x00"
     assert zstandard.frame_content_size(frame) == 1 << 40
-    t = pb.Tensor(name="bomb", dtype=INFO["uint8"].wire, shape=[1 << 40], raw_size=1 << 40, codec=1)
+    t = pb.Tensor(
+        name="bomb", dtype=pb.DTYPE_UINT8, shape=[1 << 40], raw_size=1 << 40, codec=pb.CODEC_ZSTD
+    )
     t.data = frame
     data = _map(t)
     assert peak_bytes_of(lambda: expect_error(data, "limit", cls=PayloadTooLargeError)) < 1 << 20
@@ -407,7 +415,9 @@ def test_zstd_frame_declaring_a_huge_content_size_is_refused():
     # frame whose blocks could hold what it declares).
     frame = _zstd_frame_declaring(1 << 31)
     assert zstandard.frame_content_size(frame) == 1 << 31
-    t = pb.Tensor(name="bomb", dtype=INFO["uint8"].wire, shape=[1 << 31], raw_size=1 << 31, codec=1)
+    t = pb.Tensor(
+        name="bomb", dtype=pb.DTYPE_UINT8, shape=[1 << 31], raw_size=1 << 31, codec=pb.CODEC_ZSTD
+    )
     t.data = frame
     data = _map(t)
     limits = DecodeLimits(max_tensor_bytes=1 << 41, max_total_bytes=1 << 30)
@@ -421,11 +431,11 @@ def test_many_tensors_whose_sum_is_too_large():
     frame = _zstd_frame_declaring(3 << 30)
     assert zstandard.frame_content_size(frame) == 3 << 30
     tensors = [
-        pb.Tensor(name=str(i), dtype=INFO["uint8"].wire, shape=[3 << 30], raw_size=3 << 30)
+        pb.Tensor(name=str(i), dtype=pb.DTYPE_UINT8, shape=[3 << 30], raw_size=3 << 30)
         for i in range(2)
     ]
     for t in tensors:
-        t.codec, t.data = 1, frame
+        t.codec, t.data = pb.CODEC_ZSTD, frame
     data = _map(*tensors)
     peak = peak_bytes_of(lambda: expect_error(data, "limit", cls=PayloadTooLargeError))
     assert peak < 1 << 20
@@ -436,20 +446,20 @@ def test_many_tensors_whose_sum_is_too_large():
     [((2, 3), 20), ((2, 3), 28), ((), 0), ((0,), 4), ((5,), 0), ((2, 2), 1 << 62)],
 )
 def test_shape_and_raw_size_mismatch(shape, raw_size):
-    t = pb.Tensor(name="x", dtype=INFO["float32"].wire, shape=shape, raw_size=raw_size)
+    t = pb.Tensor(name="x", dtype=pb.DTYPE_FLOAT32, shape=shape, raw_size=raw_size)
     t.data = b"\0" * min(raw_size, 32)
     expect_error(_map(t), "raw_size")
 
 
 @pytest.mark.parametrize("dims", [[-1], [2, -3], [-(1 << 63)], [4, -1, -1]])
 def test_negative_dimensions(dims):
-    t = pb.Tensor(name="x", dtype=INFO["float32"].wire, shape=dims, raw_size=0)
+    t = pb.Tensor(name="x", dtype=pb.DTYPE_FLOAT32, shape=dims, raw_size=0)
     expect_error(_map(t), "negative")
 
 
 def test_raw_size_disagrees_with_stored_bytes():
     raw = bytes(16)
-    t = pb.Tensor(name="x", dtype=INFO["uint8"].wire, shape=[16], raw_size=16)
+    t = pb.Tensor(name="x", dtype=pb.DTYPE_UINT8, shape=[16], raw_size=16)
     t.crc32c = crc32c.crc32c(raw)
     for data in (raw[:15], raw + b"\0", b""):
         t.data = data
@@ -465,7 +475,7 @@ def test_raw_size_disagrees_with_stored_bytes():
 def test_empty_tensor_with_huge_dims_is_decoded_or_refused_cleanly(shape, as_numpy):
     """raw_size 0 passes the size checks; building the empty tensor must not
     leak a RuntimeError/ValueError from torch or numpy."""
-    t = pb.Tensor(name="x", dtype=INFO["float32"].wire, shape=shape, raw_size=0)
+    t = pb.Tensor(name="x", dtype=pb.DTYPE_FLOAT32, shape=shape, raw_size=0)
     result = decode_or_error(_map(t), as_numpy=as_numpy)
     if not isinstance(result, SerializationException):
         assert tuple(result["x"].shape) == shape
@@ -522,7 +532,7 @@ def test_unknown_filter(filt):
 
 def _zstd_tensor(raw: bytes, frame: bytes, raw_size: int | None = None) -> bytes:
     size = len(raw) if raw_size is None else raw_size
-    t = pb.Tensor(name="z", dtype=INFO["uint8"].wire, shape=[size], raw_size=size, codec=1)
+    t = pb.Tensor(name="z", dtype=pb.DTYPE_UINT8, shape=[size], raw_size=size, codec=pb.CODEC_ZSTD)
     t.crc32c = crc32c.crc32c(raw)
     t.data = frame
     return _map(t)
@@ -620,7 +630,7 @@ def test_zstd_frame_that_needs_a_dictionary_is_refused():
 @pytest.mark.parametrize("crc", [1, 0xFFFFFFFF])
 def test_empty_tensor_with_a_nonzero_crc_is_refused(crc):
     """docs/wire-format.md section 10, check 8: the CRC-32C of no bytes is 0."""
-    t = pb.Tensor(name="e", dtype=INFO["float32"].wire, shape=[0, 3], crc32c=crc)
+    t = pb.Tensor(name="e", dtype=pb.DTYPE_FLOAT32, shape=[0, 3], crc32c=crc)
     expect_error(_map(t), "crc")
     expect_error(_map(t), "crc", verify_checksum=False)
 

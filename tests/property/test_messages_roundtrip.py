@@ -339,6 +339,7 @@ def test_generated_envelope_with_weights_decodes(
     assert got.timestamp == pytest.approx(1_700_000_000.123456789)
     assert got.body.round_id == rnd
     assert not got.body.HasField("weights")  # carved out, handed over as a view
+    assert got.weights is not None
     assert bytes(got.weights) == body.weights.SerializeToString(deterministic=True)
     assert_same_state_dict(got.tensors(), sd)
     values_field = "metrics" if kind == "client_update" else "config"
@@ -353,6 +354,7 @@ def test_generated_envelope_with_weights_decodes(
     assert pb.Envelope.FromString(again).SerializeToString(deterministic=True) == again
     back = messages.decode_message(again)
     assert back.body == got.body and back.envelope.extensions == got.envelope.extensions
+    assert back.weights is not None
     assert bytes(back.weights) == bytes(got.weights)
 
 

@@ -154,7 +154,9 @@ RAW = (np.arange(300_000, dtype=np.uint32) % 7).astype(np.uint8).tobytes()
 
 
 def _map_with(data: bytes, raw: bytes = RAW) -> bytes:
-    t = pb.Tensor(name="z", dtype=pb.DTYPE_UINT8, shape=[len(raw)], raw_size=len(raw), codec=1)
+    t = pb.Tensor(
+        name="z", dtype=pb.DTYPE_UINT8, shape=[len(raw)], raw_size=len(raw), codec=pb.CODEC_ZSTD
+    )
     t.crc32c = crc32c.crc32c(raw)
     t.data = data
     return pb.TensorMap(tensors=[t]).SerializeToString()

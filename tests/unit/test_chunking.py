@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import tracemalloc
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -41,7 +42,7 @@ def _encode_part(**fields) -> bytes:
     return transfer_pb2.TransferPart(**fields).SerializeToString()
 
 
-def _parts(payload: bytes, transfer_id: str, limit: int) -> list[bytes]:
+def _parts(payload: bytes | bytearray | memoryview, transfer_id: str, limit: int) -> list[bytes]:
     return [p for p, _, _ in split_payload(payload, transfer_id, limit)]
 
 
@@ -230,6 +231,7 @@ def test_payload_is_a_view_on_the_reassembly_buffer():
     done = None
     for p in _parts(payload, "v", 1000):
         done, _ = reassembler.add(parse_part(p))
+    assert done is not None
     assert isinstance(done.payload, memoryview)
     assert done.payload.nbytes == len(payload)
 
@@ -270,7 +272,7 @@ def test_part_disagreeing_with_earlier_parts_is_refused_without_harm(field):
     reassembler = Reassembler()
     assert reassembler.add(good[0]) == (None, [])
     second = good[1]
-    fields = {
+    fields: dict[str, Any] = {
         "transfer_id": "t",
         "part_index": second.index,
         "part_count": second.count,

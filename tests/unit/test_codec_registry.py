@@ -15,7 +15,7 @@ from flwire.v1 import tensor_pb2
 RNG = np.random.default_rng(3)
 # Large enough for several frames; smooth enough that both codecs compress it.
 SMOOTH = np.cumsum(RNG.integers(-2, 3, 700_000), dtype=np.int32).astype(np.float32)
-STATE = {"smooth": SMOOTH, "small": np.arange(10, dtype=np.int64)}
+STATE: dict[str, np.ndarray] = {"smooth": SMOOTH, "small": np.arange(10, dtype=np.int64)}
 
 
 def test_the_registry_holds_zstd_and_lz4_under_their_schema_values():

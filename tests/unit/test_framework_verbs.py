@@ -14,7 +14,10 @@ from flwire import EncodeOptions, read_tensor_map
 from flwire.exceptions import SerializationException
 from flwire.v1 import tensor_pb2
 
-ARRAYS = {"w": np.linspace(-1, 1, 5000, dtype=np.float32).reshape(50, 100), "n": np.arange(3)}
+ARRAYS: dict[str, np.ndarray] = {
+    "w": np.linspace(-1, 1, 5000, dtype=np.float32).reshape(50, 100),
+    "n": np.arange(3),
+}
 TENSORS = {"w": torch.linspace(-1, 1, 5000).reshape(50, 100), "b": torch.tensor([True, False])}
 
 

@@ -398,14 +398,14 @@ def test_unhandled_type_is_counted_and_logged(caplog):
     assert "lonely" in warnings[0].getMessage()
 
 
-def test_mixed_stream_stats():
+def test_mixed_stream_stats(monkeypatch):
     server = AsyncServer()
     handler = ServerMessageHandler(server)
 
     def explode(*args):
         raise ValueError("bad registration")
 
-    server.register_client = explode
+    monkeypatch.setattr(server, "register_client", explode)
     stream = [
         messages.heartbeat("c1").to_bytes(),
         b"\x00\x01\x02",

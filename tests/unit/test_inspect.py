@@ -25,7 +25,7 @@ def _weights() -> dict[str, torch.Tensor]:
     }
 
 
-def _inspect(data: bytes) -> tuple[int, str]:
+def _inspect(data: bytes | bytearray | memoryview) -> tuple[int, str]:
     """Exit status and everything printed (summary on out, reason for a refusal on err)."""
     out, err = io.StringIO(), io.StringIO()
     rc = inspect_bytes(data, out, err)
@@ -104,6 +104,7 @@ def test_client_update_description(update_bytes):
     assert re.search(r"float32\s+\[32, 32\]\s+ZSTD", lines["fc.weight"])
     assert re.search(r"float32\s+\[10\]\s+\S+", lines["fc.bias"])
     assert re.search(r"int64\s+\[3\]", lines["steps"])
+    assert msg.weights is not None
     for name, line in lines.items():
         record = _record(bytes(msg.weights), name)
         assert line.rstrip().endswith("crc ok"), line
@@ -194,7 +195,7 @@ def test_tensor_map_with_empty_tensor():
 
 def test_bytearray_and_memoryview_inputs(map_bytes):
     assert _inspect(bytearray(map_bytes))[0] == 0
-    assert _inspect(memoryview(map_bytes))[0] == 0  # type: ignore[arg-type]
+    assert _inspect(memoryview(map_bytes))[0] == 0
 
 
 # ----------------------------------------------------------------------------- failures
@@ -218,6 +219,7 @@ def test_garbage_returns_one_with_one_line_reason(garbage):
 
 def test_corrupted_raw_tensor_in_message(update_bytes):
     msg = messages.decode_message(update_bytes)
+    assert msg.weights is not None
     record = _record(bytes(msg.weights), "fc.bias")
     assert record.codec_name == "CODEC_UNSPECIFIED"
     offset = _payload_offset(update_bytes, bytes(record.data))
@@ -230,6 +232,7 @@ def test_corrupted_raw_tensor_in_message(update_bytes):
 
 def test_corrupted_zstd_tensor_in_message(update_bytes):
     msg = messages.decode_message(update_bytes)
+    assert msg.weights is not None
     frame = bytes(_record(bytes(msg.weights), "fc.weight").data)
     offset = _payload_offset(update_bytes, frame)
     rc, text = _inspect(_flip(update_bytes, offset + _zstd_body_index(frame)))
@@ -259,6 +262,7 @@ def test_corrupted_zstd_frame_header_in_message_returns_one(update_bytes):
     # Regression: the Envelope decodes but msg.weights_info() raises; inspect_bytes used to
     # let that SerializationException escape (a traceback from `flwire inspect`).
     msg = messages.decode_message(update_bytes)
+    assert msg.weights is not None
     frame = bytes(_record(bytes(msg.weights), "fc.weight").data)
     offset = _payload_offset(update_bytes, frame)
     rc, text = _inspect(_flip(update_bytes, offset + 1))  # inside the zstd magic number

@@ -213,11 +213,13 @@ def test_two_subscriptions_survive_an_expired_transfer():
 
         client = _client(broker)
         await client.start()
-        client.channel.reassembler = Reassembler(part_timeout=60, clock=lambda: now[0])
+        channel = client.channel
+        assert channel is not None
+        channel.reassembler = Reassembler(part_timeout=60, clock=lambda: now[0])
         got: dict[str, list[bytes]] = {"a": [], "b": []}
         await client.subscribe_to_topic("a", lambda v: got["a"].append(bytes(v)))
         await client.subscribe_to_topic("b", lambda v: got["b"].append(bytes(v)))
-        await wait_until(lambda: client.channel.stats["received_parts"] == 1)
+        await wait_until(lambda: channel.stats["received_parts"] == 1)
         now[0] += 61  # the client that sent "stalled" is gone
         await client.send_message("b", b"b1")
         await asyncio.sleep(0.1)

@@ -91,9 +91,9 @@ def test_message_builders_pass_lossy_through():
         assert torch.equal(got.tensors()["w"], sd["w"].to(torch.bfloat16).float())
     # The builders' lossy= and codec={...} keywords are gone: options=EncodeOptions(...).
     with pytest.raises(TypeError, match="lossy"):
-        messages.client_update("c1", 1, sd, lossy=LossyConfig("int8"))
+        messages.client_update("c1", 1, sd, lossy=LossyConfig("int8"))  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="codec"):
-        messages.client_update("c1", 1, sd, codec={"lossy": LossyConfig("topk")})
+        messages.client_update("c1", 1, sd, codec={"lossy": LossyConfig("topk")})  # type: ignore[call-arg]
     blob = WeightSerializer.serialize_weights(sd)
     with pytest.raises(SerializationException, match="state dict"):
         messages.client_update("c1", 1, blob, options=EncodeOptions(lossy=LossyConfig("int8")))
@@ -124,7 +124,7 @@ def test_registration_with_chosen_lossy_methods_round_trips():
         messages.client_registration("c3", supported_lossy=["int3"])
     # A method this flwire does not know (a newer client) is left out.
     caps = pb.Capabilities()
-    caps.supported_lossy.extend([3, 99])  # type: ignore[list-item]
+    caps.supported_lossy.extend([3, 99])
     assert messages.supported_lossy(caps) == ["int8"]
     with pytest.raises(SerializationException, match="registration"):
         messages.supported_lossy("int8")

@@ -9,6 +9,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from google.protobuf.message import Message
 
 from flwire import messages
 from flwire.compat.communication.message_handlers import (
@@ -48,7 +49,9 @@ def test_schema_tables_match_the_declared_options():
     for field in BODY.fields:
         message, rules = _declared(field)
         kind = schema.BODY_TYPES[field.name]
-        assert kind.cls.DESCRIPTOR is field.message_type
+        body_cls: type[Message] = kind.cls
+        assert issubclass(body_cls, Message)
+        assert body_cls.DESCRIPTOR is field.message_type
         assert kind.topic == options_pb2.Topic.Name(message.topic).removeprefix("TOPIC_").lower()
         assert kind.sender == options_pb2.Role.Name(message.sender).removeprefix("ROLE_").lower()
         declared = {(n, "required") for n, r in rules.items() if r.required}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -111,9 +112,9 @@ def test_timestamps_and_ids_are_fresh():
 # ----------------------------------------------------------------------------- every type
 
 
-def minimal_payload(kind: str) -> dict:
+def minimal_payload(kind: str) -> dict[str, Any]:
     w = weights_bytes()
-    return {
+    payloads: dict[str, dict[str, Any]] = {
         "client_update": {"client_id": "c1", "round_id": 2, "weights": w, "metrics": {"a": 1}},
         "global_update": {"round_id": 2, "weights": w, "config": {"lr": 0.1}},
         "client_registration": {"client_id": "c1", "model_info": {"name": "CNN"}},
@@ -123,7 +124,8 @@ def minimal_payload(kind: str) -> dict:
         "evaluation_request": {"round_id": 2, "config": {"batch_size": 64}},
         "evaluation_result": {"client_id": "c1", "round_id": 2, "metrics": {"acc": 0.5}},
         "shutdown": {"reason": "done"},
-    }[kind]
+    }
+    return payloads[kind]
 
 
 ALL_TYPES = [

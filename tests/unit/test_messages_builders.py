@@ -86,6 +86,7 @@ def test_delta_flag_sets_weights_kind():
 def test_weights_accessors_on_a_built_message():
     msg = messages.client_update("c", 0, WEIGHTS, options=EncodeOptions(compression="none"))
     assert msg.has_weights
+    assert msg.weights is not None
     assert bytes(msg.weights) == encode_tensor_map(WEIGHTS, compression="none")
     info = msg.weights_info()
     assert [(r.name, r.dtype.name, r.shape) for r in info.records] == [
@@ -134,7 +135,7 @@ def test_weights_that_are_not_a_state_dict_or_bytes_are_refused(weights):
 
 def test_weights_given_as_str_name_the_legacy_format():
     with pytest.raises(SerializationException, match="base64"):
-        messages.client_update("c", 0, "gASVKAAAAAAAAAB9lC4=")
+        messages.client_update("c", 0, "gASVKAAAAAAAAAB9lC4=")  # type: ignore[arg-type]
 
 
 def test_weights_bytes_are_structure_checked():
@@ -148,7 +149,7 @@ def test_state_dict_problems_are_refused():
     with pytest.raises(SerializationException):
         messages.client_update("c", 0, {"w": [1.0, 2.0]})
     with pytest.raises(SerializationException):
-        messages.client_update("c", 0, {1: torch.ones(1)})
+        messages.client_update("c", 0, {1: torch.ones(1)})  # type: ignore[dict-item]
 
 
 def test_unknown_codec_option_is_refused():
@@ -159,9 +160,9 @@ def test_unknown_codec_option_is_refused():
 def test_options_must_be_encode_options():
     # The builders' codec={...} dicts are gone: options=EncodeOptions(...).
     with pytest.raises(SerializationException, match="EncodeOptions"):
-        messages.client_update("c", 0, WEIGHTS, options={"compression": "none"})
+        messages.client_update("c", 0, WEIGHTS, options={"compression": "none"})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="codec"):
-        messages.client_update("c", 0, WEIGHTS, codec={"compression": "none"})
+        messages.client_update("c", 0, WEIGHTS, codec={"compression": "none"})  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "none"])
@@ -250,7 +251,7 @@ def test_values_that_cannot_be_carried_are_refused_naming_their_place():
     with pytest.raises(SerializationException, match=r"extensions\['e'\]"):
         messages.shutdown(extensions={"e": 2**64})
     with pytest.raises(SerializationException, match="keys must be str"):
-        messages.evaluation_result("c", 0, {3: 1.0})
+        messages.evaluation_result("c", 0, {3: 1.0})  # type: ignore[dict-item]
 
 
 def test_round_trip_keeps_client_ids_order_and_duplicates():

@@ -73,6 +73,7 @@ def test_weights_view_sees_changes_to_the_buffer():
     buf = bytearray(uncompressed())
     got = messages.decode_message(buf)
     view = got.weights
+    assert view is not None
     offset = address(view) - address(buf)
     before = view[10]
     buf[offset + 10] ^= 0xFF
@@ -104,7 +105,7 @@ def test_decode_message_does_not_decode_tensors(monkeypatch):
         assert got.body.client_id == "c1"
         assert got.body.metrics["loss"].double_value == 1.0
         assert got.has_weights
-        assert len(got.weights) > 0
+        assert got.weights is not None and len(got.weights) > 0
         assert got.to_bytes() == data  # re-encoding does not decode either
         with pytest.raises(Boom):
             got.tensors()
@@ -164,10 +165,12 @@ def test_numpy_decode_options_pass_through():
 
 def test_built_message_weights_round_trip_without_decode():
     msg = messages.client_update("c1", 1, WEIGHTS, options=EncodeOptions(compression="none"))
+    assert msg.weights is not None
     assert bytes(msg.weights) == encode_tensor_map(WEIGHTS, compression="none")
     assert_same_weights(msg.tensors())
     # TensorMap bytes are carried as given.
     tm = encode_tensor_map(WEIGHTS)
     msg2 = messages.client_update("c1", 1, tm)
+    assert msg2.weights is not None
     assert bytes(msg2.weights) == tm
     assert tm in msg2.to_bytes()

@@ -283,8 +283,14 @@ def test_empty_weights_field_counts_as_weights():
             lambda: messages.client_update("c", -1, WEIGHTS),
             [("client_update.round_id", "non_negative")],
         ),
-        (lambda: messages.client_update("c", 0, None), [("client_update.weights", "required")]),
-        (lambda: messages.global_update(0, None), [("global_update.weights", "required")]),
+        (
+            lambda: messages.client_update("c", 0, None),  # type: ignore[arg-type]
+            [("client_update.weights", "required")],
+        ),
+        (
+            lambda: messages.global_update(0, None),  # type: ignore[arg-type]
+            [("global_update.weights", "required")],
+        ),
         (lambda: messages.training_start(-3), [("training_start.round_id", "non_negative")]),
         (lambda: messages.heartbeat(""), [("heartbeat.client_id", "required")]),
         (

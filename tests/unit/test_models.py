@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -29,7 +29,10 @@ MLP_PARAMS = 109_386
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _fresh(cls: type[nn.Module], seed: int, **kwargs: Any) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def _fresh(cls: type[ModuleT], seed: int, **kwargs: Any) -> ModuleT:
     torch.manual_seed(seed)
     return cls(**kwargs)
 
@@ -313,6 +316,7 @@ def test_factory_mlp_custom_params():
     model = create_model_from_config(
         {"type": "SimpleMLP", "input_dim": 30, "hidden_dims": [20], "output_dim": 4}
     )
+    assert isinstance(model, SimpleMLP)
     info = model.get_model_info()
     assert (info["input_dim"], info["output_dim"], info["hidden_layers"]) == (30, 4, 1)
     assert info["parameters"] == (30 * 20 + 20) + (20 * 4 + 4)
@@ -326,12 +330,14 @@ def test_factory_cnn_defaults():
 
 def test_factory_cnn_custom_params():
     model = create_model_from_config({"type": "SimpleCNN", "num_classes": 3, "input_channels": 2})
+    assert isinstance(model, SimpleCNN)
     info = model.get_model_info()
     assert (info["num_classes"], info["input_channels"]) == (3, 2)
 
 
 def test_factory_ignores_unrelated_keys():
     model = create_model_from_config({"type": "SimpleCNN", "input_dim": 5, "comment": "x"})
+    assert isinstance(model, SimpleCNN)
     assert model.count_parameters() == CNN_PARAMS
 
 

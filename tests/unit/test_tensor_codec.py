@@ -340,9 +340,9 @@ def test_unknown_compression_is_refused():
     for bad in ("gzip", "ZSTD", ""):
         with pytest.raises(SerializationException, match="compression"):
             encode_tensor_map({"x": torch.ones(1)}, compression=bad)
-    for bad in ("gzip", "ZSTD", "", None):
+    for bad_option in ("gzip", "ZSTD", "", None):
         with pytest.raises(SerializationException, match="compression"):
-            EncodeOptions(compression=bad)  # type: ignore[arg-type]
+            EncodeOptions(compression=bad_option)  # type: ignore[arg-type]
 
 
 def test_keyword_left_at_none_keeps_the_options_value():

@@ -293,7 +293,7 @@ def test_message_headers_round_trip():
 
 
 def test_read_headers_ignores_others_and_keeps_the_last():
-    headers = [
+    headers: list[tuple[str, bytes | str | None]] = [
         ("other", b"x"),
         (TYPE, b"a"),
         (TYPE, "b"),

@@ -231,8 +231,13 @@ def test_merge_defaults_with_file_overrides():
     assert merged["kafka"] == LEGACY_CLIENT_DEFAULTS["kafka"]
 
 
-_leaves = st.none() | st.booleans() | st.integers() | st.text(max_size=5)
-_leaves = _leaves | st.lists(st.integers(), max_size=3)
+_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=5)
+    | st.lists(st.integers(), max_size=3)
+)
 _keys = st.sampled_from(["a", "b", "c", "kafka", "training", "x"])
 configs = st.recursive(
     st.dictionaries(_keys, _leaves, max_size=4),

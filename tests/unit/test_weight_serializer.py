@@ -106,7 +106,7 @@ def test_serialize_default_compresses():
 
 def test_deserialize_refuses_legacy_base64_text():
     with pytest.raises(flwire.SerializationException, match="bytes"):
-        WeightSerializer.deserialize_weights("H4sIAAAAAAAA/2tgYGBgYGBgYGBgYGBgYGA=")
+        WeightSerializer.deserialize_weights("H4sIAAAAAAAA/2tgYGBgYGBgYGBgYGBgYGA=")  # type: ignore[arg-type]
 
 
 def test_deserialize_reports_corruption_as_serialization_exception():
@@ -244,7 +244,7 @@ PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "pickletools", "dill", "cloudp
 
 
 def _imported_modules(tree: ast.AST) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
