@@ -264,8 +264,11 @@ def test_demo_rejects_non_integer_clients(capsys):
     ids=["bare", "help", "positional", "after-double-dash"],
 )
 def test_bench_is_an_unknown_command(argv, tmp_path, monkeypatch, capsys):
-    """``flwire bench`` is gone: a usage error (exit code 2), and it never looks
-    for a benchmarks/bench.py above the current folder to run."""
+    """``flwire bench`` is gone (the benchmarks run as ``python -m benchmarks.codec``
+    and ``python -m benchmarks.e2e``, or ``make bench``): a usage error (exit code 2).
+    The old command ran a ``benchmarks/bench.py`` found above the current folder, a
+    file the repository no longer has; the test plants one there and checks that
+    nothing runs it."""
     marker = tmp_path / "ran"
     script = tmp_path / "benchmarks" / "bench.py"
     script.parent.mkdir()
