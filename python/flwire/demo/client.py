@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -137,15 +138,22 @@ class DemoClient:
         self.status = "training"
         local = SimpleCNN()
         local.load_state_dict(self.model.state_dict())
-        loss = await asyncio.to_thread(
-            train_local,
-            local,
-            self.train_shard,
-            epochs=epochs,
-            lr=lr,
-            batch_size=32,
-            seed=self.seed * 1000 + body.round_id,
-        )
+        stop = threading.Event()
+        try:
+            loss = await asyncio.to_thread(
+                train_local,
+                local,
+                self.train_shard,
+                epochs=epochs,
+                lr=lr,
+                batch_size=32,
+                seed=self.seed * 1000 + body.round_id,
+                stop=stop,
+            )
+        finally:
+            # Cancelling this task does not stop the thread: tell it to stop at its next
+            # batch, so a client that shuts down leaves no training running behind it.
+            stop.set()
         if self.delay:
             await asyncio.sleep(self.delay)  # a straggler: slow device or network
         start = time.perf_counter()

@@ -22,17 +22,38 @@ _TRAINING = threading.Lock()
 
 
 def train_local(
-    model: nn.Module, shard: Shard, *, epochs: int, lr: float, batch_size: int, seed: int
+    model: nn.Module,
+    shard: Shard,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    stop: threading.Event | None = None,
 ) -> float:
     """Train in place with SGD + momentum; return the mean loss of the last epoch.
-    Reproducible for a given seed."""
+    Reproducible for a given seed.
+
+    Once ``stop`` is set, training ends before the next batch (the model is then only
+    partly trained): a thread cannot be cancelled, so this is how a cancelled round ends
+    the training it started in a thread, instead of leaving the thread to run to the end.
+    """
     with _TRAINING:
         torch.manual_seed(seed)
-        return _train(model, shard, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        return _train(
+            model, shard, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, stop=stop
+        )
 
 
 def _train(
-    model: nn.Module, shard: Shard, *, epochs: int, lr: float, batch_size: int, seed: int
+    model: nn.Module,
+    shard: Shard,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    stop: threading.Event | None,
 ) -> float:
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
@@ -42,6 +63,8 @@ def _train(
         loss_sum, batches = 0.0, 0
         order = torch.randperm(len(shard), generator=gen)
         for start in range(0, len(shard), batch_size):
+            if stop is not None and stop.is_set():
+                return loss_sum / max(batches, 1)
             idx = order[start : start + batch_size]
             optimizer.zero_grad()
             loss = F.nll_loss(model(shard.x[idx]), shard.y[idx])
