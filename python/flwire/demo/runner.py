@@ -38,6 +38,7 @@ class DemoOptions:
     learning_rate: float = float(DEFAULT_CONFIG["learning_rate"])
     min_clients: int = 2
     max_wait_time: float = 300.0
+    round_timeout: float | None = None  # None: twice max_wait_time
     stragglers: int = 0
     straggler_delay: float = 0.0
     bootstrap_servers: str | None = None
@@ -169,6 +170,7 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
         rounds=opts.rounds,
         min_clients=opts.min_clients,
         max_wait_time=opts.max_wait_time,
+        round_timeout=opts.round_timeout,
         config={"local_epochs": opts.local_epochs, "learning_rate": opts.learning_rate},
         metrics=metrics,
         on_status=console.status,

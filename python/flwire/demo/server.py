@@ -5,8 +5,9 @@ Per round r: broadcast GlobalUpdate(r, weights), EvaluationRequest(r - 1)
 for client updates; aggregate with FedAvg once every selected client has
 reported, or once ``max_wait_time`` has passed with at least ``min_clients``
 updates (naming the clients left out); evaluate on the held-out test set.
-After the last round the final weights are broadcast and evaluated, then
-Shutdown ends the job.
+A round with fewer than ``min_clients`` updates ``round_timeout`` seconds after
+it started fails the job. After the last round the final weights are broadcast
+and evaluated, then Shutdown ends the job.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class FedAvgServer:
         rounds: int,
         min_clients: int = 2,
         max_wait_time: float = 300.0,
+        round_timeout: float | None = None,
         config: dict[str, Any] | None = None,
         registration_timeout: float = 120.0,
         metrics: MetricsCollector | None = None,
@@ -84,6 +86,14 @@ class FedAvgServer:
         self.rounds = rounds
         self.min_clients = min_clients
         self.max_wait_time = max_wait_time
+        # Past max_wait_time a round aggregates as soon as min_clients updates are in; it
+        # fails only when there are still fewer at round_timeout.
+        self.round_timeout = 2 * max_wait_time if round_timeout is None else round_timeout
+        if self.round_timeout < max_wait_time:
+            raise ValueError(
+                f"round_timeout ({self.round_timeout:g} s) is shorter than "
+                f"max_wait_time ({max_wait_time:g} s)"
+            )
         self.config = config or dict(DEFAULT_CONFIG)
         self.registration_timeout = registration_timeout
         self.metrics = metrics or MetricsCollector()
@@ -198,13 +208,19 @@ class FedAvgServer:
             self.on_status(progress())
             return len(updates) >= len(selected)
 
+        started = time.monotonic()
         if not await self._wait(ready, self.max_wait_time):
             if len(updates) < self.min_clients:
-                await self._wait(lambda: len(updates) >= self.min_clients, self.max_wait_time)
+                await self._wait(
+                    lambda: len(updates) >= self.min_clients,
+                    started + self.round_timeout - time.monotonic(),
+                )
             if len(updates) < self.min_clients:
                 raise AggregationException(
-                    f"round {round_id}: {len(updates)} updates after waiting "
-                    f"{2 * self.max_wait_time:.0f} s, fewer than min_clients={self.min_clients}"
+                    f"round {round_id} could not be aggregated: {len(updates)} of "
+                    f"{len(selected)} clients sent an update within {self.round_timeout:g} s "
+                    f"({', '.join(sorted(updates)) or 'none'}), fewer than "
+                    f"min_clients={self.min_clients}"
                 )
         reporting = sorted(updates)
         left_out = [c for c in selected if c not in updates]
