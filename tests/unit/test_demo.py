@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -58,6 +60,43 @@ def test_straggler_is_left_out_and_named():
     text = out.getvalue()
     assert "    1    2/3" in text, text
     assert "left out (no update within 1 s): client-2\n" in text, text
+
+
+# The run below ends in about 7 s on two idle cores (importing torch, loading the digits, and
+# torch's first training batch, which the clients finish before they stop, take most of it;
+# the round fails 0.02 s after it starts), 15 s beside four CPU-burning processes and 35 s
+# beside eight. The code this guards against never ended at all, so the bound needs only to
+# tell "ends" from "never ends" on a loaded machine.
+UNAGGREGATABLE_RUN_BOUND = 90
+
+
+def test_a_round_that_cannot_be_aggregated_ends_the_demo_with_a_clear_error():
+    # Regression: run_demo raised AggregationException inside asyncio.run, whose shutdown
+    # then cancelled the clients' receive loops a second time and could leave them hanging
+    # forever, logging RuntimeError('Lock is not acquired.'). Run the CLI in a process of its
+    # own, so that a hang is killed after a bound instead of stalling the test session.
+    argv = ["--clients", "3", "--rounds", "1", "--max-wait-time", "0.01", "--min-clients", "2"]
+    argv += ["--stragglers", "1", "--straggler-delay", "60"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "flwire.cli", "demo", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=UNAGGREGATABLE_RUN_BOUND)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            pytest.fail(
+                f"`flwire demo {' '.join(argv)}` did not end within {UNAGGREGATABLE_RUN_BOUND} s"
+                f" (killed)\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            )
+    assert proc.returncode == 1, stdout + stderr
+    assert "flwire demo: round 1 could not be aggregated" in stderr, stderr
+    assert "min_clients=2" in stderr
+    for noise in ("Traceback", "Lock is not acquired", "never retrieved", "destroyed"):
+        assert noise not in stdout + stderr, stdout + stderr
 
 
 def test_non_iid_split_is_deterministic_and_disjoint():

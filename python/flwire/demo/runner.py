@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import math
 import os
 import subprocess
@@ -23,11 +24,20 @@ from flwire.demo.client import DemoClient
 from flwire.demo.data import split_non_iid
 from flwire.demo.server import FedAvgServer, RoundResult
 from flwire.demo.training import DEFAULT_CONFIG
+from flwire.exceptions import FLException
 from flwire.transport import InMemoryBroker, InMemoryTransport, TopicLayout, Transport
+
+logger = logging.getLogger(__name__)
 
 # The old path wrapped base64 text in a JSON envelope; its fixed keys and values
 # (type, payload keys, sender, timestamp, datetime, version) take about this much.
 _LEGACY_JSON_OVERHEAD = 250
+
+#: Seconds the clients get to end after the server's Shutdown (they finish the message
+#: at hand: an evaluation, or the batch their training is on) before they are stopped.
+CLIENT_STOP_TIMEOUT = 60.0
+#: Seconds a client that was told to stop (cancelled, or sent SIGTERM) gets to end.
+CLIENT_KILL_TIMEOUT = 10.0
 
 
 @dataclass
@@ -70,9 +80,13 @@ class _Console:
             self.out.write(f"\r  {text:<78}")
             self.out.flush()
 
-    def line(self, text: str = "") -> None:
+    def end_status(self) -> None:
         if self.live:
             self.out.write("\r" + " " * 80 + "\r")
+            self.out.flush()
+
+    def line(self, text: str = "") -> None:
+        self.end_status()
         self.out.write(text + "\n")
         self.out.flush()
 
@@ -93,12 +107,17 @@ HEADER = (
 
 
 async def _run_clients_in_process(
-    opts: DemoOptions, broker: InMemoryBroker, layout: TopicLayout, metrics: MetricsCollector
+    opts: DemoOptions,
+    broker: InMemoryBroker,
+    layout: TopicLayout,
+    metrics: MetricsCollector,
+    transports: list[Transport],
 ) -> list[asyncio.Task[None]]:
     train, test, _ = split_non_iid(opts.clients, seed=opts.seed)
     tasks = []
     for i in range(opts.clients):
         transport = InMemoryTransport(broker)
+        transports.append(transport)
         await transport.start()
         delay = opts.straggler_delay if i >= opts.clients - opts.stragglers else 0.0
         client = DemoClient(
@@ -113,6 +132,54 @@ async def _run_clients_in_process(
         )
         tasks.append(asyncio.create_task(client.run(), name=f"client-{i}"))
     return tasks
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> list[BaseException]:
+    """Give in-process clients ``grace`` seconds to end by themselves (after Shutdown),
+    then cancel those still running and wait for them too, within a bound: a task
+    cancelled and left running here would be cancelled a second time by asyncio.run on
+    its way out. Return the clients' errors."""
+    if not tasks:
+        return []
+    running = set(tasks)
+    if grace > 0:
+        _, running = await asyncio.wait(tasks, timeout=grace)
+        for task in running:
+            logger.warning("%s did not stop within %g s of Shutdown", task.get_name(), grace)
+    for task in running:
+        task.cancel()
+    if running:
+        _, stuck = await asyncio.wait(running, timeout=CLIENT_KILL_TIMEOUT)
+        for task in stuck:
+            logger.error(
+                "%s did not end within %g s of being cancelled",
+                task.get_name(),
+                CLIENT_KILL_TIMEOUT,
+            )
+    return [
+        exc
+        for task in tasks
+        if task.done() and not task.cancelled() and (exc := task.exception()) is not None
+    ]
+
+
+def _stop_processes(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    """Give client processes ``grace`` seconds in all to end by themselves (after
+    Shutdown), then SIGTERM those still running, then SIGKILL."""
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            if grace > 0:
+                logger.warning("client process %d did not stop within %g s", proc.pid, grace)
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=CLIENT_KILL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _spawn_kafka_clients(opts: DemoOptions, layout: TopicLayout) -> list[subprocess.Popen[bytes]]:
@@ -154,6 +221,7 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
     transport: Transport
     procs: list[subprocess.Popen[bytes]] = []
     tasks: list[asyncio.Task[None]] = []
+    client_transports: list[Transport] = []
     if opts.bootstrap_servers:
         from flwire.transport.kafka import KafkaTransport
 
@@ -199,20 +267,24 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
         if opts.bootstrap_servers:
             procs = _spawn_kafka_clients(opts, layout)
         else:
-            tasks = await _run_clients_in_process(opts, broker, layout, metrics)
+            tasks = await _run_clients_in_process(opts, broker, layout, metrics, client_transports)
         console.line(HEADER)
         results = await server.run()
-        if tasks:
-            await asyncio.wait_for(asyncio.gather(*tasks), 60)
     finally:
-        for task in tasks:
-            task.cancel()
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # The server sends Shutdown when the job ends and when it fails: then the clients
+        # get time to end by themselves. Otherwise (the run was cancelled, e.g. by Ctrl-C,
+        # or Shutdown could not be sent) they are stopped at once.
+        grace = CLIENT_STOP_TIMEOUT if server.shutdown_sent else 0.0
+        client_errors = await _stop_tasks(tasks, grace)
+        if procs:
+            await asyncio.to_thread(_stop_processes, procs, grace)
+        for client_transport in client_transports:
+            await client_transport.stop()
         await transport.stop()
+        for exc in client_errors:
+            logger.error("a client failed: %r", exc, exc_info=exc)
+    if client_errors:
+        raise FLException(f"{len(client_errors)} client(s) failed: {client_errors[0]!r}")
     return results, {
         "legacy_bytes": legacy_sizes,
         "wire": metrics.wire_summary(),
@@ -221,8 +293,10 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
     }
 
 
-def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
-    """Run the demo, print progress and a summary; return an exit status."""
+def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = None) -> int:
+    """Run the demo, print progress and a summary; return an exit status: 0 when the
+    job ran (and its accuracy rose, given two rounds or more), 1 when it did not, or
+    when it failed (the reason goes to ``err``, standard error by default)."""
     console = _Console(out)
     where = f"Kafka at {opts.bootstrap_servers}" if opts.bootstrap_servers else "in-memory"
     console.line(
@@ -230,7 +304,12 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:
         f"non-IID digits, transport: {where}"
     )
     started = time.perf_counter()
-    results, extra = asyncio.run(_run(opts, console))
+    try:
+        results, extra = asyncio.run(_run(opts, console))
+    except FLException as exc:
+        console.end_status()
+        print(f"flwire demo: {exc}", file=err or sys.stderr, flush=True)
+        return 1
     elapsed = time.perf_counter() - started
     console.line()
     console.line("Summary")

@@ -7,7 +7,8 @@ reported, or once ``max_wait_time`` has passed with at least ``min_clients``
 updates (naming the clients left out); evaluate on the held-out test set.
 A round with fewer than ``min_clients`` updates ``round_timeout`` seconds after
 it started fails the job. After the last round the final weights are broadcast
-and evaluated, then Shutdown ends the job.
+and evaluated, then Shutdown ends the job; a job that fails sends Shutdown too,
+with the reason, so that no client waits for a round that will not come.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from flwire.messages import SeenIds, value_map_to_dict
 from flwire.transport import Channel, TopicLayout, Transport
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a failed job gives its Shutdown broadcast before it gives up on it.
+SHUTDOWN_SEND_TIMEOUT = 10.0
 
 
 @dataclass
@@ -105,6 +109,8 @@ class FedAvgServer:
         torch.manual_seed(seed)
         self.model = SimpleCNN()
         self.results: list[RoundResult] = []
+        #: Whether the clients were sent Shutdown (when the job ended, or failed).
+        self.shutdown_sent = False
         self._listener: asyncio.Task[None] | None = None
 
     def wire_bytes(self) -> int:
@@ -178,11 +184,26 @@ class FedAvgServer:
             )
             self._attach_federated_accuracy()
             await self._broadcast(m.shutdown(f"finished {self.rounds} rounds"))
+            self.shutdown_sent = True
             return self.results
+        except Exception as exc:
+            await self._stop_clients_after(exc)
+            raise
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+
+    async def _stop_clients_after(self, failure: Exception) -> None:
+        """Best effort, bounded: tell the clients that the job failed. The failure is
+        what the caller needs to see, so a failure to send is only logged."""
+        try:
+            await asyncio.wait_for(
+                self._broadcast(m.shutdown(f"the job failed: {failure}")), SHUTDOWN_SEND_TIMEOUT
+            )
+            self.shutdown_sent = True
+        except Exception as exc:
+            logger.warning("could not send Shutdown to the clients after a failure: %r", exc)
 
     async def _round(self, round_id: int) -> None:
         start = time.perf_counter()
