@@ -33,25 +33,26 @@ class InMemoryBroker:
 
     topics: dict[str, list[Record]] = field(default_factory=dict)
     committed: dict[tuple[str, str], int] = field(default_factory=dict)
-    _changed: dict[asyncio.AbstractEventLoop, asyncio.Condition] = field(default_factory=dict)
+    _wakeups: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = field(default_factory=dict)
 
-    @property
-    def changed(self) -> asyncio.Condition:
-        """The condition subscribers of the running event loop wait on (a broker
-        may outlive one loop, e.g. across several ``asyncio.run`` calls)."""
+    def wakeup(self) -> asyncio.Future[None]:
+        """A future of the running event loop that the next append on it resolves (a
+        broker may outlive one loop, e.g. across several ``asyncio.run`` calls). Take it
+        before looking for records, so that an append in between is not missed."""
         loop = asyncio.get_running_loop()
-        condition = self._changed.get(loop)
-        if condition is None:
-            for old in [lp for lp in self._changed if lp.is_closed()]:
-                del self._changed[old]
-            condition = self._changed[loop] = asyncio.Condition()
-        return condition
+        wakeup = self._wakeups.get(loop)
+        if wakeup is None or wakeup.done():
+            for old in [lp for lp in self._wakeups if lp.is_closed()]:
+                del self._wakeups[old]
+            wakeup = self._wakeups[loop] = loop.create_future()
+        return wakeup
 
     async def append(self, topic: str, key: bytes | None, value: Any, headers: Headers) -> None:
         log = self.topics.setdefault(topic, [])
         log.append(Record(topic, 0, len(log), key, value, list(headers)))
-        async with self.changed:
-            self.changed.notify_all()
+        wakeup = self._wakeups.pop(asyncio.get_running_loop(), None)
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
 
 class _MemorySubscription(Subscription):
@@ -73,15 +74,18 @@ class _MemorySubscription(Subscription):
         return batch
 
     async def _records(self) -> AsyncIterator[Record]:
-        changed = self._broker.changed
         while not self._closed:
+            wakeup = self._broker.wakeup()
             batch = await self._next_batch()
             if not batch:
-                async with changed:
-                    try:
-                        await asyncio.wait_for(changed.wait(), timeout=0.5)
-                    except asyncio.TimeoutError:
-                        pass
+                # No lock is held and no task is started: asyncio.wait neither cancels
+                # the shared future nor leaves anything running when this loop is
+                # cancelled. (Before Python 3.12, asyncio.wait_for around Condition.wait
+                # could return on a cancel before its inner task had re-acquired the lock:
+                # RuntimeError('Lock is not acquired.'), then the lock held for good and
+                # every other subscriber stuck; CPython gh-86766, gone with 3.12's
+                # wait_for, gh-96764.)
+                await asyncio.wait([wakeup], timeout=0.5)
                 continue
             for record in batch:
                 if self._closed:
