@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -10,10 +11,14 @@ import sys
 import pytest
 import torch
 
-from flwire.demo.data import split_non_iid
+from flwire import messages
+from flwire.demo import client as demo_client
+from flwire.demo.client import DemoClient
+from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.runner import DemoOptions, legacy_path_bytes, run_demo
 from flwire.demo.training import fedavg
 from flwire.exceptions import AggregationException
+from flwire.transport import InMemoryTransport, TopicLayout
 
 
 def test_two_round_demo_trains_and_reports(tmp_path):
@@ -70,7 +75,7 @@ def test_straggler_is_left_out_and_named():
 UNAGGREGATABLE_RUN_BOUND = 90
 
 
-def test_a_round_that_cannot_be_aggregated_ends_the_demo_with_a_clear_error():
+def test_a_round_that_cannot_be_aggregated_ends_the_demo_with_a_clear_error() -> None:
     # Regression: run_demo raised AggregationException inside asyncio.run, whose shutdown
     # then cancelled the clients' receive loops a second time and could leave them hanging
     # forever, logging RuntimeError('Lock is not acquired.'). Run the CLI in a process of its
@@ -97,6 +102,36 @@ def test_a_round_that_cannot_be_aggregated_ends_the_demo_with_a_clear_error():
     assert "min_clients=2" in stderr
     for noise in ("Traceback", "Lock is not acquired", "never retrieved", "destroyed"):
         assert noise not in stdout + stderr, stdout + stderr
+
+
+def test_a_client_round_leaves_torch_global_generator_to_the_training(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Trainings run one at a time in threads and draw their dropout masks from torch's
+    # global generator (training._TRAINING). A client that initialised a fresh SimpleCNN for
+    # each round drew from that generator on the event loop, at whatever point another
+    # client's training had reached: the demo's accuracies changed from run to run, and
+    # test_two_round_demo_trains_and_reports saw round 2 no better than round 1 now and then.
+    drawn_in_thread: list[torch.Tensor] = []
+
+    def train_local(model: object, shard: object, **kwargs: object) -> float:
+        drawn_in_thread.append(torch.get_rng_state())
+        return 0.0
+
+    monkeypatch.setattr(demo_client, "train_local", train_local)
+    shard = Shard(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64))
+
+    async def round_one() -> None:
+        transport = InMemoryTransport()
+        await transport.start()
+        client = DemoClient("client-0", transport, TopicLayout("job"), shard, shard)
+        torch.manual_seed(7)
+        before = torch.get_rng_state()
+        await client._train(messages.training_start(1, {"local_epochs": 1}).body)
+        assert torch.equal(drawn_in_thread[0], before)
+        assert torch.equal(torch.get_rng_state(), before)
+
+    asyncio.run(round_one())
 
 
 def test_non_iid_split_is_deterministic_and_disjoint():

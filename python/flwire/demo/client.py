@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import logging
 import threading
 import time
@@ -136,8 +137,10 @@ class DemoClient:
         epochs = int(config.get("local_epochs", DEFAULT_CONFIG["local_epochs"]))
         lr = float(config.get("learning_rate", DEFAULT_CONFIG["learning_rate"]))
         self.status = "training"
-        local = SimpleCNN()
-        local.load_state_dict(self.model.state_dict())
+        # A copy, not SimpleCNN() + load_state_dict: initialising a model draws from torch's
+        # global generator, here on the event loop, while another client's training thread
+        # may be drawing its dropout masks from it (see training._TRAINING).
+        local = copy.deepcopy(self.model)
         stop = threading.Event()
         try:
             loss = await asyncio.to_thread(
