@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 import numpy as np
 import pytest
@@ -302,3 +303,52 @@ def test_read_headers_ignores_others_and_keeps_the_last():
     ]
     assert read_headers(headers) == {TYPE: "b", MESSAGE_ID: "\ufffd"}
     assert read_headers(None) == {}
+
+
+async def _consume_forever(subscription) -> None:
+    async for _record in subscription:
+        pass
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_subscribers_cancelled_twice_leave_the_transport_usable(attempt):
+    """Cancelling waiting subscribers (twice, as a failed job and then
+    asyncio.run do) ends them cleanly and leaves nothing stuck: a later
+    subscriber still receives. (A Condition waited on through asyncio.wait_for
+    broke here before Python 3.12: a RuntimeError and a lock held for good.)"""
+
+    async def scenario() -> list[Record]:
+        broker = InMemoryBroker()
+        transport = await _started(broker)
+        tasks = [
+            asyncio.create_task(_consume_forever(await transport.subscribe(["t"], f"g{i}")))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0.01 * attempt)  # they are waiting for records now
+        await transport.send("t", b"x")
+        for task in tasks:
+            task.cancel()
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+        late = await transport.subscribe(["t"], "late")
+        await transport.send("t", b"y")
+        return await asyncio.wait_for(_take(late, 2), 5)
+
+    # The broken version hung in a wait that ignores cancellation: run it in a
+    # thread of its own, so that a regression fails here instead of stalling.
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["records"] = [r.value for r in run(scenario())]
+        except BaseException as exc:  # reported below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the event loop hung after the subscribers were cancelled"
+    assert outcome == {"records": [b"x", b"y"]}
