@@ -24,13 +24,15 @@ EXTRAS: dict[str, tuple[str, str]] = {
 }
 
 
-def require(module: str) -> ModuleType:
-    """Import ``module``, or raise MissingDependencyError naming the extra."""
+def require(module: str, extra: str | None = None) -> ModuleType:
+    """Import ``module``, or raise MissingDependencyError naming the extra to
+    install (``extra`` overrides the one :data:`EXTRAS` gives)."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        extra, purpose = EXTRAS.get(module.partition(".")[0], ("all", module))
+        package = module.partition(".")[0]
+        default_extra, purpose = EXTRAS.get(package, ("all", module))
         raise MissingDependencyError(
-            f"{purpose} need(s) the package {module.partition('.')[0]!r}, which is not "
-            f"installed: pip install 'flwire[{extra}]' ({exc})"
+            f"the package {package!r} ({purpose}) is not installed: "
+            f"pip install 'flwire[{extra or default_extra}]' ({exc})"
         ) from None

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flwire.exceptions import MissingDependencyError
+
 
 def _version() -> str:
     from flwire._version import __version__
@@ -128,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
+    except MissingDependencyError as exc:
+        print(f"flwire {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -126,6 +126,12 @@ SCRIPT = textwrap.dedent(
         from flwire.transport import KafkaTransport  # noqa: F401
     except MissingDependencyError as exc:
         errors["kafka"] = str(exc)
+    import contextlib
+    from flwire.cli import main
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        report["demo_exit"] = main(["demo", "--rounds", "1"])
+    errors["demo"] = stderr.getvalue()
     report["errors"] = errors
     report["loaded"] = sorted(m for m in BLOCKED if m in sys.modules)
     print(json.dumps(report))
@@ -149,3 +155,7 @@ def test_the_core_needs_numpy_only():
     assert "bfloat16" in errors["bfloat16"] and "numpy cannot represent" in errors["bfloat16"]
     assert "pip install 'flwire[torch]'" in errors["compat"]
     assert "pip install 'flwire[kafka]'" in errors["kafka"]
+    # The demo without its extra: one clear line, no traceback.
+    assert report["demo_exit"] == 1
+    assert errors["demo"].startswith("flwire demo: the package 'torch'")
+    assert "pip install 'flwire[demo]'" in errors["demo"] and "Traceback" not in errors["demo"]

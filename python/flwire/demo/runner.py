@@ -359,8 +359,8 @@ def _write_report(
     }
     json_path = opts.report_dir / "demo-report.json"
     json_path.write_text(json.dumps(report, indent=2))
-    _optional.require("matplotlib").use("Agg")
-    plt = _optional.require("matplotlib.pyplot")
+    _optional.require("matplotlib", extra="demo").use("Agg")
+    plt = _optional.require("matplotlib.pyplot", extra="demo")
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     rounds = [r.round_id for r in results]
