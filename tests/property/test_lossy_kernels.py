@@ -30,6 +30,7 @@ def _both(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> tuple:
 
 #: Per format: (unsigned view, sign-less bits of infinity); NaN is anything above.
 F32, F16, BF16 = ("<u4", 0x7F800000), ("<u2", 0x7C00), ("<u2", 0x7F80)
+F64 = ("<u8", 0x7FF0000000000000)
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray, fmt: tuple[str, int]) -> None:
@@ -93,3 +94,23 @@ def test_casting_float64_agrees(seed, scale):
         with np.errstate(over="ignore"):
             a, b = _both(functools.partial(floats.cast_bits, target=target), x)
         _same_bits(a, b, F16 if target is floats.dtypes.FLOAT16 else BF16)
+
+
+@pytest.mark.parametrize("source", [floats.dtypes.FLOAT16, floats.dtypes.BFLOAT16])
+@pytest.mark.parametrize("wide", ["<f4", "<f8"])
+def test_widening_into_a_buffer_agrees_for_every_pattern(source, wide):
+    def widen(bits: np.ndarray) -> np.ndarray:
+        out = np.empty(bits.size, dtype=wide)
+        floats.widen_into(bits, source, out)
+        return out
+
+    a, b = _both(widen, ALL_16)
+    _same_bits(a, b, F32 if wide == "<f4" else F64)
+    # And exactly the values: float32 (or float64) of every 16-bit pattern.
+    narrow = np.dtype("<f2") if source is floats.dtypes.FLOAT16 else None
+    want = (
+        ALL_16.view(narrow).astype(wide)
+        if narrow is not None
+        else (ALL_16.astype(np.uint32) << 16).view(np.float32).astype(wide)
+    )
+    _same_bits(a, want, F32 if wide == "<f4" else F64)

@@ -362,25 +362,19 @@ def _payload_record(rec: TensorRecord) -> TensorRecord:
     return replace(rec, dtype=element, shape=(rec.raw_size // element.itemsize,), lossy=None)
 
 
-def _reconstruct(rec: TensorRecord, payload: np.ndarray) -> tuple[TensorRecord, np.ndarray, bool]:
-    """The logical record (raw_size: the decoded size) and raw bytes of a lossy tensor."""
-    assert rec.lossy is not None
-    raw = lossy.decode(rec.name, rec.dtype, rec.numel, rec.lossy, payload)
-    return replace(rec, raw_size=raw.nbytes), raw, False
-
-
 def _decode_all(
     records: list[TensorRecord], target: str, verify: bool, threads: int | None
 ) -> dict[str, Any]:
     """Decode ``records`` to ``target``: "torch", "numpy", or "bytes" (each
-    tensor's checked raw bytes, uint8)."""
+    tensor's checked raw bytes, uint8). Three passes, each spread over the
+    cores: every frame of every tensor into its tensor's buffer; per tensor,
+    the checks (CRC-32C, bool bytes); the lossy tensors' reconstruction, cut
+    into jobs. Then each tensor is wrapped (a view, no copy)."""
     if target == "torch":
         torch_support.import_torch()  # fail before any work when torch is missing
-    # Lossy tensors: the payload goes through the usual path as a tensor of the
-    # payload's element type, and is reconstructed in finish().
+    # Lossy tensors: the payload goes through the first two passes as a tensor
+    # of the payload's element type; the third pass reconstructs it.
     records, logical = [_payload_record(r) for r in records], records
-    # First every frame, of every tensor, in parallel into its tensor's buffer;
-    # then per tensor the checks and the wrapping.
     inflated = [
         np.empty(r.raw_size, dtype=np.uint8) if r.codec != s.CODEC_NONE else None for r in records
     ]
@@ -394,18 +388,28 @@ def _decode_all(
 
     parallel.run_parallel(inflate, [f.size for _, f in frames], threads)
 
-    def finish(i: int) -> Any:
-        rec = records[i]
-        raw, zero_copy = _raw_bytes(rec, inflated[i], verify)
-        if logical[i].lossy is not None:
-            rec, raw, zero_copy = _reconstruct(logical[i], raw)
-        if target == "torch":
-            return torch_support.from_raw(raw, rec.dtype, rec.shape, zero_copy)
-        return _to_numpy(rec, raw) if target == "numpy" else raw
+    def check(i: int) -> tuple[np.ndarray, bool]:
+        return _raw_bytes(records[i], inflated[i], verify)
 
-    # Checks and wrapping cost about one pass at memory speed per 16 bytes of work.
-    values = parallel.run_parallel(finish, [r.raw_size // 16 for r in records], threads)
-    return {rec.name: value for rec, value in zip(records, values, strict=True)}
+    # The checks cost about one pass at memory speed per 16 bytes of work.
+    raws = parallel.run_parallel(check, [r.raw_size // 16 for r in records], threads)
+    jobs: list[lossy.Job] = []
+    for i, rec in enumerate(logical):
+        if rec.lossy is not None:
+            out, tensor_jobs = lossy.decode_jobs(
+                rec.name, rec.dtype, rec.numel, rec.lossy, raws[i][0]
+            )
+            raws[i], records[i] = (out, False), replace(rec, raw_size=out.nbytes)
+            jobs += tensor_jobs
+    parallel.run_parallel(lambda j: jobs[j][1](), [size for size, _ in jobs], threads)
+
+    values: dict[str, Any] = {}
+    for rec, (raw, zero_copy) in zip(records, raws, strict=True):
+        if target == "torch":
+            values[rec.name] = torch_support.from_raw(raw, rec.dtype, rec.shape, zero_copy)
+        else:
+            values[rec.name] = _to_numpy(rec, raw) if target == "numpy" else raw
+    return values
 
 
 def decode_tensor_map(

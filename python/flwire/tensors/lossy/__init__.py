@@ -15,16 +15,18 @@ from flwire.tensors.lossy.params import (
     filter_allowed,
     payload_size,
 )
-from flwire.tensors.lossy.transforms import decode, encode
+from flwire.tensors.lossy.transforms import Job, decode, decode_jobs, encode
 
 __all__ = [
     "METHODS",
+    "Job",
     "METHOD_NAMES",
     "LossyConfig",
     "LossyMethod",
     "LossyParams",
     "NameFilter",
     "decode",
+    "decode_jobs",
     "element_dtype",
     "encode",
     "filter_allowed",

@@ -136,7 +136,24 @@ def cast_bits(x: np.ndarray, target: dtypes.DtypeInfo) -> np.ndarray:
     return f32_to_bf16_bits(x)
 
 
-def bits_to_float(bits: np.ndarray, source: dtypes.DtypeInfo, target: dtypes.DtypeInfo) -> Any:
-    """float16 / bfloat16 bits widened to float32 or float64 raw bytes, exactly."""
-    wide = f16_bits_to_f32(bits) if source.wire == dtypes.FLOAT16.wire else bf16_bits_to_f32(bits)
-    return (wide.astype("<f8") if target.itemsize == 8 else wide).view(np.uint8)
+def whole_tensor_kernels() -> bool:
+    """Whether the conversions run on torch's kernels, which spread one call over
+    the cores themselves (callers then need not cut the work into chunks)."""
+    return _torch() is not None
+
+
+def widen_into(bits: np.ndarray, source: dtypes.DtypeInfo, out: np.ndarray) -> None:
+    """float16 / bfloat16 bits widened, exactly, into ``out`` (float32 or float64
+    values, same length), without a temporary where the formats allow."""
+    torch = _torch()
+    if torch is not None:
+        narrow = torch.float16 if source.wire == dtypes.FLOAT16.wire else torch.bfloat16
+        _tensor(torch, out).copy_(_tensor(torch, bits.view(np.int16)).view(narrow))
+    elif source.wire == dtypes.BFLOAT16.wire and out.dtype == np.float32:
+        np.left_shift(bits, 16, out=out.view(np.uint32), dtype=np.uint32)
+    else:
+        with np.errstate(invalid="ignore"):  # NaN stays NaN
+            if source.wire == dtypes.BFLOAT16.wire:
+                out[:] = bf16_bits_to_f32(bits)
+            else:
+                out[:] = bits.view("<f2")  # numpy widens float16 exactly

@@ -10,6 +10,7 @@ every core; nothing loops over elements in Python and nothing needs torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -220,49 +221,87 @@ def _top_k(dtype: dtypes.DtypeInfo, raw: np.ndarray, k: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- decoding
 
 
+#: One share of a decoding: (bytes it touches, the work).
+Job = tuple[int, Callable[[], None]]
+
+
 def decode(
     name: str, dtype: dtypes.DtypeInfo, numel: int, params: LossyParams, payload: np.ndarray
 ) -> np.ndarray:
     """The logical tensor's raw bytes (a fresh uint8 array of numel x width)
     from a payload whose size :func:`payload_size` already checked."""
+    out, jobs = decode_jobs(name, dtype, numel, params, payload)
+    for _, work in jobs:
+        work()
+    return out
+
+
+def decode_jobs(
+    name: str, dtype: dtypes.DtypeInfo, numel: int, params: LossyParams, payload: np.ndarray
+) -> tuple[np.ndarray, list[Job]]:
+    """The output buffer of a lossy tensor (numel x width bytes) and the jobs
+    that fill it: independent, so that a decoder runs the jobs of all its
+    tensors on every core. Everything that can be refused is refused here,
+    before the output is allocated."""
     what = f"tensor {name!r}"
     if payload.nbytes != payload_size(dtype, numel, params, what):
         raise SerializationException(f"{what}: lossy payload has {payload.nbytes} bytes")
     method = params.method
     if method in CAST_TARGET:
-        bits = floats.aligned(payload, 2).view("<u2")
-        return np.ascontiguousarray(floats.bits_to_float(bits, CAST_TARGET[method], dtype))
+        return _widen_jobs(dtype, numel, CAST_TARGET[method], payload)
     if method == pb.LOSSY_BLOCK_INT8:
-        return _dequantize_int8(dtype, numel, params.block_size, payload)
+        return _dequantize_jobs(dtype, numel, params.block_size, payload)
     return _scatter_top_k(what, dtype, numel, params.k, payload)
 
 
-def _dequantize_int8(
+def _widen_jobs(
+    dtype: dtypes.DtypeInfo, n: int, source: dtypes.DtypeInfo, payload: np.ndarray
+) -> tuple[np.ndarray, list[Job]]:
+    bits = floats.aligned(payload, source.itemsize).view("<u2")
+    out = np.empty(n * dtype.itemsize, dtype=np.uint8)
+    values = out.view("<f8" if dtype.itemsize == 8 else "<f4")
+    step = n if floats.whole_tensor_kernels() else CHUNK_ELEMENTS
+
+    def job(lo: int, hi: int) -> Job:
+        def work() -> None:
+            floats.widen_into(bits[lo:hi], source, values[lo:hi])
+
+        return (hi - lo) * dtype.itemsize, work
+
+    return out, [job(lo, hi) for lo, hi in _chunks(n, max(step, 1))]
+
+
+def _dequantize_jobs(
     dtype: dtypes.DtypeInfo, n: int, block: int, payload: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, list[Job]]:
     blocks = -(-n // block)
     scales = floats.aligned(payload[: SCALE_BYTES * blocks], SCALE_BYTES).view("<f4")
     q = payload[SCALE_BYTES * blocks :].view(np.int8)
     out = np.empty(n * dtype.itemsize, dtype=np.uint8)
     width = dtype.itemsize
     direct = dtype.wire == dtypes.FLOAT32.wire  # the products are the output: no temporary
-    for lo, hi, rows in _block_steps(n, block):
-        first = lo // block
-        product = out[lo * width : hi * width].view("<f4") if direct else None
-        wide = np.multiply(
-            q[lo:hi].reshape(rows, -1),
-            scales[first : first + rows, None],
-            out=None if product is None else product.reshape(rows, -1),
-            dtype=np.float32,
-        )
-        if not direct:
-            out[lo * width : hi * width] = floats.from_float32(wide.reshape(-1), dtype)
-    return out
+
+    def job(lo: int, hi: int, rows: int) -> Job:
+        def work() -> None:
+            first = lo // block
+            product = out[lo * width : hi * width].view("<f4") if direct else None
+            wide = np.multiply(
+                q[lo:hi].reshape(rows, -1),
+                scales[first : first + rows, None],
+                out=None if product is None else product.reshape(rows, -1),
+                dtype=np.float32,
+            )
+            if not direct:
+                out[lo * width : hi * width] = floats.from_float32(wide.reshape(-1), dtype)
+
+        return (hi - lo) * width, work
+
+    return out, [job(*step) for step in _block_steps(n, block)]
 
 
 def _scatter_top_k(
     what: str, dtype: dtypes.DtypeInfo, n: int, k: int, payload: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, list[Job]]:
     width = dtype.itemsize
     index_dtype = _index_dtype(n)
     index = floats.aligned(payload[k * width :], index_dtype.itemsize).view(index_dtype)
@@ -279,6 +318,9 @@ def _scatter_top_k(
         )
     values = floats.aligned(payload[: k * width], width).view(f"<u{width}")
     out = np.zeros(n * width, dtype=np.uint8)
-    if k:
-        out.view(f"<u{width}")[index] = values
-    return out
+
+    def work() -> None:
+        if k:
+            out.view(f"<u{width}")[index] = values
+
+    return out, [(k * width, work)]
