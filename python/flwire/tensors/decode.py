@@ -368,8 +368,9 @@ def _decode_all(
     """Decode ``records`` to ``target``: "torch", "numpy", or "bytes" (each
     tensor's checked raw bytes, uint8). Three passes, each spread over the
     cores: every frame of every tensor into its tensor's buffer; per tensor,
-    the checks (CRC-32C, bool bytes); the lossy tensors' reconstruction, cut
-    into jobs. Then each tensor is wrapped (a view, no copy)."""
+    the checks (CRC-32C, bool bytes) and the reconstruction of a small lossy
+    tensor; the reconstruction of the large lossy tensors, cut into jobs. Then
+    each tensor is wrapped (a view, no copy)."""
     if target == "torch":
         torch_support.import_torch()  # fail before any work when torch is missing
     # Lossy tensors: the payload goes through the first two passes as a tensor
@@ -388,19 +389,24 @@ def _decode_all(
 
     parallel.run_parallel(inflate, [f.size for _, f in frames], threads)
 
-    def check(i: int) -> tuple[np.ndarray, bool]:
-        return _raw_bytes(records[i], inflated[i], verify)
+    def check(i: int) -> tuple[np.ndarray, bool, list[lossy.Job]]:
+        raw, zero_copy = _raw_bytes(records[i], inflated[i], verify)
+        rec = logical[i]
+        if rec.lossy is None:
+            return raw, zero_copy, []
+        out, jobs = lossy.decode_jobs(rec.name, rec.dtype, rec.numel, rec.lossy, raw)
+        if len(jobs) == 1:  # done here, while the payload is in this core's cache
+            jobs.pop()[1]()
+        return out, False, jobs
 
     # The checks cost about one pass at memory speed per 16 bytes of work.
-    raws = parallel.run_parallel(check, [r.raw_size // 16 for r in records], threads)
-    jobs: list[lossy.Job] = []
+    checked = parallel.run_parallel(check, [r.raw_size // 16 for r in records], threads)
+    raws = [(raw, zero_copy) for raw, zero_copy, _ in checked]
     for i, rec in enumerate(logical):
         if rec.lossy is not None:
-            out, tensor_jobs = lossy.decode_jobs(
-                rec.name, rec.dtype, rec.numel, rec.lossy, raws[i][0]
-            )
-            raws[i], records[i] = (out, False), replace(rec, raw_size=out.nbytes)
-            jobs += tensor_jobs
+            records[i] = replace(rec, raw_size=raws[i][0].nbytes)
+    # A large lossy tensor's remaining jobs, spread over the cores.
+    jobs = [job for _, _, tensor_jobs in checked for job in tensor_jobs]
     parallel.run_parallel(lambda j: jobs[j][1](), [size for size, _ in jobs], threads)
 
     values: dict[str, Any] = {}

@@ -119,22 +119,32 @@ def _cast(
         lo, hi = bounds
         x = _values(raw, dtype, lo, hi)
         y = floats.cast_bits(x, target)
-        overflow = ((y & _ABS_BITS) == _INF_BITS[target.wire]) & np.isfinite(x)
-        if overflow.any():
-            first = int(np.flatnonzero(overflow)[0])
-            hint = (
-                "; use bfloat16 (float32's range) or int8 for it"
-                if method == pb.LOSSY_CAST_FLOAT16
-                else "; exclude the tensor from lossy encoding"
-            )
-            raise SerializationException(
-                f"tensor {name!r}: value {float(x[first])!r} at flat index {lo + first} "
-                f"overflows {target.name} (lossy cast would turn it into infinity){hint}"
-            )
+        infinite = (y & _ABS_BITS) == _INF_BITS[target.wire]
+        if infinite.any():  # rare: only then look at which inputs were finite
+            overflow = np.flatnonzero(infinite)
+            overflow = overflow[np.isfinite(x[overflow])]
+            if overflow.size:
+                _refuse_overflow(name, method, target, float(x[overflow[0]]), lo + int(overflow[0]))
         out[lo:hi] = y
 
-    _in_parallel(_chunks(n, CHUNK_ELEMENTS), step, dtype.itemsize, threads)
+    # torch's kernels spread one call over the cores themselves.
+    step_size = n if floats.whole_tensor_kernels() and dtype.itemsize == 4 else CHUNK_ELEMENTS
+    _in_parallel(_chunks(n, max(step_size, 1)), step, dtype.itemsize, threads)
     return out.view(np.uint8)
+
+
+def _refuse_overflow(
+    name: str, method: int, target: dtypes.DtypeInfo, value: float, index: int
+) -> None:
+    hint = (
+        "; use bfloat16 (float32's range) or int8 for it"
+        if method == pb.LOSSY_CAST_FLOAT16
+        else "; exclude the tensor from lossy encoding"
+    )
+    raise SerializationException(
+        f"tensor {name!r}: value {value!r} at flat index {index} overflows {target.name} "
+        f"(lossy cast would turn it into infinity){hint}"
+    )
 
 
 def _row_max(a: np.ndarray) -> np.ndarray:
