@@ -34,6 +34,20 @@ class CommunicationException(FLException):
     """A transport (Kafka or in-memory) failed to send or receive."""
 
 
+class HandlerError(FLException):
+    """A message handler raised; the original exception is its ``__cause__``.
+
+    Raised by ``Dispatcher.handle_message`` so that the receive loop can mark
+    the delivery failed (``await delivery.fail(exc)``): it is then retried and
+    finally dead-lettered, never silently committed.
+    """
+
+    def __init__(self, message: str, *, message_type: str, message_id: str) -> None:
+        super().__init__(message)
+        self.message_type = message_type
+        self.message_id = message_id
+
+
 class ConfigurationException(FLException):
     """A configuration file or value is invalid."""
 

@@ -54,6 +54,7 @@ async def take(
     out: list[Delivery] = []
     if n == 0:
         return out
+    await channel.transport.start()  # done() records the delivery's id on the transport
     async with contextlib.aclosing(channel.receive(list(topics), group)) as deliveries:
         async for delivery in deliveries:
             if ack(len(out), delivery):
@@ -67,6 +68,7 @@ async def take(
 async def nothing_more(channel: Channel, group: str = "g", topics=(TOPIC,), wait=0.3) -> list:
     """Deliveries that arrive within ``wait`` seconds (expected: none)."""
     got: list[Delivery] = []
+    await channel.transport.start()
 
     async def consume():
         async with contextlib.aclosing(channel.receive(list(topics), group)) as deliveries:
@@ -527,9 +529,7 @@ def test_one_channel_receiving_two_topics_survives_a_dropped_transfer():
         transport = await _transport(broker, limit)
         stalled = [p for p, _, _ in split_payload(_payload(3000, 9), "stalled", limit)]
         await send_raw_part(transport, stalled[0], topic="a")
-        channel = Channel(
-            InMemoryTransport(broker), reassembler=Reassembler(max_pending_bytes=4000)
-        )
+        channel = Channel(await _transport(broker), reassembler=Reassembler(max_pending_bytes=4000))
         got: dict[str, list] = {"a": [], "b": []}
         errors: list[BaseException] = []
 

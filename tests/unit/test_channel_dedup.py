@@ -80,12 +80,16 @@ async def _server(
 ):
     """Receive until ``expected`` deliveries; return (per-client counts of first
     sightings, number of repeats, decoded messages)."""
-    channel = Channel(InMemoryTransport(broker))
+    transport = InMemoryTransport(broker)
+    await transport.start()
+    channel = Channel(transport)
     counts: dict[str, int] = {}
     repeats = 0
     decoded = {}
     received = 0
-    stream = channel.receive([layout.updates], layout.server_group())
+    # The application de-duplicates here (SeenIds), so the Channel's own
+    # de-duplication is off: every copy must reach the application.
+    stream = channel.receive([layout.updates], layout.server_group(), dedupe=False)
     async with contextlib.aclosing(stream) as deliveries:
         async for delivery in deliveries:
             msg = messages.decode_message(delivery.payload)

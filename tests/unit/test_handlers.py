@@ -1,5 +1,6 @@
 """Message handlers: dispatch by type name (old API) and by body class (typed
-routes); failures are counted and logged, never raised to the caller's loop."""
+routes); failures are counted and logged; a handler that raises is reported to
+the caller as HandlerError (so its delivery can be retried, not committed)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from flwire.compat.communication.message_handlers import (
 )
 from flwire.compat.serialization.message_serializer import MessageSerializer, legacy_type_name
 from flwire.compat.serialization.weight_serializer import WeightSerializer
+from flwire.messages import HandlerError
 from flwire.messages.schema import types_from
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import tensor_pb2, values_pb2
@@ -243,7 +245,8 @@ def test_a_failed_message_is_handled_again_when_redelivered():
     server = Flaky()
     handler = ServerMessageHandler(server)
     blob = messages.client_update("c1", 4, WEIGHTS, {"loss": 1.0}).to_bytes()
-    assert not run(handler.handle_message(blob))
+    with pytest.raises(HandlerError, match="disk full"):
+        run(handler.handle_message(blob))
     assert run(handler.handle_message(blob))  # the retry is not mistaken for a duplicate
     assert handler.stats["handler_errors"] == 1 and handler.stats["handled"] == 1
 
@@ -312,7 +315,7 @@ def test_route_with_a_non_body_class_raises_type_error(not_a_body):
 # ----------------------------------------------------------------------------- failures
 
 
-def test_failing_handler_is_counted_logged_and_does_not_stop_the_loop(caplog):
+def test_failing_handler_is_counted_logged_and_raised_as_handler_error(caplog):
     handler = MessageHandler()
     handled = []
 
@@ -324,8 +327,12 @@ def test_failing_handler_is_counted_logged_and_does_not_stop_the_loop(caplog):
     handler.register_handler("client_update", flaky)
     first = messages.client_update("client-A", 1, WEIGHTS)
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        assert run(handler.handle_message(first.to_bytes())) is False
+        with pytest.raises(HandlerError) as raised:
+            run(handler.handle_message(first.to_bytes()))
         assert run(handler.handle_message(messages.client_update("c", 2, WEIGHTS).to_bytes()))
+    assert raised.value.message_id == first.message_id
+    assert raised.value.message_type == "client_update"
+    assert isinstance(raised.value.__cause__, RuntimeError)
     assert handled == [2]
     assert handler.stats["handler_errors"] == 1
     assert handler.stats["handled"] == 1
@@ -347,8 +354,8 @@ def test_failing_typed_route_is_counted_and_logged(caplog):
 
     handler.route(pb.Shutdown, broken)
     with caplog.at_level(logging.ERROR, logger=LOGGER):
-        ok = run(handler.handle_message(messages.shutdown(sender_id="the-server").to_bytes()))
-    assert ok is False
+        with pytest.raises(HandlerError, match="KeyError"):
+            run(handler.handle_message(messages.shutdown(sender_id="the-server").to_bytes()))
     assert handler.stats["handler_errors"] == 1
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "shutdown" in record.getMessage() and "the-server" in record.getMessage()
@@ -360,7 +367,8 @@ def test_failing_client_method_is_counted():
             raise OSError("disk gone")
 
     handler = ClientMessageHandler(BrokenClient())
-    assert run(handler.handle_message(messages.shutdown().to_bytes())) is False
+    with pytest.raises(HandlerError, match="disk gone"):
+        run(handler.handle_message(messages.shutdown().to_bytes()))
     assert run(handler.handle_message(messages.training_start(1).to_bytes())) is True
     assert handler.stats["handler_errors"] == 1
     assert handler.stats["handled"] == 1
@@ -415,9 +423,15 @@ def test_mixed_stream_stats(monkeypatch):
     ]
 
     async def loop():
-        return [await handler.handle_message(raw) for raw in stream]
+        out: list[bool | str] = []
+        for raw in stream:
+            try:
+                out.append(await handler.handle_message(raw))
+            except HandlerError:
+                out.append("raised")
+        return out
 
-    assert run(loop()) == [True, False, False, False, True]
+    assert run(loop()) == [True, False, False, "raised", True]
     assert handler.stats == {
         "received": 5,
         "handled": 2,

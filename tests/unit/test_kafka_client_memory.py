@@ -11,7 +11,7 @@ import pytest
 from flwire import messages
 from flwire.compat.communication.kafka_client import AsyncKafkaClient
 from flwire.exceptions import CommunicationException
-from flwire.transport import InMemoryBroker, InMemoryTransport, read_headers
+from flwire.transport import DeliveryFailed, InMemoryBroker, InMemoryTransport, read_headers
 from flwire.transport.chunking import PART_HEADER, Reassembler, parse_part, split_payload
 
 TIMEOUT = 10
@@ -134,29 +134,80 @@ def test_bytes_str_and_messages_arrive_in_order():
     assert broker.committed[("g", "t")] == len(log)
 
 
-def test_a_failing_handler_does_not_stop_later_messages(caplog):
+def test_a_failing_handler_is_retried_then_dead_lettered_and_later_messages_go_on():
+    """The chosen semantics: a message whose handler raises is handed to it again
+    (max_attempts in all), then written to <topic>.dead-letter and committed;
+    nothing is lost and the messages after it are handled."""
+    events = []
+
     async def main():
         broker = InMemoryBroker()
-        client = _client(broker)
+        client = AsyncKafkaClient(
+            {"group_id": "g", "retry_backoff_s": 0.01},
+            transport=InMemoryTransport(broker),
+            on_event=events.append,
+        )
+        await client.start()
+        got: list[bytes] = []
+        attempts: dict[bytes, int] = {}
+
+        def handler(value):
+            value = bytes(value)
+            attempts[value] = attempts.get(value, 0) + 1
+            if value.startswith(b"boom"):
+                raise RuntimeError(f"handler failed on {value!r}")
+            if value == b"flaky" and attempts[value] < 2:
+                raise OSError("transient")
+            got.append(value)
+
+        await client.subscribe_to_topic("t", handler)
+        for value in (b"one", b"boom-1", b"two", b"flaky", b"boom-2", b"three"):
+            await client.send_message("t", value)
+        await wait_until(lambda: len(got) == 4)
+        await wait_until(lambda: broker.committed.get(("g", "t")) == 6)
+        stats = dict(client.channel.stats)
+        healthy = await client.health_check()
+        await client.stop()
+        return broker, got, attempts, stats, healthy
+
+    broker, got, attempts, stats, healthy = run(main())
+    assert got == [b"one", b"two", b"flaky", b"three"]
+    assert attempts == {b"one": 1, b"boom-1": 3, b"two": 1, b"flaky": 2, b"boom-2": 3, b"three": 1}
+    dead = broker.topics["t.dead-letter"]
+    assert [bytes(r.value) for r in dead] == [b"boom-1", b"boom-2"]
+    assert dead[0].header("flwire-attempts") == b"3"
+    assert b"handler failed on b'boom-1'" in dead[0].header("flwire-error")
+    assert dead[0].header("flwire-source") == b"t[0]@1"
+    assert stats["retries"] == 5 and stats["dead_lettered"] == 2
+    assert [(e.attempts, e.dead_letter_topic) for e in events] == [(3, "t.dead-letter")] * 2
+    assert isinstance(events[0], DeliveryFailed)
+    assert healthy is True
+
+
+def test_failing_handler_skip_mode_counts_and_commits():
+    async def main():
+        broker = InMemoryBroker()
+        client = _client(broker, max_attempts=1, dead_letter_suffix=None)
         await client.start()
         got: list[bytes] = []
 
         def handler(value):
-            if bytes(value).startswith(b"boom"):
-                raise RuntimeError("handler failed")
+            if bytes(value) == b"bad":
+                raise ValueError("no")
             got.append(bytes(value))
 
         await client.subscribe_to_topic("t", handler)
-        for value in (b"one", b"boom-1", b"two", b"boom-2", b"three"):
+        for value in (b"bad", b"good"):
             await client.send_message("t", value)
-        await wait_until(lambda: len(got) == 3)
-        await wait_until(lambda: broker.committed.get(("g", "t")) == 5)
+        await wait_until(lambda: broker.committed.get(("g", "t")) == 2)
+        stats = dict(client.channel.stats)
         await client.stop()
-        return got
+        return broker, got, stats
 
-    got = run(main())
-    assert got == [b"one", b"two", b"three"]
-    assert sum("Handler for t failed" in r.getMessage() for r in caplog.records) == 2
+    broker, got, stats = run(main())
+    assert got == [b"good"]
+    assert stats["failed_deliveries"] == 1 and stats["dead_lettered"] == 0
+    assert "t.dead-letter" not in broker.topics
 
 
 def test_stop_cancels_consumers_and_unhandled_messages_come_back():

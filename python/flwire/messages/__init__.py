@@ -12,6 +12,7 @@ the descriptors (:mod:`.schema`).
 """
 
 from flwire.exceptions import (
+    HandlerError,
     InvalidMessageError,
     MessageDecodeError,
     MessageValidationError,
@@ -56,6 +57,7 @@ __all__ = [
     "SERVER_ID",
     "BodyType",
     "Dispatcher",
+    "HandlerError",
     "InvalidMessageError",
     "Message",
     "MessageDecodeError",

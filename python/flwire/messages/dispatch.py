@@ -1,8 +1,11 @@
 """Typed dispatch: decode a message and hand it to the handler of its type.
 
-A message that cannot be decoded, has no handler, or whose handler raises is
-logged with its type and sender and counted in :attr:`Dispatcher.stats`; it
-never stops the caller's receive loop.
+A message that cannot be decoded, or has no handler, is logged with its type
+and sender, counted in :attr:`Dispatcher.stats` and skipped (``handle_message``
+returns False): trying again cannot help. A handler that raises is counted
+and logged too, then reported to the caller as :class:`HandlerError`, so the
+receive loop can mark the delivery failed (``await delivery.fail(exc)``): it is
+retried, then dead-lettered, never committed as if it had been handled.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from flwire.exceptions import SerializationException
+from flwire.exceptions import HandlerError, SerializationException
 from flwire.messages.dedupe import SeenIds
 from flwire.messages.message import Message, decode_message
 from flwire.messages.schema import body_type, body_type_of
@@ -67,7 +70,9 @@ class Dispatcher:
         return [typed] if typed is not None else []
 
     async def handle_message(self, raw_message: Any) -> bool:
-        """Decode and dispatch one message; return True if its handlers ran to completion."""
+        """Decode and dispatch one message; return True if its handlers ran to
+        completion, False if it was skipped (undecodable, unhandled, or a
+        duplicate). Raises :class:`HandlerError` if a handler raised."""
         self.stats["received"] += 1
         try:
             msg = decode_message(raw_message)
@@ -91,7 +96,7 @@ class Dispatcher:
         try:
             for handler in handlers:
                 await settle(handler(msg))
-        except Exception:
+        except Exception as exc:
             self.stats["handler_errors"] += 1
             logger.exception(
                 "Handler for %s message %s from %r failed",
@@ -99,7 +104,12 @@ class Dispatcher:
                 msg.message_id,
                 msg.sender_id,
             )
-            return False
+            raise HandlerError(
+                f"handler for {self.type_name(msg)} message {msg.message_id} from "
+                f"{msg.sender_id!r} failed: {type(exc).__name__}: {exc}",
+                message_type=msg.type,
+                message_id=msg.message_id,
+            ) from exc
         self.stats["handled"] += 1
         if self.seen is not None:
             self.seen.first_time(msg.message_id)

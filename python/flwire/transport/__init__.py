@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from flwire.transport.base import DEFAULT_MAX_RECORD_BYTES, Headers, Record, Subscription, Transport
 from flwire.transport.channel import Channel, Delivery, ProgressCallback
+from flwire.transport.events import ChannelEvent, DeliveryFailed, TransferDropped
+from flwire.transport.failures import FailurePolicy
 from flwire.transport.headers import message_headers, read_headers
 from flwire.transport.layout import TopicLayout
 from flwire.transport.memory import InMemoryBroker, InMemoryTransport
+from flwire.transport.seen import SeenLog
 from flwire.transport.serdes import FlwireDeserializer, FlwireSerializer
 
 if TYPE_CHECKING:
@@ -26,7 +29,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "Channel",
+    "ChannelEvent",
     "Delivery",
+    "DeliveryFailed",
+    "FailurePolicy",
     "FlwireDeserializer",
     "FlwireSerializer",
     "Headers",
@@ -35,8 +41,10 @@ __all__ = [
     "KafkaTransport",
     "ProgressCallback",
     "Record",
+    "SeenLog",
     "Subscription",
     "TopicLayout",
+    "TransferDropped",
     "Transport",
     "message_headers",
     "read_headers",

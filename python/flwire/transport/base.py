@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flwire.exceptions import CommunicationException
+
 Headers = list[tuple[str, bytes]]
 
 #: Kafka's default limit is 1,000,000 bytes per record on the producer side and
@@ -92,3 +94,21 @@ class Transport(abc.ABC):
     async def healthy(self) -> bool:
         """Whether the transport can reach its backend now."""
         return True
+
+    async def ensure_compacted_topic(self, topic: str, *, retention_ms: int) -> None:
+        """Create a log-compacted topic if it does not exist yet.
+
+        On Kafka: one partition, ``cleanup.policy=compact,delete`` and
+        ``retention.ms=retention_ms`` (only the newest record per key is kept, and
+        records older than the retention go too). This default creates a plain
+        topic, for transports without compaction.
+        """
+        await self.ensure_topics([topic])
+
+    async def read_topic(self, topic: str) -> list[Record]:
+        """Every record now in ``topic`` (all partitions), from its start to its end
+        at the time of the call, read without a consumer group and without commits."""
+        raise CommunicationException(
+            f"{type(self).__name__} cannot read topic {topic!r} back, so de-duplication "
+            "across restarts (flwire.transport.SeenLog) is not available on this transport"
+        )

@@ -1,37 +1,71 @@
 """A Channel puts flwire payloads of any size on a transport.
 
 Sending: a payload that fits the transport's record limit goes as one record;
-a larger one is split into TransferParts (same key, so they stay in one
-partition and in order). Receiving: parts are reassembled, and each payload is
-handed out as a :class:`Delivery`; calling :meth:`Delivery.done` once the
-payload is handled commits its records' offsets as soon as every earlier record
-is done too (at-least-once).
+a larger one is split into TransferParts (same key, so they share a
+partition). A send returns once every record of it is confirmed written.
+
+Receiving: parts are reassembled in whatever order they arrive (a part resent
+after a failed write lands after the later parts), and each payload is handed
+out as a :class:`Delivery`. The application settles each delivery:
+
+- ``await delivery.done()``: handled. Its id is recorded (see de-duplication)
+  and its records' offsets are committed as soon as every earlier record of
+  the partition is settled too: nothing is committed past a record that is
+  still being handled, or past a part of a transfer still incomplete.
+- ``await delivery.fail(error)``: not handled. The channel's
+  :class:`~flwire.transport.failures.FailurePolicy` hands it out again (up to
+  ``max_attempts``), then writes it to a dead-letter topic (or skips it) and
+  commits. Either way it is counted in :attr:`Channel.stats` and reported to
+  ``on_event``.
+
+A transfer that cannot complete (parts missing for ``part_timeout`` seconds,
+evicted by the memory cap, or failing its CRC-32C) is given up on: its
+offsets move on, and it is counted in ``stats["dropped_transfers"]`` and
+reported to ``on_event`` as a :class:`~flwire.transport.events.TransferDropped`.
+
+De-duplication: with ``receive(..., dedupe=True)`` (the default), the ids of
+the deliveries a consumer group has handled are kept on the transport
+(:class:`~flwire.transport.seen.SeenLog`, a compacted topic) and written
+before the offsets are committed, so a message delivered again, after a
+restart or because its sender sent it twice, is skipped (counted in
+``stats["duplicates"]``). A delivery's id is its ``flwire-message-id`` header,
+else the id of the transfer it came in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from flwire._protowire import byte_view
 from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import Message
-from flwire.transport.base import Headers, Record, Transport, last_header
+from flwire.transport.base import Headers, Record, Subscription, Transport, last_header
 from flwire.transport.chunking import (
     CORRUPTED,
     LATE_DUPLICATE,
     PART_HEADER,
+    Dropped,
     Reassembler,
     parse_part,
     split_payload,
 )
-from flwire.transport.headers import message_headers
+from flwire.transport.events import (
+    ChannelEvent,
+    DeliveryFailed,
+    EventCallback,
+    TransferDropped,
+)
+from flwire.transport.failures import FailurePolicy, dead_letter_headers
+from flwire.transport.headers import MESSAGE_ID, message_headers
 from flwire.transport.offsets import OffsetTracker
+from flwire.transport.seen import SeenLog
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +75,63 @@ ProgressCallback = Callable[[str, str, int, int], None]
 
 @dataclass
 class Delivery:
-    """One received payload (reassembled if it came in parts)."""
+    """One received payload (reassembled if it came in parts).
+
+    Settle it once: ``await done()`` when handled, ``await fail(error)`` when not.
+    ``attempt`` counts from 1 and grows each time a failed delivery is handed
+    out again.
+    """
 
     topic: str
     key: bytes | None
     payload: Any
     headers: Headers
-    _tokens: list[Any] = field(repr=False, default_factory=list)
+    attempt: int = 1
+    transfer_id: str | None = None
+    _tokens: list[_Token] = field(repr=False, default_factory=list)
+    _receiver: _Receiver | None = field(repr=False, default=None)
 
     def header(self, name: str) -> bytes | None:
         """The last value of a header, or None."""
         return last_header(self.headers, name)
 
+    @property
+    def message_id(self) -> str | None:
+        """The ``flwire-message-id`` header (set by ``send_message``), or None."""
+        raw = self.header(MESSAGE_ID)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    @property
+    def id(self) -> str | None:
+        """What de-duplication knows this delivery by: its message id, else the
+        id of the transfer it came in (None for a bare single record)."""
+        return self.message_id or self.transfer_id
+
     async def done(self) -> None:
-        """The payload is handled: its offsets may be committed."""
-        tokens, self._tokens = self._tokens, []
-        await _finish_tokens(tokens)
+        """The payload is handled: record its id, then let its offsets be committed."""
+        if self._receiver is None:
+            tokens, self._tokens = self._tokens, []
+            await _finish_tokens(tokens)
+            return
+        await self._receiver.settle_done(self)
+
+    async def fail(self, error: BaseException | str) -> None:
+        """The payload could not be handled: hand it out again, or after the last
+        attempt dead-letter (or skip) it, as the channel's FailurePolicy says."""
+        if self._receiver is None:
+            raise CommunicationException(
+                "this Delivery was not handed out by Channel.receive, so it cannot be retried"
+            )
+        await self._receiver.settle_failed(self, error)
 
 
 class Channel:
-    """Sends and receives payloads of any size over a :class:`Transport`."""
+    """Sends and receives payloads of any size over a :class:`Transport`.
+
+    ``on_event`` is called with a :class:`TransferDropped` or
+    :class:`DeliveryFailed` whenever data could not be handed to the
+    application; ``failure_policy`` says what ``Delivery.fail`` does.
+    """
 
     def __init__(
         self,
@@ -69,11 +140,15 @@ class Channel:
         on_progress: ProgressCallback | None = None,
         reassembler: Reassembler | None = None,
         max_in_flight: int = 64,
+        failure_policy: FailurePolicy | None = None,
+        on_event: EventCallback | None = None,
     ) -> None:
         self.transport = transport
         self.on_progress = on_progress
+        self.on_event = on_event
         self.max_in_flight = max(1, max_in_flight)
         self.reassembler = reassembler or Reassembler()
+        self.failure_policy = failure_policy or FailurePolicy()
         self.stats: dict[str, int] = {
             "sent": 0,
             "sent_parts": 0,
@@ -81,6 +156,10 @@ class Channel:
             "received_parts": 0,
             "bad_records": 0,
             "dropped_transfers": 0,
+            "duplicates": 0,
+            "retries": 0,
+            "failed_deliveries": 0,
+            "dead_lettered": 0,
             "bytes_sent": 0,
             "bytes_received": 0,
         }
@@ -94,7 +173,7 @@ class Channel:
         headers: Headers | None = None,
         transfer_id: str | None = None,
     ) -> None:
-        """Send a payload; return once every record of it is acknowledged."""
+        """Send a payload; return once every record of it is confirmed written."""
         view = byte_view(payload, "payload")
         limit = self.transport.max_record_bytes
         headers = list(headers or [])
@@ -108,6 +187,9 @@ class Channel:
             return
         transfer_id = transfer_id or uuid.uuid4().hex
         key = key if key is not None else transfer_id.encode()
+        # The topic must accept writes before the first part goes (a new topic's
+        # first records can otherwise be refused while later ones are accepted).
+        await self.transport.ensure_topics([topic])
         # At most max_in_flight parts wait for their ack at a time, so the parts
         # (each a copy of its slice) never add up to a second copy of the payload.
         window: deque[tuple[asyncio.Task[None], int]] = deque()
@@ -128,7 +210,7 @@ class Channel:
                     self.transport.send(topic, part, key=key, headers=part_headers)
                 )
                 # Let the transport hand this part to its client before building the
-                # next one, so parts enter the partition in order.
+                # next one, so parts usually enter the partition in order.
                 await asyncio.sleep(0)
                 window.append((task, len(part)))
                 parts += 1
@@ -157,35 +239,53 @@ class Channel:
         )
         return len(blob)
 
-    async def receive(self, topics: Sequence[str], group_id: str) -> AsyncGenerator[Delivery, None]:
-        """Payloads from ``topics`` for consumer group ``group_id``; call
-        ``await delivery.done()`` after handling each one."""
+    async def receive(
+        self, topics: Sequence[str], group_id: str, *, dedupe: bool = True
+    ) -> AsyncGenerator[Delivery, None]:
+        """Payloads from ``topics`` for consumer group ``group_id``; settle each
+        with ``await delivery.done()`` or ``await delivery.fail(error)``.
+
+        With ``dedupe`` (the default) the group's handled ids are read back from
+        the transport first (``<group_id>.seen``) and deliveries already handled
+        are skipped; a transport that cannot read a topic back needs
+        ``dedupe=False``.
+        """
+        seen = None
+        if dedupe:
+            seen = SeenLog(self.transport, group_id)
+            await seen.load()
         subscription = await self.transport.subscribe(topics, group_id)
-        tracker = OffsetTracker()
-
-        async def finish(records: list[Record]) -> None:
-            commits: dict[tuple[str, int], int] = {}
-            for rec in records:
-                tp = (rec.topic, rec.partition)
-                moved = tracker.finish(tp, rec.offset)
-                if moved is not None:
-                    commits[tp] = moved
-            for (topic, partition), next_offset in commits.items():
-                await subscription.commit(topic, partition, next_offset)
-
+        receiver = _Receiver(self, subscription, seen)
+        loop = asyncio.get_running_loop()
         # Missing parts must time out even when no further record arrives.
         expiry = asyncio.create_task(self._expire_periodically())
+        records = subscription.__aiter__()
         try:
-            async for record in subscription:
-                tracker.seen((record.topic, record.partition), record.offset)
-                delivery, abandoned = self._on_record(_Token(record, finish))
-                for drop in self.reassembler.expire():
-                    self.stats["dropped_transfers"] += 1
-                    abandoned.extend(drop.tokens)
+            while True:
+                while receiver.retries:
+                    ready_at, retry = receiver.retries.popleft()
+                    delay = ready_at - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    yield retry
+                try:
+                    record = await records.__anext__()
+                except StopAsyncIteration:
+                    return
+                receiver.tracker.seen((record.topic, record.partition), record.offset)
+                delivery, abandoned = self._on_record(_Token(record, receiver), seen)
+                abandoned.extend(self._drop(self.reassembler.expire()))
                 # Nothing will handle these records: let their offsets move on.
                 await _finish_tokens(abandoned)
-                if delivery is not None:
-                    yield delivery
+                if delivery is None:
+                    continue
+                if seen is not None and delivery.id is not None and delivery.id in seen:
+                    self.stats["duplicates"] += 1
+                    logger.info("Skipped delivery %s: already handled by this group", delivery.id)
+                    await _finish_tokens(delivery._tokens)
+                    continue
+                delivery._receiver = receiver
+                yield delivery
         finally:
             expiry.cancel()
             await subscription.close()
@@ -194,36 +294,61 @@ class Channel:
         interval = max(0.2, min(5.0, self.reassembler.part_timeout / 4))
         while True:
             await asyncio.sleep(interval)
-            abandoned = []
-            for drop in self.reassembler.expire():
-                self.stats["dropped_transfers"] += 1
-                abandoned.extend(drop.tokens)
-            await _finish_tokens(abandoned)
+            await _finish_tokens(self._drop(self.reassembler.expire()))
 
-    def _on_record(self, token: _Token) -> tuple[Delivery | None, list[_Token]]:
+    def _drop(self, dropped: Sequence[Dropped]) -> list[_Token]:
+        """Count and report transfers given up on; their tokens, to finish."""
+        tokens: list[_Token] = []
+        for drop in dropped:
+            tokens.extend(drop.tokens)
+            if drop.reason == LATE_DUPLICATE:
+                self.stats["duplicates"] += 1
+                continue
+            if drop.reason == CORRUPTED:
+                self.stats["bad_records"] += 1
+            self.stats["dropped_transfers"] += 1
+            first = drop.tokens[0].record if drop.tokens else None
+            self.emit(
+                TransferDropped(
+                    topic=first.topic if first else "",
+                    partition=first.partition if first else -1,
+                    transfer_id=drop.transfer_id,
+                    reason=drop.reason,
+                    parts_received=drop.parts_received,
+                    parts_total=drop.parts_total,
+                    total_bytes=drop.total_bytes,
+                )
+            )
+        return tokens
+
+    def emit(self, event: ChannelEvent) -> None:
+        """Hand an event to ``on_event`` (an exception there is logged, not raised)."""
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            logger.exception("on_event callback failed on %r", event)
+
+    def _on_record(
+        self, token: _Token, seen: SeenLog | None
+    ) -> tuple[Delivery | None, list[_Token]]:
         """The delivery this record completes (if any), and records to give up on
         (possibly other receive loops' records, each finished by its own loop)."""
         record = token.record
         self.stats["bytes_received"] += len(record.value)
         if record.header(PART_HEADER) is None:
             self.stats["received"] += 1
-            delivery = Delivery(record.topic, record.key, record.value, record.headers, [token])
+            delivery = Delivery(record.topic, record.key, record.value, record.headers)
+            delivery._tokens = [token]
             return delivery, []
         self.stats["received_parts"] += 1
         try:
             part = parse_part(record.value)
-            if part.index > 0 and not self.reassembler.holds(part.transfer_id):
-                # Parts of one transfer share a key, so they arrive in order: a
-                # transfer first seen past its first part began before this
-                # subscription's start offset (handled before a restart), or was
-                # given up on. Its tail cannot complete.
-                logger.info(
-                    "Skipped part %d/%d of transfer %s: its first part was not received "
-                    "here (handled before a restart, or dropped)",
-                    part.index,
-                    part.count,
-                    part.transfer_id,
-                )
+            if seen is not None and part.transfer_id in seen:
+                # A part of a transfer this group has handled (delivered again after
+                # a restart, or sent twice): nothing to rebuild.
+                self.stats["duplicates"] += 1
                 return None, [token]
             completed, dropped = self.reassembler.add(part, token)
         except (SerializationException, CommunicationException) as exc:
@@ -236,12 +361,7 @@ class Channel:
                 exc,
             )
             return None, [token]
-        abandoned = [t for drop in dropped for t in drop.tokens]
-        for drop in dropped:
-            if drop.reason == CORRUPTED:
-                self.stats["bad_records"] += 1
-            elif drop.reason != LATE_DUPLICATE:
-                self.stats["dropped_transfers"] += 1
+        abandoned = self._drop(dropped)
         if self.on_progress:
             done, _ = self.reassembler.progress(part.transfer_id)
             self.on_progress(
@@ -254,21 +374,120 @@ class Channel:
             return None, abandoned
         self.stats["received"] += 1
         headers = [(k, v) for k, v in record.headers if k != PART_HEADER]
-        delivery = Delivery(record.topic, record.key, completed.payload, headers, completed.tokens)
+        delivery = Delivery(
+            record.topic, record.key, completed.payload, headers, transfer_id=part.transfer_id
+        )
+        delivery._tokens = list(completed.tokens)
         return delivery, abandoned
+
+
+class _Receiver:
+    """The state of one receive loop: its subscription, offsets, ids and retries."""
+
+    def __init__(self, channel: Channel, subscription: Subscription, seen: SeenLog | None) -> None:
+        self.channel = channel
+        self.subscription = subscription
+        self.seen = seen
+        self.tracker = OffsetTracker()
+        #: (loop time when due, delivery) of failed deliveries to hand out again.
+        self.retries: deque[tuple[float, Delivery]] = deque()
+
+    async def finish(self, records: list[Record]) -> None:
+        commits: dict[tuple[str, int], int] = {}
+        for rec in records:
+            tp = (rec.topic, rec.partition)
+            moved = self.tracker.finish(tp, rec.offset)
+            if moved is not None:
+                commits[tp] = moved
+        for (topic, partition), next_offset in commits.items():
+            await self.subscription.commit(topic, partition, next_offset)
+
+    async def settle_done(self, delivery: Delivery) -> None:
+        tokens, delivery._tokens = delivery._tokens, []
+        if not tokens:
+            return  # already settled
+        ident = delivery.id
+        if self.seen is not None and ident is not None:
+            try:
+                await self.seen.add(ident)
+            except BaseException:
+                delivery._tokens = tokens  # not recorded: may be settled again
+                raise
+        await _finish_tokens(tokens)
+
+    async def settle_failed(self, delivery: Delivery, error: BaseException | str) -> None:
+        if not delivery._tokens:
+            return  # already settled
+        policy = self.channel.failure_policy
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        stats = self.channel.stats
+        if delivery.attempt < policy.max_attempts:
+            stats["retries"] += 1
+            retry = dataclasses.replace(delivery, attempt=delivery.attempt + 1)
+            retry._tokens, delivery._tokens = delivery._tokens, []
+            retry._receiver = self
+            due = asyncio.get_running_loop().time() + policy.backoff(delivery.attempt)
+            self.retries.append((due, retry))
+            logger.warning(
+                "Delivery %s from %s failed (attempt %d of %d): %s; handing it out again",
+                delivery.id,
+                delivery.topic,
+                delivery.attempt,
+                policy.max_attempts,
+                reason,
+            )
+            return
+        dead_letter = policy.dead_letter_topic(delivery.topic)
+        if dead_letter is not None:
+            first = delivery._tokens[0].record
+            await self.channel.send(
+                dead_letter,
+                delivery.payload,
+                key=delivery.key,
+                headers=dead_letter_headers(
+                    delivery.headers,
+                    error=reason,
+                    attempts=delivery.attempt,
+                    source=f"{first.topic}[{first.partition}]@{first.offset}",
+                ),
+            )
+            stats["dead_lettered"] += 1
+        else:
+            stats["failed_deliveries"] += 1
+        logger.error(
+            "Delivery %s from %s failed %d time(s): %s; %s",
+            delivery.id,
+            delivery.topic,
+            delivery.attempt,
+            reason,
+            f"written to {dead_letter!r}" if dead_letter else "skipped",
+        )
+        self.channel.emit(
+            DeliveryFailed(
+                topic=delivery.topic,
+                message_id=delivery.id,
+                attempts=delivery.attempt,
+                error=reason,
+                dead_letter_topic=dead_letter,
+            )
+        )
+        # Settled for good: remembered as handled, so a copy delivered again after
+        # a restart is not retried from scratch.
+        await self.settle_done(delivery)
 
 
 @dataclass(frozen=True)
 class _Token:
-    """A received record and the function of its receive loop that finishes it."""
+    """A received record and the receive loop that finishes it."""
 
     record: Record
-    finish: Callable[[list[Record]], Awaitable[None]]
+    receiver: _Receiver
 
 
 async def _finish_tokens(tokens: Sequence[_Token]) -> None:
-    by_loop: dict[Any, list[Record]] = {}
+    by_loop: dict[int, tuple[_Receiver, list[Record]]] = {}
     for token in tokens:
-        by_loop.setdefault(token.finish, []).append(token.record)
-    for finish, records in by_loop.items():
-        await finish(records)
+        entry = by_loop.setdefault(id(token.receiver), (token.receiver, []))
+        entry[1].append(token.record)
+    for receiver, records in by_loop.values():
+        await receiver.finish(records)

@@ -149,11 +149,15 @@ class Completed:
 
 @dataclass
 class Dropped:
-    """An incomplete payload given up on (timeout or eviction)."""
+    """A payload given up on (timeout, eviction, failed checks) or a late
+    duplicate part, with the tokens of its parts."""
 
     transfer_id: str
     reason: str
     tokens: list[Any]
+    parts_received: int = 0
+    parts_total: int = 0
+    total_bytes: int = 0
 
 
 class Reassembler:
@@ -228,7 +232,16 @@ class Reassembler:
             self._completed.popitem(last=False)
         if entry.filled != first.total_size or crc32c(entry.buffer) != first.crc:
             logger.error("Gave up on transfer %s: %s", part.transfer_id, CORRUPTED)
-            dropped.append(Dropped(part.transfer_id, CORRUPTED, entry.tokens))
+            dropped.append(
+                Dropped(
+                    part.transfer_id,
+                    CORRUPTED,
+                    entry.tokens,
+                    len(entry.received),
+                    first.count,
+                    first.total_size,
+                )
+            )
             return None, dropped
         return Completed(part.transfer_id, memoryview(entry.buffer), entry.tokens), dropped
 
@@ -265,4 +278,11 @@ class Reassembler:
             entry.part.count,
             reason,
         )
-        return Dropped(transfer_id, reason, entry.tokens)
+        return Dropped(
+            transfer_id,
+            reason,
+            entry.tokens,
+            len(entry.received),
+            entry.part.count,
+            entry.part.total_size,
+        )

@@ -2,12 +2,25 @@
 
 - Producer: idempotent (``enable.idempotence``, which implies ``acks=all``),
   no Kafka-level compression (flwire compresses tensors itself), delivery
-  reports surfaced as awaitables; a failed delivery raises
-  CommunicationException with the broker's reason.
+  reports surfaced as awaitables. A record counts as sent only when its
+  delivery report carries an offset: librdkafka may report a record that was
+  never written as delivered ("implicitly acked by subsequent batch success",
+  offset -1) after a leader change; such a record is sent again, up to
+  ``unwritten_retries`` times, then the send fails. A failed delivery raises
+  CommunicationException with the broker's reason; every send ends within
+  ``delivery_timeout_s`` (librdkafka's ``delivery.timeout.ms``).
+- Topics: a topic is written to only once its partitions answer a
+  ListOffsets request from their leader (created first if missing); a new
+  topic's leader is advertised a few milliseconds before it accepts writes.
 - Consumer: auto-commit off, offsets committed only when the Channel says a
   record is handled (at-least-once); those commits are asynchronous, and the
   latest ones are committed synchronously on close. Each consumer polls on
   its own thread, so the blocking librdkafka calls never run on the event loop.
+  ``session.timeout.ms`` is 6 s (the broker's minimum), so a member that died
+  is replaced within seconds. Subscribing while the broker is down retries
+  with backoff for up to ``connect_timeout_s``.
+- librdkafka's own log lines and errors go to Python logging
+  (``flwire.transport.kafka``), never straight to stderr.
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ from confluent_kafka import (  # noqa: E402
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # noqa: E402
 
 from flwire.exceptions import CommunicationException  # noqa: E402
 from flwire.transport.base import (  # noqa: E402
@@ -40,6 +53,11 @@ from flwire.transport.base import (  # noqa: E402
     Record,
     Subscription,
     Transport,
+)
+from flwire.transport.kafka_logging import (  # noqa: E402
+    UNREACHABLE,
+    client_logging,
+    reason,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,12 +82,27 @@ _QUEUE_FULL_BACKOFF_S = 0.05
 _RECORD_OVERHEAD = 4096
 #: Records a fetch may bring per partition, in units of ``max_record_bytes``.
 _FETCH_RECORDS = 16
+#: Defaults of the bounds a user may set (see KafkaTransport).
+DEFAULT_DELIVERY_TIMEOUT_S = 30.0
+DEFAULT_CONNECT_TIMEOUT_S = 60.0
+DEFAULT_TOPIC_READY_TIMEOUT_S = 30.0
+#: How often a record reported delivered without an offset is sent again.
+DEFAULT_UNWRITTEN_RETRIES = 3
+#: Backoff between attempts to reach the broker (doubles up to the cap).
+_RETRY_BACKOFF_S = 0.5
+_RETRY_BACKOFF_MAX_S = 5.0
+#: Pause between readiness probes of a new topic.
+_READY_PROBE_S = 0.05
+#: Extra wait for a delivery report past delivery.timeout.ms (librdkafka
+#: reports every record within it; this only guards against a lost report).
+_REPORT_GRACE_S = 10.0
+#: Group membership: a dead member is replaced after this long.
+_SESSION_TIMEOUT_MS = 6000
+_HEARTBEAT_INTERVAL_MS = 1500
 
 
-def _reason(err: Any) -> str:
-    if isinstance(err, KafkaError):
-        return f"{err.name()}: {err.str()}"
-    return str(err)
+class _BrokerUnavailable(Exception):
+    """The broker did not answer (retried by ensure_topics within its bound)."""
 
 
 def _log_failed_commit(err: Any, partitions: Any) -> None:
@@ -79,10 +112,10 @@ def _log_failed_commit(err: Any, partitions: Any) -> None:
         logger.warning(
             "Kafka offset commit failed: %s (a later commit covers it, or the records are "
             "delivered again after a restart)",
-            _reason(err)
+            reason(err)
             if err is not None
             else "; ".join(
-                f"{tp.topic}[{tp.partition}]@{tp.offset}: {_reason(tp.error)}" for tp in failed
+                f"{tp.topic}[{tp.partition}]@{tp.offset}: {reason(tp.error)}" for tp in failed
             ),
         )
 
@@ -142,8 +175,8 @@ class _KafkaSubscription(Subscription):
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
                     if err.fatal():
-                        raise CommunicationException(f"Kafka consumer failed: {_reason(err)}")
-                    logger.warning("Kafka consumer: %s", _reason(err))
+                        raise CommunicationException(f"Kafka consumer failed: {reason(err)}")
+                    logger.warning("Kafka consumer: %s", reason(err))
                     continue
                 yield Record(
                     msg.topic(),
@@ -176,7 +209,7 @@ class _KafkaSubscription(Subscription):
             )
         except KafkaException as exc:
             raise CommunicationException(
-                f"could not commit {topic}[{partition}]@{next_offset}: {_reason(exc.args[0])}"
+                f"could not commit {topic}[{partition}]@{next_offset}: {reason(exc.args[0])}"
             ) from None
 
     def _close_consumer(self) -> None:
@@ -190,7 +223,7 @@ class _KafkaSubscription(Subscription):
                 logger.warning(
                     "Final commit of %s failed: %s (those records will be delivered again)",
                     ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets),
-                    _reason(exc.args[0]),
+                    reason(exc.args[0]),
                 )
         consumer.close()
 
@@ -207,7 +240,20 @@ class KafkaTransport(Transport):
     """Records on an Apache Kafka cluster.
 
     ``producer_config`` / ``consumer_config`` are merged over flwire's defaults
-    (librdkafka property names).
+    (librdkafka property names); a setting given there wins over the keyword
+    arguments below.
+
+    Bounds (seconds):
+
+    - ``delivery_timeout_s``: a send fails with CommunicationException when its
+      record is not acknowledged within this time (librdkafka's
+      ``delivery.timeout.ms``; default 30 s).
+    - ``connect_timeout_s``: how long creating topics and subscribing retry
+      while the broker does not answer (default 60 s).
+    - ``topic_ready_timeout_s``: how long a new topic may take to accept
+      writes (default 30 s).
+    - ``unwritten_retries``: how often a record reported delivered without an
+      offset (so not written) is sent again before the send fails (default 3).
     """
 
     def __init__(
@@ -219,11 +265,18 @@ class KafkaTransport(Transport):
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         num_partitions: int = 1,
         poll_timeout: float = 0.2,
+        delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        topic_ready_timeout_s: float = DEFAULT_TOPIC_READY_TIMEOUT_S,
+        unwritten_retries: int = DEFAULT_UNWRITTEN_RETRIES,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.max_record_bytes = max_record_bytes
         self.num_partitions = num_partitions
         self.poll_timeout = poll_timeout
+        self.connect_timeout_s = connect_timeout_s
+        self.topic_ready_timeout_s = topic_ready_timeout_s
+        self.unwritten_retries = max(0, unwritten_retries)
         self.producer_config = {
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,
@@ -231,8 +284,13 @@ class KafkaTransport(Transport):
             "compression.type": "none",
             "linger.ms": 2,
             "message.max.bytes": max_record_bytes + _RECORD_OVERHEAD,
+            "delivery.timeout.ms": int(delivery_timeout_s * 1000),
             **(producer_config or {}),
         }
+        timeout_ms = self.producer_config.get(
+            "message.timeout.ms", self.producer_config["delivery.timeout.ms"]
+        )
+        self.delivery_timeout_s = float(timeout_ms) / 1000
         self.consumer_config = {
             "bootstrap.servers": bootstrap_servers,
             "enable.auto.commit": False,
@@ -241,6 +299,8 @@ class KafkaTransport(Transport):
             # Records are up to max_record_bytes (1 MB) each: let one fetch bring
             # many of them, not one per round trip to the broker.
             "max.partition.fetch.bytes": _FETCH_RECORDS * max_record_bytes,
+            "session.timeout.ms": _SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": _HEARTBEAT_INTERVAL_MS,
             **(consumer_config or {}),
         }
         self._producer: Producer | None = None
@@ -248,13 +308,18 @@ class KafkaTransport(Transport):
         self._poller: threading.Thread | None = None
         self._running = False
         self._subscriptions: list[_KafkaSubscription] = []
+        # Topics known to accept writes (created if needed and probed).
+        self._ready_topics: set[str] = set()
+        self._topic_locks: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         if self._running:
             return
         try:
-            self._producer = Producer(self.producer_config)
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+            self._producer = Producer({**self.producer_config, **client_logging()})
+            self._admin = AdminClient(
+                {"bootstrap.servers": self.bootstrap_servers, **client_logging()}
+            )
         except KafkaException as exc:
             raise CommunicationException(f"invalid Kafka configuration: {exc}") from None
         self._running = True
@@ -282,64 +347,198 @@ class KafkaTransport(Transport):
             self._poller.join(timeout=_POLLER_JOIN_S)
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Create the topics that do not exist, and return once every partition of
+        each accepts writes. Retries while the broker does not answer, for up to
+        ``connect_timeout_s``; then raises CommunicationException."""
+        wanted = [t for t in dict.fromkeys(topics) if t not in self._ready_topics]
+        if not wanted:
+            return
+        deadline = time.monotonic() + self.connect_timeout_s
+        backoff = _RETRY_BACKOFF_S
+        attempt = 1
+        while True:
+            try:
+                await self._create_and_probe(wanted, deadline)
+                break
+            except _BrokerUnavailable as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise CommunicationException(
+                        f"Kafka at {self.bootstrap_servers} did not answer for "
+                        f"{self.connect_timeout_s:.0f} s ({exc}); start the broker or check "
+                        "bootstrap_servers, or raise connect_timeout_s"
+                    ) from None
+                logger.warning(
+                    "Kafka at %s is unreachable (%s); attempt %d, retrying in %.1f s (%.0f s left)",
+                    self.bootstrap_servers,
+                    exc,
+                    attempt,
+                    min(backoff, left),
+                    left,
+                )
+                await asyncio.sleep(min(backoff, left))
+                backoff = min(backoff * 2, _RETRY_BACKOFF_MAX_S)
+                attempt += 1
+        self._ready_topics.update(wanted)
+
+    async def _create_and_probe(self, topics: list[str], deadline: float) -> None:
         admin = self._require(self._admin)
         loop = asyncio.get_running_loop()
-        existing = await loop.run_in_executor(
-            None, lambda: admin.list_topics(timeout=_METADATA_TIMEOUT_S).topics
-        )
+        timeout = max(0.5, min(_METADATA_TIMEOUT_S, deadline - time.monotonic()))
+        try:
+            existing = await loop.run_in_executor(
+                None, lambda: admin.list_topics(timeout=timeout).topics
+            )
+        except KafkaException as exc:
+            raise _BrokerUnavailable(reason(exc.args[0])) from None
         missing = [t for t in topics if t not in existing]
-        if not missing:
-            return
-        futures = admin.create_topics(
-            [NewTopic(t, num_partitions=self.num_partitions, replication_factor=1) for t in missing]
-        )
-        for topic, future in futures.items():
-            try:
-                await asyncio.wrap_future(future)
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+        if missing:
+            futures = admin.create_topics(
+                [
+                    NewTopic(t, num_partitions=self.num_partitions, replication_factor=1)
+                    for t in missing
+                ],
+                request_timeout=timeout,
+            )
+            for topic, future in futures.items():
+                try:
+                    await asyncio.wrap_future(future)
+                except KafkaException as exc:
+                    err = exc.args[0]
+                    if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                        continue
+                    if err.retriable() or err.code() in UNREACHABLE:
+                        raise _BrokerUnavailable(reason(err)) from None
                     raise CommunicationException(
-                        f"could not create topic {topic!r}: {_reason(err)}"
+                        f"could not create topic {topic!r}: {reason(err)}"
                     ) from None
+        await self._wait_writable(topics)
+
+    async def _wait_writable(self, topics: list[str]) -> None:
+        """Wait until every partition of ``topics`` answers ListOffsets from its
+        leader: the broker advertises a new partition's leader a few milliseconds
+        before that leader has created it, and records produced in between are
+        refused (and may be reported as delivered; see send)."""
+        admin = self._require(self._admin)
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.topic_ready_timeout_s
+        pending = set(topics)
+        last_error = ""
+        while pending:
+            for topic in sorted(pending):
+                try:
+                    await loop.run_in_executor(None, self._probe_topic, admin, topic)
+                    pending.discard(topic)
+                except KafkaException as exc:
+                    last_error = reason(exc.args[0])
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                raise CommunicationException(
+                    f"topic(s) {', '.join(sorted(pending))} did not accept writes within "
+                    f"{self.topic_ready_timeout_s:.0f} s (last error: {last_error}); check the "
+                    "broker's log, or raise topic_ready_timeout_s"
+                )
+            await asyncio.sleep(_READY_PROBE_S)
+
+    def _probe_topic(self, admin: AdminClient, topic: str) -> None:
+        metadata = admin.list_topics(topic, timeout=_METADATA_TIMEOUT_S).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise KafkaException(
+                metadata.error
+                if metadata is not None and metadata.error is not None
+                else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
+            )
+        specs = {TopicPartition(topic, p): OffsetSpec.latest() for p in metadata.partitions}
+        for future in admin.list_offsets(specs, request_timeout=_METADATA_TIMEOUT_S).values():
+            future.result()
 
     async def send(
         self, topic: str, value: Any, *, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
+        """Send one record; return once the broker has written it (its delivery
+        report carries an offset). Raises CommunicationException when it is not
+        written within ``delivery_timeout_s`` (per attempt)."""
         producer = self._require(self._producer)
-        loop = asyncio.get_running_loop()
-        delivered: asyncio.Future[None] = loop.create_future()
+        if topic not in self._ready_topics:
+            # One readiness check per topic; the sends queued behind it resume in
+            # order (asyncio.Lock is FIFO), so a payload's parts keep their order.
+            async with self._topic_locks.setdefault(topic, asyncio.Lock()):
+                await self.ensure_topics([topic])
+        data = value if isinstance(value, bytes) else bytes(value)
+        for attempt in range(self.unwritten_retries + 1):
+            offset = await self._produce(producer, topic, data, key, headers)
+            if offset >= 0:
+                return
+            logger.warning(
+                "Kafka reported a record to %r as delivered without an offset (not written, "
+                "e.g. after a leader change); sending it again (attempt %d of %d)",
+                topic,
+                attempt + 2,
+                self.unwritten_retries + 1,
+            )
+        raise CommunicationException(
+            f"a record to {topic!r} was reported delivered without an offset "
+            f"{self.unwritten_retries + 1} times, so it was never confirmed written; check the "
+            "broker's health (leader changes, restarts), then send again"
+        )
 
-        def on_delivery(err: Any, _msg: Any) -> None:
+    async def _produce(
+        self, producer: Producer, topic: str, data: bytes, key: bytes | None, headers: Any
+    ) -> int:
+        """Produce once; the offset of the delivery report (negative: not written)."""
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[int] = loop.create_future()
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            offset = msg.offset() if err is None else None
+
             def settle() -> None:
                 if delivered.done():
                     return
                 if err is not None:
                     delivered.set_exception(
-                        CommunicationException(f"delivery to {topic!r} failed: {_reason(err)}")
+                        CommunicationException(
+                            f"delivery to {topic!r} failed: {reason(err)} (bound: "
+                            f"delivery.timeout.ms = {self.delivery_timeout_s * 1000:.0f} ms)"
+                        )
                     )
                 else:
-                    delivered.set_result(None)
+                    delivered.set_result(-1 if offset is None else int(offset))
 
             loop.call_soon_threadsafe(settle)
 
-        data = value if isinstance(value, bytes) else bytes(value)
+        deadline = time.monotonic() + self.delivery_timeout_s
         while True:
             try:
                 producer.produce(topic, data, key, headers=headers or None, on_delivery=on_delivery)
                 break
             except BufferError:  # local queue full: let deliveries drain
+                if time.monotonic() >= deadline:
+                    raise CommunicationException(
+                        f"could not send to {topic!r}: the producer's queue stayed full for "
+                        f"{self.delivery_timeout_s:.0f} s (is the broker reachable?)"
+                    ) from None
                 await asyncio.sleep(_QUEUE_FULL_BACKOFF_S)
             except KafkaException as exc:
                 raise CommunicationException(
-                    f"could not send to {topic!r}: {_reason(exc.args[0])}"
+                    f"could not send to {topic!r}: {reason(exc.args[0])}"
                 ) from None
-        await delivered
+        left = deadline - time.monotonic() + _REPORT_GRACE_S
+        try:
+            return await asyncio.wait_for(delivered, timeout=max(left, _REPORT_GRACE_S))
+        except TimeoutError:
+            raise CommunicationException(
+                f"no delivery report for a record to {topic!r} within "
+                f"{self.delivery_timeout_s + _REPORT_GRACE_S:.0f} s"
+            ) from None
 
     async def subscribe(self, topics: Sequence[str], group_id: str) -> Subscription:
         await self.ensure_topics(topics)
         sub = _KafkaSubscription(
-            {**self.consumer_config, "group.id": group_id}, topics, self.poll_timeout
+            {**self.consumer_config, "group.id": group_id, **client_logging()},
+            topics,
+            self.poll_timeout,
         )
         await sub.open()
         self._subscriptions.append(sub)
@@ -355,6 +554,35 @@ class KafkaTransport(Transport):
         except KafkaException:
             return False
         return True
+
+    async def ensure_compacted_topic(self, topic: str, *, retention_ms: int) -> None:
+        """Create ``topic`` with ``cleanup.policy=compact,delete``, ``retention.ms`` and
+        one partition, unless it exists (see :mod:`flwire.transport.kafka_admin`)."""
+        from flwire.transport import kafka_admin
+
+        admin = self._require(self._admin)
+        await asyncio.get_running_loop().run_in_executor(
+            None,
+            kafka_admin.create_compacted_topic,
+            admin,
+            topic,
+            retention_ms,
+            _METADATA_TIMEOUT_S,
+        )
+
+    async def read_topic(self, topic: str) -> list[Record]:
+        """Every record now in ``topic``, read without a consumer group or commits,
+        within ``_METADATA_TIMEOUT_S * 3`` (see :mod:`flwire.transport.kafka_admin`)."""
+        from flwire.transport import kafka_admin
+
+        records: list[Record] = await asyncio.get_running_loop().run_in_executor(
+            None,
+            kafka_admin.read_topic,
+            dict(self.consumer_config),
+            topic,
+            _METADATA_TIMEOUT_S * 3,
+        )
+        return records
 
     @staticmethod
     def _require(obj: Any) -> Any:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -32,13 +30,9 @@ from confluent_kafka.admin import (  # noqa: E402
 
 from flwire.exceptions import CommunicationException  # noqa: E402
 from flwire.transport.base import Record  # noqa: E402
+from flwire.transport.kafka_logging import client_logging, reason  # noqa: E402
 
 logger = logging.getLogger(__name__)
-#: Where librdkafka's own log lines go (served by the consumer's calls).
-_librdkafka_logger = logging.getLogger(__name__ + ".librdkafka")
-#: The same librdkafka line (digits aside) is logged at most once per this many seconds.
-_LOG_REPEAT_S = 30.0
-
 #: Most records one consume() call returns while reading a topic back.
 _READ_BATCH = 1000
 #: Longest single poll() wait while reading a topic back. (A consume() with a
@@ -48,36 +42,6 @@ _READ_SLICE_S = 0.05
 #: (doubling from the first to the last).
 _RETRY_BACKOFF_S = 0.1
 _MAX_RETRY_BACKOFF_S = 1.0
-
-
-class _Repeats(logging.Filter):
-    """Lets each librdkafka line through once per _LOG_REPEAT_S, digits ignored: a
-    consumer whose broker is down logs a failed connect about 20 times a second."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = re.sub(r"\d+", "#", record.getMessage())
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, now - _LOG_REPEAT_S) < _LOG_REPEAT_S:
-                return False
-            if len(self._last) > 1000:
-                self._last.clear()
-            self._last[key] = now
-        return True
-
-
-_librdkafka_logger.addFilter(_Repeats())
-
-
-def _reason(err: Any) -> str:
-    if isinstance(err, KafkaError):
-        return f"{err.name()}: {err.str()}"
-    return str(err)
 
 
 def create_compacted_topic(
@@ -106,7 +70,7 @@ def create_compacted_topic(
             _warn_unless_compacted(admin, topic, timeout_s)
             return
         raise CommunicationException(
-            f"could not create the compacted topic {topic!r}: {_reason(err)}. Let this client "
+            f"could not create the compacted topic {topic!r}: {reason(err)}. Let this client "
             f"create topics (Kafka ACL: Create on the topic or the cluster), or {fix}"
         ) from None
     except concurrent.futures.TimeoutError:
@@ -161,7 +125,7 @@ def read_topic(consumer_config: dict[str, Any], topic: str, timeout_s: float) ->
         "enable.auto.offset.store": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
-        "logger": _librdkafka_logger,
+        **client_logging(),
     }
 
     def timed_out(what: str, last: str | None) -> CommunicationException:
@@ -203,9 +167,9 @@ def read_topic(consumer_config: dict[str, Any], topic: str, timeout_s: float) ->
                         continue
                     if err.fatal():
                         raise CommunicationException(
-                            f"could not read topic {topic!r} back from {servers}: {_reason(err)}"
+                            f"could not read topic {topic!r} back from {servers}: {reason(err)}"
                         )
-                    last_error = _reason(err)
+                    last_error = reason(err)
                     logger.debug("Reading topic %r: %s", topic, last_error)
                     continue
                 offset = msg.offset()
@@ -276,7 +240,7 @@ def _watermarks(
             return ends
         except KafkaException as exc:
             err = exc.args[0]
-            last = _reason(err)
+            last = reason(err)
             retriable = isinstance(err, KafkaError) and (
                 err.retriable()
                 or err.code()

@@ -142,3 +142,10 @@ class InMemoryTransport(Transport):
     async def subscribe(self, topics: Sequence[str], group_id: str) -> Subscription:
         await self.ensure_topics(topics)
         return _MemorySubscription(self.broker, topics, group_id)
+
+    async def ensure_compacted_topic(self, topic: str, *, retention_ms: int) -> None:
+        # Nothing is compacted or expired in memory: the topic keeps every record.
+        await self.ensure_topics([topic])
+
+    async def read_topic(self, topic: str) -> list[Record]:
+        return list(self.broker.topics.get(topic, []))

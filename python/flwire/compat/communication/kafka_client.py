@@ -4,6 +4,14 @@
 ``send_message``, ``subscribe_to_topic``, ``health_check``) on top of the
 flwire transport: confluent-kafka underneath, messages of any size (split and
 reassembled), offsets committed only after the handler returns.
+
+A handler that raises does not lose its message: the delivery is marked
+failed, handed to the handler again (up to ``max_attempts``, 3 by default),
+then written to the dead-letter topic ``<topic>.dead-letter`` and committed
+(see :class:`~flwire.transport.FailurePolicy`). A consumer that stops on an
+error (the broker unreachable for longer than ``connect_timeout_s``, ...) is
+logged, kept in :attr:`AsyncKafkaClient.failures`, and makes
+:meth:`~AsyncKafkaClient.health_check` return False.
 """
 
 from __future__ import annotations
@@ -19,10 +27,13 @@ from flwire.messages import Message
 from flwire.transport import (
     DEFAULT_MAX_RECORD_BYTES,
     Channel,
+    FailurePolicy,
     ProgressCallback,
     Transport,
     message_headers,
 )
+from flwire.transport.chunking import Reassembler
+from flwire.transport.events import EventCallback
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +44,17 @@ class AsyncKafkaClient:
     ``config`` keys: ``bootstrap_servers`` (required), ``group_id`` (default
     group for subscriptions), ``producer_config`` / ``consumer_config``
     (librdkafka properties), ``max_message_bytes`` (record limit, default
-    1,000,000: larger messages are split). Pass ``transport=`` to run the same
-    code on another transport (e.g. the in-memory one).
+    1,000,000: larger messages are split), and the bounds:
+    ``delivery_timeout_s`` (a send fails after this, default 30),
+    ``connect_timeout_s`` (subscribing retries this long while the broker is
+    down, default 60), ``part_timeout_s`` (a transfer missing parts this long
+    is dropped and reported, default 120), ``max_attempts`` (handler attempts
+    per message, default 3), ``retry_backoff_s`` (wait before the second
+    attempt, doubling after, default 0.5) and ``dead_letter_suffix`` (default
+    ``".dead-letter"``; None skips failed messages, counted only). Pass
+    ``transport=`` to run the same code on another transport (e.g. the
+    in-memory one), ``on_event=`` to be told of dropped transfers and failed
+    messages.
     """
 
     def __init__(
@@ -43,25 +63,35 @@ class AsyncKafkaClient:
         *,
         transport: Transport | None = None,
         on_progress: ProgressCallback | None = None,
+        on_event: EventCallback | None = None,
     ) -> None:
         self.config = config
         self.running = False
         self.message_handlers: dict[str, Callable[..., Any]] = {}
         self.consumers: dict[str, asyncio.Task[None]] = {}
+        #: Consumers that stopped on an error, by topic.
+        self.failures: dict[str, BaseException] = {}
         self._transport = transport
         self._on_progress = on_progress
+        self._on_event = on_event
         self.channel: Channel | None = None
 
     def _make_transport(self) -> Transport:
         if "bootstrap_servers" not in self.config:
             raise CommunicationException("AsyncKafkaClient config needs 'bootstrap_servers'")
-        from flwire.transport.kafka import KafkaTransport  # imports confluent-kafka
+        from flwire.transport import kafka  # imports confluent-kafka
 
-        return KafkaTransport(
+        return kafka.KafkaTransport(
             self.config["bootstrap_servers"],
             producer_config=self.config.get("producer_config"),
             consumer_config=self.config.get("consumer_config"),
             max_record_bytes=self.config.get("max_message_bytes", DEFAULT_MAX_RECORD_BYTES),
+            delivery_timeout_s=float(
+                self.config.get("delivery_timeout_s", kafka.DEFAULT_DELIVERY_TIMEOUT_S)
+            ),
+            connect_timeout_s=float(
+                self.config.get("connect_timeout_s", kafka.DEFAULT_CONNECT_TIMEOUT_S)
+            ),
         )
 
     async def start(self) -> None:
@@ -69,7 +99,22 @@ class AsyncKafkaClient:
         transport = self._transport or self._make_transport()
         await transport.start()
         self._transport = transport
-        self.channel = Channel(transport, on_progress=self._on_progress)
+        policy = FailurePolicy(
+            max_attempts=int(self.config.get("max_attempts", FailurePolicy.max_attempts)),
+            retry_backoff_s=float(
+                self.config.get("retry_backoff_s", FailurePolicy.retry_backoff_s)
+            ),
+            dead_letter_suffix=self.config.get(
+                "dead_letter_suffix", FailurePolicy.dead_letter_suffix
+            ),
+        )
+        self.channel = Channel(
+            transport,
+            on_progress=self._on_progress,
+            on_event=self._on_event,
+            failure_policy=policy,
+            reassembler=Reassembler(part_timeout=float(self.config.get("part_timeout_s", 120.0))),
+        )
         self.running = True
         logger.info("Kafka client started")
 
@@ -117,15 +162,32 @@ class AsyncKafkaClient:
 
     async def _consume(self, topic: str, group: str, handler: Callable[[Any], Any]) -> None:
         assert self.channel is not None
-        async for delivery in self.channel.receive([topic], group):
-            try:
-                result = handler(delivery.payload)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception:
-                logger.exception("Handler for %s failed; the message is skipped", topic)
-            await delivery.done()
+        try:
+            async for delivery in self.channel.receive([topic], group):
+                try:
+                    result = handler(delivery.payload)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    # Retried, then dead-lettered by the channel's FailurePolicy.
+                    await delivery.fail(exc)
+                    continue
+                await delivery.done()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failures[topic] = exc
+            logger.error(
+                "Consumer of %s (group %s) stopped: %s; health_check() now reports False",
+                topic,
+                group,
+                exc,
+            )
+            raise
 
     async def health_check(self) -> bool:
-        """Whether the broker answers a metadata request."""
-        return self._transport is not None and await self._transport.healthy()
+        """Whether the broker answers a metadata request and no consumer has
+        stopped on an error (see :attr:`failures`)."""
+        if self._transport is None or self.failures:
+            return False
+        return await self._transport.healthy()

@@ -1,0 +1,45 @@
+"""What a Channel reports to the application besides deliveries.
+
+A :class:`~flwire.transport.channel.Channel` calls its ``on_event`` callback
+with one of these, and counts each in ``Channel.stats``, whenever data could
+not be handed to the application: a transfer given up on, or a delivery whose
+handler kept failing. Logging alone is not reporting: these are values the
+application can count, alert on, or act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TransferDropped:
+    """A payload sent in parts that will not be delivered: parts missing for
+    longer than the part timeout (the sender died mid-transfer?), evicted to
+    stay under the memory cap, or failing its size/CRC-32C check."""
+
+    topic: str
+    partition: int
+    transfer_id: str
+    reason: str
+    parts_received: int
+    parts_total: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class DeliveryFailed:
+    """A delivery whose handler failed ``attempts`` times (the failure policy's
+    ``max_attempts``). ``dead_letter_topic`` names where its payload was written,
+    or is None when the policy skips failed deliveries (counted only)."""
+
+    topic: str
+    message_id: str | None
+    attempts: int
+    error: str
+    dead_letter_topic: str | None
+
+
+ChannelEvent = TransferDropped | DeliveryFailed
+EventCallback = Callable[[ChannelEvent], None]
