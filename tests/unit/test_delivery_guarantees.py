@@ -1,0 +1,236 @@
+"""Delivery guarantees that need no broker: parts in any order, de-duplication
+across a restart, dropped transfers reported, and a record reported delivered
+without an offset never counted as sent (KafkaTransport with a stand-in producer)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flwire import messages
+from flwire.exceptions import CommunicationException
+from flwire.transport import (
+    Channel,
+    InMemoryBroker,
+    InMemoryTransport,
+    TransferDropped,
+)
+from flwire.transport import kafka as kafka_module
+from flwire.transport.chunking import PART_HEADER, Reassembler, split_payload
+
+TOPIC = "t"
+TIMEOUT = 20
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, TIMEOUT))
+
+
+async def _started(broker: InMemoryBroker, limit: int = 1_000_000) -> InMemoryTransport:
+    transport = InMemoryTransport(broker, max_record_bytes=limit)
+    await transport.start()
+    return transport
+
+
+async def _receive(channel: Channel, n: int, group: str = "g") -> list[bytes]:
+    out: list[bytes] = []
+    async with contextlib.aclosing(channel.receive([TOPIC], group)) as deliveries:
+        async for delivery in deliveries:
+            out.append(bytes(delivery.payload))
+            await delivery.done()
+            if len(out) == n:
+                break
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(order_seed=st.integers(0, 2**32 - 1), size=st.integers(1200, 9000))
+def test_parts_in_any_order_reassemble_and_commit(order_seed, size):
+    payload = random.Random(size).randbytes(size)
+    parts = [p for p, _, _ in split_payload(payload, "X", 1000)]
+    random.Random(order_seed).shuffle(parts)
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = await _started(broker, 1000)
+        for raw in parts:
+            await transport.send(TOPIC, raw, key=b"k", headers=[(PART_HEADER, b"?")])
+        got = await _receive(Channel(transport), 1)
+        return broker, got
+
+    broker, got = run(main())
+    assert got == [payload]
+    assert broker.committed[("g", TOPIC)] == len(parts)
+
+
+def test_part_zero_last_after_a_resend_still_reassembles():
+    payload = random.Random(1).randbytes(4000)
+    parts = [p for p, _, _ in split_payload(payload, "X", 1000)]
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = await _started(broker, 1000)
+        # Part 0 was "implicitly acked" but not written, then resent: it lands last.
+        for raw in [*parts[1:], parts[0]]:
+            await transport.send(TOPIC, raw, key=b"k", headers=[(PART_HEADER, b"?")])
+        return await _receive(Channel(transport), 1)
+
+    assert run(main()) == [payload]
+
+
+def test_a_restarted_receiver_skips_what_its_group_handled():
+    update = messages.heartbeat("c1")
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = await _started(broker)
+        channel = Channel(transport)
+        await channel.send_message(TOPIC, update)
+        await channel.send_message(TOPIC, update)  # sent twice (a client's retry)
+        await channel.send_message(TOPIC, messages.heartbeat("c2"))
+        first = await _receive(Channel(transport), 1)
+        # A crash before the commit: the next receiver starts from offset 0 again.
+        broker.committed.clear()
+        restarted = Channel(await _started(broker))
+        again = await _receive(restarted, 1)
+        return first, again, restarted.stats["duplicates"], broker
+
+    first, again, duplicates, broker = run(main())
+    assert [messages.decode_message(b).message_id for b in first] == [update.message_id]
+    assert messages.decode_message(again[0]).body.client_id == "c2"
+    assert duplicates == 2
+    assert broker.committed[("g", TOPIC)] == 3
+
+
+def test_a_transfer_missing_parts_is_reported_as_an_event():
+    parts = [p for p, _, _ in split_payload(b"z" * 3000, "lost", 1000)]
+    events: list[Any] = []
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = await _started(broker, 1000)
+        for raw in parts[:2]:  # the sender died after two parts
+            await transport.send(TOPIC, raw, key=b"k", headers=[(PART_HEADER, b"?")])
+        await transport.send(TOPIC, b"after", key=b"other")
+        channel = Channel(
+            transport, reassembler=Reassembler(part_timeout=0.2), on_event=events.append
+        )
+        got: list[bytes] = []
+
+        async def consume():
+            async for delivery in channel.receive([TOPIC], "g"):
+                got.append(bytes(delivery.payload))
+                await delivery.done()
+
+        task = asyncio.create_task(consume())
+        try:
+            # "after" is handled at once, but its offset is committed only once the
+            # incomplete transfer before it is given up on (then everything is).
+            while broker.committed.get(("g", TOPIC)) != 3:
+                await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return got, channel.stats
+
+    got, stats = run(main())
+    assert got == [b"after"]
+    assert stats["dropped_transfers"] == 1
+    (event,) = events
+    assert isinstance(event, TransferDropped)
+    assert (event.transfer_id, event.parts_received, event.parts_total) == ("lost", 2, len(parts))
+    assert event.total_bytes == 3000 and event.topic == TOPIC
+
+
+# ------------------------------------------------------- KafkaTransport, stand-in producer
+
+
+class _Msg:
+    def __init__(self, offset: int) -> None:
+        self._offset = offset
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class _Producer:
+    """Reports the first ``unwritten`` records as delivered with offset -1 (what
+    librdkafka does for "implicitly acked" records), then real offsets."""
+
+    unwritten: ClassVar[int] = 0
+    produced: ClassVar[list[bytes]] = []
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def produce(self, topic, value, key=None, headers=None, on_delivery=None) -> None:
+        type(self).produced.append(value)
+        if type(self).unwritten > 0:
+            type(self).unwritten -= 1
+            on_delivery(None, _Msg(-1))
+        else:
+            on_delivery(None, _Msg(len(type(self).produced)))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+class _Admin:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.setattr(kafka_module, "Producer", _Producer)
+    monkeypatch.setattr(kafka_module, "AdminClient", _Admin)
+
+    async def ready(self, topics):
+        return None
+
+    monkeypatch.setattr(kafka_module.KafkaTransport, "ensure_topics", ready)
+    _Producer.produced = []
+    return _Producer
+
+
+@pytest.mark.parametrize("unwritten", [1, 3])
+def test_a_record_delivered_without_an_offset_is_sent_again(stand_in, unwritten, caplog):
+    stand_in.unwritten = unwritten
+
+    async def main():
+        transport = kafka_module.KafkaTransport("127.0.0.1:1", unwritten_retries=3)
+        await transport.start()
+        try:
+            await transport.send(TOPIC, b"payload")
+        finally:
+            await transport.stop()
+
+    run(main())
+    assert stand_in.produced == [b"payload"] * (unwritten + 1)
+    assert sum("without an offset" in r.getMessage() for r in caplog.records) == unwritten
+
+
+def test_a_record_never_confirmed_written_fails_the_send(stand_in):
+    stand_in.unwritten = 10
+
+    async def main():
+        transport = kafka_module.KafkaTransport("127.0.0.1:1", unwritten_retries=2)
+        await transport.start()
+        try:
+            await transport.send(TOPIC, b"payload")
+        finally:
+            await transport.stop()
+
+    with pytest.raises(CommunicationException, match="never confirmed written"):
+        run(main())
+    assert len(stand_in.produced) == 3
