@@ -112,3 +112,142 @@ def test_many_partitions_end_at_last_plus_one(counts, rnd):
             assert moved > final.get(tp, 0)
             final[tp] = moved
     assert final == counts
+
+
+def test_the_same_offset_seen_twice_and_finished_twice_keeps_the_commit_advancing():
+    """The old bug: the second copy's finish lost its mark, and the commit went
+    backwards (or stopped)."""
+    tracker = OffsetTracker()
+    tracker.seen(TP, 5)
+    tracker.seen(TP, 5)  # redelivered while the first copy is in flight
+    tracker.seen(TP, 6)
+    assert tracker.pending(TP) == 2  # duplicates do not grow the tracker
+    assert tracker.finish(TP, 5) == 6
+    assert tracker.finish(TP, 5) is None  # the second copy: nothing moves back
+    assert tracker.finish(TP, 6) == 7
+    tracker.seen(TP, 7)
+    assert tracker.finish(TP, 7) == 8
+    assert tracker.committed(TP) == 8
+    assert tracker.pending(TP) == 0
+
+
+def test_a_second_copy_of_a_finished_offset_does_not_hold_the_commit_back():
+    tracker = OffsetTracker()
+    for offset in (0, 1, 2):
+        tracker.seen(TP, offset)
+    assert tracker.finish(TP, 1) is None
+    assert tracker.finish(TP, 2) is None
+    # A rejoin rewinds to the group's committed offset (0) and delivers again.
+    for offset in (0, 1, 2, 3):
+        tracker.seen(TP, offset)
+    assert tracker.pending(TP) == 4
+    assert tracker.finish(TP, 0) == 3  # 1 and 2 were handled once already
+    assert tracker.finish(TP, 0) is None
+    assert tracker.finish(TP, 1) is None
+    assert tracker.finish(TP, 3) == 4
+    assert tracker.pending(TP) == 0
+
+
+def test_a_rewind_below_the_commit_is_ignored_and_never_moves_it_back():
+    tracker = OffsetTracker()
+    for offset in range(5):
+        tracker.seen(TP, offset)
+    for offset in range(5):
+        tracker.finish(TP, offset)
+    assert tracker.committed(TP) == 5
+    # The broker's committed offset lagged (our commit was in flight): offsets
+    # 2.. are delivered again, then new ones.
+    for offset in range(2, 8):
+        tracker.seen(TP, offset)
+    assert tracker.pending(TP) == 3  # 5, 6, 7
+    assert tracker.finish(TP, 3) is None
+    assert tracker.finish(TP, 6) is None
+    assert tracker.finish(TP, 5) == 7
+    assert tracker.finish(TP, 2) is None
+    assert tracker.finish(TP, 7) == 8
+
+
+def test_forget_drops_the_partition_and_late_finishes_do_not_move_it():
+    tracker = OffsetTracker()
+    for offset in range(4):
+        tracker.seen(TP, offset)
+    old = tracker.generation(TP)
+    assert tracker.finish(TP, 0, generation=old) == 1
+    tracker.forget(TP)  # revoked
+    assert tracker.pending(TP) == 0
+    assert tracker.committed(TP) == 1
+    assert tracker.generation(TP) != old
+    # Late finishes of records seen before the revoke.
+    assert tracker.finish(TP, 1, generation=old) is None
+    assert tracker.finish(TP, 2) is None  # not seen since: nothing to finish
+    # Re-assigned: delivery restarts at the committed offset (and below it).
+    new = tracker.generation(TP)
+    for offset in range(0, 5):
+        tracker.seen(TP, offset)
+    assert tracker.pending(TP) == 4  # 1..4; 0 is below the commit
+    assert tracker.finish(TP, 3, generation=old) is None  # the old copy of 3
+    assert tracker.finish(TP, 2, generation=old) is None
+    assert tracker.finish(TP, 1, generation=new) == 2
+    assert tracker.finish(TP, 2, generation=new) == 3
+    assert tracker.finish(TP, 3) == 4
+    assert tracker.finish(TP, 4) == 5
+
+
+def test_forget_never_lets_a_commit_go_backwards():
+    tracker = OffsetTracker()
+    for offset in range(10):
+        tracker.seen(TP, offset)
+        tracker.finish(TP, offset)
+    tracker.forget(TP)
+    # Re-assigned from an older committed offset (ours had not landed).
+    for offset in range(6, 12):
+        tracker.seen(TP, offset)
+    assert tracker.finish(TP, 6) is None
+    assert tracker.finish(TP, 9) is None
+    assert tracker.finish(TP, 10) == 11
+    assert tracker.finish(TP, 11) == 12
+
+
+def test_gaps_are_not_waited_for():
+    tracker = OffsetTracker()
+    for offset in (10, 13, 20):  # 11, 12, 14..19: compacted, or markers
+        tracker.seen(TP, offset)
+    assert tracker.finish(TP, 13) is None
+    assert tracker.finish(TP, 10) == 14
+    assert tracker.finish(TP, 20) == 21
+    tracker.seen(TP, 25)
+    assert tracker.finish(TP, 25) == 26
+    tracker.seen(TP, 30)
+    tracker.seen(TP, 31)
+    assert tracker.finish(TP, 31) is None
+    assert tracker.finish(TP, 27) is None  # never seen: changes nothing
+    assert tracker.finish(TP, 30) == 32
+
+
+def test_finishes_that_match_nothing_are_ignored():
+    tracker = OffsetTracker()
+    assert tracker.finish(("unknown", 3), 7) is None
+    assert tracker.committed(("unknown", 3)) is None
+    assert tracker.pending(("unknown", 3)) == 0
+    tracker.forget(("unknown", 3))  # nothing to drop; a new generation all the same
+    assert tracker.generation(("unknown", 3)) == 1
+    assert tracker.committed(("unknown", 3)) is None
+    tracker.seen(TP, 4)
+    assert tracker.finish(TP, 9) is None
+    assert tracker.finish(TP, 3) is None
+    assert tracker.committed(TP) is None
+    assert tracker.finish(TP, 4) == 5
+    assert tracker.finish(TP, 4) is None
+
+
+def test_memory_follows_the_commit_point():
+    tracker = OffsetTracker()
+    for _ in range(3):  # every offset delivered three times
+        for offset in range(1000):
+            tracker.seen(TP, offset)
+    assert tracker.pending(TP) == 1000
+    for offset in range(1, 1000):
+        assert tracker.finish(TP, offset) is None
+    assert tracker.pending(TP) == 1000  # 0 still holds the commit point
+    assert tracker.finish(TP, 0) == 1000
+    assert tracker.pending(TP) == 0
