@@ -11,7 +11,13 @@ import pytest
 from flwire import messages
 from flwire.compat.communication.kafka_client import AsyncKafkaClient
 from flwire.exceptions import CommunicationException
-from flwire.transport import DeliveryFailed, InMemoryBroker, InMemoryTransport, read_headers
+from flwire.transport import (
+    ChannelEvent,
+    DeliveryFailed,
+    InMemoryBroker,
+    InMemoryTransport,
+    read_headers,
+)
 from flwire.transport.chunking import PART_HEADER, Reassembler, parse_part, split_payload
 
 TIMEOUT = 10
@@ -138,7 +144,7 @@ def test_a_failing_handler_is_retried_then_dead_lettered_and_later_messages_go_o
     """The chosen semantics: a message whose handler raises is handed to it again
     (max_attempts in all), then written to <topic>.dead-letter and committed;
     nothing is lost and the messages after it are handled."""
-    events = []
+    events: list[ChannelEvent] = []
 
     async def main():
         broker = InMemoryBroker()
@@ -165,6 +171,7 @@ def test_a_failing_handler_is_retried_then_dead_lettered_and_later_messages_go_o
             await client.send_message("t", value)
         await wait_until(lambda: len(got) == 4)
         await wait_until(lambda: broker.committed.get(("g", "t")) == 6)
+        assert client.channel is not None
         stats = dict(client.channel.stats)
         healthy = await client.health_check()
         await client.stop()
@@ -200,6 +207,7 @@ def test_failing_handler_skip_mode_counts_and_commits():
         for value in (b"bad", b"good"):
             await client.send_message("t", value)
         await wait_until(lambda: broker.committed.get(("g", "t")) == 2)
+        assert client.channel is not None
         stats = dict(client.channel.stats)
         await client.stop()
         return broker, got, stats

@@ -25,7 +25,7 @@ from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
-from flwire.messages import Dispatcher, value_map_to_dict
+from flwire.messages import Dispatcher, HandlerError, value_map_to_dict
 from flwire.transport import Channel, TopicLayout, Transport
 from flwire.v1 import messages_pb2 as pb
 
@@ -90,7 +90,11 @@ class DemoClient:
             async for delivery in self.channel.receive(
                 [self.layout.broadcast], self.layout.client_group(self.client_id)
             ):
-                await self.handler.handle_message(delivery.payload)
+                try:
+                    await self.handler.handle_message(delivery.payload)
+                except HandlerError as exc:
+                    await delivery.fail(exc)  # retried, then dead-lettered
+                    continue
                 await delivery.done()
                 if self.stopped.is_set():
                     break

@@ -11,7 +11,7 @@ delivered again to the next consumer of the same group.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,14 @@ class Subscription(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop receiving; uncommitted records will be delivered again."""
+
+    def on_revoke(self, callback: Callable[[list[tuple[str, int]]], None]) -> None:
+        """Have ``callback(partitions)`` called, on the event loop, when the consumer
+        group takes ``(topic, partition)``s away from this consumer (a rebalance).
+        Records of those partitions that are still being handled must then not
+        move their commit point. The default never calls it: a transport whose
+        consumers always keep their partitions."""
+        del callback
 
 
 class Transport(abc.ABC):

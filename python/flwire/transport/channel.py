@@ -272,8 +272,10 @@ class Channel:
                     record = await records.__anext__()
                 except StopAsyncIteration:
                     return
-                receiver.tracker.seen((record.topic, record.partition), record.offset)
-                delivery, abandoned = self._on_record(_Token(record, receiver), seen)
+                tp = (record.topic, record.partition)
+                receiver.tracker.seen(tp, record.offset)
+                token = _Token(record, receiver, receiver.tracker.generation(tp))
+                delivery, abandoned = self._on_record(token, seen)
                 abandoned.extend(self._drop(self.reassembler.expire()))
                 # Nothing will handle these records: let their offsets move on.
                 await _finish_tokens(abandoned)
@@ -391,12 +393,20 @@ class _Receiver:
         self.tracker = OffsetTracker()
         #: (loop time when due, delivery) of failed deliveries to hand out again.
         self.retries: deque[tuple[float, Delivery]] = deque()
+        # A rebalance took partitions away: records of theirs still being handled
+        # must not move their commit point (another consumer owns it now).
+        subscription.on_revoke(self._revoked)
 
-    async def finish(self, records: list[Record]) -> None:
+    def _revoked(self, partitions: list[tuple[str, int]]) -> None:
+        for tp in partitions:
+            self.tracker.forget(tp)
+
+    async def finish(self, tokens: list[_Token]) -> None:
         commits: dict[tuple[str, int], int] = {}
-        for rec in records:
+        for token in tokens:
+            rec = token.record
             tp = (rec.topic, rec.partition)
-            moved = self.tracker.finish(tp, rec.offset)
+            moved = self.tracker.finish(tp, rec.offset, token.generation)
             if moved is not None:
                 commits[tp] = moved
         for (topic, partition), next_offset in commits.items():
@@ -478,16 +488,18 @@ class _Receiver:
 
 @dataclass(frozen=True)
 class _Token:
-    """A received record and the receive loop that finishes it."""
+    """A received record, the receive loop that finishes it, and its partition's
+    generation in that loop's tracker when it was received."""
 
     record: Record
     receiver: _Receiver
+    generation: int
 
 
 async def _finish_tokens(tokens: Sequence[_Token]) -> None:
-    by_loop: dict[int, tuple[_Receiver, list[Record]]] = {}
+    by_loop: dict[int, tuple[_Receiver, list[_Token]]] = {}
     for token in tokens:
         entry = by_loop.setdefault(id(token.receiver), (token.receiver, []))
-        entry[1].append(token.record)
-    for receiver, records in by_loop.values():
-        await receiver.finish(records)
+        entry[1].append(token)
+    for receiver, group in by_loop.values():
+        await receiver.finish(group)

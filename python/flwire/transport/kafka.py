@@ -29,7 +29,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -131,6 +131,43 @@ class _KafkaSubscription(Subscription):
         self._poll_timeout = poll_timeout
         self._consumer: Consumer | None = None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._revoke_callbacks: list[Callable[[list[tuple[str, int]]], None]] = []
+
+    def on_revoke(self, callback: Callable[[list[tuple[str, int]]], None]) -> None:
+        self._revoke_callbacks.append(callback)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """librdkafka's revoke callback (in the consumer's thread, inside poll):
+        commit what is handled of those partitions while they are still ours,
+        then tell the receive loops."""
+        lost = [(tp.topic, tp.partition) for tp in partitions]
+        offsets = [
+            TopicPartition(t, p, self._latest.pop((t, p)))
+            for t, p in lost
+            if (t, p) in self._latest
+        ]
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                logger.warning("Commit on rebalance failed: %s", reason(exc.args[0]))
+        self._tell_revoked(lost)
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """librdkafka's lost callback: the partitions are already someone else's
+        (this member's session expired), so nothing may be committed for them."""
+        lost = [(tp.topic, tp.partition) for tp in partitions]
+        for tp in lost:
+            self._latest.pop(tp, None)
+        self._tell_revoked(lost)
+
+    def _tell_revoked(self, lost: list[tuple[str, int]]) -> None:
+        names = ", ".join(f"{t}[{p}]" for t, p in lost)
+        logger.info("The Kafka group took %s from this consumer", names)
+        if self._loop is not None:
+            for callback in self._revoke_callbacks:
+                self._loop.call_soon_threadsafe(callback, lost)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -158,9 +195,11 @@ class _KafkaSubscription(Subscription):
                 return []
 
     async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
         def create() -> Consumer:
             consumer = Consumer(self._config)
-            consumer.subscribe(self._topics)
+            consumer.subscribe(self._topics, on_revoke=self._revoked, on_lost=self._lost)
             return consumer
 
         self._consumer = await self._run(create)
