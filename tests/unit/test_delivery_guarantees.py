@@ -234,3 +234,36 @@ def test_a_record_never_confirmed_written_fails_the_send(stand_in):
     with pytest.raises(CommunicationException, match="never confirmed written"):
         run(main())
     assert len(stand_in.produced) == 3
+
+
+def test_records_of_a_revoked_partition_do_not_move_its_commit():
+    """After a rebalance takes a partition away, finishing records received before
+    it must not commit for that partition (its new owner's commit point)."""
+    revoke_callbacks = []
+
+    class Revoking(InMemoryTransport):
+        async def subscribe(self, topics, group_id):
+            sub = await super().subscribe(topics, group_id)
+            sub.on_revoke = revoke_callbacks.append  # type: ignore[method-assign]
+            return sub
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = Revoking(broker)
+        await transport.start()
+        for value in (b"a", b"b"):
+            await transport.send(TOPIC, value)
+        held = []
+        async with contextlib.aclosing(Channel(transport).receive([TOPIC], "g")) as deliveries:
+            async for delivery in deliveries:
+                held.append(delivery)
+                if len(held) == 2:
+                    break
+            (revoked,) = revoke_callbacks
+            revoked([(TOPIC, 0)])  # the group took partition 0 away
+            for delivery in held:
+                await delivery.done()
+        return broker
+
+    broker = run(main())
+    assert ("g", TOPIC) not in broker.committed
