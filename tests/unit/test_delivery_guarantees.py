@@ -244,7 +244,7 @@ def test_records_of_a_revoked_partition_do_not_move_its_commit():
     class Revoking(InMemoryTransport):
         async def subscribe(self, topics, group_id):
             sub = await super().subscribe(topics, group_id)
-            sub.on_revoke = revoke_callbacks.append  # type: ignore[method-assign]
+            sub.on_revoke = revoke_callbacks.append  # type: ignore[method-assign,assignment]
             return sub
 
     async def main():
