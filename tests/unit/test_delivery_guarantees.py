@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -239,12 +240,12 @@ def test_a_record_never_confirmed_written_fails_the_send(stand_in):
 def test_records_of_a_revoked_partition_do_not_move_its_commit():
     """After a rebalance takes a partition away, finishing records received before
     it must not commit for that partition (its new owner's commit point)."""
-    revoke_callbacks = []
+    revoke_callbacks: list[Callable[[list[tuple[str, int]]], None]] = []
 
     class Revoking(InMemoryTransport):
         async def subscribe(self, topics, group_id):
             sub = await super().subscribe(topics, group_id)
-            sub.on_revoke = revoke_callbacks.append  # type: ignore[method-assign,assignment]
+            sub.on_revoke = revoke_callbacks.append  # type: ignore[method-assign]
             return sub
 
     async def main():
