@@ -20,6 +20,7 @@ from flwire.transport import (
     Channel,
     InMemoryBroker,
     InMemoryTransport,
+    Subscription,
     TransferDropped,
 )
 from flwire.transport import kafka as kafka_module
@@ -242,11 +243,27 @@ def test_records_of_a_revoked_partition_do_not_move_its_commit():
     it must not commit for that partition (its new owner's commit point)."""
     revoke_callbacks: list[Callable[[list[tuple[str, int]]], None]] = []
 
+    class Revocable(Subscription):
+        """An in-memory subscription whose group can take its partition away."""
+
+        def __init__(self, inner: Subscription) -> None:
+            self.inner = inner
+
+        def __aiter__(self):
+            return self.inner.__aiter__()
+
+        async def commit(self, topic: str, partition: int, next_offset: int) -> None:
+            await self.inner.commit(topic, partition, next_offset)
+
+        async def close(self) -> None:
+            await self.inner.close()
+
+        def on_revoke(self, callback: Callable[[list[tuple[str, int]]], None]) -> None:
+            revoke_callbacks.append(callback)
+
     class Revoking(InMemoryTransport):
         async def subscribe(self, topics, group_id):
-            sub = await super().subscribe(topics, group_id)
-            sub.on_revoke = revoke_callbacks.append  # type: ignore[method-assign]
-            return sub
+            return Revocable(await super().subscribe(topics, group_id))
 
     async def main():
         broker = InMemoryBroker()
