@@ -285,3 +285,33 @@ def test_records_of_a_revoked_partition_do_not_move_its_commit():
 
     broker = run(main())
     assert ("g", TOPIC) not in broker.committed
+
+
+def test_a_copy_arriving_while_the_first_is_handled_is_not_handed_out():
+    """A redelivered copy (a rebalance, or a client's resend) of a delivery still being
+    handled is not handed out a second time; its offset is committed with the first."""
+    msg = messages.heartbeat("c1")
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = await _started(broker)
+        channel = Channel(transport)
+        await channel.send_message(TOPIC, msg)
+        await channel.send_message(TOPIC, msg)
+        await channel.send_message(TOPIC, messages.heartbeat("c2"))
+        handed = []
+        async with contextlib.aclosing(channel.receive([TOPIC], "g")) as deliveries:
+            first = await deliveries.__anext__()
+            handed.append(first)
+            second = await deliveries.__anext__()  # c2: the copy of c1 was skipped
+            handed.append(second)
+            await second.done()
+            before = broker.committed.get(("g", TOPIC))
+            await first.done()
+            after = broker.committed.get(("g", TOPIC))
+        return handed, before, after, channel.stats["duplicates"]
+
+    handed, before, after, duplicates = run(main())
+    assert [messages.decode_message(d.payload).body.client_id for d in handed] == ["c1", "c2"]
+    assert before is None  # nothing committed while c1 (offset 0) is being handled
+    assert after == 3 and duplicates == 1

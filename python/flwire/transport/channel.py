@@ -281,11 +281,21 @@ class Channel:
                 await _finish_tokens(abandoned)
                 if delivery is None:
                     continue
-                if seen is not None and delivery.id is not None and delivery.id in seen:
-                    self.stats["duplicates"] += 1
-                    logger.info("Skipped delivery %s: already handled by this group", delivery.id)
-                    await _finish_tokens(delivery._tokens)
-                    continue
+                ident = delivery.id
+                if seen is not None and ident is not None:
+                    if ident in seen:
+                        self.stats["duplicates"] += 1
+                        logger.info("Skipped delivery %s: already handled by this group", ident)
+                        await _finish_tokens(delivery._tokens)
+                        continue
+                    holder = receiver.in_flight.get(ident)
+                    if holder is not None:
+                        # A copy of a delivery still being handled (redelivered by a
+                        # rebalance, or sent twice): its records settle with it.
+                        self.stats["duplicates"] += 1
+                        holder._tokens.extend(delivery._tokens)
+                        continue
+                    receiver.in_flight[ident] = delivery
                 delivery._receiver = receiver
                 yield delivery
         finally:
@@ -393,6 +403,8 @@ class _Receiver:
         self.tracker = OffsetTracker()
         #: (loop time when due, delivery) of failed deliveries to hand out again.
         self.retries: deque[tuple[float, Delivery]] = deque()
+        #: Deliveries handed out and not settled yet, by id (with de-duplication on).
+        self.in_flight: dict[str, Delivery] = {}
         # A rebalance took partitions away: records of theirs still being handled
         # must not move their commit point (another consumer owns it now).
         subscription.on_revoke(self._revoked)
@@ -413,16 +425,16 @@ class _Receiver:
             await self.subscription.commit(topic, partition, next_offset)
 
     async def settle_done(self, delivery: Delivery) -> None:
-        tokens, delivery._tokens = delivery._tokens, []
-        if not tokens:
+        if not delivery._tokens:
             return  # already settled
         ident = delivery.id
         if self.seen is not None and ident is not None:
-            try:
-                await self.seen.add(ident)
-            except BaseException:
-                delivery._tokens = tokens  # not recorded: may be settled again
-                raise
+            # If this raises, nothing is settled: done() may be called again.
+            await self.seen.add(ident)
+        # Taken only now: copies that arrived during the write joined these tokens.
+        tokens, delivery._tokens = delivery._tokens, []
+        if ident is not None and self.in_flight.get(ident) is delivery:
+            del self.in_flight[ident]
         await _finish_tokens(tokens)
 
     async def settle_failed(self, delivery: Delivery, error: BaseException | str) -> None:
@@ -436,6 +448,8 @@ class _Receiver:
             retry = dataclasses.replace(delivery, attempt=delivery.attempt + 1)
             retry._tokens, delivery._tokens = delivery._tokens, []
             retry._receiver = self
+            if retry.id is not None and self.in_flight.get(retry.id) is delivery:
+                self.in_flight[retry.id] = retry
             due = asyncio.get_running_loop().time() + policy.backoff(delivery.attempt)
             self.retries.append((due, retry))
             logger.warning(

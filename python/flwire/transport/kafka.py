@@ -163,6 +163,8 @@ class _KafkaSubscription(Subscription):
         self._tell_revoked(lost)
 
     def _tell_revoked(self, lost: list[tuple[str, int]]) -> None:
+        if not lost:
+            return
         names = ", ".join(f"{t}[{p}]" for t, p in lost)
         logger.info("The Kafka group took %s from this consumer", names)
         if self._loop is not None:
