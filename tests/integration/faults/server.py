@@ -15,12 +15,17 @@ first TIMES attempts (new code: ``delivery.fail(exc)``; compat: the handler
 raises).
 
 stdout, one line each, for the test to follow:
-``READY <code> <dedupe>``, ``SUBSCRIBED``, ``PROGRESS <transfer id> <bytes done> <total>``
-(a few per transfer), ``HANDLED <id>``, ``DUPLICATE <id>`` (skipped by the
-in-memory SeenIds), ``ATTEMPT <id> <n>``, ``FAILED_HANDLING <id> <n>``,
-``DROPPED <transfer id>`` (an on_event TransferDropped), ``EVENT <type> <repr>``,
-``STAT dropped_transfers <n>``, ``CONSUMER_ENDED <why>``, ``SERVER_ERROR <why>``,
-``STOPPED``. SIGTERM stops it cleanly (the last offsets are committed).
+
+- ``READY <old|new> <channel|memory>`` (which flwire, who de-duplicates), ``SUBSCRIBED``;
+- ``PROGRESS <transfer id> <bytes done> <total>`` (a few per transfer);
+- ``HANDLED <id>`` (the effect is on disk), ``DUPLICATE <id>`` (skipped by the in-memory
+  SeenIds), ``SETTLED <id>`` (Channel mode: ``delivery.done()`` returned);
+- ``ATTEMPT <id> <n>``, ``FAILED_HANDLING <id> <n>`` (only for ``--fail`` senders);
+- ``DROPPED <transfer id> <event>`` (an on_event TransferDropped), ``EVENT <type> <repr>``,
+  ``STAT dropped_transfers <n>``;
+- ``CONSUMER_ENDED <why>``, ``SERVER_ERROR <why>``, ``STOPPED``.
+
+SIGTERM stops it cleanly (the last offsets are committed).
 """
 
 from __future__ import annotations
@@ -82,11 +87,12 @@ class Handler:
         self.seen = None if feats.channel_dedupes else messages.SeenIds()
         self.fail = fail
         self.attempts: collections.Counter[str] = collections.Counter()
+        self.current = ""  # the id of the message being handled
 
     def handle(self, payload: Any) -> None:
         """Handle one payload; raises RuntimeError where --fail says so."""
         msg = messages.decode_message(payload)
-        mid = msg.message_id
+        mid = self.current = msg.message_id
         self.attempts[mid] += 1
         times = self.fail.get(msg.sender_id, 0)
         if times:
@@ -151,6 +157,7 @@ async def serve_channel(args: argparse.Namespace, handler: Handler, feats: Featu
                     continue
                 # The old Channel has no way to say so: the message is skipped.
             await delivery.done()
+            say("SETTLED", handler.current)
         say("CONSUMER_ENDED receive loop ended")
     finally:
         stats.cancel()
