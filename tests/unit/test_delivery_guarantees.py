@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable
+from concurrent.futures import Future
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -187,20 +189,44 @@ class _Producer:
         return 0
 
 
+class _AllTopics(dict[str, Any]):
+    """Metadata in which every topic is present."""
+
+    def __init__(self, meta: Any) -> None:
+        super().__init__()
+        self.meta = meta
+
+    def __contains__(self, topic: object) -> bool:
+        return True
+
+    def get(self, topic: str, default: Any = None) -> Any:
+        return self.meta
+
+
 class _Admin:
+    """Every topic exists, with one partition whose leader answers."""
+
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        partition = SimpleNamespace(id=0, leader=1, error=None)
+        meta = SimpleNamespace(topic=topic, partitions={0: partition}, error=None)
+        return SimpleNamespace(topics=_AllTopics(meta))
+
+    def list_offsets(self, specs: dict[Any, Any], **_: Any) -> dict[Any, Future[Any]]:
+        out: dict[Any, Future[Any]] = {}
+        for tp in specs:
+            done: Future[Any] = Future()
+            done.set_result(SimpleNamespace(offset=0))
+            out[tp] = done
+        return out
 
 
 @pytest.fixture
 def stand_in(monkeypatch):
     monkeypatch.setattr(kafka_module, "Producer", _Producer)
     monkeypatch.setattr(kafka_module, "AdminClient", _Admin)
-
-    async def ready(self, topics):
-        return None
-
-    monkeypatch.setattr(kafka_module.KafkaTransport, "ensure_topics", ready)
     _Producer.produced = []
     return _Producer
 

@@ -29,9 +29,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from flwire import _optional
 
@@ -47,6 +47,7 @@ from confluent_kafka import (  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # noqa: E402
 
 from flwire.exceptions import CommunicationException  # noqa: E402
+from flwire.transport import kafka_admin  # noqa: E402
 from flwire.transport.base import (  # noqa: E402
     DEFAULT_MAX_RECORD_BYTES,
     Headers,
@@ -56,6 +57,7 @@ from flwire.transport.base import (  # noqa: E402
 )
 from flwire.transport.kafka_logging import (  # noqa: E402
     UNREACHABLE,
+    BrokerUnreachable,
     client_logging,
     reason,
 )
@@ -101,8 +103,7 @@ _SESSION_TIMEOUT_MS = 6000
 _HEARTBEAT_INTERVAL_MS = 1500
 
 
-class _BrokerUnavailable(Exception):
-    """The broker did not answer (retried by ensure_topics within its bound)."""
+_T = TypeVar("_T")
 
 
 def _log_failed_commit(err: Any, partitions: Any) -> None:
@@ -391,36 +392,56 @@ class KafkaTransport(Transport):
         """Create the topics that do not exist, and return once every partition of
         each accepts writes. Retries while the broker does not answer, for up to
         ``connect_timeout_s``; then raises CommunicationException."""
+        await self._ensure(topics, self.connect_timeout_s, "connect_timeout_s")
+
+    async def _ensure(self, topics: Sequence[str], bound_s: float, bound_name: str) -> None:
         wanted = [t for t in dict.fromkeys(topics) if t not in self._ready_topics]
         if not wanted:
             return
-        deadline = time.monotonic() + self.connect_timeout_s
+        await self._retrying(
+            f"preparing topic(s) {', '.join(wanted)}",
+            bound_s,
+            bound_name,
+            lambda deadline: self._create_and_probe(wanted, deadline),
+        )
+        self._ready_topics.update(wanted)
+
+    async def _retrying(
+        self,
+        what: str,
+        bound_s: float,
+        bound_name: str,
+        attempt: Callable[[float], Awaitable[_T]],
+    ) -> _T:
+        """``await attempt(deadline)``, again with backoff (0.5 s doubling to 5 s, each
+        retry logged) while it raises BrokerUnreachable, for up to ``bound_s``."""
+        deadline = time.monotonic() + bound_s
         backoff = _RETRY_BACKOFF_S
-        attempt = 1
+        tries = 1
         while True:
             try:
-                await self._create_and_probe(wanted, deadline)
-                break
-            except _BrokerUnavailable as exc:
+                return await attempt(deadline)
+            except BrokerUnreachable as exc:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise CommunicationException(
-                        f"Kafka at {self.bootstrap_servers} did not answer for "
-                        f"{self.connect_timeout_s:.0f} s ({exc}); start the broker or check "
-                        "bootstrap_servers, or raise connect_timeout_s"
+                        f"{what}: Kafka at {self.bootstrap_servers} did not answer for "
+                        f"{bound_s:.0f} s ({exc}); start the broker or check "
+                        f"bootstrap_servers, or raise {bound_name}"
                     ) from None
                 logger.warning(
-                    "Kafka at %s is unreachable (%s); attempt %d, retrying in %.1f s (%.0f s left)",
+                    "%s: Kafka at %s is unreachable (%s); attempt %d, retrying in %.1f s "
+                    "(%.0f s left)",
+                    what,
                     self.bootstrap_servers,
                     exc,
-                    attempt,
+                    tries,
                     min(backoff, left),
                     left,
                 )
                 await asyncio.sleep(min(backoff, left))
                 backoff = min(backoff * 2, _RETRY_BACKOFF_MAX_S)
-                attempt += 1
-        self._ready_topics.update(wanted)
+                tries += 1
 
     async def _create_and_probe(self, topics: list[str], deadline: float) -> None:
         admin = self._require(self._admin)
@@ -431,7 +452,7 @@ class KafkaTransport(Transport):
                 None, lambda: admin.list_topics(timeout=timeout).topics
             )
         except KafkaException as exc:
-            raise _BrokerUnavailable(reason(exc.args[0])) from None
+            raise BrokerUnreachable(reason(exc.args[0])) from None
         missing = [t for t in topics if t not in existing]
         if missing:
             futures = admin.create_topics(
@@ -449,7 +470,7 @@ class KafkaTransport(Transport):
                     if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                         continue
                     if err.retriable() or err.code() in UNREACHABLE:
-                        raise _BrokerUnavailable(reason(err)) from None
+                        raise BrokerUnreachable(reason(err)) from None
                     raise CommunicationException(
                         f"could not create topic {topic!r}: {reason(err)}"
                     ) from None
@@ -471,7 +492,10 @@ class KafkaTransport(Transport):
                     await loop.run_in_executor(None, self._probe_topic, admin, topic)
                     pending.discard(topic)
                 except KafkaException as exc:
-                    last_error = reason(exc.args[0])
+                    err = exc.args[0]
+                    if isinstance(err, KafkaError) and err.code() in UNREACHABLE:
+                        raise BrokerUnreachable(reason(err)) from None
+                    last_error = reason(err)
             if not pending:
                 return
             if time.monotonic() >= deadline:
@@ -505,7 +529,9 @@ class KafkaTransport(Transport):
             # One readiness check per topic; the sends queued behind it resume in
             # order (asyncio.Lock is FIFO), so a payload's parts keep their order.
             async with self._topic_locks.setdefault(topic, asyncio.Lock()):
-                await self.ensure_topics([topic])
+                # Held to the send's own bound: a send ends within delivery_timeout_s
+                # of its topic being known writable, and a topic check within it too.
+                await self._ensure([topic], self.delivery_timeout_s, "delivery_timeout_s")
         data = value if isinstance(value, bytes) else bytes(value)
         for attempt in range(self.unwritten_retries + 1):
             offset = await self._produce(producer, topic, data, key, headers)
@@ -598,32 +624,38 @@ class KafkaTransport(Transport):
 
     async def ensure_compacted_topic(self, topic: str, *, retention_ms: int) -> None:
         """Create ``topic`` with ``cleanup.policy=compact,delete``, ``retention.ms`` and
-        one partition, unless it exists (see :mod:`flwire.transport.kafka_admin`)."""
-        from flwire.transport import kafka_admin
-
+        one partition, unless it exists (see :mod:`flwire.transport.kafka_admin`).
+        Retries while the broker does not answer, for up to ``connect_timeout_s``."""
         admin = self._require(self._admin)
-        await asyncio.get_running_loop().run_in_executor(
-            None,
-            kafka_admin.create_compacted_topic,
-            admin,
-            topic,
-            retention_ms,
-            _METADATA_TIMEOUT_S,
+        loop = asyncio.get_running_loop()
+
+        async def attempt(deadline: float) -> None:
+            timeout = max(0.5, min(_METADATA_TIMEOUT_S, deadline - time.monotonic()))
+            await loop.run_in_executor(
+                None, kafka_admin.create_compacted_topic, admin, topic, retention_ms, timeout
+            )
+
+        await self._retrying(
+            f"creating topic {topic!r}", self.connect_timeout_s, "connect_timeout_s", attempt
         )
 
     async def read_topic(self, topic: str) -> list[Record]:
-        """Every record now in ``topic``, read without a consumer group or commits,
-        within ``_METADATA_TIMEOUT_S * 3`` (see :mod:`flwire.transport.kafka_admin`)."""
-        from flwire.transport import kafka_admin
+        """Every record now in ``topic``, read without a consumer group or commits
+        (see :mod:`flwire.transport.kafka_admin`). Retries while the broker does not
+        answer, for up to ``connect_timeout_s``."""
+        loop = asyncio.get_running_loop()
+        config = dict(self.consumer_config)
 
-        records: list[Record] = await asyncio.get_running_loop().run_in_executor(
-            None,
-            kafka_admin.read_topic,
-            dict(self.consumer_config),
-            topic,
-            _METADATA_TIMEOUT_S * 3,
+        async def attempt(deadline: float) -> list[Record]:
+            timeout = max(0.5, min(_METADATA_TIMEOUT_S * 3, deadline - time.monotonic()))
+            records: list[Record] = await loop.run_in_executor(
+                None, kafka_admin.read_topic, config, topic, timeout
+            )
+            return records
+
+        return await self._retrying(
+            f"reading topic {topic!r} back", self.connect_timeout_s, "connect_timeout_s", attempt
         )
-        return records
 
     @staticmethod
     def _require(obj: Any) -> Any:

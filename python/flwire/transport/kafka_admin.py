@@ -30,7 +30,12 @@ from confluent_kafka.admin import (  # noqa: E402
 
 from flwire.exceptions import CommunicationException  # noqa: E402
 from flwire.transport.base import Record  # noqa: E402
-from flwire.transport.kafka_logging import client_logging, reason  # noqa: E402
+from flwire.transport.kafka_logging import (  # noqa: E402
+    UNREACHABLE,
+    BrokerUnreachable,
+    client_logging,
+    reason,
+)
 
 logger = logging.getLogger(__name__)
 #: Most records one consume() call returns while reading a topic back.
@@ -69,12 +74,24 @@ def create_compacted_topic(
         if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
             _warn_unless_compacted(admin, topic, timeout_s)
             return
+        if isinstance(err, KafkaError) and (err.code() in UNREACHABLE or err.retriable()):
+            raise BrokerUnreachable(
+                f"could not create the compacted topic {topic!r}: {reason(err)}"
+            ) from None
+        denied = isinstance(err, KafkaError) and err.code() in (
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        )
+        hint = (
+            "Let this client create topics (Kafka ACL: Create on the topic or the cluster), or"
+            if denied
+            else "Check the broker's log, or"
+        )
         raise CommunicationException(
-            f"could not create the compacted topic {topic!r}: {reason(err)}. Let this client "
-            f"create topics (Kafka ACL: Create on the topic or the cluster), or {fix}"
+            f"could not create the compacted topic {topic!r}: {reason(err)}. {hint} {fix}"
         ) from None
     except concurrent.futures.TimeoutError:
-        raise CommunicationException(
+        raise BrokerUnreachable(
             f"could not create the compacted topic {topic!r}: the broker did not answer "
             f"within {timeout_s:g} s. Check that it is reachable, or {fix}"
         ) from None
@@ -129,7 +146,7 @@ def read_topic(consumer_config: dict[str, Any], topic: str, timeout_s: float) ->
     }
 
     def timed_out(what: str, last: str | None) -> CommunicationException:
-        return CommunicationException(
+        return BrokerUnreachable(
             f"could not read topic {topic!r} back from the Kafka broker at {servers}: "
             f"{what} within {timeout_s:g} s" + (f" (last error: {last})" if last else "")
         )

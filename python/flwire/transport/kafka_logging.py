@@ -1,4 +1,5 @@
-"""librdkafka's log lines and errors, routed to Python logging.
+"""librdkafka's log lines and errors, routed to Python logging; which errors
+mean the broker is unreachable (:class:`BrokerUnreachable`, retried).
 
 Every confluent-kafka client flwire creates gets :func:`client_logging`'s
 settings: its log lines go to the ``flwire.transport.kafka.librdkafka``
@@ -21,6 +22,8 @@ _optional.require("confluent_kafka")  # a clear error naming the extra when it i
 
 from confluent_kafka import KafkaError  # noqa: E402
 
+from flwire.exceptions import CommunicationException  # noqa: E402
+
 logger = logging.getLogger("flwire.transport.kafka")
 librdkafka_logger = logging.getLogger("flwire.transport.kafka.librdkafka")
 
@@ -34,6 +37,10 @@ UNREACHABLE = (
     KafkaError._TIMED_OUT,
     KafkaError.REQUEST_TIMED_OUT,
 )
+
+
+class BrokerUnreachable(CommunicationException):
+    """The broker did not answer in time; the transport retries it within its bound."""
 
 
 class Repeats(logging.Filter):
