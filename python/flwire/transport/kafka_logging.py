@@ -5,7 +5,8 @@ Every confluent-kafka client flwire creates gets :func:`client_logging`'s
 settings: its log lines go to the ``flwire.transport.kafka.librdkafka``
 logger and its errors to :func:`on_client_error`, never straight to stderr.
 A client whose broker is down repeats the same line about 20 times a second,
-so each line (digits ignored) passes at most once per ``REPEAT_S`` seconds.
+so each line (digits ignored) passes at most once per ``REPEAT_S`` seconds, and
+at INFO at most (:class:`Demote`).
 """
 
 from __future__ import annotations
@@ -66,8 +67,22 @@ class Repeats(logging.Filter):
         return self.first_in_a_while(record.getMessage())
 
 
+class Demote(logging.Filter):
+    """librdkafka's own lines go out at INFO at most: what a user must know (the
+    broker unreachable, a fatal error) reaches them through :func:`on_client_error`
+    as one WARNING line, and an application without logging configured (Python's
+    last-resort handler prints WARNING and above to stderr) sees no raw
+    librdkafka lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 _repeats = Repeats()
 librdkafka_logger.addFilter(_repeats)
+librdkafka_logger.addFilter(Demote())
 
 
 def reason(err: Any) -> str:
