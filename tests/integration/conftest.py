@@ -10,17 +10,14 @@ because they stop and restart it.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
-ROOT = Path(__file__).resolve().parents[2]
-BROKER_SH = ROOT / "kafka" / "broker.sh"
+from .faults.common import ScriptBroker
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 PRIVATE_PORT = int(os.environ.get("FLWIRE_KAFKA_FAULT_PORT", "19092"))
 
@@ -60,36 +57,9 @@ def job_id() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-@dataclass
-class PrivateBroker:
-    """A broker this test session owns and may kill and restart."""
-
-    port: int
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _run(self, command: str) -> None:
-        env = {**os.environ, "FLWIRE_KAFKA_PORT": str(self.port)}
-        result = subprocess.run(
-            ["bash", str(BROKER_SH), command], env=env, capture_output=True, text=True, timeout=180
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"kafka/broker.sh {command} failed on port {self.port}:\n"
-                f"{result.stdout}\n{result.stderr}"
-            )
-
-    def up(self) -> None:
-        self._run("up")
-
-    def kill(self) -> None:
-        """Stop the broker abruptly (SIGKILL), as a crash would."""
-        self._run("kill")
-
-    def reset(self) -> None:
-        self._run("reset")
+#: A broker this test session owns and may kill and restart (kafka/broker.sh on a
+#: port of its own): the fault harness's ScriptBroker.
+PrivateBroker = ScriptBroker
 
 
 @pytest.fixture

@@ -82,8 +82,8 @@ class Broker(Protocol):
 
 @dataclass
 class ScriptBroker:
-    """A private broker on ``port``, run by kafka/broker.sh (conftest's PrivateBroker
-    without pytest)."""
+    """A private broker on ``port``, run by kafka/broker.sh (conftest's
+    ``private_broker`` fixture gives one; the CLI makes its own)."""
 
     port: int
 
