@@ -76,7 +76,8 @@ def create_compacted_topic(
             return
         if isinstance(err, KafkaError) and (err.code() in UNREACHABLE or err.retriable()):
             raise BrokerUnreachable(
-                f"could not create the compacted topic {topic!r}: {reason(err)}"
+                f"could not create the compacted topic {topic!r}: {reason(err)}. Check that "
+                f"the broker is reachable, or {fix}"
             ) from None
         denied = isinstance(err, KafkaError) and err.code() in (
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
