@@ -18,6 +18,8 @@ from benchmarks.codec.memory import malloc_trim
 from benchmarks.codec.paths import BenchPath, failure, skip_reason
 from benchmarks.models import StateDict, raw_size
 from benchmarks.tables import MB, fmt_time
+from flwire import read_tensor_map
+from flwire.v1 import tensor_pb2
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Result:
     lossy: bool = False
     check: Check | None = None  # bit-exactness, or (lossy) the error against its bound
     zero_copy: int = 0
+    stored_raw: int = 0  # tensors stored uncompressed (a codec found nothing to gain)
     tensors: int = 0
     peak_encode: int | None = None
     peak_decode: int | None = None
@@ -121,6 +124,7 @@ def warm_up(path: BenchPath, sd: StateDict, res: Result, st: Settings) -> Any:
     t0 = time.perf_counter()
     blob = path.encode(sd)
     enc_s = time.perf_counter() - t0
+    blob = path.handover(blob)
     res.size = len(memoryview(blob).cast("B"))
     gc.collect()
     t0 = time.perf_counter()
@@ -129,6 +133,10 @@ def warm_up(path: BenchPath, sd: StateDict, res: Result, st: Settings) -> Any:
     if res.check is None:
         res.check = path.check(sd, out)
     res.zero_copy = zero_copy_count(blob, out)
+    if path.subject:
+        records = read_tensor_map(blob).records
+        raw = tensor_pb2.CODEC_UNSPECIFIED
+        res.stored_raw = sum(r.codec == raw and not r.lossy for r in records)
     del out
     if enc_s > st.warm_sample_s:  # one call per sample anyway: keep this one
         res.encode_s, res.decode_s = [enc_s], [dec_s]

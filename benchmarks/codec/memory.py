@@ -154,6 +154,7 @@ def _first_call(path: BenchPath, sd: StateDict, reset: bool) -> dict[str, Any]:
     """One encode and one decode of ``path``, measured (see mem_child)."""
     rec: dict[str, Any] = {}
     blob, rec["encode_s"], rec["encode_peak"] = _timed_peak(path.encode, sd, reset)
+    blob = path.handover(blob)
     rec["size"] = len(memoryview(blob).cast("B"))
     decoded, rec["decode_s"], decode_peak = _timed_peak(path.decode, blob, reset)
     rec["decode_peak"] = decode_peak if reset else None

@@ -24,6 +24,11 @@ def _always(sd: StateDict) -> str | None:
     return None
 
 
+def _as_received(blob: Any) -> Any:
+    """The encoded bytes as a receiver gets them (immutable ``bytes``)."""
+    return blob
+
+
 @dataclass
 class BenchPath:
     name: str
@@ -38,6 +43,9 @@ class BenchPath:
     deltas_only: bool = False
     subject: bool = False
     """flwire's own paths: always timed warm here, never from their cold first call alone."""
+    handover: Callable[[Any], Any] = _as_received
+    """What the decoder is given, made from the encoded blob outside the timings: the
+    blob itself, or a ``bytearray`` (writable memory the receiver hands over)."""
 
 
 def skip_reason(path: BenchPath, model: str, sd: StateDict) -> str | None:
@@ -157,7 +165,14 @@ def all_paths() -> dict[str, BenchPath]:
         _flwire(
             "flwire_none",
             "flwire none",
-            "raw bytes, zero-copy decode",
+            "raw bytes, decoded from a bytearray (handed over): zero-copy views",
+            EncodeOptions(compression="none"),
+            handover=bytearray,
+        ),
+        _flwire(
+            "flwire_none_bytes",
+            "flwire none (bytes)",
+            "raw bytes, decoded from immutable bytes: one memcpy per tensor",
             EncodeOptions(compression="none"),
         ),
         _lossy(

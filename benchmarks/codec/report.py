@@ -237,14 +237,14 @@ def shuffle_targets(get: Get, model: str, dtype: str) -> list[Target]:
 
 def lz4_vs_zstd(get: Get, model: str) -> list[Target]:
     """LZ4, for fast networks: decode >= 2x zstd's MB/s, at a size <= 1.00x raw. Both say
-    how many tensors LZ4 left raw (not smaller compressed: they decode as zero-copy views)."""
+    how many tensors LZ4 left raw (not smaller compressed)."""
     lz, zs = usable(get(model, "flwire_lz4")), usable(get(model, "flwire_zstd"))
     if not (lz and zs and lz.size):
         return []
     lz_dec, _, lz_fast = lz.mbps(lz.decode_s)
     zs_dec, _, zs_fast = zs.mbps(zs.decode_s)
     x, ratio = lz_dec / zs_dec, lz.size / lz.raw_bytes
-    stored = f"; {lz.zero_copy}/{lz.tensors} tensors stored raw"
+    stored = f"; {lz.stored_raw}/{lz.tensors} tensors stored raw"
     return [
         Target(
             "lz4 decode vs zstd decode",

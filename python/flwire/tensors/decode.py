@@ -56,13 +56,16 @@ class TensorMapView:
     def to_torch(
         self, *, verify_checksum: bool = True, threads: int | None = None
     ) -> dict[str, Any]:
-        """Decode every tensor to torch (views on the input where stored uncompressed)."""
+        """Decode every tensor to torch: independent tensors, except views on the
+        input for tensors stored uncompressed when the input is writable (see
+        :func:`decode_tensor_map`)."""
         return _decode_all(self.records, "torch", verify_checksum, threads)
 
     def to_numpy(
         self, *, verify_checksum: bool = True, threads: int | None = None
     ) -> dict[str, np.ndarray]:
-        """Decode every tensor to numpy (read-only views where stored uncompressed)."""
+        """Decode every tensor to numpy (views on the input where stored
+        uncompressed: read-only when the input is, e.g. ``bytes``)."""
         return _decode_all(self.records, "numpy", verify_checksum, threads)
 
     def verify(self, *, threads: int | None = None) -> None:
@@ -428,10 +431,18 @@ def decode_tensor_map(
 ) -> dict[str, Any]:
     """Decode TensorMap bytes to a dict of torch tensors (or numpy arrays).
 
-    Tensors stored uncompressed are views on ``data`` (zero-copy): keep ``data``
-    alive and unmodified while you use them, and ``.clone()`` one before
-    modifying it in place when ``data`` is immutable ``bytes``. Every other
-    tensor gets one fresh allocation. Raises SerializationException (or a
+    Decoded tensors never write through to memory the caller did not hand over:
+
+    - from ``bytes`` (immutable), torch tensors are independent: a tensor stored
+      uncompressed is copied once, at memcpy speed, and in-place maths on it
+      leaves ``data`` unchanged;
+    - from a writable buffer (``bytearray``, writable ``memoryview``, ``mmap``)
+      tensors stored uncompressed are views on it (zero-copy): passing it hands
+      it over, so do not reuse it while the tensors live;
+    - numpy results stored uncompressed are views on ``data``, read-only when
+      ``data`` is (``bytes``): writing to one raises, ``.copy()`` first.
+
+    Every other tensor gets one fresh allocation. Raises SerializationException (or a
     subclass) naming the problem for any malformed input; decoding to torch
     without torch installed raises MissingDependencyError (an ImportError).
     """

@@ -9,7 +9,6 @@ torch imports it on first use, with a clear error when it is not installed
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -81,15 +80,20 @@ def raw_bytes(name: str, tensor: torch.Tensor) -> tuple[dtypes.DtypeInfo, tuple[
 def from_raw(
     raw: np.ndarray, info: dtypes.DtypeInfo, shape: tuple[int, ...], zero_copy: bool
 ) -> torch.Tensor:
-    """A torch tensor of ``shape`` over the uint8 array ``raw``, without copying:
-    ``zero_copy`` says ``raw`` is a view on the caller's input (possibly
-    read-only memory) rather than a buffer the decoder allocated."""
+    """A torch tensor of ``shape`` over the uint8 array ``raw``: ``zero_copy``
+    says ``raw`` is a view on the caller's input rather than a buffer the
+    decoder allocated.
+
+    torch tensors are always writable, so a view is kept only on writable
+    input (a ``bytearray``, a writable ``memoryview`` or ``mmap``, a buffer
+    the transport reassembled): the caller handed that memory over. A view on
+    read-only input (``bytes``) is copied once, at memcpy speed, so that
+    in-place maths on the tensor can never change the caller's bytes."""
     torch = import_torch()
     target = torch_dtype(info)
     if raw.nbytes == 0:
         return torch.empty(shape, dtype=target)
-    with warnings.catch_warnings():
-        # Views on a read-only input (bytes) are what zero-copy means; torch warns about it.
-        warnings.simplefilter("ignore", UserWarning)
-        flat = torch.frombuffer(raw, dtype=torch.uint8) if zero_copy else torch.from_numpy(raw)
+    if zero_copy and not raw.flags.writeable:
+        raw = raw.copy()  # one pass; the copy is the decoder's own, writable
+    flat = torch.from_numpy(raw)
     return flat.view(target).reshape(shape)
