@@ -3,9 +3,15 @@ pointed at a broker that is not there, sees flwire's own messages only."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
+import time
+
+import pytest
+
+from flwire.exceptions import CommunicationException
 
 SCRIPT = textwrap.dedent(
     """
@@ -39,3 +45,70 @@ def test_a_dead_broker_gives_one_clear_error_and_no_raw_librdkafka_lines():
     assert 2.5 <= seconds < 10, out
     assert "did not answer for 3 s" in out and "raise connect_timeout_s" in out
     assert "rdkafka#" not in proc.stderr and "[thrd:" not in proc.stderr, proc.stderr
+
+
+def test_every_client_shares_the_security_and_connection_settings(monkeypatch):
+    from flwire.transport import kafka
+
+    made: list[dict] = []
+
+    class Client:
+        def __init__(self, config):
+            made.append(config)
+
+        def poll(self, timeout):
+            return 0
+
+        def flush(self, timeout):
+            return 0
+
+    monkeypatch.setattr(kafka, "AdminClient", Client)
+    monkeypatch.setattr(kafka, "Producer", Client)
+    transport = kafka.KafkaTransport(
+        "127.0.0.1:1",
+        producer_config={
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "PLAIN",
+            "linger.ms": 5,
+        },
+        consumer_config={"ssl.ca.location": "/ca.pem", "client.id": "fl-server"},
+    )
+
+    async def main():
+        await transport.start()
+        await transport.stop()
+
+    asyncio.run(main())
+    producer, admin = made
+    assert producer["linger.ms"] == 5
+    for key, value in {
+        "bootstrap.servers": "127.0.0.1:1",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        "ssl.ca.location": "/ca.pem",
+        "client.id": "fl-server",
+    }.items():
+        assert admin[key] == value, key
+    assert "linger.ms" not in admin  # a producer setting stays with the producer
+
+
+def test_stop_is_bounded_when_the_broker_is_gone():
+    """A send queued for a broker that does not answer: stop() returns within
+    close_timeout_s, and the send itself fails within its own bound."""
+    from flwire.transport import kafka
+
+    async def main():
+        transport = kafka.KafkaTransport(
+            "127.0.0.1:1", close_timeout_s=2, delivery_timeout_s=3, connect_timeout_s=3
+        )
+        await transport.start()
+        send = asyncio.create_task(transport.send("t", b"x"))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await transport.stop()
+        stopped_in = time.monotonic() - started
+        with pytest.raises(CommunicationException):
+            await asyncio.wait_for(send, 30)
+        return stopped_in
+
+    assert asyncio.run(main()) < 4

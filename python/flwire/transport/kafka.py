@@ -72,7 +72,7 @@ _FETCH_BATCH = 500
 #: How often the producer thread serves delivery reports.
 _PRODUCER_POLL_S = 0.05
 #: How long stop() waits for queued records to be delivered.
-_FLUSH_TIMEOUT_S = 30
+DEFAULT_CLOSE_TIMEOUT_S = 10.0
 #: How long stop() waits for the producer thread to end.
 _POLLER_JOIN_S = 5
 #: Bounds of metadata requests: listing topics, and the health check.
@@ -98,6 +98,9 @@ _READY_PROBE_S = 0.05
 #: Extra wait for a delivery report past delivery.timeout.ms (librdkafka
 #: reports every record within it; this only guards against a lost report).
 _REPORT_GRACE_S = 10.0
+#: Settings that every client of a transport shares (see connection_config).
+_SHARED_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "reconnect.", "client.")
+_SHARED_KEYS = ("broker.address.family", "connections.max.idle.ms", "metadata.max.age.ms")
 #: Group membership: a dead member is replaced after this long.
 _SESSION_TIMEOUT_MS = 6000
 _HEARTBEAT_INTERVAL_MS = 1500
@@ -296,6 +299,9 @@ class KafkaTransport(Transport):
       writes (default 30 s).
     - ``unwritten_retries``: how often a record reported delivered without an
       offset (so not written) is sent again before the send fails (default 3).
+    - ``close_timeout_s``: how long ``stop()`` waits for queued records to be
+      delivered and for consumers to commit and leave their group (default
+      10 s); records still queued then are counted in an ERROR log line.
     """
 
     def __init__(
@@ -311,6 +317,7 @@ class KafkaTransport(Transport):
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         topic_ready_timeout_s: float = DEFAULT_TOPIC_READY_TIMEOUT_S,
         unwritten_retries: int = DEFAULT_UNWRITTEN_RETRIES,
+        close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.max_record_bytes = max_record_bytes
@@ -319,6 +326,7 @@ class KafkaTransport(Transport):
         self.connect_timeout_s = connect_timeout_s
         self.topic_ready_timeout_s = topic_ready_timeout_s
         self.unwritten_retries = max(0, unwritten_retries)
+        self.close_timeout_s = close_timeout_s
         self.producer_config = {
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,
@@ -359,9 +367,7 @@ class KafkaTransport(Transport):
             return
         try:
             self._producer = Producer({**self.producer_config, **client_logging()})
-            self._admin = AdminClient(
-                {"bootstrap.servers": self.bootstrap_servers, **client_logging()}
-            )
+            self._admin = AdminClient({**self.connection_config(), **client_logging()})
         except KafkaException as exc:
             raise CommunicationException(f"invalid Kafka configuration: {exc}") from None
         self._running = True
@@ -372,18 +378,46 @@ class KafkaTransport(Transport):
         while self._running and self._producer is not None:
             self._producer.poll(_PRODUCER_POLL_S)
 
+    def connection_config(self) -> dict[str, Any]:
+        """The settings every client of this transport shares (the admin client
+        gets these too): bootstrap servers, security (``security.protocol``,
+        ``sasl.*``, ``ssl.*``), ``client.id``, sockets and reconnects, taken from
+        ``producer_config`` and ``consumer_config``."""
+        shared: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        for config in (self.consumer_config, self.producer_config):
+            for key, value in config.items():
+                if key.startswith(_SHARED_PREFIXES) or key in _SHARED_KEYS:
+                    shared[key] = value
+        return shared
+
     async def stop(self) -> None:
+        """Close the consumers (a final commit each) and deliver what is queued,
+        for at most ``close_timeout_s`` in all."""
         if not self._running:
             return
+        deadline = time.monotonic() + self.close_timeout_s
         for sub in list(self._subscriptions):
-            await sub.close()
+            try:
+                await asyncio.wait_for(sub.close(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                logger.error(
+                    "A Kafka consumer did not close within close_timeout_s (%.0f s); its "
+                    "latest handled offsets may not be committed (they are delivered again)",
+                    self.close_timeout_s,
+                )
         self._subscriptions.clear()
         producer = self._producer
         if producer is not None:
             loop = asyncio.get_running_loop()
-            remaining = await loop.run_in_executor(None, producer.flush, _FLUSH_TIMEOUT_S)
+            left = max(0.0, deadline - time.monotonic())
+            remaining = await loop.run_in_executor(None, producer.flush, left)
             if remaining:
-                logger.error("%d Kafka record(s) were not delivered before stop", remaining)
+                logger.error(
+                    "%d Kafka record(s) were not delivered within close_timeout_s (%.0f s) "
+                    "of stop(); their sends fail",
+                    remaining,
+                    self.close_timeout_s,
+                )
         self._running = False
         if self._poller is not None:
             self._poller.join(timeout=_POLLER_JOIN_S)
