@@ -112,3 +112,22 @@ def test_stop_is_bounded_when_the_broker_is_gone():
         return stopped_in
 
     assert asyncio.run(main()) < 4
+
+
+def test_the_demo_says_in_one_line_that_no_broker_answers():
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flwire.cli", "demo", "--bootstrap-servers", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    took = time.monotonic() - started
+    assert proc.returncode == 1
+    assert took < 30, f"took {took:.1f} s"
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert errors == [
+        "flwire demo: no Kafka broker answers at 127.0.0.1:1: start one (`make kafka-up` in "
+        "the flwire repository) or check --bootstrap-servers"
+    ], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -24,7 +24,7 @@ from flwire.demo.client import DemoClient
 from flwire.demo.data import split_non_iid
 from flwire.demo.server import FedAvgServer, RoundResult
 from flwire.demo.training import DEFAULT_CONFIG
-from flwire.exceptions import FLException
+from flwire.exceptions import CommunicationException, FLException
 from flwire.transport import InMemoryBroker, InMemoryTransport, TopicLayout, Transport
 
 logger = logging.getLogger(__name__)
@@ -213,6 +213,31 @@ def _spawn_kafka_clients(opts: DemoOptions, layout: TopicLayout) -> list[subproc
     return procs
 
 
+#: How long the demo's Kafka transport retries a broker that stops answering.
+_CONNECT_TIMEOUT_S = 20.0
+
+
+async def _start_checked(transport: Transport, servers: str) -> None:
+    """Start the transport, and fail at once, in one line, when no broker answers (the
+    transport's own retries and librdkafka's reconnect warnings, which start as soon
+    as its clients exist, would otherwise fill the terminal)."""
+    kafka_logger = logging.getLogger("flwire.transport.kafka")
+    level = kafka_logger.level
+    kafka_logger.setLevel(logging.ERROR)
+    try:
+        await transport.start()
+        answers = await transport.healthy()
+        if not answers:
+            await transport.stop()  # its clients' last warnings stay quiet too
+    finally:
+        kafka_logger.setLevel(level)
+    if not answers:
+        raise CommunicationException(
+            f"no Kafka broker answers at {servers}: start one (`make kafka-up` in the "
+            "flwire repository) or check --bootstrap-servers"
+        )
+
+
 async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult], dict[str, Any]]:
     layout = TopicLayout(f"demo-{uuid.uuid4().hex[:8]}")
     metrics = MetricsCollector()
@@ -225,11 +250,12 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
     if opts.bootstrap_servers:
         from flwire.transport.kafka import KafkaTransport
 
-        transport = KafkaTransport(opts.bootstrap_servers)
+        transport = KafkaTransport(opts.bootstrap_servers, connect_timeout_s=_CONNECT_TIMEOUT_S)
+        await _start_checked(transport, opts.bootstrap_servers)
     else:
         broker = InMemoryBroker()
         transport = InMemoryTransport(broker)
-    await transport.start()
+        await transport.start()
     server = FedAvgServer(
         transport,
         layout,

@@ -367,7 +367,7 @@ class KafkaTransport(Transport):
             return
         try:
             self._producer = Producer({**self.producer_config, **client_logging()})
-            self._admin = AdminClient({**self.connection_config(), **client_logging()})
+            self._admin = AdminClient({**self.connection_config(), **client_logging(errors=False)})
         except KafkaException as exc:
             raise CommunicationException(f"invalid Kafka configuration: {exc}") from None
         self._running = True

@@ -104,6 +104,12 @@ def on_client_error(err: Any) -> None:
         logger.warning("Kafka client error: %s", text)
 
 
-def client_logging() -> dict[str, Any]:
-    """Client settings that route librdkafka's log lines and errors to Python logging."""
-    return {"logger": librdkafka_logger, "error_cb": on_client_error}
+def client_logging(*, errors: bool = True) -> dict[str, Any]:
+    """Client settings that route librdkafka's log lines and (with ``errors``) its
+    error callback to Python logging. An admin client takes ``errors=False``: its
+    failures reach the caller as exceptions of its calls, and its error callback
+    would only fire when the client is garbage-collected, long after the call."""
+    config: dict[str, Any] = {"logger": librdkafka_logger}
+    if errors:
+        config["error_cb"] = on_client_error
+    return config
