@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from flwire import messages
+from flwire.exceptions import SerializationException
 from flwire.transport import (
     FlwireDeserializer,
     FlwireSerializer,
@@ -13,6 +15,7 @@ from flwire.transport import (
     message_headers,
     read_headers,
 )
+from flwire.transport.chunking import split_payload
 
 WEIGHTS = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
 
@@ -119,3 +122,18 @@ def test_serializer_passes_bytes_like_through():
 def test_deserializer_refuses_invalid_records(data):
     with pytest.raises(messages.MessageDecodeError):
         FlwireDeserializer()(data, None)
+
+
+@pytest.mark.parametrize("value", [5, 1.5, "text", ["a"], {"k": 1}])
+def test_serializer_refuses_what_is_not_a_message_or_bytes(value):
+    with pytest.raises(SerializationException, match="takes a flwire Message or bytes"):
+        FlwireSerializer()(value)
+
+
+@pytest.mark.parametrize("with_headers", [True, False])
+def test_deserializer_refuses_a_part_and_names_the_api_that_reassembles(with_headers):
+    blob = messages.heartbeat("c1").to_bytes() * 40
+    part, _, _ = next(split_payload(blob, "transfer-1", 1000))
+    ctx = SerializationContext("t", MessageField.VALUE, [("flwire-part", b"0/3")])
+    with pytest.raises(SerializationException, match=r"Channel\.receive"):
+        FlwireDeserializer()(part, ctx if with_headers else None)

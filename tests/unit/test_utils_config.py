@@ -457,3 +457,37 @@ def test_env_override_explicit_environ_ignores_os_environ(monkeypatch):
         ConfigManager.get_default_config("server"), environ={}
     )
     assert result["aggregation"]["min_clients"] == 2
+
+
+# ------------------------------------------------- the old exception types still catch
+
+
+def test_errors_are_also_what_the_old_code_raised(tmp_path):
+    import yaml
+
+    from flwire.compat.utils.config import ConfigManager
+
+    cases = {
+        "missing.json": (None, FileNotFoundError),
+        "missing.toml": (None, FileNotFoundError),  # the old code checked existence first
+        "bad.json": ("{not json", ValueError),
+        "list.json": ("[1, 2]", ValueError),
+        "config.toml": ("a = 1", ValueError),
+        "bad.yaml": ("a: [1, 2", yaml.YAMLError),
+        "latin1.json": (b"\xff\xfe{}", ValueError),
+    }
+    for name, (content, old_type) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            path.write_text(content)
+        with pytest.raises(ConfigurationException) as info:
+            ConfigManager.load_config(path)
+        assert isinstance(info.value, old_type), (name, type(info.value).__mro__)
+        assert str(path) in str(info.value), name
+    folder = tmp_path / "folder.json"
+    folder.mkdir()
+    with pytest.raises(OSError) as unreadable:
+        ConfigManager.load_config(folder)
+    assert isinstance(unreadable.value, ConfigurationException)

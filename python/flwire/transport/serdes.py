@@ -4,14 +4,23 @@
     consumer = DeserializingConsumer({..., "value.deserializer": FlwireDeserializer()})
 
 These send each message as one record, so they suit messages under the
-broker's limit; use a Channel (or AsyncKafkaClient) for weights above it.
+broker's limit; use a Channel (or AsyncKafkaClient) for weights above it. A
+record that is one part of a split message (header ``flwire-part``, written by
+a Channel) is refused by the deserializer with an error that says so: only
+``Channel.receive`` (or ``AsyncKafkaClient.subscribe_to_topic``) reassembles
+parts. Like confluent-kafka's own serializers, the serializer refuses values
+of other types (``SerializationError`` in confluent-kafka's producer, which
+wraps the ``SerializationException`` raised here).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import Message, decode_message
+from flwire.transport.base import last_header
+from flwire.transport.chunking import PART_HEADER, parse_part
 
 
 class FlwireSerializer:
@@ -24,7 +33,11 @@ class FlwireSerializer:
             return None
         if isinstance(obj, Message):
             return obj.to_bytes()
-        return bytes(obj)
+        if isinstance(obj, bytes | bytearray | memoryview):
+            return bytes(obj)
+        raise SerializationException(
+            f"FlwireSerializer takes a flwire Message or bytes, not {type(obj).__name__}"
+        )
 
 
 class FlwireDeserializer:
@@ -33,4 +46,28 @@ class FlwireDeserializer:
     def __call__(self, data: bytes | None, ctx: Any = None) -> Message | None:
         if data is None:
             return None
-        return decode_message(data)
+        headers = getattr(ctx, "headers", None) or []
+        if last_header(list(headers), PART_HEADER) is not None:
+            raise SerializationException(_PART_REFUSED)
+        try:
+            return decode_message(data)
+        except SerializationException:
+            if _is_part(data):  # no headers in the context: recognise the part itself
+                raise SerializationException(_PART_REFUSED) from None
+            raise
+
+
+_PART_REFUSED = (
+    "this record is one part of a message split above the record limit; "
+    "FlwireDeserializer reads whole messages only: receive with "
+    "flwire.transport.Channel.receive (or AsyncKafkaClient.subscribe_to_topic), "
+    "which reassembles parts"
+)
+
+
+def _is_part(data: bytes) -> bool:
+    try:
+        parse_part(data)
+    except (SerializationException, CommunicationException):
+        return False
+    return True

@@ -1,9 +1,17 @@
 """ConfigManager: JSON/YAML configs, deep merges, defaults and environment
-overrides (mirrors ``common.utils.config``)."""
+overrides (mirrors ``common.utils.config``).
+
+Every error is a :class:`~flwire.exceptions.ConfigurationException` and also
+what the old code raised in that case, so old ``except`` clauses still catch
+it: a missing file is a ``FileNotFoundError``, an unsupported format or invalid
+JSON a ``ValueError``, invalid YAML a ``yaml.YAMLError``, an unreadable file an
+``OSError``.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -27,10 +35,29 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+class ConfigNotFoundError(ConfigurationException, FileNotFoundError):
+    """The config file does not exist (the old code raised FileNotFoundError)."""
+
+
+class ConfigValueError(ConfigurationException, ValueError):
+    """Unsupported format, or content that is not a valid config (old: ValueError)."""
+
+
+class ConfigReadError(ConfigurationException, OSError):
+    """The config file exists but cannot be read (old: the OSError of open())."""
+
+
+@functools.cache
+def _yaml_error(yaml_error: type[Exception]) -> type[ConfigurationException]:
+    """A ConfigurationException that is also PyYAML's YAMLError (what the old code
+    let through), made once PyYAML is imported."""
+    return type("ConfigYAMLError", (ConfigurationException, yaml_error), {})
+
+
 def _suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yml", ".yaml"):
-        raise ConfigurationException(
+        raise ConfigValueError(
             f"unsupported config format {path.suffix or '(none)'!r} for {path}: use .json, "
             ".yaml or .yml"
         )
@@ -44,28 +71,32 @@ class ConfigManager:
     def load_config(config_path: str | Path) -> dict[str, Any]:
         """Load a JSON or YAML config file into a dict."""
         path = Path(config_path)
+        if not path.exists():  # checked first, as the old code did
+            raise ConfigNotFoundError(f"config file not found: {path}")
         suffix = _suffix(path)
-        if not path.exists():
-            raise ConfigurationException(f"config file not found: {path}")
         yaml = None if suffix == ".json" else _optional.require("yaml")
-        errors: tuple[type[Exception], ...] = (UnicodeDecodeError, json.JSONDecodeError)
         try:
             text = path.read_text(encoding="utf-8")
-            if yaml is None:
-                data = json.loads(text)
-            else:
-                errors += (yaml.YAMLError,)
-                data = yaml.safe_load(text)
         except OSError as exc:
-            raise ConfigurationException(
-                f"cannot read config file {path}: {exc.strerror}"
-            ) from None
-        except errors as exc:
-            raise ConfigurationException(f"config file {path} is not valid: {exc}") from None
+            raise ConfigReadError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigValueError(f"config file {path} is not UTF-8 text: {exc}") from None
+        if yaml is None:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigValueError(f"config file {path} is not valid JSON: {exc}") from None
+        else:
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise _yaml_error(yaml.YAMLError)(
+                    f"config file {path} is not valid YAML: {exc}"
+                ) from None
         if data is None:
             return {}
         if not isinstance(data, dict):
-            raise ConfigurationException(
+            raise ConfigValueError(
                 f"config file {path} holds a {type(data).__name__}, expected a mapping at the top"
             )
         return data
