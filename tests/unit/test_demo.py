@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -161,3 +162,17 @@ def test_fedavg_weights_by_examples_and_keeps_integer_tensors():
 def test_old_path_estimate_exceeds_the_raw_bytes_for_random_weights():
     state = {"w": torch.randn(256, 256)}
     assert legacy_path_bytes(state) > 256 * 256 * 4 * 1.2
+
+
+def test_an_unwritable_report_folder_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out, err = io.StringIO(), io.StringIO()
+    started = time.monotonic()
+    status = run_demo(DemoOptions(clients=2, rounds=1, report_dir=blocker / "report"), out, err)
+    assert status == 1
+    assert time.monotonic() - started < 5  # no training happened
+    assert err.getvalue().startswith(
+        f"flwire demo: cannot write the report to {blocker / 'report'}"
+    )
+    assert "round" not in out.getvalue().split("\n", 1)[1]  # nothing after the banner

@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -319,6 +320,17 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
     }
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why the report cannot be written into ``folder`` (created if missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flwire-write-check"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = None) -> int:
     """Run the demo, print progress and a summary; return an exit status: 0 when the
     job ran (and its accuracy rose, given two rounds or more), 1 when it did not, or
@@ -329,6 +341,15 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = N
         f"flwire demo: FedAvg, SimpleCNN, {opts.clients} clients, {opts.rounds} rounds, "
         f"non-IID digits, transport: {where}"
     )
+    if opts.report_dir is not None:
+        problem = _unwritable(opts.report_dir)
+        if problem:  # found now, not after minutes of training
+            print(
+                f"flwire demo: cannot write the report to {opts.report_dir}: {problem}",
+                file=err or sys.stderr,
+                flush=True,
+            )
+            return 1
     started = time.perf_counter()
     try:
         results, extra = asyncio.run(_run(opts, console))
