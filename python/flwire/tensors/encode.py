@@ -24,7 +24,7 @@ from flwire._protowire import (
     utf8,
 )
 from flwire.exceptions import SerializationException
-from flwire.tensors import codecs, dtypes, parallel, shuffle
+from flwire.tensors import codecs, parallel, shuffle
 from flwire.tensors import schema as s
 from flwire.tensors.options import EncodeOptions, resolve
 from flwire.tensors.output import FilledBytes
@@ -114,10 +114,6 @@ def _run_job(src: Source, job: _Job, options: EncodeOptions) -> tuple[int | None
     raw = src.raw
     crc = None
     if job.start == 0:
-        if src.dtype.wire == dtypes.BOOL.wire and raw.nbytes and int(raw.max()) > 1:
-            raise SerializationException(
-                f"bool tensor {src.name!r} holds bytes other than 0 and 1 (made with .view(bool)?)"
-            )
         crc = crc32c(raw) if raw.nbytes else 0
     codec = options.codec
     if codec is None or not raw.nbytes:

@@ -84,13 +84,23 @@ def _from_numpy(name: str, array: np.ndarray) -> Source:
     return Source(name, info, shape, raw)
 
 
+def _normalized_bool(src: Source) -> Source:
+    """A bool tensor whose bytes are not all 0 or 1 (made with ``.view(bool)`` from
+    other bytes: torch and numpy read any nonzero byte as True) is sent as 0/1, in a
+    copy; the caller's tensor is left as it is. The wire holds only 0 and 1, and
+    decoders refuse anything else."""
+    if src.dtype.wire != dtypes.BOOL.wire or not src.raw.nbytes or int(src.raw.max()) <= 1:
+        return src
+    return Source(src.name, src.dtype, src.shape, (src.raw != 0).view(np.uint8))
+
+
 def _source(name: Any, value: Any) -> Source:
     if not isinstance(name, str):
         raise SerializationException(f"state dict keys must be str, got {type(name).__name__}")
     if isinstance(value, (np.ndarray, np.generic)):
-        return _from_numpy(name, np.asarray(value))
+        return _normalized_bool(_from_numpy(name, np.asarray(value)))
     if torch_support.is_tensor(value):
-        return Source(name, *torch_support.raw_bytes(name, value))
+        return _normalized_bool(Source(name, *torch_support.raw_bytes(name, value)))
     raise SerializationException(
         f"value of {name!r} is a {type(value).__name__}; flwire encodes numpy arrays and "
         "torch tensors only (wrap scalars with numpy.asarray(...) or torch.tensor(...))"
