@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime, timezone
 from typing import TextIO
@@ -52,6 +53,21 @@ def describe_tensor_map(view: TensorMapView, out: TextIO, indent: str = "") -> b
     return ok
 
 
+def _legacy_json(data: bytes | bytearray | memoryview) -> str | None:
+    """The type of an old ``common`` JSON message (``{"type": ..., "payload": ...}``),
+    or None when ``data`` is not one."""
+    # 0x7B ("{") would open a protobuf group of field 15: no flwire message starts so.
+    if not bytes(data[:64]).lstrip().startswith(b"{"):
+        return None
+    try:
+        obj = json.loads(bytes(data))
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and "type" in obj and "payload" in obj:
+        return str(obj["type"])
+    return None
+
+
 def inspect_bytes(
     data: bytes | bytearray | memoryview, out: TextIO, err: TextIO | None = None
 ) -> int:
@@ -60,6 +76,16 @@ def inspect_bytes(
     err = sys.stderr if err is None else err
     if not data:
         print("flwire inspect: empty input (0 bytes): nothing to describe", file=err)
+        return 1
+    legacy = _legacy_json(data)
+    if legacy is not None:
+        print(
+            f"flwire inspect: this is a message of the old common package (JSON, type "
+            f"{legacy!r}), not flwire's wire format; old and new messages cannot be mixed on "
+            "one topic: send it again with flwire (flwire.compat.serialization "
+            "MessageSerializer writes the new form)",
+            file=err,
+        )
         return 1
     try:
         msg = m.decode_message(data)

@@ -283,3 +283,21 @@ def test_truncated_message_returns_one(update_bytes):
     rc, text = _inspect(update_bytes[: len(update_bytes) // 2])
     assert rc == 1
     assert text.strip()
+
+
+def test_an_old_json_message_is_recognised_and_named():
+    import json
+
+    old = json.dumps(
+        {"type": "client_update", "payload": {"client_id": "c1"}, "sender_id": "c1"}
+    ).encode()
+    out, err = io.StringIO(), io.StringIO()
+    assert inspect_bytes(old, out, err) == 1
+    assert out.getvalue() == ""
+    text = err.getvalue()
+    assert "old common package (JSON, type 'client_update')" in text
+    assert "cannot be mixed" in text and "truncated" not in text
+    # JSON that is not an old message is still described as what it is not.
+    out, err = io.StringIO(), io.StringIO()
+    assert inspect_bytes(b'{"a": 1}', out, err) == 1
+    assert "not a flwire message" in err.getvalue()
