@@ -10,9 +10,10 @@ from typing import TextIO
 from google.protobuf import text_format
 
 from flwire import messages as m
-from flwire.exceptions import SerializationException
+from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import value_map_to_dict
 from flwire.tensors import TensorMapView, read_tensor_map
+from flwire.transport.chunking import parse_part
 
 
 def _fmt_bytes(n: int) -> str:
@@ -23,29 +24,41 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
+def _enum_name(name: str, prefix: str) -> str:
+    """``CODEC_ZSTD`` -> ``zstd``; the unspecified value (raw bytes) -> ``none``."""
+    short = name.removeprefix(prefix).lower()
+    return "none" if short == "unspecified" else short
+
+
 def describe_tensor_map(view: TensorMapView, out: TextIO, indent: str = "") -> bool:
     """Print one line per tensor; decode each to verify its checksum. Return all-OK."""
     ok = True
     print(
-        f"{indent}{len(view.records)} tensors, {_fmt_bytes(view.raw_bytes)} raw, "
-        f"{_fmt_bytes(sum(len(r.data) for r in view.records))} encoded",
+        f"{indent}{len(view.records)} tensors, "
+        f"{_fmt_bytes(sum(r.decoded_size for r in view.records))} decoded, "
+        f"{_fmt_bytes(sum(len(r.data) for r in view.records))} on the wire",
         file=out,
     )
-    width = max((len(r.name) for r in view.records), default=4)
+    width = max([4, *(len(r.name) for r in view.records)])
+    print(
+        f"{indent}  {'name':<{width}}  {'dtype':<14} {'shape':<20} {'codec':<7} {'filter':<13}"
+        f"{'lossy':<12}{'logical':>12} {'payload':>12} -> {'wire':>12}  check",
+        file=out,
+    )
     for rec in view.records:
         single = TensorMapView([rec])
         try:
             single.verify()
-            check = "crc ok"
+            check = f"crc32c={rec.crc32c:08x} crc ok"
         except SerializationException as exc:
             check, ok = f"BAD: {exc}", False
         print(
             f"{indent}  {rec.name:<{width}}  {rec.dtype.name:<14} {list(rec.shape)!s:<20} "
-            f"{rec.codec_name.removeprefix('CODEC_'):<12} "
-            f"{rec.filter_name.removeprefix('FILTER_'):<13}"
+            f"{_enum_name(rec.codec_name, 'CODEC_'):<7} "
+            f"{_enum_name(rec.filter_name, 'FILTER_'):<13}"
             f"{(rec.lossy.describe() if rec.lossy else 'lossless'):<12}"
-            f"{_fmt_bytes(rec.raw_size):>12} -> {_fmt_bytes(len(rec.data)):>12}  "
-            f"crc32c={rec.crc32c:08x} {check}",
+            f"{_fmt_bytes(rec.decoded_size):>12} {_fmt_bytes(rec.raw_size):>12} -> "
+            f"{_fmt_bytes(len(rec.data)):>12}  {check}",
             file=out,
         )
     if view.metadata:
@@ -93,12 +106,27 @@ def inspect_bytes(
         try:
             view = read_tensor_map(data)
         except SerializationException as map_error:
+            try:
+                part = parse_part(data)
+            except (SerializationException, CommunicationException):
+                print(
+                    f"flwire inspect: not a flwire message ({message_error}) "
+                    f"nor a tensor map ({map_error}) nor a transfer part",
+                    file=err,
+                )
+                return 1
             print(
-                f"flwire inspect: not a flwire message ({message_error}) "
-                f"nor a tensor map ({map_error})",
-                file=err,
+                f"flwire.v1.TransferPart, {_fmt_bytes(len(data))}: part {part.index + 1} of "
+                f"{part.count} of transfer {part.transfer_id}",
+                file=out,
             )
-            return 1
+            print(
+                f"  bytes {part.offset:,}-{part.offset + len(part.data):,} of "
+                f"{_fmt_bytes(part.total_size)}; payload crc32c {part.crc:08x} (checked when "
+                "every part is in: Channel.receive reassembles them)",
+                file=out,
+            )
+            return 0
         print(f"flwire.v1.TensorMap, {_fmt_bytes(len(data))}", file=out)
         return 0 if describe_tensor_map(view, out) else 1
     when = datetime.fromtimestamp(msg.timestamp, tz=timezone.utc).isoformat()
@@ -109,9 +137,18 @@ def inspect_bytes(
     print(f"  schema      {msg.schema_version}", file=out)
     if msg.envelope.extensions:
         print(f"  extensions  {value_map_to_dict(msg.envelope.extensions)}", file=out)
-    body_text = text_format.MessageToString(msg.body, as_one_line=True)
+    body = msg.body
+    metrics = None
+    if "metrics" in body.DESCRIPTOR.fields_by_name and len(body.metrics):
+        metrics = dict(sorted(value_map_to_dict(body.metrics).items()))
+        body = type(body)()
+        body.CopyFrom(msg.body)
+        body.ClearField("metrics")
+    body_text = text_format.MessageToString(body, as_one_line=True)
     if body_text:
         print(f"  body        {body_text}", file=out)
+    if metrics is not None:
+        print(f"  metrics     {metrics}", file=out)
     if msg.has_weights:
         print("  weights:", file=out)
         try:

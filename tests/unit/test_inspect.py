@@ -101,7 +101,7 @@ def test_client_update_description(update_bytes):
     assert "3 tensors" in text
     lines = _tensor_lines(text)
     assert set(lines) == set(_weights())
-    assert re.search(r"float32\s+\[32, 32\]\s+ZSTD", lines["fc.weight"])
+    assert re.search(r"float32\s+\[32, 32\]\s+zstd", lines["fc.weight"])
     assert re.search(r"float32\s+\[10\]\s+\S+", lines["fc.bias"])
     assert re.search(r"int64\s+\[3\]", lines["steps"])
     assert msg.weights is not None
@@ -152,7 +152,7 @@ def test_message_with_shuffled_weights():
     msg = messages.client_update(CLIENT_ID, 1, _weights(), options=EncodeOptions(shuffle=True))
     rc, text = _inspect(msg.to_bytes())
     assert rc == 0
-    assert "BYTE_SHUFFLE" in _tensor_lines(text)["fc.weight"]
+    assert "byte_shuffle" in _tensor_lines(text)["fc.weight"]
     assert text.count("crc ok") == 3
 
 
@@ -162,7 +162,8 @@ def test_message_with_uncompressed_weights():
     )
     rc, text = _inspect(msg.to_bytes())
     assert rc == 0
-    assert "ZSTD" not in text
+    assert "zstd" not in text and "UNSPECIFIED" not in text
+    assert all(re.search(r"\]\s+none\s+none", line) for line in _tensor_lines(text).values())
     assert text.count("crc ok") == 3
 
 
@@ -176,7 +177,7 @@ def test_tensor_map_description(map_bytes):
     assert "3 tensors" in text
     assert text.count("crc ok") == 3
     assert "metadata" in text and "round" in text
-    assert re.search(r"float32\s+\[32, 32\]\s+ZSTD", _tensor_lines(text)["fc.weight"])
+    assert re.search(r"float32\s+\[32, 32\]\s+zstd", _tensor_lines(text)["fc.weight"])
 
 
 def test_tensor_map_without_metadata():
@@ -301,3 +302,30 @@ def test_an_old_json_message_is_recognised_and_named():
     out, err = io.StringIO(), io.StringIO()
     assert inspect_bytes(b'{"a": 1}', out, err) == 1
     assert "not a flwire message" in err.getvalue()
+
+
+def test_columns_metrics_parts_and_lossy_sizes():
+    from flwire import LossyConfig
+    from flwire.transport.chunking import split_payload
+
+    msg = messages.client_update(
+        CLIENT_ID,
+        3,
+        {"w": torch.randn(300, 300), "b": torch.zeros(3)},
+        {"loss": 0.5, "acc": 0.9},
+        options=EncodeOptions(lossy=LossyConfig("float16")),
+    )
+    rc, text = _inspect(msg.to_bytes())
+    assert rc == 0
+    assert "metrics     {'acc': 0.9, 'loss': 0.5}" in text  # a dict, not protobuf text
+    assert "metrics {" not in text
+    header = next(line for line in text.splitlines() if line.strip().startswith("name "))
+    for column in ("dtype", "shape", "codec", "filter", "lossy", "logical", "payload", "wire"):
+        assert column in header
+    (w,) = [line for line in text.splitlines() if line.strip().startswith("w ")]
+    assert "float16" in w and "360.0 KB" in w and "180.0 KB" in w  # logical and payload
+    part, _, _ = next(split_payload(msg.to_bytes(), "T1", 60_000))
+    rc, text = _inspect(part)
+    assert rc == 0
+    assert text.startswith("flwire.v1.TransferPart")
+    assert "part 1 of 3 of transfer T1" in text
