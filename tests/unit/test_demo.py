@@ -176,3 +176,15 @@ def test_an_unwritable_report_folder_is_refused_before_training(tmp_path):
         f"flwire demo: cannot write the report to {blocker / 'report'}"
     )
     assert "round" not in out.getvalue().split("\n", 1)[1]  # nothing after the banner
+
+
+def test_the_same_seed_gives_the_same_accuracies():
+    def accuracies() -> list[str]:
+        out = io.StringIO()
+        opts = DemoOptions(clients=2, rounds=2, local_epochs=1, seed=7)
+        assert run_demo(opts, out, io.StringIO()) in (0, 1)
+        rows = [line.split() for line in out.getvalue().splitlines()]
+        return [r[2] for r in rows if len(r) > 2 and r[0].isdigit() and r[2].endswith("%")]
+
+    first, second = accuracies(), accuracies()
+    assert len(first) >= 2 and first == second
