@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from flwire.transport.base import last_header
 from flwire.transport.chunking import PART_HEADER, parse_part
 from flwire.transport.kafka import KafkaTransport
 
-from .common import large_update, small_message
+from .common import large_update, run_process, small_message
 
 #: How long one send may take before the client gives up on it (the producer's own
 #: delivery timeout should end it sooner).
@@ -117,9 +116,4 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    asyncio.run(main(parse(sys.argv[1:])))
+    run_process(lambda: main(parse(sys.argv[1:])))

@@ -5,8 +5,10 @@ Nothing here imports torch: the subprocesses start in well under a second.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import inspect
+import logging
 import os
 import signal
 import subprocess
@@ -14,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -453,3 +455,14 @@ def _package_root() -> Path:
     """The folder ``python -m <PACKAGE>.server`` must start in."""
     depth = PACKAGE.count(".") + 1
     return Path(__file__).resolve().parents[depth]
+
+
+def run_process(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """The entry point of a scenario subprocess: flwire's logs on stderr (the test
+    shows their end when a scenario fails), then ``asyncio.run(main())``."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    asyncio.run(main())

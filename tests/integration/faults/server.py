@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import logging
 import os
 import signal
 import sys
@@ -45,7 +44,7 @@ from flwire.transport import Channel, Subscription
 from flwire.transport.chunking import Reassembler
 from flwire.transport.kafka import KafkaTransport
 
-from .common import FAST_GROUP, Features, features
+from .common import FAST_GROUP, Features, features, run_process
 
 #: At most this many PROGRESS lines per transfer.
 _PROGRESS_LINES = 8
@@ -229,9 +228,4 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    asyncio.run(main(parse(sys.argv[1:])))
+    run_process(lambda: main(parse(sys.argv[1:])))
