@@ -22,7 +22,17 @@ from flwire.exceptions import AggregationException
 from flwire.transport import InMemoryTransport, TopicLayout
 
 
-def test_two_round_demo_trains_and_reports(tmp_path):
+def test_two_round_demo_trains_and_reports(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    close = plt.close
+
+    def keep_and_close(fig=None):
+        figures.append(fig)
+        close(fig)
+
+    monkeypatch.setattr(plt, "close", keep_and_close)
     out = io.StringIO()
     status = run_demo(
         DemoOptions(clients=3, rounds=2, learning_rate=0.01, local_epochs=2, report_dir=tmp_path),
@@ -42,6 +52,13 @@ def test_two_round_demo_trains_and_reports(tmp_path):
     assert all(r["legacy_path_bytes"] > r["wire_bytes"] for r in rounds)
     assert (tmp_path / "demo-report.png").stat().st_size > 10_000
     assert "Summary" in text and "old JSON/base64" in text
+    # The plot names the run's settings and counts rounds in whole numbers.
+    (fig,) = [f for f in figures if f is not None]
+    title = fig._suptitle.get_text()
+    for part in ("FedAvg", "SimpleCNN", "3 clients", "2 rounds", "in-memory", "zstd"):
+        assert part in title, title
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [1, 2]
 
 
 def test_straggler_is_left_out_and_named():

@@ -409,7 +409,12 @@ def _write_report(
     _optional.require("matplotlib", extra="demo").use("Agg")
     plt = _optional.require("matplotlib.pyplot", extra="demo")
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.4))
+    where = "Kafka" if opts.bootstrap_servers else "in-memory"
+    fig.suptitle(
+        f"flwire demo: FedAvg, SimpleCNN, {opts.clients} clients, {len(results)} rounds, "
+        f"{where} transport, zstd weights (seed {opts.seed})"
+    )
     rounds = [r.round_id for r in results]
     ax1.plot(rounds, [r.accuracy for r in results], marker="o", label="server test set")
     fed = [(r.round_id, r.federated_accuracy) for r in results if r.federated_accuracy is not None]
@@ -426,6 +431,8 @@ def _write_report(
     )
     ax2.set(xlabel="round", ylabel="MB", title="Bytes on the wire per round")
     ax2.legend()
+    for ax in (ax1, ax2):  # rounds are whole numbers
+        ax.set_xticks(rounds)
     fig.tight_layout()
     png_path = opts.report_dir / "demo-report.png"
     fig.savefig(png_path, dpi=100)
