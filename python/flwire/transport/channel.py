@@ -187,9 +187,6 @@ class Channel:
             return
         transfer_id = transfer_id or uuid.uuid4().hex
         key = key if key is not None else transfer_id.encode()
-        # The topic must accept writes before the first part goes (a new topic's
-        # first records can otherwise be refused while later ones are accepted).
-        await self.transport.ensure_topics([topic])
         # At most max_in_flight parts wait for their ack at a time, so the parts
         # (each a copy of its slice) never add up to a second copy of the payload.
         window: deque[tuple[asyncio.Task[None], int]] = deque()
