@@ -130,7 +130,8 @@ def inspect_bytes(
         print(f"flwire.v1.TensorMap, {_fmt_bytes(len(data))}", file=out)
         return 0 if describe_tensor_map(view, out) else 1
     when = datetime.fromtimestamp(msg.timestamp, tz=timezone.utc).isoformat()
-    print(f"flwire.v1.Envelope, {_fmt_bytes(len(data))}: {msg.type}", file=out)
+    kind = f"custom ({msg.body.type})" if msg.type == "custom" else msg.type
+    print(f"flwire.v1.Envelope, {_fmt_bytes(len(data))}: {kind}", file=out)
     print(f"  message id  {msg.message_id}", file=out)
     print(f"  sender      {msg.sender_id or '(none)'}", file=out)
     print(f"  time        {when}", file=out)

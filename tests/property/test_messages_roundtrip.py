@@ -187,6 +187,15 @@ def shutdown_case(draw: Any) -> Case:
     return Case(msg, "shutdown", sender, {"reason": reason}, {}, None, ext)
 
 
+@st.composite
+def custom_case(draw: Any) -> Case:
+    name = draw(st.text(min_size=1, max_size=12).filter(lambda t: t not in messages.BODY_TYPES))
+    payload, sender, ext = draw(value_maps), draw(ids), draw(small_maps)
+    sd, options = draw(st.none() | state_dicts), draw(encode_options)
+    msg = messages.custom(name, payload, sd, sender_id=sender, options=options, extensions=ext)
+    return Case(msg, "custom", sender, {"type": name}, {"payload": payload}, sd, ext)
+
+
 CASES = {
     "client_update": client_update_case(),
     "global_update": global_update_case(),
@@ -196,12 +205,13 @@ CASES = {
     "evaluation_request": evaluation_request_case(),
     "evaluation_result": evaluation_result_case(),
     "shutdown": shutdown_case(),
+    "custom": custom_case(),
 }
 
 
 def test_cases_cover_every_message_type():
     assert set(CASES) == set(messages.MESSAGE_TYPES)
-    assert len(messages.MESSAGE_TYPES) == 8
+    assert len(messages.MESSAGE_TYPES) == 9
 
 
 def _get(obj: Any, dotted: str) -> Any:

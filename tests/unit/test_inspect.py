@@ -92,7 +92,7 @@ def test_client_update_description(update_bytes):
     assert first.endswith("client_update")
     assert f"message id  {msg.message_id}" in text
     assert f"sender      {CLIENT_ID}" in text
-    assert "schema      1.0" in text
+    assert "schema      1.1" in text
     assert f'client_id: "{CLIENT_ID}"' in text
     assert "round_id: 3" in text
     assert "num_examples: 600" in text
@@ -329,3 +329,12 @@ def test_columns_metrics_parts_and_lossy_sizes():
     assert rc == 0
     assert text.startswith("flwire.v1.TransferPart")
     assert "part 1 of 3 of transfer T1" in text
+
+
+def test_custom_message_is_named_by_its_own_type():
+    blob = messages.custom("model_checkpoint", {"tag": "best"}, {"w": torch.ones(3)})
+    rc, text = _inspect(blob.to_bytes())
+    assert rc == 0
+    assert text.splitlines()[0].endswith("custom (model_checkpoint)")
+    assert 'type: "model_checkpoint"' in text
+    assert "1 tensors" in text

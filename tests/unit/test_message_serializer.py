@@ -3,6 +3,7 @@ serializer it replaces, protobuf Envelopes underneath."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any
@@ -10,13 +11,21 @@ from typing import Any
 import pytest
 import torch
 from helpers import assert_same_state_dict, values_equal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import value_maps
 
 from flwire import messages
+from flwire.compat.communication.message_handlers import MessageHandler
 from flwire.compat.serialization.message_serializer import MessageSerializer
 from flwire.compat.serialization.weight_serializer import WeightSerializer
 from flwire.exceptions import MessageValidationError, SerializationException
 from flwire.tensors import codecs
+from flwire.transport import TopicLayout
 from flwire.v1 import messages_pb2 as pb
+
+#: Type names that are not custom: the schema's, and the old heartbeat name.
+KNOWN_TYPES = {*messages.MESSAGE_TYPES, "client_heartbeat"} - {"custom"}
 
 STATE = {
     "fc.weight": torch.tensor([[0.5, -1.0], [2.0, float("nan")]]),
@@ -56,7 +65,7 @@ def check_header(out: dict, type_name: str, sender: str | None) -> None:
     assert isinstance(out["timestamp"], float)
     assert abs(out["timestamp"] - time.time()) < 60
     assert isinstance(out["datetime"], str) and out["datetime"][:2] == "20"
-    assert out["version"] == "1.0"
+    assert out["version"] == "1.1"
     assert isinstance(out["message_id"], str) and len(out["message_id"]) >= 16
 
 
@@ -305,9 +314,92 @@ def test_decoded_client_update_carries_num_examples_zero():
 # ----------------------------------------------------------------------------- refusals
 
 
-def test_unknown_message_type_is_refused():
-    with pytest.raises(SerializationException, match="unknown message type 'model_update'"):
-        MessageSerializer.serialize_message("model_update", {})
+@settings(max_examples=150, deadline=None)
+@given(
+    message_type=st.text(min_size=1, max_size=20).filter(lambda t: t not in KNOWN_TYPES),
+    # "weights" has its own rule (tensors, when they parse as such): tested below.
+    payload=value_maps(max_size=5).filter(lambda p: "weights" not in p),
+    sender=st.none() | st.text(min_size=1, max_size=8),
+)
+def test_custom_message_type_round_trips(message_type, payload, sender):
+    """A type the schema does not declare travels as a CustomMessage and comes back
+    as the same dict, as the old JSON API carried any type string."""
+    blob = MessageSerializer.serialize_message(message_type, payload, sender_id=sender)
+    out = MessageSerializer.deserialize_message(blob)
+    assert out["type"] == message_type
+    assert out["sender_id"] == sender
+    assert set(out["payload"]) == set(payload)
+    for key, value in payload.items():
+        assert values_equal(out["payload"][key], value), key
+    assert messages.decode_message(blob).type == "custom"
+
+
+def test_custom_message_carries_weights_as_tensors():
+    blob = MessageSerializer.serialize_message(
+        "model_checkpoint", {"weights": STATE, "round": 3, "tag": "best"}, sender_id="c1"
+    )
+    msg = messages.decode_message(blob)
+    assert msg.body.type == "model_checkpoint" and msg.has_weights
+    out = MessageSerializer.deserialize_message(blob)
+    assert out["payload"]["round"] == 3 and out["payload"]["tag"] == "best"
+    assert_same_state_dict(WeightSerializer.deserialize_weights(out["payload"]["weights"]), STATE)
+    # TensorMap bytes go the same way; other bytes and old base64 text stay as they are.
+    tensor_map = weights_bytes()
+    again = MessageSerializer.deserialize_message(
+        MessageSerializer.serialize_message("ckpt", {"weights": tensor_map})
+    )
+    assert bytes(again["payload"]["weights"]) == tensor_map
+    for plain in (b"\xff\x00 not a tensor map", b"", "H4sIAAAA"):
+        out = MessageSerializer.deserialize_message(
+            MessageSerializer.serialize_message("ckpt", {"weights": plain})
+        )
+        assert out["payload"]["weights"] == plain
+        assert not messages.decode_message(
+            MessageSerializer.serialize_message("ckpt", {"weights": plain})
+        ).has_weights
+
+
+def test_custom_message_reaches_a_handler_registered_by_its_name():
+    handler = MessageHandler()
+    got: list[dict[str, Any]] = []
+    handler.register_handler("model_checkpoint", got.append)
+    blob = MessageSerializer.serialize_message("model_checkpoint", {"k": [1, 2]}, sender_id="s")
+    assert asyncio.run(handler.handle_message(blob))
+    assert got[0]["type"] == "model_checkpoint" and got[0]["payload"] == {"k": [1, 2]}
+
+
+def test_custom_message_naming_a_schema_type_is_refused():
+    """A CustomMessage may not pose as a type the schema declares; the compat API
+    sends known names as their own type (client_heartbeat -> Heartbeat)."""
+    with pytest.raises(MessageValidationError, match=r"custom\.type: is 'shutdown'"):
+        messages.custom("shutdown", {})
+    env = pb.Envelope(message_id="m1")
+    env.schema_version.major = 1
+    env.custom.type = "client_update"
+    with pytest.raises(MessageValidationError, match="not_schema_type"):
+        messages.decode_message(env.SerializeToString())
+    out = MessageSerializer.deserialize_message(
+        MessageSerializer.serialize_message("client_heartbeat", {"client_id": "c1"})
+    )
+    assert out["type"] == "client_heartbeat"
+    assert (
+        messages.decode_message(
+            MessageSerializer.serialize_message("client_heartbeat", {"client_id": "c1"})
+        ).type
+        == "heartbeat"
+    )
+
+
+@pytest.mark.parametrize("message_type", ["", None, 5])
+def test_message_type_must_be_a_name(message_type):
+    with pytest.raises(SerializationException, match="message_type must be a non-empty str"):
+        MessageSerializer.serialize_message(message_type, {})
+
+
+def test_custom_message_has_no_topic_of_its_own():
+    with pytest.raises(ValueError, match="custom messages have no topic of their own"):
+        TopicLayout("job").for_message("custom")
+    assert "any" not in TopicLayout("job").names
 
 
 @pytest.mark.parametrize("payload", [None, [("round_id", 1)], "round_id=1", 5])

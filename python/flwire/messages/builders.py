@@ -369,3 +369,28 @@ def shutdown(
 ) -> Message:
     """The server ending the job."""
     return build("shutdown", sender_id, extensions=extensions, reason=reason)
+
+
+@_builder("custom")
+def custom(
+    message_type: str,
+    payload: Mapping[str, PyValue] | None = None,
+    weights: Weights | None = None,
+    *,
+    sender_id: str | None = None,
+    options: EncodeOptions | None = None,
+    extensions: Mapping[str, PyValue] | None = None,
+) -> Message:
+    """A message of a type the application defines and the schema does not
+    (``message_type`` must not be one the schema declares): its ``payload`` as
+    typed values, its ``weights``, if any, as a TensorMap. The sender names the
+    topic it goes to."""
+    return build(
+        "custom",
+        sender_id,
+        weights=weights,
+        options=options,
+        extensions=extensions,
+        type=message_type,
+        payload=payload,
+    )

@@ -28,6 +28,10 @@ TOPIC_NAMES = {
 ROLE_NAMES = {
     v.number: v.name.removeprefix("ROLE_").lower() for v in options_pb2.Role.DESCRIPTOR.values
 }
+#: The topic and role of application-defined messages: the sender names the topic.
+ANY = "any"
+#: The Envelope body of application-defined message types (``CustomMessage``).
+CUSTOM = "custom"
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,10 @@ class BodyType:
     descriptor: Descriptor
     #: The generated class of the body (``messages_pb2.ClientUpdate``).
     cls: type
-    #: The topic of a job's layout it travels on: ``broadcast``, ``updates`` or ``control``.
+    #: The topic of a job's layout it travels on: ``broadcast``, ``updates`` or
+    #: ``control``; ``any`` for custom messages, whose sender names the topic.
     topic: str
-    #: Who sends it: ``server`` or ``client``.
+    #: Who sends it: ``server`` or ``client`` (``any`` for custom messages).
     sender: str
     #: Field number of its TensorMap field (the weights), or None.
     weights_number: int | None
@@ -156,10 +161,11 @@ def body_type_of(body_class: Any) -> BodyType:
 
 
 def types_on(topic: str) -> tuple[str, ...]:
-    """Names of the message types that travel on ``topic``."""
+    """Names of the message types that the schema routes to ``topic`` (custom
+    messages, which travel where their sender says, are not among them)."""
     return tuple(b.name for b in BODY_TYPES.values() if b.topic == topic)
 
 
 def types_from(sender: str) -> tuple[str, ...]:
-    """Names of the message types ``sender`` (``server`` or ``client``) sends."""
+    """Names of the message types only ``sender`` (``server`` or ``client``) sends."""
     return tuple(b.name for b in BODY_TYPES.values() if b.sender == sender)

@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flwire.exceptions import MessageValidationError, Violation
-from flwire.messages.schema import BODY_TYPES, ENVELOPE_RULES
+from flwire.messages.schema import BODY_TYPES, CUSTOM, ENVELOPE_RULES
 
 if TYPE_CHECKING:
     from flwire.messages.message import Message
 
 #: The schema version this flwire writes; it reads any minor version of SCHEMA_MAJOR.
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1
 
 
 def violations(msg: Message) -> list[Violation]:
@@ -45,6 +45,14 @@ def violations(msg: Message) -> list[Violation]:
         for r in BODY_TYPES[kind].rules
         if not r.holds(body, msg.has_weights)
     ]
+    if kind == CUSTOM and body.type in BODY_TYPES and body.type != CUSTOM:
+        found.append(
+            Violation(
+                f"{kind}.type",
+                "not_schema_type",
+                f"is {body.type!r}, a type the schema declares; send it as that type",
+            )
+        )
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flwire.messages.schema import TOPIC_NAMES, body_type
+from flwire.messages.schema import ANY, TOPIC_NAMES, body_type
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class TopicLayout:
     def topic(self, name: str) -> str:
         """The Kafka topic of one of the schema's topics (``flwire.v1.Topic``:
         ``broadcast``, ``updates``, ``control``)."""
-        if name not in TOPIC_NAMES.values() or name == "unspecified":
+        if name not in self.names:
             raise ValueError(
                 f"unknown topic {name!r}; the schema's topics: {', '.join(self.names)}"
             )
@@ -32,7 +32,7 @@ class TopicLayout:
     @property
     def names(self) -> tuple[str, ...]:
         """The schema's topic names, in enum order."""
-        return tuple(n for n in TOPIC_NAMES.values() if n != "unspecified")
+        return tuple(n for n in TOPIC_NAMES.values() if n not in ("unspecified", ANY))
 
     @property
     def broadcast(self) -> str:
@@ -52,8 +52,15 @@ class TopicLayout:
 
     def for_message(self, message_type: str) -> str:
         """The topic a message type travels on, as its schema declares it
-        (``option (flwire.v1.message).topic`` in messages.proto)."""
-        return self.topic(body_type(message_type).topic)
+        (``option (flwire.v1.message).topic`` in messages.proto). A custom
+        message travels on the topic its sender names: ValueError."""
+        topic = body_type(message_type).topic
+        if topic == ANY:
+            raise ValueError(
+                f"{message_type} messages have no topic of their own: send them to the "
+                f"topic your application reads them from (e.g. layout.control)"
+            )
+        return self.topic(topic)
 
     def server_group(self) -> str:
         return f"{self.prefix}.{self.job_id}.server"

@@ -46,7 +46,7 @@ class SchemaVersion(_message.Message):
     def __init__(self, major: _Optional[int] = ..., minor: _Optional[int] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("message_id", "sender_id", "timestamp", "schema_version", "extensions", "padding", "client_update", "global_update", "client_registration", "heartbeat", "training_start", "evaluation_request", "evaluation_result", "shutdown")
+    __slots__ = ("message_id", "sender_id", "timestamp", "schema_version", "extensions", "padding", "client_update", "global_update", "client_registration", "heartbeat", "training_start", "evaluation_request", "evaluation_result", "shutdown", "custom")
     class ExtensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class Envelope(_message.Message):
     EVALUATION_REQUEST_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_RESULT_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     sender_id: str
     timestamp: _timestamp_pb2.Timestamp
@@ -82,7 +83,8 @@ class Envelope(_message.Message):
     evaluation_request: EvaluationRequest
     evaluation_result: EvaluationResult
     shutdown: Shutdown
-    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[_Union[SchemaVersion, _Mapping]] = ..., extensions: _Optional[_Mapping[str, _values_pb2.Value]] = ..., padding: _Optional[bytes] = ..., client_update: _Optional[_Union[ClientUpdate, _Mapping]] = ..., global_update: _Optional[_Union[GlobalUpdate, _Mapping]] = ..., client_registration: _Optional[_Union[ClientRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., training_start: _Optional[_Union[TrainingStart, _Mapping]] = ..., evaluation_request: _Optional[_Union[EvaluationRequest, _Mapping]] = ..., evaluation_result: _Optional[_Union[EvaluationResult, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ...) -> None: ...
+    custom: CustomMessage
+    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[_Union[SchemaVersion, _Mapping]] = ..., extensions: _Optional[_Mapping[str, _values_pb2.Value]] = ..., padding: _Optional[bytes] = ..., client_update: _Optional[_Union[ClientUpdate, _Mapping]] = ..., global_update: _Optional[_Union[GlobalUpdate, _Mapping]] = ..., client_registration: _Optional[_Union[ClientRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., training_start: _Optional[_Union[TrainingStart, _Mapping]] = ..., evaluation_request: _Optional[_Union[EvaluationRequest, _Mapping]] = ..., evaluation_result: _Optional[_Union[EvaluationResult, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., custom: _Optional[_Union[CustomMessage, _Mapping]] = ...) -> None: ...
 
 class ClientUpdate(_message.Message):
     __slots__ = ("client_id", "round_id", "weights", "weights_kind", "metrics", "num_examples")
@@ -264,3 +266,20 @@ class Shutdown(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class CustomMessage(_message.Message):
+    __slots__ = ("type", "payload", "weights")
+    class PayloadEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _values_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_values_pb2.Value, _Mapping]] = ...) -> None: ...
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    payload: _containers.MessageMap[str, _values_pb2.Value]
+    weights: _tensor_pb2.TensorMap
+    def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Mapping[str, _values_pb2.Value]] = ..., weights: _Optional[_Union[_tensor_pb2.TensorMap, _Mapping]] = ...) -> None: ...

@@ -14,19 +14,23 @@ class Topic(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOPIC_BROADCAST: _ClassVar[Topic]
     TOPIC_UPDATES: _ClassVar[Topic]
     TOPIC_CONTROL: _ClassVar[Topic]
+    TOPIC_ANY: _ClassVar[Topic]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ROLE_UNSPECIFIED: _ClassVar[Role]
     ROLE_SERVER: _ClassVar[Role]
     ROLE_CLIENT: _ClassVar[Role]
+    ROLE_ANY: _ClassVar[Role]
 TOPIC_UNSPECIFIED: Topic
 TOPIC_BROADCAST: Topic
 TOPIC_UPDATES: Topic
 TOPIC_CONTROL: Topic
+TOPIC_ANY: Topic
 ROLE_UNSPECIFIED: Role
 ROLE_SERVER: Role
 ROLE_CLIENT: Role
+ROLE_ANY: Role
 MESSAGE_FIELD_NUMBER: _ClassVar[int]
 message: _descriptor.FieldDescriptor
 FIELD_FIELD_NUMBER: _ClassVar[int]

@@ -40,7 +40,8 @@ func TestMessageRules(t *testing.T) {
 	// Who sends what, and on which topic (docs/wire-format.md section 14.2,
 	// ../../../shared/DESIGN.md section 2): server -> clients on the broadcast
 	// topic; client results on the updates topic, registration and liveness on
-	// the control topic.
+	// the control topic; an application's own message types where their sender
+	// says.
 	wantRoutes := map[string]string{
 		"client_update":       "TOPIC_UPDATES/ROLE_CLIENT",
 		"global_update":       "TOPIC_BROADCAST/ROLE_SERVER",
@@ -50,6 +51,7 @@ func TestMessageRules(t *testing.T) {
 		"evaluation_request":  "TOPIC_BROADCAST/ROLE_SERVER",
 		"evaluation_result":   "TOPIC_UPDATES/ROLE_CLIENT",
 		"shutdown":            "TOPIC_BROADCAST/ROLE_SERVER",
+		"custom":              "TOPIC_ANY/ROLE_ANY",
 	}
 	// Client ids are required, rounds and example counts are never negative,
 	// and the weights of an update are required (an evaluation request's are
@@ -62,7 +64,7 @@ func TestMessageRules(t *testing.T) {
 		"client_registration.client_id:required", "heartbeat.client_id:required",
 		"training_start.round_id:non_negative", "evaluation_request.round_id:non_negative",
 		"evaluation_result.client_id:required", "evaluation_result.round_id:non_negative",
-		"evaluation_result.num_examples:non_negative",
+		"evaluation_result.num_examples:non_negative", "custom.type:required",
 	}
 
 	routes := map[string]string{}

@@ -13,7 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
-from flwire.compat.serialization.message_serializer import legacy_type_name, message_to_dict
+from flwire.compat.serialization.message_serializer import (
+    legacy_type,
+    legacy_type_name,
+    message_to_dict,
+)
 from flwire.messages import Dispatcher, Message
 from flwire.messages.dispatch import settle
 
@@ -43,11 +47,11 @@ class MessageHandler(Dispatcher):
 
     def type_name(self, msg: Message) -> str:
         # Logs name types as the old API registers them (heartbeat -> client_heartbeat).
-        return legacy_type_name(msg.type)
+        return legacy_type(msg)
 
     def handlers_for(self, msg: Message) -> list[Callable[[Message], Any]]:
         found = super().handlers_for(msg)
-        legacy = self.handlers.get(legacy_type_name(msg.type))
+        legacy = self.handlers.get(legacy_type(msg))
         if legacy is not None:
             found.append(lambda message: legacy(message_to_dict(message)))
         return found

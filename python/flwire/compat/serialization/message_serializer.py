@@ -23,7 +23,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from flwire import messages as m
 from flwire.exceptions import MessageValidationError, SerializationException
 from flwire.messages.capabilities import enum_short_name
-from flwire.messages.schema import BODY_TYPES, BodyType
+from flwire.messages.schema import BODY_TYPES, CUSTOM, BodyType
+from flwire.tensors import read_tensor_map
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import values_pb2
 
@@ -36,12 +37,38 @@ _NOT_PAYLOAD = {"extensions", "options", "sender_id"}
 _FLAGS = {"weights_kind": ("delta", pb.WEIGHTS_KIND_DELTA)}
 
 
-def _schema_type(message_type: str) -> BodyType:
+def _schema_type(message_type: str) -> BodyType | None:
+    """The schema's type for an old type name; None for an application's own type."""
+    if not isinstance(message_type, str) or not message_type:
+        raise SerializationException(f"message_type must be a non-empty str, got {message_type!r}")
     kind = BODY_TYPES.get(_ALIASES.get(message_type, message_type))
-    if kind is None:
-        known = ", ".join(sorted([*BODY_TYPES, *_ALIASES]))
-        raise SerializationException(f"unknown message type {message_type!r}; known: {known}")
-    return kind
+    return None if kind is None or kind.name == CUSTOM else kind
+
+
+def _is_weights(value: Any) -> bool:
+    """Whether a custom payload's ``weights`` value is tensors: TensorMap bytes,
+    or a state dict (every value an array or a tensor). Other bytes stay bytes."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if not len(value):
+            return False
+        try:
+            read_tensor_map(value)
+        except SerializationException:
+            return False
+        return True
+    return (
+        isinstance(value, Mapping)
+        and bool(value)
+        and all(hasattr(v, "shape") and hasattr(v, "dtype") for v in value.values())
+    )
+
+
+def _custom(message_type: str, payload: Mapping[str, Any]) -> m.Message:
+    weights = payload.get("weights")
+    if _is_weights(weights):
+        data = {k: v for k, v in payload.items() if k != "weights"}
+        return m.custom(message_type, data, weights)
+    return m.custom(message_type, payload)
 
 
 def _builder(kind: BodyType) -> tuple[Callable[..., m.Message], set[str]]:
@@ -108,8 +135,14 @@ def _payload(msg: m.Message) -> dict[str, Any]:
     """
     kind = BODY_TYPES[msg.type]
     body = msg.body
+    if kind.name == CUSTOM:
+        out = m.value_map_to_dict(body.payload)
+        if msg.has_weights:
+            out["weights"] = msg.weights
+        out.update(m.value_map_to_dict(msg.envelope.extensions))
+        return out
     ruled = {r.field for r in kind.rules}
-    out: dict[str, Any] = {}
+    out = {}
     for f in kind.descriptor.fields:
         value = getattr(body, f.name)
         if f.number == kind.weights_number:
@@ -153,10 +186,15 @@ def legacy_type_name(schema_type: str) -> str:
     return _LEGACY_NAMES.get(schema_type, schema_type)
 
 
+def legacy_type(msg: m.Message) -> str:
+    """The old API's type name of a message: a custom message's own type name."""
+    return str(msg.body.type) if msg.type == CUSTOM else legacy_type_name(msg.type)
+
+
 def message_to_dict(msg: m.Message) -> dict[str, Any]:
     """A decoded message in the old dict form (see ``deserialize_message``)."""
     return {
-        "type": legacy_type_name(msg.type),
+        "type": legacy_type(msg),
         "payload": _payload(msg),
         "sender_id": msg.sender_id or None,
         "timestamp": msg.timestamp,
@@ -173,17 +211,21 @@ class MessageSerializer:
     def serialize_message(
         message_type: str, payload: Mapping[str, Any], sender_id: str | None = None
     ) -> bytes:
-        """Encode a message of ``message_type`` from a payload dict."""
+        """Encode a message of ``message_type`` from a payload dict. A type the
+        schema does not declare is carried as a custom message (see the module)."""
         kind = _schema_type(message_type)
         if not isinstance(payload, Mapping):
             raise SerializationException(
                 f"{message_type} payload must be a dict, got {type(payload).__name__}"
             )
-        builder, known = _builder(kind)
-        kwargs = {k: v for k, v in payload.items() if k in known}
-        extensions = {k: v for k, v in payload.items() if k not in known}
         try:
-            msg = builder(**kwargs, extensions=extensions)
+            if kind is None:
+                msg = _custom(message_type, payload)
+            else:
+                builder, known = _builder(kind)
+                kwargs = {k: v for k, v in payload.items() if k in known}
+                extensions = {k: v for k, v in payload.items() if k not in known}
+                msg = builder(**kwargs, extensions=extensions)
         except MessageValidationError as exc:  # keep the class and its violations
             raise MessageValidationError(f"{message_type} payload: {exc}", exc.violations) from None
         except SerializationException as exc:

@@ -235,6 +235,7 @@ type Envelope struct {
 	//	*Envelope_EvaluationRequest
 	//	*Envelope_EvaluationResult
 	//	*Envelope_Shutdown
+	//	*Envelope_Custom
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -391,6 +392,15 @@ func (x *Envelope) GetShutdown() *Shutdown {
 	return nil
 }
 
+func (x *Envelope) GetCustom() *CustomMessage {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_Custom); ok {
+			return x.Custom
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -435,6 +445,11 @@ type Envelope_Shutdown struct {
 	Shutdown *Shutdown `protobuf:"bytes,17,opt,name=shutdown,proto3,oneof"`
 }
 
+type Envelope_Custom struct {
+	// An application-defined message type this schema does not declare.
+	Custom *CustomMessage `protobuf:"bytes,18,opt,name=custom,proto3,oneof"`
+}
+
 func (*Envelope_ClientUpdate) isEnvelope_Body() {}
 
 func (*Envelope_GlobalUpdate) isEnvelope_Body() {}
@@ -450,6 +465,8 @@ func (*Envelope_EvaluationRequest) isEnvelope_Body() {}
 func (*Envelope_EvaluationResult) isEnvelope_Body() {}
 
 func (*Envelope_Shutdown) isEnvelope_Body() {}
+
+func (*Envelope_Custom) isEnvelope_Body() {}
 
 // ClientUpdate carries a client's result of one training round.
 type ClientUpdate struct {
@@ -1173,6 +1190,74 @@ func (x *Shutdown) GetReason() string {
 	return ""
 }
 
+// CustomMessage carries a message type that the application defines and this
+// schema does not: the old JSON API carried any type string, and flwire keeps
+// that, typed. Its sender picks the topic.
+type CustomMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The application's name for the message type, e.g. "model_checkpoint".
+	// It MUST NOT be the name of another body of Envelope.body (such a message
+	// is sent as that type); readers refuse it.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// The message's data, typed.
+	Payload map[string]*Value `protobuf:"bytes,2,rep,name=payload,proto3" json:"payload,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Tensors, when the message carries any.
+	Weights       *TensorMap `protobuf:"bytes,3,opt,name=weights,proto3" json:"weights,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CustomMessage) Reset() {
+	*x = CustomMessage{}
+	mi := &file_flwire_v1_messages_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CustomMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CustomMessage) ProtoMessage() {}
+
+func (x *CustomMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_messages_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CustomMessage.ProtoReflect.Descriptor instead.
+func (*CustomMessage) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CustomMessage) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CustomMessage) GetPayload() map[string]*Value {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *CustomMessage) GetWeights() *TensorMap {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
 var File_flwire_v1_messages_proto protoreflect.FileDescriptor
 
 const file_flwire_v1_messages_proto_rawDesc = "" +
@@ -1180,7 +1265,7 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\x18flwire/v1/messages.proto\x12\tflwire.v1\x1a\x17flwire/v1/options.proto\x1a\x16flwire/v1/tensor.proto\x1a\x16flwire/v1/values.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
 	"\rSchemaVersion\x12\x14\n" +
 	"\x05major\x18\x01 \x01(\rR\x05major\x12\x14\n" +
-	"\x05minor\x18\x02 \x01(\rR\x05minor\"\xa2\a\n" +
+	"\x05minor\x18\x02 \x01(\rR\x05minor\"\xd6\a\n" +
 	"\bEnvelope\x12%\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tB\x06\xa2\xbb\x18\x02\b\x01R\tmessageId\x12\x1b\n" +
@@ -1199,7 +1284,8 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\x0etraining_start\x18\x0e \x01(\v2\x18.flwire.v1.TrainingStartH\x00R\rtrainingStart\x12M\n" +
 	"\x12evaluation_request\x18\x0f \x01(\v2\x1c.flwire.v1.EvaluationRequestH\x00R\x11evaluationRequest\x12J\n" +
 	"\x11evaluation_result\x18\x10 \x01(\v2\x1b.flwire.v1.EvaluationResultH\x00R\x10evaluationResult\x121\n" +
-	"\bshutdown\x18\x11 \x01(\v2\x13.flwire.v1.ShutdownH\x00R\bshutdown\x1aO\n" +
+	"\bshutdown\x18\x11 \x01(\v2\x13.flwire.v1.ShutdownH\x00R\bshutdown\x122\n" +
+	"\x06custom\x18\x12 \x01(\v2\x18.flwire.v1.CustomMessageH\x00R\x06custom\x1aO\n" +
 	"\x0fExtensionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01B\x06\n" +
@@ -1286,7 +1372,14 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01:\b\xa2\xbb\x18\x04\b\x02\x10\x02\",\n" +
 	"\bShutdown\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason:\b\xa2\xbb\x18\x04\b\x01\x10\x01*C\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason:\b\xa2\xbb\x18\x04\b\x01\x10\x01\"\xf4\x01\n" +
+	"\rCustomMessage\x12\x1a\n" +
+	"\x04type\x18\x01 \x01(\tB\x06\xa2\xbb\x18\x02\b\x01R\x04type\x12?\n" +
+	"\apayload\x18\x02 \x03(\v2%.flwire.v1.CustomMessage.PayloadEntryR\apayload\x12.\n" +
+	"\aweights\x18\x03 \x01(\v2\x14.flwire.v1.TensorMapR\aweights\x1aL\n" +
+	"\fPayloadEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01:\b\xa2\xbb\x18\x04\b\x04\x10\x03*C\n" +
 	"\vWeightsKind\x12\x1c\n" +
 	"\x18WEIGHTS_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12WEIGHTS_KIND_DELTA\x10\x01*\xb4\x01\n" +
@@ -1311,7 +1404,7 @@ func file_flwire_v1_messages_proto_rawDescGZIP() []byte {
 }
 
 var file_flwire_v1_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flwire_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_flwire_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_flwire_v1_messages_proto_goTypes = []any{
 	(WeightsKind)(0),              // 0: flwire.v1.WeightsKind
 	(ClientStatus)(0),             // 1: flwire.v1.ClientStatus
@@ -1327,27 +1420,29 @@ var file_flwire_v1_messages_proto_goTypes = []any{
 	(*EvaluationRequest)(nil),     // 11: flwire.v1.EvaluationRequest
 	(*EvaluationResult)(nil),      // 12: flwire.v1.EvaluationResult
 	(*Shutdown)(nil),              // 13: flwire.v1.Shutdown
-	nil,                           // 14: flwire.v1.Envelope.ExtensionsEntry
-	nil,                           // 15: flwire.v1.ClientUpdate.MetricsEntry
-	nil,                           // 16: flwire.v1.GlobalUpdate.ConfigEntry
-	nil,                           // 17: flwire.v1.Capabilities.ExtraEntry
-	nil,                           // 18: flwire.v1.ModelInfo.ExtraEntry
-	nil,                           // 19: flwire.v1.ClientRegistration.AttributesEntry
-	nil,                           // 20: flwire.v1.Heartbeat.SystemMetricsEntry
-	nil,                           // 21: flwire.v1.TrainingStart.ConfigEntry
-	nil,                           // 22: flwire.v1.EvaluationRequest.ConfigEntry
-	nil,                           // 23: flwire.v1.EvaluationResult.MetricsEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*TensorMap)(nil),             // 25: flwire.v1.TensorMap
-	(Codec)(0),                    // 26: flwire.v1.Codec
-	(Filter)(0),                   // 27: flwire.v1.Filter
-	(Lossy)(0),                    // 28: flwire.v1.Lossy
-	(*Value)(nil),                 // 29: flwire.v1.Value
+	(*CustomMessage)(nil),         // 14: flwire.v1.CustomMessage
+	nil,                           // 15: flwire.v1.Envelope.ExtensionsEntry
+	nil,                           // 16: flwire.v1.ClientUpdate.MetricsEntry
+	nil,                           // 17: flwire.v1.GlobalUpdate.ConfigEntry
+	nil,                           // 18: flwire.v1.Capabilities.ExtraEntry
+	nil,                           // 19: flwire.v1.ModelInfo.ExtraEntry
+	nil,                           // 20: flwire.v1.ClientRegistration.AttributesEntry
+	nil,                           // 21: flwire.v1.Heartbeat.SystemMetricsEntry
+	nil,                           // 22: flwire.v1.TrainingStart.ConfigEntry
+	nil,                           // 23: flwire.v1.EvaluationRequest.ConfigEntry
+	nil,                           // 24: flwire.v1.EvaluationResult.MetricsEntry
+	nil,                           // 25: flwire.v1.CustomMessage.PayloadEntry
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*TensorMap)(nil),             // 27: flwire.v1.TensorMap
+	(Codec)(0),                    // 28: flwire.v1.Codec
+	(Filter)(0),                   // 29: flwire.v1.Filter
+	(Lossy)(0),                    // 30: flwire.v1.Lossy
+	(*Value)(nil),                 // 31: flwire.v1.Value
 }
 var file_flwire_v1_messages_proto_depIdxs = []int32{
-	24, // 0: flwire.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
+	26, // 0: flwire.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
 	2,  // 1: flwire.v1.Envelope.schema_version:type_name -> flwire.v1.SchemaVersion
-	14, // 2: flwire.v1.Envelope.extensions:type_name -> flwire.v1.Envelope.ExtensionsEntry
+	15, // 2: flwire.v1.Envelope.extensions:type_name -> flwire.v1.Envelope.ExtensionsEntry
 	4,  // 3: flwire.v1.Envelope.client_update:type_name -> flwire.v1.ClientUpdate
 	5,  // 4: flwire.v1.Envelope.global_update:type_name -> flwire.v1.GlobalUpdate
 	8,  // 5: flwire.v1.Envelope.client_registration:type_name -> flwire.v1.ClientRegistration
@@ -1356,41 +1451,45 @@ var file_flwire_v1_messages_proto_depIdxs = []int32{
 	11, // 8: flwire.v1.Envelope.evaluation_request:type_name -> flwire.v1.EvaluationRequest
 	12, // 9: flwire.v1.Envelope.evaluation_result:type_name -> flwire.v1.EvaluationResult
 	13, // 10: flwire.v1.Envelope.shutdown:type_name -> flwire.v1.Shutdown
-	25, // 11: flwire.v1.ClientUpdate.weights:type_name -> flwire.v1.TensorMap
-	0,  // 12: flwire.v1.ClientUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
-	15, // 13: flwire.v1.ClientUpdate.metrics:type_name -> flwire.v1.ClientUpdate.MetricsEntry
-	25, // 14: flwire.v1.GlobalUpdate.weights:type_name -> flwire.v1.TensorMap
-	0,  // 15: flwire.v1.GlobalUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
-	16, // 16: flwire.v1.GlobalUpdate.config:type_name -> flwire.v1.GlobalUpdate.ConfigEntry
-	26, // 17: flwire.v1.Capabilities.supported_codecs:type_name -> flwire.v1.Codec
-	27, // 18: flwire.v1.Capabilities.supported_filters:type_name -> flwire.v1.Filter
-	17, // 19: flwire.v1.Capabilities.extra:type_name -> flwire.v1.Capabilities.ExtraEntry
-	28, // 20: flwire.v1.Capabilities.supported_lossy:type_name -> flwire.v1.Lossy
-	18, // 21: flwire.v1.ModelInfo.extra:type_name -> flwire.v1.ModelInfo.ExtraEntry
-	6,  // 22: flwire.v1.ClientRegistration.capabilities:type_name -> flwire.v1.Capabilities
-	7,  // 23: flwire.v1.ClientRegistration.model_info:type_name -> flwire.v1.ModelInfo
-	19, // 24: flwire.v1.ClientRegistration.attributes:type_name -> flwire.v1.ClientRegistration.AttributesEntry
-	1,  // 25: flwire.v1.Heartbeat.status:type_name -> flwire.v1.ClientStatus
-	20, // 26: flwire.v1.Heartbeat.system_metrics:type_name -> flwire.v1.Heartbeat.SystemMetricsEntry
-	21, // 27: flwire.v1.TrainingStart.config:type_name -> flwire.v1.TrainingStart.ConfigEntry
-	25, // 28: flwire.v1.EvaluationRequest.weights:type_name -> flwire.v1.TensorMap
-	22, // 29: flwire.v1.EvaluationRequest.config:type_name -> flwire.v1.EvaluationRequest.ConfigEntry
-	23, // 30: flwire.v1.EvaluationResult.metrics:type_name -> flwire.v1.EvaluationResult.MetricsEntry
-	29, // 31: flwire.v1.Envelope.ExtensionsEntry.value:type_name -> flwire.v1.Value
-	29, // 32: flwire.v1.ClientUpdate.MetricsEntry.value:type_name -> flwire.v1.Value
-	29, // 33: flwire.v1.GlobalUpdate.ConfigEntry.value:type_name -> flwire.v1.Value
-	29, // 34: flwire.v1.Capabilities.ExtraEntry.value:type_name -> flwire.v1.Value
-	29, // 35: flwire.v1.ModelInfo.ExtraEntry.value:type_name -> flwire.v1.Value
-	29, // 36: flwire.v1.ClientRegistration.AttributesEntry.value:type_name -> flwire.v1.Value
-	29, // 37: flwire.v1.Heartbeat.SystemMetricsEntry.value:type_name -> flwire.v1.Value
-	29, // 38: flwire.v1.TrainingStart.ConfigEntry.value:type_name -> flwire.v1.Value
-	29, // 39: flwire.v1.EvaluationRequest.ConfigEntry.value:type_name -> flwire.v1.Value
-	29, // 40: flwire.v1.EvaluationResult.MetricsEntry.value:type_name -> flwire.v1.Value
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	14, // 11: flwire.v1.Envelope.custom:type_name -> flwire.v1.CustomMessage
+	27, // 12: flwire.v1.ClientUpdate.weights:type_name -> flwire.v1.TensorMap
+	0,  // 13: flwire.v1.ClientUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
+	16, // 14: flwire.v1.ClientUpdate.metrics:type_name -> flwire.v1.ClientUpdate.MetricsEntry
+	27, // 15: flwire.v1.GlobalUpdate.weights:type_name -> flwire.v1.TensorMap
+	0,  // 16: flwire.v1.GlobalUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
+	17, // 17: flwire.v1.GlobalUpdate.config:type_name -> flwire.v1.GlobalUpdate.ConfigEntry
+	28, // 18: flwire.v1.Capabilities.supported_codecs:type_name -> flwire.v1.Codec
+	29, // 19: flwire.v1.Capabilities.supported_filters:type_name -> flwire.v1.Filter
+	18, // 20: flwire.v1.Capabilities.extra:type_name -> flwire.v1.Capabilities.ExtraEntry
+	30, // 21: flwire.v1.Capabilities.supported_lossy:type_name -> flwire.v1.Lossy
+	19, // 22: flwire.v1.ModelInfo.extra:type_name -> flwire.v1.ModelInfo.ExtraEntry
+	6,  // 23: flwire.v1.ClientRegistration.capabilities:type_name -> flwire.v1.Capabilities
+	7,  // 24: flwire.v1.ClientRegistration.model_info:type_name -> flwire.v1.ModelInfo
+	20, // 25: flwire.v1.ClientRegistration.attributes:type_name -> flwire.v1.ClientRegistration.AttributesEntry
+	1,  // 26: flwire.v1.Heartbeat.status:type_name -> flwire.v1.ClientStatus
+	21, // 27: flwire.v1.Heartbeat.system_metrics:type_name -> flwire.v1.Heartbeat.SystemMetricsEntry
+	22, // 28: flwire.v1.TrainingStart.config:type_name -> flwire.v1.TrainingStart.ConfigEntry
+	27, // 29: flwire.v1.EvaluationRequest.weights:type_name -> flwire.v1.TensorMap
+	23, // 30: flwire.v1.EvaluationRequest.config:type_name -> flwire.v1.EvaluationRequest.ConfigEntry
+	24, // 31: flwire.v1.EvaluationResult.metrics:type_name -> flwire.v1.EvaluationResult.MetricsEntry
+	25, // 32: flwire.v1.CustomMessage.payload:type_name -> flwire.v1.CustomMessage.PayloadEntry
+	27, // 33: flwire.v1.CustomMessage.weights:type_name -> flwire.v1.TensorMap
+	31, // 34: flwire.v1.Envelope.ExtensionsEntry.value:type_name -> flwire.v1.Value
+	31, // 35: flwire.v1.ClientUpdate.MetricsEntry.value:type_name -> flwire.v1.Value
+	31, // 36: flwire.v1.GlobalUpdate.ConfigEntry.value:type_name -> flwire.v1.Value
+	31, // 37: flwire.v1.Capabilities.ExtraEntry.value:type_name -> flwire.v1.Value
+	31, // 38: flwire.v1.ModelInfo.ExtraEntry.value:type_name -> flwire.v1.Value
+	31, // 39: flwire.v1.ClientRegistration.AttributesEntry.value:type_name -> flwire.v1.Value
+	31, // 40: flwire.v1.Heartbeat.SystemMetricsEntry.value:type_name -> flwire.v1.Value
+	31, // 41: flwire.v1.TrainingStart.ConfigEntry.value:type_name -> flwire.v1.Value
+	31, // 42: flwire.v1.EvaluationRequest.ConfigEntry.value:type_name -> flwire.v1.Value
+	31, // 43: flwire.v1.EvaluationResult.MetricsEntry.value:type_name -> flwire.v1.Value
+	31, // 44: flwire.v1.CustomMessage.PayloadEntry.value:type_name -> flwire.v1.Value
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_flwire_v1_messages_proto_init() }
@@ -1410,6 +1509,7 @@ func file_flwire_v1_messages_proto_init() {
 		(*Envelope_EvaluationRequest)(nil),
 		(*Envelope_EvaluationResult)(nil),
 		(*Envelope_Shutdown)(nil),
+		(*Envelope_Custom)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1417,7 +1517,7 @@ func file_flwire_v1_messages_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flwire_v1_messages_proto_rawDesc), len(file_flwire_v1_messages_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
