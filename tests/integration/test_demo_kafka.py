@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import signal
+import time
 
+import psutil
 import pytest
+from demo_process import DemoProcess
 
 from flwire.demo.runner import DemoOptions, run_demo
 
@@ -57,3 +62,70 @@ def test_demo_over_kafka_ends_with_a_clear_error_when_a_round_cannot_be_aggregat
     assert "flwire demo: round 1 could not be aggregated" in err.getvalue()
     # Both client processes ended on the Shutdown: none had to be terminated.
     assert not [r for r in caplog.records if "did not stop" in r.getMessage()], caplog.text
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
+def test_a_stopped_demo_stops_its_client_processes(bootstrap: str, how: str) -> None:
+    """Ctrl-C and SIGTERM end the demo in one line (exit 130 / 143) after it stopped
+    its client processes; a demo killed outright leaves none behind either (they see
+    it gone). Before: SIGTERM left every client running with PPID 1, and Ctrl-C printed
+    a traceback per process."""
+    demo = DemoProcess.start(
+        "--bootstrap-servers", bootstrap, "--clients", "2", "--rounds", "50", "--local-epochs", "1"
+    )
+    clients: list[psutil.Process] = []
+    try:
+        demo.wait_for("round 1:", timeout=120)  # registered, training
+        clients = demo.clients()
+        assert len(clients) == 2, demo.output
+        signalled = time.monotonic()
+        if how == "ctrl-c":
+            demo.ctrl_c()
+        elif how == "sigterm":
+            demo.proc.terminate()
+        else:
+            demo.proc.kill()
+        rc = demo.finish(timeout=30)
+        # Bounds: the demo stops its clients within CLIENT_KILL_TIMEOUT (10 s); killed,
+        # it leaves that to them (a check per second, then a transport stop of at most
+        # its close_timeout_s, 10 s).
+        _, alive = psutil.wait_procs(clients, timeout=25)
+        stopped_in = time.monotonic() - signalled
+    finally:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+        for child in clients:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    assert not alive, f"client processes left running after {how}: {alive}\n{demo.output}"
+    assert "Traceback" not in demo.output, demo.output
+    if how == "sigkill":
+        assert rc == -signal.SIGKILL
+        assert "is gone: stopping" in demo.output, demo.output
+    else:
+        assert rc == (130 if how == "ctrl-c" else 128 + signal.SIGTERM), demo.output
+        what = "interrupted" if how == "ctrl-c" else "terminated"
+        assert demo.lines[-1] == f"flwire demo: {what}; its clients were stopped", demo.output
+    print(f"\n{how}: exit {rc}, clients gone {stopped_in:.1f} s after the signal")
+
+
+def test_demo_over_kafka_prints_progress_while_it_waits(bootstrap: str) -> None:
+    """Not a silent minute: registration and updates show as they come (here, output
+    that is not a terminal gets plain lines), and each round's row once, with its
+    federated evaluation filled in."""
+    demo = DemoProcess.start(
+        "--bootstrap-servers", bootstrap, "--clients", "2", "--rounds", "2", "--local-epochs", "1"
+    )
+    try:
+        rc = demo.finish(timeout=240)
+    finally:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+    out = demo.output
+    assert rc == 0, out
+    assert "  ... clients registered: 0/2" in out
+    assert "  ... round 1: 0/2 updates in" in out and "  ... round 2: 0/2 updates in" in out
+    assert out.count("round  clients accuracy") == 1, out  # one table, no second copy
+    rows = [line.split() for line in demo.lines if line.split()[:1] in (["1"], ["2"])]
+    assert [r[0] for r in rows] == ["1", "2"], out
+    assert all(r[3].endswith("%") for r in rows), out  # fed.eval filled in

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 import torch
+from demo_process import DemoProcess
 
 from flwire import messages
 from flwire.demo import client as demo_client
@@ -51,7 +53,16 @@ def test_two_round_demo_trains_and_reports(tmp_path, monkeypatch):
     assert all(4 * 4.0e6 < r["wire_bytes"] < 4 * 5.0e6 for r in rounds)
     assert all(r["legacy_path_bytes"] > r["wire_bytes"] for r in rounds)
     assert (tmp_path / "demo-report.png").stat().st_size > 10_000
-    assert "Summary" in text and "old JSON/base64" in text
+    assert "old JSON/base64" in text
+    # One table, each round's row once, its federated evaluation filled in.
+    assert text.count("round  clients accuracy  fed.eval") == 1, text
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [row[0] for row in rows] == ["1", "2"], text
+    for row, r in zip(rows, rounds, strict=True):
+        assert row[3] == f"{r['federated_accuracy']:.1%}", text
+    lines = text.splitlines()
+    last_row = max(i for i, line in enumerate(lines) if line.split()[:1] == ["2"])
+    assert lines[last_row + 1].startswith("total"), text  # totals under the live table
     # The plot names the run's settings and counts rounds in whole numbers.
     (fig,) = [f for f in figures if f is not None]
     title = fig._suptitle.get_text()
@@ -205,3 +216,21 @@ def test_the_same_seed_gives_the_same_accuracies():
 
     first, second = accuracies(), accuracies()
     assert len(first) >= 2 and first == second
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_stopping_the_in_memory_demo_is_one_line(how: str) -> None:
+    """Ctrl-C and SIGTERM end the demo with one line and exit 130 / 143, no traceback
+    (the Kafka demo's client processes: tests/integration/test_demo_kafka.py)."""
+    demo = DemoProcess.start("--clients", "2", "--rounds", "50", "--local-epochs", "1")
+    try:
+        demo.wait_for("round 1:", timeout=120)
+        demo.ctrl_c() if how == "ctrl-c" else demo.proc.terminate()
+        rc = demo.finish(timeout=30)
+    finally:
+        if demo.proc.poll() is None:
+            demo.proc.kill()
+    assert "Traceback" not in demo.output, demo.output
+    assert rc == (130 if how == "ctrl-c" else 128 + signal.SIGTERM), demo.output
+    what = "interrupted" if how == "ctrl-c" else "terminated"
+    assert demo.lines[-1] == f"flwire demo: {what}; its clients were stopped", demo.output

@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -212,12 +214,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-clients", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument(
+        "--parent-pid", type=int, default=0, help="stop once this process (the demo) is gone"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     train, test, _ = split_non_iid(args.num_clients, seed=args.seed)
     transport = KafkaTransport(args.bootstrap_servers)
 
     async def run() -> None:
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # told to stop: end quietly
+            loop.add_signal_handler(sig, main_task.cancel)
+        watch = asyncio.create_task(_stop_without_parent(args.parent_pid, main_task))
         await transport.start()
         try:
             client = DemoClient(
@@ -231,10 +242,30 @@ def main(argv: list[str] | None = None) -> int:
             )
             await client.run()
         finally:
+            watch.cancel()
             await transport.stop()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except asyncio.CancelledError:
+        logger.info("%s: stopped", args.client_id)
     return 0
+
+
+#: Seconds between two checks that the demo that started a client still runs.
+PARENT_CHECK_INTERVAL = 1.0
+
+
+async def _stop_without_parent(parent_pid: int, task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` once the process ``parent_pid`` is no longer this one's parent
+    (it died, even by SIGKILL, and this process was handed to init): a client of a
+    demo that is gone leaves no orphan behind."""
+    if not parent_pid:
+        return
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(PARENT_CHECK_INTERVAL)
+    logger.warning("the demo (pid %d) is gone: stopping", parent_pid)
+    task.cancel()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,10 @@ def legacy_path_bytes(state: dict[str, torch.Tensor]) -> int:
     return 4 * math.ceil(len(gzip.compress(raw, 9)) / 3) + _LEGACY_JSON_OVERHEAD
 
 
+#: Seconds between two progress lines when the output is not a terminal.
+PROGRESS_INTERVAL = 1.0
+
+
 class _Console:
     """Progress on one line when writing to a terminal, plain lines otherwise."""
 
@@ -74,6 +79,19 @@ class _Console:
         self.out = out
         self.live = out.isatty()
         self._last_status = 0.0
+        self._last_progress = ""
+        self._last_progress_at = -PROGRESS_INTERVAL
+
+    def progress(self, text: str) -> None:
+        """What the job waits for, as a plain line when it changed (at most one per
+        PROGRESS_INTERVAL; the server repeats it while waiting, so the latest shows).
+        A terminal has the status line instead."""
+        now = time.monotonic()
+        if self.live or text == self._last_progress:
+            return
+        if now - self._last_progress_at >= PROGRESS_INTERVAL:
+            self._last_progress, self._last_progress_at = text, now
+            self.line(f"  ... {text}")
 
     def status(self, text: str) -> None:
         if self.live and time.monotonic() - self._last_status > 0.2:
@@ -207,8 +225,13 @@ def _spawn_kafka_clients(opts: DemoOptions, layout: TopicLayout) -> list[subproc
                     str(opts.seed),
                     "--delay",
                     str(delay),
+                    "--parent-pid",
+                    str(os.getpid()),
                 ],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # A session of their own: a Ctrl-C at the terminal reaches the demo only,
+                # which stops them (each also stops once the demo's process is gone).
+                start_new_session=True,
             )
         )
     return procs
@@ -239,7 +262,40 @@ async def _start_checked(transport: Transport, servers: str) -> None:
         )
 
 
+class Terminated(Exception):
+    """The demo was sent SIGTERM (it stopped its clients first)."""
+
+
+def _cancel_on_sigterm(task: asyncio.Task[Any], received: list[int]) -> None:
+    """SIGTERM cancels the run like Ctrl-C does, so that it stops its clients on the
+    way out (by default it would end the process and leave them running)."""
+
+    def on_signal() -> None:
+        received.append(signal.SIGTERM)
+        task.cancel()
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_signal)
+    except (ValueError, RuntimeError, NotImplementedError):
+        pass  # not the main thread, or no signals (Windows): nothing to take over
+
+
 async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult], dict[str, Any]]:
+    received: list[int] = []
+    main = asyncio.current_task()
+    if main is not None:
+        _cancel_on_sigterm(main, received)
+    try:
+        return await _run_job(opts, console)
+    except asyncio.CancelledError:
+        if received:
+            raise Terminated() from None
+        raise
+
+
+async def _run_job(
+    opts: DemoOptions, console: _Console
+) -> tuple[list[RoundResult], dict[str, Any]]:
     layout = TopicLayout(f"demo-{uuid.uuid4().hex[:8]}")
     metrics = MetricsCollector()
     _, _, global_test = split_non_iid(opts.clients, seed=opts.seed)
@@ -269,10 +325,29 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
         config={"local_epochs": opts.local_epochs, "learning_rate": opts.learning_rate},
         metrics=metrics,
         on_status=console.status,
+        on_progress=console.progress,
         seed=opts.seed,
     )
 
     legacy_per_model: list[int] = []
+    # A round's row waits for its federated evaluation, which the clients send once
+    # the next round's weights are out: it is printed when the next round ends (or
+    # the job), with fed.eval filled in.
+    unprinted: list[RoundResult] = []
+    printed: list[int] = []
+
+    def print_rows() -> None:
+        if unprinted and not printed:
+            console.line(HEADER)  # above the first row, below the first progress lines
+        for result in unprinted:
+            printed.append(result.round_id)
+            console.line(_round_row(result, legacy_sizes[result.round_id]))
+            if result.left_out:
+                console.line(
+                    f"       left out (no update within {opts.max_wait_time:g} s): "
+                    f"{', '.join(result.left_out)}"
+                )
+        unprinted.clear()
 
     def on_round(result: RoundResult) -> None:
         # Messages with weights this round: the global update, and one update per client.
@@ -281,12 +356,8 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
         if not legacy_per_model:
             legacy_per_model.append(legacy_path_bytes(server.model.state_dict()))
         legacy_sizes[result.round_id] = legacy_per_model[0] * (1 + len(result.reporting))
-        console.line(_round_row(result, legacy_sizes[result.round_id]))
-        if result.left_out:
-            console.line(
-                f"       left out (no update within {opts.max_wait_time:g} s): "
-                f"{', '.join(result.left_out)}"
-            )
+        print_rows()
+        unprinted.append(result)
 
     server.on_round = on_round
     try:
@@ -295,8 +366,8 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
             procs = _spawn_kafka_clients(opts, layout)
         else:
             tasks = await _run_clients_in_process(opts, broker, layout, metrics, client_transports)
-        console.line(HEADER)
         results = await server.run()
+        print_rows()
     finally:
         # The server sends Shutdown when the job ends and when it fails: then the clients
         # get time to end by themselves. Otherwise (the run was cancelled, e.g. by Ctrl-C,
@@ -357,12 +428,12 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = N
         console.end_status()
         print(f"flwire demo: {exc}", file=err or sys.stderr, flush=True)
         return 1
+    except (KeyboardInterrupt, Terminated) as exc:
+        console.end_status()
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+        print(f"flwire demo: {what}; its clients were stopped", file=err or sys.stderr, flush=True)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 128 + signal.SIGTERM
     elapsed = time.perf_counter() - started
-    console.line()
-    console.line("Summary")
-    console.line(HEADER)
-    for r in results:
-        console.line(_round_row(r, extra["legacy_bytes"].get(r.round_id)))
     wire = sum(r.wire_bytes for r in results)
     legacy = sum(extra["legacy_bytes"].values())
     w = extra["wire"]

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from flwire import messages as m
+from flwire._aio import wait_for
 from flwire.compat.models import SimpleCNN
 from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard
@@ -81,6 +82,7 @@ class FedAvgServer:
         metrics: MetricsCollector | None = None,
         on_round: Callable[[RoundResult], None] | None = None,
         on_status: Callable[[str], None] | None = None,
+        on_progress: Callable[[str], None] | None = None,
         seed: int = 0,
     ) -> None:
         self.transport = transport
@@ -102,7 +104,11 @@ class FedAvgServer:
         self.registration_timeout = registration_timeout
         self.metrics = metrics or MetricsCollector()
         self.on_round = on_round or (lambda _r: None)
+        #: Called often while waiting, with a detailed line (a terminal's status line).
         self.on_status = on_status or (lambda _s: None)
+        #: Called while waiting with what the job waits for (clients registered,
+        #: updates in); the same text until something changes.
+        self.on_progress = on_progress or (lambda _s: None)
         self.channel = Channel(transport)
         self.seen = SeenIds()
         self.state = _State()
@@ -154,8 +160,8 @@ class FedAvgServer:
             if remaining <= 0:
                 return False
             self.state.changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.state.changed.wait(), min(remaining, 0.5))
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self.state.changed.wait(), min(remaining, 0.5))
         return True
 
     async def run(self) -> list[RoundResult]:
@@ -163,10 +169,14 @@ class FedAvgServer:
         await self.transport.ensure_topics(self.layout.all)
         listener = self._listener = asyncio.create_task(self._listen())
         try:
-            self.on_status(f"waiting for {self.num_clients} clients to register")
-            if not await self._wait(
-                lambda: len(self.state.registered) >= self.num_clients, self.registration_timeout
-            ):
+
+            def registered() -> bool:
+                count = len(self.state.registered)
+                self.on_status(f"waiting for clients: {count}/{self.num_clients} registered")
+                self.on_progress(f"clients registered: {count}/{self.num_clients}")
+                return count >= self.num_clients
+
+            if not await self._wait(registered, self.registration_timeout):
                 if len(self.state.registered) < self.min_clients:
                     raise AggregationException(
                         f"only {len(self.state.registered)} of {self.num_clients} clients "
@@ -176,12 +186,15 @@ class FedAvgServer:
                 await self._round(round_id)
             await self._broadcast(m.global_update(self.rounds + 1, self.model.state_dict()))
             await self._broadcast(m.evaluation_request(self.rounds))
-            await self._wait(
-                lambda: (
-                    len(self.state.evaluations.get(self.rounds, {})) >= len(self.state.registered)
-                ),
-                30,
-            )
+
+            def evaluated() -> bool:
+                count = len(self.state.evaluations.get(self.rounds, {}))
+                self.on_progress(
+                    f"final evaluation: {count}/{len(self.state.registered)} clients reported"
+                )
+                return count >= len(self.state.registered)
+
+            await self._wait(evaluated, 30)
             self._attach_federated_accuracy()
             await self._broadcast(m.shutdown(f"finished {self.rounds} rounds"))
             self.shutdown_sent = True
@@ -198,7 +211,7 @@ class FedAvgServer:
         """Best effort, bounded: tell the clients that the job failed. The failure is
         what the caller needs to see, so a failure to send is only logged."""
         try:
-            await asyncio.wait_for(
+            await wait_for(
                 self._broadcast(m.shutdown(f"the job failed: {failure}")), SHUTDOWN_SEND_TIMEOUT
             )
             self.shutdown_sent = True
@@ -227,6 +240,7 @@ class FedAvgServer:
 
         def ready() -> bool:
             self.on_status(progress())
+            self.on_progress(f"round {round_id}: {len(updates)}/{len(selected)} updates in")
             return len(updates) >= len(selected)
 
         started = time.monotonic()

@@ -46,6 +46,7 @@ from confluent_kafka import (  # noqa: E402
 )
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # noqa: E402
 
+from flwire._aio import wait_for  # noqa: E402
 from flwire.exceptions import CommunicationException  # noqa: E402
 from flwire.transport import kafka_admin  # noqa: E402
 from flwire.transport.base import (  # noqa: E402
@@ -398,7 +399,7 @@ class KafkaTransport(Transport):
         deadline = time.monotonic() + self.close_timeout_s
         for sub in list(self._subscriptions):
             try:
-                await asyncio.wait_for(sub.close(), max(0.1, deadline - time.monotonic()))
+                await wait_for(sub.close(), max(0.1, deadline - time.monotonic()))
             except TimeoutError:
                 logger.error(
                     "A Kafka consumer did not close within close_timeout_s (%.0f s); its "
@@ -627,7 +628,7 @@ class KafkaTransport(Transport):
                 ) from None
         left = deadline - time.monotonic() + _REPORT_GRACE_S
         try:
-            return await asyncio.wait_for(delivered, timeout=max(left, _REPORT_GRACE_S))
+            return await wait_for(delivered, timeout=max(left, _REPORT_GRACE_S))
         except TimeoutError:
             raise CommunicationException(
                 f"no delivery report for a record to {topic!r} within "
