@@ -601,8 +601,9 @@ class KafkaTransport(Transport):
                 if err is not None:
                     delivered.set_exception(
                         CommunicationException(
-                            f"delivery to {topic!r} failed: {reason(err)} (bound: "
-                            f"delivery.timeout.ms = {self.delivery_timeout_s * 1000:.0f} ms)"
+                            f"delivery to {topic!r} at {self.bootstrap_servers} failed: "
+                            f"{reason(err)} (bound: delivery_timeout_s = "
+                            f"{self.delivery_timeout_s:g} s; is the broker up?)"
                         )
                     )
                 else:

@@ -46,6 +46,8 @@ class AsyncKafkaClient:
     (librdkafka properties), ``max_message_bytes`` (record limit, default
     1,000,000: larger messages are split), and the bounds:
     ``delivery_timeout_s`` (a send fails after this, default 30),
+    ``close_timeout_s`` (``stop()`` waits this long for queued records, then
+    logs how many were not delivered, default 10),
     ``connect_timeout_s`` (subscribing retries this long while the broker is
     down, default 60), ``part_timeout_s`` (a transfer missing parts this long
     is dropped and reported, default 120), ``max_attempts`` (handler attempts
@@ -91,6 +93,9 @@ class AsyncKafkaClient:
             ),
             connect_timeout_s=float(
                 self.config.get("connect_timeout_s", kafka.DEFAULT_CONNECT_TIMEOUT_S)
+            ),
+            close_timeout_s=float(
+                self.config.get("close_timeout_s", kafka.DEFAULT_CLOSE_TIMEOUT_S)
             ),
         )
 
