@@ -30,7 +30,15 @@ rounds = st.integers(min_value=0, max_value=2**62)
 counts = st.integers(min_value=0, max_value=2**62)
 value_maps = st.dictionaries(st.text(max_size=10), py_values(max_leaves=8), max_size=4)
 # For the second and later maps of a message (extensions, capabilities): keep examples cheap.
-small_maps = st.dictionaries(st.text(max_size=6), py_values(max_leaves=8), max_size=2)
+#: Extension keys: never a body field's name or "weights" (validation refuses those).
+FIELD_NAMES = {f.name for kind in messages.BODY_TYPES.values() for f in kind.descriptor.fields} | {
+    "weights"
+}
+small_maps = st.dictionaries(
+    st.text(max_size=6).filter(lambda k: k not in FIELD_NAMES),
+    py_values(max_leaves=8),
+    max_size=2,
+)
 
 
 # ----------------------------------------------------------------------------- message cases

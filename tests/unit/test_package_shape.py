@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "python" / "flwire"
 OPTIONAL = ["torch", "confluent_kafka", "sklearn", "matplotlib", "ml_dtypes", "yaml", "psutil"]
 #: Private modules made to be shared inside the package (DESIGN.md: "what is
 #: shared lives in a private package meant for it").
-SHARED_PRIVATE = {"flwire._protowire", "flwire._optional", "flwire._version"}
+SHARED_PRIVATE = {"flwire._protowire", "flwire._optional", "flwire._version", "flwire._aio"}
 
 
 def _loaded_after(statement: str) -> list[str]:

@@ -38,11 +38,12 @@ def enum_value(enum: EnumDescriptor, item: Any, path: str) -> int:
     return int(value.number)
 
 
-def enum_short_name(enum: EnumDescriptor, number: int) -> str:
+def enum_short_name(enum: EnumDescriptor, number: int) -> str | int:
     """An enum value's name without its prefix, lower case (``training``); the
-    number as a string for a value this schema does not know."""
+    number itself for a value this schema does not know (a newer minor version's),
+    which :func:`enum_value` takes back unchanged."""
     value = enum.values_by_number.get(number)
-    return value.name.removeprefix(enum_prefix(enum)).lower() if value else str(number)
+    return value.name.removeprefix(enum_prefix(enum)).lower() if value else int(number)
 
 
 def lossy_values(items: Iterable[str | int]) -> list[int]:

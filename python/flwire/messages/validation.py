@@ -12,6 +12,11 @@ from flwire.messages.schema import BODY_TYPES, CUSTOM, ENVELOPE_RULES
 if TYPE_CHECKING:
     from flwire.messages.message import Message
 
+#: The range of ``google.protobuf.Timestamp``: 0001-01-01T00:00:00Z to
+#: 9999-12-31T23:59:59.999999999Z, in seconds since the epoch.
+TIMESTAMP_MIN_S = -62_135_596_800
+TIMESTAMP_MAX_S = 253_402_300_799
+
 #: The schema version this flwire writes; it reads any minor version of SCHEMA_MAJOR.
 SCHEMA_MAJOR = 1
 SCHEMA_MINOR = 1
@@ -35,6 +40,16 @@ def violations(msg: Message) -> list[Violation]:
                 f"(upgrade flwire to read version {major} messages)",
             )
         )
+    ts = env.timestamp
+    if not (TIMESTAMP_MIN_S <= ts.seconds <= TIMESTAMP_MAX_S and 0 <= ts.nanos < 1_000_000_000):
+        found.append(
+            Violation(
+                "envelope.timestamp",
+                "timestamp_range",
+                f"is {ts.seconds} s + {ts.nanos} ns, outside google.protobuf.Timestamp's "
+                "range (years 1 to 9999, nanos 0 to 999,999,999)",
+            )
+        )
     kind = msg.type
     if not kind:
         found.append(Violation("envelope.body", "required", "is missing: the message has no body"))
@@ -44,6 +59,18 @@ def violations(msg: Message) -> list[Violation]:
         Violation(f"{kind}.{r.field}", r.rule, r.describe(body))
         for r in BODY_TYPES[kind].rules
         if not r.holds(body, msg.has_weights)
+    ]
+    fields = BODY_TYPES[kind].descriptor.fields_by_name
+    found += [
+        Violation(
+            f"envelope.extensions[{key!r}]",
+            "shadows_field",
+            f"has the name of a {kind} field: an extension may not stand in for one"
+            if key in fields
+            else "is 'weights', the payload key of a message's tensors: reserved",
+        )
+        for key in sorted(env.extensions)
+        if key in fields or key == "weights"
     ]
     if kind == CUSTOM and body.type in BODY_TYPES and body.type != CUSTOM:
         found.append(

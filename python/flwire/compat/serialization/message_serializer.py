@@ -14,8 +14,9 @@ non-str dict keys) are refused with the key that held them.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -25,8 +26,11 @@ from flwire.exceptions import MessageValidationError, SerializationException
 from flwire.messages.capabilities import enum_short_name
 from flwire.messages.schema import BODY_TYPES, CUSTOM, BodyType
 from flwire.tensors import read_tensor_map
+from flwire.tensors.lossy import METHOD_NAMES
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import values_pb2
+
+logger = logging.getLogger(__name__)
 
 # The old handlers say "client_heartbeat"; the schema's message is Heartbeat.
 _ALIASES = {"client_heartbeat": "heartbeat"}
@@ -101,7 +105,8 @@ def _capabilities(caps: pb.Capabilities, out: dict[str, Any]) -> None:
     fields = pb.Capabilities.DESCRIPTOR.fields_by_name
     for name in ("supported_codecs", "supported_filters"):
         out[name] = [enum_short_name(fields[name].enum_type, v) for v in getattr(caps, name)]
-    out["supported_lossy"] = m.supported_lossy(caps)
+    # Short method names (int8, topk); a value this flwire does not know stays a number.
+    out["supported_lossy"] = [METHOD_NAMES.get(v, v) for v in caps.supported_lossy]
     if caps.max_message_bytes:
         out["max_message_bytes"] = caps.max_message_bytes
     if caps.extra:
@@ -139,7 +144,8 @@ def _payload(msg: m.Message) -> dict[str, Any]:
         out = m.value_map_to_dict(body.payload)
         if msg.has_weights:
             out["weights"] = msg.weights
-        out.update(m.value_map_to_dict(msg.envelope.extensions))
+        for key, value in m.value_map_to_dict(msg.envelope.extensions).items():
+            out.setdefault(key, value)  # the payload wins
         return out
     ruled = {r.field for r in kind.rules}
     out = {}
@@ -165,7 +171,14 @@ def _payload(msg: m.Message) -> dict[str, Any]:
                 out[f.name] = enum_short_name(f.enum_type, value)
         elif value or f.name in ruled:
             out[f.name] = value
-    out.update(m.value_map_to_dict(msg.envelope.extensions))
+    # Extensions never stand in for what the body says (validation refuses those
+    # named like a field; these are the payload keys the builder derives).
+    _, payload_keys = _builder(kind)
+    for key, value in m.value_map_to_dict(msg.envelope.extensions).items():
+        if key in out or key in payload_keys:
+            logger.warning("ignored extension %r of a %s message: a payload key", key, kind.name)
+        else:
+            out[key] = value
     return out
 
 
@@ -191,6 +204,15 @@ def legacy_type(msg: m.Message) -> str:
     return str(msg.body.type) if msg.type == CUSTOM else legacy_type_name(msg.type)
 
 
+def _local_iso(timestamp: float) -> str:
+    """ISO 8601 in local time, as the old API gave it; in UTC at the ends of the
+    range, where the local time would fall outside years 1 to 9999."""
+    try:
+        return datetime.fromtimestamp(timestamp).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat()
+
+
 def message_to_dict(msg: m.Message) -> dict[str, Any]:
     """A decoded message in the old dict form (see ``deserialize_message``)."""
     return {
@@ -198,7 +220,7 @@ def message_to_dict(msg: m.Message) -> dict[str, Any]:
         "payload": _payload(msg),
         "sender_id": msg.sender_id or None,
         "timestamp": msg.timestamp,
-        "datetime": datetime.fromtimestamp(msg.timestamp).isoformat(),
+        "datetime": _local_iso(msg.timestamp),
         "version": msg.schema_version,
         "message_id": msg.message_id,
     }
