@@ -15,8 +15,10 @@ import pytest
 from flwire.exceptions import CommunicationException
 from flwire.transport import Channel, Delivery, InMemoryBroker, InMemoryTransport
 from flwire.transport.chunking import (
+    PART_COST,
     PART_HEADER,
     PART_OVERHEAD,
+    TRANSFER_COST,
     Reassembler,
     parse_part,
     split_payload,
@@ -468,8 +470,10 @@ def test_evicted_transfer_lets_offsets_move_on(caplog):
         for part in stalled[:2]:
             await send_raw_part(transport, part, key=b"s")
         await Channel(transport).send(TOPIC, _payload(3000, 7))
+        # Room for the 3,000-byte message whole (data plus per-part costs), not beside
+        # the stalled transfer.
         receiver = Channel(
-            InMemoryTransport(broker), reassembler=Reassembler(max_pending_bytes=4000)
+            InMemoryTransport(broker), reassembler=Reassembler(max_pending_bytes=6000)
         )
         with caplog.at_level(logging.ERROR):
             got = await take(receiver, 1)
@@ -529,7 +533,7 @@ def test_one_channel_receiving_two_topics_survives_a_dropped_transfer():
         transport = await _transport(broker, limit)
         stalled = [p for p, _, _ in split_payload(_payload(3000, 9), "stalled", limit)]
         await send_raw_part(transport, stalled[0], topic="a")
-        channel = Channel(await _transport(broker), reassembler=Reassembler(max_pending_bytes=4000))
+        channel = Channel(await _transport(broker), reassembler=Reassembler(max_pending_bytes=6000))
         got: dict[str, list] = {"a": [], "b": []}
         errors: list[BaseException] = []
 
@@ -648,3 +652,33 @@ def test_missing_part_times_out_without_further_records(caplog):
     assert receiver.stats["dropped_transfers"] == 1
     assert committed(broker) == len(raw) - 1
     assert any("lost" in r.getMessage() and "missing" in r.getMessage() for r in caplog.records)
+
+
+def test_parts_held_for_reassembly_keep_no_record_bytes():
+    """A part waiting for the rest of its transfer holds its data and where it came
+    from, not its record: before, the token kept the whole record (padding and all)
+    alive, so duplicates and padded parts held gigabytes that were not counted.
+    Duplicates are settled at once and do not hold the transfer."""
+    limit = 1000
+    payload = _payload(2500, 11)
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = await _transport(broker, limit)
+        raw = [p for p, _, _ in split_payload(payload, "t1", limit)]
+        for _ in range(20):  # the first part, 20 times
+            await send_raw_part(transport, raw[0])
+        receiver = Channel(InMemoryTransport(broker))
+        waiting = asyncio.create_task(take(receiver, 1))
+        await wait_until(lambda: receiver.stats["duplicates"] == 19)
+        held = receiver.reassembler._pending["t1"]  # what the reassembler keeps
+        assert [t.record.value for t in held.tokens] == [b""]
+        costs = PART_COST + TRANSFER_COST
+        assert receiver.reassembler.pending_bytes == len(parse_part(raw[0]).data) + costs
+        for part in raw[1:]:
+            await send_raw_part(transport, part)
+        return broker, await waiting
+
+    broker, got = run(main())
+    assert bytes(got[0].payload) == payload
+    assert committed(broker) == len(broker.topics[TOPIC])  # duplicates settled too

@@ -19,7 +19,10 @@ from flwire._protowire import crc32c
 from flwire.exceptions import CommunicationException, SerializationException
 from flwire.transport.chunking import (
     CORRUPTED,
+    DUPLICATE_PART,
+    PART_COST,
     PART_OVERHEAD,
+    TRANSFER_COST,
     Completed,
     Dropped,
     Part,
@@ -163,17 +166,26 @@ def test_reassembly_round_trip(case, mode, dups, rnd):
     order = _order(len(parts), mode, rnd, dups)
     reassembler = Reassembler()
     completed: list[Completed] = []
+    duplicate_tokens: list[int] = []
     for position, index in enumerate(order):
-        assert reassembler.pending_bytes <= len(payload)
         done, dropped = reassembler.add(parse_part(parts[index]), token=position)
-        assert dropped == []
-        if done is not None:
+        # A second copy of a part comes back at once, with its token (nothing to hold).
+        assert all(d.reason == DUPLICATE_PART for d in dropped)
+        duplicate_tokens += [t for d in dropped for t in d.tokens]
+        # What it holds is what arrived: data, plus a fixed cost per part and transfer.
+        held = sum(len(parse_part(parts[i]).data) for i in set(order[: position + 1]))
+        if done is None:
+            assert reassembler.pending_bytes == held + TRANSFER_COST + PART_COST * len(
+                set(order[: position + 1])
+            )
+        else:
             completed.append(done)
     assert len(completed) == 1
     (result,) = completed
     assert result.transfer_id == "tid"
     assert bytes(result.payload) == payload
-    assert sorted(result.tokens) == list(range(len(order)))  # duplicates' tokens kept too
+    assert sorted(result.tokens + duplicate_tokens) == list(range(len(order)))
+    assert len(result.tokens) == len(parts)
     assert reassembler.duplicates == len(order) - len(parts)
     assert reassembler.pending_bytes == 0
     assert reassembler.progress("tid") == (0, 0)
@@ -292,19 +304,29 @@ def test_part_disagreeing_with_earlier_parts_is_refused_without_harm(field):
     assert reassembler.pending_bytes == 0
 
 
-def test_huge_declared_size_is_refused_before_allocating():
-    raw = _encode_part(transfer_id="big", part_index=0, part_count=2, total_size=2**40, data=b"x")
-    part = parse_part(raw)
-    reassembler = Reassembler()  # default max_payload_bytes: 4 GiB
+@pytest.mark.parametrize("total", [2**31, 2**40, 2**64 - 1])
+def test_a_declared_size_of_2_gib_or_more_is_refused(total):
+    raw = _encode_part(transfer_id="big", part_index=0, part_count=2, total_size=total, data=b"x")
+    with pytest.raises(SerializationException, match="2 GiB or more"):
+        parse_part(raw)
+
+
+def test_a_declared_size_allocates_nothing():
+    """Before: an 18-byte part declaring 2 GiB made the receiver allocate and zero
+    2 GiB at once. Now what a transfer holds is what arrived."""
+    raw = _encode_part(
+        transfer_id="big", part_index=0, part_count=2, total_size=2**31 - 1, data=b"x"
+    )
+    reassembler = Reassembler()
     tracemalloc.start()
     try:
-        with pytest.raises(CommunicationException, match="refusing"):
-            reassembler.add(part)
+        assert reassembler.add(parse_part(raw)) == (None, [])
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
-    assert reassembler.pending_bytes == 0 and reassembler.progress("big") == (0, 0)
+    assert reassembler.pending_bytes == 1 + PART_COST + TRANSFER_COST
+    assert reassembler.progress("big") == (1, 2**31 - 1)
 
 
 def test_declared_size_just_above_the_payload_limit_is_refused():
@@ -314,7 +336,7 @@ def test_declared_size_just_above_the_payload_limit_is_refused():
     assert reassembler.add(parse_part(at_limit)) == (None, [])
     with pytest.raises(CommunicationException):
         reassembler.add(parse_part(above))
-    assert reassembler.pending_bytes == 10_000
+    assert reassembler.pending_bytes == 1 + PART_COST + TRANSFER_COST
 
 
 @pytest.mark.parametrize("corrupt_index", [0, 1, 2])
@@ -419,21 +441,24 @@ def test_parse_part_refuses_invalid_utf8_transfer_id():
 
 
 def test_new_transfers_evict_the_legacyest_and_log_it(caplog):
-    cap = 10_000
-    reassembler = Reassembler(max_pending_bytes=cap)
     heads = {
-        tid: parse_part(_parts(_payload(4000, i), tid, 1000)[0])
+        tid: parse_part(_parts(_payload(2000, i), tid, 1000)[0])
         for i, tid in enumerate(["a", "b", "c", "d"])
     }
+    one = heads["a"].data.nbytes + PART_COST + TRANSFER_COST  # what a head holds
+    whole = 2000 + TRANSFER_COST + PART_COST * heads["a"].count  # a whole transfer
+    cap = max(2 * one, whole) + 1
+    assert 3 * one > cap  # two heads fit, three do not
+    reassembler = Reassembler(max_pending_bytes=cap)
     with caplog.at_level(logging.ERROR, logger="flwire.transport.chunking"):
         assert reassembler.add(heads["a"], token="a0") == (None, [])
         assert reassembler.add(heads["b"], token="b0") == (None, [])
-        assert reassembler.pending_bytes == 8000
+        assert reassembler.pending_bytes == 2 * one
         done, dropped = reassembler.add(heads["c"], token="c0")
         assert done is None
         assert [(d.transfer_id, d.tokens) for d in dropped] == [("a", ["a0"])]
         assert all(isinstance(d, Dropped) and "memory cap" in d.reason for d in dropped)
-        assert reassembler.pending_bytes == 8000 <= cap
+        assert reassembler.pending_bytes == 2 * one <= cap
         _, dropped = reassembler.add(heads["d"], token="d0")
         assert [d.transfer_id for d in dropped] == ["b"]
     messages = [r.getMessage() for r in caplog.records]
@@ -441,12 +466,13 @@ def test_new_transfers_evict_the_legacyest_and_log_it(caplog):
     assert "transfer a" in messages[0] and "memory cap" in messages[0]
     assert "transfer b" in messages[1]
     assert reassembler.progress("a") == (0, 0)
-    assert reassembler.progress("c") == (heads["c"].data.nbytes, 4000)
+    assert reassembler.progress("c") == (heads["c"].data.nbytes, 2000)
 
 
 @given(
     st.lists(st.integers(1, 10_000), min_size=1, max_size=30),
-    st.integers(10_000, 30_000),
+    # Room for the largest transfer whole: 10,000 bytes in 7 parts, plus their costs.
+    st.integers(13_000, 30_000),
     st.randoms(use_true_random=False),
 )
 def test_pending_bytes_never_exceed_the_cap(sizes, cap, rnd):
@@ -469,7 +495,7 @@ def test_pending_bytes_never_exceed_the_cap(sizes, cap, rnd):
                 assert done.transfer_id == tid
         if not finish and len(parts) > 1:
             pending.append(tid)
-    expected = sum(all_parts[t][0].total_size for t in pending)
+    expected = sum(all_parts[t][0].data.nbytes + PART_COST + TRANSFER_COST for t in pending)
     assert reassembler.pending_bytes == expected
 
 

@@ -49,6 +49,7 @@ from flwire.messages import Message
 from flwire.transport.base import Headers, Record, Subscription, Transport, last_header
 from flwire.transport.chunking import (
     CORRUPTED,
+    DUPLICATE_PART,
     LATE_DUPLICATE,
     PART_HEADER,
     Dropped,
@@ -310,7 +311,7 @@ class Channel:
         tokens: list[_Token] = []
         for drop in dropped:
             tokens.extend(drop.tokens)
-            if drop.reason == LATE_DUPLICATE:
+            if drop.reason in (LATE_DUPLICATE, DUPLICATE_PART):
                 self.stats["duplicates"] += 1
                 continue
             if drop.reason == CORRUPTED:
@@ -359,7 +360,7 @@ class Channel:
                 # a restart, or sent twice): nothing to rebuild.
                 self.stats["duplicates"] += 1
                 return None, [token]
-            completed, dropped = self.reassembler.add(part, token)
+            completed, dropped = self.reassembler.add(part, token.slim())
         except (SerializationException, CommunicationException) as exc:
             self.stats["bad_records"] += 1
             logger.error(
@@ -505,6 +506,13 @@ class _Token:
     record: Record
     receiver: _Receiver
     generation: int
+
+    def slim(self) -> _Token:
+        """This token without the record's value, key and headers: what a part held
+        until its transfer completes needs (where it is, to commit and report it),
+        so that held parts cost the bytes the reassembler counts, not whole records."""
+        bare = dataclasses.replace(self.record, value=b"", key=None, headers=[])
+        return _Token(bare, self.receiver, self.generation)
 
 
 async def _finish_tokens(tokens: Sequence[_Token]) -> None:

@@ -1,15 +1,19 @@
 """Payloads above a transport's record limit: split into TransferParts, reassemble.
 
 Each part is an encoded ``flwire.v1.TransferPart`` carried in its own record
-with the header ``flwire-part``. The receiver copies each part's data straight
-into one buffer preallocated at the payload's declared size, ignores duplicate
-parts, verifies the CRC-32C of the whole, and bounds what it holds: a cap on
-one payload's size, a cap on the bytes of all incomplete payloads (the oldest
-is evicted, with a log line), and a timeout for missing parts.
+with the header ``flwire-part``. The receiver keeps each part's data as it
+arrives (nothing is allocated for what a part only declares), hands duplicates
+back at once, joins the parts and verifies the CRC-32C of the whole, and bounds
+what it holds by what it actually holds: a cap on one payload's size, a cap on
+the bytes of all incomplete payloads (data plus a fixed cost per part and per
+transfer; the least recently active is evicted, with a log line), a cap on
+their number (a new transfer beyond it is refused; those under way are kept),
+and a timeout that only a new part restarts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -36,6 +40,8 @@ logger = logging.getLogger(__name__)
 PART_HEADER = "flwire-part"
 #: Reason of the Dropped returned for a late duplicate of a completed transfer's part.
 LATE_DUPLICATE = "part of a completed transfer"
+#: Reason of the Dropped returned for a second copy of a part still being reassembled.
+DUPLICATE_PART = "a part already received"
 #: Reason of the Dropped returned when a completed transfer fails its checks.
 CORRUPTED = "reassembled payload does not match its size or CRC-32C (corrupted parts?)"
 
@@ -46,6 +52,15 @@ _DATA = _F["data"].number
 
 # Room left in each record for the part's own fields, the key and the headers.
 PART_OVERHEAD = 512
+#: Longest transfer id a reader takes, in UTF-8 bytes (ids are message ids: UUIDs).
+MAX_TRANSFER_ID_BYTES = 128
+#: Payloads must be below 2 GiB (protobuf parsers refuse larger messages).
+MAX_TOTAL_SIZE = (1 << 31) - 1
+#: Bytes accounted for each part a transfer holds besides its data (its token and
+#: bookkeeping), and for each transfer, so that tiny parts cannot hold memory unseen.
+PART_COST = 256
+TRANSFER_COST = 1024
+_UINT32_MAX = (1 << 32) - 1
 
 
 def split_payload(
@@ -100,9 +115,20 @@ def parse_part(value: Any) -> Part:
             fields[f.number] = f.value
         elif f.number in (_INDEX, _COUNT, _TOTAL, _OFFSET):
             expect_wire_type(f, VARINT, "TransferPart")
+            if f.number in (_INDEX, _COUNT) and f.value > _UINT32_MAX:
+                # protobuf runtimes would keep the low 32 bits: refuse, never disagree.
+                raise SerializationException(
+                    f"invalid transfer part: {_NAMES[f.number]} {f.value} does not fit "
+                    "its uint32 field"
+                )
             fields[f.number] = f.value
     ident = fields.get(_ID)
     data = fields.get(_DATA)
+    if ident is not None and ident.end - ident.start > MAX_TRANSFER_ID_BYTES:
+        raise SerializationException(
+            f"invalid transfer part: transfer_id of {ident.end - ident.start} bytes, "
+            f"longer than {MAX_TRANSFER_ID_BYTES}"
+        )
     part = Part(
         transfer_id=decode_utf8(buf, ident.start, ident.end, "transfer_id") if ident else "",
         index=fields.get(_INDEX, 0),
@@ -116,6 +142,11 @@ def parse_part(value: Any) -> Part:
         raise SerializationException(
             f"invalid transfer part: id={part.transfer_id!r} index={part.index} count={part.count}"
         )
+    if part.total_size > MAX_TOTAL_SIZE:
+        raise SerializationException(
+            f"transfer {part.transfer_id}: total_size {part.total_size} is 2 GiB or more "
+            "(a message must be smaller)"
+        )
     if not part.data:
         # Only payloads above a record limit are split, so every part carries data
         # (this also refuses a truncated part that lost its data field).
@@ -128,14 +159,24 @@ def parse_part(value: Any) -> Part:
     return part
 
 
+_NAMES = {_INDEX: "part_index", _COUNT: "part_count"}
+
+
 @dataclass
 class _Pending:
     part: Part  # the first part seen: count, size and checksum to hold the others to
-    buffer: bytearray
-    last_seen: float
-    received: set[int] = field(default_factory=set)
+    started: float
+    #: When the last new part arrived (duplicates do not count).
+    last_new: float
+    #: Each part received: index -> (offset, its data, copied out of the record).
+    parts: dict[int, tuple[int, bytes]] = field(default_factory=dict)
     filled: int = 0
     tokens: list[Any] = field(default_factory=list)
+
+    @property
+    def held(self) -> int:
+        """Bytes this transfer holds, as accounted."""
+        return TRANSFER_COST + self.filled + PART_COST * len(self.tokens)
 
 
 @dataclass
@@ -149,8 +190,8 @@ class Completed:
 
 @dataclass
 class Dropped:
-    """A payload given up on (timeout, eviction, failed checks) or a late
-    duplicate part, with the tokens of its parts."""
+    """A payload given up on (timeout, eviction, failed checks) or a duplicate
+    part, with the tokens of its parts."""
 
     transfer_id: str
     reason: str
@@ -161,89 +202,140 @@ class Dropped:
 
 
 class Reassembler:
-    """Collects parts into payloads within bounded memory."""
+    """Collects parts into payloads within bounded memory.
+
+    ``pending_bytes`` counts what incomplete transfers hold: their parts' data,
+    plus :data:`PART_COST` per part and :data:`TRANSFER_COST` per transfer. A
+    part's declared ``total_size`` allocates nothing. A token passed to
+    :meth:`add` should be small (the caller's record without its value): it is
+    counted at :data:`PART_COST`.
+    """
 
     def __init__(
         self,
         *,
-        max_payload_bytes: int = 2 << 30,
+        max_payload_bytes: int = MAX_TOTAL_SIZE,
         max_pending_bytes: int = 4 << 30,
+        max_pending_transfers: int = 1024,
         part_timeout: float = 120.0,
         clock: Any = time.monotonic,
         remember_completed: int = 10_000,
     ) -> None:
         self.max_payload_bytes = max_payload_bytes
         self.max_pending_bytes = max_pending_bytes
+        self.max_pending_transfers = max_pending_transfers
         self.part_timeout = part_timeout
         self._clock = clock
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         # Ids of recently completed transfers: a late duplicate of one of their
-        # parts must not start a new buffer that would never complete.
+        # parts must not start a new transfer that would never complete.
         self._completed: OrderedDict[str, None] = OrderedDict()
         self._remember_completed = remember_completed
         self.pending_bytes = 0
         self.duplicates = 0
+        #: New transfers refused because max_pending_transfers were under way.
+        self.refused = 0
 
     def holds(self, transfer_id: str) -> bool:
         """Whether a transfer is incomplete and buffered here."""
         return transfer_id in self._pending
 
+    @property
+    def pending_transfers(self) -> int:
+        return len(self._pending)
+
     def add(self, part: Part, token: Any = None) -> tuple[Completed | None, list[Dropped]]:
         """Add one part; return the completed payload, if this part completed
-        one, and any payloads dropped to make room."""
+        one, and what was given up on: a duplicate part (at once, with its token),
+        transfers evicted to make room, or this transfer if it failed its checks."""
         dropped: list[Dropped] = []
         if part.transfer_id in self._completed:
             self.duplicates += 1
             return None, [Dropped(part.transfer_id, LATE_DUPLICATE, [token])]
         entry = self._pending.get(part.transfer_id)
         if entry is None:
-            limit = min(self.max_payload_bytes, self.max_pending_bytes)
-            if part.total_size > limit:
+            # What it would hold once complete must fit both caps.
+            held = part.total_size + TRANSFER_COST + PART_COST * part.count
+            if part.total_size > self.max_payload_bytes or held > self.max_pending_bytes:
                 raise CommunicationException(
-                    f"transfer {part.transfer_id} declares {part.total_size} bytes, above the "
-                    f"limit of {limit}; refusing to buffer it"
+                    f"transfer {part.transfer_id} declares {part.total_size} bytes in "
+                    f"{part.count} parts, above the limits (max_payload_bytes "
+                    f"{self.max_payload_bytes}, max_pending_bytes {self.max_pending_bytes}); "
+                    "refusing to buffer it"
                 )
-            while self._pending and self.pending_bytes + part.total_size > self.max_pending_bytes:
-                dropped.append(self._drop_oldest("evicted to stay under the memory cap"))
-            entry = _Pending(part, bytearray(part.total_size), self._clock())
+            if len(self._pending) >= self.max_pending_transfers:
+                # Transfers under way are not evicted for new ones (a flood of first
+                # parts would otherwise end every real transfer): the new one waits
+                # until a slot frees, and this part is given up on.
+                self.refused += 1
+                return None, [
+                    Dropped(
+                        part.transfer_id,
+                        f"refused: {self.max_pending_transfers} incomplete transfers "
+                        "already (max_pending_transfers)",
+                        [token],
+                        1,
+                        part.count,
+                        part.total_size,
+                    )
+                ]
+            now = self._clock()
+            # The first part's fields, without its data: a view that would keep the
+            # whole record (any padding included) alive.
+            entry = _Pending(dataclasses.replace(part, data=memoryview(b"")), now, now)
             self._pending[part.transfer_id] = entry
-            self.pending_bytes += part.total_size
+            self.pending_bytes += entry.held
         first = entry.part
         if (part.count, part.total_size, part.crc) != (first.count, first.total_size, first.crc):
             raise SerializationException(
                 f"transfer {part.transfer_id}: part {part.index} disagrees with earlier parts "
                 "on count, size or checksum"
             )
-        entry.tokens.append(token)
-        entry.last_seen = self._clock()
-        self._pending.move_to_end(part.transfer_id)
-        if part.index in entry.received:
+        if part.index in entry.parts:
+            # Its first copy holds the data and a token that keeps the commit point
+            # below it: this copy is done now, and does not hold the transfer open.
             self.duplicates += 1
+            dropped.append(Dropped(part.transfer_id, DUPLICATE_PART, [token]))
             return None, dropped
-        entry.received.add(part.index)
-        entry.buffer[part.offset : part.offset + len(part.data)] = part.data
+        before = entry.held
+        entry.parts[part.index] = (part.offset, bytes(part.data))
         entry.filled += len(part.data)
-        if len(entry.received) < first.count:
+        entry.tokens.append(token)
+        entry.last_new = self._clock()
+        self.pending_bytes += entry.held - before
+        self._pending.move_to_end(part.transfer_id)
+        if entry.filled > first.total_size:
+            return None, [*dropped, self._give_up(part.transfer_id, CORRUPTED)]
+        while self.pending_bytes > self.max_pending_bytes and len(self._pending) > 1:
+            dropped.append(self._drop_oldest("evicted to stay under the memory cap"))
+        if len(entry.parts) < first.count:
             return None, dropped
+        payload = _joined(entry)
+        if payload is None or crc32c(payload) != first.crc:
+            return None, [*dropped, self._give_up(part.transfer_id, CORRUPTED)]
         del self._pending[part.transfer_id]
-        self.pending_bytes -= first.total_size
-        self._completed[part.transfer_id] = None
+        self.pending_bytes -= entry.held
+        self._remember(part.transfer_id)
+        return Completed(part.transfer_id, memoryview(payload), entry.tokens), dropped
+
+    def _remember(self, transfer_id: str) -> None:
+        self._completed[transfer_id] = None
         if len(self._completed) > self._remember_completed:
             self._completed.popitem(last=False)
-        if entry.filled != first.total_size or crc32c(entry.buffer) != first.crc:
-            logger.error("Gave up on transfer %s: %s", part.transfer_id, CORRUPTED)
-            dropped.append(
-                Dropped(
-                    part.transfer_id,
-                    CORRUPTED,
-                    entry.tokens,
-                    len(entry.received),
-                    first.count,
-                    first.total_size,
-                )
-            )
-            return None, dropped
-        return Completed(part.transfer_id, memoryview(entry.buffer), entry.tokens), dropped
+
+    def _give_up(self, transfer_id: str, reason: str) -> Dropped:
+        entry = self._pending.pop(transfer_id)
+        self.pending_bytes -= entry.held
+        self._remember(transfer_id)
+        logger.error("Gave up on transfer %s: %s", transfer_id, reason)
+        return Dropped(
+            transfer_id,
+            reason,
+            entry.tokens,
+            len(entry.parts),
+            entry.part.count,
+            entry.part.total_size,
+        )
 
     def progress(self, transfer_id: str) -> tuple[int, int]:
         """(bytes received, total bytes) of an incomplete transfer."""
@@ -254,14 +346,14 @@ class Reassembler:
         """Drop the payloads that have had no new part for ``part_timeout`` seconds."""
         now = self._clock()
         dropped = []
-        while self._pending:
-            entry = next(iter(self._pending.values()))
-            if now - entry.last_seen < self.part_timeout:
-                break
-            missing = entry.part.count - len(entry.received)
+        for transfer_id, entry in list(self._pending.items()):
+            if now - entry.last_new < self.part_timeout:
+                continue
+            missing = entry.part.count - len(entry.parts)
+            self._pending.move_to_end(transfer_id, last=False)
             dropped.append(
                 self._drop_oldest(
-                    f"no part for {self.part_timeout:.0f} s, {missing} of "
+                    f"no new part for {self.part_timeout:.0f} s, {missing} of "
                     f"{entry.part.count} parts still missing"
                 )
             )
@@ -269,12 +361,12 @@ class Reassembler:
 
     def _drop_oldest(self, reason: str) -> Dropped:
         transfer_id, entry = self._pending.popitem(last=False)
-        self.pending_bytes -= entry.part.total_size
+        self.pending_bytes -= entry.held
         logger.error(
             "Gave up on transfer %s (%d bytes, %d/%d parts): %s",
             transfer_id,
             entry.part.total_size,
-            len(entry.received),
+            len(entry.parts),
             entry.part.count,
             reason,
         )
@@ -282,7 +374,21 @@ class Reassembler:
             transfer_id,
             reason,
             entry.tokens,
-            len(entry.received),
+            len(entry.parts),
             entry.part.count,
             entry.part.total_size,
         )
+
+
+def _joined(entry: _Pending) -> bytearray | None:
+    """The parts' data in offset order as one writable buffer (the caller's to
+    own), or None when they do not tile the payload exactly."""
+    pieces = sorted(entry.parts.values(), key=lambda item: item[0])
+    at = 0
+    for offset, data in pieces:
+        if offset != at:
+            return None
+        at += len(data)
+    if at != entry.part.total_size:
+        return None
+    return bytearray().join(data for _, data in pieces)
