@@ -99,3 +99,32 @@ def test_an_extension_named_like_a_derived_payload_key_is_ignored(caplog):
         payload = MessageSerializer.deserialize_message(msg.to_bytes())["payload"]
     assert "delta" not in payload and payload["note"] == "kept"
     assert "ignored extension 'delta'" in caplog.text
+
+
+def test_a_big_frame_leaves_no_scratch_buffer_behind():
+    """Before: each thread kept the largest scratch buffer it ever used (1 GiB stayed
+    allocated after one big decode of another writer's large frames)."""
+    import weakref
+
+    from flwire.tensors import parallel
+
+    big = parallel.scratch(64 << 20)
+    assert big.nbytes == 64 << 20
+    gone = weakref.ref(big)
+    del big
+    assert gone() is None  # not kept by the thread
+    small = parallel.scratch(1000)
+    assert small.nbytes == 1000 and small.base is not None
+    assert small.base.nbytes <= parallel.SCRATCH_KEEP_BYTES
+
+
+def test_ids_are_bounded_so_remembering_them_is():
+    """Before: 2,000 message ids of 1 MB each held 1.9 GB in SeenIds."""
+    msg = messages.shutdown("x")
+    msg.envelope.message_id = "m" * 129
+    with pytest.raises(InvalidMessageError, match=r"envelope\.message_id: is 129 bytes"):
+        messages.decode_message(msg.envelope.SerializeToString())
+    msg.envelope.message_id = "é" * 64  # 128 bytes: fine
+    msg.envelope.sender_id = "s" * 1_000_000
+    with pytest.raises(InvalidMessageError, match=r"envelope\.sender_id: is 1000000 bytes"):
+        messages.decode_message(msg.envelope.SerializeToString())

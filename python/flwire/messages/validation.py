@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 TIMESTAMP_MIN_S = -62_135_596_800
 TIMESTAMP_MAX_S = 253_402_300_799
 
+#: Longest ``message_id`` and ``sender_id``, in UTF-8 bytes: receivers remember
+#: message ids (de-duplication), so their size must be bounded.
+MAX_ID_BYTES = 128
+
 #: The schema version this flwire writes; it reads any minor version of SCHEMA_MAJOR.
 SCHEMA_MAJOR = 1
 SCHEMA_MINOR = 1
@@ -40,6 +44,16 @@ def violations(msg: Message) -> list[Violation]:
                 f"(upgrade flwire to read version {major} messages)",
             )
         )
+    for name in ("message_id", "sender_id"):
+        size = len(getattr(env, name).encode("utf-8"))
+        if size > MAX_ID_BYTES:
+            found.append(
+                Violation(
+                    f"envelope.{name}",
+                    "max_length",
+                    f"is {size} bytes long; at most {MAX_ID_BYTES}",
+                )
+            )
     ts = env.timestamp
     if not (TIMESTAMP_MIN_S <= ts.seconds <= TIMESTAMP_MAX_S and 0 <= ts.nanos < 1_000_000_000):
         found.append(

@@ -30,8 +30,17 @@ _pool_lock = threading.Lock()
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
+#: The largest scratch buffer a thread keeps between calls (four of flwire's
+#: frames); a larger request (another writer's bigger frames) gets a buffer of its
+#: own, freed once used, so one big decode leaves nothing behind.
+SCRATCH_KEEP_BYTES = 4 * FRAME_BYTES
+
+
 def scratch(nbytes: int) -> np.ndarray:
-    """A per-thread reusable uint8 buffer of ``nbytes`` (contents undefined)."""
+    """A uint8 buffer of ``nbytes`` (contents undefined): the thread's reusable
+    one up to :data:`SCRATCH_KEEP_BYTES`, a fresh one above."""
+    if nbytes > SCRATCH_KEEP_BYTES:
+        return np.empty(nbytes, dtype=np.uint8)
     buf: np.ndarray | None = getattr(_local, "scratch", None)
     if buf is None or buf.nbytes < nbytes:
         buf = _local.scratch = np.empty(max(nbytes, FRAME_BYTES), dtype=np.uint8)
