@@ -32,6 +32,7 @@ from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, fedavg
 from flwire.exceptions import AggregationException, SerializationException
 from flwire.messages import SeenIds, value_map_to_dict
+from flwire.tensors import read_tensor_map
 from flwire.transport import Channel, TopicLayout, Transport
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,13 @@ class FedAvgServer:
         elif msg.type == "heartbeat":
             state.last_heartbeat[body.client_id] = time.monotonic()
         elif msg.type == "client_update":
+            try:  # the global model's layout: nothing else may reach the average
+                read_tensor_map(msg.weights, expect=self.model.state_dict())
+            except SerializationException as exc:
+                logger.error(
+                    "Refused the round %d update of %s: %s", body.round_id, body.client_id, exc
+                )
+                return
             state.updates.setdefault(body.round_id, {})[body.client_id] = msg
         elif msg.type == "evaluation_result":
             state.evaluations.setdefault(body.round_id, {})[body.client_id] = msg
@@ -270,7 +278,7 @@ class FedAvgServer:
         for cid in reporting:
             msg = updates[cid]
             decode_start = time.perf_counter()
-            states.append(msg.tensors())
+            states.append(msg.tensors(expect=self.model.state_dict()))
             record_weights(
                 self.metrics, "received", msg, states[-1], time.perf_counter() - decode_start
             )

@@ -27,7 +27,12 @@ from flwire.messages.message import Message
 from flwire.messages.schema import body_type
 from flwire.messages.validation import SCHEMA_MAJOR, SCHEMA_MINOR, validate
 from flwire.messages.values import PyValue, fill_value_map, to_value
-from flwire.tensors import EncodeOptions, encode_tensor_map_segments, read_tensor_map
+from flwire.tensors import (
+    WRITER_LIMITS,
+    EncodeOptions,
+    encode_tensor_map_segments,
+    read_tensor_map,
+)
 from flwire.tensors import codecs as _codecs
 from flwire.tensors.lossy import METHODS
 from flwire.v1 import messages_pb2 as pb
@@ -72,7 +77,8 @@ def _weights_segments(weights: Weights, options: EncodeOptions | None) -> list[A
             raise SerializationException(
                 "a lossy encoding needs a state dict: these weights are encoded bytes already"
             )
-        read_tensor_map(weights)  # structure check only: refuses old base64 text early
+        # Structure check only (refuses old base64 text early); a sender may encode zeros.
+        read_tensor_map(weights, limits=WRITER_LIMITS)
         return [weights]
     if isinstance(weights, str):
         raise SerializationException(

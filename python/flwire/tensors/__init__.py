@@ -31,6 +31,7 @@ from flwire.tensors.records import (
     DEFAULT_LIMITS,
     GIB,
     MAX_MESSAGE_BYTES,
+    WRITER_LIMITS,
     DecodeLimits,
     TensorLike,
     TensorRecord,
@@ -38,6 +39,7 @@ from flwire.tensors.records import (
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "WRITER_LIMITS",
     "DEFAULT_OPTIONS",
     "GIB",
     "MAX_MESSAGE_BYTES",

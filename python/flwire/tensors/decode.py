@@ -13,6 +13,7 @@ reconstructed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -249,17 +250,53 @@ def _validate(f: _TensorFields, index: int, limits: DecodeLimits) -> TensorRecor
     )
 
 
-def read_tensor_map(data: Any, *, limits: DecodeLimits | None = None) -> TensorMapView:
+def _layout(expect: Mapping[str, Any]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name -> (dtype name, shape) of the tensors or arrays a caller expects."""
+    return {
+        name: (str(value.dtype).removeprefix("torch."), tuple(int(d) for d in value.shape))
+        for name, value in expect.items()
+    }
+
+
+def _check_expected(rec: TensorRecord, layout: dict[str, tuple[str, tuple[int, ...]]]) -> None:
+    want = layout.get(rec.name)
+    if want is None:
+        raise SerializationException(
+            f"tensor {rec.name!r} is not in the expected layout (an extra tensor)"
+        )
+    if (rec.dtype.name, rec.shape) != want:
+        raise SerializationException(
+            f"tensor {rec.name!r} is {rec.dtype.name} {list(rec.shape)}, but the expected "
+            f"layout says {want[0]} {list(want[1])}"
+        )
+
+
+def read_tensor_map(
+    data: Any,
+    *,
+    limits: DecodeLimits | None = None,
+    expect: Mapping[str, Any] | None = None,
+) -> TensorMapView:
     """Parse and validate TensorMap bytes without decoding any tensor data.
 
     Checks every declared size against ``limits`` and the input's length; the
-    returned records' ``data`` are views on ``data``.
+    returned records' ``data`` are views on ``data``. ``expect`` (a state dict,
+    or any mapping of names to things with ``dtype`` and ``shape``) is the
+    layout the caller expects, e.g. the global model's on a server: a tensor
+    not in it, missing from it, or of another dtype or shape is refused, naming
+    it, before anything is allocated or decompressed.
     """
     limits = limits or DEFAULT_LIMITS
+    layout = None if expect is None else _layout(expect)
     buf = byte_view(data, "TensorMap")
     records: list[TensorRecord] = []
     metadata: dict[str, str] = {}
     total = 0
+    allowed = (
+        float("inf")
+        if limits.max_expansion is None
+        else max(limits.expansion_floor_bytes, limits.max_expansion * len(buf))
+    )
     for f in iter_fields(buf, 0, len(buf), "TensorMap"):
         if f.number == s.M_TENSORS:
             expect_wire_type(f, LEN, "TensorMap")
@@ -268,11 +305,20 @@ def read_tensor_map(data: Any, *, limits: DecodeLimits | None = None) -> TensorM
                     f"TensorMap holds more than {limits.max_tensors} tensors"
                 )
             rec = _validate(_walk_tensor(buf, f.start, f.end, len(records)), len(records), limits)
+            if layout is not None:
+                _check_expected(rec, layout)
             total += rec.decoded_size
             if total > limits.max_total_bytes:
                 raise PayloadTooLargeError(
                     f"TensorMap declares more than {limits.max_total_bytes} raw bytes in all "
                     "(raise DecodeLimits.max_total_bytes if you expect a model this large)"
+                )
+            if total > allowed:
+                raise PayloadTooLargeError(
+                    f"TensorMap of {len(buf)} bytes declares {total} or more decoded bytes, "
+                    f"over {limits.max_expansion:g} times its size "
+                    f"(DecodeLimits.max_expansion; pass a higher one, or None, if you expect "
+                    "maps this compressible: mostly zeros, or top-k below 1 %)"
                 )
             records.append(rec)
         elif f.number == s.M_METADATA:
@@ -282,6 +328,12 @@ def read_tensor_map(data: Any, *, limits: DecodeLimits | None = None) -> TensorM
     names = {r.name for r in records}
     if len(names) != len(records):
         raise SerializationException("TensorMap holds two tensors with the same name")
+    if layout is not None and len(names) != len(layout):
+        missing = sorted(set(layout) - names)
+        raise SerializationException(
+            f"{len(missing)} tensor(s) of the expected layout missing: "
+            f"{', '.join(repr(n) for n in missing[:5])}{' ...' if len(missing) > 5 else ''}"
+        )
     return TensorMapView(records, metadata)
 
 
@@ -428,8 +480,13 @@ def decode_tensor_map(
     verify_checksum: bool = True,
     limits: DecodeLimits | None = None,
     threads: int | None = None,
+    expect: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decode TensorMap bytes to a dict of torch tensors (or numpy arrays).
+
+    ``limits`` bounds the cost (see :class:`DecodeLimits`); ``expect``, the
+    layout the caller expects (see :func:`read_tensor_map`), is checked before
+    anything is allocated.
 
     Decoded tensors never write through to memory the caller did not hand over:
 
@@ -447,7 +504,7 @@ def decode_tensor_map(
     without torch installed raises MissingDependencyError (an ImportError).
     """
     return _decode_all(
-        read_tensor_map(data, limits=limits).records,
+        read_tensor_map(data, limits=limits, expect=expect).records,
         "numpy" if as_numpy else "torch",
         verify_checksum,
         threads,

@@ -25,7 +25,7 @@ from flwire import messages as m
 from flwire.exceptions import MessageValidationError, SerializationException
 from flwire.messages.capabilities import enum_short_name
 from flwire.messages.schema import BODY_TYPES, CUSTOM, BodyType
-from flwire.tensors import read_tensor_map
+from flwire.tensors import WRITER_LIMITS, read_tensor_map
 from flwire.tensors.lossy import METHOD_NAMES
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import values_pb2
@@ -56,7 +56,7 @@ def _is_weights(value: Any) -> bool:
         if not len(value):
             return False
         try:
-            read_tensor_map(value)
+            read_tensor_map(value, limits=WRITER_LIMITS)
         except SerializationException:
             return False
         return True

@@ -12,7 +12,7 @@ from typing import Any
 
 from flwire import _optional
 from flwire.exceptions import SerializationException
-from flwire.tensors import LossyConfig, decode_tensor_map, encode_tensor_map
+from flwire.tensors import DecodeLimits, LossyConfig, decode_tensor_map, encode_tensor_map
 
 _optional.require("torch")  # a clear error naming the extra when it is missing
 import torch  # noqa: E402
@@ -40,16 +40,24 @@ class WeightSerializer:
 
     @staticmethod
     def deserialize_weights(
-        encoded_data: bytes, compression: bool = True
+        encoded_data: bytes,
+        compression: bool = True,
+        *,
+        limits: DecodeLimits | None = None,
+        expect: Mapping[str, Any] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Decode TensorMap bytes to a state dict.
 
         ``compression`` is accepted for compatibility; the bytes say per tensor
-        whether they are compressed. Uncompressed tensors are views on
-        ``encoded_data`` (see :func:`flwire.decode_tensor_map`).
+        whether they are compressed. ``limits`` bounds what decoding may cost
+        (default :data:`flwire.tensors.DEFAULT_LIMITS`); ``expect`` (e.g. the
+        global model's state dict) is the layout the caller expects: a tensor
+        not in it, missing from it, or of another dtype or shape is refused
+        before anything is allocated. See :func:`flwire.decode_tensor_map` for
+        who owns the decoded memory.
         """
         del compression  # self-describing format
-        return decode_tensor_map(encoded_data)
+        return decode_tensor_map(encoded_data, limits=limits, expect=expect)
 
     @staticmethod
     def get_weights_size(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:

@@ -1,0 +1,172 @@
+"""Issue 13, "Amplification": what a map decodes to is bounded by what arrived
+(``DecodeLimits.max_expansion``) and by the layout the receiver expects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from flwire import LossyConfig, decode_tensor_map, encode_tensor_map
+from flwire.compat.models import SimpleCNN
+from flwire.compat.serialization.weight_serializer import WeightSerializer
+from flwire.exceptions import PayloadTooLargeError, SerializationException
+from flwire.tensors import DecodeLimits, read_tensor_map
+from flwire.v1 import tensor_pb2
+
+
+def _cnn() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return SimpleCNN().state_dict()
+
+
+def _topk_bomb(elements: int) -> bytes:
+    """A top-k map with k=1 whose tensor claims ``elements`` float32s (the 37-byte
+    map that decoded to 4 GiB): a real small top-k tensor, its shape rewritten."""
+    small = encode_tensor_map(
+        {"w": torch.arange(64, dtype=torch.float32)},
+        lossy=LossyConfig("topk", topk_k=1, min_elements=0),
+    )
+    tmap = tensor_pb2.TensorMap.FromString(small)
+    del tmap.tensors[0].shape[:]
+    tmap.tensors[0].shape.append(elements)
+    return tmap.SerializeToString()
+
+
+BOMB_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from flwire import decode_tensor_map
+    from flwire.exceptions import PayloadTooLargeError
+    def hwm():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    data = open(sys.argv[1], "rb").read()
+    base, started = hwm(), time.perf_counter()
+    try:
+        decode_tensor_map(data, as_numpy=True)
+        outcome = "decoded"
+    except PayloadTooLargeError as exc:
+        outcome = f"refused: {exc}"
+    print(json.dumps({"outcome": outcome, "rss_mb": hwm() - base,
+                      "seconds": time.perf_counter() - started}))
+    """
+)
+
+
+@pytest.mark.parametrize("bomb", ["topk_k1", "zstd_zeros"])
+def test_a_small_map_cannot_decode_to_gigabytes(bomb, tmp_path):
+    """Before: a 37-byte top-k map decoded to a 4 GiB tensor (4.7 GiB peak RSS), and
+    a zstd frame of RLE blocks made 4 GiB of 131 KB. Now both are refused before
+    anything is allocated, in a subprocess whose peak RSS and time are measured."""
+    if bomb == "topk_k1":
+        data = _topk_bomb(1 << 30)
+    else:  # zeros compress about 14,000:1 under zstd (RLE blocks)
+        data = encode_tensor_map({"z": np.zeros(64 << 18, np.float32)})  # 64 MiB
+    assert len(data) < 10_000
+    path = tmp_path / "bomb.bin"
+    path.write_bytes(data)
+    proc = subprocess.run(
+        [sys.executable, "-c", BOMB_SCRIPT, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    print(f"\n{bomb}: {len(data)} bytes -> {result}")
+    assert result["outcome"].startswith("refused"), result
+    assert "max_expansion" in result["outcome"]
+    assert result["rss_mb"] < 20 and result["seconds"] < 1, result
+
+
+def test_legitimate_compressible_maps_decode_with_the_defaults():
+    cnn = _cnn()
+    topk = encode_tensor_map(cnn, lossy=LossyConfig("topk", topk_fraction=0.01))
+    assert len(topk) * 50 < 4.8e6  # about 59:1
+    assert set(decode_tensor_map(topk)) == set(cnn)
+    zeros = {k: torch.zeros_like(v) for k, v in cnn.items()}  # a client that did not move
+    blob = encode_tensor_map(zeros)
+    assert len(blob) * 1000 < 4.8e6  # about 6,800:1, under the 16 MiB floor
+    assert all(torch.equal(v, zeros[k]) for k, v in decode_tensor_map(blob).items())
+
+
+def test_the_documented_settings_let_more_through():
+    zeros = encode_tensor_map({"z": np.zeros(64 << 18, np.float32)})
+    with pytest.raises(PayloadTooLargeError, match="max_expansion"):
+        decode_tensor_map(zeros, as_numpy=True)
+    got = decode_tensor_map(zeros, as_numpy=True, limits=DecodeLimits(max_expansion=None))
+    assert got["z"].nbytes == 64 << 20 and not got["z"].any()
+    topk = encode_tensor_map(_cnn(), lossy=LossyConfig("topk", topk_fraction=0.001))
+    read_tensor_map(topk, limits=DecodeLimits(max_expansion=1000))
+
+
+def test_the_compat_deserializer_takes_limits_and_a_layout():
+    blob = _topk_bomb(1 << 30)
+    with pytest.raises(PayloadTooLargeError):
+        WeightSerializer.deserialize_weights(blob)
+    with pytest.raises(PayloadTooLargeError, match="max_tensor_bytes"):
+        WeightSerializer.deserialize_weights(
+            blob, limits=DecodeLimits(max_expansion=None, max_tensor_bytes=1 << 20)
+        )
+    cnn = _cnn()
+    good = WeightSerializer.serialize_weights(cnn)
+    assert set(WeightSerializer.deserialize_weights(good, expect=cnn)) == set(cnn)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("shape", r"'conv1.weight' is float32 \[3\], but the expected layout says float32 "),
+        ("dtype", r"'conv1.weight' is float64 \[32, 1, 3, 3\], but the expected layout says"),
+        ("extra", r"'intruder' is not in the expected layout"),
+        ("missing", r"missing: 'conv1.weight'"),
+    ],
+)
+def test_an_update_off_the_expected_layout_is_refused(change, message):
+    """Before: a (3,) tensor sent for a (32, 1, 3, 3) weight was broadcast into the
+    average. Now the receiver's layout refuses it, naming the tensor, before any
+    tensor is decoded."""
+    cnn = _cnn()
+    sent = dict(cnn)
+    if change == "shape":
+        sent["conv1.weight"] = torch.ones(3)
+    elif change == "dtype":
+        sent["conv1.weight"] = cnn["conv1.weight"].double()
+    elif change == "extra":
+        sent["intruder"] = torch.ones(2)
+    else:
+        del sent["conv1.weight"]
+    blob = encode_tensor_map(sent)
+    with pytest.raises(SerializationException, match=message):
+        read_tensor_map(blob, expect=cnn)
+    with pytest.raises(SerializationException, match=message):
+        WeightSerializer.deserialize_weights(blob, expect=cnn)
+
+
+def test_the_demo_server_refuses_an_update_off_its_model(caplog):
+    """The demo's FedAvg server holds every client update to the global model's
+    layout on receipt: a mis-shaped one never reaches the average."""
+    import logging
+
+    from flwire import messages
+    from flwire.demo.data import split_non_iid
+    from flwire.demo.server import FedAvgServer
+    from flwire.transport import InMemoryBroker, InMemoryTransport, TopicLayout
+
+    _, _, test = split_non_iid(2, seed=0)
+    server = FedAvgServer(
+        InMemoryTransport(InMemoryBroker()), TopicLayout("j"), test, num_clients=2, rounds=1
+    )
+    bad = dict(server.model.state_dict())
+    bad["conv1.weight"] = torch.ones(3)
+    good = server.model.state_dict()
+    with caplog.at_level(logging.ERROR, logger="flwire.demo.server"):
+        server._record(messages.client_update("mallory", 1, bad, num_examples=10))
+        server._record(messages.client_update("alice", 1, good, num_examples=10))
+    assert list(server.state.updates[1]) == ["alice"]
+    assert "Refused the round 1 update of mallory" in caplog.text
+    assert "'conv1.weight' is float32 [3]" in caplog.text
