@@ -163,11 +163,25 @@ def expect_wire_type(field: Field, expected: int, what: str) -> None:
         )
 
 
-def decode_packed_varints(buf: memoryview, start: int, end: int, what: str) -> list[int]:
-    """Decode a packed repeated varint payload."""
+def decode_packed_varints(
+    buf: memoryview,
+    start: int,
+    end: int,
+    what: str,
+    max_count: int | None = None,
+    too_many: str = "",
+) -> list[int]:
+    """Decode a packed repeated varint payload; past ``max_count`` values, raise
+    at once, with ``too_many`` as the message (before building a list of what a
+    few megabytes can hold)."""
+    message = too_many or f"{what} holds more than {max_count} values"
+    if max_count is not None and end - start > MAX_VARINT_BYTES * max_count:
+        raise SerializationException(message)
     values = []
     pos = start
     while pos < end:
         value, pos = decode_varint(buf, pos, end, what)
         values.append(value)
+        if max_count is not None and len(values) > max_count:
+            raise SerializationException(message)
     return values

@@ -23,6 +23,7 @@ from flwire._protowire import (
     I32,
     LEN,
     VARINT,
+    Field,
     as_signed64,
     byte_view,
     crc32c,
@@ -103,26 +104,54 @@ _VARINT_FIELDS = {
 }
 
 
-def _walk_tensor(buf: memoryview, start: int, end: int, index: int) -> _TensorFields:
+class _Unknown:
+    """Counts the bytes of unknown fields of one map against the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+
+    def add(self, f: Field, what: str) -> None:
+        self.bytes += f.end - f.key_start
+        if self.bytes > self.limit:
+            raise SerializationException(
+                f"{what}: more than {self.limit} bytes of unknown fields in the map "
+                "(DecodeLimits.max_unknown_bytes)"
+            )
+
+
+def _walk_tensor(
+    buf: memoryview, start: int, end: int, index: int, limits: DecodeLimits, unknown: _Unknown
+) -> _TensorFields:
     """Collect a Tensor's fields, checking wire types only (unknown fields are
-    skipped, as protobuf does; a repeated scalar field keeps its last value)."""
+    skipped, as protobuf does, and counted; a repeated scalar field keeps its last
+    value). Enum values are read as protobuf reads them, as 32 bits."""
     out = _TensorFields()
     what = f"tensor #{index}"
     for f in iter_fields(buf, start, end, what):
         n = f.number
         if n in _VARINT_FIELDS:
             expect_wire_type(f, VARINT, what)
-            setattr(out, _VARINT_FIELDS[n], f.value)
+            value = f.value if n == s.T_RAW_SIZE else f.value & _UINT32_MASK
+            setattr(out, _VARINT_FIELDS[n], value)
         elif n == s.T_NAME:
             expect_wire_type(f, LEN, what)
             out.name = decode_utf8(buf, f.start, f.end, f"name of {what}")
             what = f"tensor {out.name!r}"
         elif n == s.T_SHAPE:
+            room = limits.max_rank - len(out.shape)
+            too_many = f"{what} has rank above the limit {limits.max_rank}"
             if f.wire_type == LEN:  # packed (what writers emit)
-                out.shape.extend(decode_packed_varints(buf, f.start, f.end, f"shape of {what}"))
+                out.shape.extend(
+                    decode_packed_varints(
+                        buf, f.start, f.end, f"shape of {what}", max(room, 0), too_many
+                    )
+                )
             else:  # unpacked repeated, which parsers must accept too
                 expect_wire_type(f, VARINT, what)
                 out.shape.append(f.value)
+            if len(out.shape) > limits.max_rank:
+                raise SerializationException(f"{what} has rank above the limit {limits.max_rank}")
         elif n == s.T_CRC32C:
             expect_wire_type(f, I32, what)
             out.crc = f.value
@@ -133,6 +162,8 @@ def _walk_tensor(buf: memoryview, start: int, end: int, index: int) -> _TensorFi
             expect_wire_type(f, LEN, what)
             # A message field seen twice merges, field by field, as protobuf does.
             out.lossy = _walk_lossy(buf, f.start, f.end, what, out.lossy or {})
+        elif n != s.T_PADDING:
+            unknown.add(f, what)
     return out
 
 
@@ -288,6 +319,7 @@ def read_tensor_map(
     """
     limits = limits or DEFAULT_LIMITS
     layout = None if expect is None else _layout(expect)
+    unknown = _Unknown(limits.max_unknown_bytes)
     buf = byte_view(data, "TensorMap")
     records: list[TensorRecord] = []
     metadata: dict[str, str] = {}
@@ -304,7 +336,8 @@ def read_tensor_map(
                 raise PayloadTooLargeError(
                     f"TensorMap holds more than {limits.max_tensors} tensors"
                 )
-            rec = _validate(_walk_tensor(buf, f.start, f.end, len(records)), len(records), limits)
+            walked = _walk_tensor(buf, f.start, f.end, len(records), limits, unknown)
+            rec = _validate(walked, len(records), limits)
             if layout is not None:
                 _check_expected(rec, layout)
             total += rec.decoded_size
@@ -325,6 +358,8 @@ def read_tensor_map(
             expect_wire_type(f, LEN, "TensorMap")
             key, value = _metadata_entry(buf, f.start, f.end)
             metadata[key] = value
+        else:
+            unknown.add(f, "TensorMap")
     names = {r.name for r in records}
     if len(names) != len(records):
         raise SerializationException("TensorMap holds two tensors with the same name")

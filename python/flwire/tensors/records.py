@@ -43,8 +43,10 @@ class DecodeLimits:
 
     max_tensor_bytes: int = 4 * GIB
     max_total_bytes: int = 4 * GIB
-    max_tensors: int = 1_000_000
+    max_tensors: int = 100_000
     max_rank: int = 64
+    #: Bytes of fields a reader does not know (a newer minor version's), in all.
+    max_unknown_bytes: int = 64 << 10
     max_expansion: float | None = 100.0
     expansion_floor_bytes: int = 16 << 20
 

@@ -1,0 +1,93 @@
+"""Issue 13, "CPU: walking the structure is cheap, limits first": counts and
+lengths are checked before Python objects are built for them."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import crc32c
+import pytest
+from helpers import ALL_INFOS, FIRST_UNKNOWN, T_CRC, T_DATA, T_DTYPE, T_RAW_SIZE, T_SHAPE
+
+from flwire._protowire import I32, LEN, VARINT, encode_varint, field_key
+from flwire.exceptions import SerializationException
+from flwire.tensors import DecodeLimits, decode_tensor_map, read_tensor_map
+from flwire.v1 import tensor_pb2
+
+INFO = {i.name: i for i in ALL_INFOS}
+
+
+def _len(number: int, payload: bytes) -> bytes:
+    return field_key(number, LEN) + encode_varint(len(payload)) + payload
+
+
+def _varint(number: int, value: int) -> bytes:
+    return field_key(number, VARINT) + encode_varint(value)
+
+
+def _one_byte_tensor(extra: bytes = b"", dtype: int | None = None) -> bytes:
+    body = _varint(T_DTYPE, INFO["uint8"].wire if dtype is None else dtype)
+    body += _varint(T_RAW_SIZE, 1) + field_key(T_CRC, I32)
+    body += crc32c.crc32c(b"\x07").to_bytes(4, "little") + _len(T_DATA, b"\x07") + extra
+    return _len(1, body)
+
+
+def _refused(data: bytes, match: str) -> float:
+    """Seconds the refusal took; its peak allocation is held under 1 MiB."""
+    started = time.perf_counter()
+    with pytest.raises(SerializationException, match=match):
+        read_tensor_map(data)
+    seconds = time.perf_counter() - started
+    tracemalloc.start()
+    try:
+        with pytest.raises(SerializationException, match=match):
+            read_tensor_map(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    return seconds
+
+
+def test_a_packed_shape_is_counted_before_it_is_built():
+    """Before: 64 MiB of packed shape was built into a list (47 s, 1.1 GB) before the
+    rank-64 check refused it."""
+    shape = _len(T_SHAPE, b"\x01" * (64 << 20))
+    data = _len(1, _varint(T_DTYPE, INFO["uint8"].wire) + shape)
+    seconds = _refused(data, "rank above the limit 64")
+    print(f"\n64 MiB packed shape refused in {seconds * 1e3:.2f} ms")
+    assert seconds < 1  # a bound on not walking 64 MiB (that took 47 s), not a speed test
+
+
+def test_unknown_fields_are_counted():
+    """Before: 1 MiB of tiny unknown fields took 1.07 s to walk (64 MiB: 35 s)."""
+    tiny = field_key(FIRST_UNKNOWN, VARINT) + b"\x00"
+    for where in ("tensor", "map"):
+        junk = tiny * ((1 << 20) // len(tiny))
+        data = _one_byte_tensor(junk) if where == "tensor" else _one_byte_tensor() + junk
+        seconds = _refused(data, "unknown fields")
+        print(f"\n1 MiB of unknown fields in the {where} refused in {seconds * 1e3:.1f} ms")
+        assert seconds < 1  # 64 KiB of them are walked, not 1 MiB (1.07 s before)
+    # A newer minor version's few extra fields still read.
+    few = tiny * 100
+    assert decode_tensor_map(_one_byte_tensor(few), as_numpy=True)[""].item() == 7
+    with pytest.raises(SerializationException, match="unknown fields"):
+        read_tensor_map(_one_byte_tensor(few), limits=DecodeLimits(max_unknown_bytes=100))
+
+
+def test_enum_varints_are_read_as_32_bits_like_protobuf():
+    """A dtype varint of 2**32 + uint8 was unknown to flwire and uint8 to protobuf
+    runtimes, which keep the low 32 bits: now both read uint8."""
+    wide = (1 << 32) | INFO["uint8"].wire
+    data = _one_byte_tensor(dtype=wide)
+    parsed = tensor_pb2.TensorMap.FromString(data)
+    assert parsed.tensors[0].dtype == INFO["uint8"].wire
+    assert decode_tensor_map(data, as_numpy=True)[""].item() == 7
+
+
+def test_the_number_of_tensors_is_capped():
+    data = _one_byte_tensor() * 3
+    with pytest.raises(SerializationException, match="more than 2 tensors"):
+        read_tensor_map(data, limits=DecodeLimits(max_tensors=2))
+    assert DecodeLimits().max_tensors == 100_000
