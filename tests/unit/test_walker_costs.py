@@ -91,3 +91,29 @@ def test_the_number_of_tensors_is_capped():
     with pytest.raises(SerializationException, match="more than 2 tensors"):
         read_tensor_map(data, limits=DecodeLimits(max_tensors=2))
     assert DecodeLimits().max_tensors == 100_000
+
+
+@pytest.mark.parametrize(
+    ("method", "k", "shape", "block_size"),
+    [
+        (tensor_pb2.LOSSY_TOP_K, 0, [8], 0),
+        (tensor_pb2.LOSSY_TOP_K, 0, [0], 0),
+        (tensor_pb2.LOSSY_BLOCK_INT8, 0, [0], 64),
+        (tensor_pb2.LOSSY_CAST_FLOAT16, 0, [0], 0),
+        (tensor_pb2.LOSSY_CAST_BFLOAT16, 0, [0, 3], 0),
+    ],
+)
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_empty_lossy_payloads_decode_as_the_spec_says(method, k, shape, block_size, as_numpy):
+    """Section 9.1: a 0-element lossy tensor decodes to an empty tensor of its
+    shape, top-k with k = 0 to zeros (before, the issue saw a raw torch
+    RuntimeError for these)."""
+    t = tensor_pb2.Tensor(name="w", dtype=INFO["float32"].wire, shape=shape, raw_size=0)
+    t.lossy.method = method
+    t.lossy.k = k
+    t.lossy.block_size = block_size
+    got = decode_tensor_map(
+        tensor_pb2.TensorMap(tensors=[t]).SerializeToString(), as_numpy=as_numpy
+    )
+    assert tuple(got["w"].shape) == tuple(shape)
+    assert not got["w"].any()
