@@ -108,7 +108,7 @@ def test_empty_lossy_payloads_decode_as_the_spec_says(method, k, shape, block_si
     """Section 9.1: a 0-element lossy tensor decodes to an empty tensor of its
     shape, top-k with k = 0 to zeros (before, the issue saw a raw torch
     RuntimeError for these)."""
-    t = tensor_pb2.Tensor(name="w", dtype=INFO["float32"].wire, shape=shape, raw_size=0)
+    t = tensor_pb2.Tensor(name="w", dtype=tensor_pb2.DTYPE_FLOAT32, shape=shape, raw_size=0)
     t.lossy.method = method
     t.lossy.k = k
     t.lossy.block_size = block_size
