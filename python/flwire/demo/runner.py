@@ -367,8 +367,8 @@ async def _run_job(
         else:
             tasks = await _run_clients_in_process(opts, broker, layout, metrics, client_transports)
         results = await server.run()
-        print_rows()
     finally:
+        print_rows()  # the rounds that completed, also when a later one failed
         # The server sends Shutdown when the job ends and when it fails: then the clients
         # get time to end by themselves. Otherwise (the run was cancelled, e.g. by Ctrl-C,
         # or Shutdown could not be sent) they are stopped at once.
