@@ -73,6 +73,21 @@ def _block_steps(n: int, block: int) -> list[tuple[int, int, int]]:
     return steps
 
 
+def _dequantize_steps(n: int, block: int) -> list[tuple[int, int, int]]:
+    """As :func:`_block_steps`, except that a block larger than CHUNK_ELEMENTS is
+    cut into steps of at most CHUNK_ELEMENTS (all of one block, one scale), so
+    that a step's temporaries stay small whatever ``block_size`` the writer chose
+    (decoding only: encoding needs each block whole, for its scale)."""
+    if block <= CHUNK_ELEMENTS:
+        return _block_steps(n, block)
+    return [(lo, hi, 1) for b in range(0, n, block) for lo, hi in _sub_chunks(b, n, block)]
+
+
+def _sub_chunks(start: int, n: int, block: int) -> list[tuple[int, int]]:
+    end = min(start + block, n)
+    return [(lo, min(lo + CHUNK_ELEMENTS, end)) for lo in range(start, end, CHUNK_ELEMENTS)]
+
+
 def _index_dtype(numel: int) -> np.dtype[Any]:
     return np.dtype("<u4") if index_width(numel) == 4 else np.dtype("<u8")
 
@@ -306,7 +321,7 @@ def _dequantize_jobs(
 
         return (hi - lo) * width, work
 
-    return out, [job(*step) for step in _block_steps(n, block)]
+    return out, [job(*step) for step in _dequantize_steps(n, block)]
 
 
 def _scatter_top_k(
