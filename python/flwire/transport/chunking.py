@@ -60,6 +60,10 @@ MAX_TOTAL_SIZE = (1 << 31) - 1
 #: bookkeeping), and for each transfer, so that tiny parts cannot hold memory unseen.
 PART_COST = 256
 TRANSFER_COST = 1024
+#: Bytes a record may hold besides its part's data for the reassembler to keep a
+#: view on it rather than a copy of the data (a part's own fields take about 60
+#: with a 32-character transfer id); covered by PART_COST.
+RECORD_SLACK = 128
 _UINT32_MAX = (1 << 32) - 1
 
 
@@ -100,6 +104,8 @@ class Part:
     offset: int
     crc: int
     data: memoryview
+    #: Bytes of the whole record ``data`` is a view on.
+    record_size: int = 0
 
 
 def parse_part(value: Any) -> Part:
@@ -137,6 +143,7 @@ def parse_part(value: Any) -> Part:
         offset=fields.get(_OFFSET, 0),
         crc=fields.get(_CRC, 0),
         data=buf[data.start : data.end] if data else buf[0:0],
+        record_size=len(buf),
     )
     if not part.transfer_id or part.count < 1 or part.index >= part.count:
         raise SerializationException(
@@ -165,11 +172,10 @@ _NAMES = {_INDEX: "part_index", _COUNT: "part_count"}
 @dataclass
 class _Pending:
     part: Part  # the first part seen: count, size and checksum to hold the others to
-    started: float
     #: When the last new part arrived (duplicates do not count).
     last_new: float
-    #: Each part received: index -> (offset, its data, copied out of the record).
-    parts: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    #: Each part received: index -> (offset, its data: a view or a copy, see _kept).
+    parts: dict[int, tuple[int, Any]] = field(default_factory=dict)
     filled: int = 0
     tokens: list[Any] = field(default_factory=list)
 
@@ -177,6 +183,24 @@ class _Pending:
     def held(self) -> int:
         """Bytes this transfer holds, as accounted."""
         return TRANSFER_COST + self.filled + PART_COST * len(self.tokens)
+
+
+def _kept(part: Part) -> Any:
+    """What to keep of a part's data until its transfer completes. A view on an
+    immutable record that holds little besides this data (at most
+    :data:`RECORD_SLACK` bytes, which :data:`PART_COST` covers) is kept as it is,
+    so the data is copied once, when the parts are joined. Anything else (a
+    record padded with other fields, a buffer its owner may reuse) is copied out
+    now, so that only the data stays alive."""
+    data = part.data
+    record = data.obj  # the object the view keeps alive: all of it must be the record
+    if (
+        type(record) is bytes
+        and len(record) == part.record_size
+        and part.record_size - len(data) <= RECORD_SLACK
+    ):
+        return data
+    return bytes(data)
 
 
 @dataclass
@@ -279,10 +303,9 @@ class Reassembler:
                         part.total_size,
                     )
                 ]
-            now = self._clock()
             # The first part's fields, without its data: a view that would keep the
             # whole record (any padding included) alive.
-            entry = _Pending(dataclasses.replace(part, data=memoryview(b"")), now, now)
+            entry = _Pending(dataclasses.replace(part, data=memoryview(b"")), self._clock())
             self._pending[part.transfer_id] = entry
             self.pending_bytes += entry.held
         first = entry.part
@@ -298,7 +321,7 @@ class Reassembler:
             dropped.append(Dropped(part.transfer_id, DUPLICATE_PART, [token]))
             return None, dropped
         before = entry.held
-        entry.parts[part.index] = (part.offset, bytes(part.data))
+        entry.parts[part.index] = (part.offset, _kept(part))
         entry.filled += len(part.data)
         entry.tokens.append(token)
         entry.last_new = self._clock()
@@ -313,21 +336,31 @@ class Reassembler:
         payload = _joined(entry)
         if payload is None or crc32c(payload) != first.crc:
             return None, [*dropped, self._give_up(part.transfer_id, CORRUPTED)]
-        del self._pending[part.transfer_id]
-        self.pending_bytes -= entry.held
-        self._remember(part.transfer_id)
+        self._end(part.transfer_id, completed=True)
         return Completed(part.transfer_id, memoryview(payload), entry.tokens), dropped
 
-    def _remember(self, transfer_id: str) -> None:
-        self._completed[transfer_id] = None
-        if len(self._completed) > self._remember_completed:
-            self._completed.popitem(last=False)
-
-    def _give_up(self, transfer_id: str, reason: str) -> Dropped:
+    def _end(self, transfer_id: str, *, completed: bool) -> _Pending:
+        """Stop holding a transfer; remember a completed (or failed) one's id, so
+        that late copies of its parts do not start it again."""
         entry = self._pending.pop(transfer_id)
         self.pending_bytes -= entry.held
-        self._remember(transfer_id)
-        logger.error("Gave up on transfer %s: %s", transfer_id, reason)
+        if completed:
+            self._completed[transfer_id] = None
+            if len(self._completed) > self._remember_completed:
+                self._completed.popitem(last=False)
+        return entry
+
+    def _give_up(self, transfer_id: str, reason: str, *, completed: bool = True) -> Dropped:
+        """End a transfer that cannot complete (failed checks, evicted, expired)."""
+        entry = self._end(transfer_id, completed=completed)
+        logger.error(
+            "Gave up on transfer %s (%d bytes, %d/%d parts): %s",
+            transfer_id,
+            entry.part.total_size,
+            len(entry.parts),
+            entry.part.count,
+            reason,
+        )
         return Dropped(
             transfer_id,
             reason,
@@ -350,34 +383,16 @@ class Reassembler:
             if now - entry.last_new < self.part_timeout:
                 continue
             missing = entry.part.count - len(entry.parts)
-            self._pending.move_to_end(transfer_id, last=False)
-            dropped.append(
-                self._drop_oldest(
-                    f"no new part for {self.part_timeout:.0f} s, {missing} of "
-                    f"{entry.part.count} parts still missing"
-                )
+            reason = (
+                f"no new part for {self.part_timeout:.0f} s, {missing} of "
+                f"{entry.part.count} parts still missing"
             )
+            dropped.append(self._give_up(transfer_id, reason, completed=False))
         return dropped
 
     def _drop_oldest(self, reason: str) -> Dropped:
-        transfer_id, entry = self._pending.popitem(last=False)
-        self.pending_bytes -= entry.held
-        logger.error(
-            "Gave up on transfer %s (%d bytes, %d/%d parts): %s",
-            transfer_id,
-            entry.part.total_size,
-            len(entry.parts),
-            entry.part.count,
-            reason,
-        )
-        return Dropped(
-            transfer_id,
-            reason,
-            entry.tokens,
-            len(entry.parts),
-            entry.part.count,
-            entry.part.total_size,
-        )
+        """Evict the least recently active transfer."""
+        return self._give_up(next(iter(self._pending)), reason, completed=False)
 
 
 def _joined(entry: _Pending) -> bytearray | None:
