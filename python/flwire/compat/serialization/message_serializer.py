@@ -13,6 +13,7 @@ non-str dict keys) are refused with the key that held them.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Mapping
@@ -89,6 +90,12 @@ def _builder(kind: BodyType) -> tuple[Callable[..., m.Message], set[str]]:
         return m.build(kind.name, **kwargs)
 
     return generic, keys
+
+
+@functools.cache
+def _payload_keys(type_name: str) -> frozenset[str]:
+    """The payload keys of a message type (its builder's), looked up once."""
+    return frozenset(_builder(BODY_TYPES[type_name])[1])
 
 
 def _is_value_map(field: FieldDescriptor) -> bool:
@@ -173,7 +180,7 @@ def _payload(msg: m.Message) -> dict[str, Any]:
             out[f.name] = value
     # Extensions never stand in for what the body says (validation refuses those
     # named like a field; these are the payload keys the builder derives).
-    _, payload_keys = _builder(kind)
+    payload_keys = _payload_keys(kind.name)
     for key, value in m.value_map_to_dict(msg.envelope.extensions).items():
         if key in out or key in payload_keys:
             logger.warning("ignored extension %r of a %s message: a payload key", key, kind.name)
