@@ -434,7 +434,8 @@ def test_inconsistent_part_is_skipped_and_the_transfer_still_completes():
 
 
 def test_corrupted_transfer_does_not_block_later_commits():
-    """A transfer whose reassembled payload fails the CRC is skipped as a bad
+    """A transfer whose reassembled payload fails the CRC is kept open until its
+    timeout (a good copy of the bad part may still come), then skipped as a bad
     record; its parts must still let the committed offset move past them."""
     limit = 1000
     payload = _payload(2500, 5)
@@ -450,14 +451,51 @@ def test_corrupted_transfer_does_not_block_later_commits():
         for part in raw:
             await send_raw_part(transport, part)
         await Channel(transport).send(TOPIC, b"next")
+        receiver = Channel(InMemoryTransport(broker), reassembler=Reassembler(part_timeout=0.3))
+        await receiver.transport.start()
+        got = []
+
+        async def consume():
+            async for delivery in receiver.receive([TOPIC], "g"):
+                await delivery.done()
+                got.append(bytes(delivery.payload))
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.1)
+        held = committed(broker)  # the transfer is open: the commit stays below it
+        await asyncio.sleep(1.4)
+        task.cancel()
+        return broker, receiver, got, held
+
+    broker, receiver, got, held = run(main())
+    assert got == [b"next"] and held == 0
+    assert receiver.stats["bad_records"] == 1
+    assert committed(broker) == len(raw) + 1  # before: 0 (parts 0..4 never finished)
+
+
+def test_a_forged_part_does_not_lose_the_real_message():
+    """Issue 13: a part copied from a real transfer's visible fields, with other
+    bytes, that arrives before the real part, ended the transfer as corrupted and
+    the real parts were thrown away as late duplicates."""
+    limit = 1000
+    payload = _payload(2500, 9)
+    raw = [p for p, _, _ in split_payload(payload, "T", limit)]
+    forged = bytearray(raw[-1])
+    forged[-8:] = bytes(8)
+
+    async def main():
+        broker = InMemoryBroker()
+        transport = await _transport(broker, limit)
+        for part in [bytes(forged), *raw]:
+            await send_raw_part(transport, part)
         receiver = Channel(InMemoryTransport(broker))
         got = await take(receiver, 1)
         return broker, receiver, got
 
     broker, receiver, got = run(main())
-    assert bytes(got[0].payload) == b"next"
-    assert receiver.stats["bad_records"] == 1
-    assert committed(broker) == len(raw) + 1  # actual: 0 (parts 0..4 never finished)
+    assert bytes(got[0].payload) == payload
+    assert receiver.stats["bad_records"] == 0 and receiver.stats["dropped_transfers"] == 0
+    assert committed(broker) == len(raw) + 1
 
 
 def test_evicted_transfer_lets_offsets_move_on(caplog):

@@ -20,8 +20,11 @@ from flwire.exceptions import CommunicationException, SerializationException
 from flwire.transport.chunking import (
     CORRUPTED,
     DUPLICATE_PART,
+    LATE_DUPLICATE,
+    MAX_COPIES,
     PART_COST,
     PART_OVERHEAD,
+    SPARE_COPY,
     TRANSFER_COST,
     Completed,
     Dropped,
@@ -339,26 +342,96 @@ def test_declared_size_just_above_the_payload_limit_is_refused():
     assert reassembler.pending_bytes == 1 + PART_COST + TRANSFER_COST
 
 
+def _clocked(**kwargs: Any) -> tuple[Reassembler, list[float]]:
+    now = [0.0]
+    return Reassembler(clock=lambda: now[0], **kwargs), now
+
+
 @pytest.mark.parametrize("corrupt_index", [0, 1, 2])
-def test_corrupted_data_fails_the_crc_on_completion(corrupt_index):
+def test_corrupted_data_is_reported_at_the_timeout(corrupt_index):
+    """Parts that never match the CRC-32C keep the transfer open (a good copy may
+    follow), then its timeout reports it as corrupted, with every token."""
     payload = _payload(2500, 6)
     raw = _parts(payload, "c", 1000)
     assert len(raw) == 6
     bad = bytearray(raw[corrupt_index])
     bad[-1] ^= 0x01  # the last byte is payload data
     raw[corrupt_index] = bytes(bad)
-    reassembler = Reassembler()
-    for i, part in enumerate(raw[:-1]):
+    reassembler, now = _clocked(part_timeout=30)
+    for i, part in enumerate(raw):
         assert reassembler.add(parse_part(part), token=i) == (None, [])
-    completed, dropped = reassembler.add(parse_part(raw[-1]), token=len(raw) - 1)
-    # Refused as a whole, with every part's token handed back so offsets can move on.
-    assert completed is None
+    assert reassembler.holds("c")
+    now[0] = 29.0
+    assert reassembler.expire() == []
+    now[0] = 30.0
+    dropped = reassembler.expire()
     assert [d.reason for d in dropped] == [CORRUPTED] and "CRC" in CORRUPTED
     assert sorted(dropped[0].tokens) == list(range(len(raw)))
+    assert (dropped[0].parts_received, dropped[0].parts_total) == (6, 6)
     assert reassembler.pending_bytes == 0
+    # Late copies of its parts do not start it again.
+    assert [d.reason for d in reassembler.add(parse_part(raw[0]))[1]] == [LATE_DUPLICATE]
 
 
-def test_overlapping_parts_fail_on_completion():
+@pytest.mark.parametrize("forged_index", [0, 3, 5])
+def test_a_forged_part_does_not_end_the_real_transfer(forged_index):
+    """Issue 13: a part built from the real message's visible fields, with other
+    bytes, arrived before the real one and ended the transfer as corrupted; the
+    real parts were then thrown away as late duplicates."""
+    payload = _payload(2500, 6)
+    raw = _parts(payload, "f", 1000)
+    bad = bytearray(raw[forged_index])
+    bad[-10:] = bytes(10)
+    reassembler = Reassembler()
+    order = [bytes(bad)] + [p for i, p in enumerate(raw) if i != forged_index]
+    results = [reassembler.add(parse_part(p), token=i) for i, p in enumerate(order)]
+    assert all(r == (None, []) for r in results)  # all in, the CRC fails: kept open
+    completed, dropped = reassembler.add(parse_part(raw[forged_index]), token="real")
+    assert dropped == [] and completed is not None
+    assert bytes(completed.payload) == payload
+    assert sorted(map(str, completed.tokens)) == sorted([*map(str, range(6)), "real"])
+    assert reassembler.pending_bytes == 0 and not reassembler.holds("f")
+
+
+def test_a_forged_copy_after_the_real_part_is_not_used():
+    payload = _payload(2500, 6)
+    raw = _parts(payload, "g", 1000)
+    bad = bytearray(raw[2])
+    bad[-1] ^= 0xFF
+    reassembler = Reassembler()
+    for p in [raw[0], raw[1], raw[2], bytes(bad), raw[3], raw[4]]:
+        assert reassembler.add(parse_part(p)) == (None, [])
+    completed, dropped = reassembler.add(parse_part(raw[5]))
+    assert dropped == [] and completed is not None and bytes(completed.payload) == payload
+
+
+def test_differing_copies_are_bounded():
+    """Copies beyond MAX_COPIES of one part, or beyond the payload's size in all,
+    are handed back at once and hold nothing; one that completes the payload is
+    still taken."""
+    payload = _payload(2500, 6)
+    raw = _parts(payload, "h", 1000)
+    reassembler = Reassembler()
+    reassembler.add(parse_part(raw[0]))
+    base = reassembler.pending_bytes
+    spare = 0
+    for n in range(20):
+        forged = bytearray(raw[1])
+        forged[-4:] = n.to_bytes(4, "little")
+        _, dropped = reassembler.add(parse_part(bytes(forged)), token=n)
+        spare += sum(d.reason == SPARE_COPY for d in dropped)
+    assert spare == 20 - MAX_COPIES
+    part_size = len(parse_part(raw[1]).data)
+    assert reassembler.pending_bytes == base + MAX_COPIES * (part_size + PART_COST)
+    for p in raw[2:]:
+        assert reassembler.add(parse_part(p)) == (None, [])
+    completed, dropped = reassembler.add(parse_part(raw[1]), token="real")
+    assert dropped == [] and completed is not None and bytes(completed.payload) == payload
+    assert "real" in completed.tokens and reassembler.pending_bytes == 0
+
+
+@pytest.mark.parametrize("real_part_follows", [True, False])
+def test_overlapping_parts_never_complete(real_part_follows):
     payload = _payload(2000, 7)
     good = [parse_part(p) for p in _parts(payload, "o", 1001 + PART_OVERHEAD)]  # 2 x 1000
     assert len(good) == 2
@@ -371,11 +444,15 @@ def test_overlapping_parts_fail_on_completion():
         payload_crc32c=good[0].crc,
         data=payload[:1000],
     )
-    reassembler = Reassembler()
+    reassembler, now = _clocked(part_timeout=10)
     reassembler.add(good[0])
-    completed, dropped = reassembler.add(parse_part(overlapping))
-    assert completed is None
-    assert [d.reason for d in dropped] == [CORRUPTED]
+    assert reassembler.add(parse_part(overlapping)) == (None, [])
+    if real_part_follows:
+        completed, dropped = reassembler.add(good[1])
+        assert dropped == [] and completed is not None and bytes(completed.payload) == payload
+        return
+    now[0] = 10.0
+    assert [d.reason for d in reassembler.expire()] == [CORRUPTED]
 
 
 def _parse_or_error(raw: bytes) -> Part | None:

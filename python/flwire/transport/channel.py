@@ -52,6 +52,7 @@ from flwire.transport.chunking import (
     DUPLICATE_PART,
     LATE_DUPLICATE,
     PART_HEADER,
+    SPARE_COPY,
     Dropped,
     Reassembler,
     parse_part,
@@ -311,7 +312,7 @@ class Channel:
         tokens: list[_Token] = []
         for drop in dropped:
             tokens.extend(drop.tokens)
-            if drop.reason in (LATE_DUPLICATE, DUPLICATE_PART):
+            if drop.reason in (LATE_DUPLICATE, DUPLICATE_PART, SPARE_COPY):
                 self.stats["duplicates"] += 1
                 continue
             if drop.reason == CORRUPTED:

@@ -9,17 +9,26 @@ the bytes of all incomplete payloads (data plus a fixed cost per part and per
 transfer; the least recently active is evicted, with a log line), a cap on
 their number (a new transfer beyond it is refused; those under way are kept),
 and a timeout that only a new part restarts.
+
+A copy of a part whose bytes differ from the copy already held is kept beside
+it (a few per part, at most the payload's size in all): a forged part that
+arrives first must not end someone else's transfer. When every part is in but
+the CRC-32C does not match, the transfer stays open, and each differing copy
+that arrives is tried, until its timeout reports it as corrupted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from flwire._protowire import (
     I32,
@@ -42,7 +51,10 @@ PART_HEADER = "flwire-part"
 LATE_DUPLICATE = "part of a completed transfer"
 #: Reason of the Dropped returned for a second copy of a part still being reassembled.
 DUPLICATE_PART = "a part already received"
-#: Reason of the Dropped returned when a completed transfer fails its checks.
+#: Reason of the Dropped returned for a differing copy of a part beyond what its
+#: transfer may keep (MAX_COPIES of one part, or its payload's size in all).
+SPARE_COPY = "a differing copy of a part beyond what its transfer keeps"
+#: Reason of the Dropped returned when a transfer's parts never passed its checks.
 CORRUPTED = "reassembled payload does not match its size or CRC-32C (corrupted parts?)"
 
 _F = transfer_pb2.TransferPart.DESCRIPTOR.fields_by_name
@@ -64,6 +76,10 @@ TRANSFER_COST = 1024
 #: view on it rather than a copy of the data (a part's own fields take about 60
 #: with a 32-character transfer id); covered by PART_COST.
 RECORD_SLACK = 128
+#: Copies of one part (differing in their bytes) a transfer keeps, the first included.
+MAX_COPIES = 4
+#: Combinations of differing copies checked against the CRC-32C for one new copy.
+MAX_TRIALS = 8
 _UINT32_MAX = (1 << 32) - 1
 
 
@@ -172,12 +188,16 @@ _NAMES = {_INDEX: "part_index", _COUNT: "part_count"}
 @dataclass
 class _Pending:
     part: Part  # the first part seen: count, size and checksum to hold the others to
-    #: When the last new part arrived (duplicates do not count).
+    #: When a part with a new index last arrived (copies do not count).
     last_new: float
-    #: Each part received: index -> (offset, its data: a view or a copy, see _kept).
-    parts: dict[int, tuple[int, Any]] = field(default_factory=dict)
+    #: Each part received: index -> its copies, first first, as (offset, data: a
+    #: view or a copy, see _kept); copies differ in their bytes.
+    parts: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
+    #: Data bytes held, every copy included.
     filled: int = 0
     tokens: list[Any] = field(default_factory=list)
+    #: Every part is in, but no combination of copies matched the CRC-32C yet.
+    unverified: bool = False
 
     @property
     def held(self) -> int:
@@ -314,28 +334,57 @@ class Reassembler:
                 f"transfer {part.transfer_id}: part {part.index} disagrees with earlier parts "
                 "on count, size or checksum"
             )
-        if part.index in entry.parts:
-            # Its first copy holds the data and a token that keeps the commit point
-            # below it: this copy is done now, and does not hold the transfer open.
+        copies = entry.parts.get(part.index)
+        if copies is not None and any(_same(part, *copy) for copy in copies):
+            # That copy holds the data and a token that keeps the commit point below
+            # it: this one is done now, and does not hold the transfer open.
             self.duplicates += 1
-            dropped.append(Dropped(part.transfer_id, DUPLICATE_PART, [token]))
-            return None, dropped
+            return None, [Dropped(part.transfer_id, DUPLICATE_PART, [token])]
+        if (copies is not None and len(copies) >= MAX_COPIES) or (
+            entry.filled + len(part.data) > 2 * first.total_size
+        ):
+            # Real parts tile the payload once: beyond that, keep no more copies,
+            # but a copy that completes the payload is still taken.
+            payload = None
+            if len(entry.parts) == first.count and copies is not None:
+                payload = _verified(entry, part.index, (part.offset, part.data))
+            if payload is None:
+                self.duplicates += 1
+                return None, [Dropped(part.transfer_id, SPARE_COPY, [token])]
+            self._end(part.transfer_id, completed=True)
+            return Completed(part.transfer_id, memoryview(payload), [*entry.tokens, token]), []
         before = entry.held
-        entry.parts[part.index] = (part.offset, _kept(part))
+        if copies is None:
+            entry.parts[part.index] = [(part.offset, _kept(part))]
+            entry.last_new = self._clock()
+        else:
+            copies.append((part.offset, _kept(part)))
+            logger.warning(
+                "Transfer %s: part %d arrived again with different bytes; both copies "
+                "are kept until one combination matches the payload's CRC-32C",
+                part.transfer_id,
+                part.index,
+            )
         entry.filled += len(part.data)
         entry.tokens.append(token)
-        entry.last_new = self._clock()
         self.pending_bytes += entry.held - before
         self._pending.move_to_end(part.transfer_id)
-        if entry.filled > first.total_size:
-            return None, [*dropped, self._give_up(part.transfer_id, CORRUPTED)]
         while self.pending_bytes > self.max_pending_bytes and len(self._pending) > 1:
             dropped.append(self._drop_oldest("evicted to stay under the memory cap"))
-        if len(entry.parts) < first.count:
+        if part.transfer_id not in self._pending or len(entry.parts) < first.count:
             return None, dropped
-        payload = _joined(entry)
-        if payload is None or crc32c(payload) != first.crc:
-            return None, [*dropped, self._give_up(part.transfer_id, CORRUPTED)]
+        payload = _verified(entry, None if copies is None else part.index)
+        if payload is None:
+            if not entry.unverified:
+                entry.unverified = True
+                logger.warning(
+                    "Transfer %s: all %d parts are in but do not match the payload's "
+                    "size or CRC-32C; kept open for %.0f s in case good copies follow",
+                    part.transfer_id,
+                    first.count,
+                    self.part_timeout,
+                )
+            return None, dropped
         self._end(part.transfer_id, completed=True)
         return Completed(part.transfer_id, memoryview(payload), entry.tokens), dropped
 
@@ -373,7 +422,9 @@ class Reassembler:
     def progress(self, transfer_id: str) -> tuple[int, int]:
         """(bytes received, total bytes) of an incomplete transfer."""
         entry = self._pending.get(transfer_id)
-        return (entry.filled, entry.part.total_size) if entry else (0, 0)
+        if entry is None:
+            return 0, 0
+        return min(entry.filled, entry.part.total_size), entry.part.total_size
 
     def expire(self) -> list[Dropped]:
         """Drop the payloads that have had no new part for ``part_timeout`` seconds."""
@@ -381,6 +432,10 @@ class Reassembler:
         dropped = []
         for transfer_id, entry in list(self._pending.items()):
             if now - entry.last_new < self.part_timeout:
+                continue
+            if entry.unverified:
+                # Every part is in: late copies of them must not start it again.
+                dropped.append(self._give_up(transfer_id, CORRUPTED))
                 continue
             missing = entry.part.count - len(entry.parts)
             reason = (
@@ -395,15 +450,36 @@ class Reassembler:
         return self._give_up(next(iter(self._pending)), reason, completed=False)
 
 
-def _joined(entry: _Pending) -> bytearray | None:
-    """The parts' data in offset order as one writable buffer (the caller's to
-    own), or None when they do not tile the payload exactly."""
-    pieces = sorted(entry.parts.values(), key=lambda item: item[0])
-    at = 0
-    for offset, data in pieces:
-        if offset != at:
-            return None
-        at += len(data)
-    if at != entry.part.total_size:
-        return None
-    return bytearray().join(data for _, data in pieces)
+def _same(part: Part, offset: int, data: Any) -> bool:
+    """Whether a part is a copy of a held one (same place, same bytes)."""
+    return (
+        offset == part.offset
+        and len(data) == len(part.data)
+        and bool(np.array_equal(np.frombuffer(data, np.uint8), np.frombuffer(part.data, np.uint8)))
+    )
+
+
+def _verified(
+    entry: _Pending, changed: int | None, spare: tuple[int, Any] | None = None
+) -> bytearray | None:
+    """The payload as one writable buffer (the caller's to own), from the first
+    combination of the parts' copies that tiles it exactly and matches its CRC-32C;
+    None when none does. ``changed`` is the index that just got a new copy (its
+    last, or ``spare``, one not kept): only combinations using that copy are new.
+    At most :data:`MAX_TRIALS` are tried, newest copies first."""
+    options = [
+        ([spare] if spare else copies[-1:]) if i == changed else copies[::-1]
+        for i, copies in sorted(entry.parts.items())
+    ]
+    for combination in itertools.islice(itertools.product(*options), MAX_TRIALS):
+        pieces = sorted(combination, key=lambda item: item[0])
+        at = checksum = 0
+        for offset, data in pieces:
+            if offset != at:
+                break
+            at += len(data)
+            checksum = crc32c(data, checksum)
+        else:
+            if at == entry.part.total_size and checksum == entry.part.crc:
+                return bytearray().join(data for _, data in pieces)
+    return None
