@@ -172,17 +172,37 @@ def test_the_demo_server_refuses_an_update_off_its_model(caplog):
     assert "'conv1.weight' is float32 [3]" in caplog.text
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_int8_lossy_with_one_huge_block_decodes_in_bounded_memory(dtype):
-    """Before: a block_size as large as the tensor made dequantization build
-    float32 temporaries of the whole tensor: 3.5x the logical size at peak. Now a
-    block is worked on at most CHUNK_ELEMENTS at a time (1.57x for 32 MiB, where
-    the decompressed payload, 0.53x, and the output, 1x, are most of it)."""
+LOSSY_CASES = [
+    (torch.float16, "int8", {"block_size": 64}),
+    (torch.float16, "int8", {"block_size": 1 << 22}),  # one block: the whole tensor
+    (torch.bfloat16, "int8", {"block_size": 64}),
+    (torch.bfloat16, "int8", {"block_size": 1 << 22}),
+    (torch.float32, "int8", {"block_size": 64}),
+    (torch.float32, "int8", {"block_size": 1 << 22}),
+    (torch.float64, "int8", {"block_size": 64}),
+    (torch.float32, "float16", {}),
+    (torch.float32, "bfloat16", {}),
+    (torch.float64, "float16", {}),
+    (torch.float16, "topk", {"topk_fraction": 0.01}),
+    (torch.float32, "topk", {"topk_fraction": 0.01}),
+]
+
+
+@pytest.mark.parametrize(("dtype", "method", "options"), LOSSY_CASES)
+def test_lossy_reconstruction_peaks_at_most_1_5x_the_tensor(dtype, method, options):
+    """Issue 13: lossy reconstruction peaks at no more than 1.5x the tensor's
+    logical size, for every method and dtype. Before: int8 with one block as
+    large as the tensor peaked at 3.5x on 16-bit dtypes, and int8 on 16-bit dtypes
+    at 1.6x with any block (the decompressed payload, 0.53x, beside the output).
+    Now that payload is decompressed into the end of the output and reconstructed
+    there. The result equals the same payload decoded uncompressed."""
     import tracemalloc
 
-    n = 8 << 20
+    n = 4 << 20
     x = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(dtype)
-    blob = encode_tensor_map({"w": x}, lossy=LossyConfig("int8", block_size=n, min_elements=0))
+    config = LossyConfig(method, min_elements=0, **options)
+    blob = encode_tensor_map({"w": x}, lossy=config)
+    assert read_tensor_map(blob).records[0].codec == tensor_pb2.CODEC_ZSTD
     tracemalloc.start()
     try:
         out = decode_tensor_map(blob)["w"]
@@ -190,6 +210,7 @@ def test_int8_lossy_with_one_huge_block_decodes_in_bounded_memory(dtype):
     finally:
         tracemalloc.stop()
     logical = n * x.element_size()
-    print(f"\n{dtype}: peak {peak / logical:.2f}x the logical size")
-    assert peak < 1.8 * logical, peak / logical
-    assert out.shape == x.shape and float((out.float() - x.float()).abs().max()) < 0.1
+    print(f"\n{dtype} {method} {options}: peak {peak / logical:.2f}x the logical size")
+    assert peak <= 1.5 * logical, peak / logical
+    plain = decode_tensor_map(encode_tensor_map({"w": x}, lossy=config, compression="none"))
+    assert torch.equal(out.view(torch.uint8), plain["w"].view(torch.uint8))

@@ -13,7 +13,7 @@ reconstructed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -452,6 +452,13 @@ def _payload_record(rec: TensorRecord) -> TensorRecord:
     return replace(rec, dtype=element, shape=(rec.raw_size // element.itemsize,), lossy=None)
 
 
+def _runner(jobs: list[lossy.Job]) -> Callable[[int], None]:
+    def run(j: int) -> None:
+        jobs[j][1]()
+
+    return run
+
+
 def _decode_all(
     records: list[TensorRecord], target: str, verify: bool, threads: int | None
 ) -> dict[str, Any]:
@@ -466,8 +473,23 @@ def _decode_all(
     # Lossy tensors: the payload goes through the first two passes as a tensor
     # of the payload's element type; the third pass reconstructs it.
     records, logical = [_payload_record(r) for r in records], records
+    # A payload to decompress goes into its own buffer, or into the end of its
+    # tensor's output when it is reconstructed there (lossy.in_place).
+    outputs: list[np.ndarray | None] = [
+        np.empty(rec.numel * rec.dtype.itemsize, dtype=np.uint8)
+        if rec.lossy is not None
+        and r.codec != s.CODEC_NONE
+        and lossy.in_place(rec.dtype, rec.numel, rec.lossy, r.raw_size)
+        else None
+        for r, rec in zip(records, logical, strict=True)
+    ]
     inflated = [
-        np.empty(r.raw_size, dtype=np.uint8) if r.codec != s.CODEC_NONE else None for r in records
+        None
+        if r.codec == s.CODEC_NONE
+        else np.empty(r.raw_size, dtype=np.uint8)
+        if out is None
+        else out[out.nbytes - r.raw_size :]
+        for r, out in zip(records, outputs, strict=True)
     ]
     frames = [(i, f) for i, r in enumerate(records) for f in r.frames]
 
@@ -479,15 +501,15 @@ def _decode_all(
 
     parallel.run_parallel(inflate, [f.size for _, f in frames], threads)
 
-    def check(i: int) -> tuple[np.ndarray, bool, list[lossy.Job]]:
+    def check(i: int) -> tuple[np.ndarray, bool, list[list[lossy.Job]]]:
         raw, zero_copy = _raw_bytes(records[i], inflated[i], verify)
         rec = logical[i]
         if rec.lossy is None:
             return raw, zero_copy, []
-        out, jobs = lossy.decode_jobs(rec.name, rec.dtype, rec.numel, rec.lossy, raw)
-        if len(jobs) == 1:  # done here, while the payload is in this core's cache
-            jobs.pop()[1]()
-        return out, False, jobs
+        out, phases = lossy.decode_jobs(rec.name, rec.dtype, rec.numel, rec.lossy, raw, outputs[i])
+        if len(phases) == 1 and len(phases[0]) == 1:  # done here, while the payload is
+            phases.pop()[0][1]()  # in this core's cache
+        return out, False, phases
 
     # The checks cost about one pass at memory speed per 16 bytes of work.
     checked = parallel.run_parallel(check, [r.raw_size // 16 for r in records], threads)
@@ -495,9 +517,11 @@ def _decode_all(
     for i, rec in enumerate(logical):
         if rec.lossy is not None:
             records[i] = replace(rec, raw_size=raws[i][0].nbytes)
-    # A large lossy tensor's remaining jobs, spread over the cores.
-    jobs = [job for _, _, tensor_jobs in checked for job in tensor_jobs]
-    parallel.run_parallel(lambda j: jobs[j][1](), [size for size, _ in jobs], threads)
+    # The large lossy tensors' remaining jobs, phase by phase, spread over the cores.
+    phased = [phases for _, _, phases in checked]
+    for k in range(max(map(len, phased), default=0)):
+        jobs = [job for phases in phased if k < len(phases) for job in phases[k]]
+        parallel.run_parallel(_runner(jobs), [size for size, _ in jobs], threads)
 
     values: dict[str, Any] = {}
     for rec, (raw, zero_copy) in zip(records, raws, strict=True):

@@ -15,7 +15,7 @@ from flwire.tensors.lossy.params import (
     filter_allowed,
     payload_size,
 )
-from flwire.tensors.lossy.transforms import Job, decode, decode_jobs, encode
+from flwire.tensors.lossy.transforms import Job, decode, decode_jobs, encode, in_place
 
 __all__ = [
     "METHODS",
@@ -30,5 +30,6 @@ __all__ = [
     "element_dtype",
     "encode",
     "filter_allowed",
+    "in_place",
     "payload_size",
 ]

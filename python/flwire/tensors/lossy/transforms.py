@@ -217,19 +217,29 @@ def _quantize_int8(
 
 
 def _top_indices(mag: np.ndarray, k: int) -> np.ndarray:
-    """Ascending indices of ``k`` largest entries of ``mag`` (NaN ranks first:
-    numpy sorts it above every number). Only the non-zero entries are
-    partitioned: argpartition crawls through long runs of equal values, which
-    is what a sparse delta is made of."""
+    """Ascending indices of the ``k`` largest entries of ``mag``, ranked as
+    section 9.1 says: NaN above every number, then by magnitude, and between
+    equals (NaNs among themselves) the lower index first, so that the kept set
+    is the same for every writer. Only the positive entries are partitioned
+    (partition crawls through long runs of equal values, which is what a sparse
+    delta is made of), and only values: the ties at the threshold are then
+    taken in index order."""
     n = mag.size
     if k >= n:
         return np.arange(n)
-    nonzero = np.flatnonzero(mag)
-    if nonzero.size <= k:  # every non-zero entry, then zeros (ties: any will do)
-        zeros = np.flatnonzero(mag == 0)[: k - nonzero.size]
-        return np.sort(np.concatenate([nonzero, zeros]))
-    top = np.argpartition(mag[nonzero], nonzero.size - k)[nonzero.size - k :]
-    return np.sort(nonzero[top])
+    nan = np.flatnonzero(np.isnan(mag))
+    if nan.size >= k:
+        return nan[:k]
+    rest = k - nan.size
+    positive = np.flatnonzero(mag > 0)  # NaN compares false
+    if positive.size <= rest:  # every positive entry, then the first zeros
+        zeros = np.flatnonzero(mag == 0)[: rest - positive.size]
+        return np.sort(np.concatenate([nan, positive, zeros]))
+    values = mag[positive]
+    threshold = np.partition(values, positive.size - rest)[positive.size - rest]
+    above = positive[values > threshold]
+    ties = positive[values == threshold][: rest - above.size]
+    return np.sort(np.concatenate([nan, above, ties]))
 
 
 def _top_k(dtype: dtypes.DtypeInfo, raw: np.ndarray, k: int) -> np.ndarray:
@@ -255,61 +265,107 @@ def decode(
 ) -> np.ndarray:
     """The logical tensor's raw bytes (a fresh uint8 array of numel x width)
     from a payload whose size :func:`payload_size` already checked."""
-    out, jobs = decode_jobs(name, dtype, numel, params, payload)
-    for _, work in jobs:
-        work()
+    out, phases = decode_jobs(name, dtype, numel, params, payload)
+    for phase in phases:
+        for _, work in phase:
+            work()
     return out
 
 
+def in_place(dtype: dtypes.DtypeInfo, numel: int, params: LossyParams, payload_bytes: int) -> bool:
+    """Whether a payload that must be decompressed anyway may be decompressed into
+    the end of the tensor's output buffer and reconstructed there (pass that
+    buffer to :func:`decode_jobs`), so that no second buffer is alive: the casts
+    (a payload of half or a quarter of the output) and block int8 whose payload
+    fits in the output. Otherwise the peak would be the output plus the payload:
+    1.5 times the tensor's size for a cast from float32, about 1.6 times for
+    block int8 on 16-bit dtypes."""
+    if params.method in CAST_TARGET:
+        return True
+    return params.method == pb.LOSSY_BLOCK_INT8 and payload_bytes <= numel * dtype.itemsize
+
+
 def decode_jobs(
-    name: str, dtype: dtypes.DtypeInfo, numel: int, params: LossyParams, payload: np.ndarray
-) -> tuple[np.ndarray, list[Job]]:
+    name: str,
+    dtype: dtypes.DtypeInfo,
+    numel: int,
+    params: LossyParams,
+    payload: np.ndarray,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[list[Job]]]:
     """The output buffer of a lossy tensor (numel x width bytes) and the jobs
-    that fill it: independent, so that a decoder runs the jobs of all its
-    tensors on every core. Everything that can be refused is refused here,
-    before the output is allocated."""
+    that fill it, in phases: the jobs of one phase are independent (a decoder
+    runs those of all its tensors on every core), and a phase starts when the
+    one before it has ended. Everything that can be refused is refused here,
+    before the output is allocated. ``out`` is the output buffer when the
+    payload lies at its end (see :func:`in_place`)."""
     what = f"tensor {name!r}"
     if payload.nbytes != payload_size(dtype, numel, params, what):
         raise SerializationException(f"{what}: lossy payload has {payload.nbytes} bytes")
     method = params.method
+    if out is not None and not in_place(dtype, numel, params, payload.nbytes):
+        raise ValueError(f"{what}: this lossy payload is not reconstructed in place")
     if method in CAST_TARGET:
-        return _widen_jobs(dtype, numel, CAST_TARGET[method], payload)
+        return _widen_jobs(dtype, numel, CAST_TARGET[method], payload, out)
     if method == pb.LOSSY_BLOCK_INT8:
-        return _dequantize_jobs(dtype, numel, params.block_size, payload)
-    return _scatter_top_k(what, dtype, numel, params.k, payload)
+        return _dequantize_jobs(dtype, numel, params.block_size, payload, out)
+    buf, jobs = _scatter_top_k(what, dtype, numel, params.k, payload)
+    return buf, [jobs]
 
 
 def _widen_jobs(
-    dtype: dtypes.DtypeInfo, n: int, source: dtypes.DtypeInfo, payload: np.ndarray
-) -> tuple[np.ndarray, list[Job]]:
+    dtype: dtypes.DtypeInfo,
+    n: int,
+    source: dtypes.DtypeInfo,
+    payload: np.ndarray,
+    out: np.ndarray | None,
+) -> tuple[np.ndarray, list[list[Job]]]:
     bits = floats.aligned(payload, source.itemsize).view("<u2")
-    out = np.empty(n * dtype.itemsize, dtype=np.uint8)
-    values = out.view("<f8" if dtype.itemsize == 8 else "<f4")
-    step = n if floats.whole_tensor_kernels() else CHUNK_ELEMENTS
+    width = dtype.itemsize
+    copy = out is not None
+    if out is None:
+        out = np.empty(n * width, dtype=np.uint8)
+        step = n if floats.whole_tensor_kernels() else CHUNK_ELEMENTS
+        phases = [[(lo, hi, 0) for lo, hi in _chunks(n, max(step, 1))]]
+    else:
+        steps = [(lo, hi, 0) for lo, hi in _chunks(n, CHUNK_ELEMENTS)]
+        phases = _in_place_phases(steps, n, width, source.itemsize)
+    values = out.view("<f8" if width == 8 else "<f4")
 
-    def job(lo: int, hi: int) -> Job:
+    def job(lo: int, hi: int, _: int) -> Job:
         def work() -> None:
-            floats.widen_into(bits[lo:hi], source, values[lo:hi])
+            narrow = bits[lo:hi]
+            # In place, a step's own bits may lie where it writes: read them first.
+            floats.widen_into(narrow.copy() if copy else narrow, source, values[lo:hi])
 
-        return (hi - lo) * dtype.itemsize, work
+        return (hi - lo) * width, work
 
-    return out, [job(lo, hi) for lo, hi in _chunks(n, max(step, 1))]
+    return out, [[job(*step) for step in phase] for phase in phases]
 
 
 def _dequantize_jobs(
-    dtype: dtypes.DtypeInfo, n: int, block: int, payload: np.ndarray
-) -> tuple[np.ndarray, list[Job]]:
+    dtype: dtypes.DtypeInfo, n: int, block: int, payload: np.ndarray, out: np.ndarray | None
+) -> tuple[np.ndarray, list[list[Job]]]:
     blocks = -(-n // block)
-    scales = floats.aligned(payload[: SCALE_BYTES * blocks], SCALE_BYTES).view("<f4")
+    scale_bytes = payload[: SCALE_BYTES * blocks]
+    # In place, the scales lie where the first half of the output goes: move them.
+    scales = (
+        scale_bytes.copy() if out is not None else floats.aligned(scale_bytes, SCALE_BYTES)
+    ).view("<f4")
     q = payload[SCALE_BYTES * blocks :].view(np.int8)
-    out = np.empty(n * dtype.itemsize, dtype=np.uint8)
     width = dtype.itemsize
     direct = dtype.wire == dtypes.FLOAT32.wire  # the products are the output: no temporary
+    steps = _dequantize_steps(n, block)
+    if out is None:
+        out, phases = np.empty(n * width, dtype=np.uint8), [steps]
+    else:
+        phases = _in_place_phases(steps, n, width, 1)
 
     def job(lo: int, hi: int, rows: int) -> Job:
         def work() -> None:
             first = lo // block
             product = out[lo * width : hi * width].view("<f4") if direct else None
+            # Reads all of this step's int8 values before anything is written.
             wide = np.multiply(
                 q[lo:hi].reshape(rows, -1),
                 scales[first : first + rows, None],
@@ -321,7 +377,29 @@ def _dequantize_jobs(
 
         return (hi - lo) * width, work
 
-    return out, [job(*step) for step in _dequantize_steps(n, block)]
+    return out, [[job(*step) for step in phase] for phase in phases]
+
+
+def _in_place_phases(
+    steps: list[tuple[int, int, int]], n: int, width: int, source: int
+) -> list[list[tuple[int, int, int]]]:
+    """Steps grouped so that the output can be written over the values it comes
+    from: those (``source`` bytes each) lie at the end of the output, element
+    ``e``'s at byte ``(width - source) * n + source * e``, and element ``e`` is
+    written to bytes ``[width * e, width * (e + 1))``. A phase that starts at
+    element ``a`` (all before it done) takes steps whose writes end at or below
+    ``(width - source) * n + source * a``, where the values still to be read
+    begin, so its steps may run in any order; a step that does not fit starts
+    the next phase (alone, it is safe: it reads its values before it writes)."""
+    phases: list[list[tuple[int, int, int]]] = []
+    start = 0
+    for step in steps:
+        if phases and width * step[1] <= (width - source) * n + source * start:
+            phases[-1].append(step)
+        else:
+            phases.append([step])
+            start = step[0]
+    return phases
 
 
 def _scatter_top_k(
