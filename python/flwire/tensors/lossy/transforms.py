@@ -276,13 +276,19 @@ def in_place(dtype: dtypes.DtypeInfo, numel: int, params: LossyParams, payload_b
     """Whether a payload that must be decompressed anyway may be decompressed into
     the end of the tensor's output buffer and reconstructed there (pass that
     buffer to :func:`decode_jobs`), so that no second buffer is alive: the casts
-    (a payload of half or a quarter of the output) and block int8 whose payload
-    fits in the output. Otherwise the peak would be the output plus the payload:
-    1.5 times the tensor's size for a cast from float32, about 1.6 times for
-    block int8 on 16-bit dtypes."""
+    (a payload of half or a quarter of the output) and block int8 on 16-bit
+    dtypes when the payload fits in the output. Otherwise the peak would be the
+    output plus the payload: 1.5 times the tensor's size for a cast from float32,
+    about 1.6 times for block int8 on 16-bit dtypes (on wider ones the payload is
+    at most about a quarter of the output, and reading it from its own buffer is
+    faster)."""
     if params.method in CAST_TARGET:
         return True
-    return params.method == pb.LOSSY_BLOCK_INT8 and payload_bytes <= numel * dtype.itemsize
+    return (
+        params.method == pb.LOSSY_BLOCK_INT8
+        and dtype.itemsize == 2
+        and payload_bytes <= numel * dtype.itemsize
+    )
 
 
 def decode_jobs(
