@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 BENCH_E2E ?= 1
 E2E_ARGS ?=
 
-.PHONY: install gen gen-check lint test test-fast bench demo kafka-up kafka-down clean
+.PHONY: install gen gen-check lint test test-fast fuzz bench demo kafka-up kafka-down clean
 
 install: $(STAMP)
 
@@ -49,6 +49,13 @@ test: install gen-check lint
 # Everything but the broker tests (no Kafka needed).
 test-fast: install
 	$(BIN)/python -m pytest --ignore=tests/integration $(PYTEST_ARGS)
+
+# The mutation fuzzer (tests/fuzz/README.md) for longer than the 20 s that `make test`
+# gives it: FLWIRE_FUZZ_SECONDS (default 600) of fuzzing; FUZZ_ARGS adds options, e.g.
+# FUZZ_ARGS="--seed 42 --keep-going --kind transfer". A failure prints its seed, its
+# input file and the command that reproduces it.
+fuzz: install
+	cd tests && ../$(BIN)/python -m fuzz --seconds $${FLWIRE_FUZZ_SECONDS:-600} $(FUZZ_ARGS)
 
 kafka-up: install
 	bash kafka/broker.sh up
