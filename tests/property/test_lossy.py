@@ -167,7 +167,7 @@ def test_cast_payload_is_shuffled_with_2_byte_elements(method, shuffle):
 
 @given(
     t=float_tensors(),
-    block=st.sampled_from([1, 2, 3, 7, 64, 100, 1000]),
+    block=st.sampled_from([8, 9, 13, 64, 100, 1000]),
     compression=st.sampled_from(["none", "zstd"]),
 )
 def test_int8_is_within_half_a_scale(t, block, compression):
@@ -236,7 +236,7 @@ def test_top_k_keeps_exactly_the_k_largest_magnitudes(t, k, fraction):
     config = LossyConfig("topk", topk_k=k, topk_fraction=fraction, min_elements=0)
     kept = max(1, min(n, k if k is not None else math.ceil(fraction * n)))
     index_width = 4
-    if kept * (t.element_size() + index_width) >= n * t.element_size():
+    if kept * 8 > n:  # denser than one in 8: sent exactly (spec section 9.1)
         data, rec, out = _roundtrip(t, config)
         assert rec.lossy is None and torch.equal(out.view(torch.uint8), t.view(torch.uint8))
         return

@@ -32,7 +32,7 @@ def cases(draw: st.DrawFn) -> tuple[torch.Tensor, LossyConfig]:
     # Repeated values compress, so the payload is zstd (the in-place path).
     levels = np.random.default_rng(seed).integers(-4, 5, size=n).astype(np.float64)
     x = torch.from_numpy(levels * draw(st.sampled_from([0.5, 1e-3, 3.0]))).to(dtype)
-    block = draw(st.integers(4, 400))
+    block = draw(st.integers(8, 400))
     return x, LossyConfig(method, block_size=block, min_elements=0)
 
 

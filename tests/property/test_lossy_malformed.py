@@ -99,7 +99,8 @@ def test_bad_top_k_indices(index, words):
 @pytest.mark.parametrize(
     ("k", "payload_k", "words"),
     [
-        (17, 17, ("k=17", "16 elements")),
+        (65, 65, ("k=65", "64 elements")),
+        (9, 9, ("k=9", "64 elements", "at most one in 8", "[lossy_params]")),
         (3, 2, ("raw_size",)),  # k says 3, payload holds 2
         (1, 2, ("raw_size",)),
         (2**60, 2, ("k=1152921504606846976",)),
@@ -108,7 +109,7 @@ def test_bad_top_k_indices(index, words):
 )
 def test_wrong_k(k, payload_k, words):
     payload = _topk_payload(np.arange(payload_k), np.arange(payload_k))
-    expect_error(_tensor(payload, method=pb.LOSSY_TOP_K, k=k), *words)
+    expect_error(_tensor(payload, method=pb.LOSSY_TOP_K, shape=(64,), k=k), *words)
 
 
 def test_huge_declared_k_and_shape_allocate_nothing():
@@ -129,24 +130,27 @@ def test_huge_declared_k_and_shape_allocate_nothing():
 
 
 def test_int8_block_size_zero_and_sizes():
-    payload = np.ones(4, "<f4").tobytes() + bytes(16)
-    decode_tensor_map(_tensor(payload, method=pb.LOSSY_BLOCK_INT8, block_size=4))  # valid
+    payload = np.ones(2, "<f4").tobytes() + bytes(16)
+    decode_tensor_map(_tensor(payload, method=pb.LOSSY_BLOCK_INT8, block_size=8))  # valid
     expect_error(_tensor(payload, method=pb.LOSSY_BLOCK_INT8, block_size=0), "block_size 0")
     expect_error(
-        _tensor(payload, method=pb.LOSSY_BLOCK_INT8, block_size=8), "takes 24 bytes", "raw_size"
+        _tensor(payload, method=pb.LOSSY_BLOCK_INT8, block_size=4), "must be >= 8", "lossy_params"
     )
-    expect_error(_tensor(payload[:-1], method=pb.LOSSY_BLOCK_INT8, block_size=4), "raw_size")
+    expect_error(
+        _tensor(payload, method=pb.LOSSY_BLOCK_INT8, block_size=16), "takes 20 bytes", "raw_size"
+    )
+    expect_error(_tensor(payload[:-1], method=pb.LOSSY_BLOCK_INT8, block_size=8), "raw_size")
 
 
 def test_block_size_beyond_32_bits_is_truncated_as_protobuf_does():
-    # uint32 fields keep the low 32 bits of a longer varint: 2^32 + 4 reads as 4.
+    # uint32 fields keep the low 32 bits of a longer varint: 2^32 + 8 reads as 8.
     t = pb.Tensor(name="w", dtype=F32, shape=[16])
-    payload = np.ones(4, "<f4").tobytes() + bytes(16)
+    payload = np.ones(2, "<f4").tobytes() + bytes(16)
     t.raw_size, t.crc32c, t.data = len(payload), crc32c.crc32c(payload), payload
-    lossy = bytes([0x08, 3, 0x10]) + encode_varint(2**32 + 4)
+    lossy = bytes([0x08, 3, 0x10]) + encode_varint(2**32 + 8)
     body = t.SerializeToString() + bytes([0x52, len(lossy)]) + lossy
     data = b"\x0a" + bytes([len(body)]) + body
-    assert pb.TensorMap.FromString(data).tensors[0].lossy.block_size == 4
+    assert pb.TensorMap.FromString(data).tensors[0].lossy.block_size == 8
     assert torch.equal(decode_tensor_map(data)["w"], torch.zeros(16))
 
 

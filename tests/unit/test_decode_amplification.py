@@ -174,17 +174,23 @@ def test_the_demo_server_refuses_an_update_off_its_model(caplog):
 
 LOSSY_CASES = [
     (torch.float16, "int8", {"block_size": 64}),
-    (torch.float16, "int8", {"block_size": 1 << 22}),  # one block: the whole tensor
+    (torch.float16, "int8", {"block_size": 1 << 23}),  # one block: the whole tensor
     (torch.bfloat16, "int8", {"block_size": 64}),
-    (torch.bfloat16, "int8", {"block_size": 1 << 22}),
+    (torch.bfloat16, "int8", {"block_size": 1 << 23}),
     (torch.float32, "int8", {"block_size": 64}),
-    (torch.float32, "int8", {"block_size": 1 << 22}),
+    (torch.float32, "int8", {"block_size": 1 << 23}),
     (torch.float64, "int8", {"block_size": 64}),
+    (torch.float16, "int8", {"block_size": 8}),  # the largest scales allowed, in place
+    (torch.float32, "int8", {"block_size": 8}),  # a payload of 0.375x: not in place
+    (torch.float64, "int8", {"block_size": 8}),
     (torch.float32, "float16", {}),
     (torch.float32, "bfloat16", {}),
     (torch.float64, "float16", {}),
     (torch.float16, "topk", {"topk_fraction": 0.01}),
     (torch.float32, "topk", {"topk_fraction": 0.01}),
+    (torch.float16, "topk", {"topk_fraction": 0.125}),  # the densest allowed
+    (torch.float16, "topk", {"topk_k": (1 << 20) - 1}),  # odd k: unaligned indices
+    (torch.float32, "topk", {"topk_fraction": 0.125}),
 ]
 
 
@@ -198,7 +204,9 @@ def test_lossy_reconstruction_peaks_at_most_1_5x_the_tensor(dtype, method, optio
     there. The result equals the same payload decoded uncompressed."""
     import tracemalloc
 
-    n = 4 << 20
+    # Each step's temporaries take about 2 MiB (CHUNK_ELEMENTS), whatever the size:
+    # 8M elements keep them at or below an eighth of the tensor.
+    n = 8 << 20
     x = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(dtype)
     config = LossyConfig(method, min_elements=0, **options)
     blob = encode_tensor_map({"w": x}, lossy=config)
@@ -214,3 +222,73 @@ def test_lossy_reconstruction_peaks_at_most_1_5x_the_tensor(dtype, method, optio
     assert peak <= 1.5 * logical, peak / logical
     plain = decode_tensor_map(encode_tensor_map({"w": x}, lossy=config, compression="none"))
     assert torch.equal(out.view(torch.uint8), plain["w"].view(torch.uint8))
+
+
+def _lossy_header(blob: bytes, method: str) -> bytes:
+    """``blob`` with its one tensor marked lossy (the writer sent it exactly)."""
+    tmap = tensor_pb2.TensorMap.FromString(blob)
+    tmap.tensors[0].lossy.method = LossyConfig(method).wire_method
+    return tmap.SerializeToString()
+
+
+def _with_lossy(blob: bytes, **fields: int) -> bytes:
+    """``blob`` (one lossy tensor) with its lossy parameters rewritten as a hostile
+    writer would, and a payload of the size they give, its CRC right."""
+    from flwire._protowire import crc32c
+
+    tmap = tensor_pb2.TensorMap.FromString(blob)
+    t = tmap.tensors[0]
+    for name, value in fields.items():
+        setattr(t.lossy, name, value)
+    n = int(np.prod(list(t.shape)))
+    width = torch.empty(0, dtype=_TORCH[t.dtype]).element_size()
+    if t.lossy.method == tensor_pb2.LOSSY_TOP_K:  # values, then ascending indices
+        data = bytes(t.lossy.k * width) + np.arange(t.lossy.k, dtype="<u4").tobytes()
+    else:
+        data = bytes(4 * -(-n // t.lossy.block_size) + n)
+    t.codec, t.filter, t.data, t.raw_size, t.crc32c = 0, 0, data, len(data), crc32c(data)
+    return tmap.SerializeToString()
+
+
+_TORCH = {
+    tensor_pb2.DTYPE_FLOAT16: torch.float16,
+    tensor_pb2.DTYPE_FLOAT32: torch.float32,
+}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "method", "numel", "fields", "check"),
+    [
+        (torch.float16, "int8", 10_000, {"block_size": 1}, "must be >= 8"),  # 5 B/element
+        (torch.float16, "int8", 10_000, {"block_size": 7}, "must be >= 8"),
+        (torch.float16, "int8", 3, {"block_size": 8}, "not smaller than"),  # 7 B for 6
+        (torch.float32, "topk", 10_000, {"k": 1251}, "at most one in 8"),
+    ],
+)
+def test_lossy_payloads_not_smaller_than_the_tensor_are_refused(
+    dtype, method, numel, fields, check
+):
+    """A block-int8 payload with more scale than values, or at least as large as
+    the tensor, or a top-k payload over half of it, would make reconstruction
+    hold the payload beside the output (up to 3.5x the tensor); no writer sends
+    one (it sends the tensor losslessly)."""
+    x = torch.randn(numel, generator=torch.Generator().manual_seed(1)).to(dtype)
+    blob = encode_tensor_map({"w": x}, lossy=LossyConfig(method, min_elements=0))
+    if not tensor_pb2.TensorMap.FromString(blob).tensors[0].HasField("lossy"):
+        blob = _lossy_header(blob, method)
+    with pytest.raises(SerializationException, match=check):
+        read_tensor_map(_with_lossy(blob, **fields))
+
+
+def test_a_dense_top_k_is_sent_losslessly():
+    """Top-k keeping more than one element in 8 is not worth its loss: the writer
+    sends the tensor exactly (so no reader refuses what it wrote)."""
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(2))
+    sparse = read_tensor_map(
+        encode_tensor_map({"w": x}, lossy=LossyConfig("topk", topk_k=1250, min_elements=0))
+    ).records[0]
+    dense = read_tensor_map(
+        encode_tensor_map({"w": x}, lossy=LossyConfig("topk", topk_k=1251, min_elements=0))
+    ).records[0]
+    assert sparse.lossy is not None and sparse.lossy.k == 1250
+    assert dense.lossy is None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from flwire.tensors import dtypes
-from flwire.tensors.lossy.params import CAST_SOURCES, CAST_TARGET, METHODS
+from flwire.tensors.lossy.params import CAST_SOURCES, CAST_TARGET, METHODS, MIN_BLOCK_SIZE
 
 LossyMethod = Literal["float16", "bfloat16", "int8", "topk"]
 NamePredicate = Callable[[str], bool]
@@ -62,8 +62,14 @@ class LossyConfig:
             raise ValueError(
                 f"unknown lossy method {self.method!r}; use one of {', '.join(METHODS)}"
             )
-        if not isinstance(self.block_size, int) or not 1 <= self.block_size < 1 << 32:
-            raise ValueError(f"block_size must be an int in [1, 2^32), got {self.block_size!r}")
+        if not isinstance(self.block_size, int) or not (
+            MIN_BLOCK_SIZE <= self.block_size < 1 << 32
+        ):
+            raise ValueError(
+                f"block_size must be an int in [{MIN_BLOCK_SIZE}, 2^32), got "
+                f"{self.block_size!r} (smaller "
+                "blocks carry more float32 scale than int8 values)"
+            )
         if not (isinstance(self.topk_fraction, (int, float)) and 0 < self.topk_fraction <= 1):
             raise ValueError(f"topk_fraction must be in (0, 1], got {self.topk_fraction!r}")
         if self.topk_k is not None and (not isinstance(self.topk_k, int) or self.topk_k < 1):

@@ -26,6 +26,12 @@ CAST_TARGET: dict[int, dtypes.DtypeInfo] = {
 }
 #: One float32 scale per int8 block.
 SCALE_BYTES = 4
+#: Smallest block int8 block: below it the float32 scales outweigh the int8
+#: values, and a reader would hold them beside the output (spec section 9.1).
+MIN_BLOCK_SIZE = 8
+#: Top-k keeps at most one element in this many (spec section 9.1): its payload
+#: then stays under 3/8 of the tensor, which a reader holds beside the output.
+MAX_TOPK_DENSITY = 8
 #: Top-k indices are uint32 below this many elements, uint64 from it on.
 UINT32_INDEX_LIMIT = 1 << 32
 
@@ -86,14 +92,31 @@ def payload_size(dtype: dtypes.DtypeInfo, numel: int, params: LossyParams, what:
             )
         return numel * CAST_TARGET[method].itemsize
     if method == pb.LOSSY_BLOCK_INT8:
-        if params.block_size < 1:
+        if params.block_size < MIN_BLOCK_SIZE:
             raise SerializationException(
-                f"{what}: int8 quantization with block_size {params.block_size} (must be >= 1)"
+                f"{what}: int8 quantization with block_size {params.block_size} (must be >= "
+                f"{MIN_BLOCK_SIZE}: smaller blocks carry more scale than values) [lossy_params]"
             )
         blocks = -(-numel // params.block_size)
-        return SCALE_BYTES * blocks + numel
-    if params.k > numel:
+        return _smaller(SCALE_BYTES * blocks + numel, numel * dtype.itemsize, name, what)
+    if params.k * MAX_TOPK_DENSITY > numel:
         raise SerializationException(
-            f"{what}: top-k keeps k={params.k} elements of a tensor of {numel} elements"
+            f"{what}: top-k keeps k={params.k} elements of a tensor of {numel} elements "
+            f"(at most one in {MAX_TOPK_DENSITY}: a denser tensor is sent losslessly) "
+            "[lossy_params]"
         )
     return params.k * (dtype.itemsize + index_width(numel))
+
+
+def _smaller(size: int, raw: int, name: str, what: str) -> int:
+    """``size``, when a payload of that size is smaller than the raw bytes: a writer
+    sends any other tensor losslessly, and a reader refuses it, so that
+    reconstruction never holds more than about 1.5 times the tensor (spec section
+    9.1, [lossy_not_smaller])."""
+    if raw and size >= raw:
+        raise SerializationException(
+            f"{what}: its {name} lossy payload of {size} bytes is not smaller than the "
+            f"tensor's {raw} raw bytes (a writer sends such a tensor losslessly) "
+            "[lossy_not_smaller]"
+        )
+    return size

@@ -21,6 +21,7 @@ from flwire.tensors.lossy import floats
 from flwire.tensors.lossy.config import LossyConfig
 from flwire.tensors.lossy.params import (
     CAST_TARGET,
+    MAX_TOPK_DENSITY,
     SCALE_BYTES,
     LossyParams,
     index_width,
@@ -117,6 +118,8 @@ def encode(
         payload = _quantize_int8(name, dtype, raw, config.block_size, threads)
     else:
         k = config.k_for(numel)
+        if k * MAX_TOPK_DENSITY > numel:
+            return None  # too dense to be worth the loss (spec section 9.1)
         params, payload = LossyParams(method, k=k), _top_k(dtype, raw, k)
     if payload.nbytes >= raw.nbytes:
         return None  # lossy and not even smaller: send it exactly
@@ -277,18 +280,15 @@ def in_place(dtype: dtypes.DtypeInfo, numel: int, params: LossyParams, payload_b
     the end of the tensor's output buffer and reconstructed there (pass that
     buffer to :func:`decode_jobs`), so that no second buffer is alive: the casts
     (a payload of half or a quarter of the output) and block int8 on 16-bit
-    dtypes when the payload fits in the output. Otherwise the peak would be the
-    output plus the payload: 1.5 times the tensor's size for a cast from float32,
-    about 1.6 times for block int8 on 16-bit dtypes (on wider ones the payload is
-    at most about a quarter of the output, and reading it from its own buffer is
-    faster)."""
+    dtypes (or tiny blocks), whose payload is over half the output. Otherwise the
+    peak would be the output plus the payload: 1.5 times the tensor's size for a
+    cast from float32, about 1.6 times for block int8 on 16-bit dtypes (block int8
+    on wider dtypes has a payload of about a quarter of the output, which is read
+    faster from its own buffer)."""
     if params.method in CAST_TARGET:
         return True
-    return (
-        params.method == pb.LOSSY_BLOCK_INT8
-        and dtype.itemsize == 2
-        and payload_bytes <= numel * dtype.itemsize
-    )
+    out = numel * dtype.itemsize
+    return params.method == pb.LOSSY_BLOCK_INT8 and out < 2 * payload_bytes <= 2 * out
 
 
 def decode_jobs(
@@ -413,7 +413,9 @@ def _scatter_top_k(
 ) -> tuple[np.ndarray, list[Job]]:
     width = dtype.itemsize
     index_dtype = _index_dtype(n)
-    index = floats.aligned(payload[k * width :], index_dtype.itemsize).view(index_dtype)
+    # Not copied when unaligned (an odd k of a 16-bit tensor): numpy reads unaligned
+    # indices in small buffers, and a copy would hold up to a quarter of the tensor.
+    index = payload[k * width :].view(index_dtype)
     # Checked before the output is allocated: ascending, in range, no duplicates.
     if k > 1 and not bool(np.all(index[1:] > index[:-1])):
         bad = int(np.argmin(index[1:] > index[:-1]))
