@@ -3,7 +3,9 @@
 numpy has no bfloat16, so bfloat16 is handled as its bit pattern (uint16, the
 upper half of a binary32). Every conversion rounds to nearest, ties to even;
 float64 goes to 16 bits through float32 rounded to odd, so that it is rounded
-once (no double rounding). NaN stays a NaN (its payload is not kept).
+once (no double rounding). A cast writes every NaN as the canonical quiet NaN
+of its sign (wire format, section 9.1): binary16 0x7e00 / 0xfe00, bfloat16
+0x7fc0 / 0xffc0, whatever its payload.
 
 The numpy code below is the reference and the only path without torch. When
 the process has imported torch already (the caller's tensors are torch
@@ -27,6 +29,11 @@ from flwire.tensors import dtypes
 #: of a float32 (the rounding increment, before the tie-to-even bit).
 _BF16_QUIET = 0x0040
 _HALF_ULP = 0x7FFF
+#: 16-bit float bits: the sign, and per cast target its infinity and the
+#: canonical quiet NaN a cast writes for every NaN (with the input's sign).
+_SIGN_16 = 0x8000
+_INF_16 = {dtypes.FLOAT16.wire: 0x7C00, dtypes.BFLOAT16.wire: 0x7F80}
+_QUIET_NAN_16 = {dtypes.FLOAT16.wire: 0x7E00, dtypes.BFLOAT16.wire: 0x7FC0}
 
 
 def _torch() -> Any:
@@ -94,7 +101,7 @@ def f64_to_f32_round_to_odd(x: np.ndarray) -> np.ndarray:
     bits, nearest-even) gives the correctly rounded result. Values beyond
     float32's range become its largest finite value (odd), which then rounds
     to infinity."""
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN stays NaN
         y = x.astype(np.float32)
     back = y.astype(np.float64)
     inexact = (back != x) & ~np.isnan(x)
@@ -128,12 +135,24 @@ def from_float32(x: np.ndarray, info: dtypes.DtypeInfo) -> Any:
 
 def cast_bits(x: np.ndarray, target: dtypes.DtypeInfo) -> np.ndarray:
     """float32 or float64 values cast to float16 / bfloat16 (raw uint16 bits),
-    correctly rounded; overflow gives infinity (the caller checks)."""
-    if x.dtype == np.float64:
-        x = f64_to_f32_round_to_odd(x)
+    correctly rounded; overflow gives infinity (the caller checks); every NaN
+    becomes the canonical quiet NaN of its sign."""
+    narrow = f64_to_f32_round_to_odd(x) if x.dtype == np.float64 else x
     if target.wire == dtypes.FLOAT16.wire:
-        return f32_to_f16_bits(x)
-    return f32_to_bf16_bits(x)
+        bits = f32_to_f16_bits(narrow)
+    else:
+        bits = f32_to_bf16_bits(narrow)
+    return _canonical_nans(x, bits, target.wire)
+
+
+def _canonical_nans(x: np.ndarray, bits: np.ndarray, wire: int) -> np.ndarray:
+    """``bits`` with each NaN replaced by the quiet NaN of the sign of the same
+    element of ``x`` (the conversions keep payload bits, or drop the sign)."""
+    nan = np.flatnonzero((bits & ~np.uint16(_SIGN_16)) > _INF_16[wire])
+    if nan.size:
+        sign = np.signbit(x[nan]).astype(np.uint16) << np.uint16(15)
+        bits[nan] = sign | np.uint16(_QUIET_NAN_16[wire])
+    return bits
 
 
 def whole_tensor_kernels() -> bool:
