@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -149,6 +150,16 @@ def _padding_payloads(data: bytes) -> list[range]:
     ]
 
 
+def _padding_lengths(data: bytes) -> list[range]:
+    """Byte ranges of the length varints of every Tensor.padding field."""
+    return [
+        range(g.key_start + 1, g.start)
+        for _, fields in _wire_tensors(data)
+        for g in fields
+        if g.number == T_PADDING
+    ]
+
+
 def _shuffle_reference(raw: bytes, width: int) -> bytes:
     """Byte shuffle as the spec defines it: output[j*n + i] = raw[i*width + j]."""
     n = len(raw) // width
@@ -171,7 +182,14 @@ def test_manifest_hashes_match_the_files() -> None:
             assert len(content) == entry["size"], entry["path"]
             assert hashlib.sha256(content).hexdigest() == entry["sha256"], entry["path"]
             listed.add(entry["path"])
+    for refusal in MANIFEST["refusals"]:
+        entry = refusal["file"]
+        content = (VECTORS / entry["path"]).read_bytes()
+        assert len(content) == entry["size"], entry["path"]
+        assert hashlib.sha256(content).hexdigest() == entry["sha256"], entry["path"]
+        listed.add(entry["path"])
     on_disk = {p.name for p in VECTORS.iterdir() if p.suffix in (".bin", ".txtpb", ".json")}
+    on_disk |= {f"refusals/{p.name}" for p in (VECTORS / "refusals").iterdir()}
     assert on_disk - {"manifest.json"} == listed, "files not in the manifest (or missing)"
 
 
@@ -317,9 +335,11 @@ def _varint_len(value: int) -> int:
 def _shortest_padding(tensor: Field, header_len: int, data_key_len: int, data_len: int) -> int:
     """Length on the wire of the shortest padding field that puts the data of
     `tensor` at a multiple of ALIGNMENT (0: no field), computed from the spec:
-    field lengths 0, then 1 + len(varint(n)) + n for n = 0, 1, 2, ...; the
-    Tensor's own length prefix changes with the padding."""
-    candidates = [0] + [1 + _varint_len(n) + n for n in range(2 * ALIGNMENT + 2)]
+    field lengths 0, then 1 + len(varint(n)) + n for n = 1, 2, 3, ... (a
+    padding field has at least one byte of payload: an empty one is a proto3
+    default that protobuf runtimes drop); the Tensor's own length prefix
+    changes with the padding."""
+    candidates = [0] + [1 + _varint_len(n) + n for n in range(1, 2 * ALIGNMENT + 2)]
     for pad_len in candidates:
         body_len = header_len + pad_len + data_key_len + data_len
         offset = tensor.key_start + 1 + _varint_len(body_len) + header_len + pad_len + data_key_len
@@ -480,6 +500,9 @@ def test_a_flipped_byte_is_detected(name: str) -> None:
     expected = _expected_signature(name)
     spans = _frame_spans(data)
     padding = _padding_payloads(data)
+    # A flipped length of 64 (0x40 ^ 0xff = 0xbf) reads as the 2-byte varint
+    # bf 00 = 63, one byte longer: the same field, written non-minimally.
+    lengths = _padding_lengths(data)
     original = _without_padding(data)
     for pos in _flip_positions(len(data), spans):
         in_padding = any(pos in r for r in padding)
@@ -500,7 +523,7 @@ def test_a_flipped_byte_is_detected(name: str) -> None:
             except SerializationException:
                 continue
             if result == expected:
-                assert any(pos in s for s in spans), (
+                assert any(pos in s for s in spans + lengths), (
                     f"{name}: byte {pos} ^ {mask:#04x} went unnoticed outside a compressed frame "
                     "and outside a padding field"
                 )
@@ -697,6 +720,12 @@ def test_lossy_expectations_follow_the_spec(name: str, t: dict[str, Any]) -> Non
         assert _same(_floats(to16, payload), xhat)  # the reader converts exactly
         assert torch.equal(xhat.isnan(), x.isnan())
         assert torch.equal(xhat[x.isinf()], x[x.isinf()])
+        # Every NaN is written as the quiet NaN of its sign (section 9.1).
+        original, width = bytes.fromhex(lossy["original_hex"]), _WIDTH_BY_WIRE[dtype]
+        quiet = 0x7E00 if to16 == "DTYPE_FLOAT16" else 0x7FC0
+        for i in torch.nonzero(x.isnan()).flatten().tolist():
+            sign = original[(i + 1) * width - 1] & 0x80
+            assert payload[2 * i : 2 * i + 2] == (quiet | sign << 8).to_bytes(2, "little"), i
         rel, tiny, absolute = (
             (2.0**-11, 2.0**-14, 2.0**-25)
             if to16 == "DTYPE_FLOAT16"
@@ -734,9 +763,13 @@ def test_lossy_expectations_follow_the_spec(name: str, t: dict[str, Any]) -> Non
         dropped = torch.ones(n, dtype=torch.bool)
         dropped[index] = False
         assert _raw(xhat[dropped]) == bytes(int(dropped.sum()) * 8)  # +0.0 (as float64)
-        kept = x[index]
-        floor = kept[~kept.isnan()].abs().min()
-        assert bool((x[dropped].abs() <= floor).all())
+        # Section 9.1's ranking: NaN first, then by magnitude, ties to the lower index.
+        values = x.tolist()
+        rank = sorted(
+            range(n),
+            key=lambda i: (0, 0.0, i) if math.isnan(values[i]) else (1, -abs(values[i]), i),
+        )
+        assert index.tolist() == sorted(rank[:k])
 
 
 def _lossy_map(name: str) -> tensor_pb2.TensorMap:

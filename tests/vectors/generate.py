@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import math
 import struct
@@ -51,6 +52,23 @@ from flwire.v1 import tensor_pb2
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
+#: Invalid maps, one per reader check (refusals.py).
+REFUSALS_DIR = "refusals"
+
+
+def _sibling(module_name: str, filename: str) -> Any:
+    """A module beside this file, loaded by path (this directory is no package)."""
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, HERE / filename)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+refusals = _sibling("flwire_golden_refusals", "refusals.py")
 
 # dtype short name -> (wire enum name, width in bytes, torch dtype name)
 DTYPES: dict[str, tuple[str, int, str]] = {
@@ -152,13 +170,18 @@ class Input:
     codec: str = "CODEC_UNSPECIFIED"  # what the encoder is expected to choose
     filter: str = "FILTER_UNSPECIFIED"
     lossy: Lossy | None = None  # set when the vector's LossyConfig applies to it
+    #: Built from ``raw`` rather than ``values`` (NaN payloads, which Python
+    #: floats do not carry through torch.tensor).
+    from_raw: bool = False
 
     def tensor(self) -> torch.Tensor:
         """The torch tensor handed to the encoder, built from ``values``."""
         torch_dtype = getattr(torch, DTYPES[self.dtype][2])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # complex32 is "experimental"
-            if self.dtype == "complex32":
+            if self.from_raw:
+                t = torch.frombuffer(bytearray(self.raw), dtype=torch_dtype)
+            elif self.dtype == "complex32":
                 t = torch.tensor(self.values, dtype=torch.complex64).to(torch_dtype)
             elif self.dtype.startswith("float8") or self.dtype == "bfloat16":
                 t = torch.tensor(self.values, dtype=torch.float32).to(torch_dtype)
@@ -186,6 +209,14 @@ def with_bits(
     name: str, dtype: str, shape: tuple[int, ...], values: Sequence[float], bits: bytes
 ) -> Input:
     return Input(name, dtype, shape, tuple(values), bits)
+
+
+def from_words(name: str, dtype: str, shape: tuple[int, ...], words: Sequence[int]) -> Input:
+    """float32 / float64 elements given as bit patterns (NaN payloads kept)."""
+    fmt = {"float32": "I", "float64": "Q", "bfloat16": "H", "float16": "H"}[dtype]
+    raw = struct.pack(f"<{len(words)}{fmt}", *words)
+    values = unpack_floats(dtype, raw)
+    return Input(name, dtype, shape, tuple(values), raw, from_raw=True)
 
 
 # ----------------------------------------------------------------------------- lossy references
@@ -267,12 +298,29 @@ class Lossy:
     k: int = 0
 
 
+#: Section 9.1: a cast writes every NaN as the quiet NaN of its sign, and a
+#: reader widens it exactly.
+QUIET_NAN_BITS = {"float16": 0x7E00, "bfloat16": 0x7FC0}
+WIDE_QUIET_NAN = {"float32": (0x7FC00000, 31, "I"), "float64": (0x7FF8000000000000, 63, "Q")}
+
+
 def _cast(dtype: str, raw: bytes, target: str) -> tuple[bytes, bytes]:
     fmt = {"float16": FLOAT16, "bfloat16": BFLOAT16}[target]
     xs = unpack_floats(dtype, raw)
     ys = [round_even(x, fmt) for x in xs]
     assert all(math.isinf(y) == math.isinf(x) for x, y in zip(xs, ys, strict=True)), "overflow"
-    return pack_floats(target, ys), pack_floats(dtype, ys)
+    width = DTYPES[dtype][1]
+    payload, decoded = bytearray(), bytearray()
+    for i, y in enumerate(ys):
+        if math.isnan(y):  # the sign bit of the input, from its top byte
+            negative = raw[(i + 1) * width - 1] >> 7
+            payload += (QUIET_NAN_BITS[target] | negative << 15).to_bytes(2, "little")
+            quiet, sign_bit, _ = WIDE_QUIET_NAN[dtype]
+            decoded += (quiet | negative << sign_bit).to_bytes(width, "little")
+        else:
+            payload += pack_floats(target, [y])
+            decoded += pack_floats(dtype, [y])
+    return bytes(payload), bytes(decoded)
 
 
 def _f32_toward_zero(x: float) -> float:
@@ -311,12 +359,10 @@ def _top_k(dtype: str, raw: bytes, k: int) -> tuple[bytes, bytes]:
     xs = unpack_floats(dtype, raw)
     width = DTYPES[dtype][1]
 
-    def rank(i: int) -> tuple[int, float]:  # NaN first, then by magnitude
-        return (0, 0.0) if math.isnan(xs[i]) else (1, -abs(xs[i]))
+    def rank(i: int) -> tuple[int, float, int]:  # NaN first, then by magnitude, then index
+        return (0, 0.0, i) if math.isnan(xs[i]) else (1, -abs(xs[i]), i)
 
-    order = sorted(range(len(xs)), key=rank)
-    assert k == len(xs) or rank(order[k - 1]) != rank(order[k]), "ambiguous top-k"
-    kept = sorted(order[:k])
+    kept = sorted(sorted(range(len(xs)), key=rank)[:k])
     decoded = bytearray(len(raw))
     for i in kept:
         decoded[i * width : (i + 1) * width] = raw[i * width : (i + 1) * width]
@@ -543,6 +589,74 @@ def _mixed_float32(count: int, start: int = 0) -> list[float]:
     return out
 
 
+def _ramp(count: int, seed: int) -> list[float]:
+    """Small float32-exact values (multiples of 1/8 in [-0.75, 0.75])."""
+    return [((i * 7 + seed) % 13 - 6) / 8.0 for i in range(count)]
+
+
+#: Names chosen so that rule 7 of section 2.3 meets its edge cases; the
+#: generator asserts that it does (PADDING_EDGES: the padding field lengths).
+_GAP_2 = "gap_2." + "a" * 35  # data 2 bytes short of 64: a field of 66 bytes
+_GAP_1 = "gap_1." + "b" * 36  # 1 byte short: a field of 65 bytes
+_GROWS = "grows." + "c" * 38  # 2 bytes short, and the padding grows the Tensor's
+# length prefix from 1 to 2 bytes: a field of 65 bytes
+PADDING_EDGES = {_GAP_2: 66, _GAP_1: 65, _GROWS: 65}
+
+
+def _padding_edges() -> list[Input]:
+    return [
+        packed(_GAP_2, "float32", (32,), _ramp(32, 1)),
+        packed(_GAP_1, "float32", (32,), _ramp(32, 2)),
+        packed(_GROWS, "float32", (4,), _ramp(4, 3)),
+    ]
+
+
+#: NaNs of both signs, quiet and signalling, with and without payloads: a cast
+#: writes each as the quiet NaN of its sign (section 9.1).
+_NAN32 = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFA12345, 0x7FC00001]
+_NAN64 = [0x7FF8000000000000, 0xFFF8000000000000, 0x7FF0000000000001, 0xFFF4000000000000]
+
+
+def _f32_word(x: float) -> int:
+    return int.from_bytes(struct.pack("<f", x), "little")
+
+
+def _f64_word(x: float) -> int:
+    return int.from_bytes(struct.pack("<d", x), "little")
+
+
+def _cast_nans(method: str) -> list[Input]:
+    finite32 = [_f32_word(v) for v in (1.0, -2.0, 0.5, -0.0, INF, -INF, 3.0, -0.25, 0.0)]
+    finite64 = [_f64_word(v) for v in (1.0, -2.0, 0.5, -0.0)]
+    return [
+        lossy(from_words("f32", "float32", (16,), _NAN32 + finite32), method),
+        lossy(from_words("f64", "float64", (8,), _NAN64 + finite64), method),
+    ]
+
+
+def _topk_ties() -> list[Input]:
+    # k = 5 in every tensor. "run": two NaNs, then eleven elements of magnitude
+    # 1.0 (the first three are kept: lower indices win); "zeros": three non-zero
+    # elements, then +0 and -0 (the first two zeros are kept, bit for bit);
+    # "nans": seven NaNs of both signs and several payloads (the first five).
+    run = [0.25 * ((i % 3) - 1) for i in range(64)]
+    for j, i in enumerate(range(1, 34, 3)):
+        run[i] = 1.0 if j % 2 else -1.0
+    run_words = [_f32_word(v) for v in run]
+    run_words[0], run_words[18] = 0xFFC00000, 0x7FC00123
+    # (64 elements each: top-k keeps at most one element in 8.)
+    zeros = [0.0, -0.0] * 32
+    zeros[5], zeros[11], zeros[14] = 2.0, -0.5, 0.5
+    nans = [_f32_word(1.0)] * 64
+    for j, i in enumerate((1, 3, 6, 7, 10, 12, 15)):
+        nans[i] = _NAN32[j % len(_NAN32)]
+    return [
+        lossy(from_words("run", "float32", (64,), run_words), "topk", k=5),
+        lossy(from_words("zeros", "float32", (64,), [_f32_word(v) for v in zeros]), "topk", k=5),
+        lossy(from_words("nans", "float32", (64,), nans), "topk", k=5),
+    ]
+
+
 def _lossy_float16() -> list[Input]:
     special = [
         1.0,
@@ -743,6 +857,33 @@ VECTORS: list[Vector] = [
         lossy=LossyConfig("topk", topk_k=8, min_elements=16),
     ),
     Vector(
+        "padding_edges",
+        "Uncompressed float32 tensors whose data needs the padding fields of section 2.3 "
+        "rule 7's edge cases: 2 bytes short of alignment (no field of 2 bytes exists: 66 "
+        "bytes), 1 byte short (65 bytes), and a padding that grows the Tensor's length prefix.",
+        _padding_edges,
+    ),
+    Vector(
+        "lossy_float16_nans",
+        "float32 and float64 tensors holding NaNs of both signs, quiet and signalling, with "
+        "payloads, cast to float16: each becomes 0x7e00 or 0xfe00 (section 9.1).",
+        lambda: _cast_nans("float16"),
+        lossy=LossyConfig("float16", min_elements=1),
+    ),
+    Vector(
+        "lossy_bfloat16_nans",
+        "The same tensors cast to bfloat16: each NaN becomes 0x7fc0 or 0xffc0.",
+        lambda: _cast_nans("bfloat16"),
+        lossy=LossyConfig("bfloat16", min_elements=1),
+    ),
+    Vector(
+        "lossy_topk_ties",
+        "Top-5 of float32 tensors where k cuts through ties: a run of equal magnitudes, "
+        "zeros of both signs, more NaNs than k; the lower index wins (section 9.1).",
+        _topk_ties,
+        lossy=LossyConfig("topk", topk_k=5, min_elements=1),
+    ),
+    Vector(
         "lz4",
         "A 64x64 float32 of a smooth pattern, LZ4 frame (fast mode, level 0), no filter.",
         _lz4,
@@ -854,6 +995,8 @@ def render() -> dict[str, bytes]:
                 },
             }
         )
+    _check_padding_edges(files["padding_edges.bin"])
+    refused = _refusal_entries(files)
     manifest = {
         "format": "flwire golden wire vectors",
         "message": "flwire.v1.TensorMap",
@@ -865,9 +1008,56 @@ def render() -> dict[str, bytes]:
         "lz4_version": lz4.__version__,
         "liblz4_version": lz4.library_version_string(),
         "vectors": entries,
+        "refusals": refused,
     }
     files[MANIFEST] = _json_text(manifest).encode("utf-8")
     return files
+
+
+def _file_entry(files: dict[str, bytes], path: str) -> dict[str, Any]:
+    return {
+        "path": path,
+        "size": len(files[path]),
+        "sha256": hashlib.sha256(files[path]).hexdigest(),
+    }
+
+
+def _refusal_entries(files: dict[str, bytes]) -> list[dict[str, Any]]:
+    """Write every refusal vector (refusals.py) into ``files``; their manifest entries."""
+    entries = []
+    for r in refusals.build():
+        path = f"{REFUSALS_DIR}/{r.name}.bin"
+        files[path] = r.data
+        entry: dict[str, Any] = {
+            "name": r.name,
+            "check": r.check,
+            "section": refusals.CHECKS[r.check],
+            "description": r.description,
+            "message": "flwire.v1.TensorMap",
+        }
+        if r.limits:
+            entry["limits"] = dict(r.limits)
+        entries.append({**entry, "file": _file_entry(files, path)})
+    return entries
+
+
+def _check_padding_edges(data: bytes) -> None:
+    """The padding_edges vector meets the edge cases it is named for."""
+    msg = tensor_pb2.TensorMap.FromString(data)
+    got = {}
+    for t in msg.tensors:
+        n = len(t.padding)
+        got[t.name] = 1 + len(_varint_bytes(n)) + n if n else 0
+    assert got == PADDING_EDGES, f"padding_edges: padding fields {got}, meant {PADDING_EDGES}"
+
+
+def _varint_bytes(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def _check_against_expectations(data: bytes, expected: dict[str, Any]) -> None:
@@ -900,6 +1090,19 @@ def _check_against_expectations(data: bytes, expected: dict[str, Any]) -> None:
     assert dict(msg.metadata) == expected["metadata"], expected["name"]
 
 
+#: Directories holding nothing but generated files.
+GENERATED_DIRS = (REFUSALS_DIR,)
+
+
+def _unlisted(out: Path, files: dict[str, bytes]) -> list[str]:
+    """Generated files on disk that the generator no longer writes."""
+    found = []
+    for directory in GENERATED_DIRS:
+        if (out / directory).is_dir():
+            found += [f"{directory}/{p.name}" for p in sorted((out / directory).iterdir())]
+    return [name for name in found if name not in files]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE, help="directory to write (default: here)")
@@ -914,12 +1117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n, b in files.items()
             if not (args.out / n).is_file() or (args.out / n).read_bytes() != b
         ]
+        stale += _unlisted(args.out, files)
         for name in stale:
             print(f"would change: {name}", file=sys.stderr)
         return 1 if stale else 0
     args.out.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
+        (args.out / name).parent.mkdir(parents=True, exist_ok=True)
         (args.out / name).write_bytes(content)
+    for name in _unlisted(args.out, files):  # a vector that was removed or renamed
+        (args.out / name).unlink()
     print(f"wrote {len(files)} files to {args.out}")
     return 0
 

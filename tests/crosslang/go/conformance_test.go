@@ -511,7 +511,7 @@ func kind(err error) string {
 	for _, e := range []error{ErrProtobuf, ErrDtype, ErrShape, ErrRawSize, ErrLimit, ErrCodec,
 		ErrFilter, ErrDataSize, ErrFrame, ErrEmptyChecksum, ErrDuplicateName, ErrDecompress,
 		ErrChecksum, ErrBool, ErrLossyMethod, ErrLossyDtype, ErrLossyParams, ErrLossyFilter,
-		ErrTopKIndex} {
+		ErrTopKIndex, ErrUnknownBytes, ErrExpansion} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}

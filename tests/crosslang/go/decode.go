@@ -52,20 +52,30 @@ type Map struct {
 	Metadata map[string]string
 }
 
-// Limits bound what a reader agrees to allocate (spec section 11).
+// Limits bound what a reader agrees to allocate (spec section 11). Sizes are
+// decoded sizes: raw_size, or the logical size of a lossy tensor.
 type Limits struct {
-	MaxTensorBytes uint64 // per tensor, raw bytes
-	MaxTotalBytes  uint64 // per map, raw bytes
+	MaxTensorBytes uint64 // per tensor
+	MaxTotalBytes  uint64 // per map
 	MaxTensors     int
 	MaxRank        int
+	// Bytes of unknown fields in the TensorMap and its Tensors; 0: no limit.
+	MaxUnknownBytes int
+	// Decoded bytes of the whole map per byte of the map, above a floor of
+	// ExpansionFloor bytes; 0: no limit.
+	MaxExpansion   float64
+	ExpansionFloor uint64
 }
 
 // DefaultLimits are flwire-python's DecodeLimits defaults.
 var DefaultLimits = Limits{
-	MaxTensorBytes: 1 << 32,
-	MaxTotalBytes:  1 << 32,
-	MaxTensors:     1_000_000,
-	MaxRank:        64,
+	MaxTensorBytes:  1 << 32,
+	MaxTotalBytes:   1 << 32,
+	MaxTensors:      100_000,
+	MaxRank:         64,
+	MaxUnknownBytes: 64 << 10,
+	MaxExpansion:    100,
+	ExpansionFloor:  16 << 20,
 }
 
 // The kinds of refusal. Every error returned by Decode wraps exactly one of
@@ -85,6 +95,8 @@ var (
 	ErrDecompress    = errors.New("decompression failed")                // check 10
 	ErrChecksum      = errors.New("crc32c mismatch")                     // check 12
 	ErrBool          = errors.New("bool byte other than 0x00 or 0x01")   // check 13
+	ErrUnknownBytes  = errors.New("too many bytes of unknown fields")    // section 11
+	ErrExpansion     = errors.New("declares too much for its size")      // section 11
 
 	// Section 9.1, lossy tensors. A payload whose size is not raw_size is an
 	// ErrRawSize (the check replaces check 3).
@@ -150,6 +162,16 @@ func Decode(b []byte, lim Limits) (*Map, error) {
 		return nil, fmt.Errorf("flwire: %w: %d tensors, the limit is %d",
 			ErrLimit, len(pb.Tensors), lim.MaxTensors)
 	}
+	if lim.MaxUnknownBytes > 0 {
+		unknown := len(pb.ProtoReflect().GetUnknown())
+		for _, t := range pb.Tensors {
+			unknown += len(t.ProtoReflect().GetUnknown())
+		}
+		if unknown > lim.MaxUnknownBytes {
+			return nil, fmt.Errorf("flwire: %w: %d bytes, the limit is %d",
+				ErrUnknownBytes, unknown, lim.MaxUnknownBytes)
+		}
+	}
 
 	// Checks 1-9 for every tensor, before anything is allocated for data.
 	seen := make(map[string]int, len(pb.Tensors))
@@ -163,6 +185,15 @@ func Decode(b []byte, lim Limits) (*Map, error) {
 				fmt.Errorf("%w: also tensor %d", ErrDuplicateName, j))
 		}
 		seen[t.GetName()] = i
+	}
+	// Section 11: what the map declares is bounded by what arrived.
+	if lim.MaxExpansion > 0 {
+		allowed := max(float64(lim.ExpansionFloor), lim.MaxExpansion*float64(len(b)))
+		if float64(total) > allowed {
+			return nil, fmt.Errorf("flwire: %w: a map of %d bytes declares %d decoded bytes, "+
+				"more than max(%d, %g x its size)", ErrExpansion, len(b), total,
+				lim.ExpansionFloor, lim.MaxExpansion)
+		}
 	}
 
 	// Checks 10-13: decode the data.
