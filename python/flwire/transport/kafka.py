@@ -21,15 +21,23 @@
   with backoff for up to ``connect_timeout_s``.
 - librdkafka's own log lines and errors go to Python logging
   (``flwire.transport.kafka``), never straight to stderr.
+- Security: the TLS/SASL settings (``security.protocol``, ``sasl.*``,
+  ``ssl.ca.location``; see :mod:`flwire.transport.kafka_security`) come from
+  ``security=``, the client configs and ``FLWIRE_KAFKA__*`` environment
+  variables, and go to every client. Refused credentials fail the calls waiting
+  on the broker at once (librdkafka reports them within a second, and would
+  otherwise retry until the calls' timeouts), and an ACL denial fails the call
+  that met it, each as a CommunicationException that says which.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -48,7 +56,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # noqa: E40
 
 from flwire._aio import wait_for  # noqa: E402
 from flwire.exceptions import CommunicationException  # noqa: E402
-from flwire.transport import kafka_admin  # noqa: E402
+from flwire.transport import kafka_admin, kafka_security  # noqa: E402
 from flwire.transport.base import (  # noqa: E402
     DEFAULT_MAX_RECORD_BYTES,
     Headers,
@@ -60,7 +68,13 @@ from flwire.transport.kafka_logging import (  # noqa: E402
     UNREACHABLE,
     BrokerUnreachable,
     client_logging,
+    denied_message,
+    denied_reading,
+    is_denied,
+    is_refused,
+    on_client_error,
     reason,
+    refused_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,6 +93,9 @@ _POLLER_JOIN_S = 5
 #: Bounds of metadata requests: listing topics, and the health check.
 _METADATA_TIMEOUT_S = 10
 _HEALTH_TIMEOUT_S = 3
+#: Longest single wait of a metadata request before the transport checks whether the
+#: broker refused this client (see KafkaTransport._list_topics).
+_METADATA_SLICE_S = 1.0
 #: Pause before producing again when librdkafka's local queue is full.
 _QUEUE_FULL_BACKOFF_S = 0.05
 #: Room in the producer's ``message.max.bytes`` for a record's key, headers and framing.
@@ -220,6 +237,14 @@ class _KafkaSubscription(Subscription):
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
+                    if is_denied(err):
+                        raise CommunicationException(
+                            denied_reading(err, ", ".join(self._topics), self._config)
+                        )
+                    if is_refused(err):
+                        raise CommunicationException(
+                            refused_message(err, self._servers, self._config)
+                        )
                     if err.fatal():
                         raise CommunicationException(f"Kafka consumer failed: {reason(err)}")
                     logger.warning("Kafka consumer: %s", reason(err))
@@ -237,6 +262,10 @@ class _KafkaSubscription(Subscription):
 
     def __aiter__(self) -> AsyncIterator[Record]:
         return self._records()
+
+    @property
+    def _servers(self) -> str:
+        return str(self._config.get("bootstrap.servers", "?"))
 
     async def commit(self, topic: str, partition: int, next_offset: int) -> None:
         """Commit asynchronously: the request is queued and this returns at once.
@@ -303,6 +332,13 @@ class KafkaTransport(Transport):
     - ``close_timeout_s``: how long ``stop()`` waits for queued records to be
       delivered and for consumers to commit and leave their group (default
       10 s); records still queued then are counted in an ERROR log line.
+
+    Security (TLS, SASL): ``security`` holds librdkafka's ``security.protocol``,
+    ``sasl.mechanisms``, ``sasl.username``, ``sasl.password`` and
+    ``ssl.ca.location`` (underscored names are accepted too); the same keys in
+    ``producer_config``/``consumer_config`` win over it, and the environment
+    (``FLWIRE_KAFKA__SASL_PASSWORD`` ...; ``environ``, default ``os.environ``)
+    wins over both. Every client gets the result (:meth:`connection_config`).
     """
 
     def __init__(
@@ -319,6 +355,8 @@ class KafkaTransport(Transport):
         topic_ready_timeout_s: float = DEFAULT_TOPIC_READY_TIMEOUT_S,
         unwritten_retries: int = DEFAULT_UNWRITTEN_RETRIES,
         close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
+        security: dict[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.max_record_bytes = max_record_bytes
@@ -328,6 +366,13 @@ class KafkaTransport(Transport):
         self.topic_ready_timeout_s = topic_ready_timeout_s
         self.unwritten_retries = max(0, unwritten_retries)
         self.close_timeout_s = close_timeout_s
+        secured = {
+            **kafka_security.security_settings(security, {}),
+            **(producer_config or {}),
+            **(consumer_config or {}),
+        }
+        overrides = kafka_security.security_settings(secured, environ)
+        kafka_security.check(overrides)
         self.producer_config = {
             "bootstrap.servers": bootstrap_servers,
             "enable.idempotence": True,
@@ -337,6 +382,7 @@ class KafkaTransport(Transport):
             "message.max.bytes": max_record_bytes + _RECORD_OVERHEAD,
             "delivery.timeout.ms": int(delivery_timeout_s * 1000),
             **(producer_config or {}),
+            **overrides,
         }
         timeout_ms = self.producer_config.get(
             "message.timeout.ms", self.producer_config["delivery.timeout.ms"]
@@ -353,6 +399,7 @@ class KafkaTransport(Transport):
             "session.timeout.ms": _SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": _HEARTBEAT_INTERVAL_MS,
             **(consumer_config or {}),
+            **overrides,
         }
         self._producer: Producer | None = None
         self._admin: AdminClient | None = None
@@ -362,12 +409,59 @@ class KafkaTransport(Transport):
         # Topics known to accept writes (created if needed and probed).
         self._ready_topics: set[str] = set()
         self._topic_locks: dict[str, asyncio.Lock] = {}
+        # The broker's refusal of this client's credentials (or TLS), reported by a
+        # client's error callback; once set, calls waiting on the broker fail.
+        self._refusal: KafkaError | None = None
+        self._refused = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        who = kafka_security.describe(self.connection_config())
+        return f"KafkaTransport({self.bootstrap_servers!r}, {who})"
+
+    def _on_error(self, err: KafkaError) -> None:
+        """The error callback of the producer and the consumers (librdkafka's threads)."""
+        on_client_error(err)
+        if is_refused(err) and self._refusal is None:
+            self._refusal = err
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._refused.set)
+
+    def _refused_error(self) -> CommunicationException:
+        return CommunicationException(
+            refused_message(self._refusal, self.bootstrap_servers, self.connection_config())
+        )
+
+    async def _unless_refused(self, awaitable: Awaitable[_T]) -> _T:
+        """``await awaitable``, unless the broker refuses this client first: then
+        it is cancelled and CommunicationException says why."""
+        if self._refusal is not None:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise self._refused_error()
+        task = asyncio.ensure_future(awaitable)
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()
+        raise self._refused_error()
 
     async def start(self) -> None:
         if self._running:
             return
+        self._loop = asyncio.get_running_loop()
+        self._refused = asyncio.Event()
+        if self._refusal is not None:
+            self._refused.set()
         try:
-            self._producer = Producer({**self.producer_config, **client_logging()})
+            self._producer = Producer(
+                {**self.producer_config, **client_logging(), "error_cb": self._on_error}
+            )
             self._admin = AdminClient({**self.connection_config(), **client_logging(errors=False)})
         except KafkaException as exc:
             raise CommunicationException(f"invalid Kafka configuration: {exc}") from None
@@ -411,6 +505,17 @@ class KafkaTransport(Transport):
         if producer is not None:
             loop = asyncio.get_running_loop()
             left = max(0.0, deadline - time.monotonic())
+            if self._refusal is not None:
+                # The broker refused this client: nothing queued can be delivered,
+                # and the sends already failed; do not wait out close_timeout_s.
+                queued = len(producer)
+                producer.purge()
+                left = 0.0
+                if queued:
+                    logger.warning(
+                        "%d Kafka record(s) dropped on stop(): the broker refused this client",
+                        queued,
+                    )
             remaining = await loop.run_in_executor(None, producer.flush, left)
             if remaining:
                 logger.error(
@@ -455,8 +560,10 @@ class KafkaTransport(Transport):
         tries = 1
         while True:
             try:
-                return await attempt(deadline)
+                return await self._unless_refused(attempt(deadline))
             except BrokerUnreachable as exc:
+                if self._refusal is not None:
+                    raise self._refused_error() from None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise CommunicationException(
@@ -474,7 +581,7 @@ class KafkaTransport(Transport):
                     min(backoff, left),
                     left,
                 )
-                await asyncio.sleep(min(backoff, left))
+                await self._unless_refused(asyncio.sleep(min(backoff, left)))
                 backoff = min(backoff * 2, _RETRY_BACKOFF_MAX_S)
                 tries += 1
 
@@ -483,9 +590,7 @@ class KafkaTransport(Transport):
         loop = asyncio.get_running_loop()
         timeout = max(0.5, min(_METADATA_TIMEOUT_S, deadline - time.monotonic()))
         try:
-            existing = await loop.run_in_executor(
-                None, lambda: admin.list_topics(timeout=timeout).topics
-            )
+            existing = await loop.run_in_executor(None, self._list_topics, admin, timeout)
         except KafkaException as exc:
             raise BrokerUnreachable(reason(exc.args[0])) from None
         missing = [t for t in topics if t not in existing]
@@ -506,10 +611,35 @@ class KafkaTransport(Transport):
                         continue
                     if err.retriable() or err.code() in UNREACHABLE:
                         raise BrokerUnreachable(reason(err)) from None
+                    if is_denied(err):
+                        raise CommunicationException(
+                            denied_message(err, "create topic", topic, self.connection_config())
+                            + " (it does not exist, or this user may not see it)"
+                        ) from None
                     raise CommunicationException(
                         f"could not create topic {topic!r}: {reason(err)}"
                     ) from None
         await self._wait_writable(topics)
+
+    def _list_topics(self, admin: AdminClient, timeout: float) -> dict[str, Any]:
+        """The cluster's topics, asked for ``timeout`` in all but in slices of at most
+        _METADATA_SLICE_S while the broker does not answer: a refusal of this
+        client ends the wait after the current slice (the call that waits on it
+        has failed already; this thread would otherwise hold up the executor's
+        shutdown, e.g. the end of ``asyncio.run``, for the rest of ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                topics: dict[str, Any] = admin.list_topics(
+                    timeout=max(0.1, min(_METADATA_SLICE_S, left))
+                ).topics
+                return topics
+            except KafkaException as exc:
+                err = exc.args[0]
+                unanswered = isinstance(err, KafkaError) and err.code() in UNREACHABLE
+                if not unanswered or self._refusal is not None or left <= _METADATA_SLICE_S:
+                    raise
 
     async def _wait_writable(self, topics: list[str]) -> None:
         """Wait until every partition of ``topics`` answers ListOffsets from its
@@ -530,6 +660,10 @@ class KafkaTransport(Transport):
                     err = exc.args[0]
                     if isinstance(err, KafkaError) and err.code() in UNREACHABLE:
                         raise BrokerUnreachable(reason(err)) from None
+                    if is_denied(err):
+                        raise CommunicationException(
+                            denied_message(err, "describe topic", topic, self.connection_config())
+                        ) from None
                     last_error = reason(err)
             if not pending:
                 return
@@ -598,7 +732,13 @@ class KafkaTransport(Transport):
             def settle() -> None:
                 if delivered.done():
                     return
-                if err is not None:
+                if err is not None and is_denied(err):
+                    delivered.set_exception(
+                        CommunicationException(
+                            denied_message(err, "write topic", topic, self.connection_config())
+                        )
+                    )
+                elif err is not None:
                     delivered.set_exception(
                         CommunicationException(
                             f"delivery to {topic!r} at {self.bootstrap_servers} failed: "
@@ -629,7 +769,9 @@ class KafkaTransport(Transport):
                 ) from None
         left = deadline - time.monotonic() + _REPORT_GRACE_S
         try:
-            return await wait_for(delivered, timeout=max(left, _REPORT_GRACE_S))
+            return await self._unless_refused(
+                wait_for(delivered, timeout=max(left, _REPORT_GRACE_S))
+            )
         except TimeoutError:
             raise CommunicationException(
                 f"no delivery report for a record to {topic!r} within "
@@ -639,7 +781,12 @@ class KafkaTransport(Transport):
     async def subscribe(self, topics: Sequence[str], group_id: str) -> Subscription:
         await self.ensure_topics(topics)
         sub = _KafkaSubscription(
-            {**self.consumer_config, "group.id": group_id, **client_logging()},
+            {
+                **self.consumer_config,
+                "group.id": group_id,
+                **client_logging(),
+                "error_cb": self._on_error,
+            },
             topics,
             self.poll_timeout,
         )

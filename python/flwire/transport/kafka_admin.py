@@ -34,6 +34,8 @@ from flwire.transport.kafka_logging import (  # noqa: E402
     UNREACHABLE,
     BrokerUnreachable,
     client_logging,
+    denied_reading,
+    is_denied,
     reason,
 )
 
@@ -157,7 +159,7 @@ def read_topic(consumer_config: dict[str, Any], topic: str, timeout_s: float) ->
     except (KafkaException, ValueError) as exc:
         raise CommunicationException(f"invalid Kafka consumer configuration: {exc}") from None
     try:
-        ends = _watermarks(consumer, topic, servers, deadline, timed_out)
+        ends = _watermarks(consumer, topic, config, deadline, timed_out)
         pending = {p for p, (low, high) in ends.items() if high > low}
         if not pending:
             return []
@@ -183,6 +185,8 @@ def read_topic(consumer_config: dict[str, Any], topic: str, timeout_s: float) ->
                         if offset is not None and offset >= high:
                             pending.discard(partition)
                         continue
+                    if is_denied(err):
+                        raise CommunicationException(denied_reading(err, topic, config))
                     if err.fatal():
                         raise CommunicationException(
                             f"could not read topic {topic!r} back from {servers}: {reason(err)}"
@@ -225,7 +229,7 @@ def _fetch(consumer: Consumer, timeout_s: float) -> list[Any]:
 def _watermarks(
     consumer: Consumer,
     topic: str,
-    servers: str,
+    config: dict[str, Any],
     deadline: float,
     timed_out: Callable[[str, str | None], CommunicationException],
 ) -> dict[int, tuple[int, int]]:
@@ -269,10 +273,12 @@ def _watermarks(
                     KafkaError.NOT_LEADER_FOR_PARTITION,
                 )
             )
+            if is_denied(err):
+                raise CommunicationException(denied_reading(err, topic, config)) from None
             if not retriable:
                 raise CommunicationException(
                     f"could not read topic {topic!r} back from the Kafka broker at "
-                    f"{servers}: {last}"
+                    f"{config.get('bootstrap.servers', '?')}: {last}"
                 ) from None
             time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
             backoff = min(backoff * 2, _MAX_RETRY_BACKOFF_S)

@@ -24,6 +24,7 @@ _optional.require("confluent_kafka")  # a clear error naming the extra when it i
 from confluent_kafka import KafkaError  # noqa: E402
 
 from flwire.exceptions import CommunicationException  # noqa: E402
+from flwire.transport import kafka_security  # noqa: E402
 
 logger = logging.getLogger("flwire.transport.kafka")
 librdkafka_logger = logging.getLogger("flwire.transport.kafka.librdkafka")
@@ -37,6 +38,18 @@ UNREACHABLE = (
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError._TIMED_OUT,
     KafkaError.REQUEST_TIMED_OUT,
+)
+
+#: Error codes meaning the broker refused who the client is: wrong SASL credentials,
+#: or a TLS handshake that failed (e.g. a CA that did not sign the broker's certificate).
+REFUSED = (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._SSL)
+
+#: Error codes meaning the broker's ACLs do not allow what was asked.
+DENIED = (
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
 )
 
 
@@ -113,3 +126,51 @@ def client_logging(*, errors: bool = True) -> dict[str, Any]:
     if errors:
         config["error_cb"] = on_client_error
     return config
+
+
+def refused_message(err: Any, servers: str, config: dict[str, Any]) -> str:
+    """Why the broker at ``servers`` refused this client, and what to fix."""
+    who = kafka_security.describe(config)
+    if isinstance(err, KafkaError) and err.code() == KafkaError._SSL:
+        return (
+            f"TLS with the Kafka broker at {servers} failed for {who}: {reason(err)}. Check "
+            "ssl.ca.location (the CA that signed the broker's certificate; "
+            f"{kafka_security.env_name('ssl.ca.location')}) and that the address matches the "
+            "certificate"
+        )
+    user = config.get("sasl.username")
+    return (
+        f"authentication failed: the Kafka broker at {servers} refused {who}: wrong user "
+        f"name or password ({reason(err)}). Check sasl.username and sasl.password "
+        f"({kafka_security.env_name('sasl.username')}, "
+        f"{kafka_security.env_name('sasl.password')}) and sasl.mechanisms; the user "
+        f"{user!r} must have a SCRAM credential on the broker (kafka/broker.sh --secure: "
+        "$FLWIRE_KAFKA_HOME/secure/users.properties)"
+    )
+
+
+def denied_message(err: Any, action: str, resource: str, config: dict[str, Any]) -> str:
+    """An ACL denial: ``action`` (e.g. ``write topic``) on ``resource`` by this client."""
+    principal = kafka_security.principal(config)
+    return (
+        f"not authorized to {action} {resource!r}: the broker's ACLs do not allow it to "
+        f"{principal} ({reason(err)}). Use a {action.split()[-1]} this user is granted, or "
+        f"grant it (kafka/broker.sh acl-job <job> --secure for a flwire job; else kafka-acls "
+        f"--add --allow-principal {principal} ...)"
+    )
+
+
+def denied_reading(err: Any, topics: str, config: dict[str, Any]) -> str:
+    """An ACL denial met by a consumer of ``topics``: on its group (``group.id``
+    in ``config``) or on the topics."""
+    if isinstance(err, KafkaError) and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return denied_message(err, "use consumer group", str(config.get("group.id")), config)
+    return denied_message(err, "read topic", topics, config)
+
+
+def is_refused(err: Any) -> bool:
+    return isinstance(err, KafkaError) and err.code() in REFUSED
+
+
+def is_denied(err: Any) -> bool:
+    return isinstance(err, KafkaError) and err.code() in DENIED

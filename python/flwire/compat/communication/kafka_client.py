@@ -53,7 +53,12 @@ class AsyncKafkaClient:
     is dropped and reported, default 120), ``max_attempts`` (handler attempts
     per message, default 3), ``retry_backoff_s`` (wait before the second
     attempt, doubling after, default 0.5) and ``dead_letter_suffix`` (default
-    ``".dead-letter"``; None skips failed messages, counted only). Pass
+    ``".dead-letter"``; None skips failed messages, counted only). Security:
+    ``security_protocol``, ``sasl_mechanisms``, ``sasl_username``,
+    ``sasl_password`` and ``ssl_ca_location`` (or their librdkafka names,
+    ``security.protocol`` ...), overridden by ``FLWIRE_KAFKA__SASL_PASSWORD``
+    and the like, go to every Kafka client it creates (see
+    :mod:`flwire.transport.kafka_security`). Pass
     ``transport=`` to run the same code on another transport (e.g. the
     in-memory one), ``on_event=`` to be told of dropped transfers and failed
     messages.
@@ -97,6 +102,7 @@ class AsyncKafkaClient:
             close_timeout_s=float(
                 self.config.get("close_timeout_s", kafka.DEFAULT_CLOSE_TIMEOUT_S)
             ),
+            security=self.config,
         )
 
     async def start(self) -> None:
