@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from flwire import LossyConfig, decode_tensor_map, encode_tensor_map
 from flwire.tensors import decode, read_tensor_map
-from flwire.tensors.lossy import transforms
+from flwire.tensors.lossy import LossyMethod, transforms
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
@@ -24,7 +24,7 @@ DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[torch.Tensor, LossyConfig]:
     dtype = draw(st.sampled_from(DTYPES))
-    method = draw(st.sampled_from(["int8", "float16", "bfloat16"]))
+    method: LossyMethod = draw(st.sampled_from(["int8", "float16", "bfloat16"]))
     if method != "int8" and dtype.itemsize == 2:
         dtype = torch.float32  # the casts apply to wider dtypes
     n = draw(st.integers(1, 3000))

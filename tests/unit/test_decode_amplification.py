@@ -17,6 +17,7 @@ from flwire.compat.models import SimpleCNN
 from flwire.compat.serialization.weight_serializer import WeightSerializer
 from flwire.exceptions import PayloadTooLargeError, SerializationException
 from flwire.tensors import DecodeLimits, read_tensor_map
+from flwire.tensors.lossy import LossyMethod
 from flwire.v1 import tensor_pb2
 
 
@@ -224,7 +225,7 @@ def test_lossy_reconstruction_peaks_at_most_1_5x_the_tensor(dtype, method, optio
     assert torch.equal(out.view(torch.uint8), plain["w"].view(torch.uint8))
 
 
-def _lossy_header(blob: bytes, method: str) -> bytes:
+def _lossy_header(blob: bytes, method: LossyMethod) -> bytes:
     """``blob`` with its one tensor marked lossy (the writer sent it exactly)."""
     tmap = tensor_pb2.TensorMap.FromString(blob)
     tmap.tensors[0].lossy.method = LossyConfig(method).wire_method
