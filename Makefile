@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 BENCH_E2E ?= 1
 E2E_ARGS ?=
 
-.PHONY: install gen gen-check lint test test-fast fuzz bench demo kafka-up kafka-down clean
+.PHONY: install gen gen-check lint test test-fast fuzz bench demo kafka-up kafka-down kafka-up-secure kafka-down-secure clean
 
 install: $(STAMP)
 
@@ -62,6 +62,13 @@ kafka-up: install
 
 kafka-down:
 	bash kafka/broker.sh down
+
+# The secured broker (SASL_SSL + SCRAM-SHA-512, ACLs) on port 9094: kafka/README.md.
+kafka-up-secure: install
+	bash kafka/broker.sh up --secure
+
+kafka-down-secure:
+	bash kafka/broker.sh down --secure
 
 # The codec benchmark (python -m benchmarks.codec, ~4 min), then the end-to-end run over a
 # private Kafka broker on port 19192 (python -m benchmarks.e2e, ~1.5 min; BENCH_E2E=0 skips it;

@@ -10,16 +10,22 @@ because they stop and restart it.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from .faults.common import ScriptBroker
+from flwire.transport import kafka_acl
+
+from .faults.common import BROKER_SH, ScriptBroker
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 PRIVATE_PORT = int(os.environ.get("FLWIRE_KAFKA_FAULT_PORT", "19092"))
+SECURE_PORT = int(os.environ.get("FLWIRE_KAFKA_SECURE_TEST_PORT", "19094"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -74,3 +80,51 @@ def private_broker() -> Iterator[PrivateBroker]:
         yield broker
     finally:
         broker.reset()
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    """The secured broker of this test session (kafka/broker.sh up --secure on
+    SECURE_PORT): SASL_SSL with SCRAM-SHA-512, the StandardAuthorizer, ACLs."""
+
+    port: int
+    users: Path
+    ca: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def config(self, user: str) -> dict[str, str]:
+        """librdkafka security settings of ``user`` (admin, server, client-1...)."""
+        return kafka_acl.users_file_config(self.users, self.ca, user)
+
+
+def _secure_script(command: str) -> str:
+    env = {**os.environ, "FLWIRE_KAFKA_SECURE_PORT": str(SECURE_PORT)}
+    result = subprocess.run(
+        ["bash", str(BROKER_SH), command, "--secure"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"kafka/broker.sh {command} --secure failed on port {SECURE_PORT}:\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def secure_broker() -> Iterator[SecureBroker]:
+    """A fresh secured broker for the session, on a port of its own, deleted after."""
+    _secure_script("reset")
+    _secure_script("up")
+    home = Path(os.environ.get("FLWIRE_KAFKA_HOME", Path.home() / ".cache/flwire/kafka"))
+    secrets = home / "secure"  # made by broker.sh on its first secure start
+    try:
+        yield SecureBroker(SECURE_PORT, secrets / "users.properties", secrets / "ca.crt")
+    finally:
+        _secure_script("reset")
