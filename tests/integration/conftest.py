@@ -4,7 +4,8 @@
 after; ``FLWIRE_KAFKA_BOOTSTRAP`` points the tests at another broker. Without a
 reachable broker these tests fail (never skip) and say how to start one. The
 fault-injection tests start a private broker of their own on another port,
-because they stop and restart it.
+because they stop and restart it; the security tests start the secured broker
+(``kafka/broker.sh up --secure``) on a port of their own, once per session.
 """
 
 from __future__ import annotations
