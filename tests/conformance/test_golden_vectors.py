@@ -1234,3 +1234,40 @@ def test_lz4_frame_of_zero_bytes_for_an_empty_tensor_is_accepted() -> None:
     t.data = ref_lz4.build_frame(b"")
     out = decode_tensor_map(tensor_pb2.TensorMap(tensors=[t]).SerializeToString(), as_numpy=True)
     assert out["e"].shape == (0, 3)
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+def _lossy_field(**fields: int) -> bytes:
+    """A Tensor.lossy field (key 0x52) holding the given LossyEncoding fields."""
+    body = tensor_pb2.LossyEncoding(**fields).SerializeToString()  # type: ignore[arg-type]
+    return bytes([0x52, len(body)]) + body
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [{"method": 4}, {"k": 8}],  # one field per occurrence
+        [{"method": 4, "k": 7}, {"k": 8}],  # the later value wins, the absent one stays
+        [{"k": 8}, {"method": 1}, {"method": 4}],
+    ],
+)
+def test_a_repeated_lossy_field_merges_as_protobuf_does(parts: list[dict[str, int]]) -> None:
+    """Section 2.4: an embedded message that appears more than once is merged."""
+    msg = tensor_pb2.TensorMap.FromString(_bin("lossy_topk"))
+    t = msg.tensors[0]
+    assert (t.lossy.method, t.lossy.k) == (tensor_pb2.LOSSY_TOP_K, 8)
+    t.ClearField("lossy")
+    body = t.SerializeToString(deterministic=True) + b"".join(_lossy_field(**p) for p in parts)
+    merged = tensor_pb2.Tensor.FromString(body)
+    assert (merged.lossy.method, merged.lossy.k) == (tensor_pb2.LOSSY_TOP_K, 8)  # protobuf
+    rest = b"".join(
+        bytes([0x0A]) + gen._varint_bytes(len(b)) + b
+        for b in [u.SerializeToString(deterministic=True) for u in msg.tensors[1:]]
+    )
+    data = bytes([0x0A]) + gen._varint_bytes(len(body)) + body + rest
+    got = decode_tensor_map(data, as_numpy=True)
+    want = decode_tensor_map(_bin("lossy_topk"), as_numpy=True)
+    assert list(got) == list(want)
+    assert all(got[n].tobytes() == want[n].tobytes() for n in want)

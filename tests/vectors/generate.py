@@ -48,7 +48,7 @@ import zstandard
 from google.protobuf import text_format
 
 from flwire import EncodeOptions, LossyConfig, encode_tensor_map
-from flwire.v1 import tensor_pb2
+from flwire.v1 import messages_pb2, tensor_pb2
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
@@ -69,6 +69,9 @@ def _sibling(module_name: str, filename: str) -> Any:
 
 
 refusals = _sibling("flwire_golden_refusals", "refusals.py")
+#: Envelopes and transfer parts (messages.py).
+MESSAGES_DIR = "messages"
+message_vectors = _sibling("flwire_golden_messages", "messages.py")
 
 # dtype short name -> (wire enum name, width in bytes, torch dtype name)
 DTYPES: dict[str, tuple[str, int, str]] = {
@@ -997,6 +1000,7 @@ def render() -> dict[str, bytes]:
         )
     _check_padding_edges(files["padding_edges.bin"])
     refused = _refusal_entries(files)
+    envelopes = _message_entries(files)
     manifest = {
         "format": "flwire golden wire vectors",
         "message": "flwire.v1.TensorMap",
@@ -1009,6 +1013,7 @@ def render() -> dict[str, bytes]:
         "liblz4_version": lz4.library_version_string(),
         "vectors": entries,
         "refusals": refused,
+        "messages": envelopes,
     }
     files[MANIFEST] = _json_text(manifest).encode("utf-8")
     return files
@@ -1038,6 +1043,72 @@ def _refusal_entries(files: dict[str, bytes]) -> list[dict[str, Any]]:
         if r.limits:
             entry["limits"] = dict(r.limits)
         entries.append({**entry, "file": _file_entry(files, path)})
+    return entries
+
+
+def _weight_entry(compressed: bool) -> Callable[[Any], dict[str, Any]]:
+    def entry(w: Any) -> dict[str, Any]:
+        raw = w.raw()
+        return {
+            "name": w.name,
+            "dtype": "DTYPE_FLOAT32",
+            "shape": list(w.shape),
+            "codec": "CODEC_ZSTD" if compressed else "CODEC_UNSPECIFIED",
+            "filter": "FILTER_BYTE_SHUFFLE" if compressed else "FILTER_UNSPECIFIED",
+            "raw_size": len(raw),
+            "crc32c": f"{crc32c_reference(raw):08x}",
+            "raw_hex": raw.hex(),
+        }
+
+    return entry
+
+
+def _message_entries(files: dict[str, bytes]) -> list[dict[str, Any]]:
+    """Write the envelope and transfer vectors (messages.py) into ``files``."""
+    entries = []
+    whole: dict[str, tuple[bytes, Any]] = {}
+    for vector in message_vectors.ENVELOPES:
+        msg = vector.message()
+        data = msg.to_bytes()
+        whole[vector.name] = (data, msg)
+        expected = message_vectors.expectations(
+            vector, data, _weight_entry(vector.compression != "none")
+        )
+        names = {
+            "bin": f"{MESSAGES_DIR}/{vector.name}.bin",
+            "txtpb": f"{MESSAGES_DIR}/{vector.name}.txtpb",
+            "json": f"{MESSAGES_DIR}/{vector.name}.json",
+        }
+        files[names["bin"]] = data
+        header = "# proto-file: flwire/v1/messages.proto\n# proto-message: flwire.v1.Envelope\n\n"
+        parsed = messages_pb2.Envelope.FromString(data)
+        files[names["txtpb"]] = (header + text_format.MessageToString(parsed)).encode("utf-8")
+        files[names["json"]] = _json_text(expected).encode("utf-8")
+        entries.append(
+            {
+                "name": vector.name,
+                "description": vector.description,
+                "message": "flwire.v1.Envelope",
+                "files": {kind: _file_entry(files, path) for kind, path in names.items()},
+            }
+        )
+    data, msg = whole[message_vectors.TRANSFER_OF]
+    parts, doc = message_vectors.transfer(data, message_vectors.message_headers(msg))
+    names = {"json": f"{MESSAGES_DIR}/transfer_parts.json"}
+    for k, part in enumerate(parts):
+        names[f"part{k}"] = f"{MESSAGES_DIR}/transfer_parts.{k}.bin"
+        files[names[f"part{k}"]] = part
+        doc["parts"][k]["path"] = names[f"part{k}"]
+    doc["whole"] = f"{MESSAGES_DIR}/{doc['whole']}"
+    files[names["json"]] = _json_text(doc).encode("utf-8")
+    entries.append(
+        {
+            "name": "transfer_parts",
+            "description": doc["description"],
+            "message": "flwire.v1.TransferPart",
+            "files": {kind: _file_entry(files, path) for kind, path in names.items()},
+        }
+    )
     return entries
 
 
@@ -1091,7 +1162,7 @@ def _check_against_expectations(data: bytes, expected: dict[str, Any]) -> None:
 
 
 #: Directories holding nothing but generated files.
-GENERATED_DIRS = (REFUSALS_DIR,)
+GENERATED_DIRS = (REFUSALS_DIR, MESSAGES_DIR)
 
 
 def _unlisted(out: Path, files: dict[str, bytes]) -> list[str]:
