@@ -329,13 +329,10 @@ def read_tensor_map(
         if limits.max_expansion is None
         else max(limits.expansion_floor_bytes, limits.max_expansion * len(buf))
     )
+    _check_tensor_count(buf, limits)
     for f in iter_fields(buf, 0, len(buf), "TensorMap"):
         if f.number == s.M_TENSORS:
             expect_wire_type(f, LEN, "TensorMap")
-            if len(records) >= limits.max_tensors:
-                raise PayloadTooLargeError(
-                    f"TensorMap holds more than {limits.max_tensors} tensors"
-                )
             walked = _walk_tensor(buf, f.start, f.end, len(records), limits, unknown)
             rec = _validate(walked, len(records), limits)
             if layout is not None:
@@ -370,6 +367,35 @@ def read_tensor_map(
             f"{', '.join(repr(n) for n in missing[:5])}{' ...' if len(missing) > 5 else ''}"
         )
     return TensorMapView(records, metadata)
+
+
+def _check_tensor_count(buf: memoryview, limits: DecodeLimits) -> None:
+    """Refuse a map with more tensors and metadata entries than ``limits`` allow
+    for its size, after counting its top-level fields only (about a microsecond
+    each), before any of them is walked. Past ``max_unknown_bytes`` of unknown
+    fields it stops: the walk then refuses those."""
+    cap = limits.tensor_cap(len(buf))
+    count = unknown = 0
+    for f in iter_fields(buf, 0, len(buf), "TensorMap"):
+        if f.number in (s.M_TENSORS, s.M_METADATA):
+            count += 1
+        else:
+            unknown += f.end - f.key_start
+            if unknown > limits.max_unknown_bytes:
+                return
+        if count > cap:
+            per_mib = limits.max_tensors_per_mib
+            raise PayloadTooLargeError(
+                f"TensorMap of {len(buf)} bytes holds more than {cap} tensors and metadata "
+                "entries "
+                + (
+                    f"(DecodeLimits.max_tensors {limits.max_tensors})"
+                    if cap == limits.max_tensors
+                    else f"(DecodeLimits.max_tensors_per_mib {per_mib}: pass a higher one, "
+                    "or None, if you expect this many tiny tensors)"
+                )
+                + " [max_tensors]"
+            )
 
 
 def _metadata_entry(buf: memoryview, start: int, end: int) -> tuple[str, str]:

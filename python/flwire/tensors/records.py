@@ -39,16 +39,31 @@ class DecodeLimits:
     small maps of zeros through (an all-zero delta of that model: 6,837). Pass
     ``max_expansion=1000`` for top-k at 0.1 % (467), or None to turn the check
     off for maps you expect to be mostly zeros (a 4 MB zero tensor: 13,981).
+
+    ``max_tensors_per_mib`` bounds the number of tensors by what arrived, as
+    each costs a fixed amount of work (about 16 microseconds in Python): a map
+    of ``n`` bytes may hold at most ``max(1, n / MiB) * max_tensors_per_mib``
+    tensors (and never more than ``max_tensors``), so that a map of 1 MiB is
+    refused or decoded in about 100 ms at most. The default, 1,024, allows any
+    map of up to 1,024 tensors, and more when they hold 1 KiB each on average
+    (real models hold far more); pass None to turn the check off.
     """
 
     max_tensor_bytes: int = 4 * GIB
     max_total_bytes: int = 4 * GIB
     max_tensors: int = 100_000
+    max_tensors_per_mib: int | None = 1024
     max_rank: int = 64
     #: Bytes of fields a reader does not know (a newer minor version's), in all.
     max_unknown_bytes: int = 64 << 10
     max_expansion: float | None = 100.0
     expansion_floor_bytes: int = 16 << 20
+
+    def tensor_cap(self, size: int) -> int:
+        """The most tensors a map of ``size`` bytes may hold."""
+        if self.max_tensors_per_mib is None:
+            return self.max_tensors
+        return min(self.max_tensors, max(1 << 20, size) * self.max_tensors_per_mib >> 20)
 
 
 DEFAULT_LIMITS = DecodeLimits()
