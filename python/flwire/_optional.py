@@ -9,6 +9,7 @@ install when one is missing.
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 from flwire.exceptions import MissingDependencyError
@@ -27,6 +28,9 @@ EXTRAS: dict[str, tuple[str, str]] = {
 def require(module: str, extra: str | None = None) -> ModuleType:
     """Import ``module``, or raise MissingDependencyError naming the extra to
     install (``extra`` overrides the one :data:`EXTRAS` gives)."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:  # the common case, on hot paths: no import machinery
+        return loaded
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -44,6 +44,8 @@ def _torch() -> Any:
 def _tensor(torch: Any, x: np.ndarray) -> Any:
     """A torch view of ``x``; read-only input (a view on the caller's bytes) is
     only read here, so torch's warning about it does not apply."""
+    if x.flags.writeable:
+        return torch.from_numpy(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(x)
