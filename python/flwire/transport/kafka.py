@@ -427,6 +427,9 @@ class KafkaTransport(Transport):
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._refused.set)
 
+    def _protocol(self) -> str:
+        return str(self.connection_config().get("security.protocol", "PLAINTEXT")).upper()
+
     def _refused_error(self) -> CommunicationException:
         return CommunicationException(
             refused_message(self._refusal, self.bootstrap_servers, self.connection_config())
@@ -569,7 +572,8 @@ class KafkaTransport(Transport):
                     raise CommunicationException(
                         f"{what}: Kafka at {self.bootstrap_servers} did not answer for "
                         f"{bound_s:.0f} s ({exc}); start the broker or check "
-                        f"bootstrap_servers, or raise {bound_name}"
+                        f"bootstrap_servers, and that the listener speaks this client's "
+                        f"security.protocol ({self._protocol()}), or raise {bound_name}"
                     ) from None
                 logger.warning(
                     "%s: Kafka at %s is unreachable (%s); attempt %d, retrying in %.1f s "
