@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from flwire.compat.communication.kafka_client import AsyncKafkaClient
@@ -20,7 +20,7 @@ from flwire.transport import Channel, InMemoryBroker, InMemoryTransport, TopicLa
 BOUND_S = 2.0
 
 
-def _in_thread(scenario: Callable[[], Awaitable[Any]]) -> Any:
+def _in_thread(scenario: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     outcome: dict[str, Any] = {}
 
     def target() -> None:
