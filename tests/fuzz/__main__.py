@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input-timeout", type=float, default=2.0, help="seconds one input may take")
     p.add_argument("--rss-cap-mb", type=int, default=64, help="peak RSS growth one input may cause")
     p.add_argument(
+        "--kept-cap-mb", type=int, default=256, help="RSS the process may gain over the run"
+    )
+    p.add_argument(
         "--headroom-mb", type=int, default=1024, help="address space above the warmed-up process"
     )
     p.add_argument("--kind", choices=KINDS, action="append", help="only these kinds (repeatable)")
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             input_timeout=args.input_timeout,
             rss_cap_mb=args.rss_cap_mb,
             headroom_mb=args.headroom_mb,
+            kept_cap_mb=args.kept_cap_mb,
             kinds=tuple(args.kind or KINDS),
             keep_going=args.keep_going,
             plants=args.plant or [],

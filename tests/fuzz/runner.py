@@ -203,6 +203,8 @@ class Settings:
     max_inputs: int | None = None
     input_timeout: float = 2.0
     rss_cap_mb: int = 64
+    #: RSS the process may gain over the whole run.
+    kept_cap_mb: int = 256
     headroom_mb: int = 1024
     kinds: tuple[str, ...] = corpus.KINDS
     keep_going: bool = False
@@ -252,6 +254,7 @@ def run(settings: Settings) -> int:
     current = workdir / "current.case"
     fd = os.open(current, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     memory = Memory(settings.rss_cap_mb, settings.headroom_mb)
+    start_kb = _status_kb("VmRSS:")
     stats = targets.Stats()
     holder: dict[str, Case] = {}
 
@@ -315,6 +318,16 @@ def run(settings: Settings) -> int:
             if not settings.keep_going:
                 break
     elapsed = time.monotonic() - started
+    # Memory kept across inputs (a cache keyed by what arrived, a leak) shows
+    # only over the whole run.
+    kept_mb = (_status_kb("VmRSS:") - start_kb) >> 10
+    if kept_mb > settings.kept_cap_mb:
+        failures += 1
+        print(
+            f"\nFUZZ FAILURE: the process kept {kept_mb} MB more after {executions} inputs "
+            f"than before them (cap {settings.kept_cap_mb} MB): a leak or an unbounded cache\n",
+            flush=True,
+        )
     summary = {
         "executions": executions,
         "failures": failures,
@@ -324,6 +337,7 @@ def run(settings: Settings) -> int:
         "slowest_seed": slowest[1],
         "max_rss_growth_mb": round(memory.worst_kb / 1024, 1),
         "max_rss_growth_seed": memory.worst_seed,
+        "rss_kept_mb": kept_mb,
         "steps": {k: {"accepted": a, "refused": r} for k, (a, r) in sorted(stats.counts.items())},
     }
     print("FUZZ-SUMMARY " + json.dumps(summary), flush=True)

@@ -107,7 +107,7 @@ def test_the_harness_catches_planted_bugs(
         ("FAILURE", "read_tensor_map: raised ValueError: planted bug"),
         ("FAILURE", "peak RSS grew by 25"),  # 256 MB, give or take the allocator
         ("FAILURE", "raised MemoryError"),
-        ("HANG", "ran 2."),
+        ("HANG", "bound 2.0 s; stacks follow"),
     ]
     for report, (kind, words) in zip(reports, expected, strict=True):
         assert report.startswith(kind) and words in report, report
