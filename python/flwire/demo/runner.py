@@ -24,6 +24,7 @@ from flwire import _optional
 from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.client import DemoClient
 from flwire.demo.data import split_non_iid
+from flwire.demo.screening import UpdatePolicy
 from flwire.demo.server import FedAvgServer, RoundResult
 from flwire.demo.training import DEFAULT_CONFIG
 from flwire.exceptions import CommunicationException, FLException
@@ -56,6 +57,11 @@ class DemoOptions:
     bootstrap_servers: str | None = None
     report_dir: Path | None = None
     seed: int = 0
+    #: Updates farther than this (L2, over all parameters) from the global model are
+    #: refused: the demo's honest updates measured 0.6-1.8 (4 clients, 5 rounds).
+    max_update_distance: float | None = 10.0
+    #: The most training examples one update may claim.
+    max_num_examples: int = 100_000
 
 
 def legacy_path_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -113,8 +119,9 @@ class _Console:
 def _round_row(r: RoundResult, legacy_bytes: int | None) -> str:
     legacy = f"{legacy_bytes / 1e6:>9.1f}" if legacy_bytes else f"{'':>9}"
     fed = f"{r.federated_accuracy:>10.1%}" if r.federated_accuracy is not None else f"{'-':>10}"
+    selected = len(r.reporting) + len(r.left_out) + len(r.refused)
     return (
-        f"{r.round_id:>5}  {len(r.reporting):>3}/{len(r.reporting) + len(r.left_out):<3}"
+        f"{r.round_id:>5}  {len(r.reporting):>3}/{selected:<3}"
         f"{r.accuracy:>9.1%}{fed}{r.wire_bytes / 1e6:>10.1f}{legacy}{r.seconds:>8.1f}"
     )
 
@@ -327,6 +334,9 @@ async def _run_job(
         on_status=console.status,
         on_progress=console.progress,
         seed=opts.seed,
+        policy=UpdatePolicy(
+            max_num_examples=opts.max_num_examples, max_distance=opts.max_update_distance
+        ),
     )
 
     legacy_per_model: list[int] = []
@@ -347,6 +357,8 @@ async def _run_job(
                     f"       left out (no update within {opts.max_wait_time:g} s): "
                     f"{', '.join(result.left_out)}"
                 )
+            for client, reason in sorted(result.refused.items()):
+                console.line(f"       refused the update of {client}: {reason}")
         unprinted.clear()
 
     def on_round(result: RoundResult) -> None:

@@ -29,10 +29,10 @@ from flwire.compat.models import SimpleCNN
 from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard
 from flwire.demo.metering import record_weights
+from flwire.demo.screening import UpdatePolicy, UpdateRefused, screen
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, fedavg
 from flwire.exceptions import AggregationException, SerializationException
 from flwire.messages import SeenIds, value_map_to_dict
-from flwire.tensors import read_tensor_map
 from flwire.transport import Channel, TopicLayout, Transport
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class RoundResult:
     wire_bytes: int
     seconds: float
     federated_accuracy: float | None = None
+    #: Clients whose update was refused, and why (see flwire.demo.screening).
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +62,10 @@ class _State:
     registered: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_heartbeat: dict[str, float] = field(default_factory=dict)
     updates: dict[int, dict[str, m.Message]] = field(default_factory=dict)
+    #: Each accepted update's weights, decoded and checked when it arrived.
+    decoded: dict[int, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
+    #: Each refused update's reason, per round and client.
+    refused: dict[int, dict[str, str]] = field(default_factory=dict)
     evaluations: dict[int, dict[str, m.Message]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -85,6 +91,7 @@ class FedAvgServer:
         on_status: Callable[[str], None] | None = None,
         on_progress: Callable[[str], None] | None = None,
         seed: int = 0,
+        policy: UpdatePolicy | None = None,
     ) -> None:
         self.transport = transport
         self.layout = layout
@@ -110,6 +117,8 @@ class FedAvgServer:
         #: Called while waiting with what the job waits for (clients registered,
         #: updates in); the same text until something changes.
         self.on_progress = on_progress or (lambda _s: None)
+        #: What a client update must pass to reach the average.
+        self.policy = policy or UpdatePolicy()
         self.channel = Channel(transport)
         self.seen = SeenIds()
         self.state = _State()
@@ -146,17 +155,30 @@ class FedAvgServer:
         elif msg.type == "heartbeat":
             state.last_heartbeat[body.client_id] = time.monotonic()
         elif msg.type == "client_update":
-            try:  # the global model's layout: nothing else may reach the average
-                read_tensor_map(msg.weights, expect=self.model.state_dict())
-            except SerializationException as exc:
-                logger.error(
-                    "Refused the round %d update of %s: %s", body.round_id, body.client_id, exc
-                )
-                return
-            state.updates.setdefault(body.round_id, {})[body.client_id] = msg
+            self._screen(msg)
         elif msg.type == "evaluation_result":
             state.evaluations.setdefault(body.round_id, {})[body.client_id] = msg
         state.changed.set()
+
+    def _screen(self, msg: m.Message) -> None:
+        """Check a client update and keep it, decoded, or its refusal."""
+        round_id, client = msg.body.round_id, msg.body.client_id
+        if client in self.state.updates.get(round_id, {}):
+            logger.warning(
+                "Ignored a second round %d update of %s: the first one counts", round_id, client
+            )
+            return
+        started = time.perf_counter()
+        try:
+            tensors = screen(msg, self.model.state_dict(), self.policy)
+        except UpdateRefused as exc:
+            logger.error("Refused the round %d update of %s: %s", round_id, client, exc)
+            self.state.refused.setdefault(round_id, {})[client] = str(exc)
+            return
+        record_weights(self.metrics, "received", msg, tensors, time.perf_counter() - started)
+        self.state.refused.get(round_id, {}).pop(client, None)
+        self.state.updates.setdefault(round_id, {})[client] = msg
+        self.state.decoded.setdefault(round_id, {})[client] = tensors
 
     async def _wait(self, ready: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -239,6 +261,7 @@ class FedAvgServer:
             await self._broadcast(m.evaluation_request(round_id - 1, client_ids=selected))
         await self._broadcast(m.training_start(round_id, self.config, selected))
         updates = self.state.updates.setdefault(round_id, {})
+        refused = self.state.refused.setdefault(round_id, {})
 
         def progress() -> str:
             return (
@@ -248,8 +271,12 @@ class FedAvgServer:
 
         def ready() -> bool:
             self.on_status(progress())
-            self.on_progress(f"round {round_id}: {len(updates)}/{len(selected)} updates in")
-            return len(updates) >= len(selected)
+            self.on_progress(
+                f"round {round_id}: {len(updates)}/{len(selected)} updates in"
+                + (f", {len(refused)} refused" if refused else "")
+            )
+            # A refused client is not waited for: it has answered, wrongly.
+            return len(updates) + len([c for c in refused if c not in updates]) >= len(selected)
 
         started = time.monotonic()
         if not await self._wait(ready, self.max_wait_time):
@@ -266,7 +293,7 @@ class FedAvgServer:
                     f"min_clients={self.min_clients}"
                 )
         reporting = sorted(updates)
-        left_out = [c for c in selected if c not in updates]
+        left_out = [c for c in selected if c not in updates and c not in refused]
         if left_out:
             logger.warning(
                 "round %d: aggregating without %s (no update within %.0f s)",
@@ -274,15 +301,9 @@ class FedAvgServer:
                 ", ".join(left_out),
                 self.max_wait_time,
             )
-        states, weights = [], []
-        for cid in reporting:
-            msg = updates[cid]
-            decode_start = time.perf_counter()
-            states.append(msg.tensors(expect=self.model.state_dict()))
-            record_weights(
-                self.metrics, "received", msg, states[-1], time.perf_counter() - decode_start
-            )
-            weights.append(msg.body.num_examples)
+        decoded = self.state.decoded.get(round_id, {})
+        states = [decoded[cid] for cid in reporting]
+        weights = [updates[cid].body.num_examples for cid in reporting]
         self.model.load_state_dict(fedavg(states, weights))
         accuracy, loss = evaluate(self.model, self.test)
         result = RoundResult(
@@ -293,6 +314,7 @@ class FedAvgServer:
             loss,
             self.wire_bytes() - bytes_before,
             time.perf_counter() - start,
+            refused={c: r for c, r in refused.items() if c not in updates},
         )
         self.results.append(result)
         self._attach_federated_accuracy()

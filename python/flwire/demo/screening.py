@@ -1,0 +1,83 @@
+"""What the FedAvg server checks of a client update before it may reach the average.
+
+In order, cheapest first, so that a refused update costs as little as possible:
+
+1. ``num_examples`` is positive and at most :attr:`UpdatePolicy.max_num_examples`
+   (FedAvg weighs each update by it: one inflated count would set the model);
+2. the weights have the global model's layout (names, dtypes, shapes), checked
+   from the tensor headers before anything is decompressed;
+3. every floating value is finite;
+4. the update's L2 distance from the global model is at most
+   :attr:`UpdatePolicy.max_distance`, when one is set.
+
+A refusal raises :class:`UpdateRefused`, whose message is the reason the round
+summary shows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from flwire import messages as m
+from flwire.exceptions import AggregationException, SerializationException
+
+
+class UpdateRefused(AggregationException):
+    """A client update that must not reach the average; the message says why."""
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    """Bounds on a client update (see the module's docstring)."""
+
+    #: The most training examples one update may claim.
+    max_num_examples: int = 1_000_000
+    #: The largest L2 distance (over every floating parameter) of an update from
+    #: the global model it was trained from; None: not checked.
+    max_distance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_num_examples < 1:
+            raise ValueError(f"max_num_examples must be >= 1, got {self.max_num_examples}")
+        if self.max_distance is not None and not self.max_distance > 0:
+            raise ValueError(f"max_distance must be > 0 or None, got {self.max_distance}")
+
+
+def screen(
+    msg: m.Message, global_state: Mapping[str, torch.Tensor], policy: UpdatePolicy
+) -> dict[str, torch.Tensor]:
+    """The decoded weights of a client update that passes every check; raise
+    :class:`UpdateRefused` naming the first check it fails."""
+    count = msg.body.num_examples
+    if count < 1:
+        raise UpdateRefused(f"num_examples is {count}, not positive")
+    if count > policy.max_num_examples:
+        raise UpdateRefused(
+            f"num_examples {count} is above the cap {policy.max_num_examples} "
+            "(UpdatePolicy.max_num_examples)"
+        )
+    try:
+        tensors = msg.tensors(expect=global_state)
+    except SerializationException as exc:
+        raise UpdateRefused(f"weights refused: {exc}") from None
+    squares = 0.0
+    for name, value in tensors.items():
+        if not value.is_floating_point():
+            continue
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise UpdateRefused(f"{bad} non-finite value(s) in {name!r}")
+        if policy.max_distance is not None:
+            squares += float((value.double() - global_state[name].double()).square().sum())
+    if policy.max_distance is not None:
+        distance = math.sqrt(squares)
+        if distance > policy.max_distance:
+            raise UpdateRefused(
+                f"L2 distance {distance:.4g} from the global model is above the bound "
+                f"{policy.max_distance:g} (UpdatePolicy.max_distance)"
+            )
+    return tensors
