@@ -61,6 +61,10 @@ SIGNATURES: dict[str, tuple[type[Exception], str]] = {
     "lossy_dtype": (SerializationException, r"floating tensors only|is not allowed \(casts"),
     "lossy_params": (SerializationException, r"block_size \d+ \(must be >=|top-k keeps k="),
     "lossy_size": (SerializationException, r"lossy payload of shape .* takes \d+ bytes"),
+    "lossy_not_smaller": (
+        SerializationException,
+        r"is not smaller than the tensor's \d+ raw bytes",
+    ),
     "lossy_filter": (SerializationException, r"lossy payload must not be filtered"),
     "topk_indices": (SerializationException, r"top-k ind(ices|ex)"),
     "max_tensors": (PayloadTooLargeError, r"holds more than \d+ tensors"),

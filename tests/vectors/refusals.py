@@ -65,6 +65,7 @@ CHECKS: dict[str, str] = {
     "lossy_method": "9.1",
     "lossy_dtype": "9.1",
     "lossy_params": "9.1",
+    "lossy_not_smaller": "9.1",
     "lossy_size": "9.1",
     "lossy_filter": "9.1",
     "topk_indices": "9.1",
@@ -731,6 +732,33 @@ def _lossy_int8_block_size_0() -> bytes:
     return tmap(t)
 
 
+@case("lossy_int8_block_size_7", "lossy_params", "LOSSY_BLOCK_INT8 with block_size 7 (below 8).")
+def _lossy_int8_block_size_7() -> bytes:
+    return tmap(_int8(64, 7))
+
+
+@case(
+    "lossy_topk_denser_than_one_in_8",
+    "lossy_params",
+    "LOSSY_TOP_K keeping 9 of 64 elements (more than one in 8).",
+)
+def _lossy_topk_denser_than_one_in_8() -> bytes:
+    return tmap(_topk(64, {i: float(i + 1) for i in range(9)}))
+
+
+@case(
+    "lossy_int8_not_smaller",
+    "lossy_not_smaller",
+    "LOSSY_BLOCK_INT8 of a float16 tensor of 3 elements: one scale and 3 values, 7 "
+    "bytes, for 6 raw bytes.",
+)
+def _lossy_int8_not_smaller() -> bytes:
+    payload = f32(0.5) + bytes([1, 2, 3])
+    return tmap(
+        tensor("q", pb.DTYPE_FLOAT16, [3], payload, lossy=_lossy(pb.LOSSY_BLOCK_INT8, block_size=8))
+    )
+
+
 @case("lossy_topk_k_above_n", "lossy_params", "LOSSY_TOP_K with k = 9 on a tensor of 8 elements.")
 def _lossy_topk_k_above_n() -> bytes:
     # A payload of the size k = 9 implies: 9 values, 9 indices.
@@ -817,6 +845,16 @@ def _too_many_tensors() -> bytes:
     for k, t in enumerate(ts):
         t.name = f"w{k}"
     return tmap(*ts)
+
+
+@case(
+    "too_many_tensors_for_the_size",
+    "max_tensors",
+    "1,025 empty float32 tensors in 13 KB, above the default 1,024 tensors and metadata "
+    "entries per MiB (and at least 1,024 in any map).",
+)
+def _too_many_tensors_for_the_size() -> bytes:
+    return tmap(*(tensor(f"{k:x}", pb.DTYPE_FLOAT32, [0], b"") for k in range(1025)))
 
 
 @case(

@@ -971,13 +971,19 @@ func TestLossyRefusals(t *testing.T) {
 		{"k not the payload's", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
 			tn.Lossy.K = 7
 		}), nil, ErrRawSize, "takes 56 bytes, raw_size is 64"},
-		{"k whose payload size wraps around 2^64", mutated("lossy_topk", 1, func(tn *flwirev1.Tensor) {
-			// bfloat16: (2^62 - 1) * (2 + 8) bytes, about 2.5 * 2^64
-			tn.Shape, tn.Lossy.K = []int64{1<<62 - 1}, 1<<62-1
-		}), limits(math.MaxUint64, math.MaxUint64, 10), ErrRawSize, "*2^64+"},
+		{"k denser than one in 8", mutated("lossy_topk", 0, func(tn *flwirev1.Tensor) {
+			tn.Lossy.K = 33 // of 256 elements
+		}), nil, ErrLossyParams, "at most one in 8"},
+		{"k of a huge tensor, within one in 8", mutated("lossy_topk", 1, func(tn *flwirev1.Tensor) {
+			// bfloat16: (2^59 - 1) * (2 + 8) bytes, above the payload's raw_size
+			tn.Shape, tn.Lossy.K = []int64{1<<62 - 1}, (1<<62-1)/8
+		}), limits(math.MaxUint64, math.MaxUint64, 10), ErrRawSize, "takes 5764607523034234870 bytes"},
+		{"block_size 7", mutated("lossy_int8", 3, func(tn *flwirev1.Tensor) {
+			tn.Lossy.BlockSize = 7
+		}), nil, ErrLossyParams, "block_size 7 (must be >= 8)"},
 		{"block_size 0", mutated("lossy_int8", 3, func(tn *flwirev1.Tensor) {
 			tn.Lossy.BlockSize = 0
-		}), nil, ErrLossyParams, "block_size 0"},
+		}), nil, ErrLossyParams, "block_size 0 (must be >= 8)"},
 		{"block_size not the payload's", mutated("lossy_int8", 3, func(tn *flwirev1.Tensor) {
 			tn.Lossy.BlockSize = 16
 		}), nil, ErrRawSize, "takes 160 bytes, raw_size is 136"},

@@ -58,7 +58,10 @@ type Limits struct {
 	MaxTensorBytes uint64 // per tensor
 	MaxTotalBytes  uint64 // per map
 	MaxTensors     int
-	MaxRank        int
+	// Tensors and metadata entries per MiB of the map (at least this many in
+	// any map); 0: no limit.
+	MaxTensorsPerMiB int
+	MaxRank          int
 	// Bytes of unknown fields in the TensorMap and its Tensors; 0: no limit.
 	MaxUnknownBytes int
 	// Decoded bytes of the whole map per byte of the map, above a floor of
@@ -69,13 +72,14 @@ type Limits struct {
 
 // DefaultLimits are flwire-python's DecodeLimits defaults.
 var DefaultLimits = Limits{
-	MaxTensorBytes:  1 << 32,
-	MaxTotalBytes:   1 << 32,
-	MaxTensors:      100_000,
-	MaxRank:         64,
-	MaxUnknownBytes: 64 << 10,
-	MaxExpansion:    100,
-	ExpansionFloor:  16 << 20,
+	MaxTensorBytes:   1 << 32,
+	MaxTotalBytes:    1 << 32,
+	MaxTensors:       100_000,
+	MaxTensorsPerMiB: 1024,
+	MaxRank:          64,
+	MaxUnknownBytes:  64 << 10,
+	MaxExpansion:     100,
+	ExpansionFloor:   16 << 20,
 }
 
 // The kinds of refusal. Every error returned by Decode wraps exactly one of
@@ -100,11 +104,12 @@ var (
 
 	// Section 9.1, lossy tensors. A payload whose size is not raw_size is an
 	// ErrRawSize (the check replaces check 3).
-	ErrLossyMethod = errors.New("unknown lossy method")                    // the reader must upgrade
-	ErrLossyDtype  = errors.New("lossy method not allowed for the dtype")  // casts: float32, float64
-	ErrLossyParams = errors.New("invalid lossy parameters")                // block_size 0, k > n
-	ErrLossyFilter = errors.New("filter not allowed on the lossy payload") // methods 3 and 4
-	ErrTopKIndex   = errors.New("invalid top-k index")                     // after decoding
+	ErrLossyMethod = errors.New("unknown lossy method")                      // the reader must upgrade
+	ErrLossyDtype  = errors.New("lossy method not allowed for the dtype")    // casts: float32, float64
+	ErrLossyParams = errors.New("invalid lossy parameters")                  // block_size < 8, 8k > n
+	ErrNotSmaller  = errors.New("lossy payload not smaller than the tensor") // block int8
+	ErrLossyFilter = errors.New("filter not allowed on the lossy payload")   // methods 3 and 4
+	ErrTopKIndex   = errors.New("invalid top-k index")                       // after decoding
 )
 
 // Widths of section 4, by Dtype value. A dtype not in this table is refused.
@@ -161,6 +166,17 @@ func Decode(b []byte, lim Limits) (*Map, error) {
 	if len(pb.Tensors) > lim.MaxTensors {
 		return nil, fmt.Errorf("flwire: %w: %d tensors, the limit is %d",
 			ErrLimit, len(pb.Tensors), lim.MaxTensors)
+	}
+	if lim.MaxTensorsPerMiB > 0 {
+		size := uint64(len(b))
+		if size < 1<<20 {
+			size = 1 << 20
+		}
+		limit := size * uint64(lim.MaxTensorsPerMiB) >> 20
+		if count := uint64(len(pb.Tensors) + len(pb.Metadata)); count > limit {
+			return nil, fmt.Errorf("flwire: %w: %d tensors and metadata entries in %d bytes, "+
+				"the limit is %d (%d per MiB)", ErrLimit, count, len(b), limit, lim.MaxTensorsPerMiB)
+		}
 	}
 	if lim.MaxUnknownBytes > 0 {
 		unknown := len(pb.ProtoReflect().GetUnknown())
@@ -727,6 +743,13 @@ func topKIndexWidth(n uint64) uint64 {
 	return 8
 }
 
+// Section 9.1: the smallest int8 block, and top-k keeps at most one element in
+// maxTopKDensity, so that a lossy payload never outweighs its tensor.
+const (
+	minBlockSize   = 8
+	maxTopKDensity = 8
+)
+
 // checkLossy makes the reader checks of section 9.1 that come before any
 // allocation, in its order: the method and the dtype, the logical size
 // against the per-tensor limit, block_size and k, raw_size == the payload
@@ -761,18 +784,23 @@ func checkLossy(t *flwirev1.Tensor, l *Lossy, lim Limits) error {
 	var hi, size uint64
 	switch l.Method {
 	case flwirev1.Lossy_LOSSY_BLOCK_INT8:
-		if l.BlockSize == 0 {
-			return fmt.Errorf("%w: block_size 0 (must be >= 1)", ErrLossyParams)
+		if l.BlockSize < minBlockSize {
+			return fmt.Errorf("%w: block_size %d (must be >= %d)", ErrLossyParams, l.BlockSize,
+				minBlockSize)
 		}
 		blocks := (n + uint64(l.BlockSize) - 1) / uint64(l.BlockSize) // n < 2^62: no overflow
 		var carry uint64
 		hi, size = bits.Mul64(blocks, 4)
 		size, carry = bits.Add64(size, n, 0)
 		hi += carry
+		if logical := n * width; logical > 0 && (hi != 0 || size >= logical) {
+			return fmt.Errorf("%w: its payload of %s bytes is not smaller than the tensor's "+
+				"%d raw bytes", ErrNotSmaller, bigUint(hi, size), logical)
+		}
 	case flwirev1.Lossy_LOSSY_TOP_K:
-		if l.K > n {
-			return fmt.Errorf("%w: top-k keeps k=%d elements of a tensor of %d elements",
-				ErrLossyParams, l.K, n)
+		if l.K > n/maxTopKDensity {
+			return fmt.Errorf("%w: top-k keeps k=%d elements of a tensor of %d elements "+
+				"(at most one in %d)", ErrLossyParams, l.K, n, maxTopKDensity)
 		}
 		hi, size = bits.Mul64(l.K, width+topKIndexWidth(n))
 	default: // a cast

@@ -52,6 +52,7 @@ var checkErrors = map[string]struct {
 	"lossy_dtype":       {ErrLossyDtype, ""},
 	"lossy_params":      {ErrLossyParams, ""},
 	"lossy_size":        {ErrRawSize, "payload"},
+	"lossy_not_smaller": {ErrNotSmaller, ""},
 	"lossy_filter":      {ErrLossyFilter, ""},
 	"topk_indices":      {ErrTopKIndex, ""},
 	"max_tensors":       {ErrLimit, "tensors"},
