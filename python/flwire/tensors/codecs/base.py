@@ -121,8 +121,8 @@ class FrameCodec(abc.ABC):
     def short_output(self, tensor_name: str, filled: int, expected: int, extra: bool) -> None:
         """Raise unless a frame decompressed to exactly ``expected`` bytes."""
         if filled != expected or extra:
-            held = "more than that" if extra else f"only {filled}"
+            held = f"more than {expected} bytes" if extra else f"only {filled} bytes"
             raise SerializationException(
-                f"tensor {tensor_name!r}: {self.name} frame decompresses to {held} bytes; "
+                f"tensor {tensor_name!r}: {self.name} frame decompresses to {held}; "
                 f"its header and raw_size declare {expected}"
             )
