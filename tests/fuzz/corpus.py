@@ -128,6 +128,8 @@ def _envelopes() -> list[tuple[str, bytes]]:
 
 def _tensor_maps() -> list[tuple[str, bytes]]:
     maps = [(path.stem, path.read_bytes()) for path in sorted(VECTORS.glob("*.bin"))]
+    # Refusal vectors: one check away from valid, so mutations of them reach further.
+    maps += [(f"refusal-{p.stem}", p.read_bytes()) for p in sorted(VECTORS.glob("refusals/*.bin"))]
     sd, delta = state_dict(), delta_dict()
     for name, options in encode_options().items():
         maps.append(
@@ -155,6 +157,7 @@ def build() -> list[Seed]:
     for name, data in _tensor_maps():
         seeds.append(Seed(TENSOR_MAP, name, [data], _layout(data)))
     envelopes = _envelopes()
+    envelopes += [(p.stem, p.read_bytes()) for p in sorted(VECTORS.glob("messages/envelope_*.bin"))]
     for name, data in envelopes:
         weights = _weights(data)
         seeds.append(Seed(ENVELOPE, name, [data], _layout(weights) if weights else None))
@@ -166,6 +169,11 @@ def build() -> list[Seed]:
         limit = chunk + PART_OVERHEAD + len(transfer_id)
         parts = [p for p, _, _ in split_payload(data, transfer_id, limit)]
         seeds.append(Seed(TRANSFER, f"parts-{name}", parts, None))
+    golden = sorted(
+        VECTORS.glob("messages/transfer_parts.*.bin"), key=lambda p: int(p.suffixes[0][1:])
+    )
+    if golden:
+        seeds.append(Seed(TRANSFER, "transfer_parts", [p.read_bytes() for p in golden], None))
     return seeds
 
 

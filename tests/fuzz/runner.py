@@ -88,7 +88,11 @@ class Generator:
     def case(self, number: int, kinds: tuple[str, ...] = corpus.KINDS) -> Case:
         rng = random.Random(number)
         kind = rng.choices(kinds, [WEIGHTS[k] for k in kinds])[0]
-        seed = rng.choice(self.by_kind[kind])
+        seeds = self.by_kind[kind]
+        refusals = [s for s in seeds if s.name.startswith("refusal-")]
+        if refusals and rng.random() >= 0.25:  # most inputs from valid seeds
+            seeds = [s for s in seeds if not s.name.startswith("refusal-")]
+        seed = rng.choice(seeds if seeds else refusals)
         if kind != corpus.TRANSFER:
             data, steps = mutate_stack(rng, seed.records[0], self.donors)
             return Case(number, kind, seed.name, steps, [data], seed.expect)
