@@ -94,17 +94,31 @@ def iter_fields(buf: memoryview, start: int, end: int, what: str) -> Iterator[Fi
     parsers do. Any length that runs past ``end`` raises SerializationException.
     """
     pos = start
+    # One-byte varints (keys, small values and lengths) are read inline: walking
+    # costs per field, and most fields of a tensor are small.
     while pos < end:
         key_start = pos
-        key, pos = decode_varint(buf, pos, end, what)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = decode_varint(buf, pos, end, what)
         number, wire_type = key >> 3, key & 7
         if number == 0:
             raise SerializationException(f"field number 0 in {what} at byte {pos}")
         if wire_type == VARINT:
-            value, pos = decode_varint(buf, pos, end, what)
+            if pos < end and buf[pos] < 0x80:
+                value = buf[pos]
+                pos += 1
+            else:
+                value, pos = decode_varint(buf, pos, end, what)
             yield Field(number, wire_type, value, pos, pos, key_start)
         elif wire_type == LEN:
-            size, pos = decode_varint(buf, pos, end, what)
+            if pos < end and buf[pos] < 0x80:
+                size = buf[pos]
+                pos += 1
+            else:
+                size, pos = decode_varint(buf, pos, end, what)
             if size > end - pos:
                 raise SerializationException(
                     f"field {number} of {what} declares {size} bytes but only "

@@ -14,7 +14,7 @@ reconstructed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -475,7 +475,18 @@ def _payload_record(rec: TensorRecord) -> TensorRecord:
     if rec.lossy is None:
         return rec
     element = lossy.element_dtype(rec.lossy.method)
-    return replace(rec, dtype=element, shape=(rec.raw_size // element.itemsize,), lossy=None)
+    # Built directly: dataclasses.replace costs ~10 microseconds per call, per tensor.
+    return TensorRecord(
+        rec.name,
+        element,
+        (rec.raw_size // element.itemsize,),
+        rec.codec,
+        rec.filter,
+        rec.raw_size,
+        rec.crc32c,
+        rec.data,
+        rec.frames,
+    )
 
 
 def _runner(jobs: list[lossy.Job]) -> Callable[[int], None]:
@@ -542,7 +553,18 @@ def _decode_all(
     raws = [(raw, zero_copy) for raw, zero_copy, _ in checked]
     for i, rec in enumerate(logical):
         if rec.lossy is not None:
-            records[i] = replace(rec, raw_size=raws[i][0].nbytes)
+            records[i] = TensorRecord(
+                rec.name,
+                rec.dtype,
+                rec.shape,
+                rec.codec,
+                rec.filter,
+                raws[i][0].nbytes,
+                rec.crc32c,
+                rec.data,
+                rec.frames,
+                rec.lossy,
+            )
     # The large lossy tensors' remaining jobs, phase by phase, spread over the cores.
     phased = [phases for _, _, phases in checked]
     for k in range(max(map(len, phased), default=0)):
