@@ -32,7 +32,7 @@ def test_training_start_payload_round_trip(round_id, config, client_ids, extra, 
     out = MessageSerializer.deserialize_message(raw)
     assert out["type"] == "training_start"
     assert out["sender_id"] == sender
-    assert out["version"] == "1.1"
+    assert out["version"] == "1.2"
     assert values_equal(out["payload"], payload)
 
 

@@ -40,7 +40,7 @@ def test_message_headers_name_type_version_sender_and_id(msg):
     as_dict = dict(hdrs)
     assert len(as_dict) == len(hdrs) == 4
     assert as_dict["flwire-type"] == msg.type.encode()
-    assert as_dict["flwire-schema-version"] == b"1.1"
+    assert as_dict["flwire-schema-version"] == b"1.2"
     assert as_dict["flwire-sender-id"] == msg.sender_id.encode("utf-8")
     assert as_dict["flwire-message-id"] == msg.message_id.encode()
     assert headers.TYPE == "flwire-type"
@@ -51,7 +51,7 @@ def test_read_headers_parses_them_back(msg):
     got = read_headers(message_headers(msg))
     assert got == {
         "flwire-type": msg.type,
-        "flwire-schema-version": "1.1",
+        "flwire-schema-version": "1.2",
         "flwire-sender-id": msg.sender_id,
         "flwire-message-id": msg.message_id,
     }

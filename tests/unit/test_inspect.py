@@ -92,7 +92,7 @@ def test_client_update_description(update_bytes):
     assert first.endswith("client_update")
     assert f"message id  {msg.message_id}" in text
     assert f"sender      {CLIENT_ID}" in text
-    assert "schema      1.1" in text
+    assert "schema      1.2" in text
     assert f'client_id: "{CLIENT_ID}"' in text
     assert "round_id: 3" in text
     assert "num_examples: 600" in text

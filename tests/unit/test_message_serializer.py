@@ -65,7 +65,7 @@ def check_header(out: dict, type_name: str, sender: str | None) -> None:
     assert isinstance(out["timestamp"], float)
     assert abs(out["timestamp"] - time.time()) < 60
     assert isinstance(out["datetime"], str) and out["datetime"][:2] == "20"
-    assert out["version"] == "1.1"
+    assert out["version"] == "1.2"
     assert isinstance(out["message_id"], str) and len(out["message_id"]) >= 16
 
 

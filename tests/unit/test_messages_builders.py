@@ -19,7 +19,7 @@ WEIGHTS = {"w": torch.ones(2, 2), "i": torch.tensor([1, 2], dtype=torch.int64)}
 
 
 def test_schema_constants():
-    assert (messages.SCHEMA_MAJOR, messages.SCHEMA_MINOR) == (1, 1)
+    assert (messages.SCHEMA_MAJOR, messages.SCHEMA_MINOR) == (1, 2)
     assert messages.MESSAGE_TYPES == (
         "client_update",
         "global_update",
@@ -39,7 +39,7 @@ def test_envelope_header_fields():
     after = time.time()
     assert re.fullmatch(r"[0-9a-f]{32}", msg.message_id)
     assert msg.sender_id == "c1"
-    assert msg.schema_version == "1.1"
+    assert msg.schema_version == "1.2"
     assert before - 1e-3 <= msg.timestamp <= after + 1e-3
     assert isinstance(msg.timestamp, float)
     assert msg.type == "client_update"

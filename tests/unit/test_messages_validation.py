@@ -115,7 +115,7 @@ def test_message_decode_error_is_a_value_error_and_a_serialization_exception():
 def test_valid_message_decodes():
     got = messages.decode_message(valid())
     assert got.type == "client_update"
-    assert got.schema_version == "1.1"
+    assert got.schema_version == "1.2"
     assert_same_weights(got.tensors(), WEIGHTS)
 
 

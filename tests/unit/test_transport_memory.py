@@ -288,7 +288,7 @@ def test_message_headers_round_trip():
     assert all(isinstance(v, bytes) for _, v in headers)
     assert read_headers(headers) == {
         TYPE: "heartbeat",
-        SCHEMA_VERSION: "1.1",
+        SCHEMA_VERSION: "1.2",
         SENDER_ID: "client-9",
         MESSAGE_ID: msg.message_id,
     }

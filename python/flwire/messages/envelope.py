@@ -25,7 +25,7 @@ from flwire._protowire import (
     padding_field,
 )
 from flwire.exceptions import SerializationException
-from flwire.messages.schema import BODY_TYPES, BY_NUMBER, PADDING_NUMBER
+from flwire.messages.schema import BODY_TYPES, BY_NUMBER, PADDING_NUMBER, SIGNATURE_NUMBER
 from flwire.v1 import messages_pb2
 
 
@@ -45,9 +45,12 @@ def splice(envelope: messages_pb2.Envelope, weights: Sequence[Any] | None) -> li
     # then the body: the order the generated serializer uses for known fields.
     head = _without_body(envelope, body_name)
     head.ClearField("padding")
+    # A signature goes last, after the body: it signs every byte before it
+    # (wire format section 14.3), so a signed envelope re-encodes to its own bytes.
+    signature = _signature_field(head)
     prefix = head.SerializeToString(deterministic=True)
     if weights is None:
-        return [prefix + len_field(body_number, len(body_bytes)) + body_bytes]
+        return [prefix + len_field(body_number, len(body_bytes)) + body_bytes + signature]
     number = kind.weights_number
     if number is None:
         raise SerializationException(f"a {body_name} message carries no weights")
@@ -69,8 +72,18 @@ def splice(envelope: messages_pb2.Envelope, weights: Sequence[Any] | None) -> li
     return [
         prefix + pad + body_key + body_bytes[:insert_at] + weights_key,
         *weights,
-        body_bytes[insert_at:],
+        body_bytes[insert_at:] + signature,
     ]
+
+
+def _signature_field(head: messages_pb2.Envelope) -> bytes:
+    """The envelope's signature field (key and payload), cleared from ``head``;
+    empty when it has none."""
+    if not head.HasField("signature"):
+        return b""
+    payload = head.signature.SerializeToString(deterministic=True)
+    head.ClearField("signature")
+    return len_field(SIGNATURE_NUMBER, len(payload)) + payload
 
 
 def _without_body(envelope: messages_pb2.Envelope, body_name: str) -> Any:

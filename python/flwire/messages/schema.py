@@ -139,6 +139,8 @@ BY_FULL_NAME: dict[str, BodyType] = {b.descriptor.full_name: b for b in BODY_TYP
 ENVELOPE_RULES = _field_rules(messages_pb2.Envelope.DESCRIPTOR)
 #: Field number of ``Envelope.padding``.
 PADDING_NUMBER = messages_pb2.Envelope.DESCRIPTOR.fields_by_name["padding"].number
+#: The Envelope field that holds the signature (section 14.3): written last.
+SIGNATURE_NUMBER = messages_pb2.Envelope.DESCRIPTOR.fields_by_name["signature"].number
 
 
 def body_type(name: str) -> BodyType:

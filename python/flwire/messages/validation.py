@@ -23,7 +23,7 @@ MAX_ID_BYTES = 128
 
 #: The schema version this flwire writes; it reads any minor version of SCHEMA_MAJOR.
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 1
+SCHEMA_MINOR = 2
 
 
 def violations(msg: Message) -> list[Violation]:

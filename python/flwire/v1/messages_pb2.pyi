@@ -15,6 +15,11 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SignatureAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SIGNATURE_ALGORITHM_UNSPECIFIED: _ClassVar[SignatureAlgorithm]
+    SIGNATURE_ALGORITHM_ED25519: _ClassVar[SignatureAlgorithm]
+
 class WeightsKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WEIGHTS_KIND_UNSPECIFIED: _ClassVar[WeightsKind]
@@ -28,6 +33,8 @@ class ClientStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLIENT_STATUS_EVALUATING: _ClassVar[ClientStatus]
     CLIENT_STATUS_STOPPING: _ClassVar[ClientStatus]
     CLIENT_STATUS_ERROR: _ClassVar[ClientStatus]
+SIGNATURE_ALGORITHM_UNSPECIFIED: SignatureAlgorithm
+SIGNATURE_ALGORITHM_ED25519: SignatureAlgorithm
 WEIGHTS_KIND_UNSPECIFIED: WeightsKind
 WEIGHTS_KIND_DELTA: WeightsKind
 CLIENT_STATUS_UNSPECIFIED: ClientStatus
@@ -46,7 +53,7 @@ class SchemaVersion(_message.Message):
     def __init__(self, major: _Optional[int] = ..., minor: _Optional[int] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("message_id", "sender_id", "timestamp", "schema_version", "extensions", "padding", "client_update", "global_update", "client_registration", "heartbeat", "training_start", "evaluation_request", "evaluation_result", "shutdown", "custom")
+    __slots__ = ("message_id", "sender_id", "timestamp", "schema_version", "extensions", "padding", "signature", "client_update", "global_update", "client_registration", "heartbeat", "training_start", "evaluation_request", "evaluation_result", "shutdown", "custom")
     class ExtensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +67,7 @@ class Envelope(_message.Message):
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     PADDING_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_UPDATE_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_UPDATE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_REGISTRATION_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +83,7 @@ class Envelope(_message.Message):
     schema_version: SchemaVersion
     extensions: _containers.MessageMap[str, _values_pb2.Value]
     padding: bytes
+    signature: Signature
     client_update: ClientUpdate
     global_update: GlobalUpdate
     client_registration: ClientRegistration
@@ -84,7 +93,17 @@ class Envelope(_message.Message):
     evaluation_result: EvaluationResult
     shutdown: Shutdown
     custom: CustomMessage
-    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[_Union[SchemaVersion, _Mapping]] = ..., extensions: _Optional[_Mapping[str, _values_pb2.Value]] = ..., padding: _Optional[bytes] = ..., client_update: _Optional[_Union[ClientUpdate, _Mapping]] = ..., global_update: _Optional[_Union[GlobalUpdate, _Mapping]] = ..., client_registration: _Optional[_Union[ClientRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., training_start: _Optional[_Union[TrainingStart, _Mapping]] = ..., evaluation_request: _Optional[_Union[EvaluationRequest, _Mapping]] = ..., evaluation_result: _Optional[_Union[EvaluationResult, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., custom: _Optional[_Union[CustomMessage, _Mapping]] = ...) -> None: ...
+    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[_Union[SchemaVersion, _Mapping]] = ..., extensions: _Optional[_Mapping[str, _values_pb2.Value]] = ..., padding: _Optional[bytes] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., client_update: _Optional[_Union[ClientUpdate, _Mapping]] = ..., global_update: _Optional[_Union[GlobalUpdate, _Mapping]] = ..., client_registration: _Optional[_Union[ClientRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., training_start: _Optional[_Union[TrainingStart, _Mapping]] = ..., evaluation_request: _Optional[_Union[EvaluationRequest, _Mapping]] = ..., evaluation_result: _Optional[_Union[EvaluationResult, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., custom: _Optional[_Union[CustomMessage, _Mapping]] = ...) -> None: ...
+
+class Signature(_message.Message):
+    __slots__ = ("key_id", "algorithm", "signature")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    algorithm: SignatureAlgorithm
+    signature: bytes
+    def __init__(self, key_id: _Optional[str] = ..., algorithm: _Optional[_Union[SignatureAlgorithm, str]] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class ClientUpdate(_message.Message):
     __slots__ = ("client_id", "round_id", "weights", "weights_kind", "metrics", "num_examples")

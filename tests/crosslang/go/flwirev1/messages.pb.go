@@ -34,6 +34,55 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SignatureAlgorithm names how Signature.signature was made.
+type SignatureAlgorithm int32
+
+const (
+	// Not set: a reader refuses the signature.
+	SignatureAlgorithm_SIGNATURE_ALGORITHM_UNSPECIFIED SignatureAlgorithm = 0
+	// Ed25519 (RFC 8032, pure, no context): a 64-byte signature by a 32-byte key.
+	SignatureAlgorithm_SIGNATURE_ALGORITHM_ED25519 SignatureAlgorithm = 1
+)
+
+// Enum value maps for SignatureAlgorithm.
+var (
+	SignatureAlgorithm_name = map[int32]string{
+		0: "SIGNATURE_ALGORITHM_UNSPECIFIED",
+		1: "SIGNATURE_ALGORITHM_ED25519",
+	}
+	SignatureAlgorithm_value = map[string]int32{
+		"SIGNATURE_ALGORITHM_UNSPECIFIED": 0,
+		"SIGNATURE_ALGORITHM_ED25519":     1,
+	}
+)
+
+func (x SignatureAlgorithm) Enum() *SignatureAlgorithm {
+	p := new(SignatureAlgorithm)
+	*p = x
+	return p
+}
+
+func (x SignatureAlgorithm) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SignatureAlgorithm) Descriptor() protoreflect.EnumDescriptor {
+	return file_flwire_v1_messages_proto_enumTypes[0].Descriptor()
+}
+
+func (SignatureAlgorithm) Type() protoreflect.EnumType {
+	return &file_flwire_v1_messages_proto_enumTypes[0]
+}
+
+func (x SignatureAlgorithm) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SignatureAlgorithm.Descriptor instead.
+func (SignatureAlgorithm) EnumDescriptor() ([]byte, []int) {
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{0}
+}
+
 // WeightsKind says whether a TensorMap holds full weights or a difference.
 type WeightsKind int32
 
@@ -68,11 +117,11 @@ func (x WeightsKind) String() string {
 }
 
 func (WeightsKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_flwire_v1_messages_proto_enumTypes[0].Descriptor()
+	return file_flwire_v1_messages_proto_enumTypes[1].Descriptor()
 }
 
 func (WeightsKind) Type() protoreflect.EnumType {
-	return &file_flwire_v1_messages_proto_enumTypes[0]
+	return &file_flwire_v1_messages_proto_enumTypes[1]
 }
 
 func (x WeightsKind) Number() protoreflect.EnumNumber {
@@ -81,7 +130,7 @@ func (x WeightsKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WeightsKind.Descriptor instead.
 func (WeightsKind) EnumDescriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{0}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{1}
 }
 
 // ClientStatus is what a client is doing when it sends a heartbeat.
@@ -133,11 +182,11 @@ func (x ClientStatus) String() string {
 }
 
 func (ClientStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_flwire_v1_messages_proto_enumTypes[1].Descriptor()
+	return file_flwire_v1_messages_proto_enumTypes[2].Descriptor()
 }
 
 func (ClientStatus) Type() protoreflect.EnumType {
-	return &file_flwire_v1_messages_proto_enumTypes[1]
+	return &file_flwire_v1_messages_proto_enumTypes[2]
 }
 
 func (x ClientStatus) Number() protoreflect.EnumNumber {
@@ -146,7 +195,7 @@ func (x ClientStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ClientStatus.Descriptor instead.
 func (ClientStatus) EnumDescriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{1}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{2}
 }
 
 // SchemaVersion names the version of this schema a writer used. Readers refuse
@@ -223,6 +272,10 @@ type Envelope struct {
 	// Zero bytes a writer may add so that the tensor data inside the body starts
 	// at an aligned offset (see Tensor.padding). Readers ignore its content.
 	Padding []byte `protobuf:"bytes,6,opt,name=padding,proto3" json:"padding,omitempty"`
+	// The sender's signature over every other byte of the envelope (weights
+	// included). A writer puts it last, after the body; see the wire format's
+	// section 14.3 for what is signed. Absent: the message is unsigned.
+	Signature *Signature `protobuf:"bytes,7,opt,name=signature,proto3" json:"signature,omitempty"`
 	// The message itself.
 	//
 	// Types that are valid to be assigned to Body:
@@ -309,6 +362,13 @@ func (x *Envelope) GetExtensions() map[string]*Value {
 func (x *Envelope) GetPadding() []byte {
 	if x != nil {
 		return x.Padding
+	}
+	return nil
+}
+
+func (x *Envelope) GetSignature() *Signature {
+	if x != nil {
+		return x.Signature
 	}
 	return nil
 }
@@ -468,6 +528,71 @@ func (*Envelope_Shutdown) isEnvelope_Body() {}
 
 func (*Envelope_Custom) isEnvelope_Body() {}
 
+// Signature is a sender's signature of an Envelope (wire format section 14.3).
+type Signature struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the signing key, at most 128 UTF-8 bytes: the receiver looks the
+	// public key up by it, and it MUST equal the envelope's sender_id.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The signature algorithm.
+	Algorithm SignatureAlgorithm `protobuf:"varint,2,opt,name=algorithm,proto3,enum=flwire.v1.SignatureAlgorithm" json:"algorithm,omitempty"`
+	// The signature bytes (64 for Ed25519).
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Signature) Reset() {
+	*x = Signature{}
+	mi := &file_flwire_v1_messages_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Signature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Signature) ProtoMessage() {}
+
+func (x *Signature) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_messages_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Signature.ProtoReflect.Descriptor instead.
+func (*Signature) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Signature) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *Signature) GetAlgorithm() SignatureAlgorithm {
+	if x != nil {
+		return x.Algorithm
+	}
+	return SignatureAlgorithm_SIGNATURE_ALGORITHM_UNSPECIFIED
+}
+
+func (x *Signature) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // ClientUpdate carries a client's result of one training round.
 type ClientUpdate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -489,7 +614,7 @@ type ClientUpdate struct {
 
 func (x *ClientUpdate) Reset() {
 	*x = ClientUpdate{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[2]
+	mi := &file_flwire_v1_messages_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +626,7 @@ func (x *ClientUpdate) String() string {
 func (*ClientUpdate) ProtoMessage() {}
 
 func (x *ClientUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[2]
+	mi := &file_flwire_v1_messages_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +639,7 @@ func (x *ClientUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientUpdate.ProtoReflect.Descriptor instead.
 func (*ClientUpdate) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{2}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ClientUpdate) GetClientId() string {
@@ -576,7 +701,7 @@ type GlobalUpdate struct {
 
 func (x *GlobalUpdate) Reset() {
 	*x = GlobalUpdate{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[3]
+	mi := &file_flwire_v1_messages_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +713,7 @@ func (x *GlobalUpdate) String() string {
 func (*GlobalUpdate) ProtoMessage() {}
 
 func (x *GlobalUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[3]
+	mi := &file_flwire_v1_messages_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +726,7 @@ func (x *GlobalUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GlobalUpdate.ProtoReflect.Descriptor instead.
 func (*GlobalUpdate) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{3}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GlobalUpdate) GetRoundId() int64 {
@@ -652,7 +777,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[4]
+	mi := &file_flwire_v1_messages_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +789,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[4]
+	mi := &file_flwire_v1_messages_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +802,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{4}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Capabilities) GetSupportedCodecs() []Codec {
@@ -734,7 +859,7 @@ type ModelInfo struct {
 
 func (x *ModelInfo) Reset() {
 	*x = ModelInfo{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[5]
+	mi := &file_flwire_v1_messages_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +871,7 @@ func (x *ModelInfo) String() string {
 func (*ModelInfo) ProtoMessage() {}
 
 func (x *ModelInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[5]
+	mi := &file_flwire_v1_messages_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +884,7 @@ func (x *ModelInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelInfo.ProtoReflect.Descriptor instead.
 func (*ModelInfo) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{5}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ModelInfo) GetName() string {
@@ -814,7 +939,7 @@ type ClientRegistration struct {
 
 func (x *ClientRegistration) Reset() {
 	*x = ClientRegistration{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[6]
+	mi := &file_flwire_v1_messages_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +951,7 @@ func (x *ClientRegistration) String() string {
 func (*ClientRegistration) ProtoMessage() {}
 
 func (x *ClientRegistration) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[6]
+	mi := &file_flwire_v1_messages_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +964,7 @@ func (x *ClientRegistration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRegistration.ProtoReflect.Descriptor instead.
 func (*ClientRegistration) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{6}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClientRegistration) GetClientId() string {
@@ -885,7 +1010,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[7]
+	mi := &file_flwire_v1_messages_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1022,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[7]
+	mi := &file_flwire_v1_messages_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1035,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{7}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Heartbeat) GetClientId() string {
@@ -949,7 +1074,7 @@ type TrainingStart struct {
 
 func (x *TrainingStart) Reset() {
 	*x = TrainingStart{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[8]
+	mi := &file_flwire_v1_messages_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1086,7 @@ func (x *TrainingStart) String() string {
 func (*TrainingStart) ProtoMessage() {}
 
 func (x *TrainingStart) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[8]
+	mi := &file_flwire_v1_messages_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1099,7 @@ func (x *TrainingStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainingStart.ProtoReflect.Descriptor instead.
 func (*TrainingStart) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{8}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TrainingStart) GetRoundId() int64 {
@@ -1015,7 +1140,7 @@ type EvaluationRequest struct {
 
 func (x *EvaluationRequest) Reset() {
 	*x = EvaluationRequest{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[9]
+	mi := &file_flwire_v1_messages_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1152,7 @@ func (x *EvaluationRequest) String() string {
 func (*EvaluationRequest) ProtoMessage() {}
 
 func (x *EvaluationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[9]
+	mi := &file_flwire_v1_messages_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1165,7 @@ func (x *EvaluationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluationRequest.ProtoReflect.Descriptor instead.
 func (*EvaluationRequest) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{9}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EvaluationRequest) GetRoundId() int64 {
@@ -1088,7 +1213,7 @@ type EvaluationResult struct {
 
 func (x *EvaluationResult) Reset() {
 	*x = EvaluationResult{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[10]
+	mi := &file_flwire_v1_messages_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1225,7 @@ func (x *EvaluationResult) String() string {
 func (*EvaluationResult) ProtoMessage() {}
 
 func (x *EvaluationResult) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[10]
+	mi := &file_flwire_v1_messages_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1238,7 @@ func (x *EvaluationResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluationResult.ProtoReflect.Descriptor instead.
 func (*EvaluationResult) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{10}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EvaluationResult) GetClientId() string {
@@ -1155,7 +1280,7 @@ type Shutdown struct {
 
 func (x *Shutdown) Reset() {
 	*x = Shutdown{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[11]
+	mi := &file_flwire_v1_messages_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1292,7 @@ func (x *Shutdown) String() string {
 func (*Shutdown) ProtoMessage() {}
 
 func (x *Shutdown) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[11]
+	mi := &file_flwire_v1_messages_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1305,7 @@ func (x *Shutdown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Shutdown.ProtoReflect.Descriptor instead.
 func (*Shutdown) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{11}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Shutdown) GetReason() string {
@@ -1209,7 +1334,7 @@ type CustomMessage struct {
 
 func (x *CustomMessage) Reset() {
 	*x = CustomMessage{}
-	mi := &file_flwire_v1_messages_proto_msgTypes[12]
+	mi := &file_flwire_v1_messages_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1346,7 @@ func (x *CustomMessage) String() string {
 func (*CustomMessage) ProtoMessage() {}
 
 func (x *CustomMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_flwire_v1_messages_proto_msgTypes[12]
+	mi := &file_flwire_v1_messages_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1359,7 @@ func (x *CustomMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CustomMessage.ProtoReflect.Descriptor instead.
 func (*CustomMessage) Descriptor() ([]byte, []int) {
-	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{12}
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CustomMessage) GetType() string {
@@ -1265,7 +1390,7 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\x18flwire/v1/messages.proto\x12\tflwire.v1\x1a\x17flwire/v1/options.proto\x1a\x16flwire/v1/tensor.proto\x1a\x16flwire/v1/values.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
 	"\rSchemaVersion\x12\x14\n" +
 	"\x05major\x18\x01 \x01(\rR\x05major\x12\x14\n" +
-	"\x05minor\x18\x02 \x01(\rR\x05minor\"\xd6\a\n" +
+	"\x05minor\x18\x02 \x01(\rR\x05minor\"\x8a\b\n" +
 	"\bEnvelope\x12%\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tB\x06\xa2\xbb\x18\x02\b\x01R\tmessageId\x12\x1b\n" +
@@ -1275,7 +1400,8 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\n" +
 	"extensions\x18\x05 \x03(\v2#.flwire.v1.Envelope.ExtensionsEntryR\n" +
 	"extensions\x12\x18\n" +
-	"\apadding\x18\x06 \x01(\fR\apadding\x12>\n" +
+	"\apadding\x18\x06 \x01(\fR\apadding\x122\n" +
+	"\tsignature\x18\a \x01(\v2\x14.flwire.v1.SignatureR\tsignature\x12>\n" +
 	"\rclient_update\x18\n" +
 	" \x01(\v2\x17.flwire.v1.ClientUpdateH\x00R\fclientUpdate\x12>\n" +
 	"\rglobal_update\x18\v \x01(\v2\x17.flwire.v1.GlobalUpdateH\x00R\fglobalUpdate\x12P\n" +
@@ -1289,7 +1415,11 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\x0fExtensionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01B\x06\n" +
-	"\x04body\"\x8c\x03\n" +
+	"\x04body\"}\n" +
+	"\tSignature\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12;\n" +
+	"\talgorithm\x18\x02 \x01(\x0e2\x1d.flwire.v1.SignatureAlgorithmR\talgorithm\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"\x8c\x03\n" +
 	"\fClientUpdate\x12#\n" +
 	"\tclient_id\x18\x01 \x01(\tB\x06\xa2\xbb\x18\x02\b\x01R\bclientId\x12!\n" +
 	"\bround_id\x18\x02 \x01(\x03B\x06\xa2\xbb\x18\x02\x10\x01R\aroundId\x126\n" +
@@ -1379,7 +1509,10 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\aweights\x18\x03 \x01(\v2\x14.flwire.v1.TensorMapR\aweights\x1aL\n" +
 	"\fPayloadEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01:\b\xa2\xbb\x18\x04\b\x04\x10\x03*C\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01:\b\xa2\xbb\x18\x04\b\x04\x10\x03*Z\n" +
+	"\x12SignatureAlgorithm\x12#\n" +
+	"\x1fSIGNATURE_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bSIGNATURE_ALGORITHM_ED25519\x10\x01*C\n" +
 	"\vWeightsKind\x12\x1c\n" +
 	"\x18WEIGHTS_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12WEIGHTS_KIND_DELTA\x10\x01*\xb4\x01\n" +
@@ -1403,93 +1536,97 @@ func file_flwire_v1_messages_proto_rawDescGZIP() []byte {
 	return file_flwire_v1_messages_proto_rawDescData
 }
 
-var file_flwire_v1_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_flwire_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_flwire_v1_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_flwire_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_flwire_v1_messages_proto_goTypes = []any{
-	(WeightsKind)(0),              // 0: flwire.v1.WeightsKind
-	(ClientStatus)(0),             // 1: flwire.v1.ClientStatus
-	(*SchemaVersion)(nil),         // 2: flwire.v1.SchemaVersion
-	(*Envelope)(nil),              // 3: flwire.v1.Envelope
-	(*ClientUpdate)(nil),          // 4: flwire.v1.ClientUpdate
-	(*GlobalUpdate)(nil),          // 5: flwire.v1.GlobalUpdate
-	(*Capabilities)(nil),          // 6: flwire.v1.Capabilities
-	(*ModelInfo)(nil),             // 7: flwire.v1.ModelInfo
-	(*ClientRegistration)(nil),    // 8: flwire.v1.ClientRegistration
-	(*Heartbeat)(nil),             // 9: flwire.v1.Heartbeat
-	(*TrainingStart)(nil),         // 10: flwire.v1.TrainingStart
-	(*EvaluationRequest)(nil),     // 11: flwire.v1.EvaluationRequest
-	(*EvaluationResult)(nil),      // 12: flwire.v1.EvaluationResult
-	(*Shutdown)(nil),              // 13: flwire.v1.Shutdown
-	(*CustomMessage)(nil),         // 14: flwire.v1.CustomMessage
-	nil,                           // 15: flwire.v1.Envelope.ExtensionsEntry
-	nil,                           // 16: flwire.v1.ClientUpdate.MetricsEntry
-	nil,                           // 17: flwire.v1.GlobalUpdate.ConfigEntry
-	nil,                           // 18: flwire.v1.Capabilities.ExtraEntry
-	nil,                           // 19: flwire.v1.ModelInfo.ExtraEntry
-	nil,                           // 20: flwire.v1.ClientRegistration.AttributesEntry
-	nil,                           // 21: flwire.v1.Heartbeat.SystemMetricsEntry
-	nil,                           // 22: flwire.v1.TrainingStart.ConfigEntry
-	nil,                           // 23: flwire.v1.EvaluationRequest.ConfigEntry
-	nil,                           // 24: flwire.v1.EvaluationResult.MetricsEntry
-	nil,                           // 25: flwire.v1.CustomMessage.PayloadEntry
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*TensorMap)(nil),             // 27: flwire.v1.TensorMap
-	(Codec)(0),                    // 28: flwire.v1.Codec
-	(Filter)(0),                   // 29: flwire.v1.Filter
-	(Lossy)(0),                    // 30: flwire.v1.Lossy
-	(*Value)(nil),                 // 31: flwire.v1.Value
+	(SignatureAlgorithm)(0),       // 0: flwire.v1.SignatureAlgorithm
+	(WeightsKind)(0),              // 1: flwire.v1.WeightsKind
+	(ClientStatus)(0),             // 2: flwire.v1.ClientStatus
+	(*SchemaVersion)(nil),         // 3: flwire.v1.SchemaVersion
+	(*Envelope)(nil),              // 4: flwire.v1.Envelope
+	(*Signature)(nil),             // 5: flwire.v1.Signature
+	(*ClientUpdate)(nil),          // 6: flwire.v1.ClientUpdate
+	(*GlobalUpdate)(nil),          // 7: flwire.v1.GlobalUpdate
+	(*Capabilities)(nil),          // 8: flwire.v1.Capabilities
+	(*ModelInfo)(nil),             // 9: flwire.v1.ModelInfo
+	(*ClientRegistration)(nil),    // 10: flwire.v1.ClientRegistration
+	(*Heartbeat)(nil),             // 11: flwire.v1.Heartbeat
+	(*TrainingStart)(nil),         // 12: flwire.v1.TrainingStart
+	(*EvaluationRequest)(nil),     // 13: flwire.v1.EvaluationRequest
+	(*EvaluationResult)(nil),      // 14: flwire.v1.EvaluationResult
+	(*Shutdown)(nil),              // 15: flwire.v1.Shutdown
+	(*CustomMessage)(nil),         // 16: flwire.v1.CustomMessage
+	nil,                           // 17: flwire.v1.Envelope.ExtensionsEntry
+	nil,                           // 18: flwire.v1.ClientUpdate.MetricsEntry
+	nil,                           // 19: flwire.v1.GlobalUpdate.ConfigEntry
+	nil,                           // 20: flwire.v1.Capabilities.ExtraEntry
+	nil,                           // 21: flwire.v1.ModelInfo.ExtraEntry
+	nil,                           // 22: flwire.v1.ClientRegistration.AttributesEntry
+	nil,                           // 23: flwire.v1.Heartbeat.SystemMetricsEntry
+	nil,                           // 24: flwire.v1.TrainingStart.ConfigEntry
+	nil,                           // 25: flwire.v1.EvaluationRequest.ConfigEntry
+	nil,                           // 26: flwire.v1.EvaluationResult.MetricsEntry
+	nil,                           // 27: flwire.v1.CustomMessage.PayloadEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*TensorMap)(nil),             // 29: flwire.v1.TensorMap
+	(Codec)(0),                    // 30: flwire.v1.Codec
+	(Filter)(0),                   // 31: flwire.v1.Filter
+	(Lossy)(0),                    // 32: flwire.v1.Lossy
+	(*Value)(nil),                 // 33: flwire.v1.Value
 }
 var file_flwire_v1_messages_proto_depIdxs = []int32{
-	26, // 0: flwire.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
-	2,  // 1: flwire.v1.Envelope.schema_version:type_name -> flwire.v1.SchemaVersion
-	15, // 2: flwire.v1.Envelope.extensions:type_name -> flwire.v1.Envelope.ExtensionsEntry
-	4,  // 3: flwire.v1.Envelope.client_update:type_name -> flwire.v1.ClientUpdate
-	5,  // 4: flwire.v1.Envelope.global_update:type_name -> flwire.v1.GlobalUpdate
-	8,  // 5: flwire.v1.Envelope.client_registration:type_name -> flwire.v1.ClientRegistration
-	9,  // 6: flwire.v1.Envelope.heartbeat:type_name -> flwire.v1.Heartbeat
-	10, // 7: flwire.v1.Envelope.training_start:type_name -> flwire.v1.TrainingStart
-	11, // 8: flwire.v1.Envelope.evaluation_request:type_name -> flwire.v1.EvaluationRequest
-	12, // 9: flwire.v1.Envelope.evaluation_result:type_name -> flwire.v1.EvaluationResult
-	13, // 10: flwire.v1.Envelope.shutdown:type_name -> flwire.v1.Shutdown
-	14, // 11: flwire.v1.Envelope.custom:type_name -> flwire.v1.CustomMessage
-	27, // 12: flwire.v1.ClientUpdate.weights:type_name -> flwire.v1.TensorMap
-	0,  // 13: flwire.v1.ClientUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
-	16, // 14: flwire.v1.ClientUpdate.metrics:type_name -> flwire.v1.ClientUpdate.MetricsEntry
-	27, // 15: flwire.v1.GlobalUpdate.weights:type_name -> flwire.v1.TensorMap
-	0,  // 16: flwire.v1.GlobalUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
-	17, // 17: flwire.v1.GlobalUpdate.config:type_name -> flwire.v1.GlobalUpdate.ConfigEntry
-	28, // 18: flwire.v1.Capabilities.supported_codecs:type_name -> flwire.v1.Codec
-	29, // 19: flwire.v1.Capabilities.supported_filters:type_name -> flwire.v1.Filter
-	18, // 20: flwire.v1.Capabilities.extra:type_name -> flwire.v1.Capabilities.ExtraEntry
-	30, // 21: flwire.v1.Capabilities.supported_lossy:type_name -> flwire.v1.Lossy
-	19, // 22: flwire.v1.ModelInfo.extra:type_name -> flwire.v1.ModelInfo.ExtraEntry
-	6,  // 23: flwire.v1.ClientRegistration.capabilities:type_name -> flwire.v1.Capabilities
-	7,  // 24: flwire.v1.ClientRegistration.model_info:type_name -> flwire.v1.ModelInfo
-	20, // 25: flwire.v1.ClientRegistration.attributes:type_name -> flwire.v1.ClientRegistration.AttributesEntry
-	1,  // 26: flwire.v1.Heartbeat.status:type_name -> flwire.v1.ClientStatus
-	21, // 27: flwire.v1.Heartbeat.system_metrics:type_name -> flwire.v1.Heartbeat.SystemMetricsEntry
-	22, // 28: flwire.v1.TrainingStart.config:type_name -> flwire.v1.TrainingStart.ConfigEntry
-	27, // 29: flwire.v1.EvaluationRequest.weights:type_name -> flwire.v1.TensorMap
-	23, // 30: flwire.v1.EvaluationRequest.config:type_name -> flwire.v1.EvaluationRequest.ConfigEntry
-	24, // 31: flwire.v1.EvaluationResult.metrics:type_name -> flwire.v1.EvaluationResult.MetricsEntry
-	25, // 32: flwire.v1.CustomMessage.payload:type_name -> flwire.v1.CustomMessage.PayloadEntry
-	27, // 33: flwire.v1.CustomMessage.weights:type_name -> flwire.v1.TensorMap
-	31, // 34: flwire.v1.Envelope.ExtensionsEntry.value:type_name -> flwire.v1.Value
-	31, // 35: flwire.v1.ClientUpdate.MetricsEntry.value:type_name -> flwire.v1.Value
-	31, // 36: flwire.v1.GlobalUpdate.ConfigEntry.value:type_name -> flwire.v1.Value
-	31, // 37: flwire.v1.Capabilities.ExtraEntry.value:type_name -> flwire.v1.Value
-	31, // 38: flwire.v1.ModelInfo.ExtraEntry.value:type_name -> flwire.v1.Value
-	31, // 39: flwire.v1.ClientRegistration.AttributesEntry.value:type_name -> flwire.v1.Value
-	31, // 40: flwire.v1.Heartbeat.SystemMetricsEntry.value:type_name -> flwire.v1.Value
-	31, // 41: flwire.v1.TrainingStart.ConfigEntry.value:type_name -> flwire.v1.Value
-	31, // 42: flwire.v1.EvaluationRequest.ConfigEntry.value:type_name -> flwire.v1.Value
-	31, // 43: flwire.v1.EvaluationResult.MetricsEntry.value:type_name -> flwire.v1.Value
-	31, // 44: flwire.v1.CustomMessage.PayloadEntry.value:type_name -> flwire.v1.Value
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	28, // 0: flwire.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 1: flwire.v1.Envelope.schema_version:type_name -> flwire.v1.SchemaVersion
+	17, // 2: flwire.v1.Envelope.extensions:type_name -> flwire.v1.Envelope.ExtensionsEntry
+	5,  // 3: flwire.v1.Envelope.signature:type_name -> flwire.v1.Signature
+	6,  // 4: flwire.v1.Envelope.client_update:type_name -> flwire.v1.ClientUpdate
+	7,  // 5: flwire.v1.Envelope.global_update:type_name -> flwire.v1.GlobalUpdate
+	10, // 6: flwire.v1.Envelope.client_registration:type_name -> flwire.v1.ClientRegistration
+	11, // 7: flwire.v1.Envelope.heartbeat:type_name -> flwire.v1.Heartbeat
+	12, // 8: flwire.v1.Envelope.training_start:type_name -> flwire.v1.TrainingStart
+	13, // 9: flwire.v1.Envelope.evaluation_request:type_name -> flwire.v1.EvaluationRequest
+	14, // 10: flwire.v1.Envelope.evaluation_result:type_name -> flwire.v1.EvaluationResult
+	15, // 11: flwire.v1.Envelope.shutdown:type_name -> flwire.v1.Shutdown
+	16, // 12: flwire.v1.Envelope.custom:type_name -> flwire.v1.CustomMessage
+	0,  // 13: flwire.v1.Signature.algorithm:type_name -> flwire.v1.SignatureAlgorithm
+	29, // 14: flwire.v1.ClientUpdate.weights:type_name -> flwire.v1.TensorMap
+	1,  // 15: flwire.v1.ClientUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
+	18, // 16: flwire.v1.ClientUpdate.metrics:type_name -> flwire.v1.ClientUpdate.MetricsEntry
+	29, // 17: flwire.v1.GlobalUpdate.weights:type_name -> flwire.v1.TensorMap
+	1,  // 18: flwire.v1.GlobalUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
+	19, // 19: flwire.v1.GlobalUpdate.config:type_name -> flwire.v1.GlobalUpdate.ConfigEntry
+	30, // 20: flwire.v1.Capabilities.supported_codecs:type_name -> flwire.v1.Codec
+	31, // 21: flwire.v1.Capabilities.supported_filters:type_name -> flwire.v1.Filter
+	20, // 22: flwire.v1.Capabilities.extra:type_name -> flwire.v1.Capabilities.ExtraEntry
+	32, // 23: flwire.v1.Capabilities.supported_lossy:type_name -> flwire.v1.Lossy
+	21, // 24: flwire.v1.ModelInfo.extra:type_name -> flwire.v1.ModelInfo.ExtraEntry
+	8,  // 25: flwire.v1.ClientRegistration.capabilities:type_name -> flwire.v1.Capabilities
+	9,  // 26: flwire.v1.ClientRegistration.model_info:type_name -> flwire.v1.ModelInfo
+	22, // 27: flwire.v1.ClientRegistration.attributes:type_name -> flwire.v1.ClientRegistration.AttributesEntry
+	2,  // 28: flwire.v1.Heartbeat.status:type_name -> flwire.v1.ClientStatus
+	23, // 29: flwire.v1.Heartbeat.system_metrics:type_name -> flwire.v1.Heartbeat.SystemMetricsEntry
+	24, // 30: flwire.v1.TrainingStart.config:type_name -> flwire.v1.TrainingStart.ConfigEntry
+	29, // 31: flwire.v1.EvaluationRequest.weights:type_name -> flwire.v1.TensorMap
+	25, // 32: flwire.v1.EvaluationRequest.config:type_name -> flwire.v1.EvaluationRequest.ConfigEntry
+	26, // 33: flwire.v1.EvaluationResult.metrics:type_name -> flwire.v1.EvaluationResult.MetricsEntry
+	27, // 34: flwire.v1.CustomMessage.payload:type_name -> flwire.v1.CustomMessage.PayloadEntry
+	29, // 35: flwire.v1.CustomMessage.weights:type_name -> flwire.v1.TensorMap
+	33, // 36: flwire.v1.Envelope.ExtensionsEntry.value:type_name -> flwire.v1.Value
+	33, // 37: flwire.v1.ClientUpdate.MetricsEntry.value:type_name -> flwire.v1.Value
+	33, // 38: flwire.v1.GlobalUpdate.ConfigEntry.value:type_name -> flwire.v1.Value
+	33, // 39: flwire.v1.Capabilities.ExtraEntry.value:type_name -> flwire.v1.Value
+	33, // 40: flwire.v1.ModelInfo.ExtraEntry.value:type_name -> flwire.v1.Value
+	33, // 41: flwire.v1.ClientRegistration.AttributesEntry.value:type_name -> flwire.v1.Value
+	33, // 42: flwire.v1.Heartbeat.SystemMetricsEntry.value:type_name -> flwire.v1.Value
+	33, // 43: flwire.v1.TrainingStart.ConfigEntry.value:type_name -> flwire.v1.Value
+	33, // 44: flwire.v1.EvaluationRequest.ConfigEntry.value:type_name -> flwire.v1.Value
+	33, // 45: flwire.v1.EvaluationResult.MetricsEntry.value:type_name -> flwire.v1.Value
+	33, // 46: flwire.v1.CustomMessage.PayloadEntry.value:type_name -> flwire.v1.Value
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_flwire_v1_messages_proto_init() }
@@ -1516,8 +1653,8 @@ func file_flwire_v1_messages_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flwire_v1_messages_proto_rawDesc), len(file_flwire_v1_messages_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   24,
+			NumEnums:      3,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
