@@ -1,9 +1,9 @@
 """Optional dependencies, imported on first use behind their extras.
 
 ``import flwire`` needs only protobuf, numpy, zstandard, lz4 and crc32c. PyTorch,
-confluent-kafka, scikit-learn, matplotlib, PyYAML and psutil are imported by the
-modules that use them, through :func:`require`, which names the extra to
-install when one is missing.
+confluent-kafka, scikit-learn, matplotlib, PyYAML, psutil and cryptography are
+imported by the modules that use them, through :func:`require`, which names
+the extra to install when one is missing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "matplotlib": ("demo", "the demo's plot"),
     "yaml": ("compat", "YAML configuration files"),
     "psutil": ("compat", "system metrics"),
+    "cryptography": ("sign", "signing and verifying messages"),
 }
 
 

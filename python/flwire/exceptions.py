@@ -96,3 +96,36 @@ class MessageDecodeError(SerializationException, ValueError):
 class InvalidMessageError(MessageDecodeError, MessageValidationError):
     """Received bytes parse as a message that breaks its schema's rules: both a
     :class:`MessageDecodeError` and a :class:`MessageValidationError`."""
+
+
+class SignatureError(FLException):
+    """A message was refused by signature verification (wire format section
+    14.3). ``reason`` names why, one word per subclass, for logs and stats."""
+
+    reason = "signature"
+
+
+class UnsignedMessageError(SignatureError):
+    """A message carries no signature where one is required."""
+
+    reason = "unsigned"
+
+
+class UnknownKeyError(SignatureError):
+    """A message is signed with a key id the trust store does not hold."""
+
+    reason = "unknown_key"
+
+
+class BadSignatureError(SignatureError):
+    """A signature does not verify (the bytes were changed, or were signed by
+    another key), or the signature field itself is malformed."""
+
+    reason = "bad_signature"
+
+
+class SenderMismatchError(SignatureError):
+    """A message's ``sender_id`` (or its body's ``client_id``) is not the id of
+    the key that signed it."""
+
+    reason = "sender_mismatch"

@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "python" / "flwire"
-OPTIONAL = ["torch", "confluent_kafka", "sklearn", "matplotlib", "ml_dtypes", "yaml", "psutil"]
+OPTIONAL = [
+    "torch",
+    "confluent_kafka",
+    "sklearn",
+    "matplotlib",
+    "ml_dtypes",
+    "yaml",
+    "psutil",
+    "cryptography",
+]
 #: Private modules made to be shared inside the package (DESIGN.md: "what is
 #: shared lives in a private package meant for it").
 SHARED_PRIVATE = {"flwire._protowire", "flwire._optional", "flwire._version", "flwire._aio"}
@@ -39,6 +48,7 @@ def _loaded_after(statement: str) -> list[str]:
         "import flwire.tensors, flwire.messages, flwire.transport, flwire.numpy",
         "import flwire.compat.serialization.message_serializer",
         "from flwire.transport import Channel, InMemoryTransport, TopicLayout",
+        "import flwire.security",
     ],
 )
 def test_importing_the_core_loads_no_optional_package(statement):
@@ -48,6 +58,8 @@ def test_importing_the_core_loads_no_optional_package(statement):
 def test_optional_packages_load_on_first_use():
     assert _loaded_after("from flwire.transport import KafkaTransport") == ["confluent_kafka"]
     assert "torch" in _loaded_after("import flwire.compat.models")
+    signing = "from flwire import security; security.private_key_from_seed(bytes(32))"
+    assert _loaded_after(signing) == ["cryptography"]
 
 
 @pytest.mark.parametrize(
@@ -56,6 +68,7 @@ def test_optional_packages_load_on_first_use():
         "flwire",
         "flwire.tensors",
         "flwire.messages",
+        "flwire.security",
         "flwire.transport",
         "flwire.numpy",
         "flwire.torch",

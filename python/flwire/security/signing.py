@@ -1,0 +1,207 @@
+"""Sign envelopes and verify them (wire format section 14.3).
+
+The signature is the envelope's last field. It signs a digest of every byte
+before it (the weights included) under a domain-separation prefix, so that
+verifying needs the received bytes only: nothing is re-serialized, and no
+weights are decoded.
+
+    signed = sign_message(msg, "client-1", private_key)   # also sets msg's signature
+    got = verify_message(signed, trust)                    # a Message, or a SignatureError
+
+Needs the ``cryptography`` package: ``pip install 'flwire[sign]'``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from flwire._optional import require
+from flwire._protowire import LEN, byte_view, iter_fields, len_field
+from flwire.exceptions import (
+    BadSignatureError,
+    SenderMismatchError,
+    SerializationException,
+    SignatureError,
+    UnknownKeyError,
+    UnsignedMessageError,
+)
+from flwire.messages.message import Message, decode_message
+from flwire.messages.schema import SIGNATURE_NUMBER
+from flwire.security.digest import envelope_digest
+from flwire.security.keys import MAX_KEY_ID_BYTES
+from flwire.v1 import messages_pb2 as pb
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+#: Domain separation of what Ed25519 signs.
+SIGNATURE_DOMAIN = b"flwire.v1 envelope signature\x00"
+#: The one algorithm this flwire signs and verifies with.
+ED25519 = pb.SIGNATURE_ALGORITHM_ED25519
+#: Length of an Ed25519 signature.
+ED25519_SIGNATURE_BYTES = 64
+
+
+class Located(NamedTuple):
+    """Where an envelope's signature field is: ``signed_end`` is the length of
+    the signed bytes (the offset of the field's key), ``signature`` the parsed
+    field (None for an unsigned envelope)."""
+
+    signed_end: int
+    signature: pb.Signature | None
+
+
+def locate_signature(data: Any) -> Located:
+    """Find the signature field of envelope bytes; refuse one that is not the
+    envelope's last field, appears twice or is malformed (BadSignatureError)."""
+    try:
+        buf = byte_view(data, "message")
+        found = []
+        for field in iter_fields(buf, 0, len(buf), "Envelope"):
+            if field.number == SIGNATURE_NUMBER:
+                found.append(field)
+    except SerializationException as exc:
+        raise BadSignatureError(f"not an envelope: {exc}") from None
+    if not found:
+        return Located(len(buf), None)
+    if len(found) > 1:
+        raise BadSignatureError("the envelope holds its signature field more than once")
+    field = found[0]
+    if field.wire_type != LEN:
+        raise BadSignatureError("the envelope's signature field is not length-delimited")
+    if field.end != len(buf):
+        raise BadSignatureError("the signature is not the envelope's last field")
+    signature = pb.Signature()
+    try:
+        signature.ParseFromString(buf[field.start : field.end])
+    except Exception as exc:  # google.protobuf.message.DecodeError
+        raise BadSignatureError(f"malformed signature field: {exc}") from None
+    return Located(field.key_start, signature)
+
+
+def signed_payload(signed_bytes: Any, key_id: str, algorithm: int = ED25519) -> bytes:
+    """What the algorithm signs: the domain, the algorithm (uint32 LE), the key
+    id (a length byte, then UTF-8) and the digest of the signed bytes."""
+    raw_id = key_id.encode("utf-8")
+    if not raw_id or len(raw_id) > MAX_KEY_ID_BYTES:
+        raise BadSignatureError(
+            f"the key id must be 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes, not {len(raw_id)}"
+        )
+    return (
+        SIGNATURE_DOMAIN
+        + struct.pack("<I", algorithm)
+        + bytes([len(raw_id)])
+        + raw_id
+        + envelope_digest(signed_bytes)
+    )
+
+
+def sign_envelope(data: Any, key_id: str, key: Ed25519PrivateKey) -> bytes:
+    """Append a signature by ``key`` (id ``key_id``) to unsigned envelope bytes."""
+    if locate_signature(data).signature is not None:
+        raise SignatureError("the envelope is signed already")
+    return b"".join((data, _encoded(_signature(data, key_id, key))))
+
+
+def sign_message(msg: Message, key_id: str, key: Ed25519PrivateKey) -> bytes:
+    """Sign ``msg``: set its envelope's signature and return its signed bytes
+    (``msg.to_bytes()`` returns them too, as long as ``msg`` is not changed).
+
+    ``key_id`` must be the message's sender id, as receivers check."""
+    if msg.sender_id != key_id:
+        raise SenderMismatchError(
+            f"signing a message of sender {msg.sender_id!r} with key {key_id!r}: "
+            "receivers refuse it; the key id must be the sender id"
+        )
+    if msg.envelope.HasField("signature"):
+        raise SignatureError("the message is signed already")
+    unsigned = msg.to_bytes()
+    signature = _signature(unsigned, key_id, key)
+    msg.envelope.signature.CopyFrom(signature)
+    return unsigned + _encoded(signature)
+
+
+def _signature(data: Any, key_id: str, key: Ed25519PrivateKey) -> pb.Signature:
+    raw = key.sign(signed_payload(data, key_id))
+    return pb.Signature(key_id=key_id, algorithm=ED25519, signature=raw)
+
+
+def _encoded(signature: pb.Signature) -> bytes:
+    """The envelope's signature field: key, length and payload."""
+    payload = signature.SerializeToString(deterministic=True)
+    return len_field(SIGNATURE_NUMBER, len(payload)) + payload
+
+
+def verify_envelope(
+    data: Any, trust: Mapping[str, Ed25519PublicKey], *, required: bool = True
+) -> str | None:
+    """Verify the signature of envelope bytes against ``trust`` (public keys by
+    key id); return the key id, or None for an unsigned envelope when not
+    ``required``. Nothing is decoded but the signature field.
+
+    Raises UnsignedMessageError, UnknownKeyError or BadSignatureError."""
+    located = locate_signature(data)
+    sig = located.signature
+    if sig is None:
+        if required:
+            raise UnsignedMessageError("the message is not signed")
+        return None
+    if sig.algorithm != ED25519:
+        raise BadSignatureError(f"unknown signature algorithm {sig.algorithm}")
+    if len(sig.signature) != ED25519_SIGNATURE_BYTES:
+        raise BadSignatureError(
+            f"an Ed25519 signature is {ED25519_SIGNATURE_BYTES} bytes, not {len(sig.signature)}"
+        )
+    if len(sig.key_id.encode("utf-8")) > MAX_KEY_ID_BYTES:
+        raise BadSignatureError(f"the key id is longer than {MAX_KEY_ID_BYTES} bytes")
+    public = trust.get(sig.key_id)
+    if public is None:
+        raise UnknownKeyError(f"signed with unknown key {sig.key_id!r}")
+    payload = signed_payload(byte_view(data, "message")[: located.signed_end], sig.key_id)
+    invalid = require("cryptography.exceptions", "sign").InvalidSignature
+    try:
+        public.verify(sig.signature, payload)
+    except invalid:
+        raise BadSignatureError(
+            f"the signature of key {sig.key_id!r} does not verify: the message was changed "
+            "or signed by another key"
+        ) from None
+    return str(sig.key_id)
+
+
+def verify_message(
+    data: Any,
+    trust: Mapping[str, Ed25519PublicKey],
+    *,
+    required: bool = True,
+    check: bool = True,
+) -> Message:
+    """Verify envelope bytes (as :func:`verify_envelope`), then decode the
+    message (weights left undecoded) and check that its ``sender_id``, and its
+    body's ``client_id`` where it has one, are the key's id
+    (SenderMismatchError)."""
+    key_id = verify_envelope(data, trust, required=required)
+    msg = decode_message(data, check=check)
+    if key_id is not None:
+        check_sender(msg, key_id)
+    return msg
+
+
+def check_sender(msg: Message, key_id: str) -> None:
+    """Raise SenderMismatchError unless ``msg`` says it comes from ``key_id``."""
+    if msg.sender_id != key_id:
+        raise SenderMismatchError(
+            f"sender_id {msg.sender_id!r} is not the signing key's id {key_id!r}"
+        )
+    body = msg.body if msg.type else None
+    if body is not None and "client_id" in body.DESCRIPTOR.fields_by_name:
+        if body.client_id != key_id:
+            raise SenderMismatchError(
+                f"{msg.type}.client_id {body.client_id!r} is not the signing key's id {key_id!r}"
+            )
