@@ -1,4 +1,4 @@
-"""The `flwire` command: demo, inspect, --version."""
+"""The `flwire` command: demo, inspect, keys, --version."""
 
 from __future__ import annotations
 
@@ -50,6 +50,22 @@ def _inspect(args: argparse.Namespace) -> int:
             print(f"flwire inspect: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
     return inspect_bytes(data, sys.stdout)
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    from flwire.exceptions import ConfigurationException
+    from flwire.security import generate_private_key, public_key_base64, write_key_pair
+
+    try:
+        key = generate_private_key()
+        private, public = write_key_pair(args.id, key, Path(args.out))
+    except ConfigurationException as exc:
+        print(f"flwire keys generate: {exc}", file=sys.stderr)
+        return 1
+    print(f"private key: {private} (keep it secret; mode 0600)")
+    print(f"public key:  {public}")
+    print(f"trust store line: {args.id},{public_key_base64(key.public_key())}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("file", help="file to read, or - for standard input")
     inspect.set_defaults(func=_inspect)
+
+    keys = sub.add_parser(
+        "keys",
+        help="manage the Ed25519 keys that sign messages",
+        description="Generate the key pairs that sign flwire messages (needs flwire[sign]).",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    generate = keys_sub.add_parser(
+        "generate",
+        help="write a new key pair: DIR/ID.key (private, mode 0600) and DIR/ID.pub",
+        description="Write a new Ed25519 key pair: OUT/ID.key (PKCS#8 PEM, mode 0600) and "
+        "OUT/ID.pub (PEM), never overwriting either, and print the key's line for a "
+        "trust store CSV. A trust store is a directory of ID.pub files or a CSV of "
+        "'id,public_key' lines.",
+    )
+    generate.add_argument("--id", required=True, help="the key id: the sender id it signs for")
+    generate.add_argument("--out", required=True, metavar="DIR", help="directory to write to")
+    generate.set_defaults(func=_keys_generate)
 
     return parser
 

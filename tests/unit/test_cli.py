@@ -17,7 +17,7 @@ from flwire import messages
 from flwire.cli import main
 from flwire.tensors import encode_tensor_map, read_tensor_map
 
-COMMANDS = ("demo", "inspect")
+COMMANDS = ("demo", "inspect", "keys")
 
 
 def _weights() -> dict[str, torch.Tensor]:
