@@ -13,9 +13,11 @@
   ListOffsets request from their leader (created first if missing); a new
   topic's leader is advertised a few milliseconds before it accepts writes.
 - Consumer: auto-commit off, offsets committed only when the Channel says a
-  record is handled (at-least-once); those commits are asynchronous, and the
-  latest ones are committed synchronously on close. Each consumer polls on
-  its own thread, so the blocking librdkafka calls never run on the event loop.
+  record is handled (at-least-once); those commits are asynchronous, issued
+  from the consumer's own thread (a commit never waits on the event loop for
+  the poll in progress), and the latest ones are committed synchronously on
+  close. Each consumer polls on its own thread, so the blocking librdkafka
+  calls never run on the event loop.
   ``session.timeout.ms`` is 6 s (the broker's minimum), so a member that died
   is replaced within seconds. Subscribing while the broker is down retries
   with backoff for up to ``connect_timeout_s``.
@@ -268,24 +270,40 @@ class _KafkaSubscription(Subscription):
         return str(self._config.get("bootstrap.servers", "?"))
 
     async def commit(self, topic: str, partition: int, next_offset: int) -> None:
-        """Commit asynchronously: the request is queued and this returns at once.
+        """Queue the commit on the consumer's own thread and return at once.
 
-        A synchronous commit waits for the group coordinator, which on a busy
-        broker took over a second per message (measured by the e2e benchmark).
-        At-least-once still holds: an offset whose commit fails (logged by
-        _log_failed_commit) is covered by the next commit, or its records are
-        delivered again after a restart and de-duplicated by message id.
+        confluent-kafka serialises the calls on one Consumer, so a commit made on
+        the event loop's thread waited for the poll in progress (up to the poll
+        timeout: 200 ms per ``Delivery.done()``, a whole FL round's steps). The
+        consumer's thread issues it between polls, asynchronously: a synchronous
+        commit waits for the group coordinator, over a second per message on a
+        busy broker. At-least-once still holds: an offset whose commit fails
+        (logged by _log_failed_commit) is covered by the next commit, the latest
+        offsets are committed synchronously on close, and otherwise the records
+        are delivered again after a restart and de-duplicated by message id.
         """
         assert self._consumer is not None
         self._latest[(topic, partition)] = next_offset
+        self._executor.submit(self._commit_queued, topic, partition, next_offset)
+
+    def _commit_queued(self, topic: str, partition: int, next_offset: int) -> None:
+        """In the consumer's thread: hand one commit to librdkafka."""
+        consumer = self._consumer
+        if consumer is None or self._closed:
+            return  # the final commit on close covers it
         try:
-            self._consumer.commit(
+            consumer.commit(
                 offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=True
             )
         except KafkaException as exc:
-            raise CommunicationException(
-                f"could not commit {topic}[{partition}]@{next_offset}: {reason(exc.args[0])}"
-            ) from None
+            logger.warning(
+                "Could not commit %s[%d]@%d: %s (a later commit covers it, or the records "
+                "are delivered again)",
+                topic,
+                partition,
+                next_offset,
+                reason(exc.args[0]),
+            )
 
     def _close_consumer(self) -> None:
         consumer = self._consumer
