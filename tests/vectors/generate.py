@@ -1069,7 +1069,7 @@ def _message_entries(files: dict[str, bytes]) -> list[dict[str, Any]]:
     whole: dict[str, tuple[bytes, Any]] = {}
     for vector in message_vectors.ENVELOPES:
         msg = vector.message()
-        data = msg.to_bytes()
+        data = vector.encode()
         whole[vector.name] = (data, msg)
         expected = message_vectors.expectations(
             vector, data, _weight_entry(vector.compression != "none")

@@ -15,6 +15,7 @@ vector stays small); its ``.json`` lists each part with its headers.
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format
 
-from flwire import EncodeOptions, messages
+from flwire import EncodeOptions, messages, security
 from flwire._protowire import crc32c
 from flwire.messages import Message
 from flwire.transport import message_headers
@@ -57,6 +58,8 @@ class EnvelopeVector:
     build: Callable[[Any], Message]
     weights: tuple[Weight, ...] = ()
     compression: str = "none"
+    #: Signed with TEST_KEY_SEED under this key id (the sender id), if set.
+    signed_by: str | None = None
 
     def message(self) -> Message:
         state = {w.name: w.array() for w in self.weights} if self.weights else None
@@ -64,6 +67,22 @@ class EnvelopeVector:
         msg.envelope.message_id = self.message_id
         msg.envelope.timestamp.seconds, msg.envelope.timestamp.nanos = TIMESTAMP
         return msg
+
+    def encode(self) -> bytes:
+        """The vector's bytes: the message, signed when ``signed_by`` is set."""
+        msg = self.message()
+        if self.signed_by is None:
+            return msg.to_bytes()
+        return security.sign_message(msg, self.signed_by, signing_key())
+
+
+#: The Ed25519 secret key (seed) of RFC 8032, section 7.1, TEST 1: a PUBLIC test
+#: key, printed in the RFC. Never trust it for anything but these vectors.
+TEST_KEY_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+
+
+def signing_key() -> Any:
+    return security.private_key_from_seed(TEST_KEY_SEED)
 
 
 def _smooth(rows: int, cols: int) -> tuple[float, ...]:
@@ -141,6 +160,24 @@ ENVELOPES: list[EnvelopeVector] = [
         ),
         (Weight("w", (4,), (1.0, -2.0, 0.5, 0.0)),),
     ),
+    EnvelopeVector(
+        "envelope_signed",
+        "A ClientUpdate of round 5 signed with Ed25519 by key 'client-7' (the public "
+        "test key of RFC 8032, section 7.1, TEST 1): the Signature is the envelope's "
+        "last field and signs every byte before it, the weights included "
+        "(section 14.3).",
+        "9a4f1c2e-6b3d-4e8f-a1c7-5d2b8e0f3a61",
+        lambda w: messages.client_update(
+            "client-7",
+            5,
+            w,
+            metrics={"loss": 0.125},
+            num_examples=32,
+            options=EncodeOptions(compression="none"),
+        ),
+        _FC,
+        signed_by="client-7",
+    ),
 ]
 
 
@@ -172,6 +209,8 @@ def expectations(vector: EnvelopeVector, data: bytes, tensor_entry: Any) -> dict
         "headers": {k: v.decode() for k, v in message_headers(msg)},
         "body": json.loads(json.dumps(body, sort_keys=True)),  # map order carries no meaning
     }
+    if vector.signed_by is not None:
+        out["signature"] = signature_expectations(vector, data)
     if vector.weights:
         out["weights"] = {
             "offset": _weights_offset(data, msg),
@@ -179,6 +218,25 @@ def expectations(vector: EnvelopeVector, data: bytes, tensor_entry: Any) -> dict
             "tensors": [tensor_entry(w) for w in vector.weights],
         }
     return out
+
+
+def signature_expectations(vector: EnvelopeVector, data: bytes) -> dict[str, Any]:
+    """The signature of a signed vector: the test key, S's length, D, M (section 14.3)."""
+    located = security.locate_signature(data)
+    sig = located.signature
+    assert sig is not None and vector.signed_by is not None
+    signed = data[: located.signed_end]
+    public = security.public_key_base64(signing_key().public_key())
+    return {
+        "key_id": sig.key_id,
+        "algorithm": "SIGNATURE_ALGORITHM_ED25519",
+        "test_key_seed_hex": TEST_KEY_SEED.hex(),
+        "public_key_hex": base64.b64decode(public).hex(),
+        "signed_length": len(signed),
+        "digest_hex": security.envelope_digest(signed).hex(),
+        "signed_payload_hex": security.signed_payload(signed, sig.key_id).hex(),
+        "signature_hex": sig.signature.hex(),
+    }
 
 
 TRANSFER_OF = "envelope_global_update"
