@@ -9,8 +9,11 @@ the NaN-aware equality of typed values the library used to ship.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
+import threading
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import crc32c
@@ -289,3 +292,29 @@ def pb_tensor(
         t.codec = pb.CODEC_ZSTD
     t.data = data
     return t
+
+
+# ----------------------------------------------------------------------------- event loops
+
+
+def run_in_own_thread(
+    scenario: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 30.0
+) -> Any:
+    """``asyncio.run(scenario())`` on a thread of its own, and its result: a loop
+    that hangs (a cancellation swallowed, a wait that ignores it) fails the test
+    after ``timeout`` seconds instead of stalling the suite."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(scenario())
+        except BaseException as exc:  # reported below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the event loop hung for {timeout:g} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

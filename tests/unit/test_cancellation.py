@@ -7,10 +7,10 @@ stalling the suite, and each asserts the time cancellation took."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
+
+from helpers import run_in_own_thread
 
 from flwire.compat.communication.kafka_client import AsyncKafkaClient
 from flwire.transport import Channel, InMemoryBroker, InMemoryTransport, TopicLayout
@@ -18,23 +18,6 @@ from flwire.transport import Channel, InMemoryBroker, InMemoryTransport, TopicLa
 #: Cancellation must take effect at once; this bound only keeps a CI hiccup from
 #: failing the test (the bug took 10 s, or forever).
 BOUND_S = 2.0
-
-
-def _in_thread(scenario: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = asyncio.run(scenario())
-        except BaseException as exc:  # reported below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "the event loop hung: a cancellation was swallowed"
-    assert "error" not in outcome, outcome
-    return outcome["value"]
 
 
 async def _cancel_timed(task: asyncio.Task[Any]) -> float:
@@ -66,7 +49,7 @@ def test_a_waiting_channel_receive_is_cancelled_at_once():
             took.append(await _cancel_timed(task))
         return took
 
-    took = _in_thread(scenario)
+    took = run_in_own_thread(scenario)
     print(f"\ncancelled in {[round(t * 1e3, 1) for t in took]} ms")
     assert max(took) < BOUND_S, took
 
@@ -82,7 +65,7 @@ def test_async_kafka_client_stop_returns_at_once_on_the_in_memory_transport():
         await client.stop()
         return time.perf_counter() - started
 
-    took = _in_thread(scenario)
+    took = run_in_own_thread(scenario)
     print(f"\nstop() took {took * 1e3:.1f} ms")
     assert took < BOUND_S, took
 
@@ -106,6 +89,6 @@ def test_a_cancelled_fedavg_server_run_ends_at_once():
         assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
         return took
 
-    took = _in_thread(scenario)
+    took = run_in_own_thread(scenario)
     print(f"\nFedAvgServer.run() cancelled in {took * 1e3:.1f} ms")
     assert took < BOUND_S, took

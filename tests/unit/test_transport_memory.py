@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 
 import numpy as np
 import pytest
+from helpers import run_in_own_thread
 
 from flwire import messages
 from flwire.exceptions import CommunicationException
@@ -340,16 +340,5 @@ def test_subscribers_cancelled_twice_leave_the_transport_usable(attempt):
 
     # The broken version hung in a wait that ignores cancellation: run it in a
     # thread of its own, so that a regression fails here instead of stalling.
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["records"] = [r.value for r in run(scenario())]
-        except BaseException as exc:  # reported below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(30)
-    assert not thread.is_alive(), "the event loop hung after the subscribers were cancelled"
-    assert outcome == {"records": [b"x", b"y"]}
+    records = run_in_own_thread(scenario)
+    assert [r.value for r in records] == [b"x", b"y"]
