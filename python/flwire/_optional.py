@@ -1,8 +1,8 @@
 """Optional dependencies, imported on first use behind their extras.
 
 ``import flwire`` needs only protobuf, numpy, zstandard, lz4 and crc32c. PyTorch,
-confluent-kafka, scikit-learn, matplotlib, PyYAML, psutil and cryptography are
-imported by the modules that use them, through :func:`require`, which names
+confluent-kafka, scikit-learn, matplotlib, PyYAML, psutil, cryptography and blake3
+are imported by the modules that use them, through :func:`require`, which names
 the extra to install when one is missing.
 """
 
@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "yaml": ("compat", "YAML configuration files"),
     "psutil": ("compat", "system metrics"),
     "cryptography": ("sign", "signing and verifying messages"),
+    "blake3": ("sign", "the digest that message signatures cover"),
 }
 
 

@@ -2,7 +2,8 @@
 
 Runs ``go test`` in tests/crosslang/go (see its README.md): a decoder written in
 Go from docs/wire-format.md, with stock protobuf-go generated code,
-klauspost/compress zstd and pierrec/lz4, must decode every vector in
+klauspost/compress zstd and pierrec/lz4 (and lukechampine.com/blake3 for the
+signed envelope), must decode every vector in
 tests/vectors to its ``.json`` expectations and refuse the corruptions of the
 spec's section 10.
 

@@ -23,6 +23,7 @@ OPTIONAL = [
     "yaml",
     "psutil",
     "cryptography",
+    "blake3",
 ]
 #: Private modules made to be shared inside the package (DESIGN.md: "what is
 #: shared lives in a private package meant for it").

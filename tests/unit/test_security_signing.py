@@ -3,11 +3,12 @@ with its own exception and reason; the digest recomputed from the spec."""
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import struct
 import subprocess
 import sys
 
+import blake3
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,7 +21,7 @@ from flwire.exceptions import (
     UnknownKeyError,
     UnsignedMessageError,
 )
-from flwire.security import digest as digest_module
+from flwire.security import signing as signing_module
 from flwire.v1 import messages_pb2 as pb
 
 CLIENT = "client-1"
@@ -43,14 +44,8 @@ def _update(client: str = CLIENT, n: int = 1000) -> messages.Message:
 
 
 def _spec_digest(data: bytes) -> bytes:
-    """D of section 14.3, written from the spec's text."""
-    chunk = 1 << 20
-    leaves = b"".join(
-        hashlib.sha256(data[i : i + chunk]).digest() for i in range(0, len(data), chunk)
-    )
-    return hashlib.sha256(
-        b"flwire.v1 envelope digest\x00" + struct.pack("<Q", len(data)) + leaves
-    ).digest()
+    """D of section 14.3: BLAKE3 of S, 32 bytes."""
+    return blake3.blake3(data).digest()
 
 
 def test_a_signed_message_verifies_and_decodes(key, trust):
@@ -101,28 +96,38 @@ def test_signing_as_another_sender_is_refused(key):
         security.sign_message(_update("client-2"), CLIENT, key)
 
 
-@pytest.mark.parametrize("size", [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, (9 << 20) + 7])
-def test_digest_matches_the_spec_at_chunk_edges(size):
+def test_digest_is_blake3():
+    # BLAKE3's published value for "abc" (the reference implementation's test).
+    abc = "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+    assert security.envelope_digest(b"abc").hex() == abc
+
+
+@pytest.mark.parametrize("size", [0, 1, 1023, 1025, (1 << 20) - 1, 1 << 20, (3 << 20) + 7])
+def test_digest_of_pieces_is_the_digest_of_their_concatenation(size):
     data = bytes(np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8))
     expected = _spec_digest(data)
     assert security.envelope_digest(data) == expected
-    assert security.envelope_digest(data, threads=1) == expected
-    assert security.envelope_digest(memoryview(data), threads=3) == expected
+    assert security.envelope_digest(data, threads=False) == expected
+    cuts = sorted({0, size // 3, size // 2, size})
+    pieces = [memoryview(data)[a:b] for a, b in itertools.pairwise(cuts)]
+    assert security.envelope_digest(pieces) == expected
+    assert security.envelope_digest(iter([bytearray(p) for p in pieces])) == expected
 
 
-def test_digest_is_hashed_on_threads_above_the_threshold(monkeypatch):
-    data = bytes(digest_module.PARALLEL_MIN_BYTES + 5)
+def test_sign_message_hashes_the_buffers_without_joining_them(key, trust, monkeypatch):
+    msg = _update(n=300_000)  # 1.2 MB of weights, compressed to about 0.8 MB
     seen = []
-    real = digest_module._leaves
+    real = signing_module.envelope_digest
 
-    def spy(view, first, last):
-        seen.append((first, last))
-        return real(view, first, last)
+    def spy(data, **kw):
+        seen.append([memoryview(p).nbytes for p in data] if isinstance(data, list) else None)
+        return real(data, **kw)
 
-    monkeypatch.setattr(digest_module, "_leaves", spy)
-    assert security.envelope_digest(data, threads=4) == _spec_digest(data)
-    assert len(seen) == 3  # 9 chunks over 4 threads: 3 spans of 3
-    assert seen[0] == (0, 3) and seen[-1] == (6, 9)
+    monkeypatch.setattr(signing_module, "envelope_digest", spy)
+    signed = security.sign_message(msg, CLIENT, key)
+    assert len(seen) == 1 and seen[0] is not None and len(seen[0]) > 1  # pieces, not joined
+    assert sum(seen[0]) == security.locate_signature(signed).signed_end > 500_000
+    assert security.verify_envelope(signed, trust) == CLIENT
 
 
 def test_unsigned_is_refused_when_required_and_passes_when_not(trust):

@@ -88,7 +88,12 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """The wire form: an encoded ``flwire.v1.Envelope``."""
-        return b"".join(_envelope.splice(self.envelope, self._weights))
+        return b"".join(self.buffers())
+
+    def buffers(self) -> list[Any]:
+        """The wire form as buffers whose concatenation is :meth:`to_bytes`
+        (the weights are not copied)."""
+        return _envelope.splice(self.envelope, self._weights)
 
     def _require_weights(self) -> memoryview | bytes:
         w = self.weights

@@ -87,7 +87,8 @@ def locate_signature(data: Any) -> Located:
 
 def signed_payload(signed_bytes: Any, key_id: str, algorithm: int = ED25519) -> bytes:
     """What the algorithm signs: the domain, the algorithm (uint32 LE), the key
-    id (a length byte, then UTF-8) and the digest of the signed bytes."""
+    id (a length byte, then UTF-8) and the digest of the signed bytes (a
+    bytes-like object, or a sequence of them to be taken as one)."""
     raw_id = key_id.encode("utf-8")
     if not raw_id or len(raw_id) > MAX_KEY_ID_BYTES:
         raise BadSignatureError(
@@ -121,10 +122,10 @@ def sign_message(msg: Message, key_id: str, key: Ed25519PrivateKey) -> bytes:
         )
     if msg.envelope.HasField("signature"):
         raise SignatureError("the message is signed already")
-    unsigned = msg.to_bytes()
-    signature = _signature(unsigned, key_id, key)
-    msg.envelope.signature.CopyFrom(signature)
-    return unsigned + _encoded(signature)
+    # The digest is taken over the unsigned message's buffers (nothing joined);
+    # the signature then goes last, so the signed bytes are joined once.
+    msg.envelope.signature.CopyFrom(_signature(msg.buffers(), key_id, key))
+    return msg.to_bytes()
 
 
 def _signature(data: Any, key_id: str, key: Ed25519PrivateKey) -> pb.Signature:
