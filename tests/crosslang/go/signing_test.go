@@ -116,8 +116,12 @@ func verifyEnvelope(b []byte, trust map[string]ed25519.PublicKey) (string, error
 	if env.GetSenderId() != sig.GetKeyId() {
 		return "", errors.New("sender_id is not the key id")
 	}
-	if u := env.GetClientUpdate(); u != nil && u.GetClientId() != sig.GetKeyId() {
-		return "", errors.New("client_id is not the key id")
+	m2 := env.ProtoReflect()
+	if body := m2.WhichOneof(m2.Descriptor().Oneofs().ByName("body")); body != nil {
+		b := m2.Get(body).Message()
+		if f := b.Descriptor().Fields().ByName("client_id"); f != nil && b.Get(f).String() != sig.GetKeyId() {
+			return "", fmt.Errorf("%s.client_id is not the key id", body.Name())
+		}
 	}
 	return sig.GetKeyId(), nil
 }
