@@ -14,6 +14,7 @@ from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import value_map_to_dict
 from flwire.tensors import TensorMapView, read_tensor_map
 from flwire.transport.chunking import parse_part
+from flwire.v1 import messages_pb2
 
 
 def _fmt_bytes(n: int) -> str:
@@ -136,6 +137,19 @@ def inspect_bytes(
     print(f"  sender      {msg.sender_id or '(none)'}", file=out)
     print(f"  time        {when}", file=out)
     print(f"  schema      {msg.schema_version}", file=out)
+    if msg.envelope.HasField("signature"):
+        sig = msg.envelope.signature
+        algorithm = _enum_name(
+            messages_pb2.SignatureAlgorithm.Name(sig.algorithm)
+            if sig.algorithm in messages_pb2.SignatureAlgorithm.values()
+            else str(sig.algorithm),
+            "SIGNATURE_ALGORITHM_",
+        )
+        print(
+            f"  signature   key {sig.key_id!r}, {algorithm}, {len(sig.signature)} B "
+            "(not verified: inspect holds no trust store)",
+            file=out,
+        )
     if msg.envelope.extensions:
         print(f"  extensions  {value_map_to_dict(msg.envelope.extensions)}", file=out)
     body = msg.body

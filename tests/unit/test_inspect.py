@@ -338,3 +338,18 @@ def test_custom_message_is_named_by_its_own_type():
     assert text.splitlines()[0].endswith("custom (model_checkpoint)")
     assert 'type: "model_checkpoint"' in text
     assert "1 tensors" in text
+
+
+def test_a_signature_is_shown_and_said_to_be_unverified(update_bytes):
+    from flwire import security
+
+    key = security.private_key_from_seed(bytes(32))
+    signed = security.sign_envelope(update_bytes, CLIENT_ID, key)
+    rc, text = _inspect(signed)
+    assert rc == 0
+    line = (
+        f"  signature   key '{CLIENT_ID}', ed25519, 64 B "
+        "(not verified: inspect holds no trust store)"
+    )
+    assert line in text.splitlines()
+    assert "signature" not in _inspect(update_bytes)[1]
