@@ -9,6 +9,18 @@ A round with fewer than ``min_clients`` updates ``round_timeout`` seconds after
 it started fails the job. After the last round the final weights are broadcast
 and evaluated, then Shutdown ends the job; a job that fails sends Shutdown too,
 with the reason, so that no client waits for a round that will not come.
+
+With a trust store (``trust``), every message from the clients is verified
+before anything in it is used (wire format section 14.3): its signature over
+the received bytes, then its ``sender_id`` and ``client_id`` against the
+signing key's id. A message is also refused when its id was seen before (a
+replay), and a client update when it is for another round than the current
+one. A refused message is logged with its reason, counted in
+:attr:`FedAvgServer.refusals` and never recorded; a refused client update is
+named in its round's :attr:`RoundResult.refused` (under the client id it
+claims), but does not stand for that client's answer: the round still waits
+for the client's own update. With ``signing_key`` the server signs what it
+broadcasts, so that its clients can refuse what it did not send.
 """
 
 from __future__ import annotations
@@ -17,9 +29,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,9 +44,13 @@ from flwire.demo.data import Shard
 from flwire.demo.metering import record_weights
 from flwire.demo.screening import UpdatePolicy, UpdateRefused, screen
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, fedavg
-from flwire.exceptions import AggregationException, SerializationException
-from flwire.messages import SeenIds, value_map_to_dict
+from flwire.exceptions import AggregationException, SerializationException, SignatureError
+from flwire.messages import SERVER_ID, SeenIds, value_map_to_dict
+from flwire.security import TrustStore, check_sender, sign_message, verify_envelope
 from flwire.transport import Channel, TopicLayout, Transport
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +83,9 @@ class _State:
     decoded: dict[int, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
     #: Each refused update's reason, per round and client.
     refused: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: Client updates refused before they were read (signature, replay, round), by
+    #: the round in progress when they came and the client id they claim.
+    unverified: dict[int, dict[str, str]] = field(default_factory=dict)
     evaluations: dict[int, dict[str, m.Message]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -92,6 +112,10 @@ class FedAvgServer:
         on_progress: Callable[[str], None] | None = None,
         seed: int = 0,
         policy: UpdatePolicy | None = None,
+        trust: TrustStore | None = None,
+        require_signatures: bool | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        key_id: str = SERVER_ID,
     ) -> None:
         self.transport = transport
         self.layout = layout
@@ -119,6 +143,21 @@ class FedAvgServer:
         self.on_progress = on_progress or (lambda _s: None)
         #: What a client update must pass to reach the average.
         self.policy = policy or UpdatePolicy()
+        #: The clients' public keys, by client id (None: messages are not verified).
+        self.trust = trust
+        #: Whether an unsigned message is refused (by default: when there is a trust store).
+        self.require_signatures = (
+            trust is not None if require_signatures is None else (require_signatures)
+        )
+        if self.require_signatures and trust is None:
+            raise ValueError("require_signatures needs a trust store of the clients' keys")
+        #: The key the server signs its broadcasts with (None: they go unsigned), and its id.
+        self.signing_key = signing_key
+        self.key_id = key_id
+        #: Refused messages, by reason.
+        self.refusals: Counter[str] = Counter()
+        #: The round in progress (0 before the first): a client update for another is refused.
+        self.current_round = 0
         self.channel = Channel(transport)
         self.seen = SeenIds()
         self.state = _State()
@@ -134,18 +173,55 @@ class FedAvgServer:
         return self.channel.stats["bytes_sent"] + self.channel.stats["bytes_received"]
 
     async def _broadcast(self, msg: m.Message) -> None:
+        if self.signing_key is not None:
+            sign_message(msg, self.key_id, self.signing_key)
         await self.channel.send_message(self.layout.broadcast, msg)
 
     async def _listen(self) -> None:
         topics = [self.layout.updates, self.layout.control]
         async for delivery in self.channel.receive(topics, self.layout.server_group()):
-            try:
-                msg = m.decode_message(delivery.payload)
-                if self.seen.first_time(msg.message_id):
-                    self._record(msg)
-            except SerializationException as exc:
-                logger.error("Server dropped an undecodable message: %s", exc)
+            await self.accept(delivery.payload)
             await delivery.done()
+
+    async def accept(self, payload: Any) -> str | None:
+        """Verify, de-duplicate and record one message from a client; return the
+        reason it was refused (a key of :attr:`refusals`), or None."""
+        try:
+            key_id = None
+            if self.trust is not None:
+                # The signature covers the weights: hashing them may take a while.
+                key_id = await asyncio.to_thread(
+                    verify_envelope, payload, self.trust, required=self.require_signatures
+                )
+            msg = m.decode_message(payload)
+            if key_id is not None:
+                check_sender(msg, key_id)
+        except SignatureError as exc:
+            return self._refuse(exc.reason, str(exc), _claimed(payload))
+        except SerializationException as exc:
+            return self._refuse("undecodable", str(exc), None)
+        # From here on nothing awaits: the id is checked and marked, and the message
+        # recorded, in one step, so two concurrent deliveries of it count once.
+        if not self.seen.first_time(msg.message_id):
+            return self._refuse("replay", f"message id {msg.message_id} was seen before", msg)
+        if msg.type == "client_update" and msg.body.round_id != self.current_round:
+            return self._refuse(
+                "round",
+                f"an update for round {msg.body.round_id} during round {self.current_round}",
+                msg,
+            )
+        self._record(msg)
+        return None
+
+    def _refuse(self, reason: str, detail: str, msg: m.Message | None) -> str:
+        self.refusals[reason] += 1
+        what = f"a {msg.type} from {msg.sender_id!r}" if msg is not None else "a message"
+        logger.warning("Server refused %s (%s): %s", what, reason, detail)
+        if msg is not None and msg.type == "client_update":
+            claimed = self.state.unverified.setdefault(self.current_round, {})
+            claimed[msg.body.client_id] = f"{reason}: {detail}"
+            self.state.changed.set()
+        return reason
 
     def _record(self, msg: m.Message) -> None:
         body = msg.body
@@ -249,6 +325,7 @@ class FedAvgServer:
             logger.warning("could not send Shutdown to the clients after a failure: %r", exc)
 
     async def _round(self, round_id: int) -> None:
+        self.current_round = round_id
         start = time.perf_counter()
         bytes_before = self.wire_bytes()
         selected = sorted(self.state.registered)
@@ -314,7 +391,11 @@ class FedAvgServer:
             loss,
             self.wire_bytes() - bytes_before,
             time.perf_counter() - start,
-            refused={c: r for c, r in refused.items() if c not in updates},
+            refused={
+                c: r
+                for c, r in {**self.state.unverified.get(round_id, {}), **refused}.items()
+                if c not in updates
+            },
         )
         self.results.append(result)
         self._attach_federated_accuracy()
@@ -334,3 +415,12 @@ class FedAvgServer:
                     )
                     / total
                 )
+
+
+def _claimed(payload: Any) -> m.Message | None:
+    """What a refused message says it is (its weights left unread), to name it; None
+    when it is not even a message."""
+    try:
+        return m.decode_message(payload)
+    except SerializationException:
+        return None
