@@ -4,6 +4,13 @@ asked, evaluates the global model, and stops on shutdown.
 Run as a process of its own for the Kafka demo::
 
     python -m flwire.demo.client --bootstrap-servers HOST:PORT --job-id J --client-id client-0
+
+With its own key (``signing_key``, whose id is the client id) a client signs
+all it sends; with the server's public key (``server_key``) it refuses every
+broadcast message that the server's key did not sign (wire format section
+14.3): a forged global update, evaluation request, training start or shutdown
+is logged, counted in :attr:`DemoClient.refusals` and never applied. A server
+message whose id was handled before is refused too (reason ``replay``).
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,9 +36,17 @@ from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
-from flwire.messages import Dispatcher, HandlerError, value_map_to_dict
+from flwire.exceptions import SerializationException, SignatureError
+from flwire.messages import SERVER_ID, Dispatcher, HandlerError, SeenIds, value_map_to_dict
+from flwire.security import TrustStore, check_sender, sign_message, verify_envelope
 from flwire.transport import Channel, TopicLayout, Transport
 from flwire.v1 import messages_pb2 as pb
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +66,19 @@ class DemoClient:
         delay: float = 0.0,
         heartbeat_interval: float = 1.0,
         metrics: MetricsCollector | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        server_key: Ed25519PublicKey | None = None,
+        server_id: str = SERVER_ID,
     ) -> None:
         self.client_id = client_id
+        #: Signs what this client sends (its key id is the client id); None: unsigned.
+        self.signing_key = signing_key
+        #: The server's key: None accepts unsigned server messages, as before.
+        self.trust = None if server_key is None else TrustStore({server_id: server_key})
+        #: Refused server messages, by reason.
+        self.refusals: Counter[str] = Counter()
+        self.seen = SeenIds()
+        self._in_flight: set[str] = set()
         self.transport = transport
         self.layout = layout
         self.train_shard = train
@@ -71,7 +99,42 @@ class DemoClient:
         self.handler.route(pb.Shutdown, self._on_shutdown)
 
     async def _send(self, topic: str, msg: m.Message) -> None:
+        if self.signing_key is not None:
+            sign_message(msg, self.client_id, self.signing_key)
         await self.channel.send_message(topic, msg)
+
+    async def accept(self, payload: Any) -> str | None:
+        """Verify, de-duplicate and handle one server message; return the reason it
+        was refused (a key of :attr:`refusals`), or None. Raises HandlerError when
+        a handler failed (the message may then be delivered again)."""
+        try:
+            key_id = None
+            if self.trust is not None:
+                key_id = await asyncio.to_thread(verify_envelope, payload, self.trust)
+            msg = m.decode_message(payload)
+            if key_id is not None:
+                check_sender(msg, key_id)
+        except SignatureError as exc:
+            return self._refuse(exc.reason, str(exc))
+        except SerializationException as exc:
+            return self._refuse("undecodable", str(exc))
+        ident = msg.message_id
+        # Checked and claimed with no await in between: a second delivery of the same
+        # message, even a concurrent one, is refused; the id is kept once handled.
+        if ident in self.seen or ident in self._in_flight:
+            return self._refuse("replay", f"{msg.type} {ident} was handled before")
+        self._in_flight.add(ident)
+        try:
+            await self.handler.handle_message(payload)
+            self.seen.first_time(ident)
+        finally:
+            self._in_flight.discard(ident)
+        return None
+
+    def _refuse(self, reason: str, detail: str) -> str:
+        self.refusals[reason] += 1
+        logger.warning("%s refused a server message (%s): %s", self.client_id, reason, detail)
+        return reason
 
     async def run(self) -> None:
         """Register, then follow the server's broadcast until shutdown."""
@@ -93,7 +156,7 @@ class DemoClient:
                 [self.layout.broadcast], self.layout.client_group(self.client_id)
             ):
                 try:
-                    await self.handler.handle_message(delivery.payload)
+                    await self.accept(delivery.payload)
                 except HandlerError as exc:
                     await delivery.fail(exc)  # retried, then dead-lettered
                     continue
@@ -215,12 +278,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument(
+        "--key-dir",
+        type=Path,
+        help="sign with KEY_DIR/<client-id>.key and trust KEY_DIR/server.pub only",
+    )
+    parser.add_argument(
         "--parent-pid", type=int, default=0, help="stop once this process (the demo) is gone"
     )
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     train, test, _ = split_non_iid(args.num_clients, seed=args.seed)
     transport = KafkaTransport(args.bootstrap_servers)
+    keys: dict[str, Any] = {}
+    if args.key_dir is not None:
+        from flwire.security import load_private_key, load_public_key
+
+        keys["signing_key"] = load_private_key(args.key_dir / f"{args.client_id}.key")
+        keys["server_key"] = load_public_key(args.key_dir / f"{SERVER_ID}.pub")
 
     async def run() -> None:
         main_task = asyncio.current_task()
@@ -239,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                 test[args.index],
                 seed=args.seed + args.index,
                 delay=args.delay,
+                **keys,
             )
             await client.run()
         finally:
