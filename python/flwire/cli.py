@@ -34,6 +34,7 @@ def _demo(args: argparse.Namespace) -> int:
         bootstrap_servers=args.bootstrap_servers,
         report_dir=Path(args.report) if args.report else None,
         seed=args.seed,
+        sign=args.sign,
     )
     return run_demo(opts)
 
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--report", metavar="DIR", help="write demo-report.json and .png to DIR")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--sign",
+        action="store_true",
+        help="sign every message with keys made for the run; refuse what is not signed "
+        "(needs flwire[sign])",
+    )
     demo.set_defaults(func=_demo)
 
     inspect = sub.add_parser(

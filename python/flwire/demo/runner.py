@@ -28,6 +28,14 @@ from flwire.demo.screening import UpdatePolicy
 from flwire.demo.server import FedAvgServer, RoundResult
 from flwire.demo.training import DEFAULT_CONFIG
 from flwire.exceptions import CommunicationException, FLException
+from flwire.messages import SERVER_ID
+from flwire.security import (
+    TrustStore,
+    generate_private_key,
+    load_private_key,
+    load_public_key,
+    write_key_pair,
+)
 from flwire.transport import InMemoryBroker, InMemoryTransport, TopicLayout, Transport
 
 logger = logging.getLogger(__name__)
@@ -62,6 +70,10 @@ class DemoOptions:
     max_update_distance: float | None = 10.0
     #: The most training examples one update may claim.
     max_num_examples: int = 100_000
+    #: Sign every message: a server key and one key per client are generated for the
+    #: run (in a temporary folder, mode 0700, removed at the end); the server refuses
+    #: what its clients' keys did not sign, the clients what the server's did not.
+    sign: bool = False
 
 
 def legacy_path_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -119,7 +131,8 @@ class _Console:
 def _round_row(r: RoundResult, legacy_bytes: int | None) -> str:
     legacy = f"{legacy_bytes / 1e6:>9.1f}" if legacy_bytes else f"{'':>9}"
     fed = f"{r.federated_accuracy:>10.1%}" if r.federated_accuracy is not None else f"{'-':>10}"
-    selected = len(r.reporting) + len(r.left_out) + len(r.refused)
+    # A client left out may also be named in refused (an update forged in its name).
+    selected = len({*r.reporting, *r.left_out, *r.refused})
     return (
         f"{r.round_id:>5}  {len(r.reporting):>3}/{selected:<3}"
         f"{r.accuracy:>9.1%}{fed}{r.wire_bytes / 1e6:>10.1f}{legacy}{r.seconds:>8.1f}"
@@ -132,12 +145,42 @@ HEADER = (
 )
 
 
+@dataclass
+class _Keys:
+    """The keys of a signed run: where they are, and what the server needs."""
+
+    folder: Path
+    server: Any  # Ed25519PrivateKey
+    trust: TrustStore
+
+    def client(self, client_id: str) -> dict[str, Any]:
+        """What a client is given: its own key and the server's public key."""
+        return {
+            "signing_key": load_private_key(self.folder / f"{client_id}.key"),
+            "server_key": load_public_key(self.folder / f"{SERVER_ID}.pub"),
+        }
+
+
+def _make_keys(folder: Path, clients: int) -> _Keys:
+    """A server key and one key per client (``client-<i>``) in ``folder``; the server's
+    trust store holds the clients' public keys only."""
+    server = generate_private_key()
+    write_key_pair(SERVER_ID, server, folder)
+    public = {}
+    for i in range(clients):
+        key = generate_private_key()
+        write_key_pair(f"client-{i}", key, folder)
+        public[f"client-{i}"] = key.public_key()
+    return _Keys(folder, server, TrustStore(public))
+
+
 async def _run_clients_in_process(
     opts: DemoOptions,
     broker: InMemoryBroker,
     layout: TopicLayout,
     metrics: MetricsCollector,
     transports: list[Transport],
+    keys: _Keys | None = None,
 ) -> list[asyncio.Task[None]]:
     train, test, _ = split_non_iid(opts.clients, seed=opts.seed)
     tasks = []
@@ -155,6 +198,7 @@ async def _run_clients_in_process(
             seed=opts.seed + i,
             delay=delay,
             metrics=metrics,
+            **(keys.client(f"client-{i}") if keys is not None else {}),
         )
         tasks.append(asyncio.create_task(client.run(), name=f"client-{i}"))
     return tasks
@@ -208,8 +252,11 @@ def _stop_processes(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
             proc.wait()
 
 
-def _spawn_kafka_clients(opts: DemoOptions, layout: TopicLayout) -> list[subprocess.Popen[bytes]]:
+def _spawn_kafka_clients(
+    opts: DemoOptions, layout: TopicLayout, keys: _Keys | None = None
+) -> list[subprocess.Popen[bytes]]:
     procs = []
+    signing = ["--key-dir", str(keys.folder)] if keys is not None else []
     for i in range(opts.clients):
         delay = opts.straggler_delay if i >= opts.clients - opts.stragglers else 0.0
         procs.append(
@@ -234,6 +281,7 @@ def _spawn_kafka_clients(opts: DemoOptions, layout: TopicLayout) -> list[subproc
                     str(delay),
                     "--parent-pid",
                     str(os.getpid()),
+                    *signing,
                 ],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 # A session of their own: a Ctrl-C at the terminal reaches the demo only,
@@ -293,7 +341,12 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
     if main is not None:
         _cancel_on_sigterm(main, received)
     try:
-        return await _run_job(opts, console)
+        if not opts.sign:
+            return await _run_job(opts, console)
+        # mkdtemp makes the folder 0700; the private keys in it are 0600.
+        with tempfile.TemporaryDirectory(prefix="flwire-demo-keys-") as folder:
+            keys = _make_keys(Path(folder), opts.clients)
+            return await _run_job(opts, console, keys)
     except asyncio.CancelledError:
         if received:
             raise Terminated() from None
@@ -301,7 +354,7 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
 
 
 async def _run_job(
-    opts: DemoOptions, console: _Console
+    opts: DemoOptions, console: _Console, keys: _Keys | None = None
 ) -> tuple[list[RoundResult], dict[str, Any]]:
     layout = TopicLayout(f"demo-{uuid.uuid4().hex[:8]}")
     metrics = MetricsCollector()
@@ -337,6 +390,8 @@ async def _run_job(
         policy=UpdatePolicy(
             max_num_examples=opts.max_num_examples, max_distance=opts.max_update_distance
         ),
+        trust=keys.trust if keys is not None else None,
+        signing_key=keys.server if keys is not None else None,
     )
 
     legacy_per_model: list[int] = []
@@ -375,9 +430,11 @@ async def _run_job(
     try:
         await transport.ensure_topics(layout.all)
         if opts.bootstrap_servers:
-            procs = _spawn_kafka_clients(opts, layout)
+            procs = _spawn_kafka_clients(opts, layout, keys)
         else:
-            tasks = await _run_clients_in_process(opts, broker, layout, metrics, client_transports)
+            tasks = await _run_clients_in_process(
+                opts, broker, layout, metrics, client_transports, keys
+            )
         results = await server.run()
     finally:
         print_rows()  # the rounds that completed, also when a later one failed
@@ -400,6 +457,7 @@ async def _run_job(
         "wire": metrics.wire_summary(),
         "transport": "kafka" if opts.bootstrap_servers else "in-memory",
         "job_id": layout.job_id,
+        "refusals": dict(server.refusals),
     }
 
 
@@ -422,7 +480,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = N
     where = f"Kafka at {opts.bootstrap_servers}" if opts.bootstrap_servers else "in-memory"
     console.line(
         f"flwire demo: FedAvg, SimpleCNN, {opts.clients} clients, {opts.rounds} rounds, "
-        f"non-IID digits, transport: {where}"
+        f"non-IID digits, transport: {where}" + (", signed messages" if opts.sign else "")
     )
     if opts.report_dir is not None:
         problem = _unwritable(opts.report_dir)
@@ -462,6 +520,9 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = N
         f"{w['decode_seconds_per_message'] * 1e3:.1f} ms per weights message "
         f"(compression ratio {w['compression_ratio'] or 0:.3f})"
     )
+    if extra["refusals"]:
+        counts = ", ".join(f"{n} {why}" for why, n in sorted(extra["refusals"].items()))
+        console.line(f"messages refused by the server: {counts}")
     if opts.report_dir:
         _write_report(opts, results, extra, elapsed, console)
     rising = len(results) >= 2 and results[-1].accuracy > results[0].accuracy
