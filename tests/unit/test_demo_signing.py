@@ -174,6 +174,19 @@ def test_a_replay_counts_once_and_an_update_for_another_round_is_refused() -> No
     assert reasons["client-2"] == "round: an update for round 2 during round 1"
 
 
+def test_a_replay_in_the_next_round_is_refused_as_a_replay_or_for_its_round() -> None:
+    server = _server()
+    blob = _signed(_update("client-1", _shifted(server, 0.001)))
+    assert asyncio.run(server.accept(blob)) is None
+    server.current_round = 2
+    assert asyncio.run(server.accept(blob)) == "replay"
+    server.seen = SeenIds()  # its id forgotten: still refused, for its round
+    assert asyncio.run(server.accept(blob)) == "round"
+    assert server.refusals == {"replay": 1, "round": 1}
+    assert server.state.unverified[2]["client-1"] == ("round: an update for round 1 during round 2")
+    assert 2 not in server.state.updates
+
+
 def test_concurrent_deliveries_of_one_update_count_once() -> None:
     server = _server()
     blob = _signed(_update("client-1", _shifted(server, 0.001)))
