@@ -165,6 +165,42 @@ def test_dispatch_routes_by_body_class_or_type_name():
     assert dispatcher.stats["duplicates"] == 1
 
 
+def test_concurrent_deliveries_of_one_message_run_its_handlers_once():
+    """Issue 14: the seen check and the mark were separated by the handler's
+    await, so two concurrent deliveries of the same bytes were both handled. A
+    failed handler leaves the id unmarked: its redelivery is handled."""
+    calls: list[str] = []
+    fail = [True]
+
+    async def handler(m: messages.Message) -> None:
+        calls.append(m.message_id)
+        await asyncio.sleep(0.01)
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("first try fails")
+
+    async def main() -> list[object]:
+        dispatcher = messages.Dispatcher(dedupe=True)
+        dispatcher.route("heartbeat", handler)
+        raw = messages.heartbeat("c1").to_bytes()
+        first = await asyncio.gather(
+            *(dispatcher.handle_message(raw) for _ in range(5)), return_exceptions=True
+        )
+        retried = await dispatcher.handle_message(raw)  # after the failure: handled
+        again = await dispatcher.handle_message(raw)  # after the success: a duplicate
+        assert dispatcher.stats["duplicates"] == 5
+        return [
+            *(type(r).__name__ if isinstance(r, Exception) else r for r in first),
+            retried,
+            again,
+        ]
+
+    outcome = asyncio.run(main())
+    assert sorted(map(str, outcome[:5])) == ["False"] * 4 + ["HandlerError"]
+    assert outcome[5:] == [True, False]
+    assert len(calls) == 2  # the failed try and its redelivery, never concurrently
+
+
 def test_the_legacy_handlers_cover_what_the_schema_says_each_side_receives():
     # A client receives every type the server sends; the old server API handles
     # the client types it had methods for (evaluation results go to typed routes).

@@ -45,14 +45,18 @@ class Dispatcher:
     ``route(ClientUpdate, fn)`` (or ``route("client_update", fn)``) calls
     ``fn(message)`` with the decoded :class:`Message`; handlers may be sync or
     async. With ``dedupe=True``, a message id handled successfully is not
-    handled again (Kafka delivers at least once): the repeat is counted in
-    ``stats["duplicates"]``.
+    handled again (Kafka delivers at least once), nor while it is being handled
+    (two concurrent deliveries of one message run its handlers once): the
+    repeat is counted in ``stats["duplicates"]``. A message whose handler
+    failed is not marked, so its redelivery is handled.
     """
 
     def __init__(self, *, dedupe: bool = False) -> None:
         self.routes: dict[str, TypedHandler] = {}
         self.stats: Counter[str] = Counter()
         self.seen: SeenIds | None = SeenIds() if dedupe else None
+        #: Ids whose handlers are running (dedupe only).
+        self._in_flight: set[str] = set()
 
     def route(self, body: type | str, handler: TypedHandler) -> None:
         """Register the handler of a message type, given as its body class
@@ -80,7 +84,9 @@ class Dispatcher:
             self.stats["decode_errors"] += 1
             logger.error("Dropped an undecodable message (%d bytes): %s", _size(raw_message), exc)
             return False
-        if self.seen is not None and msg.message_id in self.seen:
+        if self.seen is not None and (
+            msg.message_id in self.seen or msg.message_id in self._in_flight
+        ):
             self.stats["duplicates"] += 1
             logger.info("Skipped a redelivered %s message %s", self.type_name(msg), msg.message_id)
             return False
@@ -93,6 +99,9 @@ class Dispatcher:
                 msg.sender_id,
             )
             return False
+        if self.seen is not None:
+            # Checked and marked with no await between: a concurrent copy is a duplicate.
+            self._in_flight.add(msg.message_id)
         try:
             for handler in handlers:
                 await settle(handler(msg))
@@ -110,6 +119,8 @@ class Dispatcher:
                 message_type=msg.type,
                 message_id=msg.message_id,
             ) from exc
+        finally:
+            self._in_flight.discard(msg.message_id)
         self.stats["handled"] += 1
         if self.seen is not None:
             self.seen.first_time(msg.message_id)
