@@ -187,6 +187,24 @@ def test_a_replay_in_the_next_round_is_refused_as_a_replay_or_for_its_round() ->
     assert 2 not in server.state.updates
 
 
+@pytest.mark.parametrize(("shift", "side"), [(-3600.0, "behind"), (3600.0, "ahead of")])
+def test_a_signed_message_from_outside_the_time_window_is_refused(shift, side) -> None:
+    """An hour-old (or hour-ahead) signed update, its id forgotten, still cannot
+    be replayed: its timestamp is signed, and outside the server's window."""
+    server = _server(timestamp_window_s=600.0)
+    msg = _update("client-1", _shifted(server, 0.001))
+    msg.envelope.timestamp.FromNanoseconds(
+        msg.envelope.timestamp.ToNanoseconds() + int(shift * 1e9)
+    )
+    assert asyncio.run(server.accept(_signed(msg))) == "timestamp"
+    reason = server.state.unverified[1]["client-1"]
+    assert reason.startswith("timestamp: sent at a time 3600 s " + side)
+    assert reason.endswith("outside its window of 600 s (timestamp_window_s)")
+    assert server.refusals == {"timestamp": 1}
+    fresh = _update("client-1", _shifted(server, 0.001))
+    assert asyncio.run(server.accept(_signed(fresh))) is None  # within the window
+
+
 def test_concurrent_deliveries_of_one_update_count_once() -> None:
     server = _server()
     blob = _signed(_update("client-1", _shifted(server, 0.001)))

@@ -116,6 +116,7 @@ class FedAvgServer:
         require_signatures: bool | None = None,
         signing_key: Ed25519PrivateKey | None = None,
         key_id: str = SERVER_ID,
+        timestamp_window_s: float | None = 600.0,
     ) -> None:
         self.transport = transport
         self.layout = layout
@@ -145,6 +146,10 @@ class FedAvgServer:
         self.policy = policy or UpdatePolicy()
         #: The clients' public keys, by client id (None: messages are not verified).
         self.trust = trust
+        #: With a trust store: a message whose (signed) timestamp is further than this
+        #: from the server's clock is refused, so an old signed message cannot be
+        #: replayed once its id is forgotten. None: not checked.
+        self.timestamp_window_s = timestamp_window_s
         #: Whether an unsigned message is refused (by default: when there is a trust store).
         self.require_signatures = (
             trust is not None if require_signatures is None else (require_signatures)
@@ -200,6 +205,17 @@ class FedAvgServer:
             return self._refuse(exc.reason, str(exc), _claimed(payload))
         except SerializationException as exc:
             return self._refuse("undecodable", str(exc), None)
+        if self.trust is not None and self.timestamp_window_s is not None:
+            stamp = msg.envelope.timestamp
+            skew = stamp.seconds + stamp.nanos / 1e9 - time.time()
+            if abs(skew) > self.timestamp_window_s:
+                return self._refuse(
+                    "timestamp",
+                    f"sent at a time {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} "
+                    f"this server's clock, outside its window of {self.timestamp_window_s:g} s "
+                    "(timestamp_window_s)",
+                    msg,
+                )
         # From here on nothing awaits: the id is checked and marked, and the message
         # recorded, in one step, so two concurrent deliveries of it count once.
         if not self.seen.first_time(msg.message_id):
