@@ -81,8 +81,15 @@ def _signature_field(head: messages_pb2.Envelope) -> bytes:
     empty when it has none."""
     if not head.HasField("signature"):
         return b""
-    payload = head.signature.SerializeToString(deterministic=True)
+    field = signature_field(head.signature)
     head.ClearField("signature")
+    return field
+
+
+def signature_field(signature: messages_pb2.Signature) -> bytes:
+    """An envelope's signature field as it goes on the wire, last: key, length
+    and the encoded ``Signature``."""
+    payload = signature.SerializeToString(deterministic=True)
     return len_field(SIGNATURE_NUMBER, len(payload)) + payload
 
 

@@ -17,7 +17,7 @@ import struct
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flwire._optional import require
-from flwire._protowire import LEN, byte_view, iter_fields, len_field
+from flwire._protowire import LEN, byte_view, iter_fields
 from flwire.exceptions import (
     BadSignatureError,
     SenderMismatchError,
@@ -26,6 +26,7 @@ from flwire.exceptions import (
     UnknownKeyError,
     UnsignedMessageError,
 )
+from flwire.messages.envelope import signature_field
 from flwire.messages.message import Message, decode_message
 from flwire.messages.schema import SIGNATURE_NUMBER
 from flwire.security.digest import envelope_digest
@@ -107,7 +108,7 @@ def sign_envelope(data: Any, key_id: str, key: Ed25519PrivateKey) -> bytes:
     """Append a signature by ``key`` (id ``key_id``) to unsigned envelope bytes."""
     if locate_signature(data).signature is not None:
         raise SignatureError("the envelope is signed already")
-    return b"".join((data, _encoded(_signature(data, key_id, key))))
+    return b"".join((data, signature_field(_signature(data, key_id, key))))
 
 
 def sign_message(msg: Message, key_id: str, key: Ed25519PrivateKey) -> bytes:
@@ -131,12 +132,6 @@ def sign_message(msg: Message, key_id: str, key: Ed25519PrivateKey) -> bytes:
 def _signature(data: Any, key_id: str, key: Ed25519PrivateKey) -> pb.Signature:
     raw = key.sign(signed_payload(data, key_id))
     return pb.Signature(key_id=key_id, algorithm=ED25519, signature=raw)
-
-
-def _encoded(signature: pb.Signature) -> bytes:
-    """The envelope's signature field: key, length and payload."""
-    payload = signature.SerializeToString(deterministic=True)
-    return len_field(SIGNATURE_NUMBER, len(payload)) + payload
 
 
 def verify_envelope(
