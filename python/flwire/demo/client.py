@@ -37,7 +37,7 @@ from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
 from flwire.exceptions import SerializationException, SignatureError
-from flwire.messages import SERVER_ID, Dispatcher, HandlerError, SeenIds, value_map_to_dict
+from flwire.messages import SERVER_ID, Dispatcher, HandlerError, value_map_to_dict
 from flwire.security import TrustStore, check_sender, sign_message, verify_envelope
 from flwire.transport import Channel, TopicLayout, Transport
 from flwire.v1 import messages_pb2 as pb
@@ -77,8 +77,6 @@ class DemoClient:
         self.trust = None if server_key is None else TrustStore({server_id: server_key})
         #: Refused server messages, by reason.
         self.refusals: Counter[str] = Counter()
-        self.seen = SeenIds()
-        self._in_flight: set[str] = set()
         self.transport = transport
         self.layout = layout
         self.train_shard = train
@@ -92,7 +90,8 @@ class DemoClient:
         self.status = "idle"
         self._training: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
-        self.handler = Dispatcher()
+        # De-duplicates by message id, a concurrent delivery included.
+        self.handler = Dispatcher(dedupe=True)
         self.handler.route(pb.GlobalUpdate, self._on_global_update)
         self.handler.route(pb.TrainingStart, self._on_training_start)
         self.handler.route(pb.EvaluationRequest, self._on_evaluation_request)
@@ -118,17 +117,11 @@ class DemoClient:
             return self._refuse(exc.reason, str(exc))
         except SerializationException as exc:
             return self._refuse("undecodable", str(exc))
-        ident = msg.message_id
-        # Checked and claimed with no await in between: a second delivery of the same
-        # message, even a concurrent one, is refused; the id is kept once handled.
-        if ident in self.seen or ident in self._in_flight:
-            return self._refuse("replay", f"{msg.type} {ident} was handled before")
-        self._in_flight.add(ident)
-        try:
-            await self.handler.handle_message(payload)
-            self.seen.first_time(ident)
-        finally:
-            self._in_flight.discard(ident)
+        # The dispatcher claims the id before its first await: a second delivery of
+        # the same message, even a concurrent one, is refused here.
+        if self.handler.seen_before(msg.message_id):
+            return self._refuse("replay", f"{msg.type} {msg.message_id} was handled before")
+        await self.handler.handle(msg)
         return None
 
     def _refuse(self, reason: str, detail: str) -> str:

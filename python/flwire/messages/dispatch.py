@@ -84,9 +84,16 @@ class Dispatcher:
             self.stats["decode_errors"] += 1
             logger.error("Dropped an undecodable message (%d bytes): %s", _size(raw_message), exc)
             return False
-        if self.seen is not None and (
-            msg.message_id in self.seen or msg.message_id in self._in_flight
-        ):
+        return await self.handle(msg)
+
+    def seen_before(self, message_id: str) -> bool:
+        """Whether a message id was handled, or is being handled (dedupe only)."""
+        return self.seen is not None and (message_id in self.seen or message_id in self._in_flight)
+
+    async def handle(self, msg: Message) -> bool:
+        """Dispatch one decoded message, as :meth:`handle_message` does after
+        decoding (for a caller that decoded it already, e.g. to verify it)."""
+        if self.seen_before(msg.message_id):
             self.stats["duplicates"] += 1
             logger.info("Skipped a redelivered %s message %s", self.type_name(msg), msg.message_id)
             return False
