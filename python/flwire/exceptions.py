@@ -98,9 +98,17 @@ class InvalidMessageError(MessageDecodeError, MessageValidationError):
     :class:`MessageDecodeError` and a :class:`MessageValidationError`."""
 
 
-class SignatureError(FLException):
+class RefusedMessageError(FLException):
+    """A receiver refused a message before handling it (see
+    :class:`flwire.security.Verifier`). ``reason`` names why, one word per
+    subclass, for logs and stats."""
+
+    reason = "refused"
+
+
+class SignatureError(RefusedMessageError):
     """A message was refused by signature verification (wire format section
-    14.3). ``reason`` names why, one word per subclass, for logs and stats."""
+    14.3)."""
 
     reason = "signature"
 
@@ -129,3 +137,27 @@ class SenderMismatchError(SignatureError):
     the key that signed it."""
 
     reason = "sender_mismatch"
+
+
+class UndecodableMessageError(RefusedMessageError):
+    """A received message is not a valid flwire message (the cause is chained)."""
+
+    reason = "undecodable"
+
+
+class ReplayedMessageError(RefusedMessageError):
+    """A message id was seen before: a replay, or a copy sent twice."""
+
+    reason = "replay"
+
+
+class StaleMessageError(RefusedMessageError):
+    """A message's timestamp is outside the receiver's window around its clock."""
+
+    reason = "timestamp"
+
+
+class WrongRoundError(RefusedMessageError):
+    """A client update is for another round than the one in progress."""
+
+    reason = "round"

@@ -21,6 +21,7 @@ from flwire.demo.client import DemoClient
 from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.runner import DemoOptions, run_demo
 from flwire.demo.server import FedAvgServer
+from flwire.exceptions import ConfigurationException
 from flwire.messages import Message, SeenIds
 from flwire.security import TrustStore, sign_envelope, sign_message
 from flwire.transport import InMemoryBroker, InMemoryTransport, TopicLayout
@@ -141,12 +142,12 @@ def test_unverified_updates_are_refused_before_any_weights_are_decoded(
 
 def test_signatures_are_required_by_default_with_a_trust_store_and_can_be_optional() -> None:
     server = _server()
-    assert server.require_signatures
+    assert server.verifier.require_signatures
     update = _update("client-1", _shifted(server, 0.001))
     optional = _server(require_signatures=False)
     assert asyncio.run(optional.accept(update.to_bytes())) is None
     assert list(optional.state.updates[1]) == ["client-1"]
-    with pytest.raises(ValueError, match="needs a trust store"):
+    with pytest.raises(ConfigurationException, match="needs a trust store"):
         FedAvgServer(
             InMemoryTransport(),
             TopicLayout("j"),
@@ -180,7 +181,7 @@ def test_a_replay_in_the_next_round_is_refused_as_a_replay_or_for_its_round() ->
     assert asyncio.run(server.accept(blob)) is None
     server.current_round = 2
     assert asyncio.run(server.accept(blob)) == "replay"
-    server.seen = SeenIds()  # its id forgotten: still refused, for its round
+    server.verifier.seen = SeenIds()  # its id forgotten: still refused, for its round
     assert asyncio.run(server.accept(blob)) == "round"
     assert server.refusals == {"replay": 1, "round": 1}
     assert server.state.unverified[2]["client-1"] == ("round: an update for round 1 during round 2")

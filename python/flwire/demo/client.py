@@ -36,9 +36,9 @@ from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
-from flwire.exceptions import SerializationException, SignatureError
+from flwire.exceptions import RefusedMessageError
 from flwire.messages import SERVER_ID, Dispatcher, HandlerError, value_map_to_dict
-from flwire.security import TrustStore, check_sender, sign_message, verify_envelope
+from flwire.security import TrustStore, Verifier, sign_message
 from flwire.transport import Channel, TopicLayout, Transport
 from flwire.v1 import messages_pb2 as pb
 
@@ -73,10 +73,14 @@ class DemoClient:
         self.client_id = client_id
         #: Signs what this client sends (its key id is the client id); None: unsigned.
         self.signing_key = signing_key
-        #: The server's key: None accepts unsigned server messages, as before.
-        self.trust = None if server_key is None else TrustStore({server_id: server_key})
+        #: Verifies server messages against the server's key (None accepts unsigned
+        #: ones, as before) and refuses one whose id was handled before.
+        self.verifier = Verifier(
+            None if server_key is None else TrustStore({server_id: server_key}),
+            name=client_id,
+        )
         #: Refused server messages, by reason.
-        self.refusals: Counter[str] = Counter()
+        self.refusals: Counter[str] = self.verifier.refusals
         self.transport = transport
         self.layout = layout
         self.train_shard = train
@@ -90,8 +94,8 @@ class DemoClient:
         self.status = "idle"
         self._training: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
-        # De-duplicates by message id, a concurrent delivery included.
-        self.handler = Dispatcher(dedupe=True)
+        # The verifier de-duplicates by message id, a concurrent delivery included.
+        self.handler = Dispatcher(verifier=self.verifier)
         self.handler.route(pb.GlobalUpdate, self._on_global_update)
         self.handler.route(pb.TrainingStart, self._on_training_start)
         self.handler.route(pb.EvaluationRequest, self._on_evaluation_request)
@@ -107,27 +111,12 @@ class DemoClient:
         was refused (a key of :attr:`refusals`), or None. Raises HandlerError when
         a handler failed (the message may then be delivered again)."""
         try:
-            key_id = None
-            if self.trust is not None:
-                key_id = await asyncio.to_thread(verify_envelope, payload, self.trust)
-            msg = m.decode_message(payload)
-            if key_id is not None:
-                check_sender(msg, key_id)
-        except SignatureError as exc:
-            return self._refuse(exc.reason, str(exc))
-        except SerializationException as exc:
-            return self._refuse("undecodable", str(exc))
-        # The dispatcher claims the id before its first await: a second delivery of
-        # the same message, even a concurrent one, is refused here.
-        if self.handler.seen_before(msg.message_id):
-            return self._refuse("replay", f"{msg.type} {msg.message_id} was handled before")
+            msg = await self.handler.admit(payload)
+        except RefusedMessageError as exc:
+            self.verifier.refuse(exc)
+            return exc.reason
         await self.handler.handle(msg)
         return None
-
-    def _refuse(self, reason: str, detail: str) -> str:
-        self.refusals[reason] += 1
-        logger.warning("%s refused a server message (%s): %s", self.client_id, reason, detail)
-        return reason
 
     async def run(self) -> None:
         """Register, then follow the server's broadcast until shutdown."""

@@ -44,9 +44,9 @@ from flwire.demo.data import Shard
 from flwire.demo.metering import record_weights
 from flwire.demo.screening import UpdatePolicy, UpdateRefused, screen
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, fedavg
-from flwire.exceptions import AggregationException, SerializationException, SignatureError
-from flwire.messages import SERVER_ID, SeenIds, value_map_to_dict
-from flwire.security import TrustStore, check_sender, sign_message, verify_envelope
+from flwire.exceptions import AggregationException, RefusedMessageError, SerializationException
+from flwire.messages import SERVER_ID, value_map_to_dict
+from flwire.security import TrustStore, Verifier, sign_message
 from flwire.transport import Channel, TopicLayout, Transport
 
 if TYPE_CHECKING:
@@ -144,27 +144,23 @@ class FedAvgServer:
         self.on_progress = on_progress or (lambda _s: None)
         #: What a client update must pass to reach the average.
         self.policy = policy or UpdatePolicy()
-        #: The clients' public keys, by client id (None: messages are not verified).
-        self.trust = trust
-        #: With a trust store: a message whose (signed) timestamp is further than this
-        #: from the server's clock is refused, so an old signed message cannot be
-        #: replayed once its id is forgotten. None: not checked.
-        self.timestamp_window_s = timestamp_window_s
-        #: Whether an unsigned message is refused (by default: when there is a trust store).
-        self.require_signatures = (
-            trust is not None if require_signatures is None else (require_signatures)
+        #: Verifies, de-duplicates and round-checks every message from the clients
+        #: (with ``trust``, the clients' public keys by client id, their signatures too).
+        self.verifier = Verifier(
+            trust,
+            require_signatures=require_signatures,
+            timestamp_window_s=timestamp_window_s,
+            current_round=lambda: self.current_round,
+            name="server",
         )
-        if self.require_signatures and trust is None:
-            raise ValueError("require_signatures needs a trust store of the clients' keys")
         #: The key the server signs its broadcasts with (None: they go unsigned), and its id.
         self.signing_key = signing_key
         self.key_id = key_id
         #: Refused messages, by reason.
-        self.refusals: Counter[str] = Counter()
+        self.refusals: Counter[str] = self.verifier.refusals
         #: The round in progress (0 before the first): a client update for another is refused.
         self.current_round = 0
         self.channel = Channel(transport)
-        self.seen = SeenIds()
         self.state = _State()
         torch.manual_seed(seed)
         self.model = SimpleCNN()
@@ -192,52 +188,24 @@ class FedAvgServer:
         """Verify, de-duplicate and record one message from a client; return the
         reason it was refused (a key of :attr:`refusals`), or None."""
         try:
-            key_id = None
-            if self.trust is not None:
-                # The signature covers the weights: hashing them may take a while.
-                key_id = await asyncio.to_thread(
-                    verify_envelope, payload, self.trust, required=self.require_signatures
-                )
-            msg = m.decode_message(payload)
-            if key_id is not None:
-                check_sender(msg, key_id)
-        except SignatureError as exc:
-            return self._refuse(exc.reason, str(exc), _claimed(payload))
-        except SerializationException as exc:
-            return self._refuse("undecodable", str(exc), None)
-        if self.trust is not None and self.timestamp_window_s is not None:
-            stamp = msg.envelope.timestamp
-            skew = stamp.seconds + stamp.nanos / 1e9 - time.time()
-            if abs(skew) > self.timestamp_window_s:
-                return self._refuse(
-                    "timestamp",
-                    f"sent at a time {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} "
-                    f"this server's clock, outside its window of {self.timestamp_window_s:g} s "
-                    "(timestamp_window_s)",
-                    msg,
-                )
-        # From here on nothing awaits: the id is checked and marked, and the message
-        # recorded, in one step, so two concurrent deliveries of it count once.
-        if not self.seen.first_time(msg.message_id):
-            return self._refuse("replay", f"message id {msg.message_id} was seen before", msg)
-        if msg.type == "client_update" and msg.body.round_id != self.current_round:
-            return self._refuse(
-                "round",
-                f"an update for round {msg.body.round_id} during round {self.current_round}",
-                msg,
-            )
+            msg = await self.verifier.averify(payload)
+        except RefusedMessageError as exc:
+            self.verifier.refuse(exc)
+            self._note_refused(exc, payload)
+            return exc.reason
+        # The verifier checked and marked the id in the same step as this record (no
+        # await between), so two concurrent deliveries of one message count once.
         self._record(msg)
         return None
 
-    def _refuse(self, reason: str, detail: str, msg: m.Message | None) -> str:
-        self.refusals[reason] += 1
-        what = f"a {msg.type} from {msg.sender_id!r}" if msg is not None else "a message"
-        logger.warning("Server refused %s (%s): %s", what, reason, detail)
+    def _note_refused(self, exc: RefusedMessageError, payload: Any) -> None:
+        """Name a refused client update in its round's summary, under the client it
+        claims to come from (its weights left unread)."""
+        msg = _claimed(payload)
         if msg is not None and msg.type == "client_update":
             claimed = self.state.unverified.setdefault(self.current_round, {})
-            claimed[msg.body.client_id] = f"{reason}: {detail}"
+            claimed[msg.body.client_id] = f"{exc.reason}: {exc}"
             self.state.changed.set()
-        return reason
 
     def _record(self, msg: m.Message) -> None:
         body = msg.body

@@ -31,6 +31,12 @@ class SeenIds:
     def __len__(self) -> int:
         return len(self._ids)
 
+    def forget(self, message_id: str) -> None:
+        """Forget an id (its handling failed: a redelivery must be handled)."""
+        size = self._ids.pop(message_id, None)
+        if size is not None:
+            self.bytes -= size
+
     def first_time(self, message_id: str) -> bool:
         """True the first time an id is seen, False for a repeat."""
         if message_id in self._ids:

@@ -6,6 +6,13 @@ returns False): trying again cannot help. A handler that raises is counted
 and logged too, then reported to the caller as :class:`HandlerError`, so the
 receive loop can mark the delivery failed (``await delivery.fail(exc)``): it is
 retried, then dead-lettered, never committed as if it had been handled.
+
+With a :class:`~flwire.security.Verifier` (``Dispatcher(verifier=...)``), every
+message is verified before it is decoded or handled: a refused one (unsigned,
+unknown key, bad signature, sender mismatch, replay, stale timestamp, wrong
+round) is logged with its reason, counted in the verifier's ``refusals`` and in
+``stats["refused"]`` (an undecodable one in ``stats["decode_errors"]``), and
+skipped.
 """
 
 from __future__ import annotations
@@ -14,12 +21,20 @@ import inspect
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flwire.exceptions import HandlerError, SerializationException
+from flwire.exceptions import (
+    HandlerError,
+    RefusedMessageError,
+    SerializationException,
+    UndecodableMessageError,
+)
 from flwire.messages.dedupe import SeenIds
 from flwire.messages.message import Message, decode_message
 from flwire.messages.schema import body_type, body_type_of
+
+if TYPE_CHECKING:
+    from flwire.security.verifier import Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +63,13 @@ class Dispatcher:
     handled again (Kafka delivers at least once), nor while it is being handled
     (two concurrent deliveries of one message run its handlers once): the
     repeat is counted in ``stats["duplicates"]``. A message whose handler
-    failed is not marked, so its redelivery is handled.
+    failed is not marked, so its redelivery is handled. With ``verifier``,
+    messages are verified first (see the module).
     """
 
-    def __init__(self, *, dedupe: bool = False) -> None:
+    def __init__(self, *, dedupe: bool = False, verifier: Verifier | None = None) -> None:
         self.routes: dict[str, TypedHandler] = {}
+        self.verifier = verifier
         self.stats: Counter[str] = Counter()
         self.seen: SeenIds | None = SeenIds() if dedupe else None
         #: Ids whose handlers are running (dedupe only).
@@ -74,17 +91,35 @@ class Dispatcher:
         return [typed] if typed is not None else []
 
     async def handle_message(self, raw_message: Any) -> bool:
-        """Decode and dispatch one message; return True if its handlers ran to
-        completion, False if it was skipped (undecodable, unhandled, or a
-        duplicate). Raises :class:`HandlerError` if a handler raised."""
+        """Decode (and verify) and dispatch one message; return True if its
+        handlers ran to completion, False if it was skipped (undecodable,
+        refused, unhandled, or a duplicate). Raises :class:`HandlerError` if a
+        handler raised."""
         self.stats["received"] += 1
         try:
-            msg = decode_message(raw_message)
-        except SerializationException as exc:
-            self.stats["decode_errors"] += 1
-            logger.error("Dropped an undecodable message (%d bytes): %s", _size(raw_message), exc)
+            msg = await self.admit(raw_message)
+        except RefusedMessageError as exc:
+            undecodable = isinstance(exc, UndecodableMessageError)
+            self.stats["decode_errors" if undecodable else "refused"] += 1
+            if self.verifier is not None:
+                self.verifier.refuse(exc)
+            else:
+                logger.error(
+                    "Dropped an undecodable message (%d bytes): %s", _size(raw_message), exc
+                )
             return False
         return await self.handle(msg)
+
+    async def admit(self, raw_message: Any) -> Message:
+        """The decoded message, verified by the verifier if there is one; raises
+        :class:`RefusedMessageError` (:class:`UndecodableMessageError` for bytes
+        that are not a valid message)."""
+        if self.verifier is not None:
+            return await self.verifier.averify(raw_message)
+        try:
+            return decode_message(raw_message)
+        except SerializationException as exc:
+            raise UndecodableMessageError(str(exc)) from exc
 
     def seen_before(self, message_id: str) -> bool:
         """Whether a message id was handled, or is being handled (dedupe only)."""
@@ -114,6 +149,8 @@ class Dispatcher:
                 await settle(handler(msg))
         except Exception as exc:
             self.stats["handler_errors"] += 1
+            if self.verifier is not None:
+                self.verifier.forget(msg.message_id)  # its redelivery is no replay
             logger.exception(
                 "Handler for %s message %s from %r failed",
                 self.type_name(msg),

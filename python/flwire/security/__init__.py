@@ -6,6 +6,7 @@ signing and verifying envelopes.
     signed = security.sign_message(msg, "client-1", key)
     trust = security.load_trust_store(Path("keys"))      # <id>.pub files, or a CSV
     got = security.verify_message(signed, trust)         # or a SignatureError subclass
+    verifier = security.Verifier(trust)                  # + replays, timestamps, rounds
 
 Keys and signatures need the ``cryptography`` package (``pip install
 'flwire[sign]'``); importing this package does not.
@@ -43,8 +44,10 @@ from flwire.security.signing import (
     verify_message,
 )
 from flwire.security.trust import TrustStore, load_trust_store
+from flwire.security.verifier import DEFAULT_TIMESTAMP_WINDOW_S, Verifier
 
 __all__ = [
+    "DEFAULT_TIMESTAMP_WINDOW_S",
     "MAX_KEY_ID_BYTES",
     "SIGNATURE_DOMAIN",
     "BadSignatureError",
@@ -53,6 +56,7 @@ __all__ = [
     "TrustStore",
     "UnknownKeyError",
     "UnsignedMessageError",
+    "Verifier",
     "check_key_id",
     "check_sender",
     "envelope_digest",
