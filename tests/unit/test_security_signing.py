@@ -18,6 +18,7 @@ from flwire.exceptions import (
     BadSignatureError,
     SenderMismatchError,
     SignatureError,
+    UndecodableMessageError,
     UnknownKeyError,
     UnsignedMessageError,
 )
@@ -234,8 +235,8 @@ def test_a_reencoded_envelope_does_not_verify(key, trust):
         security.verify_envelope(reencoded, trust)
 
 
-def test_not_an_envelope_is_a_bad_signature(trust):
-    with pytest.raises(BadSignatureError, match="not an envelope"):
+def test_not_an_envelope_is_refused_as_undecodable(trust):
+    with pytest.raises(UndecodableMessageError, match="not a valid flwire message"):
         security.verify_envelope(b"\x0a\x05ab", trust)
 
 

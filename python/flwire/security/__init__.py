@@ -19,6 +19,7 @@ from flwire.exceptions import (
     UnknownKeyError,
     UnsignedMessageError,
 )
+from flwire.security.config import Signer, signer_from_config, verifier_from_config
 from flwire.security.digest import envelope_digest
 from flwire.security.keys import (
     MAX_KEY_ID_BYTES,
@@ -53,6 +54,7 @@ __all__ = [
     "BadSignatureError",
     "SenderMismatchError",
     "SignatureError",
+    "Signer",
     "TrustStore",
     "UnknownKeyError",
     "UnsignedMessageError",
@@ -73,7 +75,9 @@ __all__ = [
     "sign_envelope",
     "sign_message",
     "signed_payload",
+    "signer_from_config",
     "verify_envelope",
+    "verifier_from_config",
     "verify_message",
     "write_key_pair",
 ]

@@ -23,6 +23,7 @@ from flwire.exceptions import (
     SenderMismatchError,
     SerializationException,
     SignatureError,
+    UndecodableMessageError,
     UnknownKeyError,
     UnsignedMessageError,
 )
@@ -60,7 +61,8 @@ class Located(NamedTuple):
 
 def locate_signature(data: Any) -> Located:
     """Find the signature field of envelope bytes; refuse one that is not the
-    envelope's last field, appears twice or is malformed (BadSignatureError)."""
+    envelope's last field, appears twice or is malformed (BadSignatureError),
+    and bytes that are not an envelope (UndecodableMessageError)."""
     try:
         buf = byte_view(data, "message")
         found = []
@@ -68,7 +70,7 @@ def locate_signature(data: Any) -> Located:
             if field.number == SIGNATURE_NUMBER:
                 found.append(field)
     except SerializationException as exc:
-        raise BadSignatureError(f"not an envelope: {exc}") from None
+        raise UndecodableMessageError(f"not a valid flwire message: {exc}") from None
     if not found:
         return Located(len(buf), None)
     if len(found) > 1:
@@ -141,7 +143,8 @@ def verify_envelope(
     key id); return the key id, or None for an unsigned envelope when not
     ``required``. Nothing is decoded but the signature field.
 
-    Raises UnsignedMessageError, UnknownKeyError or BadSignatureError."""
+    Raises UnsignedMessageError, UnknownKeyError, BadSignatureError or
+    UndecodableMessageError (all RefusedMessageError)."""
     located = locate_signature(data)
     sig = located.signature
     if sig is None:

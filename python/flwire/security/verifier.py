@@ -82,8 +82,8 @@ class Verifier:
         name: str = "receiver",
     ) -> None:
         self.trust = trust
-        self.require_signatures = trust is not None if require_signatures is None else (
-            require_signatures
+        self.require_signatures = (
+            trust is not None if require_signatures is None else (require_signatures)
         )
         if self.require_signatures and trust is None:
             raise ConfigurationException(

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flwire.exceptions import CommunicationException
-from flwire.messages import Message
+from flwire.messages import Message, decode_message
+from flwire.security.config import signer_from_config, verifier_from_config
 from flwire.transport import (
     DEFAULT_MAX_RECORD_BYTES,
     Channel,
@@ -58,7 +59,17 @@ class AsyncKafkaClient:
     ``sasl_password`` and ``ssl_ca_location`` (or their librdkafka names,
     ``security.protocol`` ...), overridden by ``FLWIRE_KAFKA__SASL_PASSWORD``
     and the like, go to every Kafka client it creates (see
-    :mod:`flwire.transport.kafka_security`). Pass
+    :mod:`flwire.transport.kafka_security`). Signed messages (wire format
+    section 14.3): ``signing_key`` (a private key file; ``key_id``, by default
+    its name) signs every message sent; ``trust_store`` (a directory of
+    ``<id>.pub`` files or a CSV) verifies every message received before the
+    handler sees it, and refuses (logs, counts in :attr:`refusals` and commits)
+    an unsigned one, an unknown key, a bad signature, a sender that is not the
+    key's id, a replay, and a timestamp further than ``timestamp_window_s``
+    (default 600) from this clock; ``require_signatures: False`` lets unsigned
+    messages through. ``FLWIRE_SIGNING_KEY``, ``FLWIRE_KEY_ID`` and
+    ``FLWIRE_TRUST_STORE`` override them (see :mod:`flwire.security.config`).
+    Without them nothing is signed or verified, as before. Pass
     ``transport=`` to run the same code on another transport (e.g. the
     in-memory one), ``on_event=`` to be told of dropped transfers and failed
     messages.
@@ -82,6 +93,15 @@ class AsyncKafkaClient:
         self._on_progress = on_progress
         self._on_event = on_event
         self.channel: Channel | None = None
+        #: Signs what is sent (``signing_key``), verifies what is received
+        #: (``trust_store``): None when not configured.
+        self.signer = signer_from_config(config)
+        self.verifier = verifier_from_config(config, name="AsyncKafkaClient")
+
+    @property
+    def refusals(self) -> dict[str, int]:
+        """Received messages refused by verification, by reason."""
+        return dict(self.verifier.refusals) if self.verifier is not None else {}
 
     def _make_transport(self) -> Transport:
         if "bootstrap_servers" not in self.config:
@@ -146,12 +166,18 @@ class AsyncKafkaClient:
             raise CommunicationException("Producer not initialized: call start() first")
         headers = None
         transfer_id = None
-        if isinstance(message, Message):
-            headers = message_headers(message)
-            transfer_id = message.message_id
-            message = message.to_bytes()
-        elif isinstance(message, str):
+        if isinstance(message, str):
             message = message.encode("utf-8")
+        if self.signer is not None and not isinstance(message, Message):
+            message = decode_message(message)  # to be signed below
+        if isinstance(message, Message):
+            msg = message
+            if self.signer is not None and not msg.envelope.HasField("signature"):
+                message = self.signer.sign(msg)  # sets an empty sender id to the key id
+            else:
+                message = msg.to_bytes()
+            headers = message_headers(msg)
+            transfer_id = msg.message_id
         raw_key = key.encode("utf-8") if isinstance(key, str) else key
         await self.channel.send(
             topic, message, key=raw_key, headers=headers, transfer_id=transfer_id
@@ -174,7 +200,7 @@ class AsyncKafkaClient:
     async def _consume(self, topic: str, group: str, handler: Callable[[Any], Any]) -> None:
         assert self.channel is not None
         try:
-            async for delivery in self.channel.receive([topic], group):
+            async for delivery in self.channel.receive([topic], group, verifier=self.verifier):
                 try:
                     result = handler(delivery.payload)
                     if inspect.isawaitable(result):

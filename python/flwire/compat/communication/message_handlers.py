@@ -5,13 +5,22 @@ routes, stats, de-duplication) plus the old API: handlers registered by type
 name receive the old dict form of the message. ``ClientMessageHandler`` and
 ``ServerMessageHandler`` map the messages a client or a server receives onto
 the old methods of an FL client or server object.
+
+Signed messages: give a handler a :class:`~flwire.security.Verifier` (with the
+server's public key on a client, the clients' keys on the server) and it
+refuses, before decoding any weights, what is unsigned, signed by an unknown
+key, badly signed, sent in another's name, replayed, stale, or (on the
+server, against ``server.current_round`` when the server object has one) an
+update for another round: each refusal is logged with its reason and counted
+in ``verifier.refusals`` and ``stats["refused"]``, and never reaches the FL
+object. Without a verifier, nothing is verified (the old behaviour).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flwire.compat.serialization.message_serializer import (
     legacy_type,
@@ -20,6 +29,9 @@ from flwire.compat.serialization.message_serializer import (
 )
 from flwire.messages import Dispatcher, Message
 from flwire.messages.dispatch import settle
+
+if TYPE_CHECKING:
+    from flwire.security.verifier import Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +48,8 @@ class MessageHandler(Dispatcher):
     counted in :attr:`stats`; it never stops the caller's loop.
     """
 
-    def __init__(self, *, dedupe: bool = False) -> None:
-        super().__init__(dedupe=dedupe)
+    def __init__(self, *, dedupe: bool = False, verifier: Verifier | None = None) -> None:
+        super().__init__(dedupe=dedupe, verifier=verifier)
         self.handlers: dict[str, LegacyHandler] = {}
 
     def register_handler(self, message_type: str, handler: LegacyHandler) -> None:
@@ -69,8 +81,8 @@ class ClientMessageHandler(MessageHandler):
         "shutdown": "_handle_shutdown",
     }
 
-    def __init__(self, client: Any) -> None:
-        super().__init__()
+    def __init__(self, client: Any, *, verifier: Verifier | None = None) -> None:
+        super().__init__(verifier=verifier)
         self.client = client
         for name, method in self.METHODS.items():
             self.register_handler(legacy_type_name(name), getattr(self, method))
@@ -105,8 +117,12 @@ class ServerMessageHandler(MessageHandler):
         "heartbeat": "_handle_client_heartbeat",
     }
 
-    def __init__(self, server: Any, *, dedupe: bool = True) -> None:
-        super().__init__(dedupe=dedupe)
+    def __init__(
+        self, server: Any, *, dedupe: bool = True, verifier: Verifier | None = None
+    ) -> None:
+        if verifier is not None and verifier.current_round is None:
+            verifier.current_round = lambda: getattr(server, "current_round", None)
+        super().__init__(dedupe=dedupe, verifier=verifier)
         self.server = server
         for name, method in self.METHODS.items():
             self.register_handler(legacy_type_name(name), getattr(self, method))
