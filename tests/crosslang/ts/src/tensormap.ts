@@ -1,0 +1,205 @@
+/**
+ * Decoding a flwire.v1.TensorMap (spec sections 2.4, 9.1, 10 and 11): the
+ * bytes are parsed with the generated @bufbuild/protobuf schema, then every
+ * reader check is made, checks 1-9 for all tensors before anything is
+ * allocated or decompressed for their data.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+
+import { crc32c } from "./crc32c.js";
+import { dtypeWidth, unshuffle } from "./dtypes.js";
+import { FlwireError, refuse } from "./errors.js";
+import { type Frame, type Lz4Frame, walkFrames } from "./frames.js";
+import { Codec, Dtype, Filter, Lossy, type Tensor, type TensorMap, TensorMapSchema } from "./gen/flwire/v1/tensor_pb.js";
+import { checkLossy, type LossyParams, payloadShuffleWidth, reconstruct } from "./lossy.js";
+import { decodeLz4Frame } from "./lz4.js";
+import { checkWireTypes } from "./wiretypes.js";
+import { decodeZstdFrame } from "./zstd.js";
+
+/** The reader's limits (section 11), with flwire-python's defaults. */
+export interface Limits {
+  maxTensorBytes: bigint;
+  maxTotalBytes: bigint;
+  maxTensors: number;
+  maxTensorsPerMib: number;
+  maxRank: number;
+  maxUnknownBytes: number;
+  maxExpansion: number;
+  expansionFloorBytes: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<Limits> = {
+  maxTensorBytes: 2n ** 32n,
+  maxTotalBytes: 2n ** 32n,
+  maxTensors: 100_000,
+  maxTensorsPerMib: 1024,
+  maxRank: 64,
+  maxUnknownBytes: 64 * 1024,
+  maxExpansion: 100,
+  expansionFloorBytes: 16 * 1024 * 1024,
+};
+
+export interface DecodedTensor {
+  name: string;
+  dtype: Dtype;
+  shape: bigint[];
+  codec: Codec;
+  filter: Filter;
+  rawSize: bigint;
+  crc32c: number;
+  lossy?: LossyParams;
+  /** The raw bytes (a lossy tensor: its payload), decoded and un-shuffled. */
+  raw: Uint8Array;
+  /** The logical tensor's little-endian bytes: `raw` when lossless, else the reconstruction. */
+  value: Uint8Array;
+}
+
+export interface DecodedMap {
+  tensors: DecodedTensor[];
+  metadata: Record<string, string>;
+}
+
+interface Plan {
+  t: Tensor;
+  width: number;
+  n: bigint;
+  lossy?: LossyParams;
+  frames?: Frame[];
+}
+
+/** `[protobuf]` refusals of the parser, and `[max_tensors]` counted over the top-level fields first. */
+function parse(bytes: Uint8Array, limits: Limits): TensorMap {
+  let entries = 0;
+  try {
+    const r = new BinaryReader(bytes);
+    while (r.pos < r.len) {
+      const [no, wt] = r.tag();
+      if (wt === WireType.LengthDelimited && (no === 1 || no === 2)) entries++;
+      r.skip(wt, no);
+    }
+  } catch (e) {
+    refuse("protobuf", `TensorMap: ${(e as Error).message}`);
+  }
+  const perSize = Math.max(1024, Math.floor((bytes.length * limits.maxTensorsPerMib) / 2 ** 20));
+  if (entries > limits.maxTensors || entries > perSize) {
+    refuse("max_tensors", `${entries} tensors and metadata entries (limit ${Math.min(limits.maxTensors, perSize)} for a map of ${bytes.length} bytes)`);
+  }
+  checkWireTypes(TensorMapSchema, bytes);
+  try {
+    return fromBinary(TensorMapSchema, bytes);
+  } catch (e) {
+    refuse("protobuf", `TensorMap: ${(e as Error).message}`);
+  }
+}
+
+function unknownBytes(m: { $unknown?: { data: Uint8Array }[] }): number {
+  let n = 0;
+  for (const u of m.$unknown ?? []) n += u.data.length + 1;
+  return n;
+}
+
+/** Checks 1-8 of section 10 (and 9.1's) for one tensor; nothing is allocated for its data. */
+function plan(t: Tensor, limits: Limits, total: { bytes: bigint }): Plan {
+  const name = t.name;
+  const width = dtypeWidth(t.dtype);
+  if (width === undefined) refuse("dtype", `tensor '${name}': dtype ${t.dtype} is not a known dtype other than 0`);
+  if (t.shape.length > limits.maxRank) refuse("max_rank", `tensor '${name}': rank ${t.shape.length} above the limit ${limits.maxRank}`);
+  let n = 1n;
+  let strides = BigInt(width);
+  for (const d of t.shape) {
+    if (d < 0n) refuse("shape", `tensor '${name}': negative dimension ${d}`);
+    n *= d;
+    strides *= d > 1n ? d : 1n;
+    if (strides >= 2n ** 63n) refuse("shape", `tensor '${name}': dimension product ${strides} not below 2^63`);
+  }
+  const w = BigInt(width);
+  const lossy = t.lossy !== undefined && t.lossy.method !== Lossy.UNSPECIFIED
+    ? { method: t.lossy.method as number, blockSize: t.lossy.blockSize, k: t.lossy.k }
+    : undefined;
+  const logical = n * w;
+  if (lossy) {
+    checkLossy(name, t.dtype, lossy, n, w, t.rawSize, t.filter);
+  } else if (logical !== t.rawSize) {
+    refuse("raw_size", `tensor '${name}': shape and dtype need ${logical} bytes, raw_size says ${t.rawSize}`);
+  }
+  if (logical > limits.maxTensorBytes || t.rawSize > limits.maxTensorBytes) {
+    refuse("limits", `tensor '${name}': ${logical} decoded bytes above the per-tensor limit ${limits.maxTensorBytes}`);
+  }
+  total.bytes += logical;
+  if (total.bytes > limits.maxTotalBytes) {
+    refuse("limits", `tensor '${name}': ${total.bytes} decoded bytes in the map, above the per-map limit ${limits.maxTotalBytes}`);
+  }
+  if (t.codec !== Codec.UNSPECIFIED && t.codec !== Codec.ZSTD && t.codec !== Codec.LZ4) {
+    refuse("codec", `tensor '${name}': unknown codec ${t.codec}`);
+  }
+  if (t.filter !== Filter.UNSPECIFIED && t.filter !== Filter.BYTE_SHUFFLE) refuse("filter", `tensor '${name}': unknown filter ${t.filter}`);
+  const rawSize = Number(t.rawSize);
+  let frames: Frame[] | undefined;
+  if (t.codec === Codec.UNSPECIFIED) {
+    if (t.data.length !== rawSize) refuse("data_size", `tensor '${name}': ${t.data.length} bytes of data for raw_size ${rawSize}`);
+  } else {
+    frames = t.codec === Codec.ZSTD ? walkFrames("zstd", t.data, rawSize) : walkFrames("lz4", t.data, rawSize);
+  }
+  if (rawSize === 0 && t.crc32c !== 0) refuse("empty_crc32c", `tensor '${name}': empty, but crc32c is ${t.crc32c}`);
+  return lossy ? { t, width, n, lossy, frames } : { t, width, n, frames };
+}
+
+/** Checks 10-13: decompress into exactly raw_size bytes, un-shuffle, CRC-32C, bool bytes; then the lossy reconstruction. */
+function decodeData(p: Plan): DecodedTensor {
+  const { t } = p;
+  const rawSize = Number(t.rawSize);
+  let filtered: Uint8Array;
+  if (t.codec === Codec.UNSPECIFIED) {
+    filtered = t.data;
+  } else {
+    filtered = new Uint8Array(rawSize);
+    let at = 0;
+    for (const f of p.frames!) {
+      const slice = filtered.subarray(at, at + f.contentSize);
+      if (t.codec === Codec.ZSTD) decodeZstdFrame(t.data, f, slice);
+      else decodeLz4Frame(t.data, f as Lz4Frame, slice);
+      at += f.contentSize;
+    }
+  }
+  const shuffleWidth = p.lossy ? payloadShuffleWidth(p.lossy, p.width) : p.width;
+  const raw = t.filter === Filter.BYTE_SHUFFLE ? unshuffle(filtered, shuffleWidth) : filtered;
+  const crc = crc32c(raw);
+  if (crc !== t.crc32c) {
+    refuse("crc32c", `tensor '${t.name}': CRC-32C of the raw bytes is ${crc.toString(16).padStart(8, "0")}, crc32c says ${t.crc32c.toString(16).padStart(8, "0")}`);
+  }
+  if (t.dtype === Dtype.BOOL) {
+    const bad = raw.findIndex((b) => b > 1);
+    if (bad >= 0) refuse("bool", `tensor '${t.name}': bool byte ${raw[bad]} at ${bad}`);
+  }
+  const value = p.lossy ? reconstruct(t.name, t.dtype, p.lossy, raw, Number(p.n), p.width) : raw;
+  const out: DecodedTensor = {
+    name: t.name, dtype: t.dtype, shape: t.shape, codec: t.codec, filter: t.filter,
+    rawSize: t.rawSize, crc32c: t.crc32c, raw, value,
+  };
+  if (p.lossy) out.lossy = p.lossy;
+  return out;
+}
+
+/** Decode a TensorMap, or throw FlwireError naming the check that failed. */
+export function decodeTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMITS): DecodedMap {
+  const m = parse(bytes, limits);
+  let unknown = unknownBytes(m);
+  const total = { bytes: 0n };
+  const names = new Set<string>();
+  const plans: Plan[] = [];
+  for (const t of m.tensors) {
+    unknown += unknownBytes(t) + (t.lossy ? unknownBytes(t.lossy) : 0);
+    if (unknown > limits.maxUnknownBytes) refuse("max_unknown_bytes", `${unknown} bytes of unknown fields, above ${limits.maxUnknownBytes}`);
+    plans.push(plan(t, limits, total));
+    if (names.has(t.name)) refuse("unique_names", `two tensors are named '${t.name}'`);
+    names.add(t.name);
+  }
+  const allowed = Math.max(limits.expansionFloorBytes, limits.maxExpansion * bytes.length);
+  if (total.bytes > BigInt(allowed)) {
+    refuse("max_expansion", `a map of ${bytes.length} bytes declares ${total.bytes} decoded bytes (at most ${allowed})`);
+  }
+  return { tensors: plans.map(decodeData), metadata: { ...m.metadata } };
+}
+
+export { FlwireError };
