@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,9 @@ def _version() -> str:
 def _demo(args: argparse.Namespace) -> int:
     from flwire.demo.runner import DemoOptions, run_demo
 
+    if args.secure and not args.bootstrap_servers:
+        port = os.environ.get("FLWIRE_KAFKA_SECURE_PORT", "9094")
+        args.bootstrap_servers = f"127.0.0.1:{port}"
     if args.clients < 1 or args.rounds < 1:
         print("flwire demo: --clients and --rounds must be at least 1", file=sys.stderr)
         return 2
@@ -34,7 +38,9 @@ def _demo(args: argparse.Namespace) -> int:
         bootstrap_servers=args.bootstrap_servers,
         report_dir=Path(args.report) if args.report else None,
         seed=args.seed,
-        sign=args.sign,
+        sign=args.sign or args.secure,
+        secure=args.secure,
+        kafka_home=Path(args.kafka_home) if args.kafka_home else None,
     )
     return run_demo(opts)
 
@@ -130,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sign every message with keys made for the run; refuse what is not signed "
         "(needs flwire[sign])",
+    )
+    demo.add_argument(
+        "--secure",
+        action="store_true",
+        help="run over the secured broker of `kafka/broker.sh up --secure` (SASL_SSL, "
+        "SCRAM users and ACLs made for the job) with signed messages; --bootstrap-servers "
+        "defaults to 127.0.0.1:9094 ($FLWIRE_KAFKA_SECURE_PORT)",
+    )
+    demo.add_argument(
+        "--kafka-home",
+        metavar="DIR",
+        help="kafka/broker.sh's folder, whose secure/ holds the CA and passwords "
+        "(default $FLWIRE_KAFKA_HOME, else ~/.cache/flwire/kafka)",
     )
     demo.set_defaults(func=_demo)
 

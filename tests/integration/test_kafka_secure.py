@@ -224,3 +224,53 @@ def test_async_kafka_client_takes_its_credentials_from_the_environment(
             await sender.stop()
 
     asyncio.run(run())
+
+
+def test_the_secure_demo_completes_its_rounds(secure_broker: SecureBroker, tmp_path) -> None:
+    """`flwire demo --secure`: SCRAM users and ACLs made for the job, the clients as
+    processes of their own, each logged in as itself, every message signed."""
+    import io
+    import json
+
+    from flwire.demo.runner import DemoOptions, run_demo
+
+    out, err = io.StringIO(), io.StringIO()
+    opts = DemoOptions(
+        clients=2,
+        rounds=2,
+        local_epochs=1,
+        bootstrap_servers=secure_broker.bootstrap,
+        secure=True,
+        sign=True,
+        kafka_home=secure_broker.users.parent.parent,
+        report_dir=tmp_path,
+    )
+    status = run_demo(opts, out, err)
+    text = out.getvalue()
+    assert status == 0, f"{text}\n{err.getvalue()}"
+    assert "(SASL_SSL, SCRAM-SHA-512, ACLs per job), signed messages" in text
+    report = json.loads((tmp_path / "demo-report.json").read_text())
+    assert (report["transport"], report["secure"], report["refusals"]) == ("kafka", True, {})
+    rounds = report["rounds"]
+    assert [sorted(r["reporting"]) for r in rounds] == [["client-0", "client-1"]] * 2
+    assert all(not r["refused"] for r in rounds)
+    assert rounds[1]["accuracy"] > rounds[0]["accuracy"] > 0.2
+
+
+def test_the_secure_demo_names_a_missing_broker_set_up(tmp_path) -> None:
+    import io
+
+    from flwire.demo.runner import DemoOptions, run_demo
+
+    out, err = io.StringIO(), io.StringIO()
+    opts = DemoOptions(
+        clients=2,
+        rounds=1,
+        bootstrap_servers="127.0.0.1:9",
+        secure=True,
+        sign=True,
+        kafka_home=tmp_path,
+    )
+    assert run_demo(opts, out, err) == 1
+    assert f"no secured broker set-up in {tmp_path / 'secure'}" in err.getvalue()
+    assert "kafka/broker.sh up --secure" in err.getvalue()

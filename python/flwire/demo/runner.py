@@ -25,6 +25,8 @@ from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.client import DemoClient
 from flwire.demo.data import split_non_iid
 from flwire.demo.screening import UpdatePolicy
+from flwire.demo.secure import SecureJob
+from flwire.demo.secure import prepare as prepare_secure_job
 from flwire.demo.server import FedAvgServer, RoundResult
 from flwire.demo.training import DEFAULT_CONFIG
 from flwire.exceptions import CommunicationException, FLException
@@ -74,6 +76,12 @@ class DemoOptions:
     #: run (in a temporary folder, mode 0700, removed at the end); the server refuses
     #: what its clients' keys did not sign, the clients what the server's did not.
     sign: bool = False
+    #: Run over the secured broker of ``kafka/broker.sh up --secure`` (SASL_SSL, SCRAM,
+    #: ACLs per job; see flwire.demo.secure), with signed messages.
+    secure: bool = False
+    #: The folder of kafka/broker.sh (its ``secure/`` holds the CA and the passwords);
+    #: None: $FLWIRE_KAFKA_HOME, else ~/.cache/flwire/kafka.
+    kafka_home: Path | None = None
 
 
 def legacy_path_bytes(state: dict[str, torch.Tensor]) -> int:
@@ -253,7 +261,10 @@ def _stop_processes(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
 
 
 def _spawn_kafka_clients(
-    opts: DemoOptions, layout: TopicLayout, keys: _Keys | None = None
+    opts: DemoOptions,
+    layout: TopicLayout,
+    keys: _Keys | None = None,
+    secure: SecureJob | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     procs = []
     signing = ["--key-dir", str(keys.folder)] if keys is not None else []
@@ -283,7 +294,12 @@ def _spawn_kafka_clients(
                     str(os.getpid()),
                     *signing,
                 ],
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    # its own Kafka user's credentials, never on the command line
+                    **(secure.client_env(f"client-{i}") if secure is not None else {}),
+                },
                 # A session of their own: a Ctrl-C at the terminal reaches the demo only,
                 # which stops them (each also stops once the demo's process is gone).
                 start_new_session=True,
@@ -341,7 +357,7 @@ async def _run(opts: DemoOptions, console: _Console) -> tuple[list[RoundResult],
     if main is not None:
         _cancel_on_sigterm(main, received)
     try:
-        if not opts.sign:
+        if not (opts.sign or opts.secure):
             return await _run_job(opts, console)
         # mkdtemp makes the folder 0700; the private keys in it are 0600.
         with tempfile.TemporaryDirectory(prefix="flwire-demo-keys-") as folder:
@@ -364,10 +380,20 @@ async def _run_job(
     procs: list[subprocess.Popen[bytes]] = []
     tasks: list[asyncio.Task[None]] = []
     client_transports: list[Transport] = []
+    secure_job: SecureJob | None = None
     if opts.bootstrap_servers:
         from flwire.transport.kafka import KafkaTransport
 
-        transport = KafkaTransport(opts.bootstrap_servers, connect_timeout_s=_CONNECT_TIMEOUT_S)
+        if opts.secure:
+            ids = [f"client-{i}" for i in range(opts.clients)]
+            secure_job = await asyncio.to_thread(
+                prepare_secure_job, opts.bootstrap_servers, layout, ids, opts.kafka_home
+            )
+        transport = KafkaTransport(
+            opts.bootstrap_servers,
+            connect_timeout_s=_CONNECT_TIMEOUT_S,
+            security=secure_job.server if secure_job is not None else None,
+        )
         await _start_checked(transport, opts.bootstrap_servers)
     else:
         broker = InMemoryBroker()
@@ -430,7 +456,7 @@ async def _run_job(
     try:
         await transport.ensure_topics(layout.all)
         if opts.bootstrap_servers:
-            procs = _spawn_kafka_clients(opts, layout, keys)
+            procs = _spawn_kafka_clients(opts, layout, keys, secure_job)
         else:
             tasks = await _run_clients_in_process(
                 opts, broker, layout, metrics, client_transports, keys
@@ -456,6 +482,7 @@ async def _run_job(
         "legacy_bytes": legacy_sizes,
         "wire": metrics.wire_summary(),
         "transport": "kafka" if opts.bootstrap_servers else "in-memory",
+        "secure": secure_job is not None,
         "job_id": layout.job_id,
         "refusals": dict(server.refusals),
     }
@@ -478,10 +505,16 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = N
     when it failed (the reason goes to ``err``, standard error by default)."""
     console = _Console(out)
     where = f"Kafka at {opts.bootstrap_servers}" if opts.bootstrap_servers else "in-memory"
+    if opts.secure:
+        where += " (SASL_SSL, SCRAM-SHA-512, ACLs per job)"
     console.line(
         f"flwire demo: FedAvg, SimpleCNN, {opts.clients} clients, {opts.rounds} rounds, "
-        f"non-IID digits, transport: {where}" + (", signed messages" if opts.sign else "")
+        f"non-IID digits, transport: {where}"
+        + (", signed messages" if opts.sign or opts.secure else "")
     )
+    if opts.secure and not opts.bootstrap_servers:
+        print("flwire demo: --secure needs --bootstrap-servers", file=err or sys.stderr)
+        return 2
     if opts.report_dir is not None:
         problem = _unwritable(opts.report_dir)
         if problem:  # found now, not after minutes of training
@@ -547,6 +580,8 @@ def _write_report(
         ],
         "wire": extra["wire"],
         "transport": extra["transport"],
+        "secure": extra["secure"],
+        "refusals": extra["refusals"],
     }
     json_path = opts.report_dir / "demo-report.json"
     json_path.write_text(json.dumps(report, indent=2))
