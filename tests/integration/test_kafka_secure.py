@@ -274,3 +274,49 @@ def test_the_secure_demo_names_a_missing_broker_set_up(tmp_path) -> None:
     assert run_demo(opts, out, err) == 1
     assert f"no secured broker set-up in {tmp_path / 'secure'}" in err.getvalue()
     assert "kafka/broker.sh up --secure" in err.getvalue()
+
+
+def test_a_logged_in_client_cannot_speak_as_another_when_updates_are_signed(
+    secure_broker: SecureBroker, job: TopicLayout
+) -> None:
+    """SASL and ACLs let client-2 write the updates topic, so it can put client-1's
+    name in an update; the signature is what refuses it. client-2's update in its
+    own name, and client-1's own, go through."""
+    import numpy as np
+
+    from flwire import messages, security
+
+    keys = {c: security.generate_private_key() for c in CLIENTS}
+    trust = security.TrustStore({c: k.public_key() for c, k in keys.items()})
+    weights = {"w": np.ones(300_000, dtype=np.float32)}  # 1.2 MB: sent in parts
+
+    def update(claimed: str, signer: str) -> bytes:
+        msg = messages.client_update(claimed, 1, weights, num_examples=5)
+        return security.sign_envelope(msg.to_bytes(), signer, keys[signer])
+
+    async def run() -> tuple[list[str], security.Verifier]:
+        verifier = security.Verifier(trust, current_round=lambda: 1)
+        async with (
+            transport_of(secure_broker, "client-1") as one,
+            transport_of(secure_broker, "client-2") as two,
+            transport_of(secure_broker, "server") as server,
+        ):
+            await Channel(two).send(job.updates, update("client-1", "client-2"))
+            await Channel(two).send(job.updates, update("client-2", "client-2"))
+            await Channel(one).send(job.updates, update("client-1", "client-1"))
+            got: list[str] = []
+            receiving = Channel(server).receive(
+                [job.updates], job.server_group(), verifier=verifier
+            )
+            async for delivery in receiving:
+                assert delivery.message is not None
+                got.append(delivery.message.body.client_id)
+                await delivery.done()
+                if len(got) == 2:
+                    break
+            await receiving.aclose()
+        return got, verifier
+
+    got, verifier = asyncio.run(asyncio.wait_for(run(), 60))
+    assert sorted(got) == ["client-1", "client-2"]
+    assert verifier.refusals == {"sender_mismatch": 1}
