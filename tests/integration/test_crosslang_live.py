@@ -27,7 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+import torch
+
+from flwire import messages
+from flwire.transport import TopicLayout
 
 ROOT = Path(__file__).resolve().parents[2]
 CROSSLANG = ROOT / "tests" / "crosslang"

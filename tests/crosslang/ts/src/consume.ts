@@ -1,5 +1,5 @@
 /**
- * node dist/src/consume.js --bootstrap HOST:PORT --topics t1,t2 --expect N [--timeout-s 60]
+ * node dist/src/cli.js --bootstrap HOST:PORT --topics t1,t2 --expect N [--timeout-s 60]
  *
  * Reads a job's topics from the earliest offset with a group id of its own,
  * puts split messages together (spec 14.1: a part delivered twice is ignored,
@@ -20,15 +20,9 @@ import { Reassembler } from "./transfer.js";
 
 const { Kafka, logLevel } = kafkajs;
 
-const args = parseArgs(process.argv.slice(2), { bootstrap: undefined, topics: undefined, expect: undefined, "timeout-s": "60" });
-const expect = Number(args["expect"]);
-const topics = args["topics"]!.split(",").filter((t) => t !== "");
 const seen = new Map<string, Summary>();
 const reassembler = new Reassembler();
 let refused = 0;
-
-const kafka = new Kafka({ clientId: "flwire-ts-consumer", brokers: [args["bootstrap"]!], logLevel: logLevel.WARN, logCreator: stderrLogCreator() });
-const consumer = kafka.consumer({ groupId: `flwire-ts-${randomUUID()}`, maxBytesPerPartition: 4 * 1024 * 1024, maxBytes: 16 * 1024 * 1024 });
 
 const header = (h: Record<string, unknown> | undefined, name: string): string | undefined => {
   const v = h?.[name];
@@ -51,7 +45,13 @@ function handle(topic: string, offset: string, value: Buffer | null, headers: Re
   }
 }
 
-async function main(): Promise<number> {
+/** Runs the consume mode; resolves to the process's exit status. */
+export async function consume(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { bootstrap: undefined, topics: undefined, expect: undefined, "timeout-s": "60" });
+  const expect = Number(args["expect"]);
+  const topics = args["topics"]!.split(",").filter((t) => t !== "");
+  const kafka = new Kafka({ clientId: "flwire-ts-consumer", brokers: [args["bootstrap"]!], logLevel: logLevel.WARN, logCreator: stderrLogCreator() });
+  const consumer = kafka.consumer({ groupId: `flwire-ts-${randomUUID()}`, maxBytesPerPartition: 4 * 1024 * 1024, maxBytes: 16 * 1024 * 1024 });
   await consumer.connect();
   await consumer.subscribe({ topics, fromBeginning: true });
   let finish!: (ok: boolean) => void;
@@ -75,11 +75,3 @@ async function main(): Promise<number> {
   }
   return 0;
 }
-
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    process.stderr.write(`consume: ${(e as Error).stack ?? String(e)}\n`);
-    process.exit(1);
-  },
-);

@@ -1,5 +1,5 @@
 /**
- * node dist/src/produce_update.js --bootstrap HOST:PORT --topic JOB.updates
+ * node dist/src/cli.js produce-update --bootstrap HOST:PORT --topic JOB.updates
  *     --client-id ID --round R --from-global FILE|none [--num-examples 100] [--value 0.5]
  *
  * Writes one ClientUpdate with this consumer's own encoder: a weights TensorMap
@@ -32,11 +32,6 @@ import { splitMessage } from "./transfer.js";
 const { Kafka, Partitioners, logLevel } = kafkajs;
 const RECORD_LIMIT = 1_000_000;
 
-const args = parseArgs(process.argv.slice(2), {
-  bootstrap: undefined, topic: undefined, "client-id": undefined, round: undefined, "from-global": undefined,
-  "num-examples": "100", value: "0.5",
-});
-
 interface Layout { name: string; dtype: Dtype; shape: bigint[] }
 
 function layout(from: string): Layout[] {
@@ -64,7 +59,12 @@ export function buildUpdate(clientId: string, round: bigint, numExamples: bigint
   return encodeEnvelope(env);
 }
 
-async function main(): Promise<void> {
+/** Runs the produce-update mode; resolves to the process's exit status. */
+export async function produceUpdate(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, {
+    bootstrap: undefined, topic: undefined, "client-id": undefined, round: undefined, "from-global": undefined,
+    "num-examples": "100", value: "0.5",
+  });
   const clientId = args["client-id"]!;
   const bytes = buildUpdate(clientId, BigInt(args["round"]!), BigInt(args["num-examples"]!), Number(args["value"]), layout(args["from-global"]!));
   const d = decodeEnvelope(bytes); // what a reader makes of it, every check included
@@ -94,12 +94,5 @@ async function main(): Promise<void> {
     await producer.disconnect();
   }
   process.stdout.write(JSON.stringify({ message_id: d.envelope.messageId, bytes: bytes.length, parts: records.length }) + "\n");
+  return 0;
 }
-
-main().then(
-  () => process.exit(0),
-  (e: unknown) => {
-    process.stderr.write(`produce-update: ${(e as Error).stack ?? String(e)}\n`);
-    process.exit(1);
-  },
-);
