@@ -84,9 +84,26 @@ def java_consumer() -> list[str]:
     return [java, "-jar", str(here / "target" / "flwire-consume.jar")]
 
 
+def ts_consumer() -> list[str]:
+    """tests/crosslang/ts: `npm ci` (when node_modules is older than package-lock.json)
+    and `npm run build` (tsc) make dist/src/cli.js."""
+    node = _tool("node", "install Node.js 20+ with npm (https://nodejs.org/)")
+    npm = _tool("npm", "install npm (it comes with Node.js: https://nodejs.org/)")
+    here = CROSSLANG / "ts"
+    installed = here / "node_modules" / ".package-lock.json"
+    if (
+        not installed.exists()
+        or installed.stat().st_mtime < (here / "package-lock.json").stat().st_mtime
+    ):
+        _build([npm, "ci", "--no-audit", "--no-fund"], here)
+    _build([npm, "run", "build"], here)
+    return [node, str(here / "dist" / "src" / "cli.js")]
+
+
 #: name -> builds the consumer (once per session) and returns its command line.
 CONSUMERS: dict[str, Callable[[], list[str]]] = {
     "java": java_consumer,
+    "ts": ts_consumer,
 }
 
 
