@@ -2,7 +2,7 @@
  * The consumer's command line (issue 16):
  *   node dist/src/cli.js --bootstrap HOST:PORT --topics t1,t2 --expect N [--timeout-s 60]
  *   node dist/src/cli.js produce-update --bootstrap HOST:PORT --topic JOB.updates --client-id ID
- *       --round R --from-global FILE|none [--num-examples 100] [--value 0.5]
+ *       --round R --from-global FILE|none [--examples 100]
  * (consume.ts and produce_update.ts say what each does).
  */
 import { consume } from "./consume.js";

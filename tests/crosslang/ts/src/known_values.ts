@@ -1,36 +1,41 @@
 /**
- * The known values produce-update writes, so that a test can compute the
- * aggregate independently (numpy): for the element of flat C-order index j,
- *   u_j = ((j * 2654435761) mod 2^32) / 2^32 - 0.5      (exact in float64)
- *   float64: V + u_j;  float32: float32(V + u_j);
- *   float16 / bfloat16: float32(V + u_j) rounded to nearest-even;
- *   integer dtypes: j mod 100;  bool: j mod 2;  other dtypes: zero bytes.
- * The sequence is not periodic over a tensor, so zstd leaves it near its raw size.
+ * The known values produce-update writes (the contract of
+ * tests/integration/test_crosslang_live.py, which computes them with numpy):
+ * for tensor j (0-based, in the global model's order) and its element of flat
+ * C-order index i,
+ *   h = ((i + 1) * 2654435761 + j * 40503) mod 2^32
+ *   float32, float64: ((h >> 8) - 2^23) / 256
+ *   float16: ((h >> 21) - 1024) / 16          (exact in binary16)
+ *   bfloat16: the float16 value, rounded to nearest-even
+ *   int64, uint64: h;  other integer dtypes: h's low bytes;  bool: h & 1;
+ *   other dtypes: zero bytes.
  */
-import { Dtype } from "./gen/flwire/v1/tensor_pb.js";
 import { dtypeWidth } from "./dtypes.js";
 import { f32BitsToBf16, f32BitsToHalf, numberToF32Bits } from "./floats.js";
+import { Dtype } from "./gen/flwire/v1/tensor_pb.js";
 
-export function knownValue(j: number, v: number): number {
-  return v + (Math.imul(j, 0x9e3779b1) >>> 0) / 2 ** 32 - 0.5;
+export function knownHash(j: number, i: number): number {
+  return (Math.imul(i + 1, 2654435761) + j * 40503) >>> 0;
 }
 
-export function knownRaw(dtype: Dtype, n: number, v: number): Uint8Array {
+export function knownRaw(j: number, dtype: Dtype, n: number): Uint8Array {
   const w = dtypeWidth(dtype)!;
   const out = new Uint8Array(n * w);
   const view = new DataView(out.buffer);
-  for (let j = 0; j < n; j++) {
-    const x = knownValue(j, v);
+  for (let i = 0; i < n; i++) {
+    const h = knownHash(j, i);
+    const wide = ((h >>> 8) - 2 ** 23) / 256;
+    const half = ((h >>> 21) - 1024) / 16;
     switch (dtype) {
-      case Dtype.FLOAT64: view.setFloat64(j * 8, x, true); break;
-      case Dtype.FLOAT32: view.setFloat32(j * 4, x, true); break;
-      case Dtype.FLOAT16: view.setUint16(j * 2, f32BitsToHalf(numberToF32Bits(Math.fround(x))), true); break;
-      case Dtype.BFLOAT16: view.setUint16(j * 2, f32BitsToBf16(numberToF32Bits(Math.fround(x))), true); break;
-      case Dtype.INT8: case Dtype.UINT8: out[j] = j % 100; break;
-      case Dtype.INT16: case Dtype.UINT16: view.setUint16(j * 2, j % 100, true); break;
-      case Dtype.INT32: case Dtype.UINT32: view.setUint32(j * 4, j % 100, true); break;
-      case Dtype.INT64: case Dtype.UINT64: view.setBigUint64(j * 8, BigInt(j % 100), true); break;
-      case Dtype.BOOL: out[j] = j % 2; break;
+      case Dtype.FLOAT64: view.setFloat64(i * 8, wide, true); break;
+      case Dtype.FLOAT32: view.setFloat32(i * 4, wide, true); break;
+      case Dtype.FLOAT16: view.setUint16(i * 2, f32BitsToHalf(numberToF32Bits(half)), true); break;
+      case Dtype.BFLOAT16: view.setUint16(i * 2, f32BitsToBf16(numberToF32Bits(half)), true); break;
+      case Dtype.INT64: case Dtype.UINT64: view.setBigUint64(i * 8, BigInt(h), true); break;
+      case Dtype.INT32: case Dtype.UINT32: view.setUint32(i * 4, h, true); break;
+      case Dtype.INT16: case Dtype.UINT16: view.setUint16(i * 2, h & 0xffff, true); break;
+      case Dtype.INT8: case Dtype.UINT8: out[i] = h & 0xff; break;
+      case Dtype.BOOL: out[i] = h & 1; break;
       default: break;
     }
   }

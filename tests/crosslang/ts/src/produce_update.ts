@@ -1,6 +1,6 @@
 /**
  * node dist/src/cli.js produce-update --bootstrap HOST:PORT --topic JOB.updates
- *     --client-id ID --round R --from-global FILE|none [--num-examples 100] [--value 0.5]
+ *     --client-id ID --round R --from-global FILE|none [--examples 100]
  *
  * Writes one ClientUpdate with this consumer's own encoder: a weights TensorMap
  * with the names, dtypes and shapes of the global model (FILE: the encoded
@@ -9,8 +9,8 @@
  * canonical form; the Envelope (schema 1.2, message id a UUID, sender = the
  * client id) split into TransferParts when above the 1,000,000-byte record
  * limit, each part in its own record with the message's headers, flwire-part
- * and the client id as key (spec 14.1). Prints one JSON line: message_id,
- * bytes, parts.
+ * and the client id as key (spec 14.1). Prints the message's summary line (as
+ * the consume mode prints it, from the bytes it sent, decoded with every check).
  */
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -27,6 +27,7 @@ import { Dtype, TensorMapSchema } from "./gen/flwire/v1/tensor_pb.js";
 import { TransferPartSchema } from "./gen/flwire/v1/transfer_pb.js";
 import { recordHeaders } from "./kafka_headers.js";
 import { knownRaw } from "./known_values.js";
+import { summarize, summaryLine } from "./summary.js";
 import { splitMessage } from "./transfer.js";
 
 const { Kafka, Partitioners, logLevel } = kafkajs;
@@ -43,10 +44,10 @@ function layout(from: string): Layout[] {
   return d.weights.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape }));
 }
 
-export function buildUpdate(clientId: string, round: bigint, numExamples: bigint, value: number, tensors: Layout[]): Uint8Array {
-  const wire = tensors.map((t) => {
+export function buildUpdate(clientId: string, round: bigint, numExamples: bigint, tensors: Layout[]): Uint8Array {
+  const wire = tensors.map((t, j) => {
     const n = t.shape.reduce((a, b) => a * b, 1n);
-    return toWire(t.name, t.dtype, t.shape, knownRaw(t.dtype, Number(n), value), { compression: "zstd", level: 1, shuffle: false });
+    return toWire(t.name, t.dtype, t.shape, knownRaw(j, t.dtype, Number(n)), { compression: "zstd", level: 1, shuffle: false });
   });
   const weights = fromBinary(TensorMapSchema, encodeTensorMap(wire));
   const env = create(EnvelopeSchema, {
@@ -63,10 +64,10 @@ export function buildUpdate(clientId: string, round: bigint, numExamples: bigint
 export async function produceUpdate(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
     bootstrap: undefined, topic: undefined, "client-id": undefined, round: undefined, "from-global": undefined,
-    "num-examples": "100", value: "0.5",
+    examples: "100",
   });
   const clientId = args["client-id"]!;
-  const bytes = buildUpdate(clientId, BigInt(args["round"]!), BigInt(args["num-examples"]!), Number(args["value"]), layout(args["from-global"]!));
+  const bytes = buildUpdate(clientId, BigInt(args["round"]!), BigInt(args["examples"]!), layout(args["from-global"]!));
   const d = decodeEnvelope(bytes); // what a reader makes of it, every check included
   if (d.weightsOffset! % 64 !== 0) throw new Error(`weights at offset ${d.weightsOffset}, not 64-aligned`);
   const headers = recordHeaders(d.envelope, d.type);
@@ -93,6 +94,7 @@ export async function produceUpdate(argv: string[]): Promise<number> {
   } finally {
     await producer.disconnect();
   }
-  process.stdout.write(JSON.stringify({ message_id: d.envelope.messageId, bytes: bytes.length, parts: records.length }) + "\n");
+  process.stderr.write(`produce-update: ${d.envelope.messageId}, ${bytes.length} bytes in ${records.length} record(s)\n`);
+  process.stdout.write(summaryLine(summarize(d)) + "\n");
   return 0;
 }
