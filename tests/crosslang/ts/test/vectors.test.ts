@@ -112,3 +112,20 @@ for (const v of vectors) {
     }
   });
 }
+
+test("the README's snippet reads zstd_shuffle.bin and refuses a changed CRC-32C", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const { fileURLToPath } = await import("node:url");
+  const { writeFileSync, mkdtempSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const snippet = fileURLToPath(new URL("../src/read_snippet.js", import.meta.url));
+  const bin = checkedFile(vectors.find((v) => v.name === "zstd_shuffle")!.files["bin"]!);
+  const out = execFileSync(process.execPath, [snippet, fileURLToPath(new URL("../../../../vectors/zstd_shuffle.bin", import.meta.url))], { encoding: "utf8" });
+  assert.equal(out.trim(), "smooth FLOAT32 [ 64, 64 ] 16384");
+  const bad = new Uint8Array(bin);
+  const at = bin.indexOf(0x3d); // crc32c's key in the one tensor: its lowest byte follows
+  bad[at + 1]! ^= 1;
+  const path = `${mkdtempSync(`${tmpdir()}/flwire-ts-`)}/bad.bin`;
+  writeFileSync(path, bad);
+  assert.throws(() => execFileSync(process.execPath, [snippet, path], { stdio: "pipe" }), /CRC-32C mismatch/);
+});
