@@ -68,10 +68,14 @@ def tensor_digest(state: Mapping[str, torch.Tensor]) -> str:
 
 def summary(msg: messages.Message, state: Mapping[str, torch.Tensor]) -> dict[str, object]:
     """The line a consumer prints for ``msg``, whose weights were ``state``."""
+    return {**summary_of(msg.sender_id, state), "message_id": msg.message_id, "type": msg.type}
+
+
+def summary_of(client_id: str, state: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """The line of a client update of ROUND from ``client_id`` (without its id)."""
     return {
-        "message_id": msg.message_id,
-        "type": msg.type,
-        "sender_id": msg.sender_id,
+        "type": "client_update",
+        "sender_id": client_id,
         "round": ROUND,
         "tensors": len(state),
         "bytes": sum(len(raw_bytes(t)) for t in state.values()),
@@ -201,3 +205,61 @@ def run_job(bootstrap: str, job_id: str) -> SentJob:
     records += longer[min(len(first), len(second)) :]
     _produce_raw(bootstrap, layout.updates, records)
     return SentJob(layout, expected)
+
+
+def send_client_updates(
+    bootstrap: str, job_id: str, updates: Sequence[tuple[str, Mapping[str, torch.Tensor], int]]
+) -> None:
+    """Python clients: each (client id, weights, examples) as a ClientUpdate of ROUND."""
+    layout = TopicLayout(job_id)
+
+    async def send() -> None:
+        t = KafkaTransport(bootstrap)
+        await t.start()
+        try:
+            await t.ensure_topics(layout.all)
+            channel = Channel(t)
+            for client_id, state, examples in updates:
+                msg = messages.client_update(client_id, ROUND, dict(state), num_examples=examples)
+                await channel.send_message(layout.updates, msg)
+        finally:
+            await t.stop()
+
+    asyncio.run(send())
+
+
+def serve_round(
+    bootstrap: str, job_id: str, clients: int, timeout_s: float = 60.0
+) -> tuple[dict[str, torch.Tensor], dict[str, int], dict[str, int]]:
+    """The server's side of a round: reads the job's updates topic in the server's
+    group until ``clients`` distinct client updates of ROUND are in, and averages
+    them with the demo server's FedAvg (``flwire.demo.training.fedavg``, weighted by
+    num_examples). Returns the average, the examples per client id and the
+    server channel's stats (``received_parts``: records that were parts)."""
+    from flwire.demo.training import fedavg
+
+    layout = TopicLayout(job_id)
+    got: dict[str, messages.Message] = {}
+    stats: dict[str, int] = {}
+
+    async def receive() -> None:
+        t = KafkaTransport(bootstrap)
+        await t.start()
+        channel = Channel(t)
+        try:
+            async for delivery in channel.receive([layout.updates], layout.server_group()):
+                msg = messages.decode_message(delivery.payload)
+                if msg.type == "client_update" and msg.body.round_id == ROUND:
+                    got.setdefault(msg.body.client_id, msg)
+                await delivery.done()
+                if len(got) >= clients:
+                    return
+        finally:
+            stats.update(channel.stats)
+            await t.stop()
+
+    asyncio.run(asyncio.wait_for(receive(), timeout_s))
+    ids = sorted(got)
+    examples = {i: int(got[i].body.num_examples) for i in ids}
+    average = fedavg([got[i].tensors() for i in ids], [examples[i] for i in ids])
+    return average, examples, stats

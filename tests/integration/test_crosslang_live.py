@@ -143,3 +143,84 @@ def test_consumer_reads_a_live_job(consumer: str, bootstrap: str, job_id: str) -
     assert proc.returncode == 0, report
     got = [json.dumps(json.loads(line), sort_keys=True) for line in proc.stdout.splitlines()]
     assert got == want, report
+
+
+def known_values(j: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """The values a consumer's produce-update mode writes into tensor j (0-based, in
+    the global model's order), computed here with numpy, apart from any consumer: for
+    element i (flat C order), h = ((i + 1) * 2654435761 + j * 40503) mod 2^32;
+    float32 ((h >> 8) - 2^23) / 256, float16 ((h >> 21) - 1024) / 16, int64 h."""
+    n = int(np.prod(shape, dtype=np.int64))
+    i = np.arange(n, dtype=np.uint64)
+    h = ((i + np.uint64(1)) * np.uint64(2654435761) + np.uint64(j * 40503)) & np.uint64(0xFFFFFFFF)
+    if dtype == torch.float32:
+        a: np.ndarray = ((h >> np.uint64(8)).astype(np.int64) - 2**23) / 256
+        return torch.from_numpy(a.astype(np.float32).reshape(shape))
+    if dtype == torch.float16:
+        a = ((h >> np.uint64(21)).astype(np.int64) - 1024) / 16
+        return torch.from_numpy(a.astype(np.float16).reshape(shape))
+    assert dtype == torch.int64, dtype
+    return torch.from_numpy(h.astype(np.int64).reshape(shape))
+
+
+def python_client(seed: int, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Python client's weights in the global model's layout: one random row repeated,
+    so that zstd makes the update small (one record: only the consumer's is split)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in like.items():
+        row = (1, *t.shape[1:]) if t.dim() else ()
+        if t.is_floating_point():
+            r = torch.randn(row, generator=g).to(t.dtype)
+        else:
+            r = torch.randint(0, 1000, row, generator=g, dtype=t.dtype)
+        out[name] = r.expand(t.shape).contiguous()
+    return out
+
+
+@pytest.mark.parametrize("consumer", sorted(CONSUMERS))
+def test_consumer_writes_an_update_the_server_aggregates(
+    consumer: str, bootstrap: str, job_id: str, tmp_path: Path
+) -> None:
+    # The global model the consumer's client update follows: 4 tensors, 4.2 MB.
+    model = live_job.global_state()
+    global_file = tmp_path / "global.bin"
+    global_file.write_bytes(messages.global_update(live_job.ROUND, model).to_bytes())
+    mine = {
+        name: known_values(j, t.dtype, tuple(t.shape)) for j, (name, t) in enumerate(model.items())
+    }
+    py = {"py-1": (python_client(1, model), 100), "py-2": (python_client(2, model), 200)}
+    client_id, examples = f"{consumer}-client", 300
+    live_job.send_client_updates(bootstrap, job_id, [(cid, st, n) for cid, (st, n) in py.items()])
+    proc = run_consumer(
+        consumer, "produce-update",
+        "--bootstrap", bootstrap,
+        "--topic", TopicLayout(job_id).updates,
+        "--client-id", client_id,
+        "--round", str(live_job.ROUND),
+        "--from-global", str(global_file),
+        "--examples", str(examples),
+    )  # fmt: skip
+    report = f"exit status {proc.returncode}\n--- stderr ---\n{proc.stderr[-10000:]}"
+    assert proc.returncode == 0, report
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    want_line = {**live_job.summary_of(client_id, mine), "message_id": line["message_id"]}
+    assert line == want_line, report
+
+    average, seen_examples, stats = live_job.serve_round(bootstrap, job_id, clients=3)
+    assert seen_examples == {"py-1": 100, "py-2": 200, client_id: examples}
+    assert stats["received_parts"] >= 2, f"the consumer's update was not split: {stats}"
+    total = 100 + 200 + examples
+    for name, t in model.items():
+        if t.is_floating_point():
+            want = (
+                py["py-1"][0][name].double().numpy() * 100
+                + py["py-2"][0][name].double().numpy() * 200
+                + mine[name].double().numpy() * examples
+            ) / total
+            tol = 1e-6 if t.dtype == torch.float32 else 1e-3
+            np.testing.assert_allclose(
+                average[name].double().numpy(), want, rtol=tol, atol=tol, err_msg=name
+            )
+        else:  # integer tensors: the largest contributor's (the consumer's)
+            assert torch.equal(average[name], mine[name]), name
