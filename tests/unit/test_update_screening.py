@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from flwire import messages
+from flwire.aggregation.screening import UpdatePolicy
 from flwire.demo.data import split_non_iid
-from flwire.demo.screening import UpdatePolicy
 from flwire.demo.server import FedAvgServer
 from flwire.transport import InMemoryBroker, InMemoryTransport, TopicLayout
 

@@ -7,8 +7,8 @@ In order, cheapest first, so that a refused update costs as little as possible:
 2. the weights have the global model's layout (names, dtypes, shapes), checked
    from the tensor headers before anything is decompressed;
 3. every floating value is finite;
-4. the update's L2 distance from the global model is at most
-   :attr:`UpdatePolicy.max_distance`, when one is set.
+4. the update's L2 distance from the global model (for a delta, its norm) is
+   at most :attr:`UpdatePolicy.max_distance`, when one is set.
 
 A refusal raises :class:`UpdateRefused`, whose message is the reason the round
 summary shows.
@@ -24,6 +24,7 @@ import torch
 
 from flwire import messages as m
 from flwire.exceptions import AggregationException, SerializationException
+from flwire.v1 import messages_pb2 as pb
 
 
 class UpdateRefused(AggregationException):
@@ -64,6 +65,7 @@ def screen(
         tensors = msg.tensors(expect=global_state)
     except SerializationException as exc:
         raise UpdateRefused(f"weights refused: {exc}") from None
+    delta = is_delta(msg)
     squares = 0.0
     for name, value in tensors.items():
         if not value.is_floating_point():
@@ -72,7 +74,8 @@ def screen(
             bad = int((~torch.isfinite(value)).sum())
             raise UpdateRefused(f"{bad} non-finite value(s) in {name!r}")
         if policy.max_distance is not None:
-            squares += float((value.double() - global_state[name].double()).square().sum())
+            change = value.double() if delta else value.double() - global_state[name].double()
+            squares += float(change.square().sum())
     if policy.max_distance is not None:
         distance = math.sqrt(squares)
         if distance > policy.max_distance:
@@ -81,3 +84,8 @@ def screen(
                 f"{policy.max_distance:g} (UpdatePolicy.max_distance)"
             )
     return tensors
+
+
+def is_delta(msg: m.Message) -> bool:
+    """Whether an update's weights are a delta from the global model."""
+    return bool(msg.body.weights_kind == pb.WEIGHTS_KIND_DELTA)

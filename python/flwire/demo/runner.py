@@ -21,10 +21,10 @@ from typing import Any, TextIO
 import torch
 
 from flwire import _optional
+from flwire.aggregation.screening import UpdatePolicy
 from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.client import DemoClient
 from flwire.demo.data import split_non_iid
-from flwire.demo.screening import UpdatePolicy
 from flwire.demo.secure import SecureJob
 from flwire.demo.secure import prepare as prepare_secure_job
 from flwire.demo.server import FedAvgServer, RoundResult

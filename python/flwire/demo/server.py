@@ -38,12 +38,13 @@ import torch
 
 from flwire import messages as m
 from flwire._aio import wait_for
+from flwire.aggregation import StreamingFedAvg, UpdatePolicy, UpdateRefused, screen
+from flwire.aggregation.screening import is_delta
 from flwire.compat.models import SimpleCNN
 from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard
 from flwire.demo.metering import record_weights
-from flwire.demo.screening import UpdatePolicy, UpdateRefused, screen
-from flwire.demo.training import DEFAULT_CONFIG, evaluate, fedavg
+from flwire.demo.training import DEFAULT_CONFIG, evaluate
 from flwire.exceptions import AggregationException, RefusedMessageError, SerializationException
 from flwire.messages import SERVER_ID, value_map_to_dict
 from flwire.security import TrustStore, Verifier, sign_message
@@ -70,7 +71,7 @@ class RoundResult:
     wire_bytes: int
     seconds: float
     federated_accuracy: float | None = None
-    #: Clients whose update was refused, and why (see flwire.demo.screening).
+    #: Clients whose update was refused, and why (see flwire.aggregation.screening).
     refused: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,9 +79,12 @@ class RoundResult:
 class _State:
     registered: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_heartbeat: dict[str, float] = field(default_factory=dict)
-    updates: dict[int, dict[str, m.Message]] = field(default_factory=dict)
-    #: Each accepted update's weights, decoded and checked when it arrived.
-    decoded: dict[int, dict[str, dict[str, torch.Tensor]]] = field(default_factory=dict)
+    #: Each accepted update's example count, per round and client.
+    updates: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: Each round's running FedAvg: an accepted update is folded in as it arrives,
+    #: then dropped (server memory stays O(model) whatever the number of clients).
+    #: (None once the round is aggregated.)
+    folds: dict[int, StreamingFedAvg | None] = field(default_factory=dict)
     #: Each refused update's reason, per round and client.
     refused: dict[int, dict[str, str]] = field(default_factory=dict)
     #: Client updates refused before they were read (signature, replay, round), by
@@ -236,9 +240,20 @@ class FedAvgServer:
             self.state.refused.setdefault(round_id, {})[client] = str(exc)
             return
         record_weights(self.metrics, "received", msg, tensors, time.perf_counter() - started)
+        fold = self._fold(round_id)
+        if fold is None:  # the round is over (it was aggregated while this was checked)
+            logger.warning("Ignored a round %d update of %s: too late", round_id, client)
+            return
+        fold.add(client, tensors, msg.body.num_examples, delta=is_delta(msg))
         self.state.refused.get(round_id, {}).pop(client, None)
-        self.state.updates.setdefault(round_id, {})[client] = msg
-        self.state.decoded.setdefault(round_id, {})[client] = tensors
+        self.state.updates.setdefault(round_id, {})[client] = msg.body.num_examples
+
+    def _fold(self, round_id: int) -> StreamingFedAvg | None:
+        """The running FedAvg of a round (made on first use, from the current
+        model); None once the round has been aggregated."""
+        if round_id not in self.state.folds:
+            self.state.folds[round_id] = StreamingFedAvg(self.model.state_dict())
+        return self.state.folds[round_id]
 
     async def _wait(self, ready: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -310,6 +325,7 @@ class FedAvgServer:
 
     async def _round(self, round_id: int) -> None:
         self.current_round = round_id
+        self._fold(round_id)  # before any await: this round's updates are folded from now on
         start = time.perf_counter()
         bytes_before = self.wire_bytes()
         selected = sorted(self.state.registered)
@@ -362,10 +378,9 @@ class FedAvgServer:
                 ", ".join(left_out),
                 self.max_wait_time,
             )
-        decoded = self.state.decoded.get(round_id, {})
-        states = [decoded[cid] for cid in reporting]
-        weights = [updates[cid].body.num_examples for cid in reporting]
-        self.model.load_state_dict(fedavg(states, weights))
+        fold, self.state.folds[round_id] = self.state.folds[round_id], None
+        assert fold is not None
+        self.model.load_state_dict(fold.result())
         accuracy, loss = evaluate(self.model, self.test)
         result = RoundResult(
             round_id,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flwire.aggregation.fedavg import StreamingFedAvg
 from flwire.demo.data import Shard
 from flwire.exceptions import AggregationException
 
@@ -88,26 +89,12 @@ def evaluate(model: nn.Module, shard: Shard) -> tuple[float, float]:
 def fedavg(
     updates: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[int]
 ) -> dict[str, torch.Tensor]:
-    """Weighted average of state dicts (weights: examples per client).
-    Integer tensors (e.g. counters) take the value of the largest contributor."""
+    """Weighted average of state dicts (weights: examples per client), folded in
+    float64 by :class:`~flwire.aggregation.StreamingFedAvg`. Integer tensors
+    (e.g. counters) take the value of the largest contributor (the first, on a tie)."""
     if not updates:
         raise AggregationException("no client updates to aggregate")
-    total = float(sum(weights))
-    if total <= 0:
-        raise AggregationException("client updates report no training examples")
-    keys = list(updates[0])
-    for i, update in enumerate(updates[1:], 1):
-        if list(update) != keys:
-            raise AggregationException(f"update {i} has different tensors than update 0")
-    result: dict[str, torch.Tensor] = {}
-    for key in keys:
-        first = updates[0][key]
-        if first.is_floating_point():
-            acc = torch.zeros_like(first, dtype=torch.float64)
-            for update, w in zip(updates, weights, strict=True):
-                acc += update[key].double() * (w / total)
-            result[key] = acc.to(first.dtype)
-        else:
-            heaviest = max(range(len(updates)), key=lambda i: weights[i])
-            result[key] = updates[heaviest][key].clone()
-    return result
+    fold = StreamingFedAvg(updates[0])
+    for i, (update, weight) in enumerate(zip(updates, weights, strict=True)):
+        fold.add(f"{i:010d}", update, weight)
+    return fold.result()

@@ -1,0 +1,9 @@
+"""Aggregation on the server side: checking client updates before they count
+(:mod:`~flwire.aggregation.screening`) and folding them, as they arrive, into
+a weighted average (:mod:`~flwire.aggregation.fedavg`). Needs torch
+(``pip install 'flwire[torch]'``)."""
+
+from flwire.aggregation.fedavg import MAX_EXAMPLES, StreamingFedAvg
+from flwire.aggregation.screening import UpdatePolicy, UpdateRefused, screen
+
+__all__ = ["MAX_EXAMPLES", "StreamingFedAvg", "UpdatePolicy", "UpdateRefused", "screen"]

@@ -1,0 +1,152 @@
+"""Streaming FedAvg: each update is folded into a running sum as it arrives.
+
+    fold = StreamingFedAvg(global_state)                 # the model the round started from
+    fold.add("client-1", tensors, num_examples=600)      # then the update can be dropped
+    fold.add("client-2", tensors2, num_examples=400, delta=True)
+    new_state = fold.result()                            # sum(n_i * w_i) / sum(n_i)
+
+Memory is O(model) whatever the number of clients: a float64 running sum per
+floating tensor (twice a float32 model), and for each integer tensor (a
+counter such as BatchNorm's ``num_batches_tracked``) the value of the heaviest
+contributor so far. No update is held after it has been folded.
+
+Determinism: every product ``n_i * w_i`` of a float32 or narrower value and an
+example count below 2^29 is exact in float64, and the sum is kept in float64,
+so folding the same updates in another order changes the sum by a few float64
+ulps at most, far below a float32 ulp: the result, cast back to the model's
+dtype, is the same in all but rare rounding-boundary cases, where it differs by
+one ulp of that dtype. Integer tensors take the heaviest contributor's value,
+ties going to the smallest client id, whatever the order.
+
+Updates may be full weights or deltas (``new - global``, per tensor, the
+``WEIGHTS_KIND_DELTA`` of the schema): a delta is folded as ``global + delta``.
+
+Partial sums merge (:meth:`StreamingFedAvg.merge`): several aggregators may
+each fold some clients, and one combines their partials into the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from flwire.exceptions import AggregationException
+
+#: The largest example count one update may carry: products with float32 values
+#: stay exact in float64 below 2^29 (24 + 29 = 53 bits).
+MAX_EXAMPLES = (1 << 29) - 1
+
+
+@dataclass
+class _Heaviest:
+    """The integer tensor of the heaviest contributor so far."""
+
+    weight: int
+    client: str
+    value: torch.Tensor
+
+
+@dataclass
+class StreamingFedAvg:
+    """A running FedAvg over the layout of ``reference`` (see the module)."""
+
+    reference: Mapping[str, torch.Tensor]
+    #: float64 running sums of ``n_i * w_i``, per floating tensor.
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Per integer tensor, the heaviest contributor's value.
+    heaviest: dict[str, _Heaviest] = field(default_factory=dict)
+    #: Clients folded so far, with their example counts.
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, ref in self.reference.items():
+            if ref.is_floating_point():
+                self.sums[name] = torch.zeros(ref.shape, dtype=torch.float64)
+
+    @property
+    def total(self) -> int:
+        """The examples folded so far."""
+        return sum(self.counts.values())
+
+    def add(
+        self,
+        client_id: str,
+        tensors: Mapping[str, torch.Tensor],
+        num_examples: int,
+        *,
+        delta: bool = False,
+    ) -> None:
+        """Fold one client's update (weights, or a delta from ``reference``)."""
+        if client_id in self.counts:
+            raise AggregationException(f"{client_id!r} was folded into this round already")
+        if not 0 < num_examples <= MAX_EXAMPLES:
+            raise AggregationException(
+                f"num_examples of {client_id!r} is {num_examples}, not in 1..{MAX_EXAMPLES}"
+            )
+        if set(tensors) != set(self.reference):
+            missing = sorted(set(self.reference) - set(tensors))
+            extra = sorted(set(tensors) - set(self.reference))
+            raise AggregationException(
+                f"the update of {client_id!r} does not have the model's tensors "
+                f"(missing {missing}, unexpected {extra})"
+            )
+        for name, ref in self.reference.items():
+            value = tensors[name]
+            if value.shape != ref.shape:
+                raise AggregationException(
+                    f"{name!r} of {client_id!r} has shape {tuple(value.shape)}, "
+                    f"not {tuple(ref.shape)}"
+                )
+        for name, value in tensors.items():
+            acc = self.sums.get(name)
+            if acc is not None:
+                term = value.to(torch.float64)  # a copy: float64 is never the wire dtype
+                if delta:
+                    term += self.reference[name]
+                term *= num_examples
+                acc += term
+            else:
+                self._keep_heaviest(name, client_id, value, num_examples, delta)
+        self.counts[client_id] = num_examples
+
+    def _keep_heaviest(
+        self, name: str, client: str, value: torch.Tensor, weight: int, delta: bool
+    ) -> None:
+        best = self.heaviest.get(name)
+        if best is None or (weight, _neg(client)) > (best.weight, _neg(best.client)):
+            full = value + self.reference[name] if delta else value.clone()
+            self.heaviest[name] = _Heaviest(weight, client, full)
+
+    def merge(self, other: StreamingFedAvg) -> None:
+        """Add another aggregator's partial sums (of other clients) to these."""
+        both = set(self.counts) & set(other.counts)
+        if both:
+            raise AggregationException(f"clients folded twice: {sorted(both)}")
+        if set(other.sums) != set(self.sums) or set(other.reference) != set(self.reference):
+            raise AggregationException("partial aggregates of different models")
+        for name, acc in other.sums.items():
+            self.sums[name] += acc
+        for name, best in other.heaviest.items():
+            self._keep_heaviest(name, best.client, best.value, best.weight, False)
+        self.counts.update(other.counts)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The weighted average, in the reference's dtypes."""
+        total = self.total
+        if total <= 0:
+            raise AggregationException("no client updates to aggregate")
+        out: dict[str, torch.Tensor] = {}
+        for name, ref in self.reference.items():
+            acc = self.sums.get(name)
+            if acc is not None:
+                out[name] = (acc / total).to(ref.dtype)
+            else:
+                out[name] = self.heaviest[name].value.to(ref.dtype)
+        return out
+
+
+def _neg(client: str) -> tuple[int, ...]:
+    """Orders client ids so that the smallest compares greatest (tie-break)."""
+    return (*(-b for b in client.encode("utf-8")), 1)
