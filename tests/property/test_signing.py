@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flwire import EncodeOptions, messages, security
-from flwire.exceptions import MessageDecodeError, SenderMismatchError, SignatureError
+from flwire.exceptions import (
+    MessageDecodeError,
+    RefusedMessageError,
+    SenderMismatchError,
+    SignatureError,
+)
 
 KEYS = [security.private_key_from_seed(bytes([i]) * 32) for i in range(3)]
 IDS = ["client-1", "client-2", "server"]
@@ -48,7 +53,7 @@ def test_signed_updates_verify_and_any_changed_byte_is_refused(case, data):
     changed[at] ^= mask
     try:
         security.verify_message(bytes(changed), TRUST)
-    except (SignatureError, MessageDecodeError):
+    except (RefusedMessageError, MessageDecodeError):
         pass
     else:
         raise AssertionError(f"byte {at} ^ {mask:#x} was accepted")
