@@ -21,11 +21,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-# Python code from the schemas, and the Go conformance consumer's code (its
-# staleness check runs in the test suite: tests/conformance/test_crosslang_go.py).
+# Python code from the schemas, and the Go and TypeScript conformance consumers'
+# code (their staleness checks run in the test suite: tests/conformance/
+# test_crosslang_go.py and test_crosslang_ts.py). npm ci runs only when the
+# TypeScript consumer's node_modules is missing or older than its package-lock.json.
 gen: install
 	$(BIN)/python codegen/generate.py
 	bash tests/crosslang/go/generate.sh
+	cd tests/crosslang/ts && { test node_modules/.package-lock.json -nt package-lock.json || npm ci; } && npm run generate
 
 gen-check: install
 	$(BIN)/python codegen/generate.py --check

@@ -24,9 +24,15 @@ def allowed(grants: list[Grant], user: str, operation: str, resource: str = "top
 def test_each_role_writes_the_topics_of_what_it_sends_and_reads_the_others() -> None:
     grants = kafka_acl.job_grants(LAYOUT, "server", ["client-1"])
     for body in BODY_TYPES.values():
-        if body.sender not in ("client", "server"):
+        if body.sender == "any":
             continue  # custom messages: their sender names the topic
         topic = LAYOUT.topic(body.topic)
+        if body.sender == "aggregator":  # the server side's own topic: no client near it
+            assert topic in allowed(grants, "server", "write"), body.name
+            assert topic in allowed(grants, "server", "read"), body.name
+            assert topic not in allowed(grants, "client-1", "read"), body.name
+            assert topic not in allowed(grants, "client-1", "write"), body.name
+            continue
         sender = "server" if body.sender == "server" else "client-1"
         receiver = "client-1" if body.sender == "server" else "server"
         assert topic in allowed(grants, sender, "write"), body.name
@@ -51,19 +57,34 @@ def test_the_exact_model() -> None:
     }
     assert allowed(grants, "srv", "write") == {
         f"{job}.broadcast",
+        f"{job}.aggregates",
         f"{job}.server.seen",
         f"{job}.updates.dead-letter",
         f"{job}.control.dead-letter",
+        f"{job}.aggregates.dead-letter",
     }
     assert allowed(grants, "srv", "read") == {
         f"{job}.updates",
         f"{job}.control",
+        f"{job}.aggregates",
         f"{job}.server.seen",
     }
-    assert allowed(grants, "srv", "read", "group") == {f"{job}.server", "flwire.read-topic."}
+    assert allowed(grants, "srv", "read", "group") == {
+        f"{job}.server",
+        f"{job}.aggregators",
+        "flwire.read-topic.",
+    }
+    # The scale-out aggregators' transactions (flwire.aggregation.scaleout).
+    for op in ("write", "describe"):
+        assert allowed(grants, "srv", op, "transactional_id") == {f"{job}.aggregator."}
+    assert not [g for g in grants if g.resource == "transactional_id" and "c1" in g.principal]
     assert set(LAYOUT.all) <= allowed(grants, "srv", "create")
-    # Only the read-topic groups are a prefix; everything else is literal.
-    assert {g.name for g in grants if g.pattern == "prefixed"} == {"flwire.read-topic."}
+    assert f"{job}.aggregates" in LAYOUT.all
+    # Only the read-topic groups and the transactional ids are a prefix.
+    assert {g.name for g in grants if g.pattern == "prefixed"} == {
+        "flwire.read-topic.",
+        f"{job}.aggregator.",
+    }
     # No grant names another client's resources.
     assert not [g for g in grants if g.principal == "User:c1" and ".c2" in g.name]
 

@@ -61,7 +61,12 @@ def test_schema_tables_match_the_declared_options():
 
 def test_topic_routing_follows_the_schema():
     layout = TopicLayout("job7")
-    names = {"broadcast": layout.broadcast, "updates": layout.updates, "control": layout.control}
+    names = {
+        "broadcast": layout.broadcast,
+        "updates": layout.updates,
+        "control": layout.control,
+        "aggregates": layout.aggregates,
+    }
     for name, kind in schema.BODY_TYPES.items():
         if kind.topic == schema.ANY:  # an application's own types: only the custom body
             assert (name, kind.sender) == (schema.CUSTOM, schema.ANY)
@@ -71,6 +76,10 @@ def test_topic_routing_follows_the_schema():
     assert set(schema.types_on("broadcast")) == set(schema.types_from("server"))
     assert set(schema.types_on("updates")) | set(schema.types_on("control")) == set(
         schema.types_from("client")
+    )
+    # The aggregates topic is the server side's own: only the aggregators write it.
+    assert (
+        schema.types_on("aggregates") == schema.types_from("aggregator") == ("partial_aggregate",)
     )
     with pytest.raises(ValueError, match="unknown topic"):
         layout.topic("gossip")

@@ -30,6 +30,7 @@ def test_schema_constants():
         "evaluation_result",
         "shutdown",
         "custom",
+        "partial_aggregate",
     )
 
 

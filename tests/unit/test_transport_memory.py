@@ -224,6 +224,7 @@ ROUTES = {
     "training_start": "broadcast",
     "evaluation_request": "broadcast",
     "shutdown": "broadcast",
+    "partial_aggregate": "aggregates",
 }
 
 
@@ -232,16 +233,21 @@ def test_topic_names_from_job_id():
     assert layout.broadcast == "flwire.job-7.broadcast"
     assert layout.updates == "flwire.job-7.updates"
     assert layout.control == "flwire.job-7.control"
-    assert layout.all == (layout.broadcast, layout.updates, layout.control)
+    assert layout.all == (layout.broadcast, layout.updates, layout.control, layout.aggregates)
     custom = TopicLayout("j", prefix="acme")
-    assert custom.all == ("acme.j.broadcast", "acme.j.updates", "acme.j.control")
+    assert custom.all == (
+        "acme.j.broadcast",
+        "acme.j.updates",
+        "acme.j.control",
+        "acme.j.aggregates",
+    )
     assert len(set(TopicLayout("a").all) & set(TopicLayout("b").all)) == 0
 
 
 def test_every_message_type_has_a_route():
     # Custom messages (an application's own types) go where their sender says.
     assert set(messages.MESSAGE_TYPES) == {*ROUTES, "custom"}
-    assert len(messages.MESSAGE_TYPES) == 9
+    assert len(messages.MESSAGE_TYPES) == 10
     layout = TopicLayout("job")
     for message_type, topic in ROUTES.items():
         assert layout.for_message(message_type) == getattr(layout, topic), message_type
@@ -258,6 +264,7 @@ def test_routes_of_built_messages():
         messages.evaluation_request(1),
         messages.evaluation_result("c1", 1),
         messages.shutdown("done"),
+        messages.partial_aggregate("agg-1", 1, {"w": np.zeros(3)}, {"c1": 5}),
     ]
     layout = TopicLayout("job")
     assert sorted(msg.type for msg in built) == sorted(ROUTES)

@@ -40,8 +40,9 @@ MAX_EXAMPLES = (1 << 29) - 1
 
 
 @dataclass
-class _Heaviest:
-    """The integer tensor of the heaviest contributor so far."""
+class Heaviest:
+    """The integer tensor of the heaviest contributor so far: its example count
+    (``weight``), its id and its value (full weights, in the model's dtype)."""
 
     weight: int
     client: str
@@ -56,7 +57,7 @@ class StreamingFedAvg:
     #: float64 running sums of ``n_i * w_i``, per floating tensor.
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     #: Per integer tensor, the heaviest contributor's value.
-    heaviest: dict[str, _Heaviest] = field(default_factory=dict)
+    heaviest: dict[str, Heaviest] = field(default_factory=dict)
     #: Clients folded so far, with their example counts.
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -117,7 +118,7 @@ class StreamingFedAvg:
         best = self.heaviest.get(name)
         if best is None or (weight, _neg(client)) > (best.weight, _neg(best.client)):
             full = value + self.reference[name] if delta else value.clone()
-            self.heaviest[name] = _Heaviest(weight, client, full)
+            self.heaviest[name] = Heaviest(weight, client, full)
 
     def merge(self, other: StreamingFedAvg) -> None:
         """Add another aggregator's partial sums (of other clients) to these."""

@@ -30,6 +30,7 @@ from flwire.messages.builders import (
     evaluation_result,
     global_update,
     heartbeat,
+    partial_aggregate,
     shutdown,
     training_start,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "from_value",
     "global_update",
     "heartbeat",
+    "partial_aggregate",
     "pick_codec",
     "pick_lossy",
     "shutdown",

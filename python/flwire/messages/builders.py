@@ -400,3 +400,35 @@ def custom(
         type=message_type,
         payload=payload,
     )
+
+
+@_builder("partial_aggregate")
+def partial_aggregate(
+    aggregator_id: str,
+    round_id: int,
+    sums: Weights,
+    clients: Mapping[str, int],
+    heaviest: Sequence[tuple[str, str, int]] = (),
+    *,
+    options: EncodeOptions | None = None,
+    extensions: Mapping[str, PyValue] | None = None,
+) -> Message:
+    """One aggregator's partial FedAvg sums of a round (scale-out, see
+    :mod:`flwire.aggregation.scaleout`): ``sums`` per tensor (float64 sums of
+    ``num_examples * weights`` for floating tensors, the heaviest contributor's
+    value for integer ones), ``clients`` folded (id -> example count), and per
+    integer tensor ``(tensor, client_id, num_examples)`` of its heaviest
+    contributor."""
+    return build(
+        "partial_aggregate",
+        aggregator_id,
+        weights=sums,
+        options=options,
+        extensions=extensions,
+        round_id=round_id,
+        aggregator_id=aggregator_id,
+        clients=[pb.FoldedClient(client_id=c, num_examples=n) for c, n in clients.items()],
+        heaviest=[
+            pb.HeaviestContributor(tensor=t, client_id=c, num_examples=n) for t, c, n in heaviest
+        ],
+    )

@@ -9,7 +9,14 @@ for job ``J`` (topics ``flwire.J.<name>``, see :class:`TopicLayout`):
   results, registration, heartbeats), reads ``broadcast``, with its own consumer
   group ``flwire.J.client.C``;
 - the server writes ``broadcast`` and reads ``updates`` and ``control`` with the
-  group ``flwire.J.server``; it may also create the job's three topics.
+  group ``flwire.J.server``; it may also create the job's topics;
+- the server side's scale-out aggregators (:mod:`flwire.aggregation.scaleout`)
+  run as the server's user: they read ``updates`` with the group
+  ``flwire.J.aggregators`` and write ``aggregates`` in transactions (the
+  transactional ids ``flwire.J.aggregator.*``), which the server reads. A
+  message's readers follow from its sender: a server message is for the
+  clients, a client or aggregator message for the server, so no client may
+  read or write ``aggregates``.
 
 Each role also gets what a :class:`~flwire.transport.Channel` needs besides:
 its group's compacted seen-ids topic ``<group>.seen`` (create, read, write),
@@ -47,8 +54,12 @@ from flwire.transport.layout import TopicLayout
 
 #: Prefix of the groups :func:`flwire.transport.kafka_admin.read_topic` uses.
 READ_TOPIC_GROUPS = "flwire.read-topic."
-#: The two roles of the schema.
+#: The two users' roles of the schema.
 ROLES = ("server", "client")
+#: The user role each sender role of the schema runs as, and the role that reads
+#: what it sends (the aggregators are processes of the server side).
+RUNS_AS = {"server": "server", "aggregator": "server", "client": "client"}
+READ_BY = {"server": "client", "aggregator": "server", "client": "server"}
 
 
 @dataclass(frozen=True, order=True)
@@ -70,12 +81,19 @@ class Grant:
 
 def role_topics(layout: TopicLayout) -> dict[str, tuple[list[str], list[str]]]:
     """Per role, (topics it writes, topics it reads), from the schema: a role
-    writes the topics of the messages it sends and reads the other role's."""
-    sent = {role: sorted({body_type(name).topic for name in types_from(role)}) for role in ROLES}
+    writes the topics of the messages it (or a sender role that runs as it, see
+    :data:`RUNS_AS`) sends, and reads those of the messages meant for it
+    (:data:`READ_BY`)."""
+    writes: dict[str, set[str]] = {role: set() for role in ROLES}
+    reads: dict[str, set[str]] = {role: set() for role in ROLES}
+    for sender, user in RUNS_AS.items():
+        topics = {body_type(name).topic for name in types_from(sender)}
+        writes[user] |= topics
+        reads[READ_BY[sender]] |= topics
     return {
         role: (
-            [layout.topic(t) for t in sent[role]],
-            [layout.topic(t) for other in ROLES if other != role for t in sent[other]],
+            [layout.topic(t) for t in sorted(writes[role])],
+            [layout.topic(t) for t in sorted(reads[role])],
         )
         for role in ROLES
     }
@@ -116,6 +134,14 @@ def job_grants(
     writes, reads = topics["server"]
     grants = _role_grants(server, writes, reads, layout.server_group(), policy)
     grants += [Grant(f"User:{server}", "topic", t, "create") for t in layout.all]
+    # Scale-out: the aggregators' group and transactional ids.
+    grants.append(Grant(f"User:{server}", "group", layout.aggregator_group(), "read"))
+    grants += [
+        Grant(
+            f"User:{server}", "transactional_id", layout.aggregator_transaction(""), op, "prefixed"
+        )
+        for op in ("write", "describe")
+    ]
     writes, reads = topics["client"]
     for client in dict.fromkeys(clients):
         grants += _role_grants(client, writes, reads, layout.client_group(client), policy)

@@ -15,6 +15,9 @@ class TopicLayout:
       evaluation requests, shutdown); every client reads all of it.
     - ``updates``: clients -> server (client updates, evaluation results).
     - ``control``: clients -> server (registration, heartbeats).
+    - ``aggregates``: the server side's aggregators -> the server (partial
+      aggregates, scale-out: :mod:`flwire.aggregation.scaleout`); clients
+      neither read nor write it.
     """
 
     job_id: str
@@ -22,7 +25,7 @@ class TopicLayout:
 
     def topic(self, name: str) -> str:
         """The Kafka topic of one of the schema's topics (``flwire.v1.Topic``:
-        ``broadcast``, ``updates``, ``control``)."""
+        ``broadcast``, ``updates``, ``control``, ``aggregates``)."""
         if name not in self.names:
             raise ValueError(
                 f"unknown topic {name!r}; the schema's topics: {', '.join(self.names)}"
@@ -47,8 +50,13 @@ class TopicLayout:
         return self.topic("control")
 
     @property
-    def all(self) -> tuple[str, str, str]:
-        return (self.broadcast, self.updates, self.control)
+    def aggregates(self) -> str:
+        return self.topic("aggregates")
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every topic of the job, in the schema's enum order."""
+        return tuple(self.topic(n) for n in self.names)
 
     def for_message(self, message_type: str) -> str:
         """The topic a message type travels on, as its schema declares it
@@ -64,6 +72,14 @@ class TopicLayout:
 
     def server_group(self) -> str:
         return f"{self.prefix}.{self.job_id}.server"
+
+    def aggregator_group(self) -> str:
+        """The consumer group of the scale-out aggregators (they share ``updates``)."""
+        return f"{self.prefix}.{self.job_id}.aggregators"
+
+    def aggregator_transaction(self, aggregator_id: str) -> str:
+        """The ``transactional.id`` of one scale-out aggregator."""
+        return f"{self.prefix}.{self.job_id}.aggregator.{aggregator_id}"
 
     def client_group(self, client_id: str) -> str:
         return f"{self.prefix}.{self.job_id}.client.{client_id}"

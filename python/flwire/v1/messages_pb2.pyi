@@ -53,7 +53,7 @@ class SchemaVersion(_message.Message):
     def __init__(self, major: _Optional[int] = ..., minor: _Optional[int] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("message_id", "sender_id", "timestamp", "schema_version", "extensions", "padding", "signature", "client_update", "global_update", "client_registration", "heartbeat", "training_start", "evaluation_request", "evaluation_result", "shutdown", "custom")
+    __slots__ = ("message_id", "sender_id", "timestamp", "schema_version", "extensions", "padding", "signature", "client_update", "global_update", "client_registration", "heartbeat", "training_start", "evaluation_request", "evaluation_result", "shutdown", "custom", "partial_aggregate")
     class ExtensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class Envelope(_message.Message):
     EVALUATION_RESULT_FIELD_NUMBER: _ClassVar[int]
     SHUTDOWN_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     sender_id: str
     timestamp: _timestamp_pb2.Timestamp
@@ -93,7 +94,8 @@ class Envelope(_message.Message):
     evaluation_result: EvaluationResult
     shutdown: Shutdown
     custom: CustomMessage
-    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[_Union[SchemaVersion, _Mapping]] = ..., extensions: _Optional[_Mapping[str, _values_pb2.Value]] = ..., padding: _Optional[bytes] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., client_update: _Optional[_Union[ClientUpdate, _Mapping]] = ..., global_update: _Optional[_Union[GlobalUpdate, _Mapping]] = ..., client_registration: _Optional[_Union[ClientRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., training_start: _Optional[_Union[TrainingStart, _Mapping]] = ..., evaluation_request: _Optional[_Union[EvaluationRequest, _Mapping]] = ..., evaluation_result: _Optional[_Union[EvaluationResult, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., custom: _Optional[_Union[CustomMessage, _Mapping]] = ...) -> None: ...
+    partial_aggregate: PartialAggregate
+    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., schema_version: _Optional[_Union[SchemaVersion, _Mapping]] = ..., extensions: _Optional[_Mapping[str, _values_pb2.Value]] = ..., padding: _Optional[bytes] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., client_update: _Optional[_Union[ClientUpdate, _Mapping]] = ..., global_update: _Optional[_Union[GlobalUpdate, _Mapping]] = ..., client_registration: _Optional[_Union[ClientRegistration, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., training_start: _Optional[_Union[TrainingStart, _Mapping]] = ..., evaluation_request: _Optional[_Union[EvaluationRequest, _Mapping]] = ..., evaluation_result: _Optional[_Union[EvaluationResult, _Mapping]] = ..., shutdown: _Optional[_Union[Shutdown, _Mapping]] = ..., custom: _Optional[_Union[CustomMessage, _Mapping]] = ..., partial_aggregate: _Optional[_Union[PartialAggregate, _Mapping]] = ...) -> None: ...
 
 class Signature(_message.Message):
     __slots__ = ("key_id", "algorithm", "signature")
@@ -302,3 +304,37 @@ class CustomMessage(_message.Message):
     payload: _containers.MessageMap[str, _values_pb2.Value]
     weights: _tensor_pb2.TensorMap
     def __init__(self, type: _Optional[str] = ..., payload: _Optional[_Mapping[str, _values_pb2.Value]] = ..., weights: _Optional[_Union[_tensor_pb2.TensorMap, _Mapping]] = ...) -> None: ...
+
+class FoldedClient(_message.Message):
+    __slots__ = ("client_id", "num_examples")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    num_examples: int
+    def __init__(self, client_id: _Optional[str] = ..., num_examples: _Optional[int] = ...) -> None: ...
+
+class HeaviestContributor(_message.Message):
+    __slots__ = ("tensor", "client_id", "num_examples")
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    tensor: str
+    client_id: str
+    num_examples: int
+    def __init__(self, tensor: _Optional[str] = ..., client_id: _Optional[str] = ..., num_examples: _Optional[int] = ...) -> None: ...
+
+class PartialAggregate(_message.Message):
+    __slots__ = ("round_id", "aggregator_id", "clients", "sums", "weights_kind", "heaviest")
+    ROUND_ID_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    SUMS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_KIND_FIELD_NUMBER: _ClassVar[int]
+    HEAVIEST_FIELD_NUMBER: _ClassVar[int]
+    round_id: int
+    aggregator_id: str
+    clients: _containers.RepeatedCompositeFieldContainer[FoldedClient]
+    sums: _tensor_pb2.TensorMap
+    weights_kind: WeightsKind
+    heaviest: _containers.RepeatedCompositeFieldContainer[HeaviestContributor]
+    def __init__(self, round_id: _Optional[int] = ..., aggregator_id: _Optional[str] = ..., clients: _Optional[_Iterable[_Union[FoldedClient, _Mapping]]] = ..., sums: _Optional[_Union[_tensor_pb2.TensorMap, _Mapping]] = ..., weights_kind: _Optional[_Union[WeightsKind, str]] = ..., heaviest: _Optional[_Iterable[_Union[HeaviestContributor, _Mapping]]] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66lwire/v1/options.proto\x12\tflwire.v1\x1a google/protobuf/descriptor.proto\"P\n\x0cMessageRules\x12\x1f\n\x05topic\x18\x01 \x01(\x0e\x32\x10.flwire.v1.Topic\x12\x1f\n\x06sender\x18\x02 \x01(\x0e\x32\x0f.flwire.v1.Role\"4\n\nFieldRules\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x14\n\x0cnon_negative\x18\x02 \x01(\x08*h\n\x05Topic\x12\x15\n\x11TOPIC_UNSPECIFIED\x10\x00\x12\x13\n\x0fTOPIC_BROADCAST\x10\x01\x12\x11\n\rTOPIC_UPDATES\x10\x02\x12\x11\n\rTOPIC_CONTROL\x10\x03\x12\r\n\tTOPIC_ANY\x10\x04*L\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SERVER\x10\x01\x12\x0f\n\x0bROLE_CLIENT\x10\x02\x12\x0c\n\x08ROLE_ANY\x10\x03:K\n\x07message\x12\x1f.google.protobuf.MessageOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x17.flwire.v1.MessageRules:E\n\x05\x66ield\x12\x1d.google.protobuf.FieldOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x15.flwire.v1.FieldRulesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66lwire/v1/options.proto\x12\tflwire.v1\x1a google/protobuf/descriptor.proto\"P\n\x0cMessageRules\x12\x1f\n\x05topic\x18\x01 \x01(\x0e\x32\x10.flwire.v1.Topic\x12\x1f\n\x06sender\x18\x02 \x01(\x0e\x32\x0f.flwire.v1.Role\"4\n\nFieldRules\x12\x10\n\x08required\x18\x01 \x01(\x08\x12\x14\n\x0cnon_negative\x18\x02 \x01(\x08*~\n\x05Topic\x12\x15\n\x11TOPIC_UNSPECIFIED\x10\x00\x12\x13\n\x0fTOPIC_BROADCAST\x10\x01\x12\x11\n\rTOPIC_UPDATES\x10\x02\x12\x11\n\rTOPIC_CONTROL\x10\x03\x12\r\n\tTOPIC_ANY\x10\x04\x12\x14\n\x10TOPIC_AGGREGATES\x10\x05*a\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SERVER\x10\x01\x12\x0f\n\x0bROLE_CLIENT\x10\x02\x12\x0c\n\x08ROLE_ANY\x10\x03\x12\x13\n\x0fROLE_AGGREGATOR\x10\x04:K\n\x07message\x12\x1f.google.protobuf.MessageOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x17.flwire.v1.MessageRules:E\n\x05\x66ield\x12\x1d.google.protobuf.FieldOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x15.flwire.v1.FieldRulesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flwire.v1.options_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOPIC']._serialized_start=208
-  _globals['_TOPIC']._serialized_end=312
-  _globals['_ROLE']._serialized_start=314
-  _globals['_ROLE']._serialized_end=390
+  _globals['_TOPIC']._serialized_end=334
+  _globals['_ROLE']._serialized_start=336
+  _globals['_ROLE']._serialized_end=433
   _globals['_MESSAGERULES']._serialized_start=72
   _globals['_MESSAGERULES']._serialized_end=152
   _globals['_FIELDRULES']._serialized_start=154

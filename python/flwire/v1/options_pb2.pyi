@@ -15,6 +15,7 @@ class Topic(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOPIC_UPDATES: _ClassVar[Topic]
     TOPIC_CONTROL: _ClassVar[Topic]
     TOPIC_ANY: _ClassVar[Topic]
+    TOPIC_AGGREGATES: _ClassVar[Topic]
 
 class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -22,15 +23,18 @@ class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLE_SERVER: _ClassVar[Role]
     ROLE_CLIENT: _ClassVar[Role]
     ROLE_ANY: _ClassVar[Role]
+    ROLE_AGGREGATOR: _ClassVar[Role]
 TOPIC_UNSPECIFIED: Topic
 TOPIC_BROADCAST: Topic
 TOPIC_UPDATES: Topic
 TOPIC_CONTROL: Topic
 TOPIC_ANY: Topic
+TOPIC_AGGREGATES: Topic
 ROLE_UNSPECIFIED: Role
 ROLE_SERVER: Role
 ROLE_CLIENT: Role
 ROLE_ANY: Role
+ROLE_AGGREGATOR: Role
 MESSAGE_FIELD_NUMBER: _ClassVar[int]
 message: _descriptor.FieldDescriptor
 FIELD_FIELD_NUMBER: _ClassVar[int]

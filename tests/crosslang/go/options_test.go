@@ -41,7 +41,8 @@ func TestMessageRules(t *testing.T) {
 	// ../../../shared/DESIGN.md section 2): server -> clients on the broadcast
 	// topic; client results on the updates topic, registration and liveness on
 	// the control topic; an application's own message types where their sender
-	// says.
+	// says; an aggregator's partial sums (scale-out) on the server side's own
+	// aggregates topic.
 	wantRoutes := map[string]string{
 		"client_update":       "TOPIC_UPDATES/ROLE_CLIENT",
 		"global_update":       "TOPIC_BROADCAST/ROLE_SERVER",
@@ -52,6 +53,7 @@ func TestMessageRules(t *testing.T) {
 		"evaluation_result":   "TOPIC_UPDATES/ROLE_CLIENT",
 		"shutdown":            "TOPIC_BROADCAST/ROLE_SERVER",
 		"custom":              "TOPIC_ANY/ROLE_ANY",
+		"partial_aggregate":   "TOPIC_AGGREGATES/ROLE_AGGREGATOR",
 	}
 	// Client ids are required, rounds and example counts are never negative,
 	// and the weights of an update are required (an evaluation request's are
@@ -65,6 +67,8 @@ func TestMessageRules(t *testing.T) {
 		"training_start.round_id:non_negative", "evaluation_request.round_id:non_negative",
 		"evaluation_result.client_id:required", "evaluation_result.round_id:non_negative",
 		"evaluation_result.num_examples:non_negative", "custom.type:required",
+		"partial_aggregate.round_id:non_negative", "partial_aggregate.aggregator_id:required",
+		"partial_aggregate.sums:required",
 	}
 
 	routes := map[string]string{}

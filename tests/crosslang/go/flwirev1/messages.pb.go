@@ -4,6 +4,7 @@
 // Server -> clients: GlobalUpdate, TrainingStart, EvaluationRequest, Shutdown.
 // Clients -> server: ClientRegistration, Heartbeat, ClientUpdate,
 // EvaluationResult.
+// Aggregators -> server (scale-out, server side only): PartialAggregate.
 //
 // Each body message declares its rules once, as options (options.proto): the
 // topic it travels on and its sender, and per field whether it is required or
@@ -289,6 +290,7 @@ type Envelope struct {
 	//	*Envelope_EvaluationResult
 	//	*Envelope_Shutdown
 	//	*Envelope_Custom
+	//	*Envelope_PartialAggregate
 	Body          isEnvelope_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -461,6 +463,15 @@ func (x *Envelope) GetCustom() *CustomMessage {
 	return nil
 }
 
+func (x *Envelope) GetPartialAggregate() *PartialAggregate {
+	if x != nil {
+		if x, ok := x.Body.(*Envelope_PartialAggregate); ok {
+			return x.PartialAggregate
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Body interface {
 	isEnvelope_Body()
 }
@@ -510,6 +521,11 @@ type Envelope_Custom struct {
 	Custom *CustomMessage `protobuf:"bytes,18,opt,name=custom,proto3,oneof"`
 }
 
+type Envelope_PartialAggregate struct {
+	// One aggregator's partial FedAvg sums of a round (scale-out).
+	PartialAggregate *PartialAggregate `protobuf:"bytes,19,opt,name=partial_aggregate,json=partialAggregate,proto3,oneof"`
+}
+
 func (*Envelope_ClientUpdate) isEnvelope_Body() {}
 
 func (*Envelope_GlobalUpdate) isEnvelope_Body() {}
@@ -527,6 +543,8 @@ func (*Envelope_EvaluationResult) isEnvelope_Body() {}
 func (*Envelope_Shutdown) isEnvelope_Body() {}
 
 func (*Envelope_Custom) isEnvelope_Body() {}
+
+func (*Envelope_PartialAggregate) isEnvelope_Body() {}
 
 // Signature is a sender's signature of an Envelope (wire format section 14.3).
 type Signature struct {
@@ -1383,6 +1401,226 @@ func (x *CustomMessage) GetWeights() *TensorMap {
 	return nil
 }
 
+// FoldedClient is one client update folded into a PartialAggregate.
+type FoldedClient struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the client.
+	ClientId string `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Its update's example count (its FedAvg weight), 1 to 2^29 - 1.
+	NumExamples   int64 `protobuf:"varint,2,opt,name=num_examples,json=numExamples,proto3" json:"num_examples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FoldedClient) Reset() {
+	*x = FoldedClient{}
+	mi := &file_flwire_v1_messages_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FoldedClient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FoldedClient) ProtoMessage() {}
+
+func (x *FoldedClient) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_messages_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FoldedClient.ProtoReflect.Descriptor instead.
+func (*FoldedClient) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FoldedClient) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *FoldedClient) GetNumExamples() int64 {
+	if x != nil {
+		return x.NumExamples
+	}
+	return 0
+}
+
+// HeaviestContributor names, for one integer tensor of a PartialAggregate
+// (e.g. BatchNorm's num_batches_tracked), the folded client whose value it
+// holds: the one with the most examples, ties going to the smallest client id
+// (compared as UTF-8 bytes).
+type HeaviestContributor struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the integer tensor in PartialAggregate.sums.
+	Tensor string `protobuf:"bytes,1,opt,name=tensor,proto3" json:"tensor,omitempty"`
+	// The client whose value the tensor holds.
+	ClientId string `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// That client's example count.
+	NumExamples   int64 `protobuf:"varint,3,opt,name=num_examples,json=numExamples,proto3" json:"num_examples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeaviestContributor) Reset() {
+	*x = HeaviestContributor{}
+	mi := &file_flwire_v1_messages_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeaviestContributor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeaviestContributor) ProtoMessage() {}
+
+func (x *HeaviestContributor) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_messages_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeaviestContributor.ProtoReflect.Descriptor instead.
+func (*HeaviestContributor) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *HeaviestContributor) GetTensor() string {
+	if x != nil {
+		return x.Tensor
+	}
+	return ""
+}
+
+func (x *HeaviestContributor) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *HeaviestContributor) GetNumExamples() int64 {
+	if x != nil {
+		return x.NumExamples
+	}
+	return 0
+}
+
+// PartialAggregate carries one aggregator's share of a round's FedAvg: the
+// sums over the client updates it folded, which the server (the coordinator)
+// adds to the other aggregators' to get the round's weighted average (wire
+// format section 14.4).
+type PartialAggregate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The round whose updates were folded (>= 0).
+	RoundId int64 `protobuf:"varint,1,opt,name=round_id,json=roundId,proto3" json:"round_id,omitempty"`
+	// Id of the aggregator that folded them (its sender id).
+	AggregatorId string `protobuf:"bytes,2,opt,name=aggregator_id,json=aggregatorId,proto3" json:"aggregator_id,omitempty"`
+	// The clients folded, each once, with their example counts.
+	Clients []*FoldedClient `protobuf:"bytes,3,rep,name=clients,proto3" json:"clients,omitempty"`
+	// Per floating tensor of the model, the float64 (DTYPE_FLOAT64) sum over the
+	// folded clients of num_examples * weights; per integer tensor, the value of
+	// its heaviest contributor, in the model's dtype.
+	Sums *TensorMap `protobuf:"bytes,4,opt,name=sums,proto3" json:"sums,omitempty"`
+	// What the sums add up: full weights (a delta update is folded as the
+	// round's global weights + the delta). WEIGHTS_KIND_DELTA is reserved for
+	// sums of deltas; this version's readers refuse it.
+	WeightsKind WeightsKind `protobuf:"varint,5,opt,name=weights_kind,json=weightsKind,proto3,enum=flwire.v1.WeightsKind" json:"weights_kind,omitempty"`
+	// The heaviest contributor of each integer tensor of `sums`.
+	Heaviest      []*HeaviestContributor `protobuf:"bytes,6,rep,name=heaviest,proto3" json:"heaviest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartialAggregate) Reset() {
+	*x = PartialAggregate{}
+	mi := &file_flwire_v1_messages_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartialAggregate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartialAggregate) ProtoMessage() {}
+
+func (x *PartialAggregate) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_messages_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartialAggregate.ProtoReflect.Descriptor instead.
+func (*PartialAggregate) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_messages_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PartialAggregate) GetRoundId() int64 {
+	if x != nil {
+		return x.RoundId
+	}
+	return 0
+}
+
+func (x *PartialAggregate) GetAggregatorId() string {
+	if x != nil {
+		return x.AggregatorId
+	}
+	return ""
+}
+
+func (x *PartialAggregate) GetClients() []*FoldedClient {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *PartialAggregate) GetSums() *TensorMap {
+	if x != nil {
+		return x.Sums
+	}
+	return nil
+}
+
+func (x *PartialAggregate) GetWeightsKind() WeightsKind {
+	if x != nil {
+		return x.WeightsKind
+	}
+	return WeightsKind_WEIGHTS_KIND_UNSPECIFIED
+}
+
+func (x *PartialAggregate) GetHeaviest() []*HeaviestContributor {
+	if x != nil {
+		return x.Heaviest
+	}
+	return nil
+}
+
 var File_flwire_v1_messages_proto protoreflect.FileDescriptor
 
 const file_flwire_v1_messages_proto_rawDesc = "" +
@@ -1390,7 +1628,7 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\x18flwire/v1/messages.proto\x12\tflwire.v1\x1a\x17flwire/v1/options.proto\x1a\x16flwire/v1/tensor.proto\x1a\x16flwire/v1/values.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n" +
 	"\rSchemaVersion\x12\x14\n" +
 	"\x05major\x18\x01 \x01(\rR\x05major\x12\x14\n" +
-	"\x05minor\x18\x02 \x01(\rR\x05minor\"\x8a\b\n" +
+	"\x05minor\x18\x02 \x01(\rR\x05minor\"\xd6\b\n" +
 	"\bEnvelope\x12%\n" +
 	"\n" +
 	"message_id\x18\x01 \x01(\tB\x06\xa2\xbb\x18\x02\b\x01R\tmessageId\x12\x1b\n" +
@@ -1411,7 +1649,8 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\x12evaluation_request\x18\x0f \x01(\v2\x1c.flwire.v1.EvaluationRequestH\x00R\x11evaluationRequest\x12J\n" +
 	"\x11evaluation_result\x18\x10 \x01(\v2\x1b.flwire.v1.EvaluationResultH\x00R\x10evaluationResult\x121\n" +
 	"\bshutdown\x18\x11 \x01(\v2\x13.flwire.v1.ShutdownH\x00R\bshutdown\x122\n" +
-	"\x06custom\x18\x12 \x01(\v2\x18.flwire.v1.CustomMessageH\x00R\x06custom\x1aO\n" +
+	"\x06custom\x18\x12 \x01(\v2\x18.flwire.v1.CustomMessageH\x00R\x06custom\x12J\n" +
+	"\x11partial_aggregate\x18\x13 \x01(\v2\x1b.flwire.v1.PartialAggregateH\x00R\x10partialAggregate\x1aO\n" +
 	"\x0fExtensionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01B\x06\n" +
@@ -1509,7 +1748,21 @@ const file_flwire_v1_messages_proto_rawDesc = "" +
 	"\aweights\x18\x03 \x01(\v2\x14.flwire.v1.TensorMapR\aweights\x1aL\n" +
 	"\fPayloadEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01:\b\xa2\xbb\x18\x04\b\x04\x10\x03*Z\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.flwire.v1.ValueR\x05value:\x028\x01:\b\xa2\xbb\x18\x04\b\x04\x10\x03\"N\n" +
+	"\fFoldedClient\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12!\n" +
+	"\fnum_examples\x18\x02 \x01(\x03R\vnumExamples\"m\n" +
+	"\x13HeaviestContributor\x12\x16\n" +
+	"\x06tensor\x18\x01 \x01(\tR\x06tensor\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12!\n" +
+	"\fnum_examples\x18\x03 \x01(\x03R\vnumExamples\"\xc8\x02\n" +
+	"\x10PartialAggregate\x12!\n" +
+	"\bround_id\x18\x01 \x01(\x03B\x06\xa2\xbb\x18\x02\x10\x01R\aroundId\x12+\n" +
+	"\raggregator_id\x18\x02 \x01(\tB\x06\xa2\xbb\x18\x02\b\x01R\faggregatorId\x121\n" +
+	"\aclients\x18\x03 \x03(\v2\x17.flwire.v1.FoldedClientR\aclients\x120\n" +
+	"\x04sums\x18\x04 \x01(\v2\x14.flwire.v1.TensorMapB\x06\xa2\xbb\x18\x02\b\x01R\x04sums\x129\n" +
+	"\fweights_kind\x18\x05 \x01(\x0e2\x16.flwire.v1.WeightsKindR\vweightsKind\x12:\n" +
+	"\bheaviest\x18\x06 \x03(\v2\x1e.flwire.v1.HeaviestContributorR\bheaviest:\b\xa2\xbb\x18\x04\b\x05\x10\x04*Z\n" +
 	"\x12SignatureAlgorithm\x12#\n" +
 	"\x1fSIGNATURE_ALGORITHM_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bSIGNATURE_ALGORITHM_ED25519\x10\x01*C\n" +
@@ -1537,7 +1790,7 @@ func file_flwire_v1_messages_proto_rawDescGZIP() []byte {
 }
 
 var file_flwire_v1_messages_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_flwire_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_flwire_v1_messages_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_flwire_v1_messages_proto_goTypes = []any{
 	(SignatureAlgorithm)(0),       // 0: flwire.v1.SignatureAlgorithm
 	(WeightsKind)(0),              // 1: flwire.v1.WeightsKind
@@ -1556,28 +1809,31 @@ var file_flwire_v1_messages_proto_goTypes = []any{
 	(*EvaluationResult)(nil),      // 14: flwire.v1.EvaluationResult
 	(*Shutdown)(nil),              // 15: flwire.v1.Shutdown
 	(*CustomMessage)(nil),         // 16: flwire.v1.CustomMessage
-	nil,                           // 17: flwire.v1.Envelope.ExtensionsEntry
-	nil,                           // 18: flwire.v1.ClientUpdate.MetricsEntry
-	nil,                           // 19: flwire.v1.GlobalUpdate.ConfigEntry
-	nil,                           // 20: flwire.v1.Capabilities.ExtraEntry
-	nil,                           // 21: flwire.v1.ModelInfo.ExtraEntry
-	nil,                           // 22: flwire.v1.ClientRegistration.AttributesEntry
-	nil,                           // 23: flwire.v1.Heartbeat.SystemMetricsEntry
-	nil,                           // 24: flwire.v1.TrainingStart.ConfigEntry
-	nil,                           // 25: flwire.v1.EvaluationRequest.ConfigEntry
-	nil,                           // 26: flwire.v1.EvaluationResult.MetricsEntry
-	nil,                           // 27: flwire.v1.CustomMessage.PayloadEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
-	(*TensorMap)(nil),             // 29: flwire.v1.TensorMap
-	(Codec)(0),                    // 30: flwire.v1.Codec
-	(Filter)(0),                   // 31: flwire.v1.Filter
-	(Lossy)(0),                    // 32: flwire.v1.Lossy
-	(*Value)(nil),                 // 33: flwire.v1.Value
+	(*FoldedClient)(nil),          // 17: flwire.v1.FoldedClient
+	(*HeaviestContributor)(nil),   // 18: flwire.v1.HeaviestContributor
+	(*PartialAggregate)(nil),      // 19: flwire.v1.PartialAggregate
+	nil,                           // 20: flwire.v1.Envelope.ExtensionsEntry
+	nil,                           // 21: flwire.v1.ClientUpdate.MetricsEntry
+	nil,                           // 22: flwire.v1.GlobalUpdate.ConfigEntry
+	nil,                           // 23: flwire.v1.Capabilities.ExtraEntry
+	nil,                           // 24: flwire.v1.ModelInfo.ExtraEntry
+	nil,                           // 25: flwire.v1.ClientRegistration.AttributesEntry
+	nil,                           // 26: flwire.v1.Heartbeat.SystemMetricsEntry
+	nil,                           // 27: flwire.v1.TrainingStart.ConfigEntry
+	nil,                           // 28: flwire.v1.EvaluationRequest.ConfigEntry
+	nil,                           // 29: flwire.v1.EvaluationResult.MetricsEntry
+	nil,                           // 30: flwire.v1.CustomMessage.PayloadEntry
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*TensorMap)(nil),             // 32: flwire.v1.TensorMap
+	(Codec)(0),                    // 33: flwire.v1.Codec
+	(Filter)(0),                   // 34: flwire.v1.Filter
+	(Lossy)(0),                    // 35: flwire.v1.Lossy
+	(*Value)(nil),                 // 36: flwire.v1.Value
 }
 var file_flwire_v1_messages_proto_depIdxs = []int32{
-	28, // 0: flwire.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
+	31, // 0: flwire.v1.Envelope.timestamp:type_name -> google.protobuf.Timestamp
 	3,  // 1: flwire.v1.Envelope.schema_version:type_name -> flwire.v1.SchemaVersion
-	17, // 2: flwire.v1.Envelope.extensions:type_name -> flwire.v1.Envelope.ExtensionsEntry
+	20, // 2: flwire.v1.Envelope.extensions:type_name -> flwire.v1.Envelope.ExtensionsEntry
 	5,  // 3: flwire.v1.Envelope.signature:type_name -> flwire.v1.Signature
 	6,  // 4: flwire.v1.Envelope.client_update:type_name -> flwire.v1.ClientUpdate
 	7,  // 5: flwire.v1.Envelope.global_update:type_name -> flwire.v1.GlobalUpdate
@@ -1588,45 +1844,50 @@ var file_flwire_v1_messages_proto_depIdxs = []int32{
 	14, // 10: flwire.v1.Envelope.evaluation_result:type_name -> flwire.v1.EvaluationResult
 	15, // 11: flwire.v1.Envelope.shutdown:type_name -> flwire.v1.Shutdown
 	16, // 12: flwire.v1.Envelope.custom:type_name -> flwire.v1.CustomMessage
-	0,  // 13: flwire.v1.Signature.algorithm:type_name -> flwire.v1.SignatureAlgorithm
-	29, // 14: flwire.v1.ClientUpdate.weights:type_name -> flwire.v1.TensorMap
-	1,  // 15: flwire.v1.ClientUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
-	18, // 16: flwire.v1.ClientUpdate.metrics:type_name -> flwire.v1.ClientUpdate.MetricsEntry
-	29, // 17: flwire.v1.GlobalUpdate.weights:type_name -> flwire.v1.TensorMap
-	1,  // 18: flwire.v1.GlobalUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
-	19, // 19: flwire.v1.GlobalUpdate.config:type_name -> flwire.v1.GlobalUpdate.ConfigEntry
-	30, // 20: flwire.v1.Capabilities.supported_codecs:type_name -> flwire.v1.Codec
-	31, // 21: flwire.v1.Capabilities.supported_filters:type_name -> flwire.v1.Filter
-	20, // 22: flwire.v1.Capabilities.extra:type_name -> flwire.v1.Capabilities.ExtraEntry
-	32, // 23: flwire.v1.Capabilities.supported_lossy:type_name -> flwire.v1.Lossy
-	21, // 24: flwire.v1.ModelInfo.extra:type_name -> flwire.v1.ModelInfo.ExtraEntry
-	8,  // 25: flwire.v1.ClientRegistration.capabilities:type_name -> flwire.v1.Capabilities
-	9,  // 26: flwire.v1.ClientRegistration.model_info:type_name -> flwire.v1.ModelInfo
-	22, // 27: flwire.v1.ClientRegistration.attributes:type_name -> flwire.v1.ClientRegistration.AttributesEntry
-	2,  // 28: flwire.v1.Heartbeat.status:type_name -> flwire.v1.ClientStatus
-	23, // 29: flwire.v1.Heartbeat.system_metrics:type_name -> flwire.v1.Heartbeat.SystemMetricsEntry
-	24, // 30: flwire.v1.TrainingStart.config:type_name -> flwire.v1.TrainingStart.ConfigEntry
-	29, // 31: flwire.v1.EvaluationRequest.weights:type_name -> flwire.v1.TensorMap
-	25, // 32: flwire.v1.EvaluationRequest.config:type_name -> flwire.v1.EvaluationRequest.ConfigEntry
-	26, // 33: flwire.v1.EvaluationResult.metrics:type_name -> flwire.v1.EvaluationResult.MetricsEntry
-	27, // 34: flwire.v1.CustomMessage.payload:type_name -> flwire.v1.CustomMessage.PayloadEntry
-	29, // 35: flwire.v1.CustomMessage.weights:type_name -> flwire.v1.TensorMap
-	33, // 36: flwire.v1.Envelope.ExtensionsEntry.value:type_name -> flwire.v1.Value
-	33, // 37: flwire.v1.ClientUpdate.MetricsEntry.value:type_name -> flwire.v1.Value
-	33, // 38: flwire.v1.GlobalUpdate.ConfigEntry.value:type_name -> flwire.v1.Value
-	33, // 39: flwire.v1.Capabilities.ExtraEntry.value:type_name -> flwire.v1.Value
-	33, // 40: flwire.v1.ModelInfo.ExtraEntry.value:type_name -> flwire.v1.Value
-	33, // 41: flwire.v1.ClientRegistration.AttributesEntry.value:type_name -> flwire.v1.Value
-	33, // 42: flwire.v1.Heartbeat.SystemMetricsEntry.value:type_name -> flwire.v1.Value
-	33, // 43: flwire.v1.TrainingStart.ConfigEntry.value:type_name -> flwire.v1.Value
-	33, // 44: flwire.v1.EvaluationRequest.ConfigEntry.value:type_name -> flwire.v1.Value
-	33, // 45: flwire.v1.EvaluationResult.MetricsEntry.value:type_name -> flwire.v1.Value
-	33, // 46: flwire.v1.CustomMessage.PayloadEntry.value:type_name -> flwire.v1.Value
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	19, // 13: flwire.v1.Envelope.partial_aggregate:type_name -> flwire.v1.PartialAggregate
+	0,  // 14: flwire.v1.Signature.algorithm:type_name -> flwire.v1.SignatureAlgorithm
+	32, // 15: flwire.v1.ClientUpdate.weights:type_name -> flwire.v1.TensorMap
+	1,  // 16: flwire.v1.ClientUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
+	21, // 17: flwire.v1.ClientUpdate.metrics:type_name -> flwire.v1.ClientUpdate.MetricsEntry
+	32, // 18: flwire.v1.GlobalUpdate.weights:type_name -> flwire.v1.TensorMap
+	1,  // 19: flwire.v1.GlobalUpdate.weights_kind:type_name -> flwire.v1.WeightsKind
+	22, // 20: flwire.v1.GlobalUpdate.config:type_name -> flwire.v1.GlobalUpdate.ConfigEntry
+	33, // 21: flwire.v1.Capabilities.supported_codecs:type_name -> flwire.v1.Codec
+	34, // 22: flwire.v1.Capabilities.supported_filters:type_name -> flwire.v1.Filter
+	23, // 23: flwire.v1.Capabilities.extra:type_name -> flwire.v1.Capabilities.ExtraEntry
+	35, // 24: flwire.v1.Capabilities.supported_lossy:type_name -> flwire.v1.Lossy
+	24, // 25: flwire.v1.ModelInfo.extra:type_name -> flwire.v1.ModelInfo.ExtraEntry
+	8,  // 26: flwire.v1.ClientRegistration.capabilities:type_name -> flwire.v1.Capabilities
+	9,  // 27: flwire.v1.ClientRegistration.model_info:type_name -> flwire.v1.ModelInfo
+	25, // 28: flwire.v1.ClientRegistration.attributes:type_name -> flwire.v1.ClientRegistration.AttributesEntry
+	2,  // 29: flwire.v1.Heartbeat.status:type_name -> flwire.v1.ClientStatus
+	26, // 30: flwire.v1.Heartbeat.system_metrics:type_name -> flwire.v1.Heartbeat.SystemMetricsEntry
+	27, // 31: flwire.v1.TrainingStart.config:type_name -> flwire.v1.TrainingStart.ConfigEntry
+	32, // 32: flwire.v1.EvaluationRequest.weights:type_name -> flwire.v1.TensorMap
+	28, // 33: flwire.v1.EvaluationRequest.config:type_name -> flwire.v1.EvaluationRequest.ConfigEntry
+	29, // 34: flwire.v1.EvaluationResult.metrics:type_name -> flwire.v1.EvaluationResult.MetricsEntry
+	30, // 35: flwire.v1.CustomMessage.payload:type_name -> flwire.v1.CustomMessage.PayloadEntry
+	32, // 36: flwire.v1.CustomMessage.weights:type_name -> flwire.v1.TensorMap
+	17, // 37: flwire.v1.PartialAggregate.clients:type_name -> flwire.v1.FoldedClient
+	32, // 38: flwire.v1.PartialAggregate.sums:type_name -> flwire.v1.TensorMap
+	1,  // 39: flwire.v1.PartialAggregate.weights_kind:type_name -> flwire.v1.WeightsKind
+	18, // 40: flwire.v1.PartialAggregate.heaviest:type_name -> flwire.v1.HeaviestContributor
+	36, // 41: flwire.v1.Envelope.ExtensionsEntry.value:type_name -> flwire.v1.Value
+	36, // 42: flwire.v1.ClientUpdate.MetricsEntry.value:type_name -> flwire.v1.Value
+	36, // 43: flwire.v1.GlobalUpdate.ConfigEntry.value:type_name -> flwire.v1.Value
+	36, // 44: flwire.v1.Capabilities.ExtraEntry.value:type_name -> flwire.v1.Value
+	36, // 45: flwire.v1.ModelInfo.ExtraEntry.value:type_name -> flwire.v1.Value
+	36, // 46: flwire.v1.ClientRegistration.AttributesEntry.value:type_name -> flwire.v1.Value
+	36, // 47: flwire.v1.Heartbeat.SystemMetricsEntry.value:type_name -> flwire.v1.Value
+	36, // 48: flwire.v1.TrainingStart.ConfigEntry.value:type_name -> flwire.v1.Value
+	36, // 49: flwire.v1.EvaluationRequest.ConfigEntry.value:type_name -> flwire.v1.Value
+	36, // 50: flwire.v1.EvaluationResult.MetricsEntry.value:type_name -> flwire.v1.Value
+	36, // 51: flwire.v1.CustomMessage.PayloadEntry.value:type_name -> flwire.v1.Value
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_flwire_v1_messages_proto_init() }
@@ -1647,6 +1908,7 @@ func file_flwire_v1_messages_proto_init() {
 		(*Envelope_EvaluationResult)(nil),
 		(*Envelope_Shutdown)(nil),
 		(*Envelope_Custom)(nil),
+		(*Envelope_PartialAggregate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1654,7 +1916,7 @@ func file_flwire_v1_messages_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flwire_v1_messages_proto_rawDesc), len(file_flwire_v1_messages_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

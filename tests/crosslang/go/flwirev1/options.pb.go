@@ -42,6 +42,9 @@ const (
 	// The sender names the topic: application-defined messages (CustomMessage),
 	// which the schema cannot route.
 	Topic_TOPIC_ANY Topic = 4
+	// Aggregators -> the coordinator, on the server side only: partial
+	// aggregates of a round (scale-out; clients neither read nor write it).
+	Topic_TOPIC_AGGREGATES Topic = 5
 )
 
 // Enum value maps for Topic.
@@ -52,6 +55,7 @@ var (
 		2: "TOPIC_UPDATES",
 		3: "TOPIC_CONTROL",
 		4: "TOPIC_ANY",
+		5: "TOPIC_AGGREGATES",
 	}
 	Topic_value = map[string]int32{
 		"TOPIC_UNSPECIFIED": 0,
@@ -59,6 +63,7 @@ var (
 		"TOPIC_UPDATES":     2,
 		"TOPIC_CONTROL":     3,
 		"TOPIC_ANY":         4,
+		"TOPIC_AGGREGATES":  5,
 	}
 )
 
@@ -101,6 +106,9 @@ const (
 	Role_ROLE_CLIENT Role = 2
 	// The server or a client: application-defined messages (CustomMessage).
 	Role_ROLE_ANY Role = 3
+	// One of the server side's aggregator processes (scale-out): it folds the
+	// client updates of its partitions and sends the server its partial sums.
+	Role_ROLE_AGGREGATOR Role = 4
 )
 
 // Enum value maps for Role.
@@ -110,12 +118,14 @@ var (
 		1: "ROLE_SERVER",
 		2: "ROLE_CLIENT",
 		3: "ROLE_ANY",
+		4: "ROLE_AGGREGATOR",
 	}
 	Role_value = map[string]int32{
 		"ROLE_UNSPECIFIED": 0,
 		"ROLE_SERVER":      1,
 		"ROLE_CLIENT":      2,
 		"ROLE_ANY":         3,
+		"ROLE_AGGREGATOR":  4,
 	}
 )
 
@@ -305,18 +315,20 @@ const file_flwire_v1_options_proto_rawDesc = "" +
 	"\n" +
 	"FieldRules\x12\x1a\n" +
 	"\brequired\x18\x01 \x01(\bR\brequired\x12!\n" +
-	"\fnon_negative\x18\x02 \x01(\bR\vnonNegative*h\n" +
+	"\fnon_negative\x18\x02 \x01(\bR\vnonNegative*~\n" +
 	"\x05Topic\x12\x15\n" +
 	"\x11TOPIC_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTOPIC_BROADCAST\x10\x01\x12\x11\n" +
 	"\rTOPIC_UPDATES\x10\x02\x12\x11\n" +
 	"\rTOPIC_CONTROL\x10\x03\x12\r\n" +
-	"\tTOPIC_ANY\x10\x04*L\n" +
+	"\tTOPIC_ANY\x10\x04\x12\x14\n" +
+	"\x10TOPIC_AGGREGATES\x10\x05*a\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_SERVER\x10\x01\x12\x0f\n" +
 	"\vROLE_CLIENT\x10\x02\x12\f\n" +
-	"\bROLE_ANY\x10\x03:T\n" +
+	"\bROLE_ANY\x10\x03\x12\x13\n" +
+	"\x0fROLE_AGGREGATOR\x10\x04:T\n" +
 	"\amessage\x12\x1f.google.protobuf.MessageOptions\x18\xb4\x87\x03 \x01(\v2\x17.flwire.v1.MessageRulesR\amessage:L\n" +
 	"\x05field\x12\x1d.google.protobuf.FieldOptions\x18\xb4\x87\x03 \x01(\v2\x15.flwire.v1.FieldRulesR\x05fieldb\x06proto3"
 

@@ -4,6 +4,7 @@
 // Server -> clients: GlobalUpdate, TrainingStart, EvaluationRequest, Shutdown.
 // Clients -> server: ClientRegistration, Heartbeat, ClientUpdate,
 // EvaluationResult.
+// Aggregators -> server (scale-out, server side only): PartialAggregate.
 //
 // Each body message declares its rules once, as options (options.proto): the
 // topic it travels on and its sender, and per field whether it is required or
@@ -29,7 +30,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flwire/v1/messages.proto.
  */
 export const file_flwire_v1_messages: GenFile = /*@__PURE__*/
-  fileDesc("ChhmbHdpcmUvdjEvbWVzc2FnZXMucHJvdG8SCWZsd2lyZS52MSItCg1TY2hlbWFWZXJzaW9uEg0KBW1ham9yGAEgASgNEg0KBW1pbm9yGAIgASgNIq4GCghFbnZlbG9wZRIaCgptZXNzYWdlX2lkGAEgASgJQgaiuxgCCAESEQoJc2VuZGVyX2lkGAIgASgJEi0KCXRpbWVzdGFtcBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOAoOc2NoZW1hX3ZlcnNpb24YBCABKAsyGC5mbHdpcmUudjEuU2NoZW1hVmVyc2lvbkIGorsYAggBEjcKCmV4dGVuc2lvbnMYBSADKAsyIy5mbHdpcmUudjEuRW52ZWxvcGUuRXh0ZW5zaW9uc0VudHJ5Eg8KB3BhZGRpbmcYBiABKAwSJwoJc2lnbmF0dXJlGAcgASgLMhQuZmx3aXJlLnYxLlNpZ25hdHVyZRIwCg1jbGllbnRfdXBkYXRlGAogASgLMhcuZmx3aXJlLnYxLkNsaWVudFVwZGF0ZUgAEjAKDWdsb2JhbF91cGRhdGUYCyABKAsyFy5mbHdpcmUudjEuR2xvYmFsVXBkYXRlSAASPAoTY2xpZW50X3JlZ2lzdHJhdGlvbhgMIAEoCzIdLmZsd2lyZS52MS5DbGllbnRSZWdpc3RyYXRpb25IABIpCgloZWFydGJlYXQYDSABKAsyFC5mbHdpcmUudjEuSGVhcnRiZWF0SAASMgoOdHJhaW5pbmdfc3RhcnQYDiABKAsyGC5mbHdpcmUudjEuVHJhaW5pbmdTdGFydEgAEjoKEmV2YWx1YXRpb25fcmVxdWVzdBgPIAEoCzIcLmZsd2lyZS52MS5FdmFsdWF0aW9uUmVxdWVzdEgAEjgKEWV2YWx1YXRpb25fcmVzdWx0GBAgASgLMhsuZmx3aXJlLnYxLkV2YWx1YXRpb25SZXN1bHRIABInCghzaHV0ZG93bhgRIAEoCzITLmZsd2lyZS52MS5TaHV0ZG93bkgAEioKBmN1c3RvbRgSIAEoCzIYLmZsd2lyZS52MS5DdXN0b21NZXNzYWdlSAAaQwoPRXh0ZW5zaW9uc0VudHJ5EgsKA2tleRgBIAEoCRIfCgV2YWx1ZRgCIAEoCzIQLmZsd2lyZS52MS5WYWx1ZToCOAFCBgoEYm9keSJgCglTaWduYXR1cmUSDgoGa2V5X2lkGAEgASgJEjAKCWFsZ29yaXRobRgCIAEoDjIdLmZsd2lyZS52MS5TaWduYXR1cmVBbGdvcml0aG0SEQoJc2lnbmF0dXJlGAMgASgMIsECCgxDbGllbnRVcGRhdGUSGQoJY2xpZW50X2lkGAEgASgJQgaiuxgCCAESGAoIcm91bmRfaWQYAiABKANCBqK7GAIQARItCgd3ZWlnaHRzGAMgASgLMhQuZmx3aXJlLnYxLlRlbnNvck1hcEIGorsYAggBEiwKDHdlaWdodHNfa2luZBgEIAEoDjIWLmZsd2lyZS52MS5XZWlnaHRzS2luZBI1CgdtZXRyaWNzGAUgAygLMiQuZmx3aXJlLnYxLkNsaWVudFVwZGF0ZS5NZXRyaWNzRW50cnkSHAoMbnVtX2V4YW1wbGVzGAYgASgDQgaiuxgCEAEaQAoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRIfCgV2YWx1ZRgCIAEoCzIQLmZsd2lyZS52MS5WYWx1ZToCOAE6CKK7GAQIAhACIoUCCgxHbG9iYWxVcGRhdGUSGAoIcm91bmRfaWQYASABKANCBqK7GAIQARItCgd3ZWlnaHRzGAIgASgLMhQuZmx3aXJlLnYxLlRlbnNvck1hcEIGorsYAggBEiwKDHdlaWdodHNfa2luZBgDIAEoDjIWLmZsd2lyZS52MS5XZWlnaHRzS2luZBIzCgZjb25maWcYBCADKAsyIy5mbHdpcmUudjEuR2xvYmFsVXBkYXRlLkNvbmZpZ0VudHJ5Gj8KC0NvbmZpZ0VudHJ5EgsKA2tleRgBIAEoCRIfCgV2YWx1ZRgCIAEoCzIQLmZsd2lyZS52MS5WYWx1ZToCOAE6CKK7GAQIARABIqECCgxDYXBhYmlsaXRpZXMSKgoQc3VwcG9ydGVkX2NvZGVjcxgBIAMoDjIQLmZsd2lyZS52MS5Db2RlYxIsChFzdXBwb3J0ZWRfZmlsdGVycxgCIAMoDjIRLmZsd2lyZS52MS5GaWx0ZXISGQoRbWF4X21lc3NhZ2VfYnl0ZXMYAyABKAQSMQoFZXh0cmEYBCADKAsyIi5mbHdpcmUudjEuQ2FwYWJpbGl0aWVzLkV4dHJhRW50cnkSKQoPc3VwcG9ydGVkX2xvc3N5GAUgAygOMhAuZmx3aXJlLnYxLkxvc3N5Gj4KCkV4dHJhRW50cnkSCwoDa2V5GAEgASgJEh8KBXZhbHVlGAIgASgLMhAuZmx3aXJlLnYxLlZhbHVlOgI4ASLOAQoJTW9kZWxJbmZvEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIXCg9wYXJhbWV0ZXJfY291bnQYAyABKAMSGQoRYXJjaGl0ZWN0dXJlX2hhc2gYBCABKAkSLgoFZXh0cmEYBSADKAsyHy5mbHdpcmUudjEuTW9kZWxJbmZvLkV4dHJhRW50cnkaPgoKRXh0cmFFbnRyeRILCgNrZXkYASABKAkSHwoFdmFsdWUYAiABKAsyEC5mbHdpcmUudjEuVmFsdWU6AjgBIpoCChJDbGllbnRSZWdpc3RyYXRpb24SGQoJY2xpZW50X2lkGAEgASgJQgaiuxgCCAESLQoMY2FwYWJpbGl0aWVzGAIgASgLMhcuZmx3aXJlLnYxLkNhcGFiaWxpdGllcxIoCgptb2RlbF9pbmZvGAMgASgLMhQuZmx3aXJlLnYxLk1vZGVsSW5mbxJBCgphdHRyaWJ1dGVzGAQgAygLMi0uZmx3aXJlLnYxLkNsaWVudFJlZ2lzdHJhdGlvbi5BdHRyaWJ1dGVzRW50cnkaQwoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRIfCgV2YWx1ZRgCIAEoCzIQLmZsd2lyZS52MS5WYWx1ZToCOAE6CKK7GAQIAxACIuIBCglIZWFydGJlYXQSGQoJY2xpZW50X2lkGAEgASgJQgaiuxgCCAESJwoGc3RhdHVzGAIgASgOMhcuZmx3aXJlLnYxLkNsaWVudFN0YXR1cxI/Cg5zeXN0ZW1fbWV0cmljcxgDIAMoCzInLmZsd2lyZS52MS5IZWFydGJlYXQuU3lzdGVtTWV0cmljc0VudHJ5GkYKElN5c3RlbU1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSHwoFdmFsdWUYAiABKAsyEC5mbHdpcmUudjEuVmFsdWU6AjgBOgiiuxgECAMQAiK+AQoNVHJhaW5pbmdTdGFydBIYCghyb3VuZF9pZBgBIAEoA0IGorsYAhABEjQKBmNvbmZpZxgCIAMoCzIkLmZsd2lyZS52MS5UcmFpbmluZ1N0YXJ0LkNvbmZpZ0VudHJ5EhIKCmNsaWVudF9pZHMYAyADKAkaPwoLQ29uZmlnRW50cnkSCwoDa2V5GAEgASgJEh8KBXZhbHVlGAIgASgLMhAuZmx3aXJlLnYxLlZhbHVlOgI4AToIorsYBAgBEAEi7QEKEUV2YWx1YXRpb25SZXF1ZXN0EhgKCHJvdW5kX2lkGAEgASgDQgaiuxgCEAESJQoHd2VpZ2h0cxgCIAEoCzIULmZsd2lyZS52MS5UZW5zb3JNYXASOAoGY29uZmlnGAMgAygLMiguZmx3aXJlLnYxLkV2YWx1YXRpb25SZXF1ZXN0LkNvbmZpZ0VudHJ5EhIKCmNsaWVudF9pZHMYBCADKAkaPwoLQ29uZmlnRW50cnkSCwoDa2V5GAEgASgJEh8KBXZhbHVlGAIgASgLMhAuZmx3aXJlLnYxLlZhbHVlOgI4AToIorsYBAgBEAEi7AEKEEV2YWx1YXRpb25SZXN1bHQSGQoJY2xpZW50X2lkGAEgASgJQgaiuxgCCAESGAoIcm91bmRfaWQYAiABKANCBqK7GAIQARI5CgdtZXRyaWNzGAMgAygLMiguZmx3aXJlLnYxLkV2YWx1YXRpb25SZXN1bHQuTWV0cmljc0VudHJ5EhwKDG51bV9leGFtcGxlcxgEIAEoA0IGorsYAhABGkAKDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSHwoFdmFsdWUYAiABKAsyEC5mbHdpcmUudjEuVmFsdWU6AjgBOgiiuxgECAIQAiIkCghTaHV0ZG93bhIOCgZyZWFzb24YASABKAk6CKK7GAQIARABItABCg1DdXN0b21NZXNzYWdlEhQKBHR5cGUYASABKAlCBqK7GAIIARI2CgdwYXlsb2FkGAIgAygLMiUuZmx3aXJlLnYxLkN1c3RvbU1lc3NhZ2UuUGF5bG9hZEVudHJ5EiUKB3dlaWdodHMYAyABKAsyFC5mbHdpcmUudjEuVGVuc29yTWFwGkAKDFBheWxvYWRFbnRyeRILCgNrZXkYASABKAkSHwoFdmFsdWUYAiABKAsyEC5mbHdpcmUudjEuVmFsdWU6AjgBOgiiuxgECAQQAypaChJTaWduYXR1cmVBbGdvcml0aG0SIwofU0lHTkFUVVJFX0FMR09SSVRITV9VTlNQRUNJRklFRBAAEh8KG1NJR05BVFVSRV9BTEdPUklUSE1fRUQyNTUxORABKkMKC1dlaWdodHNLaW5kEhwKGFdFSUdIVFNfS0lORF9VTlNQRUNJRklFRBAAEhYKEldFSUdIVFNfS0lORF9ERUxUQRABKrQBCgxDbGllbnRTdGF0dXMSHQoZQ0xJRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEkNMSUVOVF9TVEFUVVNfSURMRRABEhoKFkNMSUVOVF9TVEFUVVNfVFJBSU5JTkcQAhIcChhDTElFTlRfU1RBVFVTX0VWQUxVQVRJTkcQAxIaChZDTElFTlRfU1RBVFVTX1NUT1BQSU5HEAQSFwoTQ0xJRU5UX1NUQVRVU19FUlJPUhAFYgZwcm90bzM", [file_flwire_v1_options, file_flwire_v1_tensor, file_flwire_v1_values, file_google_protobuf_timestamp]);
+  fileDesc("ChhmbHdpcmUvdjEvbWVzc2FnZXMucHJvdG8SCWZsd2lyZS52MSItCg1TY2hlbWFWZXJzaW9uEg0KBW1ham9yGAEgASgNEg0KBW1pbm9yGAIgASgNIugGCghFbnZlbG9wZRIaCgptZXNzYWdlX2lkGAEgASgJQgaiuxgCCAESEQoJc2VuZGVyX2lkGAIgASgJEi0KCXRpbWVzdGFtcBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASOAoOc2NoZW1hX3ZlcnNpb24YBCABKAsyGC5mbHdpcmUudjEuU2NoZW1hVmVyc2lvbkIGorsYAggBEjcKCmV4dGVuc2lvbnMYBSADKAsyIy5mbHdpcmUudjEuRW52ZWxvcGUuRXh0ZW5zaW9uc0VudHJ5Eg8KB3BhZGRpbmcYBiABKAwSJwoJc2lnbmF0dXJlGAcgASgLMhQuZmx3aXJlLnYxLlNpZ25hdHVyZRIwCg1jbGllbnRfdXBkYXRlGAogASgLMhcuZmx3aXJlLnYxLkNsaWVudFVwZGF0ZUgAEjAKDWdsb2JhbF91cGRhdGUYCyABKAsyFy5mbHdpcmUudjEuR2xvYmFsVXBkYXRlSAASPAoTY2xpZW50X3JlZ2lzdHJhdGlvbhgMIAEoCzIdLmZsd2lyZS52MS5DbGllbnRSZWdpc3RyYXRpb25IABIpCgloZWFydGJlYXQYDSABKAsyFC5mbHdpcmUudjEuSGVhcnRiZWF0SAASMgoOdHJhaW5pbmdfc3RhcnQYDiABKAsyGC5mbHdpcmUudjEuVHJhaW5pbmdTdGFydEgAEjoKEmV2YWx1YXRpb25fcmVxdWVzdBgPIAEoCzIcLmZsd2lyZS52MS5FdmFsdWF0aW9uUmVxdWVzdEgAEjgKEWV2YWx1YXRpb25fcmVzdWx0GBAgASgLMhsuZmx3aXJlLnYxLkV2YWx1YXRpb25SZXN1bHRIABInCghzaHV0ZG93bhgRIAEoCzITLmZsd2lyZS52MS5TaHV0ZG93bkgAEioKBmN1c3RvbRgSIAEoCzIYLmZsd2lyZS52MS5DdXN0b21NZXNzYWdlSAASOAoRcGFydGlhbF9hZ2dyZWdhdGUYEyABKAsyGy5mbHdpcmUudjEuUGFydGlhbEFnZ3JlZ2F0ZUgAGkMKD0V4dGVuc2lvbnNFbnRyeRILCgNrZXkYASABKAkSHwoFdmFsdWUYAiABKAsyEC5mbHdpcmUudjEuVmFsdWU6AjgBQgYKBGJvZHkiYAoJU2lnbmF0dXJlEg4KBmtleV9pZBgBIAEoCRIwCglhbGdvcml0aG0YAiABKA4yHS5mbHdpcmUudjEuU2lnbmF0dXJlQWxnb3JpdGhtEhEKCXNpZ25hdHVyZRgDIAEoDCLBAgoMQ2xpZW50VXBkYXRlEhkKCWNsaWVudF9pZBgBIAEoCUIGorsYAggBEhgKCHJvdW5kX2lkGAIgASgDQgaiuxgCEAESLQoHd2VpZ2h0cxgDIAEoCzIULmZsd2lyZS52MS5UZW5zb3JNYXBCBqK7GAIIARIsCgx3ZWlnaHRzX2tpbmQYBCABKA4yFi5mbHdpcmUudjEuV2VpZ2h0c0tpbmQSNQoHbWV0cmljcxgFIAMoCzIkLmZsd2lyZS52MS5DbGllbnRVcGRhdGUuTWV0cmljc0VudHJ5EhwKDG51bV9leGFtcGxlcxgGIAEoA0IGorsYAhABGkAKDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSHwoFdmFsdWUYAiABKAsyEC5mbHdpcmUudjEuVmFsdWU6AjgBOgiiuxgECAIQAiKFAgoMR2xvYmFsVXBkYXRlEhgKCHJvdW5kX2lkGAEgASgDQgaiuxgCEAESLQoHd2VpZ2h0cxgCIAEoCzIULmZsd2lyZS52MS5UZW5zb3JNYXBCBqK7GAIIARIsCgx3ZWlnaHRzX2tpbmQYAyABKA4yFi5mbHdpcmUudjEuV2VpZ2h0c0tpbmQSMwoGY29uZmlnGAQgAygLMiMuZmx3aXJlLnYxLkdsb2JhbFVwZGF0ZS5Db25maWdFbnRyeRo/CgtDb25maWdFbnRyeRILCgNrZXkYASABKAkSHwoFdmFsdWUYAiABKAsyEC5mbHdpcmUudjEuVmFsdWU6AjgBOgiiuxgECAEQASKhAgoMQ2FwYWJpbGl0aWVzEioKEHN1cHBvcnRlZF9jb2RlY3MYASADKA4yEC5mbHdpcmUudjEuQ29kZWMSLAoRc3VwcG9ydGVkX2ZpbHRlcnMYAiADKA4yES5mbHdpcmUudjEuRmlsdGVyEhkKEW1heF9tZXNzYWdlX2J5dGVzGAMgASgEEjEKBWV4dHJhGAQgAygLMiIuZmx3aXJlLnYxLkNhcGFiaWxpdGllcy5FeHRyYUVudHJ5EikKD3N1cHBvcnRlZF9sb3NzeRgFIAMoDjIQLmZsd2lyZS52MS5Mb3NzeRo+CgpFeHRyYUVudHJ5EgsKA2tleRgBIAEoCRIfCgV2YWx1ZRgCIAEoCzIQLmZsd2lyZS52MS5WYWx1ZToCOAEizgEKCU1vZGVsSW5mbxIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFwoPcGFyYW1ldGVyX2NvdW50GAMgASgDEhkKEWFyY2hpdGVjdHVyZV9oYXNoGAQgASgJEi4KBWV4dHJhGAUgAygLMh8uZmx3aXJlLnYxLk1vZGVsSW5mby5FeHRyYUVudHJ5Gj4KCkV4dHJhRW50cnkSCwoDa2V5GAEgASgJEh8KBXZhbHVlGAIgASgLMhAuZmx3aXJlLnYxLlZhbHVlOgI4ASKaAgoSQ2xpZW50UmVnaXN0cmF0aW9uEhkKCWNsaWVudF9pZBgBIAEoCUIGorsYAggBEi0KDGNhcGFiaWxpdGllcxgCIAEoCzIXLmZsd2lyZS52MS5DYXBhYmlsaXRpZXMSKAoKbW9kZWxfaW5mbxgDIAEoCzIULmZsd2lyZS52MS5Nb2RlbEluZm8SQQoKYXR0cmlidXRlcxgEIAMoCzItLmZsd2lyZS52MS5DbGllbnRSZWdpc3RyYXRpb24uQXR0cmlidXRlc0VudHJ5GkMKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSHwoFdmFsdWUYAiABKAsyEC5mbHdpcmUudjEuVmFsdWU6AjgBOgiiuxgECAMQAiLiAQoJSGVhcnRiZWF0EhkKCWNsaWVudF9pZBgBIAEoCUIGorsYAggBEicKBnN0YXR1cxgCIAEoDjIXLmZsd2lyZS52MS5DbGllbnRTdGF0dXMSPwoOc3lzdGVtX21ldHJpY3MYAyADKAsyJy5mbHdpcmUudjEuSGVhcnRiZWF0LlN5c3RlbU1ldHJpY3NFbnRyeRpGChJTeXN0ZW1NZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEh8KBXZhbHVlGAIgASgLMhAuZmx3aXJlLnYxLlZhbHVlOgI4AToIorsYBAgDEAIivgEKDVRyYWluaW5nU3RhcnQSGAoIcm91bmRfaWQYASABKANCBqK7GAIQARI0CgZjb25maWcYAiADKAsyJC5mbHdpcmUudjEuVHJhaW5pbmdTdGFydC5Db25maWdFbnRyeRISCgpjbGllbnRfaWRzGAMgAygJGj8KC0NvbmZpZ0VudHJ5EgsKA2tleRgBIAEoCRIfCgV2YWx1ZRgCIAEoCzIQLmZsd2lyZS52MS5WYWx1ZToCOAE6CKK7GAQIARABIu0BChFFdmFsdWF0aW9uUmVxdWVzdBIYCghyb3VuZF9pZBgBIAEoA0IGorsYAhABEiUKB3dlaWdodHMYAiABKAsyFC5mbHdpcmUudjEuVGVuc29yTWFwEjgKBmNvbmZpZxgDIAMoCzIoLmZsd2lyZS52MS5FdmFsdWF0aW9uUmVxdWVzdC5Db25maWdFbnRyeRISCgpjbGllbnRfaWRzGAQgAygJGj8KC0NvbmZpZ0VudHJ5EgsKA2tleRgBIAEoCRIfCgV2YWx1ZRgCIAEoCzIQLmZsd2lyZS52MS5WYWx1ZToCOAE6CKK7GAQIARABIuwBChBFdmFsdWF0aW9uUmVzdWx0EhkKCWNsaWVudF9pZBgBIAEoCUIGorsYAggBEhgKCHJvdW5kX2lkGAIgASgDQgaiuxgCEAESOQoHbWV0cmljcxgDIAMoCzIoLmZsd2lyZS52MS5FdmFsdWF0aW9uUmVzdWx0Lk1ldHJpY3NFbnRyeRIcCgxudW1fZXhhbXBsZXMYBCABKANCBqK7GAIQARpACgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEh8KBXZhbHVlGAIgASgLMhAuZmx3aXJlLnYxLlZhbHVlOgI4AToIorsYBAgCEAIiJAoIU2h1dGRvd24SDgoGcmVhc29uGAEgASgJOgiiuxgECAEQASLQAQoNQ3VzdG9tTWVzc2FnZRIUCgR0eXBlGAEgASgJQgaiuxgCCAESNgoHcGF5bG9hZBgCIAMoCzIlLmZsd2lyZS52MS5DdXN0b21NZXNzYWdlLlBheWxvYWRFbnRyeRIlCgd3ZWlnaHRzGAMgASgLMhQuZmx3aXJlLnYxLlRlbnNvck1hcBpACgxQYXlsb2FkRW50cnkSCwoDa2V5GAEgASgJEh8KBXZhbHVlGAIgASgLMhAuZmx3aXJlLnYxLlZhbHVlOgI4AToIorsYBAgEEAMiNwoMRm9sZGVkQ2xpZW50EhEKCWNsaWVudF9pZBgBIAEoCRIUCgxudW1fZXhhbXBsZXMYAiABKAMiTgoTSGVhdmllc3RDb250cmlidXRvchIOCgZ0ZW5zb3IYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEhQKDG51bV9leGFtcGxlcxgDIAEoAyKLAgoQUGFydGlhbEFnZ3JlZ2F0ZRIYCghyb3VuZF9pZBgBIAEoA0IGorsYAhABEh0KDWFnZ3JlZ2F0b3JfaWQYAiABKAlCBqK7GAIIARIoCgdjbGllbnRzGAMgAygLMhcuZmx3aXJlLnYxLkZvbGRlZENsaWVudBIqCgRzdW1zGAQgASgLMhQuZmx3aXJlLnYxLlRlbnNvck1hcEIGorsYAggBEiwKDHdlaWdodHNfa2luZBgFIAEoDjIWLmZsd2lyZS52MS5XZWlnaHRzS2luZBIwCghoZWF2aWVzdBgGIAMoCzIeLmZsd2lyZS52MS5IZWF2aWVzdENvbnRyaWJ1dG9yOgiiuxgECAUQBCpaChJTaWduYXR1cmVBbGdvcml0aG0SIwofU0lHTkFUVVJFX0FMR09SSVRITV9VTlNQRUNJRklFRBAAEh8KG1NJR05BVFVSRV9BTEdPUklUSE1fRUQyNTUxORABKkMKC1dlaWdodHNLaW5kEhwKGFdFSUdIVFNfS0lORF9VTlNQRUNJRklFRBAAEhYKEldFSUdIVFNfS0lORF9ERUxUQRABKrQBCgxDbGllbnRTdGF0dXMSHQoZQ0xJRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEkNMSUVOVF9TVEFUVVNfSURMRRABEhoKFkNMSUVOVF9TVEFUVVNfVFJBSU5JTkcQAhIcChhDTElFTlRfU1RBVFVTX0VWQUxVQVRJTkcQAxIaChZDTElFTlRfU1RBVFVTX1NUT1BQSU5HEAQSFwoTQ0xJRU5UX1NUQVRVU19FUlJPUhAFYgZwcm90bzM", [file_flwire_v1_options, file_flwire_v1_tensor, file_flwire_v1_values, file_google_protobuf_timestamp]);
 
 /**
  * SchemaVersion names the version of this schema a writer used. Readers refuse
@@ -197,6 +198,14 @@ export type Envelope = Message<"flwire.v1.Envelope"> & {
      */
     value: CustomMessage;
     case: "custom";
+  } | {
+    /**
+     * One aggregator's partial FedAvg sums of a round (scale-out).
+     *
+     * @generated from field: flwire.v1.PartialAggregate partial_aggregate = 19;
+     */
+    value: PartialAggregate;
+    case: "partialAggregate";
   } | { case: undefined; value?: undefined };
 };
 
@@ -695,6 +704,135 @@ export type CustomMessage = Message<"flwire.v1.CustomMessage"> & {
  */
 export const CustomMessageSchema: GenMessage<CustomMessage> = /*@__PURE__*/
   messageDesc(file_flwire_v1_messages, 13);
+
+/**
+ * FoldedClient is one client update folded into a PartialAggregate.
+ *
+ * @generated from message flwire.v1.FoldedClient
+ */
+export type FoldedClient = Message<"flwire.v1.FoldedClient"> & {
+  /**
+   * Id of the client.
+   *
+   * @generated from field: string client_id = 1;
+   */
+  clientId: string;
+
+  /**
+   * Its update's example count (its FedAvg weight), 1 to 2^29 - 1.
+   *
+   * @generated from field: int64 num_examples = 2;
+   */
+  numExamples: bigint;
+};
+
+/**
+ * Describes the message flwire.v1.FoldedClient.
+ * Use `create(FoldedClientSchema)` to create a new message.
+ */
+export const FoldedClientSchema: GenMessage<FoldedClient> = /*@__PURE__*/
+  messageDesc(file_flwire_v1_messages, 14);
+
+/**
+ * HeaviestContributor names, for one integer tensor of a PartialAggregate
+ * (e.g. BatchNorm's num_batches_tracked), the folded client whose value it
+ * holds: the one with the most examples, ties going to the smallest client id
+ * (compared as UTF-8 bytes).
+ *
+ * @generated from message flwire.v1.HeaviestContributor
+ */
+export type HeaviestContributor = Message<"flwire.v1.HeaviestContributor"> & {
+  /**
+   * Name of the integer tensor in PartialAggregate.sums.
+   *
+   * @generated from field: string tensor = 1;
+   */
+  tensor: string;
+
+  /**
+   * The client whose value the tensor holds.
+   *
+   * @generated from field: string client_id = 2;
+   */
+  clientId: string;
+
+  /**
+   * That client's example count.
+   *
+   * @generated from field: int64 num_examples = 3;
+   */
+  numExamples: bigint;
+};
+
+/**
+ * Describes the message flwire.v1.HeaviestContributor.
+ * Use `create(HeaviestContributorSchema)` to create a new message.
+ */
+export const HeaviestContributorSchema: GenMessage<HeaviestContributor> = /*@__PURE__*/
+  messageDesc(file_flwire_v1_messages, 15);
+
+/**
+ * PartialAggregate carries one aggregator's share of a round's FedAvg: the
+ * sums over the client updates it folded, which the server (the coordinator)
+ * adds to the other aggregators' to get the round's weighted average (wire
+ * format section 14.4).
+ *
+ * @generated from message flwire.v1.PartialAggregate
+ */
+export type PartialAggregate = Message<"flwire.v1.PartialAggregate"> & {
+  /**
+   * The round whose updates were folded (>= 0).
+   *
+   * @generated from field: int64 round_id = 1;
+   */
+  roundId: bigint;
+
+  /**
+   * Id of the aggregator that folded them (its sender id).
+   *
+   * @generated from field: string aggregator_id = 2;
+   */
+  aggregatorId: string;
+
+  /**
+   * The clients folded, each once, with their example counts.
+   *
+   * @generated from field: repeated flwire.v1.FoldedClient clients = 3;
+   */
+  clients: FoldedClient[];
+
+  /**
+   * Per floating tensor of the model, the float64 (DTYPE_FLOAT64) sum over the
+   * folded clients of num_examples * weights; per integer tensor, the value of
+   * its heaviest contributor, in the model's dtype.
+   *
+   * @generated from field: flwire.v1.TensorMap sums = 4;
+   */
+  sums?: TensorMap | undefined;
+
+  /**
+   * What the sums add up: full weights (a delta update is folded as the
+   * round's global weights + the delta). WEIGHTS_KIND_DELTA is reserved for
+   * sums of deltas; this version's readers refuse it.
+   *
+   * @generated from field: flwire.v1.WeightsKind weights_kind = 5;
+   */
+  weightsKind: WeightsKind;
+
+  /**
+   * The heaviest contributor of each integer tensor of `sums`.
+   *
+   * @generated from field: repeated flwire.v1.HeaviestContributor heaviest = 6;
+   */
+  heaviest: HeaviestContributor[];
+};
+
+/**
+ * Describes the message flwire.v1.PartialAggregate.
+ * Use `create(PartialAggregateSchema)` to create a new message.
+ */
+export const PartialAggregateSchema: GenMessage<PartialAggregate> = /*@__PURE__*/
+  messageDesc(file_flwire_v1_messages, 16);
 
 /**
  * SignatureAlgorithm names how Signature.signature was made.

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flwire/v1/options.proto.
  */
 export const file_flwire_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("ChdmbHdpcmUvdjEvb3B0aW9ucy5wcm90bxIJZmx3aXJlLnYxIlAKDE1lc3NhZ2VSdWxlcxIfCgV0b3BpYxgBIAEoDjIQLmZsd2lyZS52MS5Ub3BpYxIfCgZzZW5kZXIYAiABKA4yDy5mbHdpcmUudjEuUm9sZSI0CgpGaWVsZFJ1bGVzEhAKCHJlcXVpcmVkGAEgASgIEhQKDG5vbl9uZWdhdGl2ZRgCIAEoCCpoCgVUb3BpYxIVChFUT1BJQ19VTlNQRUNJRklFRBAAEhMKD1RPUElDX0JST0FEQ0FTVBABEhEKDVRPUElDX1VQREFURVMQAhIRCg1UT1BJQ19DT05UUk9MEAMSDQoJVE9QSUNfQU5ZEAQqTAoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASDwoLUk9MRV9TRVJWRVIQARIPCgtST0xFX0NMSUVOVBACEgwKCFJPTEVfQU5ZEAM6VAoHbWVzc2FnZRIfLmdvb2dsZS5wcm90b2J1Zi5NZXNzYWdlT3B0aW9ucxi0hwMgASgLMhcuZmx3aXJlLnYxLk1lc3NhZ2VSdWxlc1IHbWVzc2FnZTpMCgVmaWVsZBIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYtIcDIAEoCzIVLmZsd2lyZS52MS5GaWVsZFJ1bGVzUgVmaWVsZGIGcHJvdG8z", [file_google_protobuf_descriptor]);
+  fileDesc("ChdmbHdpcmUvdjEvb3B0aW9ucy5wcm90bxIJZmx3aXJlLnYxIlAKDE1lc3NhZ2VSdWxlcxIfCgV0b3BpYxgBIAEoDjIQLmZsd2lyZS52MS5Ub3BpYxIfCgZzZW5kZXIYAiABKA4yDy5mbHdpcmUudjEuUm9sZSI0CgpGaWVsZFJ1bGVzEhAKCHJlcXVpcmVkGAEgASgIEhQKDG5vbl9uZWdhdGl2ZRgCIAEoCCp+CgVUb3BpYxIVChFUT1BJQ19VTlNQRUNJRklFRBAAEhMKD1RPUElDX0JST0FEQ0FTVBABEhEKDVRPUElDX1VQREFURVMQAhIRCg1UT1BJQ19DT05UUk9MEAMSDQoJVE9QSUNfQU5ZEAQSFAoQVE9QSUNfQUdHUkVHQVRFUxAFKmEKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfU0VSVkVSEAESDwoLUk9MRV9DTElFTlQQAhIMCghST0xFX0FOWRADEhMKD1JPTEVfQUdHUkVHQVRPUhAEOlQKB21lc3NhZ2USHy5nb29nbGUucHJvdG9idWYuTWVzc2FnZU9wdGlvbnMYtIcDIAEoCzIXLmZsd2lyZS52MS5NZXNzYWdlUnVsZXNSB21lc3NhZ2U6TAoFZmllbGQSHS5nb29nbGUucHJvdG9idWYuRmllbGRPcHRpb25zGLSHAyABKAsyFS5mbHdpcmUudjEuRmllbGRSdWxlc1IFZmllbGRiBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * MessageRules are the rules of one message body type.
@@ -119,6 +119,14 @@ export enum Topic {
    * @generated from enum value: TOPIC_ANY = 4;
    */
   ANY = 4,
+
+  /**
+   * Aggregators -> the coordinator, on the server side only: partial
+   * aggregates of a round (scale-out; clients neither read nor write it).
+   *
+   * @generated from enum value: TOPIC_AGGREGATES = 5;
+   */
+  AGGREGATES = 5,
 }
 
 /**
@@ -160,6 +168,14 @@ export enum Role {
    * @generated from enum value: ROLE_ANY = 3;
    */
   ANY = 3,
+
+  /**
+   * One of the server side's aggregator processes (scale-out): it folds the
+   * client updates of its partitions and sends the server its partial sums.
+   *
+   * @generated from enum value: ROLE_AGGREGATOR = 4;
+   */
+  AGGREGATOR = 4,
 }
 
 /**
