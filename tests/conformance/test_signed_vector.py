@@ -14,7 +14,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flwire import security
-from flwire.exceptions import FLException, MessageDecodeError, SignatureError
+from flwire.exceptions import (
+    FLException,
+    MessageDecodeError,
+    RefusedMessageError,
+    SignatureError,
+)
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
 NAME = "envelope_signed"
@@ -79,7 +84,7 @@ def test_every_changed_byte_is_refused(mask):
         changed[at] ^= mask
         try:
             security.verify_message(bytes(changed), TRUST)
-        except (SignatureError, MessageDecodeError):
+        except (RefusedMessageError, MessageDecodeError):
             continue
         except FLException as exc:  # any other refusal must still be flwire's own
             pytest.fail(f"byte {at}: {type(exc).__name__}: {exc}")
@@ -89,7 +94,7 @@ def test_every_changed_byte_is_refused(mask):
 
 def test_every_truncation_is_refused():
     for end in range(len(DATA)):
-        with pytest.raises((SignatureError, MessageDecodeError)):
+        with pytest.raises((RefusedMessageError, MessageDecodeError)):
             security.verify_message(DATA[:end], TRUST)
 
 
