@@ -1,0 +1,248 @@
+"""What a scale-out aggregator does with the records of its partitions, without
+Kafka: reassemble updates, screen and fold them per round, and say which offsets
+(and which commit metadata) may be committed with the partials of the folds
+(wire format section 14.4; the Kafka side is :mod:`flwire.aggregation.scaleout`).
+
+Exactly once rests on two rules:
+
+- the offset committed for a partition never passes a record that is not
+  handled yet (an update whose parts are not all in, or not folded):
+  :class:`~flwire.transport.offsets.OffsetTracker`;
+- an update that completed *above* that offset and was folded into a partial
+  that is committed is named in the offset's metadata (``[round, client, last
+  offset]``), so that whoever reads the partition again from that offset skips
+  it. An entry leaves once the committed offset passes its last record.
+
+:meth:`Intake.commit_point` returns the offsets and metadata to send with the
+transaction, or None while the metadata would exceed Kafka's limit (the
+commit then waits for the incomplete update below them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from flwire import messages as m
+from flwire.aggregation.fedavg import StreamingFedAvg
+from flwire.aggregation.screening import UpdatePolicy, UpdateRefused, is_delta, screen
+from flwire.exceptions import AggregationException, CommunicationException, SerializationException
+from flwire.transport.base import Record
+from flwire.transport.chunking import PART_HEADER, Reassembler, parse_part
+from flwire.transport.offsets import OffsetTracker
+
+logger = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+#: The global model a round's updates were trained from; None: not known (yet).
+Models = Callable[[int], Mapping[str, torch.Tensor] | None]
+#: Prefix of the commit metadata (section 14.4), then a JSON array.
+METADATA_PREFIX = "flwire-folded/1 "
+#: Kafka's default ``offset.metadata.max.bytes``.
+MAX_METADATA_BYTES = 4096
+
+
+@dataclass(frozen=True, order=True)
+class FoldedEntry:
+    """An update folded into a committed (or about to be) partial: its round, its
+    client and the offset of its last record."""
+
+    round_id: int
+    client_id: str
+    last_offset: int
+
+
+def encode_metadata(entries: list[FoldedEntry]) -> str:
+    """The commit metadata naming ``entries`` ("" when none)."""
+    if not entries:
+        return ""
+    rows = [[e.round_id, e.client_id, e.last_offset] for e in sorted(entries)]
+    return METADATA_PREFIX + json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_metadata(text: str | None) -> list[FoldedEntry]:
+    """The entries of commit metadata; metadata that is not flwire's is ignored
+    (logged), since it names nothing to skip."""
+    if not text:
+        return []
+    if not text.startswith(METADATA_PREFIX):
+        logger.warning("Ignored commit metadata that is not flwire's: %.80r", text)
+        return []
+    try:
+        rows = json.loads(text[len(METADATA_PREFIX) :])
+        entries = [FoldedEntry(int(r), str(c), int(o)) for r, c, o in rows]
+    except (ValueError, TypeError) as exc:
+        raise CommunicationException(
+            f"unreadable flwire commit metadata ({exc}): {text[:80]!r}"
+        ) from None
+    return entries
+
+
+@dataclass
+class Intake:
+    """Records in, folds and commit points out (see the module)."""
+
+    models: Models
+    policy: UpdatePolicy = field(default_factory=UpdatePolicy)
+    part_timeout_s: float = 120.0
+    #: Uncommitted folds, per round.
+    folds: dict[int, StreamingFedAvg] = field(default_factory=dict)
+    stats: Counter[str] = field(default_factory=Counter)
+    #: Called with (round, client) after each fold (progress, tests).
+    on_fold: Callable[[int, str], None] = lambda _r, _c: None
+
+    def __post_init__(self) -> None:
+        self.tracker = OffsetTracker()
+        self.reassembler = Reassembler(part_timeout=self.part_timeout_s)
+        #: Per partition: folded into committed partials, still above the commit.
+        self._committed: dict[TopicPartition, list[FoldedEntry]] = {}
+        #: Per partition: folded into the uncommitted folds.
+        self._pending: dict[TopicPartition, list[FoldedEntry]] = {}
+        #: (round, client) folded into a partial this process committed.
+        self._published: set[tuple[int, str]] = set()
+        #: Partitions whose commit point moved since the last commit.
+        self._moved: set[TopicPartition] = set()
+
+    def assigned(self, tp: TopicPartition, metadata: str | None) -> None:
+        """``tp`` is ours now, from its committed offset with this metadata."""
+        self._committed[tp] = decode_metadata(metadata)
+        self._pending.pop(tp, None)
+
+    def reset(self) -> None:
+        """Forget everything not committed (partitions revoked, or a transaction
+        aborted): the records are read again from the committed offsets."""
+        # A new tracker: the old one's commit points may lie past the offsets that
+        # are committed (an aborted transaction's), and records below them would be
+        # taken as handled when they are read again.
+        self.tracker = OffsetTracker()
+        self.reassembler = Reassembler(part_timeout=self.part_timeout_s)
+        self.folds.clear()
+        self._pending.clear()
+        self._committed.clear()
+        self._moved.clear()
+
+    def add(self, record: Record) -> None:
+        """Take one record of the updates topic."""
+        tp = (record.topic, record.partition)
+        self.tracker.seen(tp, record.offset)
+        token = (tp, record.offset, self.tracker.generation(tp))
+        if record.header(PART_HEADER) is None:
+            self._handle(record.value, [token])
+            return
+        try:
+            part = parse_part(record.value)
+            completed, dropped = self.reassembler.add(part, token)
+        except (SerializationException, CommunicationException) as exc:
+            logger.error("Skipped a bad part at %s[%d]@%d: %s", *tp, record.offset, exc)
+            self.stats["bad_parts"] += 1
+            self._finish([token])
+            return
+        for gone in dropped:
+            self._finish(gone.tokens)
+        if completed is not None:
+            self._handle(completed.payload, completed.tokens)
+
+    def expire(self) -> None:
+        """Give up on updates with no new part for ``part_timeout_s``."""
+        for gone in self.reassembler.expire():
+            self.stats["dropped_transfers"] += 1
+            self._finish(gone.tokens)
+
+    def _finish(self, tokens: list[Any]) -> None:
+        for tp, offset, generation in tokens:
+            if self.tracker.finish(tp, offset, generation) is not None:
+                self._moved.add(tp)
+
+    def _handle(self, payload: Any, tokens: list[Any]) -> None:
+        try:
+            msg = m.decode_message(payload)
+        except SerializationException as exc:
+            logger.error("Skipped an undecodable message on the updates topic: %s", exc)
+            self.stats["undecodable"] += 1
+            self._finish(tokens)
+            return
+        if msg.type != "client_update":
+            self.stats["other"] += 1  # evaluation results: the server's, not ours
+            self._finish(tokens)
+            return
+        round_id, client = msg.body.round_id, msg.body.client_id
+        tp = tokens[0][0]
+        last = max(offset for _tp, offset, _g in tokens)
+        if (round_id, client) in self._published or any(
+            (e.round_id, e.client_id) == (round_id, client)
+            for e in self._committed.get(tp, []) + self._pending.get(tp, [])
+        ):
+            self.stats["skipped"] += 1
+            logger.info("Skipped round %d update of %s: folded already", round_id, client)
+            self._finish(tokens)
+            return
+        reference = self.models(round_id)
+        if reference is None:
+            logger.error("Refused round %d update of %s: no global model", round_id, client)
+            self.stats["refused"] += 1
+            self._finish(tokens)
+            return
+        fold = self.folds.get(round_id)
+        if fold is not None and client in fold.counts:
+            self.stats["skipped"] += 1
+            self._finish(tokens)
+            return
+        try:
+            tensors = screen(msg, reference, self.policy)
+            if fold is None:
+                fold = self.folds[round_id] = StreamingFedAvg(reference)
+            fold.add(client, tensors, msg.body.num_examples, delta=is_delta(msg))
+        except (UpdateRefused, AggregationException) as exc:
+            logger.error("Refused round %d update of %s: %s", round_id, client, exc)
+            self.stats["refused"] += 1
+            self._finish(tokens)
+            return
+        self._pending.setdefault(tp, []).append(FoldedEntry(round_id, client, last))
+        self.stats["folded"] += 1
+        self._finish(tokens)
+        self.on_fold(round_id, client)
+
+    def dirty(self) -> bool:
+        """Whether there is anything to commit: folds, or offsets that moved."""
+        return bool(self.folds) or bool(self._moved)
+
+    def commit_point(self) -> dict[TopicPartition, tuple[int, str]] | None:
+        """Per partition that moved or has folds, (offset, metadata) to commit with
+        the partials of :attr:`folds`; None while some metadata is too long."""
+        out: dict[TopicPartition, tuple[int, str]] = {}
+        for tp in self._moved | set(self._pending):
+            offset = self.tracker.committed(tp)
+            if offset is None:
+                continue  # nothing finished in it yet
+            entries = [
+                e
+                for e in self._committed.get(tp, []) + self._pending.get(tp, [])
+                if e.last_offset >= offset
+            ]
+            text = encode_metadata(entries)
+            if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+                logger.warning(
+                    "Commit of %s[%d] waits: %d updates folded above an incomplete one "
+                    "do not fit the commit metadata",
+                    *tp,
+                    len(entries),
+                )
+                return None
+            out[tp] = (offset, text)
+        return out
+
+    def committed(self, point: Mapping[TopicPartition, tuple[int, str]]) -> None:
+        """The transaction with :attr:`folds` and ``point`` committed."""
+        for tp, (_offset, text) in point.items():
+            self._committed[tp] = decode_metadata(text)
+        for entries in self._pending.values():
+            self._published.update((e.round_id, e.client_id) for e in entries)
+        self._pending.clear()
+        self.folds.clear()
+        self._moved.clear()
