@@ -256,6 +256,13 @@ def test_the_secure_demo_completes_its_rounds(secure_broker: SecureBroker, tmp_p
     assert all(not r["refused"] for r in rounds)
     assert rounds[1]["accuracy"] > rounds[0]["accuracy"] > 0.2
 
+    async def logs_in(user: str) -> bool:
+        async with transport_of(secure_broker, user) as transport:
+            return await transport.healthy()
+
+    # The broker's own users keep their passwords (client-1 is one of the demo's).
+    assert asyncio.run(logs_in("client-1"))
+
 
 def test_the_secure_demo_names_a_missing_broker_set_up(tmp_path) -> None:
     import io

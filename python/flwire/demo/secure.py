@@ -5,8 +5,10 @@ messages.
 Before the job starts, as the broker's ``admin`` user (whose password and the
 CA certificate ``kafka/broker.sh`` wrote to ``<kafka home>/secure/``):
 
-- each demo client gets a SCRAM-SHA-512 user of its own name with a fresh
-  random password (upserted: a run never reuses an earlier run's password);
+- each demo client logs in as the SCRAM-SHA-512 user of its own name: one of
+  ``kafka/broker.sh``'s users (``client-1`` ...) with its password, else a user
+  made for the run with a fresh random password (``client-0``; upserted, so a
+  run never reuses an earlier run's password);
 - the job's topics are created and its ACLs granted
   (:mod:`flwire.transport.kafka_acl`): the server user ``server`` writes the
   broadcast topic and reads updates and control; each client writes updates
@@ -75,8 +77,11 @@ def prepare(
     except KeyError as exc:
         raise CommunicationException(f"the secured broker's {exc.args[0]}") from None
     admin_config = {"bootstrap.servers": bootstrap, **admin}
-    passwords = {c: secrets.token_urlsafe(24) for c in client_ids}
-    _upsert_users(admin_config, passwords)
+    # kafka/broker.sh's own users keep their passwords (others log in with them);
+    # a client id it did not make gets a user of its own with a fresh password.
+    known = kafka_acl.read_users(users)
+    passwords = {c: known.get(c) or secrets.token_urlsafe(24) for c in client_ids}
+    _upsert_users(_admin(admin_config), {c: p for c, p in passwords.items() if c not in known})
     kafka_acl.apply(
         admin_config,
         layout,
@@ -89,15 +94,10 @@ def prepare(
     return job
 
 
-def _upsert_users(admin_config: dict[str, Any], passwords: dict[str, str]) -> None:
+def _admin(admin_config: dict[str, Any]) -> Any:
+    """An AdminClient of the admin user, once the broker has answered it."""
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import (
-        AdminClient,
-        ScramCredentialInfo,
-        ScramMechanism,
-        UserScramCredentialAlteration,
-        UserScramCredentialUpsertion,
-    )
+    from confluent_kafka.admin import AdminClient
 
     from flwire.transport.kafka_logging import client_logging, reason
 
@@ -110,6 +110,22 @@ def _upsert_users(admin_config: dict[str, Any], passwords: dict[str, str]) -> No
             f"admin user: {reason(exc.args[0])}; start it with `bash kafka/broker.sh up "
             "--secure` (`make kafka-up-secure`) or check --bootstrap-servers"
         ) from None
+    return admin
+
+
+def _upsert_users(admin: Any, passwords: dict[str, str]) -> None:
+    if not passwords:
+        return
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialAlteration,
+        UserScramCredentialUpsertion,
+    )
+
+    from flwire.transport.kafka_logging import reason
+
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
     upserts: list[UserScramCredentialAlteration] = [
         UserScramCredentialUpsertion(user, info, password.encode())
@@ -121,6 +137,5 @@ def _upsert_users(admin_config: dict[str, Any], passwords: dict[str, str]) -> No
             future.result(timeout=ADMIN_TIMEOUT_S)
         except KafkaException as exc:
             raise CommunicationException(
-                f"could not create the SCRAM user {user!r} as admin: {reason(exc.args[0])} "
-                f"(is the secured broker at {admin_config['bootstrap.servers']} running?)"
+                f"could not create the SCRAM user {user!r} as admin: {reason(exc.args[0])}"
             ) from None
