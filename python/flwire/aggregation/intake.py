@@ -108,11 +108,15 @@ class Intake:
         self._published: set[tuple[int, str]] = set()
         #: Partitions whose commit point moved since the last commit.
         self._moved: set[TopicPartition] = set()
+        #: Per partition, the first offset read since it was assigned (or reset):
+        #: the offset to commit while nothing of it is finished yet.
+        self._start: dict[TopicPartition, int] = {}
 
     def assigned(self, tp: TopicPartition, metadata: str | None) -> None:
         """``tp`` is ours now, from its committed offset with this metadata."""
         self._committed[tp] = decode_metadata(metadata)
         self._pending.pop(tp, None)
+        self._start.pop(tp, None)
 
     def reset(self) -> None:
         """Forget everything not committed (partitions revoked, or a transaction
@@ -126,10 +130,12 @@ class Intake:
         self._pending.clear()
         self._committed.clear()
         self._moved.clear()
+        self._start.clear()
 
     def add(self, record: Record) -> None:
         """Take one record of the updates topic."""
         tp = (record.topic, record.partition)
+        self._start.setdefault(tp, record.offset)
         self.tracker.seen(tp, record.offset)
         token = (tp, record.offset, self.tracker.generation(tp))
         if record.header(PART_HEADER) is None:
@@ -219,7 +225,9 @@ class Intake:
         for tp in self._moved | set(self._pending):
             offset = self.tracker.committed(tp)
             if offset is None:
-                continue  # nothing finished in it yet
+                # Nothing finished below an incomplete update: commit where reading
+                # started, so that the metadata names what was folded above it.
+                offset = self._start[tp]
             entries = [
                 e
                 for e in self._committed.get(tp, []) + self._pending.get(tp, [])
