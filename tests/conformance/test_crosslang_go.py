@@ -16,13 +16,12 @@ caches.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from crosslang_tools import report, run, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 GO_DIR = ROOT / "tests" / "crosslang" / "go"
@@ -30,50 +29,22 @@ TIMEOUT_S = 600
 
 
 def _go() -> str:
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail(
-            "Go is needed for the cross-language conformance tests (tests/crosslang/go): "
-            "install Go (https://go.dev/dl/) and put `go` on PATH",
-            pytrace=False,
-        )
-    return go
-
-
-def _text(stream: str | bytes | None) -> str:
-    return stream.decode(errors="replace") if isinstance(stream, bytes) else (stream or "")
+    return tool(
+        "go",
+        "install Go (https://go.dev/dl/) for the cross-language conformance tests "
+        "(tests/crosslang/go) and put `go` on PATH",
+    )
 
 
 def _run(args: list[str], cwd: Path = GO_DIR, **env: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            args,
-            cwd=cwd,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(
-            f"{' '.join(args)} timed out after {TIMEOUT_S} s\n"
-            f"--- stdout ---\n{_text(exc.stdout)}\n--- stderr ---\n{_text(exc.stderr)}"
-        )
-
-
-def _report(proc: subprocess.CompletedProcess[str]) -> str:
-    return (
-        f"{' '.join(map(str, proc.args))}: exit status {proc.returncode}\n"
-        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    )
+    return run(args, cwd, TIMEOUT_S, **env)
 
 
 def test_go_reader_conforms_to_golden_vectors() -> None:
     # go.mod and go.sum are pinned and complete: modules missing from the cache are
     # downloaded from GOPROXY, but -mod=readonly stops go from rewriting go.mod / go.sum.
     proc = _run([_go(), "test", "-mod=readonly", "-count=1", "./..."])
-    assert proc.returncode == 0, f"go test failed in {GO_DIR}\n{_report(proc)}"
+    assert proc.returncode == 0, f"go test failed in {GO_DIR}\n{report(proc)}"
 
 
 def test_go_sources_are_gofmt_clean() -> None:
@@ -83,7 +54,7 @@ def test_go_sources_are_gofmt_clean() -> None:
         goroot = _run([go, "env", "GOROOT"]).stdout.strip()
         gofmt = str(Path(goroot) / "bin" / "gofmt")
     proc = _run([gofmt, "-l", "."])
-    assert proc.returncode == 0, _report(proc)
+    assert proc.returncode == 0, report(proc)
     assert proc.stdout.strip() == "", f"files that gofmt would change:\n{proc.stdout}"
 
 
@@ -93,4 +64,4 @@ def test_go_generated_code_is_current() -> None:
     bash = shutil.which("bash")
     assert bash is not None, "bash is needed to run tests/crosslang/go/generate.sh"
     proc = _run([bash, str(GO_DIR / "generate.sh"), "--check"], cwd=ROOT, PYTHON=sys.executable)
-    assert proc.returncode == 0, _report(proc)
+    assert proc.returncode == 0, report(proc)

@@ -18,7 +18,6 @@ needed); later runs reuse node_modules while package-lock.json is unchanged.
 from __future__ import annotations
 
 import filecmp
-import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from crosslang_tools import report, run, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TS_DIR = ROOT / "tests" / "crosslang" / "ts"
@@ -33,44 +33,15 @@ TIMEOUT_S = 600
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name} is needed for the cross-language conformance tests (tests/crosslang/ts): "
-            "install Node.js 20 or newer with npm (https://nodejs.org/) and put `node` and "
-            "`npm` on PATH",
-            pytrace=False,
-        )
-    return path
-
-
-def _text(stream: str | bytes | None) -> str:
-    return stream.decode(errors="replace") if isinstance(stream, bytes) else (stream or "")
+    return tool(
+        name,
+        "install Node.js 20 or newer with npm (https://nodejs.org/) for the cross-language "
+        "conformance tests (tests/crosslang/ts) and put `node` and `npm` on PATH",
+    )
 
 
 def _run(args: list[str], cwd: Path = TS_DIR) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            args,
-            cwd=cwd,
-            env=os.environ.copy(),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(
-            f"{' '.join(args)} timed out after {TIMEOUT_S} s\n"
-            f"--- stdout ---\n{_text(exc.stdout)}\n--- stderr ---\n{_text(exc.stderr)}"
-        )
-
-
-def _report(proc: subprocess.CompletedProcess[str]) -> str:
-    return (
-        f"{' '.join(map(str, proc.args))}: exit status {proc.returncode}\n"
-        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    )
+    return run(args, cwd, TIMEOUT_S)
 
 
 def ensure_installed() -> None:
@@ -82,7 +53,7 @@ def ensure_installed() -> None:
     if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
         return
     proc = _run([npm, "ci", "--no-audit", "--no-fund"])
-    assert proc.returncode == 0, f"npm ci failed in {TS_DIR}\n{_report(proc)}"
+    assert proc.returncode == 0, f"npm ci failed in {TS_DIR}\n{report(proc)}"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +64,7 @@ def installed() -> None:
 @pytest.mark.usefixtures("installed")
 def test_ts_reader_conforms_to_golden_vectors() -> None:
     proc = _run([_tool("npm"), "test"])
-    assert proc.returncode == 0, f"npm test failed in {TS_DIR}\n{_report(proc)}"
+    assert proc.returncode == 0, f"npm test failed in {TS_DIR}\n{report(proc)}"
 
 
 @pytest.mark.usefixtures("installed")
@@ -105,7 +76,7 @@ def test_ts_generated_code_is_current() -> None:
         proc = _run(
             [buf, "generate", "--template", "tests/crosslang/ts/buf.gen.yaml", "-o", tmp], cwd=ROOT
         )
-        assert proc.returncode == 0, _report(proc)
+        assert proc.returncode == 0, report(proc)
         fresh = Path(tmp) / "tests" / "crosslang" / "ts" / "src" / "gen"
         committed = TS_DIR / "src" / "gen"
         stale = _differences(filecmp.dircmp(fresh, committed))

@@ -20,7 +20,6 @@ import functools
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+from crosslang_tools import report, run, tool
 
 from flwire import messages
 from flwire.transport import TopicLayout
@@ -53,26 +53,12 @@ live_job = _load_harness()
 
 
 def _tool(name: str, install: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"`{name}` is needed to build and run a cross-language consumer: {install}",
-            pytrace=False,
-        )
-    return path
+    return tool(name, f"{install} (to build and run a cross-language consumer)")
 
 
 def _build(cmd: list[str], cwd: Path) -> None:
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{' '.join(cmd)} (in {cwd}) took more than {BUILD_TIMEOUT_S} s")
-    assert proc.returncode == 0, (
-        f"{' '.join(cmd)} (in {cwd}) failed with {proc.returncode}\n"
-        f"--- stdout ---\n{proc.stdout[-10000:]}\n--- stderr ---\n{proc.stderr[-10000:]}"
-    )
+    proc = run(cmd, cwd, BUILD_TIMEOUT_S)
+    assert proc.returncode == 0, f"the build in {cwd} failed\n{report(proc, 10000)}"
 
 
 def java_consumer() -> list[str]:
