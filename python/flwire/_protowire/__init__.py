@@ -26,6 +26,7 @@ from flwire._protowire.fields import (
     len_field,
 )
 from flwire._protowire.padding import ALIGNMENT, padding_field
+from flwire._protowire.segments import Segments
 
 __all__ = [
     "ALIGNMENT",
@@ -34,6 +35,7 @@ __all__ = [
     "I64",
     "LEN",
     "SGROUP",
+    "Segments",
     "VARINT",
     "Field",
     "as_signed64",

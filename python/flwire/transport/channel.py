@@ -51,7 +51,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flwire._protowire import byte_view
+from flwire._protowire import Segments, byte_view
 from flwire.exceptions import CommunicationException, RefusedMessageError, SerializationException
 from flwire.messages import Message
 from flwire.transport.base import Headers, Record, Subscription, Transport, last_header
@@ -189,15 +189,23 @@ class Channel:
         headers: Headers | None = None,
         transfer_id: str | None = None,
     ) -> None:
-        """Send a payload; return once every record of it is confirmed written."""
-        view = byte_view(payload, "payload")
+        """Send a payload (bytes-like, or a list of bytes-like pieces sent as their
+        concatenation, never joined when it is split into parts); return once every
+        record of it is confirmed written."""
+        view: Any
+        if isinstance(payload, list | tuple):
+            view = Segments(payload)
+        else:
+            view = byte_view(payload, "payload")
         limit = self.transport.max_record_bytes
         headers = list(headers or [])
         overhead = len(key or b"") + sum(len(k) + len(v) for k, v in headers)
         if len(view) + overhead <= limit:
-            await self.transport.send(
-                topic, payload if isinstance(payload, bytes) else view, key=key, headers=headers
-            )
+            if isinstance(view, Segments):
+                value: Any = view.join()
+            else:
+                value = payload if isinstance(payload, bytes) else view
+            await self.transport.send(topic, value, key=key, headers=headers)
             self.stats["sent"] += 1
             self.stats["bytes_sent"] += len(view)
             return
@@ -242,15 +250,15 @@ class Channel:
     async def send_message(self, topic: str, msg: Message) -> int:
         """Send a flwire message with its routing headers, keyed by its sender
         (so a sender's messages stay in order); return its size in bytes."""
-        blob = msg.to_bytes()
+        pieces = Segments(msg.buffers())  # the weights go into parts without a join
         await self.send(
             topic,
-            blob,
+            pieces.views,
             key=msg.sender_id.encode(),
             headers=message_headers(msg),
             transfer_id=msg.message_id,
         )
-        return len(blob)
+        return len(pieces)
 
     async def receive(
         self,

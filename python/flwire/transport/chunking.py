@@ -34,6 +34,7 @@ from flwire._protowire import (
     I32,
     LEN,
     VARINT,
+    Segments,
     byte_view,
     crc32c,
     decode_utf8,
@@ -86,29 +87,31 @@ _UINT32_MAX = (1 << 32) - 1
 def split_payload(
     payload: Any, transfer_id: str, max_record_bytes: int
 ) -> Iterator[tuple[bytes, int, int]]:
-    """Encoded parts of ``payload``, each at most ``max_record_bytes``; yields
-    (part bytes, part index, part count)."""
-    view = byte_view(payload, "payload")
+    """Encoded parts of ``payload`` (bytes-like, or :class:`Segments` read as
+    their concatenation), each at most ``max_record_bytes``; yields (part bytes,
+    part index, part count). Each part's data is copied once, into its part."""
+    whole = payload if isinstance(payload, Segments) else Segments([payload])
     chunk = max_record_bytes - PART_OVERHEAD - len(transfer_id.encode())
     if chunk <= 0:
         raise CommunicationException(f"record limit {max_record_bytes} is too small to split into")
-    if not len(view):
+    if not len(whole):
         raise CommunicationException("an empty payload fits any record: nothing to split")
-    count = max(1, -(-len(view) // chunk))
-    checksum = crc32c(view)
+    count = max(1, -(-len(whole) // chunk))
+    checksum = whole.crc32c()
     for index in range(count):
         start = index * chunk
-        data = view[start : start + chunk]
+        pieces = whole.pieces(start, start + chunk)
+        size = sum(len(p) for p in pieces)
         head = transfer_pb2.TransferPart(
             transfer_id=transfer_id,
             part_index=index,
             part_count=count,
-            total_size=len(view),
+            total_size=len(whole),
             offset=start,
             payload_crc32c=checksum,
         ).SerializeToString()
         # `data` is the highest-numbered field, so appending it keeps field order.
-        yield b"".join((head, len_field(_DATA, len(data)), data)), index, count
+        yield b"".join((head, len_field(_DATA, size), *pieces)), index, count
 
 
 @dataclass
