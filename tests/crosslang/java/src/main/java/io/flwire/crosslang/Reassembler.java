@@ -1,7 +1,6 @@
 package io.flwire.crosslang;
 
 import com.google.protobuf.ByteString;
-import com.google.protobuf.InvalidProtocolBufferException;
 import flwire.v1.Transfer.TransferPart;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
@@ -52,9 +51,30 @@ public final class Reassembler {
   /** Parses one record's value as a TransferPart and adds it; see {@link #add(TransferPart)}. */
   public byte[] add(byte[] record) {
     try {
+      checkUint32Varints(record);
       return add(TransferPart.parseFrom(record));
-    } catch (InvalidProtocolBufferException e) {
+    } catch (java.io.IOException e) {
       throw new FlwireException("transfer", "not a TransferPart: " + e.getMessage(), e);
+    }
+  }
+
+  /**
+   * Refuses a part_index or part_count varint that does not fit 32 bits (spec section 14.1):
+   * protobuf-java, like every runtime, would keep its low 32 bits, so it is read raw first.
+   */
+  static void checkUint32Varints(byte[] record) throws java.io.IOException {
+    com.google.protobuf.CodedInputStream in = com.google.protobuf.CodedInputStream.newInstance(record);
+    for (int tag = in.readTag(); tag != 0; tag = in.readTag()) {
+      int number = tag >>> 3;
+      if ((number == 2 || number == 3) && (tag & 7) == 0) {
+        long value = in.readRawVarint64();
+        if (Long.compareUnsigned(value, 0xFFFFFFFFL) > 0) {
+          throw new FlwireException("transfer", (number == 2 ? "part_index " : "part_count ")
+              + Long.toUnsignedString(value) + " does not fit its uint32 field");
+        }
+      } else if (!in.skipField(tag)) {
+        break;
+      }
     }
   }
 

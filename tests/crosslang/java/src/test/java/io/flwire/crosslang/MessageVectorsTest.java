@@ -254,6 +254,19 @@ class MessageVectorsTest {
           bad.toString().substring(0, 60));
       assertEquals("transfer", e.check());
     }
+    // part_count 2^32 + 1 as a last, overriding field: protobuf-java would read 1.
+    for (int field : new int[] {2, 3}) {
+      java.io.ByteArrayOutputStream raw = new java.io.ByteArrayOutputStream();
+      p.writeTo(raw);
+      com.google.protobuf.CodedOutputStream out = com.google.protobuf.CodedOutputStream.newInstance(raw);
+      out.writeUInt64(field, (1L << 32) + 1);
+      out.flush();
+      FlwireException e = assertThrows(FlwireException.class,
+          () -> new Reassembler().add(raw.toByteArray()));
+      assertEquals("transfer", e.check());
+      assertTrue(e.getMessage().contains("4294967297 does not fit its uint32 field"), e.getMessage());
+    }
+    assertNull(new Reassembler().add(p.toByteArray()));  // a valid first part, raw
     Reassembler r = new Reassembler();
     r.add(p);
     TransferPart other = parts(VectorFiles.json("messages/transfer_parts.json")).get(1);
