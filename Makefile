@@ -9,6 +9,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 BENCH_E2E ?= 1
 E2E_ARGS ?=
+LOAD_ARGS ?=
 
 .PHONY: install gen gen-check lint test test-fast fuzz bench demo kafka-up kafka-down kafka-up-secure kafka-down-secure clean
 
@@ -76,11 +77,15 @@ kafka-down-secure:
 # The codec benchmark (python -m benchmarks.codec, ~4 min), then the end-to-end run over a
 # private Kafka broker on port 19192 (python -m benchmarks.e2e, ~1.5 min; BENCH_E2E=0 skips it;
 # --quick in BENCH_ARGS reaches it, E2E_ARGS adds its own options, e.g.
-# E2E_ARGS="--json bench-results/e2e.json"). Both run from the repository root.
+# E2E_ARGS="--json bench-results/e2e.json"), then the many-clients load (python -m
+# benchmarks.e2e.load: 128 clients in 4 processes into one server, against raw Kafka, ~1 min
+# on 2 cores; --quick: 32 clients; LOAD_ARGS adds its own options). All run from the
+# repository root.
 bench: install
 	$(BIN)/python -m benchmarks.codec $(BENCH_ARGS)
 	@if [ "$(BENCH_E2E)" != "0" ]; then \
-		$(BIN)/python -m benchmarks.e2e $(filter --quick,$(BENCH_ARGS)) $(E2E_ARGS); \
+		$(BIN)/python -m benchmarks.e2e $(filter --quick,$(BENCH_ARGS)) $(E2E_ARGS) && \
+		$(BIN)/python -m benchmarks.e2e.load $(filter --quick,$(BENCH_ARGS)) $(LOAD_ARGS); \
 	fi
 
 demo: install

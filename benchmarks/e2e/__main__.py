@@ -13,6 +13,10 @@ broker at the end.
 * B, one big update: client c0 sends a ~100M-parameter float32 model (``--quick``: ~10M)
   to the server, from the start of its encode to the end of the server's decode.
 
+* Many clients (``--load``, or ``python -m benchmarks.e2e.load``; its own options follow
+  ``--load``): 128 clients in 4 processes send one CNN update each in one round to a server
+  that folds them as they arrive, against raw Kafka moving the same records (see ``load``).
+
 flwire: the SDK itself with its defaults (Channel over KafkaTransport, message builders,
 decode_message), records of at most 1 MB (Kafka's default limit), so big messages travel in
 parts. Old: the old JSON message with base64(gzip-9(pickle)) weights as one record, plain
@@ -230,6 +234,12 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--wait", type=float, default=180.0, help="longest wait for one message (s)")
     ap.add_argument("--json", metavar="PATH", help="write every measurement to PATH as JSON")
+    ap.add_argument(
+        "--load",
+        action="store_true",
+        help="run the many-clients load scenario instead (python -m benchmarks.e2e.load; "
+        "--load --help shows its options)",
+    )
     return ap
 
 
@@ -238,6 +248,11 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--load" in argv:  # the many-clients scenario, with its own options
+        from benchmarks.e2e.load import main as load_main
+
+        return load_main([a for a in argv if a != "--load"])
     ap = parser()
     args = ap.parse_args(argv)
     if args.clients < 1 or (args.rounds is not None and args.rounds < 1):

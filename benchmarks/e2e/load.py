@@ -193,6 +193,7 @@ def measure(
         "clients": len(clients),
         "wall_s": wall,
         "bytes": folded["bytes"],
+        "sent_bytes": sum(c["bytes"] for c in clients.values()),
         "records": sum(c["records"] for c in clients.values()),
         "ingest_mbs": ingest / MB,
         "updates_per_s": len(clients) / wall,
