@@ -78,7 +78,7 @@ kafka-down-secure:
 # private Kafka broker on port 19192 (python -m benchmarks.e2e, ~1.5 min; BENCH_E2E=0 skips it;
 # --quick in BENCH_ARGS reaches it, E2E_ARGS adds its own options, e.g.
 # E2E_ARGS="--json bench-results/e2e.json"), then the many-clients load (python -m
-# benchmarks.e2e.load: 128 clients in 4 processes into one server, against raw Kafka, ~1 min
+# benchmarks.e2e.load: 128 clients in 4 processes into one server, against raw Kafka, ~1.5 min
 # on 2 cores; --quick: 32 clients; LOAD_ARGS adds its own options). All run from the
 # repository root.
 bench: install

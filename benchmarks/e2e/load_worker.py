@@ -9,7 +9,8 @@ stderr); the first line it writes is ``{"ready": ...}`` once it is set up.
 
 * ``server``: one KafkaTransport and Channel on the job's updates and control topics, in the
   server's consumer group. Counts the clients' registrations (so its consumer is in the
-  group and fetching before any round). ``{"cmd": "round", "round": r}``: notes its RSS,
+  group and fetching before any round). ``{"cmd": "round", "round": r}``: gives freed
+  memory back to the OS (``malloc_trim``), notes its RSS,
   resets its peak RSS (VmHWM, ``/proc/self/clear_refs``), answers ``armed``, then folds
   each update of round r into a fresh StreamingFedAvg as it arrives (decode, fold, drop:
   nothing heavier is screened) and answers once every client's is folded: when each was
@@ -29,6 +30,8 @@ Clock: time.monotonic() (``wire.clock``), one clock for every process of the mac
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -102,6 +105,16 @@ def rss_kb(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def release_freed_memory() -> None:
+    """Give memory freed by earlier rounds back to the OS (glibc keeps it otherwise), so
+    that each round's growth is measured from what the server really holds."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def reset_peak_rss() -> bool:
@@ -203,6 +216,7 @@ class Server:
     async def run_round(self, cmd: dict[str, Any]) -> dict[str, Any]:
         r = int(cmd["round"])
         before = dict(self.channel.stats)
+        release_freed_memory()
         rss0 = rss_kb("VmRSS")
         peak_reset = reset_peak_rss()
         self.folded = {}
