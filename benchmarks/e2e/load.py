@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -329,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
             broker.start()
             bootstrap = broker.bootstrap
         reps_out = run_load(bootstrap, clients, procs, reps, args.model, args.wait, workdir)
+        shutil.rmtree(workdir, ignore_errors=True)  # the workers' logs: kept on a failure
     except BenchError as exc:
         print(f"load benchmark failed: {exc}\n(logs in {workdir})", file=sys.stderr)
         return 1
