@@ -204,6 +204,26 @@ def custom_case(draw: Any) -> Case:
     return Case(msg, "custom", sender, {"type": name}, {"payload": payload}, sd, ext)
 
 
+@st.composite
+def partial_aggregate_case(draw: Any) -> Case:
+    agg, rnd, sd, ext = draw(ids), draw(rounds), draw(state_dicts), draw(small_maps)
+    clients = draw(st.dictionaries(ids, st.integers(1, 2**62), max_size=4))
+    heaviest = draw(st.lists(st.tuples(ids, ids, st.integers(1, 2**62)), max_size=3))
+    options = draw(encode_options)
+    msg = messages.partial_aggregate(
+        agg, rnd, sd, clients, heaviest, options=options, extensions=ext
+    )
+    scalars = {
+        "aggregator_id": agg,
+        "round_id": rnd,
+        "clients": [pb.FoldedClient(client_id=c, num_examples=n) for c, n in clients.items()],
+        "heaviest": [
+            pb.HeaviestContributor(tensor=t, client_id=c, num_examples=n) for t, c, n in heaviest
+        ],
+    }
+    return Case(msg, "partial_aggregate", agg, scalars, {}, sd, ext)
+
+
 CASES = {
     "client_update": client_update_case(),
     "global_update": global_update_case(),
@@ -214,12 +234,13 @@ CASES = {
     "evaluation_result": evaluation_result_case(),
     "shutdown": shutdown_case(),
     "custom": custom_case(),
+    "partial_aggregate": partial_aggregate_case(),
 }
 
 
 def test_cases_cover_every_message_type():
     assert set(CASES) == set(messages.MESSAGE_TYPES)
-    assert len(messages.MESSAGE_TYPES) == 9
+    assert len(messages.MESSAGE_TYPES) == 10
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -256,6 +277,16 @@ def check_decoded(got: messages.Message, case: Case) -> None:
 # ----------------------------------------------------------------------------- round trips
 
 
+def _weights_field(kind: str) -> str:
+    """The name of the body's TensorMap field (``weights``; ``sums`` of a partial)."""
+    (name,) = [
+        f.name
+        for f in messages.BODY_TYPES[kind].descriptor.fields
+        if f.message_type is not None and f.message_type.full_name == "flwire.v1.TensorMap"
+    ]
+    return name
+
+
 @pytest.mark.parametrize("kind", sorted(CASES))
 @settings(max_examples=30)
 @given(data=st.data())
@@ -270,7 +301,7 @@ def test_round_trip_and_generated_equivalence(kind, data):
     assert env.WhichOneof("body") == kind
     if case.weights is not None:
         # The generated parser finds the weights inside the body, where they belong.
-        body_weights = getattr(env, kind).weights
+        body_weights = getattr(getattr(env, kind), _weights_field(kind))
         assert body_weights.SerializeToString(deterministic=True) == bytes(case.msg.weights)
 
     got = messages.decode_message(blob)
