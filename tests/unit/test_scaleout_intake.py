@@ -160,6 +160,50 @@ def test_a_second_update_of_a_client_is_folded_once() -> None:
     assert it.stats["skipped"] == 1
 
 
+def test_a_verifier_refuses_unsigned_and_forged_updates_and_still_folds_records_read_again() -> (
+    None
+):
+    """With the clients' keys: an unsigned update and one signed by a key the trust
+    store does not hold are refused before they are read (their offsets move on);
+    a signed one is folded, and folded again when read again after an abort (the
+    intake's own bookkeeping, not the verifier's replay store, decides that)."""
+    from flwire import security
+
+    keys = {c: security.private_key_from_seed(bytes([ord(c)]) * 32) for c in "ab"}
+    trust = security.TrustStore({"a": keys["a"].public_key()})
+
+    def signed(client: str, key: str) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+        msg = m.client_update(client, 1, weights(client), num_examples=COUNTS[client])
+        blob = security.sign_message(msg, key, keys[key]) if key == client else msg.to_bytes()
+        if key != client:  # signed by a, in b's name and sender: a forgery
+            msg.envelope.sender_id = key
+            blob = security.sign_envelope(msg.to_bytes(), key, keys[key])
+        return [
+            (part, [(PART_HEADER, f"{i}/{n}".encode())])
+            for part, i, n in split_payload(blob, msg.message_id, 1500)
+        ]
+
+    unsigned = records("b")
+    log = [
+        Record(TOPIC, 0, offset, b"k", v, h)
+        for offset, (v, h) in enumerate(unsigned + signed("b", "a") + signed("a", "a"))
+    ]
+    verifier = security.Verifier(trust)
+    it = intake(verifier=verifier)
+    for record in log:
+        it.add(record)
+    assert set(it.folds[1].counts) == {"a"}
+    assert verifier.refusals == {"unsigned": 1, "sender_mismatch": 1}
+    assert it.stats["unverified"] == 2
+    assert it.commit_point() == {TP: (len(log), "")}
+    it.reset()
+    it.assigned(TP, None)
+    for record in log:
+        it.add(record)
+    assert set(it.folds[1].counts) == {"a"}  # read again: folded again, no "replay"
+    assert "replay" not in verifier.refusals
+
+
 def test_commit_metadata_round_trip_and_bounds() -> None:
     entries = [FoldedEntry(2, "client-é", 17), FoldedEntry(1, "b", 9)]
     text = encode_metadata(entries)

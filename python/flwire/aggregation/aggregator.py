@@ -32,6 +32,7 @@ from flwire.aggregation.screening import UpdatePolicy  # noqa: E402
 from flwire.exceptions import (  # noqa: E402
     CommunicationException,
 )
+from flwire.security.verifier import Verifier  # noqa: E402
 from flwire.tensors import EncodeOptions  # noqa: E402
 from flwire.transport.base import DEFAULT_MAX_RECORD_BYTES  # noqa: E402
 from flwire.transport.chunking import PART_HEADER, split_payload  # noqa: E402
@@ -58,7 +59,10 @@ class Aggregator:
     producer (``bootstrap.servers``, security; ``FLWIRE_KAFKA__*`` environment
     variables as for KafkaTransport). ``before_commit`` (tests) is called inside
     each transaction, after its partials are produced and before its offsets
-    are sent and it commits.
+    are sent and it commits. ``verifier`` (a :class:`~flwire.security.Verifier`
+    with the clients' keys) refuses an update that is unsigned, signed by an
+    unknown key, badly signed, sent in another's name or stale, before it is
+    decoded (its offsets move on; counted in ``verifier.refusals``).
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class Aggregator:
         aggregates_topic: str | None = None,
         before_commit: Callable[[], None] | None = None,
         on_fold: Callable[[int, str], None] | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         if not aggregator_id:
             raise ValueError("aggregator_id must not be empty")
@@ -101,6 +106,7 @@ class Aggregator:
             policy or UpdatePolicy(),
             part_timeout_s,
             on_fold=on_fold or (lambda _r, _c: None),
+            verifier=verifier,
         )
         #: Counts: folded, skipped, refused, transactions, partials, aborted, ...
         self.stats: Counter[str] = self.intake.stats

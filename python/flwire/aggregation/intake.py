@@ -32,7 +32,13 @@ import torch
 from flwire import messages as m
 from flwire.aggregation.fedavg import StreamingFedAvg
 from flwire.aggregation.screening import UpdatePolicy, UpdateRefused, is_delta, screen
-from flwire.exceptions import AggregationException, CommunicationException, SerializationException
+from flwire.exceptions import (
+    AggregationException,
+    CommunicationException,
+    RefusedMessageError,
+    SerializationException,
+)
+from flwire.security.verifier import Verifier
 from flwire.transport.base import Record
 from flwire.transport.chunking import PART_HEADER, Reassembler, parse_part
 from flwire.transport.offsets import OffsetTracker
@@ -96,6 +102,11 @@ class Intake:
     stats: Counter[str] = field(default_factory=Counter)
     #: Called with (round, client) after each fold (progress, tests).
     on_fold: Callable[[int, str], None] = lambda _r, _c: None
+    #: Verifies each update's signature, sender and timestamp before it is read
+    #: (its refusals counted in ``verifier.refusals`` and ``stats["unverified"]``);
+    #: None: not verified. Replays are this class's business: records are read
+    #: again on purpose after an abort.
+    verifier: Verifier | None = None
 
     def __post_init__(self) -> None:
         self.tracker = OffsetTracker()
@@ -167,10 +178,19 @@ class Intake:
 
     def _handle(self, payload: Any, tokens: list[Any]) -> None:
         try:
-            msg = m.decode_message(payload)
+            if self.verifier is not None:
+                msg = self.verifier.verify(payload, remember=False)
+            else:
+                msg = m.decode_message(payload)
         except SerializationException as exc:
             logger.error("Skipped an undecodable message on the updates topic: %s", exc)
             self.stats["undecodable"] += 1
+            self._finish(tokens)
+            return
+        except RefusedMessageError as exc:
+            assert self.verifier is not None
+            self.verifier.refuse(exc)
+            self.stats["unverified"] += 1
             self._finish(tokens)
             return
         if msg.type != "client_update":

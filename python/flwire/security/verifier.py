@@ -107,10 +107,12 @@ class Verifier:
             return None
         return verify_envelope(payload, self.trust, required=self.require_signatures)
 
-    def check(self, payload: Any, key_id: str | None) -> Message:
+    def check(self, payload: Any, key_id: str | None, *, remember: bool = True) -> Message:
         """Decode a message whose signature gave ``key_id`` and apply the other
         checks; mark its id seen. Synchronous: nothing can interleave between
-        the replay check and the mark."""
+        the replay check and the mark. ``remember=False`` skips the replay check
+        (for a receiver that reads records again on purpose, and de-duplicates
+        by other means: the scale-out aggregators)."""
         try:
             msg = decode_message(payload)
         except SerializationException as exc:
@@ -118,7 +120,7 @@ class Verifier:
         if key_id is not None:
             check_sender(msg, key_id)
             self._check_time(msg)
-        if not self.seen.first_time(msg.message_id):
+        if remember and not self.seen.first_time(msg.message_id):
             raise ReplayedMessageError(f"message id {msg.message_id} was seen before")
         round_now = self.current_round() if self.current_round is not None else None
         if msg.type == "client_update" and round_now is not None:
@@ -140,9 +142,9 @@ class Verifier:
                 "(timestamp_window_s)"
             )
 
-    def verify(self, payload: Any) -> Message:
+    def verify(self, payload: Any, *, remember: bool = True) -> Message:
         """All the checks, on the caller's thread; raises RefusedMessageError."""
-        return self.check(payload, self.check_signature(payload))
+        return self.check(payload, self.check_signature(payload), remember=remember)
 
     async def averify(self, payload: Any) -> Message:
         """All the checks; a large message's signature is verified on a worker
