@@ -51,14 +51,5 @@ def to_records(batch: list[Any], what: str) -> list[Record]:
                 raise CommunicationException(f"{what}: Kafka consumer failed: {reason(err)}")
             logger.warning("%s: Kafka consumer: %s", what, reason(err))
             continue
-        out.append(
-            Record(
-                msg.topic(),
-                msg.partition(),
-                msg.offset(),
-                msg.key(),
-                msg.value(),
-                list(msg.headers() or []),
-            )
-        )
+        out.append(Record.from_kafka(msg))
     return out

@@ -40,6 +40,18 @@ class Record:
         """The last value of a header, or None."""
         return last_header(self.headers, name)
 
+    @classmethod
+    def from_kafka(cls, msg: Any) -> Record:
+        """The record of a confluent-kafka ``Message`` without an error."""
+        return cls(
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.key(),
+            msg.value(),
+            list(msg.headers() or []),
+        )
+
 
 def last_header(headers: Headers, name: str) -> bytes | None:
     """The last value of header ``name`` (Kafka allows repeats), or None."""

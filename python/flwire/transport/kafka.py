@@ -254,14 +254,7 @@ class _KafkaSubscription(Subscription):
                         raise CommunicationException(f"Kafka consumer failed: {reason(err)}")
                     logger.warning("Kafka consumer: %s", reason(err))
                     continue
-                yield Record(
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    msg.key(),
-                    msg.value(),
-                    list(msg.headers() or []),
-                )
+                yield Record.from_kafka(msg)
                 if self._closed:
                     return
 

@@ -197,16 +197,7 @@ def read_topic(consumer_config: dict[str, Any], topic: str, timeout_s: float) ->
                 offset = msg.offset()
                 assert offset is not None
                 if offset < high:
-                    records.append(
-                        Record(
-                            topic,
-                            partition,
-                            offset,
-                            msg.key(),
-                            msg.value(),
-                            list(msg.headers() or []),
-                        )
-                    )
+                    records.append(Record.from_kafka(msg))
                 if offset + 1 >= high:
                     pending.discard(partition)
         return records
