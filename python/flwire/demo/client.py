@@ -38,7 +38,7 @@ from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
 from flwire.exceptions import RefusedMessageError
 from flwire.messages import SERVER_ID, Dispatcher, HandlerError, value_map_to_dict
-from flwire.security import TrustStore, Verifier, sign_message
+from flwire.security import TrustStore, Verifier, sign_in_place
 from flwire.transport import Channel, TopicLayout, Transport
 from flwire.v1 import messages_pb2 as pb
 
@@ -103,7 +103,7 @@ class DemoClient:
 
     async def _send(self, topic: str, msg: m.Message) -> None:
         if self.signing_key is not None:
-            sign_message(msg, self.client_id, self.signing_key)
+            sign_in_place(msg, self.client_id, self.signing_key)
         await self.channel.send_message(topic, msg)
 
     async def accept(self, payload: Any) -> str | None:

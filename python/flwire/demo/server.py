@@ -47,7 +47,7 @@ from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate
 from flwire.exceptions import AggregationException, RefusedMessageError, SerializationException
 from flwire.messages import SERVER_ID, value_map_to_dict
-from flwire.security import TrustStore, Verifier, sign_message
+from flwire.security import TrustStore, Verifier, sign_in_place
 from flwire.transport import Channel, TopicLayout, Transport
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class FedAvgServer:
 
     async def _broadcast(self, msg: m.Message) -> None:
         if self.signing_key is not None:
-            sign_message(msg, self.key_id, self.signing_key)
+            sign_in_place(msg, self.key_id, self.signing_key)
         await self.channel.send_message(self.layout.broadcast, msg)
 
     async def _listen(self) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flwire.exceptions import ConfigurationException, SenderMismatchError
-from flwire.messages.message import Message, decode_message
+from flwire.messages.message import Message
 from flwire.security.keys import PRIVATE_SUFFIX, check_key_id, load_private_key
-from flwire.security.signing import sign_message
+from flwire.security.signing import sign_in_place
 from flwire.security.trust import load_trust_store
 from flwire.security.verifier import DEFAULT_TIMESTAMP_WINDOW_S, Verifier
 
@@ -48,9 +48,10 @@ class Signer(NamedTuple):
     key_id: str
     key: Ed25519PrivateKey
 
-    def sign(self, msg: Message) -> bytes:
-        """Sign ``msg`` and return its bytes. A message without a sender id is
-        given the key id; another sender id is refused (SenderMismatchError)."""
+    def attach(self, msg: Message) -> None:
+        """Set ``msg``'s signature without joining its bytes. A message without a
+        sender id is given the key id; another sender id is refused
+        (SenderMismatchError)."""
         if not msg.sender_id:
             msg.envelope.sender_id = self.key_id
         elif msg.sender_id != self.key_id:
@@ -58,12 +59,12 @@ class Signer(NamedTuple):
                 f"this sender signs as {self.key_id!r} but the message says it comes from "
                 f"{msg.sender_id!r}: build it with sender_id={self.key_id!r}"
             )
-        return sign_message(msg, self.key_id, self.key)
+        sign_in_place(msg, self.key_id, self.key)
 
-    def sign_bytes(self, data: Any) -> bytes:
-        """Sign the bytes of an unsigned envelope (decoded, its weights left as
-        they are, then signed as :meth:`sign` does)."""
-        return self.sign(decode_message(data))
+    def sign(self, msg: Message) -> bytes:
+        """:meth:`attach`, then the signed bytes."""
+        self.attach(msg)
+        return msg.to_bytes()
 
 
 def _setting(config: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> Any:

@@ -173,9 +173,8 @@ class AsyncKafkaClient:
         if isinstance(message, Message):
             msg = message
             if self.signer is not None and not msg.envelope.HasField("signature"):
-                message = self.signer.sign(msg)  # sets an empty sender id to the key id
-            else:
-                message = msg.to_bytes()
+                self.signer.attach(msg)  # sets an empty sender id to the key id
+            message = msg.buffers()  # the Channel splits them without a join
             headers = message_headers(msg)
             transfer_id = msg.message_id
         raw_key = key.encode("utf-8") if isinstance(key, str) else key
