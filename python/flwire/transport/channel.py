@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flwire._protowire import Segments, byte_view
-from flwire.exceptions import CommunicationException, RefusedMessageError, SerializationException
+from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import Message
 from flwire.transport.base import Headers, Record, Subscription, Transport, last_header
 from flwire.transport.chunking import (
@@ -338,11 +338,10 @@ class Channel:
             await subscription.close()
 
     async def _verify(self, delivery: Delivery, verifier: Verifier) -> bool:
-        """Verify a delivery: set its message, or count and log its refusal."""
-        try:
-            delivery.message = await verifier.averify(delivery.payload)
-        except RefusedMessageError as exc:
-            verifier.refuse(exc)
+        """Verify a delivery: set its message, or count its refusal (the verifier
+        logs it)."""
+        delivery.message = await verifier.admit(delivery.payload)
+        if delivery.message is None:
             self.stats["refused"] += 1
             return False
         return True
