@@ -35,6 +35,7 @@ from flwire.tensors import (
 )
 from flwire.tensors import codecs as _codecs
 from flwire.tensors.lossy import METHODS
+from flwire.tensors.sources import prepare
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import values_pb2
 
@@ -166,12 +167,14 @@ def build(
     body = getattr(env, kind.name)
     body.SetInParent()
     fill_fields(body, fields, message_type)
-    segments = None
+    msg = Message(env)
     if weights is not None:
         if kind.weights_number is None:
             raise SerializationException(f"a {message_type} message carries no weights")
-        segments = _weights_segments(weights, options)
-    msg = Message(env, segments)
+        if options is not None and options.stream and isinstance(weights, Mapping):
+            msg = Message.with_sources(env, prepare(weights, None, options.threads), options)
+        else:
+            msg = Message(env, _weights_segments(weights, options))
     validate(msg)
     return msg
 

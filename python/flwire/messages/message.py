@@ -16,7 +16,10 @@ from typing import Any
 from flwire.exceptions import InvalidMessageError, MessageDecodeError, SerializationException
 from flwire.messages import envelope as _envelope
 from flwire.messages.validation import describe, violations
-from flwire.tensors import TensorMapView, decode_tensor_map, read_tensor_map
+from flwire.tensors import EncodeOptions, TensorMapView, decode_tensor_map, read_tensor_map
+from flwire.tensors.decode import tensors_from_raw
+from flwire.tensors.encode import encode_sources
+from flwire.tensors.sources import Source
 from flwire.v1 import messages_pb2 as pb
 
 
@@ -27,6 +30,34 @@ class Message:
 
     envelope: pb.Envelope
     _weights: list[Any] | None = field(default=None, repr=False)
+    #: Weights not (or no longer) encoded: a state dict to stream (``stream=True``
+    #: options, with ``_options``), or a received stream's decoded tensors
+    #: (``_received``). ``weights`` encodes them on request.
+    _sources: list[Source] | None = field(default=None, repr=False)
+    _options: EncodeOptions | None = field(default=None, repr=False)
+    _received: bool = field(default=False, repr=False)
+
+    @classmethod
+    def with_sources(
+        cls, envelope: pb.Envelope, sources: list[Source], options: EncodeOptions | None = None
+    ) -> Message:
+        """A message whose weights are ``sources`` to stream (``options``: how)."""
+        return cls(envelope, None, sources, options or EncodeOptions(), False)
+
+    @classmethod
+    def received(cls, envelope: pb.Envelope, sources: list[Source]) -> Message:
+        """A message of a streamed transfer, its weights decoded (and handed over)."""
+        return cls(envelope, None, sources, None, True)
+
+    @property
+    def sources(self) -> list[Source] | None:
+        """The weights as unencoded tensors (see ``_sources``), or None."""
+        return self._sources
+
+    @property
+    def encode_options(self) -> EncodeOptions:
+        """How the unencoded weights are to be encoded."""
+        return self._options or EncodeOptions(compression="none")
 
     @property
     def type(self) -> str:
@@ -60,18 +91,29 @@ class Message:
 
     @property
     def has_weights(self) -> bool:
-        return self._weights is not None
+        return self._weights is not None or self._sources is not None
 
     @property
     def weights_nbytes(self) -> int:
-        """Size of the weights' TensorMap bytes (0 without weights), without joining them."""
+        """Size of the weights' TensorMap bytes (0 without weights), without joining
+        them (for unencoded weights: their raw bytes)."""
+        if self._weights is None and self._sources is not None:
+            return sum(src.raw.nbytes for src in self._sources)
         return sum(memoryview(w).nbytes for w in self._weights or ())
+
+    def _encoded(self) -> list[Any] | None:
+        if self._weights is None and self._sources is not None:
+            self._weights = encode_sources(self._sources, self.encode_options)
+        return self._weights
 
     @property
     def weights(self) -> memoryview | bytes | None:
-        """The TensorMap bytes of the weights (a view where possible), or None."""
-        if self._weights is None:
+        """The TensorMap bytes of the weights (a view where possible), or None.
+        Unencoded weights (streamed) are encoded on the first call, whole: under
+        2 GiB only."""
+        if self._encoded() is None:
             return None
+        assert self._weights is not None
         if len(self._weights) == 1:
             return memoryview(self._weights[0])
         joined = b"".join(self._weights)
@@ -83,7 +125,12 @@ class Message:
         return read_tensor_map(self._require_weights())
 
     def tensors(self, **decode_options: Any) -> dict[str, Any]:
-        """Decode the weights (options as for :func:`decode_tensor_map`)."""
+        """Decode the weights (options as for :func:`decode_tensor_map`). A
+        received stream's tensors were decoded as they arrived: they are handed
+        out as they are (each call returns tensors over the same memory)."""
+        if self._received and self._sources is not None:
+            raws = [(s.name, s.dtype, s.shape, s.raw) for s in self._sources]
+            return tensors_from_raw(raws, **decode_options)
         return decode_tensor_map(self._require_weights(), **decode_options)
 
     def to_bytes(self) -> bytes:
@@ -93,7 +140,7 @@ class Message:
     def buffers(self) -> list[Any]:
         """The wire form as buffers whose concatenation is :meth:`to_bytes`
         (the weights are not copied)."""
-        return _envelope.splice(self.envelope, self._weights)
+        return _envelope.splice(self.envelope, self._encoded())
 
     def _require_weights(self) -> memoryview | bytes:
         w = self.weights

@@ -43,6 +43,7 @@ from flwire.exceptions import (
     SerializationException,
     StaleMessageError,
     UndecodableMessageError,
+    UnsignedMessageError,
     WrongRoundError,
 )
 from flwire.messages.dedupe import SeenIds
@@ -117,6 +118,10 @@ class Verifier:
             msg = decode_message(payload)
         except SerializationException as exc:
             raise UndecodableMessageError(str(exc)) from exc
+        return self.check_message(msg, key_id, remember=remember)
+
+    def check_message(self, msg: Message, key_id: str | None, *, remember: bool = True) -> Message:
+        """:meth:`check` of a message decoded already (a streamed transfer's)."""
         if key_id is not None:
             check_sender(msg, key_id)
             self._check_time(msg)
@@ -160,6 +165,22 @@ class Verifier:
         """:meth:`averify`, with a refusal logged and counted instead of raised."""
         try:
             return await self.averify(payload)
+        except RefusedMessageError as exc:
+            self.refuse(exc)
+            return None
+
+    def admit_streamed(self, msg: Message, signature: Any) -> Message | None:
+        """Check a message that came as a streamed transfer (wire format 14.5),
+        whose seal carried ``signature`` (None: unsigned); a refusal is logged
+        and counted, and None returned. Streamed transfers are not signed by
+        this version: with signatures required, they are refused."""
+        try:
+            if signature is not None or self.require_signatures:
+                raise UnsignedMessageError(
+                    "a streamed transfer, which this version of flwire does not sign or "
+                    "verify: send signed messages without EncodeOptions(stream=True)"
+                )
+            return self.check_message(msg, None)
         except RefusedMessageError as exc:
             self.refuse(exc)
             return None

@@ -616,3 +616,96 @@ def decode_tensor_map(
         verify_checksum,
         threads,
     )
+
+
+def read_elements(
+    data: Any, dtype: dtypes.DtypeInfo, *, limits: DecodeLimits | None = None
+) -> TensorRecord:
+    """Parse TensorMap bytes that must hold exactly one unnamed, lossless 1-D
+    tensor of ``dtype`` with at least one element (one chunk of a streamed
+    tensor, wire format section 14.5); its data stays a view on ``data``.
+    Raises SerializationException naming what is wrong."""
+    records = read_tensor_map(data, limits=limits).records
+    if len(records) != 1:
+        raise SerializationException(f"a chunk holds {len(records)} tensors, not 1")
+    rec = records[0]
+    if rec.name:
+        raise SerializationException(f"a chunk's tensor is named {rec.name!r}; it must be unnamed")
+    if rec.dtype.wire != dtype.wire:
+        raise SerializationException(
+            f"a chunk holds {rec.dtype.name} elements, but its tensor is {dtype.name}"
+        )
+    if len(rec.shape) != 1 or not rec.numel:
+        raise SerializationException(
+            f"a chunk's tensor has shape {list(rec.shape)}, not 1-D with elements"
+        )
+    if rec.lossy is not None:
+        raise SerializationException("a chunk's tensor is lossy-encoded, which streams do not use")
+    return rec
+
+
+def decode_record_into(rec: TensorRecord, out: np.ndarray, *, verify_checksum: bool = True) -> None:
+    """Decode a lossless tensor (from :func:`read_elements`) straight into
+    ``out``, a writable uint8 array of exactly its raw size: compressed frames
+    are decompressed into ``out`` itself, raw data is copied into it once; the
+    CRC-32C is checked there. Raises SerializationException (or a subclass)."""
+    if rec.raw_size != out.nbytes:
+        raise SerializationException(
+            f"tensor {rec.name!r}: {rec.raw_size} raw bytes for a place of {out.nbytes}"
+        )
+    if rec.codec != s.CODEC_NONE:
+        for frame in rec.frames:
+            _inflate_frame(rec, frame, out)
+        _raw_bytes(rec, out, verify_checksum)
+    elif _shuffled(rec):
+        shuffle.unshuffle_slice_into(
+            np.frombuffer(rec.data, dtype=np.uint8), out, rec.dtype.itemsize, 0
+        )
+        _raw_bytes(rec, out, verify_checksum)
+    else:
+        out[:] = np.frombuffer(rec.data, dtype=np.uint8)
+        _raw_bytes(rec, out, verify_checksum)
+
+
+def wrap_raw(
+    raw: np.ndarray, info: dtypes.DtypeInfo, shape: tuple[int, ...], name: str, *, as_numpy: bool
+) -> Any:
+    """A tensor over raw bytes the decoder owns (a numpy view, or a torch tensor
+    sharing them): what ``decode_tensor_map`` returns for a decoded tensor."""
+    if as_numpy:
+        return _to_numpy(_bare(name, info, shape, raw), raw)
+    return torch_support.from_raw(raw, info, shape, False)
+
+
+def tensors_from_raw(
+    raws: list[tuple[str, dtypes.DtypeInfo, tuple[int, ...], np.ndarray]],
+    *,
+    as_numpy: bool = False,
+    expect: Mapping[str, Any] | None = None,
+    **_ignored: Any,
+) -> dict[str, Any]:
+    """Tensors over decoded raw bytes the caller hands over, (name, dtype,
+    shape, uint8 array) each: a streamed message's weights. ``expect`` is
+    checked as in :func:`read_tensor_map`; the other options of
+    :func:`decode_tensor_map` have nothing left to do (the data was checked as
+    it was decoded)."""
+    if expect is not None:
+        layout = _layout(expect)
+        for name, info, shape, raw in raws:
+            _check_expected(_bare(name, info, shape, raw), layout)
+        if len(raws) != len(layout):
+            missing = sorted(set(layout) - {name for name, *_ in raws})
+            raise SerializationException(
+                f"{len(missing)} tensor(s) of the expected layout missing: "
+                f"{', '.join(repr(n) for n in missing[:5])}"
+            )
+    if not as_numpy:
+        torch_support.import_torch()
+    return {
+        name: wrap_raw(raw, info, shape, name, as_numpy=as_numpy) for name, info, shape, raw in raws
+    }
+
+
+def _bare(name: str, info: dtypes.DtypeInfo, shape: tuple[int, ...], raw: Any) -> TensorRecord:
+    """A record describing decoded bytes (no wire data)."""
+    return TensorRecord(name, info, shape, 0, 0, raw.nbytes, 0, memoryview(b""))

@@ -233,8 +233,14 @@ def encode_tensor_map_segments(
     one copy. Options as in :func:`encode_tensor_map`.
     """
     options = resolve(options)
+    return encode_sources(prepare(tensors, options.lossy, options.threads), options, metadata)
+
+
+def encode_sources(
+    sources: list[Source], options: EncodeOptions, metadata: Mapping[str, str] | None = None
+) -> list[Any]:
+    """:func:`encode_tensor_map_segments` of prepared sources."""
     pieces: list[Any] = []
-    sources = prepare(tensors, options.lossy, options.threads)
     _encode(pieces.append, sources, options, _metadata_bytes(metadata or {}))
     return pieces
 
@@ -289,3 +295,17 @@ def encode_tensor_map(
     out = FilledBytes(_max_encoded_size(sources, meta))
     _encode(out.write, sources, opts, meta)
     return out.getvalue()
+
+
+def encode_elements(src: Source, start: int, stop: int, options: EncodeOptions) -> list[Any]:
+    """The TensorMap pieces (concatenated: the map) of one unnamed 1-D tensor
+    holding elements ``[start, stop)`` of ``src`` (row-major), encoded on the
+    calling thread with ``options``' codec and filter: one chunk of a streamed
+    tensor (wire format section 14.5). ``src`` must not be lossy."""
+    if src.lossy is not None or options.lossy is not None:
+        raise SerializationException("a streamed tensor cannot be lossy-encoded (yet)")
+    width = src.dtype.itemsize
+    piece = Source("", src.dtype, (stop - start,), src.raw[start * width : stop * width])
+    pieces: list[Any] = []
+    _encode(pieces.append, [piece], options, [])
+    return pieces

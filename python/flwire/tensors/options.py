@@ -24,6 +24,12 @@ class EncodeOptions:
     - ``threads``: cores to use (None: all; 1: the calling thread only).
     - ``lossy``: a :class:`LossyConfig` (None: every tensor exact). Use it only
       with receivers that announce the method (``Capabilities.supported_lossy``).
+    - ``stream``: message builders keep the state dict as it is, and
+      ``Channel.send_message`` encodes it slice by slice as it sends it, as a
+      streamed transfer (wire format section 14.5): the first record leaves at
+      once, the receiver decodes each slice as it arrives, and the weights may
+      be of any size (beyond 2 GiB). Not with ``lossy``. The state dict must not
+      change until the message is sent.
     """
 
     compression: str = "zstd"
@@ -31,6 +37,7 @@ class EncodeOptions:
     shuffle: bool = False
     threads: int | None = None
     lossy: LossyConfig | None = None
+    stream: bool = False
 
     def __post_init__(self) -> None:
         if self.compression != codecs.NONE:
@@ -44,6 +51,11 @@ class EncodeOptions:
         if self.lossy is not None and not isinstance(self.lossy, LossyConfig):
             raise SerializationException(
                 f"lossy must be a LossyConfig or None, got {type(self.lossy).__name__}"
+            )
+        if self.stream and self.lossy is not None:
+            raise SerializationException(
+                "stream=True cannot be combined with lossy encodings (not supported yet): "
+                "send lossy weights without stream"
             )
 
     @property

@@ -47,13 +47,14 @@ import dataclasses
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flwire._protowire import Segments, byte_view
 from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import Message
+from flwire.streaming import STREAM_HEADER, Failed, StreamAssembler, StreamWriter
 from flwire.transport.base import Headers, Record, Subscription, Transport, last_header
 from flwire.transport.chunking import (
     CORRUPTED,
@@ -97,14 +98,19 @@ class Delivery:
 
     topic: str
     key: bytes | None
+    #: The payload's bytes; None for a streamed transfer (its decoded message is
+    #: in ``message``).
     payload: Any
     headers: Headers
     attempt: int = 1
     transfer_id: str | None = None
-    #: The verified message (receiving with a verifier), else None.
+    #: The message of a streamed transfer (its weights decoded as they came), or
+    #: the verified message (receiving with a verifier), else None.
     message: Message | None = None
     _tokens: list[_Token] = field(repr=False, default_factory=list)
     _receiver: _Receiver | None = field(repr=False, default=None)
+    #: A streamed transfer's seal signature (None: unsigned).
+    _signature: Any = field(repr=False, default=None)
 
     def header(self, name: str) -> bytes | None:
         """The last value of a header, or None."""
@@ -154,7 +160,9 @@ class Channel:
         *,
         on_progress: ProgressCallback | None = None,
         reassembler: Reassembler | None = None,
+        streams: StreamAssembler | None = None,
         max_in_flight: int = 64,
+        max_in_flight_bytes: int = 32 << 20,
         failure_policy: FailurePolicy | None = None,
         on_event: EventCallback | None = None,
     ) -> None:
@@ -162,12 +170,16 @@ class Channel:
         self.on_progress = on_progress
         self.on_event = on_event
         self.max_in_flight = max(1, max_in_flight)
+        self.max_in_flight_bytes = max(1, max_in_flight_bytes)
         self.reassembler = reassembler or Reassembler()
+        self.streams = streams or StreamAssembler(part_timeout=self.reassembler.part_timeout)
         self.failure_policy = failure_policy or FailurePolicy()
         self.stats: dict[str, int] = {
             "sent": 0,
             "sent_parts": 0,
+            "sent_streams": 0,
             "received": 0,
+            "received_streams": 0,
             "received_parts": 0,
             "bad_records": 0,
             "dropped_transfers": 0,
@@ -211,31 +223,58 @@ class Channel:
             return
         transfer_id = transfer_id or uuid.uuid4().hex
         key = key if key is not None else transfer_id.encode()
-        # At most max_in_flight parts wait for their ack at a time, so the parts
-        # (each a copy of its slice) never add up to a second copy of the payload.
+
+        async def parts() -> AsyncIterator[tuple[bytes, Headers]]:
+            for part, index, count in split_payload(view, transfer_id, limit - overhead):
+                yield part, [*headers, (PART_HEADER, f"{index}/{count}".encode())]
+
+        def sent(acked: int) -> tuple[int, int]:
+            return min(acked, len(view)), len(view)
+
+        count, acked = await self._send_records(topic, key, transfer_id, parts(), sent)
+        self.stats["sent"] += 1
+        self.stats["sent_parts"] += count
+        self.stats["bytes_sent"] += acked
+
+    async def _send_records(
+        self,
+        topic: str,
+        key: bytes,
+        transfer_id: str,
+        records: AsyncIterator[tuple[bytes, Headers]],
+        progress: Callable[[int], tuple[int, int]],
+    ) -> tuple[int, int]:
+        """Send ``records`` in order, with at most ``max_in_flight`` records and
+        ``max_in_flight_bytes`` bytes waiting for their ack at a time (so that
+        they never add up to a second copy of a large payload); return (records,
+        bytes) once every one is confirmed written. ``progress(bytes acked)``
+        gives what ``on_progress`` is told."""
         window: deque[tuple[asyncio.Task[None], int]] = deque()
-        acked = parts = 0
+        acked = count = waiting = 0
 
         async def settle_oldest() -> None:
-            nonlocal acked
+            nonlocal acked, waiting
             task, size = window.popleft()
             await task
             acked += size
+            waiting -= size
             if self.on_progress:
-                self.on_progress("send", transfer_id, min(acked, len(view)), len(view))
+                self.on_progress("send", transfer_id, *progress(acked))
 
         try:
-            for part, index, count in split_payload(view, transfer_id, limit - overhead):
-                part_headers = [*headers, (PART_HEADER, f"{index}/{count}".encode())]
+            async for value, record_headers in records:
                 task = asyncio.ensure_future(
-                    self.transport.send(topic, part, key=key, headers=part_headers)
+                    self.transport.send(topic, value, key=key, headers=record_headers)
                 )
-                # Let the transport hand this part to its client before building the
-                # next one, so parts usually enter the partition in order.
+                # Let the transport hand this record to its client before building
+                # the next one, so records usually enter the partition in order.
                 await asyncio.sleep(0)
-                window.append((task, len(part)))
-                parts += 1
-                if len(window) >= self.max_in_flight:
+                window.append((task, len(value)))
+                waiting += len(value)
+                count += 1
+                while window and (
+                    len(window) >= self.max_in_flight or waiting >= self.max_in_flight_bytes
+                ):
                     await settle_oldest()
             while window:
                 await settle_oldest()
@@ -243,13 +282,16 @@ class Channel:
             for task, _ in window:
                 task.cancel()
             raise
-        self.stats["sent"] += 1
-        self.stats["sent_parts"] += parts
-        self.stats["bytes_sent"] += acked
+        return count, acked
 
     async def send_message(self, topic: str, msg: Message) -> int:
         """Send a flwire message with its routing headers, keyed by its sender
-        (so a sender's messages stay in order); return its size in bytes."""
+        (so a sender's messages stay in order); return its size in bytes. A
+        message built with ``EncodeOptions(stream=True)`` goes as a streamed
+        transfer (wire format section 14.5), its weights encoded as they are
+        sent: its size is then the bytes of its records."""
+        if msg.sources is not None:
+            return await self._send_stream(topic, msg)
         pieces = Segments(msg.buffers())  # the weights go into parts without a join
         await self.send(
             topic,
@@ -259,6 +301,34 @@ class Channel:
             transfer_id=msg.message_id,
         )
         return len(pieces)
+
+    async def send_stream_as(self, topic: str, msg: Message, headers: Headers) -> int:
+        """Stream a message whose weights are unencoded (see ``send_message``) with
+        ``headers`` instead of its own routing headers (a dead letter's)."""
+        return await self._send_stream(topic, msg, headers)
+
+    async def _send_stream(self, topic: str, msg: Message, headers: Headers | None = None) -> int:
+        key = msg.sender_id.encode()
+        headers = message_headers(msg) if headers is None else headers
+        # Room for the key, the headers and the stream header with its index.
+        overhead = len(key) + sum(len(k) + len(v) for k, v in headers) + len(STREAM_HEADER) + 10
+        writer = StreamWriter(msg, self.transport.max_record_bytes - overhead)
+
+        async def records() -> AsyncIterator[tuple[bytes, Headers]]:
+            index = 0
+            async for value in writer.parts():
+                yield value, [*headers, (STREAM_HEADER, str(index).encode())]
+                index += 1
+
+        def sent(_: int) -> tuple[int, int]:
+            return writer.raw_done, writer.raw_total
+
+        count, acked = await self._send_records(topic, key, msg.message_id, records(), sent)
+        self.stats["sent"] += 1
+        self.stats["sent_streams"] += 1
+        self.stats["sent_parts"] += count
+        self.stats["bytes_sent"] += acked
+        return acked
 
     async def receive(
         self,
@@ -305,8 +375,12 @@ class Channel:
                 tp = (record.topic, record.partition)
                 receiver.tracker.seen(tp, record.offset)
                 token = _Token(record, receiver, receiver.tracker.generation(tp))
-                delivery, abandoned = self._on_record(token, seen)
+                if record.header(STREAM_HEADER) is not None:
+                    delivery, abandoned = await self._on_stream_record(token, seen)
+                else:
+                    delivery, abandoned = self._on_record(token, seen)
                 abandoned.extend(self._drop(self.reassembler.expire()))
+                abandoned.extend(self._drop_streams(self.streams.expire()))
                 # Nothing will handle these records: let their offsets move on.
                 await _finish_tokens(abandoned)
                 if delivery is None:
@@ -340,17 +414,90 @@ class Channel:
     async def _verify(self, delivery: Delivery, verifier: Verifier) -> bool:
         """Verify a delivery: set its message, or count its refusal (the verifier
         logs it)."""
-        delivery.message = await verifier.admit(delivery.payload)
+        if delivery.payload is None and delivery.message is not None:
+            delivery.message = verifier.admit_streamed(delivery.message, delivery._signature)
+        else:
+            delivery.message = await verifier.admit(delivery.payload)
         if delivery.message is None:
             self.stats["refused"] += 1
             return False
         return True
 
     async def _expire_periodically(self) -> None:
-        interval = max(0.2, min(5.0, self.reassembler.part_timeout / 4))
+        timeout = min(self.reassembler.part_timeout, self.streams.part_timeout)
+        interval = max(0.2, min(5.0, timeout / 4))
         while True:
             await asyncio.sleep(interval)
             await _finish_tokens(self._drop(self.reassembler.expire()))
+            await _finish_tokens(self._drop_streams(self.streams.expire()))
+
+    def _drop_streams(self, failed: Sequence[Failed]) -> list[_Token]:
+        """Count and report streamed transfers given up on (and parts skipped);
+        their tokens, to finish."""
+        tokens: list[_Token] = []
+        for drop in failed:
+            tokens.extend(drop.tokens)
+            if drop.duplicate:
+                self.stats["duplicates"] += 1
+                continue
+            if not drop.transfer_id:
+                self.stats["bad_records"] += 1
+                logger.error("Skipped a bad stream record: %s", drop.reason)
+                continue
+            self.stats["dropped_transfers"] += 1
+            first = drop.tokens[0].record if drop.tokens else None
+            self.emit(
+                TransferDropped(
+                    topic=first.topic if first else "",
+                    partition=first.partition if first else -1,
+                    transfer_id=drop.transfer_id,
+                    reason=drop.reason,
+                    parts_received=drop.parts_received,
+                    parts_total=0,
+                    total_bytes=drop.total_bytes,
+                )
+            )
+        return tokens
+
+    async def _on_stream_record(
+        self, token: _Token, seen: SeenLog | None
+    ) -> tuple[Delivery | None, list[_Token]]:
+        """The delivery this part of a streamed transfer completes (if any), and
+        records to give up on."""
+        record = token.record
+        self.stats["bytes_received"] += len(record.value)
+        self.stats["received_parts"] += 1
+        ident = record.header(MESSAGE_ID)
+        if seen is not None and ident is not None and ident.decode("utf-8", "replace") in seen:
+            if not self.streams.holds(ident.decode("utf-8", "replace")):
+                # A part of a message this group has handled: nothing to decode.
+                self.stats["duplicates"] += 1
+                return None, [token]
+        finished, failed = await self.streams.add(record.value, token.slim())
+        abandoned = self._drop_streams(failed)
+        if self.on_progress and ident is not None:
+            tid = ident.decode("utf-8", "replace")
+            if finished is not None:
+                size = finished.message.weights_nbytes
+                self.on_progress("receive", tid, size, size)
+            elif self.streams.holds(tid):
+                self.on_progress("receive", tid, *self.streams.progress(tid))
+        if finished is None:
+            return None, abandoned
+        self.stats["received"] += 1
+        self.stats["received_streams"] += 1
+        headers = [(k, v) for k, v in record.headers if k != STREAM_HEADER]
+        delivery = Delivery(
+            record.topic,
+            record.key,
+            None,
+            headers,
+            transfer_id=finished.transfer_id,
+            message=finished.message,
+        )
+        delivery._signature = finished.signature
+        delivery._tokens = list(finished.tokens)
+        return delivery, abandoned
 
     def _drop(self, dropped: Sequence[Dropped]) -> list[_Token]:
         """Count and report transfers given up on; their tokens, to finish."""
@@ -508,17 +655,19 @@ class _Receiver:
         dead_letter = policy.dead_letter_topic(delivery.topic)
         if dead_letter is not None:
             first = delivery._tokens[0].record
-            await self.channel.send(
-                dead_letter,
-                delivery.payload,
-                key=delivery.key,
-                headers=dead_letter_headers(
-                    delivery.headers,
-                    error=reason,
-                    attempts=delivery.attempt,
-                    source=f"{first.topic}[{first.partition}]@{first.offset}",
-                ),
+            headers = dead_letter_headers(
+                delivery.headers,
+                error=reason,
+                attempts=delivery.attempt,
+                source=f"{first.topic}[{first.partition}]@{first.offset}",
             )
+            if delivery.payload is None and delivery.message is not None:
+                # A streamed transfer goes to the dead letters as one again.
+                await self.channel.send_stream_as(dead_letter, delivery.message, headers)
+            else:
+                await self.channel.send(
+                    dead_letter, delivery.payload, key=delivery.key, headers=headers
+                )
             stats["dead_lettered"] += 1
         else:
             stats["failed_deliveries"] += 1

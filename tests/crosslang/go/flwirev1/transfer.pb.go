@@ -131,11 +131,393 @@ func (x *TransferPart) GetData() []byte {
 	return nil
 }
 
+// ---------------------------------------------------------------------------
+// Streamed transfers (wire format section 14.5).
+//
+// A message whose weights are large travels as a stream of StreamParts, each
+// in its own record with the header "flwire-stream" = "<part_index>", all
+// with the same key (one partition, in order): part 0 is the head (the
+// envelope without its weights, and what each tensor is), then chunks (each a
+// slice of one tensor, encoded and checked on its own), and the last part is
+// the seal (how many parts there were, and the CRC-32C of them all). Nothing
+// in a part depends on bytes encoded after it, so a writer sends each part as
+// soon as it is encoded and a reader decodes each chunk as soon as it
+// arrives, straight into its tensor. The weights' size is not bounded by
+// protobuf's 2 GiB per message: each part is small.
+type StreamPart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message id of the envelope in the head; the same in every part.
+	TransferId string `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	// Position of this part: 0 for the head, then 1, 2, ... in the order written.
+	PartIndex uint32 `protobuf:"varint,2,opt,name=part_index,json=partIndex,proto3" json:"part_index,omitempty"`
+	// Exactly one is set: head in part 0, seal in the last part, chunk between.
+	//
+	// Types that are valid to be assigned to Item:
+	//
+	//	*StreamPart_Head
+	//	*StreamPart_Chunk
+	//	*StreamPart_Seal
+	Item          isStreamPart_Item `protobuf_oneof:"item"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamPart) Reset() {
+	*x = StreamPart{}
+	mi := &file_flwire_v1_transfer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamPart) ProtoMessage() {}
+
+func (x *StreamPart) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_transfer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamPart.ProtoReflect.Descriptor instead.
+func (*StreamPart) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_transfer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StreamPart) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
+func (x *StreamPart) GetPartIndex() uint32 {
+	if x != nil {
+		return x.PartIndex
+	}
+	return 0
+}
+
+func (x *StreamPart) GetItem() isStreamPart_Item {
+	if x != nil {
+		return x.Item
+	}
+	return nil
+}
+
+func (x *StreamPart) GetHead() *StreamHead {
+	if x != nil {
+		if x, ok := x.Item.(*StreamPart_Head); ok {
+			return x.Head
+		}
+	}
+	return nil
+}
+
+func (x *StreamPart) GetChunk() *TensorChunk {
+	if x != nil {
+		if x, ok := x.Item.(*StreamPart_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *StreamPart) GetSeal() *StreamSeal {
+	if x != nil {
+		if x, ok := x.Item.(*StreamPart_Seal); ok {
+			return x.Seal
+		}
+	}
+	return nil
+}
+
+type isStreamPart_Item interface {
+	isStreamPart_Item()
+}
+
+type StreamPart_Head struct {
+	Head *StreamHead `protobuf:"bytes,3,opt,name=head,proto3,oneof"`
+}
+
+type StreamPart_Chunk struct {
+	Chunk *TensorChunk `protobuf:"bytes,4,opt,name=chunk,proto3,oneof"`
+}
+
+type StreamPart_Seal struct {
+	Seal *StreamSeal `protobuf:"bytes,5,opt,name=seal,proto3,oneof"`
+}
+
+func (*StreamPart_Head) isStreamPart_Item() {}
+
+func (*StreamPart_Chunk) isStreamPart_Item() {}
+
+func (*StreamPart_Seal) isStreamPart_Item() {}
+
+// StreamHead is what a reader needs before any weights: the message and the
+// tensors to expect.
+type StreamHead struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message, with the weights field of its body absent; the tensors below
+	// are its weights.
+	Envelope *Envelope `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// The tensors, in the order of the state dict; chunks name them by index.
+	Tensors       []*TensorInfo `protobuf:"bytes,2,rep,name=tensors,proto3" json:"tensors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamHead) Reset() {
+	*x = StreamHead{}
+	mi := &file_flwire_v1_transfer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamHead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamHead) ProtoMessage() {}
+
+func (x *StreamHead) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_transfer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamHead.ProtoReflect.Descriptor instead.
+func (*StreamHead) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_transfer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StreamHead) GetEnvelope() *Envelope {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *StreamHead) GetTensors() []*TensorInfo {
+	if x != nil {
+		return x.Tensors
+	}
+	return nil
+}
+
+// TensorInfo declares one tensor of a stream: its full name, dtype and shape.
+type TensorInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Dtype         Dtype                  `protobuf:"varint,2,opt,name=dtype,proto3,enum=flwire.v1.Dtype" json:"dtype,omitempty"`
+	Shape         []uint64               `protobuf:"varint,3,rep,packed,name=shape,proto3" json:"shape,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TensorInfo) Reset() {
+	*x = TensorInfo{}
+	mi := &file_flwire_v1_transfer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TensorInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TensorInfo) ProtoMessage() {}
+
+func (x *TensorInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_transfer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TensorInfo.ProtoReflect.Descriptor instead.
+func (*TensorInfo) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_transfer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TensorInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TensorInfo) GetDtype() Dtype {
+	if x != nil {
+		return x.Dtype
+	}
+	return Dtype_DTYPE_UNSPECIFIED
+}
+
+func (x *TensorInfo) GetShape() []uint64 {
+	if x != nil {
+		return x.Shape
+	}
+	return nil
+}
+
+// TensorChunk is a run of consecutive elements of one tensor.
+type TensorChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the tensor in StreamHead.tensors.
+	TensorIndex uint32 `protobuf:"varint,1,opt,name=tensor_index,json=tensorIndex,proto3" json:"tensor_index,omitempty"`
+	// The first element (row-major, from 0) of the tensor this chunk holds. A
+	// tensor's chunks come in order: each starts where the previous one ended,
+	// the first at 0, and together they hold every element once.
+	ElementOffset uint64 `protobuf:"varint,2,opt,name=element_offset,json=elementOffset,proto3" json:"element_offset,omitempty"`
+	// Exactly one Tensor: 1-D, the tensor's dtype, holding the chunk's elements,
+	// encoded as any tensor is (codec, filter, lossy, CRC-32C; sections 5-9),
+	// its name empty.
+	Elements      *TensorMap `protobuf:"bytes,3,opt,name=elements,proto3" json:"elements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TensorChunk) Reset() {
+	*x = TensorChunk{}
+	mi := &file_flwire_v1_transfer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TensorChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TensorChunk) ProtoMessage() {}
+
+func (x *TensorChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_transfer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TensorChunk.ProtoReflect.Descriptor instead.
+func (*TensorChunk) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_transfer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TensorChunk) GetTensorIndex() uint32 {
+	if x != nil {
+		return x.TensorIndex
+	}
+	return 0
+}
+
+func (x *TensorChunk) GetElementOffset() uint64 {
+	if x != nil {
+		return x.ElementOffset
+	}
+	return 0
+}
+
+func (x *TensorChunk) GetElements() *TensorMap {
+	if x != nil {
+		return x.Elements
+	}
+	return nil
+}
+
+// StreamSeal ends a stream.
+type StreamSeal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parts in the transfer, this one included (>= 2: a head and a seal).
+	PartCount uint32 `protobuf:"varint,1,opt,name=part_count,json=partCount,proto3" json:"part_count,omitempty"`
+	// CRC-32C (Castagnoli) of the record values of parts 0 to part_count - 2,
+	// concatenated in index order.
+	StreamCrc32C uint32 `protobuf:"fixed32,2,opt,name=stream_crc32c,json=streamCrc32c,proto3" json:"stream_crc32c,omitempty"`
+	// Optional: an Ed25519 signature of the same bytes (section 14.5).
+	Signature     *Signature `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamSeal) Reset() {
+	*x = StreamSeal{}
+	mi := &file_flwire_v1_transfer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamSeal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamSeal) ProtoMessage() {}
+
+func (x *StreamSeal) ProtoReflect() protoreflect.Message {
+	mi := &file_flwire_v1_transfer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamSeal.ProtoReflect.Descriptor instead.
+func (*StreamSeal) Descriptor() ([]byte, []int) {
+	return file_flwire_v1_transfer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StreamSeal) GetPartCount() uint32 {
+	if x != nil {
+		return x.PartCount
+	}
+	return 0
+}
+
+func (x *StreamSeal) GetStreamCrc32C() uint32 {
+	if x != nil {
+		return x.StreamCrc32C
+	}
+	return 0
+}
+
+func (x *StreamSeal) GetSignature() *Signature {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 var File_flwire_v1_transfer_proto protoreflect.FileDescriptor
 
 const file_flwire_v1_transfer_proto_rawDesc = "" +
 	"\n" +
-	"\x18flwire/v1/transfer.proto\x12\tflwire.v1\"\xdf\x01\n" +
+	"\x18flwire/v1/transfer.proto\x12\tflwire.v1\x1a\x18flwire/v1/messages.proto\x1a\x16flwire/v1/tensor.proto\"\xdf\x01\n" +
 	"\fTransferPart\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12\x1d\n" +
@@ -147,7 +529,36 @@ const file_flwire_v1_transfer_proto_rawDesc = "" +
 	"total_size\x18\x04 \x01(\x04R\ttotalSize\x12\x16\n" +
 	"\x06offset\x18\x05 \x01(\x04R\x06offset\x12%\n" +
 	"\x0epayload_crc32c\x18\x06 \x01(\aR\rpayloadCrc32c\x12\x12\n" +
-	"\x04data\x18\a \x01(\fR\x04datab\x06proto3"
+	"\x04data\x18\a \x01(\fR\x04data\"\xde\x01\n" +
+	"\n" +
+	"StreamPart\x12\x1f\n" +
+	"\vtransfer_id\x18\x01 \x01(\tR\n" +
+	"transferId\x12\x1d\n" +
+	"\n" +
+	"part_index\x18\x02 \x01(\rR\tpartIndex\x12+\n" +
+	"\x04head\x18\x03 \x01(\v2\x15.flwire.v1.StreamHeadH\x00R\x04head\x12.\n" +
+	"\x05chunk\x18\x04 \x01(\v2\x16.flwire.v1.TensorChunkH\x00R\x05chunk\x12+\n" +
+	"\x04seal\x18\x05 \x01(\v2\x15.flwire.v1.StreamSealH\x00R\x04sealB\x06\n" +
+	"\x04item\"n\n" +
+	"\n" +
+	"StreamHead\x12/\n" +
+	"\benvelope\x18\x01 \x01(\v2\x13.flwire.v1.EnvelopeR\benvelope\x12/\n" +
+	"\atensors\x18\x02 \x03(\v2\x15.flwire.v1.TensorInfoR\atensors\"^\n" +
+	"\n" +
+	"TensorInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +
+	"\x05dtype\x18\x02 \x01(\x0e2\x10.flwire.v1.DtypeR\x05dtype\x12\x14\n" +
+	"\x05shape\x18\x03 \x03(\x04R\x05shape\"\x89\x01\n" +
+	"\vTensorChunk\x12!\n" +
+	"\ftensor_index\x18\x01 \x01(\rR\vtensorIndex\x12%\n" +
+	"\x0eelement_offset\x18\x02 \x01(\x04R\relementOffset\x120\n" +
+	"\belements\x18\x03 \x01(\v2\x14.flwire.v1.TensorMapR\belements\"\x84\x01\n" +
+	"\n" +
+	"StreamSeal\x12\x1d\n" +
+	"\n" +
+	"part_count\x18\x01 \x01(\rR\tpartCount\x12#\n" +
+	"\rstream_crc32c\x18\x02 \x01(\aR\fstreamCrc32c\x122\n" +
+	"\tsignature\x18\x03 \x01(\v2\x14.flwire.v1.SignatureR\tsignatureb\x06proto3"
 
 var (
 	file_flwire_v1_transfer_proto_rawDescOnce sync.Once
@@ -161,16 +572,33 @@ func file_flwire_v1_transfer_proto_rawDescGZIP() []byte {
 	return file_flwire_v1_transfer_proto_rawDescData
 }
 
-var file_flwire_v1_transfer_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_flwire_v1_transfer_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_flwire_v1_transfer_proto_goTypes = []any{
 	(*TransferPart)(nil), // 0: flwire.v1.TransferPart
+	(*StreamPart)(nil),   // 1: flwire.v1.StreamPart
+	(*StreamHead)(nil),   // 2: flwire.v1.StreamHead
+	(*TensorInfo)(nil),   // 3: flwire.v1.TensorInfo
+	(*TensorChunk)(nil),  // 4: flwire.v1.TensorChunk
+	(*StreamSeal)(nil),   // 5: flwire.v1.StreamSeal
+	(*Envelope)(nil),     // 6: flwire.v1.Envelope
+	(Dtype)(0),           // 7: flwire.v1.Dtype
+	(*TensorMap)(nil),    // 8: flwire.v1.TensorMap
+	(*Signature)(nil),    // 9: flwire.v1.Signature
 }
 var file_flwire_v1_transfer_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	2, // 0: flwire.v1.StreamPart.head:type_name -> flwire.v1.StreamHead
+	4, // 1: flwire.v1.StreamPart.chunk:type_name -> flwire.v1.TensorChunk
+	5, // 2: flwire.v1.StreamPart.seal:type_name -> flwire.v1.StreamSeal
+	6, // 3: flwire.v1.StreamHead.envelope:type_name -> flwire.v1.Envelope
+	3, // 4: flwire.v1.StreamHead.tensors:type_name -> flwire.v1.TensorInfo
+	7, // 5: flwire.v1.TensorInfo.dtype:type_name -> flwire.v1.Dtype
+	8, // 6: flwire.v1.TensorChunk.elements:type_name -> flwire.v1.TensorMap
+	9, // 7: flwire.v1.StreamSeal.signature:type_name -> flwire.v1.Signature
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_flwire_v1_transfer_proto_init() }
@@ -178,13 +606,20 @@ func file_flwire_v1_transfer_proto_init() {
 	if File_flwire_v1_transfer_proto != nil {
 		return
 	}
+	file_flwire_v1_messages_proto_init()
+	file_flwire_v1_tensor_proto_init()
+	file_flwire_v1_transfer_proto_msgTypes[1].OneofWrappers = []any{
+		(*StreamPart_Head)(nil),
+		(*StreamPart_Chunk)(nil),
+		(*StreamPart_Seal)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_flwire_v1_transfer_proto_rawDesc), len(file_flwire_v1_transfer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -13,13 +13,17 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Envelope, Signature } from "./messages_pb.js";
+import { file_flwire_v1_messages } from "./messages_pb.js";
+import type { Dtype, TensorMap } from "./tensor_pb.js";
+import { file_flwire_v1_tensor } from "./tensor_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file flwire/v1/transfer.proto.
  */
 export const file_flwire_v1_transfer: GenFile = /*@__PURE__*/
-  fileDesc("ChhmbHdpcmUvdjEvdHJhbnNmZXIucHJvdG8SCWZsd2lyZS52MSKVAQoMVHJhbnNmZXJQYXJ0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhIKCnBhcnRfaW5kZXgYAiABKA0SEgoKcGFydF9jb3VudBgDIAEoDRISCgp0b3RhbF9zaXplGAQgASgEEg4KBm9mZnNldBgFIAEoBBIWCg5wYXlsb2FkX2NyYzMyYxgGIAEoBxIMCgRkYXRhGAcgASgMYgZwcm90bzM");
+  fileDesc("ChhmbHdpcmUvdjEvdHJhbnNmZXIucHJvdG8SCWZsd2lyZS52MSKVAQoMVHJhbnNmZXJQYXJ0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhIKCnBhcnRfaW5kZXgYAiABKA0SEgoKcGFydF9jb3VudBgDIAEoDRISCgp0b3RhbF9zaXplGAQgASgEEg4KBm9mZnNldBgFIAEoBBIWCg5wYXlsb2FkX2NyYzMyYxgGIAEoBxIMCgRkYXRhGAcgASgMIrQBCgpTdHJlYW1QYXJ0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhIKCnBhcnRfaW5kZXgYAiABKA0SJQoEaGVhZBgDIAEoCzIVLmZsd2lyZS52MS5TdHJlYW1IZWFkSAASJwoFY2h1bmsYBCABKAsyFi5mbHdpcmUudjEuVGVuc29yQ2h1bmtIABIlCgRzZWFsGAUgASgLMhUuZmx3aXJlLnYxLlN0cmVhbVNlYWxIAEIGCgRpdGVtIlsKClN0cmVhbUhlYWQSJQoIZW52ZWxvcGUYASABKAsyEy5mbHdpcmUudjEuRW52ZWxvcGUSJgoHdGVuc29ycxgCIAMoCzIVLmZsd2lyZS52MS5UZW5zb3JJbmZvIkoKClRlbnNvckluZm8SDAoEbmFtZRgBIAEoCRIfCgVkdHlwZRgCIAEoDjIQLmZsd2lyZS52MS5EdHlwZRINCgVzaGFwZRgDIAMoBCJjCgtUZW5zb3JDaHVuaxIUCgx0ZW5zb3JfaW5kZXgYASABKA0SFgoOZWxlbWVudF9vZmZzZXQYAiABKAQSJgoIZWxlbWVudHMYAyABKAsyFC5mbHdpcmUudjEuVGVuc29yTWFwImAKClN0cmVhbVNlYWwSEgoKcGFydF9jb3VudBgBIAEoDRIVCg1zdHJlYW1fY3JjMzJjGAIgASgHEicKCXNpZ25hdHVyZRgDIAEoCzIULmZsd2lyZS52MS5TaWduYXR1cmViBnByb3RvMw", [file_flwire_v1_messages, file_flwire_v1_tensor]);
 
 /**
  * TransferPart is one slice of a payload.
@@ -84,4 +88,203 @@ export type TransferPart = Message<"flwire.v1.TransferPart"> & {
  */
 export const TransferPartSchema: GenMessage<TransferPart> = /*@__PURE__*/
   messageDesc(file_flwire_v1_transfer, 0);
+
+/**
+ * ---------------------------------------------------------------------------
+ * Streamed transfers (wire format section 14.5).
+ *
+ * A message whose weights are large travels as a stream of StreamParts, each
+ * in its own record with the header "flwire-stream" = "<part_index>", all
+ * with the same key (one partition, in order): part 0 is the head (the
+ * envelope without its weights, and what each tensor is), then chunks (each a
+ * slice of one tensor, encoded and checked on its own), and the last part is
+ * the seal (how many parts there were, and the CRC-32C of them all). Nothing
+ * in a part depends on bytes encoded after it, so a writer sends each part as
+ * soon as it is encoded and a reader decodes each chunk as soon as it
+ * arrives, straight into its tensor. The weights' size is not bounded by
+ * protobuf's 2 GiB per message: each part is small.
+ *
+ * @generated from message flwire.v1.StreamPart
+ */
+export type StreamPart = Message<"flwire.v1.StreamPart"> & {
+  /**
+   * The message id of the envelope in the head; the same in every part.
+   *
+   * @generated from field: string transfer_id = 1;
+   */
+  transferId: string;
+
+  /**
+   * Position of this part: 0 for the head, then 1, 2, ... in the order written.
+   *
+   * @generated from field: uint32 part_index = 2;
+   */
+  partIndex: number;
+
+  /**
+   * Exactly one is set: head in part 0, seal in the last part, chunk between.
+   *
+   * @generated from oneof flwire.v1.StreamPart.item
+   */
+  item: {
+    /**
+     * @generated from field: flwire.v1.StreamHead head = 3;
+     */
+    value: StreamHead;
+    case: "head";
+  } | {
+    /**
+     * @generated from field: flwire.v1.TensorChunk chunk = 4;
+     */
+    value: TensorChunk;
+    case: "chunk";
+  } | {
+    /**
+     * @generated from field: flwire.v1.StreamSeal seal = 5;
+     */
+    value: StreamSeal;
+    case: "seal";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message flwire.v1.StreamPart.
+ * Use `create(StreamPartSchema)` to create a new message.
+ */
+export const StreamPartSchema: GenMessage<StreamPart> = /*@__PURE__*/
+  messageDesc(file_flwire_v1_transfer, 1);
+
+/**
+ * StreamHead is what a reader needs before any weights: the message and the
+ * tensors to expect.
+ *
+ * @generated from message flwire.v1.StreamHead
+ */
+export type StreamHead = Message<"flwire.v1.StreamHead"> & {
+  /**
+   * The message, with the weights field of its body absent; the tensors below
+   * are its weights.
+   *
+   * @generated from field: flwire.v1.Envelope envelope = 1;
+   */
+  envelope?: Envelope | undefined;
+
+  /**
+   * The tensors, in the order of the state dict; chunks name them by index.
+   *
+   * @generated from field: repeated flwire.v1.TensorInfo tensors = 2;
+   */
+  tensors: TensorInfo[];
+};
+
+/**
+ * Describes the message flwire.v1.StreamHead.
+ * Use `create(StreamHeadSchema)` to create a new message.
+ */
+export const StreamHeadSchema: GenMessage<StreamHead> = /*@__PURE__*/
+  messageDesc(file_flwire_v1_transfer, 2);
+
+/**
+ * TensorInfo declares one tensor of a stream: its full name, dtype and shape.
+ *
+ * @generated from message flwire.v1.TensorInfo
+ */
+export type TensorInfo = Message<"flwire.v1.TensorInfo"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: flwire.v1.Dtype dtype = 2;
+   */
+  dtype: Dtype;
+
+  /**
+   * @generated from field: repeated uint64 shape = 3;
+   */
+  shape: bigint[];
+};
+
+/**
+ * Describes the message flwire.v1.TensorInfo.
+ * Use `create(TensorInfoSchema)` to create a new message.
+ */
+export const TensorInfoSchema: GenMessage<TensorInfo> = /*@__PURE__*/
+  messageDesc(file_flwire_v1_transfer, 3);
+
+/**
+ * TensorChunk is a run of consecutive elements of one tensor.
+ *
+ * @generated from message flwire.v1.TensorChunk
+ */
+export type TensorChunk = Message<"flwire.v1.TensorChunk"> & {
+  /**
+   * Index of the tensor in StreamHead.tensors.
+   *
+   * @generated from field: uint32 tensor_index = 1;
+   */
+  tensorIndex: number;
+
+  /**
+   * The first element (row-major, from 0) of the tensor this chunk holds. A
+   * tensor's chunks come in order: each starts where the previous one ended,
+   * the first at 0, and together they hold every element once.
+   *
+   * @generated from field: uint64 element_offset = 2;
+   */
+  elementOffset: bigint;
+
+  /**
+   * Exactly one Tensor: 1-D, the tensor's dtype, holding the chunk's elements,
+   * encoded as any tensor is (codec, filter, lossy, CRC-32C; sections 5-9),
+   * its name empty.
+   *
+   * @generated from field: flwire.v1.TensorMap elements = 3;
+   */
+  elements?: TensorMap | undefined;
+};
+
+/**
+ * Describes the message flwire.v1.TensorChunk.
+ * Use `create(TensorChunkSchema)` to create a new message.
+ */
+export const TensorChunkSchema: GenMessage<TensorChunk> = /*@__PURE__*/
+  messageDesc(file_flwire_v1_transfer, 4);
+
+/**
+ * StreamSeal ends a stream.
+ *
+ * @generated from message flwire.v1.StreamSeal
+ */
+export type StreamSeal = Message<"flwire.v1.StreamSeal"> & {
+  /**
+   * Parts in the transfer, this one included (>= 2: a head and a seal).
+   *
+   * @generated from field: uint32 part_count = 1;
+   */
+  partCount: number;
+
+  /**
+   * CRC-32C (Castagnoli) of the record values of parts 0 to part_count - 2,
+   * concatenated in index order.
+   *
+   * @generated from field: fixed32 stream_crc32c = 2;
+   */
+  streamCrc32c: number;
+
+  /**
+   * Optional: an Ed25519 signature of the same bytes (section 14.5).
+   *
+   * @generated from field: flwire.v1.Signature signature = 3;
+   */
+  signature?: Signature | undefined;
+};
+
+/**
+ * Describes the message flwire.v1.StreamSeal.
+ * Use `create(StreamSealSchema)` to create a new message.
+ */
+export const StreamSealSchema: GenMessage<StreamSeal> = /*@__PURE__*/
+  messageDesc(file_flwire_v1_transfer, 5);
 

@@ -1,0 +1,400 @@
+"""The receiving side of streamed transfers (wire format section 14.5).
+
+A head declares the message and its tensors; each tensor's buffer is made
+when the head is accepted (uninitialised: the memory pages become resident as
+chunks fill them) and each chunk is decoded, on a worker thread, straight
+into its place: nothing is reassembled. The seal is checked against what
+arrived (part count, CRC-32C of every record), then the message is handed
+out with its tensors.
+
+Bounds: a head is refused when its tensors exceed ``max_stream_bytes``, or
+would take the streams under way past ``max_pending_bytes`` (declared sizes
+count, as each becomes resident), or ``max_streams`` are under way already
+(those under way are kept; the new one is refused). A stream with no new part
+for ``part_timeout`` seconds is given up on. Parts must come in order, as a
+writer sends them to one partition: a part at an index already passed is a
+redelivered copy and is skipped; one beyond the next expected index means
+parts were lost, and ends the transfer, reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flwire._protowire import crc32c
+from flwire.exceptions import SerializationException
+from flwire.messages import Message
+from flwire.messages.envelope import split as split_envelope
+from flwire.messages.validation import describe, violations
+from flwire.streaming.format import StreamPart, parse_part
+from flwire.streaming.workers import pool
+from flwire.tensors import dtypes
+from flwire.tensors.decode import decode_record_into, read_elements
+from flwire.tensors.parallel import default_threads
+from flwire.tensors.records import DEFAULT_LIMITS, DecodeLimits
+from flwire.tensors.sources import Source
+from flwire.v1 import messages_pb2, transfer_pb2
+
+logger = logging.getLogger(__name__)
+
+#: Bytes accounted for each stream besides its tensors.
+STREAM_COST = 4096
+
+
+@dataclass
+class Finished:
+    """A stream completed: its message (weights decoded), its records' tokens,
+    and the seal's signature (None when unsigned) with the digest it signs."""
+
+    transfer_id: str
+    message: Message
+    tokens: list[Any]
+    signature: messages_pb2.Signature | None = None
+
+
+@dataclass
+class Failed:
+    """A stream given up on (or a part skipped, ``duplicate``), with tokens."""
+
+    transfer_id: str
+    reason: str
+    tokens: list[Any]
+    parts_received: int = 0
+    total_bytes: int = 0
+    duplicate: bool = False
+
+
+@dataclass
+class _Stream:
+    transfer_id: str
+    envelope: messages_pb2.Envelope
+    sources: list[Source]
+    declared: int
+    last_new: float
+    next_index: int = 1
+    crc: int = 0
+    #: Per tensor: the next element expected.
+    filled: list[int] = field(default_factory=list)
+    tokens: list[Any] = field(default_factory=list)
+    jobs: list[Future[None]] = field(default_factory=list)
+    received: int = 0
+
+    @property
+    def held(self) -> int:
+        return STREAM_COST + self.declared
+
+
+class StreamAssembler:
+    """Decodes streamed transfers as their parts arrive, within bounds."""
+
+    def __init__(
+        self,
+        *,
+        max_stream_bytes: int = 64 << 30,
+        max_pending_bytes: int = 64 << 30,
+        max_streams: int = 64,
+        part_timeout: float = 120.0,
+        limits: DecodeLimits | None = None,
+        threads: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        remember_ended: int = 10_000,
+    ) -> None:
+        self.max_stream_bytes = max_stream_bytes
+        self.max_pending_bytes = max_pending_bytes
+        self.max_streams = max_streams
+        self.part_timeout = part_timeout
+        self.limits = limits or DEFAULT_LIMITS
+        self.workers = threads or default_threads()
+        self._clock = clock
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._remember_ended = remember_ended
+        self.pending_bytes = 0
+        #: Decode jobs not finished yet, over all streams.
+        self._jobs_in_flight = 0
+
+    @property
+    def pending_streams(self) -> int:
+        return len(self._streams)
+
+    def holds(self, transfer_id: str) -> bool:
+        return transfer_id in self._streams
+
+    def progress(self, transfer_id: str) -> tuple[int, int]:
+        """(bytes of tensor data received, declared) of a stream under way."""
+        stream = self._streams.get(transfer_id)
+        if stream is None:
+            return 0, 0
+        done = sum(
+            n * src.dtype.itemsize for n, src in zip(stream.filled, stream.sources, strict=True)
+        )
+        return done, stream.declared
+
+    async def add(self, value: Any, token: Any) -> tuple[Finished | None, list[Failed]]:
+        """Take one record value of a stream. Returns the finished message when
+        this was a seal that checked out, and what was given up on or skipped
+        (each with its tokens, to settle)."""
+        try:
+            part = parse_part(value)
+        except SerializationException as exc:
+            return None, [Failed("", f"not a valid stream part: {exc}", [token])]
+        ident = part.transfer_id
+        if ident in self._ended:
+            return None, [Failed(ident, "part of an ended stream", [token], duplicate=True)]
+        stream = self._streams.get(ident)
+        if stream is None:
+            if part.head is None:
+                # Its head was never seen here (read from the middle, or already
+                # given up on): nothing to decode it into.
+                self._remember(ident)
+                reason = f"part {part.index} of a stream whose head was not received"
+                return None, [Failed(ident, reason, [token])]
+            return None, self._start(part, value, token)
+        if part.index < stream.next_index:
+            return None, [Failed(ident, "a part already received", [token], duplicate=True)]
+        if part.index > stream.next_index:
+            return None, [
+                self._give_up(
+                    ident,
+                    f"part {part.index} arrived where part {stream.next_index} was expected "
+                    "(parts lost)",
+                    token,
+                )
+            ]
+        stream.next_index += 1
+        stream.last_new = self._clock()
+        stream.tokens.append(token)
+        stream.received += 1
+        self._streams.move_to_end(ident)
+        if part.chunk is not None:
+            stream.crc = crc32c(value, stream.crc)
+            try:
+                job = self._chunk_job(stream, part)
+            except SerializationException as exc:
+                return None, [self._give_up(ident, str(exc))]
+            stream.jobs.append(job)
+            await self._throttle()
+            return None, []
+        assert part.seal is not None
+        return await self._seal(stream, part.seal)
+
+    def _start(self, part: StreamPart, value: Any, token: Any) -> list[Failed]:
+        ident = part.transfer_id
+        head = part.head
+        assert head is not None
+        try:
+            envelope, infos, declared = self._check_head(head)
+        except SerializationException as exc:
+            self._remember(ident)
+            return [Failed(ident, f"refused its head: {exc}", [token])]
+        if declared > self.max_stream_bytes:
+            self._remember(ident)
+            return [
+                Failed(
+                    ident,
+                    f"refused: declares {declared} bytes of tensors, above max_stream_bytes "
+                    f"{self.max_stream_bytes}",
+                    [token],
+                    1,
+                    declared,
+                )
+            ]
+        if len(self._streams) >= self.max_streams or (
+            self.pending_bytes + declared + STREAM_COST > self.max_pending_bytes
+        ):
+            self._remember(ident)
+            return [
+                Failed(
+                    ident,
+                    f"refused: {len(self._streams)} streams holding {self.pending_bytes} bytes "
+                    f"under way already (max_streams {self.max_streams}, max_pending_bytes "
+                    f"{self.max_pending_bytes})",
+                    [token],
+                    1,
+                    declared,
+                )
+            ]
+        # Allocated only once the head is accepted; np.empty's pages become
+        # resident as chunks are written into them.
+        sources = [
+            Source(name, dtype, shape, np.empty(nbytes, np.uint8))
+            for name, dtype, shape, nbytes in infos
+        ]
+        stream = _Stream(
+            ident,
+            envelope,
+            sources,
+            declared,
+            self._clock(),
+            crc=crc32c(value),
+            filled=[0] * len(sources),
+            tokens=[token],
+            received=1,
+        )
+        self._streams[ident] = stream
+        self.pending_bytes += stream.held
+        return []
+
+    def _check_head(
+        self, head: transfer_pb2.StreamHead
+    ) -> tuple[
+        messages_pb2.Envelope, list[tuple[str, dtypes.DtypeInfo, tuple[int, ...], int]], int
+    ]:
+        """The head's envelope (checked as any message is), its tensors as (name,
+        dtype, shape, bytes), and their bytes in all."""
+        limits = self.limits
+        if len(head.tensors) > limits.max_tensors:
+            raise SerializationException(
+                f"{len(head.tensors)} tensors, above DecodeLimits.max_tensors {limits.max_tensors}"
+            )
+        envelope, weights = split_envelope(head.envelope.SerializeToString())
+        if weights is not None:
+            raise SerializationException("the head's envelope carries weights of its own")
+        names: set[str] = set()
+        infos = []
+        declared = 0
+        for info in head.tensors:
+            dtype = dtypes.from_wire(info.dtype, info.name)
+            if info.name in names:
+                raise SerializationException(f"two tensors named {info.name!r}")
+            names.add(info.name)
+            if len(info.shape) > limits.max_rank:
+                raise SerializationException(
+                    f"tensor {info.name!r} has {len(info.shape)} dimensions, above "
+                    f"DecodeLimits.max_rank {limits.max_rank}"
+                )
+            nbytes = dtype.itemsize
+            for d in info.shape:
+                nbytes *= d
+                if nbytes > self.max_stream_bytes:
+                    break
+            declared += nbytes
+            if declared > self.max_stream_bytes:
+                break
+            infos.append((info.name, dtype, tuple(info.shape), nbytes))
+        if declared <= self.max_stream_bytes:
+            placeholder = [Source(n, d, sh, np.empty(0, np.uint8)) for n, d, sh, _ in infos]
+            found = violations(Message.received(envelope, placeholder))
+            if found:
+                raise SerializationException(describe(found))
+        return envelope, infos, declared
+
+    def _chunk_job(self, stream: _Stream, part: StreamPart) -> Future[None]:
+        """Check a chunk against its tensor and queue its decoding into place."""
+        chunk = part.chunk
+        assert chunk is not None
+        if chunk.tensor_index >= len(stream.sources):
+            raise SerializationException(
+                f"part {part.index}: tensor_index {chunk.tensor_index} of "
+                f"{len(stream.sources)} tensors"
+            )
+        i = chunk.tensor_index
+        src = stream.sources[i]
+        width = src.dtype.itemsize
+        if chunk.element_offset != stream.filled[i]:
+            raise SerializationException(
+                f"part {part.index}: a chunk of tensor {src.name!r} starts at element "
+                f"{chunk.element_offset}, where {stream.filled[i]} was expected"
+            )
+        rec = read_elements(chunk.elements, src.dtype, limits=self.limits)
+        room = src.raw.nbytes // width - chunk.element_offset
+        if rec.numel > room:
+            raise SerializationException(
+                f"part {part.index}: a chunk of {rec.numel} elements of tensor {src.name!r}, "
+                f"which has room for {room} more"
+            )
+        start = chunk.element_offset * width
+        out = src.raw[start : start + rec.numel * width]
+        stream.filled[i] += rec.numel
+        self._jobs_in_flight += 1
+        future = pool(self.workers).submit(decode_record_into, rec, out)
+        future.add_done_callback(self._job_done)
+        return future
+
+    def _job_done(self, _: Future[Any]) -> None:
+        self._jobs_in_flight -= 1
+
+    async def _throttle(self) -> None:
+        """Wait while more decode jobs are queued than the workers can start."""
+        while self._jobs_in_flight > 4 * self.workers:
+            await asyncio.sleep(0.001)
+
+    async def _seal(
+        self, stream: _Stream, seal: transfer_pb2.StreamSeal
+    ) -> tuple[Finished | None, list[Failed]]:
+        ident = stream.transfer_id
+        try:
+            for job in stream.jobs:
+                await asyncio.wrap_future(job)
+        except SerializationException as exc:
+            return None, [self._give_up(ident, f"a chunk did not decode: {exc}")]
+        stream.jobs = []
+        count = stream.next_index
+        if seal.part_count != count:
+            return None, [
+                self._give_up(ident, f"the seal counts {seal.part_count} parts; {count} arrived")
+            ]
+        if seal.stream_crc32c != stream.crc:
+            return None, [
+                self._give_up(
+                    ident,
+                    f"CRC-32C of the parts is {stream.crc:#010x}, the seal says "
+                    f"{seal.stream_crc32c:#010x} (corrupted parts?)",
+                )
+            ]
+        for i, src in enumerate(stream.sources):
+            numel = src.raw.nbytes // src.dtype.itemsize
+            if stream.filled[i] != numel:
+                return None, [
+                    self._give_up(
+                        ident,
+                        f"tensor {src.name!r} got {stream.filled[i]} of its {numel} elements",
+                    )
+                ]
+        self._end(ident)
+        msg = Message.received(stream.envelope, stream.sources)
+        signature = seal.signature if seal.HasField("signature") else None
+        return Finished(ident, msg, stream.tokens, signature), []
+
+    def _remember(self, ident: str) -> None:
+        self._ended[ident] = None
+        if len(self._ended) > self._remember_ended:
+            self._ended.popitem(last=False)
+
+    def _end(self, ident: str) -> _Stream:
+        stream = self._streams.pop(ident)
+        self.pending_bytes -= stream.held
+        self._remember(ident)
+        return stream
+
+    def _give_up(self, ident: str, reason: str, token: Any = None) -> Failed:
+        stream = self._end(ident)
+        for job in stream.jobs:
+            job.cancel()
+        tokens = stream.tokens + ([token] if token is not None else [])
+        logger.error(
+            "Gave up on streamed transfer %s (%d bytes declared, %d parts in): %s",
+            ident,
+            stream.declared,
+            stream.received,
+            reason,
+        )
+        return Failed(ident, reason, tokens, stream.received, stream.declared)
+
+    def expire(self) -> list[Failed]:
+        """Give up on the streams with no new part for ``part_timeout`` seconds."""
+        now = self._clock()
+        return [
+            self._give_up(ident, f"no new part for {self.part_timeout:.0f} s")
+            for ident, stream in list(self._streams.items())
+            if now - stream.last_new >= self.part_timeout
+        ]

@@ -1,0 +1,154 @@
+"""The sending side of a streamed transfer (wire format section 14.5): a
+message's unencoded weights become records as they are encoded.
+
+The head (the envelope and the tensors' names, dtypes and shapes) needs no
+encoding, so it is ready at once. Each tensor is then cut into runs of
+elements that fit a record once encoded, and worker threads encode the runs
+(compression releases the GIL) a few ahead of the one being sent, so that
+encoding overlaps sending and memory holds only those few. The seal carries
+the part count and the CRC-32C of every earlier record, computed as they go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+from flwire._protowire import crc32c
+from flwire.exceptions import SerializationException
+from flwire.messages import Message
+from flwire.streaming.format import CHUNK_OVERHEAD, chunk_part, head_part, seal_part
+from flwire.streaming.workers import pool
+from flwire.tensors.encode import encode_elements
+from flwire.tensors.options import EncodeOptions
+from flwire.tensors.parallel import default_threads
+from flwire.tensors.sources import Source
+from flwire.v1 import messages_pb2, transfer_pb2
+
+#: Runs being encoded ahead of the one being sent, per worker thread.
+AHEAD_PER_THREAD = 2
+
+
+@dataclass(frozen=True)
+class _Run:
+    tensor_index: int
+    start: int
+    stop: int
+
+
+def runs(sources: list[Source], max_run_bytes: int) -> list[_Run]:
+    """Each tensor's elements in runs of at most ``max_run_bytes`` raw bytes (at
+    least one element each); a tensor without elements has none."""
+    out = []
+    for i, src in enumerate(sources):
+        width = src.dtype.itemsize
+        step = max(1, max_run_bytes // width)
+        count = src.raw.nbytes // width
+        out += [_Run(i, a, min(a + step, count)) for a in range(0, count, step)]
+    return out
+
+
+def tensor_infos(sources: list[Source]) -> list[transfer_pb2.TensorInfo]:
+    return [
+        transfer_pb2.TensorInfo(name=src.name, dtype=cast(Any, src.dtype.wire), shape=src.shape)
+        for src in sources
+    ]
+
+
+def head_envelope(msg: Message) -> messages_pb2.Envelope:
+    """The envelope of a streamed message: its body's weights field absent."""
+    if msg.envelope.HasField("signature"):
+        raise SerializationException(
+            "a streamed message is signed in its seal, not in its envelope: pass the "
+            "signer to the stream, not a signed message"
+        )
+    return msg.envelope
+
+
+class StreamWriter:
+    """The record values of one streamed message, in order: ``async for value in
+    writer.parts()``. ``max_value_bytes`` is what a record's value may take;
+    ``sign``, if given, turns the bytes the seal covers (as a running digest's
+    update calls, then a final call with None) into the seal's signature."""
+
+    def __init__(
+        self,
+        msg: Message,
+        max_value_bytes: int,
+        *,
+        threads: int | None = None,
+        signer: Callable[[], StreamSigner] | None = None,
+    ) -> None:
+        sources = msg.sources
+        if sources is None:
+            raise SerializationException(
+                "this message's weights are encoded already; build it with "
+                "EncodeOptions(stream=True) to stream it"
+            )
+        self.msg = msg
+        self.sources = sources
+        self.transfer_id = msg.message_id
+        options = msg.encode_options
+        self.options: EncodeOptions = replace(options, threads=1, stream=False)
+        budget = max_value_bytes - CHUNK_OVERHEAD - len(self.transfer_id.encode())
+        if budget < 64:
+            raise SerializationException(
+                f"record limit {max_value_bytes} is too small to stream a message into"
+            )
+        self.runs = runs(sources, budget)
+        self.workers = threads or options.threads or default_threads()
+        self.signer = signer
+        #: Bytes of raw tensor data encoded so far, and in all.
+        self.raw_done = 0
+        self.raw_total = sum(src.raw.nbytes for src in sources)
+
+    def _encode(self, k: int) -> bytes:
+        run = self.runs[k]
+        pieces = encode_elements(self.sources[run.tensor_index], run.start, run.stop, self.options)
+        return chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
+
+    async def parts(self) -> AsyncIterator[bytes]:
+        """The head, each chunk as soon as it is encoded, then the seal."""
+        signer = self.signer() if self.signer else None
+        head = head_part(self.transfer_id, head_envelope(self.msg), tensor_infos(self.sources))
+        crc = crc32c(head)
+        if signer:
+            signer.update(head)
+        yield head
+        workers = pool(self.workers)
+        ahead: deque[Future[bytes]] = deque()
+        submitted = 0
+        try:
+            for k in range(len(self.runs)):
+                while submitted < len(self.runs) and len(ahead) < AHEAD_PER_THREAD * self.workers:
+                    ahead.append(workers.submit(self._encode, submitted))
+                    submitted += 1
+                value = await asyncio.wrap_future(ahead.popleft())
+                crc = crc32c(value, crc)
+                if signer:
+                    signer.update(value)
+                run = self.runs[k]
+                self.raw_done += (run.stop - run.start) * self.sources[
+                    run.tensor_index
+                ].dtype.itemsize
+                yield value
+        finally:
+            for future in ahead:
+                future.cancel()
+        index = len(self.runs) + 1
+        yield seal_part(self.transfer_id, index, crc, signer.finish() if signer else None)
+
+
+class StreamSigner:
+    """What signs a stream: fed the bytes its seal covers, then asked for the
+    signature (see :mod:`flwire.security.signing`)."""
+
+    def update(self, data: Any) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def finish(self) -> messages_pb2.Signature:  # pragma: no cover - interface
+        raise NotImplementedError
