@@ -10,6 +10,7 @@ A decoded message keeps its weights as a view on the received buffer until
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ class Message:
     _sources: list[Source] | None = field(default=None, repr=False)
     _options: EncodeOptions | None = field(default=None, repr=False)
     _received: bool = field(default=False, repr=False)
+    #: Makes the signer of a streamed message's seal (set by signing it).
+    _seal_signer: Callable[[], Any] | None = field(default=None, repr=False)
 
     @classmethod
     def with_sources(
@@ -53,6 +56,18 @@ class Message:
     def sources(self) -> list[Source] | None:
         """The weights as unencoded tensors (see ``_sources``), or None."""
         return self._sources
+
+    @property
+    def seal_signer(self) -> Callable[[], Any] | None:
+        """What makes the signer of this streamed message's seal, or None."""
+        return self._seal_signer
+
+    def sign_stream(self, make_signer: Callable[[], Any]) -> None:
+        """Have this streamed message's seal signed by what ``make_signer()``
+        returns (``update(record)`` for each record, then ``finish()``)."""
+        if self._seal_signer is not None:
+            raise SerializationException("the message is signed already")
+        self._seal_signer = make_signer
 
     @property
     def encode_options(self) -> EncodeOptions:

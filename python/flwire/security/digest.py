@@ -35,3 +35,9 @@ def envelope_digest(data: Any, *, threads: bool = True) -> bytes:
         hasher.update(view)
     digest: bytes = hasher.digest(length=DIGEST_BYTES)
     return digest
+
+
+def stream_hasher() -> Any:
+    """A BLAKE3 hasher fed a streamed transfer's records one by one (each at most
+    a record's size: hashed on the calling thread)."""
+    return require("blake3", "sign").blake3()

@@ -30,12 +30,12 @@ from flwire.exceptions import (
 from flwire.messages.envelope import signature_field
 from flwire.messages.message import Message, decode_message
 from flwire.messages.schema import SIGNATURE_NUMBER
-from flwire.security.digest import envelope_digest
+from flwire.security.digest import DIGEST_BYTES, envelope_digest, stream_hasher
 from flwire.security.keys import MAX_KEY_ID_BYTES
 from flwire.v1 import messages_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 #: Domain separation of what Ed25519 signs.
 SIGNATURE_DOMAIN = b"flwire.v1 envelope signature\x00"
+#: Domain separation of a streamed transfer's seal signature.
+STREAM_SIGNATURE_DOMAIN = b"flwire.v1 stream signature\x00"
 #: The one algorithm this flwire signs and verifies with.
 ED25519 = pb.SIGNATURE_ALGORITHM_ED25519
 #: Length of an Ed25519 signature.
@@ -92,18 +94,19 @@ def signed_payload(signed_bytes: Any, key_id: str, algorithm: int = ED25519) -> 
     """What the algorithm signs: the domain, the algorithm (uint32 LE), the key
     id (a length byte, then UTF-8) and the digest of the signed bytes (a
     bytes-like object, or a sequence of them to be taken as one)."""
+    return digest_payload(envelope_digest(signed_bytes), key_id, algorithm)
+
+
+def digest_payload(
+    digest: bytes, key_id: str, algorithm: int = ED25519, domain: bytes = SIGNATURE_DOMAIN
+) -> bytes:
+    """:func:`signed_payload` of bytes whose digest is ``digest``, under ``domain``."""
     raw_id = key_id.encode("utf-8")
     if not raw_id or len(raw_id) > MAX_KEY_ID_BYTES:
         raise BadSignatureError(
             f"the key id must be 1 to {MAX_KEY_ID_BYTES} UTF-8 bytes, not {len(raw_id)}"
         )
-    return (
-        SIGNATURE_DOMAIN
-        + struct.pack("<I", algorithm)
-        + bytes([len(raw_id)])
-        + raw_id
-        + envelope_digest(signed_bytes)
-    )
+    return domain + struct.pack("<I", algorithm) + bytes([len(raw_id)]) + raw_id + digest
 
 
 def sign_envelope(data: Any, key_id: str, key: Ed25519PrivateKey) -> bytes:
@@ -134,6 +137,11 @@ def sign_in_place(msg: Message, key_id: str, key: Ed25519PrivateKey) -> None:
         )
     if msg.envelope.HasField("signature"):
         raise SignatureError("the message is signed already")
+    if msg.sources is not None:
+        # Streamed (EncodeOptions(stream=True)): the seal will carry the signature
+        # of the records as they are written (wire format section 14.5).
+        msg.sign_stream(lambda: StreamSigner(key_id, key))
+        return
     # The digest is taken over the unsigned message's buffers (nothing joined);
     # the signature then goes last, so the signed bytes are joined once.
     msg.envelope.signature.CopyFrom(_signature(msg.buffers(), key_id, key))
@@ -159,6 +167,35 @@ def verify_envelope(
         if required:
             raise UnsignedMessageError("the message is not signed")
         return None
+    signed = byte_view(data, "message")[: located.signed_end]
+    return _verify(sig, lambda: signed_payload(signed, sig.key_id), trust)
+
+
+def verify_stream(
+    signature: pb.Signature | None,
+    digest: bytes | None,
+    trust: Mapping[str, Ed25519PublicKey],
+    *,
+    required: bool = True,
+) -> str | None:
+    """Verify a streamed transfer's seal signature against the BLAKE3 ``digest``
+    of its records (wire format section 14.5); return the key id, or None for
+    an unsigned stream when not ``required``. Raises as :func:`verify_envelope`."""
+    if signature is None or digest is None:
+        if required:
+            raise UnsignedMessageError("the streamed message is not signed")
+        return None
+    return _verify(
+        signature,
+        lambda: digest_payload(digest, signature.key_id, domain=STREAM_SIGNATURE_DOMAIN),
+        trust,
+    )
+
+
+def _verify(
+    sig: pb.Signature, payload: Callable[[], bytes], trust: Mapping[str, Ed25519PublicKey]
+) -> str:
+    """Check a signature field and verify it over ``payload()``; the key id."""
     if sig.algorithm != ED25519:
         raise BadSignatureError(f"unknown signature algorithm {sig.algorithm}")
     if len(sig.signature) != ED25519_SIGNATURE_BYTES:
@@ -170,10 +207,9 @@ def verify_envelope(
     public = trust.get(sig.key_id)
     if public is None:
         raise UnknownKeyError(f"signed with unknown key {sig.key_id!r}")
-    payload = signed_payload(byte_view(data, "message")[: located.signed_end], sig.key_id)
     invalid = require("cryptography.exceptions", "sign").InvalidSignature
     try:
-        public.verify(sig.signature, payload)
+        public.verify(sig.signature, payload())
     except invalid:
         raise BadSignatureError(
             f"the signature of key {sig.key_id!r} does not verify: the message was changed "
@@ -212,3 +248,21 @@ def check_sender(msg: Message, key_id: str) -> None:
             raise SenderMismatchError(
                 f"{msg.type}.client_id {body.client_id!r} is not the signing key's id {key_id!r}"
             )
+
+
+class StreamSigner:
+    """Signs a streamed transfer: fed every record its seal covers, in order,
+    then asked for the seal's signature (wire format section 14.5)."""
+
+    def __init__(self, key_id: str, key: Ed25519PrivateKey) -> None:
+        self.key_id = key_id
+        self.key = key
+        self.hasher = stream_hasher()
+
+    def update(self, data: Any) -> None:
+        self.hasher.update(data)
+
+    def finish(self) -> pb.Signature:
+        digest = self.hasher.digest(length=DIGEST_BYTES)
+        raw = self.key.sign(digest_payload(digest, self.key_id, domain=STREAM_SIGNATURE_DOMAIN))
+        return pb.Signature(key_id=self.key_id, algorithm=ED25519, signature=raw)

@@ -43,15 +43,16 @@ from flwire.exceptions import (
     SerializationException,
     StaleMessageError,
     UndecodableMessageError,
-    UnsignedMessageError,
     WrongRoundError,
 )
 from flwire.messages.dedupe import SeenIds
 from flwire.messages.message import Message, decode_message
-from flwire.security.signing import check_sender, verify_envelope
+from flwire.security.signing import check_sender, verify_envelope, verify_stream
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from flwire.v1 import messages_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -169,18 +170,20 @@ class Verifier:
             self.refuse(exc)
             return None
 
-    def admit_streamed(self, msg: Message, signature: Any) -> Message | None:
-        """Check a message that came as a streamed transfer (wire format 14.5),
-        whose seal carried ``signature`` (None: unsigned); a refusal is logged
-        and counted, and None returned. Streamed transfers are not signed by
-        this version: with signatures required, they are refused."""
+    def admit_streamed(
+        self, msg: Message, signature: pb.Signature | None, digest: bytes | None
+    ) -> Message | None:
+        """Check a message that came as a streamed transfer (wire format 14.5):
+        its seal's ``signature`` over the ``digest`` of its records (None:
+        unsigned), then the checks of :meth:`check`. A refusal is logged and
+        counted, and None returned."""
         try:
-            if signature is not None or self.require_signatures:
-                raise UnsignedMessageError(
-                    "a streamed transfer, which this version of flwire does not sign or "
-                    "verify: send signed messages without EncodeOptions(stream=True)"
+            key_id = None
+            if self.trust is not None:
+                key_id = verify_stream(
+                    signature, digest, self.trust, required=self.require_signatures
                 )
-            return self.check_message(msg, None)
+            return self.check_message(msg, key_id)
         except RefusedMessageError as exc:
             self.refuse(exc)
             return None

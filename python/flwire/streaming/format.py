@@ -77,10 +77,15 @@ def _prefix(transfer_id: str, index: int) -> bytes:
 
 
 def head_part(
-    transfer_id: str, envelope: messages_pb2.Envelope, tensors: list[transfer_pb2.TensorInfo]
+    transfer_id: str,
+    envelope: messages_pb2.Envelope,
+    tensors: list[transfer_pb2.TensorInfo],
+    *,
+    signed: bool = False,
 ) -> bytes:
-    """Part 0: the envelope (its body's weights absent) and the tensors to expect."""
-    head = transfer_pb2.StreamHead(envelope=envelope, tensors=tensors)
+    """Part 0: the envelope (its body's weights absent), the tensors to expect,
+    and whether the seal will be signed."""
+    head = transfer_pb2.StreamHead(envelope=envelope, tensors=tensors, signed=signed)
     return transfer_pb2.StreamPart(transfer_id=transfer_id, head=head).SerializeToString()
 
 

@@ -35,6 +35,7 @@ from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.messages.envelope import split as split_envelope
 from flwire.messages.validation import describe, violations
+from flwire.security.digest import stream_hasher
 from flwire.streaming.format import StreamPart, parse_part
 from flwire.streaming.workers import pool
 from flwire.tensors import dtypes
@@ -59,6 +60,8 @@ class Finished:
     message: Message
     tokens: list[Any]
     signature: messages_pb2.Signature | None = None
+    #: BLAKE3 of every record before the seal (signed streams only).
+    digest: bytes | None = None
 
 
 @dataclass
@@ -87,6 +90,9 @@ class _Stream:
     tokens: list[Any] = field(default_factory=list)
     jobs: list[Future[None]] = field(default_factory=list)
     received: int = 0
+    #: A BLAKE3 hasher fed every record, on the digest thread (signed streams).
+    hasher: Any = None
+    digesting: Future[None] | None = None
 
     @property
     def held(self) -> int:
@@ -177,6 +183,7 @@ class StreamAssembler:
         self._streams.move_to_end(ident)
         if part.chunk is not None:
             stream.crc = crc32c(value, stream.crc)
+            self._digest(stream, value)
             try:
                 job = self._chunk_job(stream, part)
             except SerializationException as exc:
@@ -240,9 +247,20 @@ class StreamAssembler:
             tokens=[token],
             received=1,
         )
+        if head.signed:
+            try:
+                stream.hasher = stream_hasher()
+            except ImportError as exc:
+                return [Failed(ident, f"a signed stream, and {exc}", [token], 1, declared)]
+            self._digest(stream, value)
         self._streams[ident] = stream
         self.pending_bytes += stream.held
         return []
+
+    def _digest(self, stream: _Stream, value: Any) -> None:
+        """Feed a record to the stream's digest, in order, on the digest thread."""
+        if stream.hasher is not None:
+            stream.digesting = pool(1).submit(stream.hasher.update, value)
 
     def _check_head(
         self, head: transfer_pb2.StreamHead
@@ -360,10 +378,24 @@ class StreamAssembler:
                         f"tensor {src.name!r} got {stream.filled[i]} of its {numel} elements",
                     )
                 ]
+        signature = seal.signature if seal.HasField("signature") else None
+        if (signature is not None) != (stream.hasher is not None):
+            return None, [
+                self._give_up(
+                    ident,
+                    "the seal carries a signature the head did not announce"
+                    if signature is not None
+                    else "the head announced a signature the seal does not carry",
+                )
+            ]
+        digest = None
+        if stream.hasher is not None:
+            if stream.digesting is not None:
+                await asyncio.wrap_future(stream.digesting)
+            digest = stream.hasher.digest(length=32)
         self._end(ident)
         msg = Message.received(stream.envelope, stream.sources)
-        signature = seal.signature if seal.HasField("signature") else None
-        return Finished(ident, msg, stream.tokens, signature), []
+        return Finished(ident, msg, stream.tokens, signature, digest), []
 
     def _remember(self, ident: str) -> None:
         self._ended[ident] = None

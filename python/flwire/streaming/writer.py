@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -71,9 +71,9 @@ def head_envelope(msg: Message) -> messages_pb2.Envelope:
 
 class StreamWriter:
     """The record values of one streamed message, in order: ``async for value in
-    writer.parts()``. ``max_value_bytes`` is what a record's value may take;
-    ``sign``, if given, turns the bytes the seal covers (as a running digest's
-    update calls, then a final call with None) into the seal's signature."""
+    writer.parts()``. ``max_value_bytes`` is what a record's value may take.
+    A message signed with ``sign_in_place`` has a seal signer: it is fed every
+    record before the seal, and signs the seal."""
 
     def __init__(
         self,
@@ -81,7 +81,6 @@ class StreamWriter:
         max_value_bytes: int,
         *,
         threads: int | None = None,
-        signer: Callable[[], StreamSigner] | None = None,
     ) -> None:
         sources = msg.sources
         if sources is None:
@@ -101,7 +100,7 @@ class StreamWriter:
             )
         self.runs = runs(sources, budget)
         self.workers = threads or options.threads or default_threads()
-        self.signer = signer
+        self.signer = msg.seal_signer
         #: Bytes of raw tensor data encoded so far, and in all.
         self.raw_done = 0
         self.raw_total = sum(src.raw.nbytes for src in sources)
@@ -114,7 +113,12 @@ class StreamWriter:
     async def parts(self) -> AsyncIterator[bytes]:
         """The head, each chunk as soon as it is encoded, then the seal."""
         signer = self.signer() if self.signer else None
-        head = head_part(self.transfer_id, head_envelope(self.msg), tensor_infos(self.sources))
+        head = head_part(
+            self.transfer_id,
+            head_envelope(self.msg),
+            tensor_infos(self.sources),
+            signed=signer is not None,
+        )
         crc = crc32c(head)
         if signer:
             signer.update(head)
@@ -141,14 +145,3 @@ class StreamWriter:
                 future.cancel()
         index = len(self.runs) + 1
         yield seal_part(self.transfer_id, index, crc, signer.finish() if signer else None)
-
-
-class StreamSigner:
-    """What signs a stream: fed the bytes its seal covers, then asked for the
-    signature (see :mod:`flwire.security.signing`)."""
-
-    def update(self, data: Any) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def finish(self) -> messages_pb2.Signature:  # pragma: no cover - interface
-        raise NotImplementedError

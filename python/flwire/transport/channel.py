@@ -109,8 +109,9 @@ class Delivery:
     message: Message | None = None
     _tokens: list[_Token] = field(repr=False, default_factory=list)
     _receiver: _Receiver | None = field(repr=False, default=None)
-    #: A streamed transfer's seal signature (None: unsigned).
+    #: A streamed transfer's seal signature (None: unsigned) and records' digest.
     _signature: Any = field(repr=False, default=None)
+    _digest: bytes | None = field(repr=False, default=None)
 
     def header(self, name: str) -> bytes | None:
         """The last value of a header, or None."""
@@ -415,7 +416,9 @@ class Channel:
         """Verify a delivery: set its message, or count its refusal (the verifier
         logs it)."""
         if delivery.payload is None and delivery.message is not None:
-            delivery.message = verifier.admit_streamed(delivery.message, delivery._signature)
+            delivery.message = verifier.admit_streamed(
+                delivery.message, delivery._signature, delivery._digest
+            )
         else:
             delivery.message = await verifier.admit(delivery.payload)
         if delivery.message is None:
@@ -496,6 +499,7 @@ class Channel:
             message=finished.message,
         )
         delivery._signature = finished.signature
+        delivery._digest = finished.digest
         delivery._tokens = list(finished.tokens)
         return delivery, abandoned
 

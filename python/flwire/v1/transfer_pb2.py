@@ -26,7 +26,7 @@ from flwire.v1 import messages_pb2 as flwire_dot_v1_dot_messages__pb2
 from flwire.v1 import tensor_pb2 as flwire_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lwire/v1/transfer.proto\x12\tflwire.v1\x1a\x18\x66lwire/v1/messages.proto\x1a\x16\x66lwire/v1/tensor.proto\"\x95\x01\n\x0cTransferPart\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\npart_index\x18\x02 \x01(\r\x12\x12\n\npart_count\x18\x03 \x01(\r\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x12\x16\n\x0epayload_crc32c\x18\x06 \x01(\x07\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\"\xb4\x01\n\nStreamPart\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\npart_index\x18\x02 \x01(\r\x12%\n\x04head\x18\x03 \x01(\x0b\x32\x15.flwire.v1.StreamHeadH\x00\x12\'\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x16.flwire.v1.TensorChunkH\x00\x12%\n\x04seal\x18\x05 \x01(\x0b\x32\x15.flwire.v1.StreamSealH\x00\x42\x06\n\x04item\"[\n\nStreamHead\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.flwire.v1.Envelope\x12&\n\x07tensors\x18\x02 \x03(\x0b\x32\x15.flwire.v1.TensorInfo\"J\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.flwire.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\x04\"c\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\r\x12\x16\n\x0e\x65lement_offset\x18\x02 \x01(\x04\x12&\n\x08\x65lements\x18\x03 \x01(\x0b\x32\x14.flwire.v1.TensorMap\"`\n\nStreamSeal\x12\x12\n\npart_count\x18\x01 \x01(\r\x12\x15\n\rstream_crc32c\x18\x02 \x01(\x07\x12\'\n\tsignature\x18\x03 \x01(\x0b\x32\x14.flwire.v1.Signatureb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66lwire/v1/transfer.proto\x12\tflwire.v1\x1a\x18\x66lwire/v1/messages.proto\x1a\x16\x66lwire/v1/tensor.proto\"\x95\x01\n\x0cTransferPart\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\npart_index\x18\x02 \x01(\r\x12\x12\n\npart_count\x18\x03 \x01(\r\x12\x12\n\ntotal_size\x18\x04 \x01(\x04\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x12\x16\n\x0epayload_crc32c\x18\x06 \x01(\x07\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\"\xb4\x01\n\nStreamPart\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x12\n\npart_index\x18\x02 \x01(\r\x12%\n\x04head\x18\x03 \x01(\x0b\x32\x15.flwire.v1.StreamHeadH\x00\x12\'\n\x05\x63hunk\x18\x04 \x01(\x0b\x32\x16.flwire.v1.TensorChunkH\x00\x12%\n\x04seal\x18\x05 \x01(\x0b\x32\x15.flwire.v1.StreamSealH\x00\x42\x06\n\x04item\"k\n\nStreamHead\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.flwire.v1.Envelope\x12&\n\x07tensors\x18\x02 \x03(\x0b\x32\x15.flwire.v1.TensorInfo\x12\x0e\n\x06signed\x18\x03 \x01(\x08\"J\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05\x64type\x18\x02 \x01(\x0e\x32\x10.flwire.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\x04\"c\n\x0bTensorChunk\x12\x14\n\x0ctensor_index\x18\x01 \x01(\r\x12\x16\n\x0e\x65lement_offset\x18\x02 \x01(\x04\x12&\n\x08\x65lements\x18\x03 \x01(\x0b\x32\x14.flwire.v1.TensorMap\"`\n\nStreamSeal\x12\x12\n\npart_count\x18\x01 \x01(\r\x12\x15\n\rstream_crc32c\x18\x02 \x01(\x07\x12\'\n\tsignature\x18\x03 \x01(\x0b\x32\x14.flwire.v1.Signatureb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,11 +38,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMPART']._serialized_start=242
   _globals['_STREAMPART']._serialized_end=422
   _globals['_STREAMHEAD']._serialized_start=424
-  _globals['_STREAMHEAD']._serialized_end=515
-  _globals['_TENSORINFO']._serialized_start=517
-  _globals['_TENSORINFO']._serialized_end=591
-  _globals['_TENSORCHUNK']._serialized_start=593
-  _globals['_TENSORCHUNK']._serialized_end=692
-  _globals['_STREAMSEAL']._serialized_start=694
-  _globals['_STREAMSEAL']._serialized_end=790
+  _globals['_STREAMHEAD']._serialized_end=531
+  _globals['_TENSORINFO']._serialized_start=533
+  _globals['_TENSORINFO']._serialized_end=607
+  _globals['_TENSORCHUNK']._serialized_start=609
+  _globals['_TENSORCHUNK']._serialized_end=708
+  _globals['_STREAMSEAL']._serialized_start=710
+  _globals['_STREAMSEAL']._serialized_end=806
 # @@protoc_insertion_point(module_scope)

@@ -43,12 +43,14 @@ class StreamPart(_message.Message):
     def __init__(self, transfer_id: _Optional[str] = ..., part_index: _Optional[int] = ..., head: _Optional[_Union[StreamHead, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ..., seal: _Optional[_Union[StreamSeal, _Mapping]] = ...) -> None: ...
 
 class StreamHead(_message.Message):
-    __slots__ = ("envelope", "tensors")
+    __slots__ = ("envelope", "tensors", "signed")
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_FIELD_NUMBER: _ClassVar[int]
     envelope: _messages_pb2.Envelope
     tensors: _containers.RepeatedCompositeFieldContainer[TensorInfo]
-    def __init__(self, envelope: _Optional[_Union[_messages_pb2.Envelope, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ...) -> None: ...
+    signed: bool
+    def __init__(self, envelope: _Optional[_Union[_messages_pb2.Envelope, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., signed: _Optional[bool] = ...) -> None: ...
 
 class TensorInfo(_message.Message):
     __slots__ = ("name", "dtype", "shape")

@@ -270,7 +270,10 @@ type StreamHead struct {
 	// are its weights.
 	Envelope *Envelope `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
 	// The tensors, in the order of the state dict; chunks name them by index.
-	Tensors       []*TensorInfo `protobuf:"bytes,2,rep,name=tensors,proto3" json:"tensors,omitempty"`
+	Tensors []*TensorInfo `protobuf:"bytes,2,rep,name=tensors,proto3" json:"tensors,omitempty"`
+	// Whether the seal carries a signature (section 14.5): a reader then digests
+	// every part as it arrives, and refuses a seal without one.
+	Signed        bool `protobuf:"varint,3,opt,name=signed,proto3" json:"signed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -317,6 +320,13 @@ func (x *StreamHead) GetTensors() []*TensorInfo {
 		return x.Tensors
 	}
 	return nil
+}
+
+func (x *StreamHead) GetSigned() bool {
+	if x != nil {
+		return x.Signed
+	}
+	return false
 }
 
 // TensorInfo declares one tensor of a stream: its full name, dtype and shape.
@@ -456,7 +466,8 @@ type StreamSeal struct {
 	// CRC-32C (Castagnoli) of the record values of parts 0 to part_count - 2,
 	// concatenated in index order.
 	StreamCrc32C uint32 `protobuf:"fixed32,2,opt,name=stream_crc32c,json=streamCrc32c,proto3" json:"stream_crc32c,omitempty"`
-	// Optional: an Ed25519 signature of the same bytes (section 14.5).
+	// Set when the head says `signed`: a signature of the same bytes by the
+	// sender's key (section 14.5).
 	Signature     *Signature `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -539,11 +550,12 @@ const file_flwire_v1_transfer_proto_rawDesc = "" +
 	"\x04head\x18\x03 \x01(\v2\x15.flwire.v1.StreamHeadH\x00R\x04head\x12.\n" +
 	"\x05chunk\x18\x04 \x01(\v2\x16.flwire.v1.TensorChunkH\x00R\x05chunk\x12+\n" +
 	"\x04seal\x18\x05 \x01(\v2\x15.flwire.v1.StreamSealH\x00R\x04sealB\x06\n" +
-	"\x04item\"n\n" +
+	"\x04item\"\x86\x01\n" +
 	"\n" +
 	"StreamHead\x12/\n" +
 	"\benvelope\x18\x01 \x01(\v2\x13.flwire.v1.EnvelopeR\benvelope\x12/\n" +
-	"\atensors\x18\x02 \x03(\v2\x15.flwire.v1.TensorInfoR\atensors\"^\n" +
+	"\atensors\x18\x02 \x03(\v2\x15.flwire.v1.TensorInfoR\atensors\x12\x16\n" +
+	"\x06signed\x18\x03 \x01(\bR\x06signed\"^\n" +
 	"\n" +
 	"TensorInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12&\n" +

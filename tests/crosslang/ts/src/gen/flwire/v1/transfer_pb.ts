@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flwire/v1/transfer.proto.
  */
 export const file_flwire_v1_transfer: GenFile = /*@__PURE__*/
-  fileDesc("ChhmbHdpcmUvdjEvdHJhbnNmZXIucHJvdG8SCWZsd2lyZS52MSKVAQoMVHJhbnNmZXJQYXJ0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhIKCnBhcnRfaW5kZXgYAiABKA0SEgoKcGFydF9jb3VudBgDIAEoDRISCgp0b3RhbF9zaXplGAQgASgEEg4KBm9mZnNldBgFIAEoBBIWCg5wYXlsb2FkX2NyYzMyYxgGIAEoBxIMCgRkYXRhGAcgASgMIrQBCgpTdHJlYW1QYXJ0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhIKCnBhcnRfaW5kZXgYAiABKA0SJQoEaGVhZBgDIAEoCzIVLmZsd2lyZS52MS5TdHJlYW1IZWFkSAASJwoFY2h1bmsYBCABKAsyFi5mbHdpcmUudjEuVGVuc29yQ2h1bmtIABIlCgRzZWFsGAUgASgLMhUuZmx3aXJlLnYxLlN0cmVhbVNlYWxIAEIGCgRpdGVtIlsKClN0cmVhbUhlYWQSJQoIZW52ZWxvcGUYASABKAsyEy5mbHdpcmUudjEuRW52ZWxvcGUSJgoHdGVuc29ycxgCIAMoCzIVLmZsd2lyZS52MS5UZW5zb3JJbmZvIkoKClRlbnNvckluZm8SDAoEbmFtZRgBIAEoCRIfCgVkdHlwZRgCIAEoDjIQLmZsd2lyZS52MS5EdHlwZRINCgVzaGFwZRgDIAMoBCJjCgtUZW5zb3JDaHVuaxIUCgx0ZW5zb3JfaW5kZXgYASABKA0SFgoOZWxlbWVudF9vZmZzZXQYAiABKAQSJgoIZWxlbWVudHMYAyABKAsyFC5mbHdpcmUudjEuVGVuc29yTWFwImAKClN0cmVhbVNlYWwSEgoKcGFydF9jb3VudBgBIAEoDRIVCg1zdHJlYW1fY3JjMzJjGAIgASgHEicKCXNpZ25hdHVyZRgDIAEoCzIULmZsd2lyZS52MS5TaWduYXR1cmViBnByb3RvMw", [file_flwire_v1_messages, file_flwire_v1_tensor]);
+  fileDesc("ChhmbHdpcmUvdjEvdHJhbnNmZXIucHJvdG8SCWZsd2lyZS52MSKVAQoMVHJhbnNmZXJQYXJ0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhIKCnBhcnRfaW5kZXgYAiABKA0SEgoKcGFydF9jb3VudBgDIAEoDRISCgp0b3RhbF9zaXplGAQgASgEEg4KBm9mZnNldBgFIAEoBBIWCg5wYXlsb2FkX2NyYzMyYxgGIAEoBxIMCgRkYXRhGAcgASgMIrQBCgpTdHJlYW1QYXJ0EhMKC3RyYW5zZmVyX2lkGAEgASgJEhIKCnBhcnRfaW5kZXgYAiABKA0SJQoEaGVhZBgDIAEoCzIVLmZsd2lyZS52MS5TdHJlYW1IZWFkSAASJwoFY2h1bmsYBCABKAsyFi5mbHdpcmUudjEuVGVuc29yQ2h1bmtIABIlCgRzZWFsGAUgASgLMhUuZmx3aXJlLnYxLlN0cmVhbVNlYWxIAEIGCgRpdGVtImsKClN0cmVhbUhlYWQSJQoIZW52ZWxvcGUYASABKAsyEy5mbHdpcmUudjEuRW52ZWxvcGUSJgoHdGVuc29ycxgCIAMoCzIVLmZsd2lyZS52MS5UZW5zb3JJbmZvEg4KBnNpZ25lZBgDIAEoCCJKCgpUZW5zb3JJbmZvEgwKBG5hbWUYASABKAkSHwoFZHR5cGUYAiABKA4yEC5mbHdpcmUudjEuRHR5cGUSDQoFc2hhcGUYAyADKAQiYwoLVGVuc29yQ2h1bmsSFAoMdGVuc29yX2luZGV4GAEgASgNEhYKDmVsZW1lbnRfb2Zmc2V0GAIgASgEEiYKCGVsZW1lbnRzGAMgASgLMhQuZmx3aXJlLnYxLlRlbnNvck1hcCJgCgpTdHJlYW1TZWFsEhIKCnBhcnRfY291bnQYASABKA0SFQoNc3RyZWFtX2NyYzMyYxgCIAEoBxInCglzaWduYXR1cmUYAyABKAsyFC5mbHdpcmUudjEuU2lnbmF0dXJlYgZwcm90bzM", [file_flwire_v1_messages, file_flwire_v1_tensor]);
 
 /**
  * TransferPart is one slice of a payload.
@@ -175,6 +175,14 @@ export type StreamHead = Message<"flwire.v1.StreamHead"> & {
    * @generated from field: repeated flwire.v1.TensorInfo tensors = 2;
    */
   tensors: TensorInfo[];
+
+  /**
+   * Whether the seal carries a signature (section 14.5): a reader then digests
+   * every part as it arrives, and refuses a seal without one.
+   *
+   * @generated from field: bool signed = 3;
+   */
+  signed: boolean;
 };
 
 /**
@@ -274,7 +282,8 @@ export type StreamSeal = Message<"flwire.v1.StreamSeal"> & {
   streamCrc32c: number;
 
   /**
-   * Optional: an Ed25519 signature of the same bytes (section 14.5).
+   * Set when the head says `signed`: a signature of the same bytes by the
+   * sender's key (section 14.5).
    *
    * @generated from field: flwire.v1.Signature signature = 3;
    */
