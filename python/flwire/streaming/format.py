@@ -192,6 +192,9 @@ def _parse_chunk(buf: memoryview, start: int, end: int) -> Chunk:
                 offset = f.value
         elif f.number == _ELEMENTS:
             expect_wire_type(f, LEN, "TensorChunk")
+            if elements is not None:
+                # Protobuf would merge the two maps; refusing keeps readers in agreement.
+                raise SerializationException("invalid chunk: elements given twice")
             elements = buf[f.start : f.end]
     if elements is None:
         raise SerializationException("invalid chunk: no elements")

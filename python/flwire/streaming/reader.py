@@ -34,6 +34,7 @@ from flwire._protowire import crc32c
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.messages.envelope import split as split_envelope
+from flwire.messages.schema import BODY_TYPES
 from flwire.messages.validation import describe, violations
 from flwire.security.digest import stream_hasher
 from flwire.streaming.format import StreamPart, parse_part
@@ -199,7 +200,7 @@ class StreamAssembler:
         head = part.head
         assert head is not None
         try:
-            envelope, infos, declared = self._check_head(head)
+            envelope, infos, declared = self._check_head(head, ident)
         except SerializationException as exc:
             self._remember(ident)
             return [Failed(ident, f"refused its head: {exc}", [token])]
@@ -263,7 +264,7 @@ class StreamAssembler:
             stream.digesting = pool(1).submit(stream.hasher.update, value)
 
     def _check_head(
-        self, head: transfer_pb2.StreamHead
+        self, head: transfer_pb2.StreamHead, transfer_id: str
     ) -> tuple[
         messages_pb2.Envelope, list[tuple[str, dtypes.DtypeInfo, tuple[int, ...], int]], int
     ]:
@@ -277,6 +278,18 @@ class StreamAssembler:
         envelope, weights = split_envelope(head.envelope.SerializeToString())
         if weights is not None:
             raise SerializationException("the head's envelope carries weights of its own")
+        body = envelope.WhichOneof("body")
+        if body is not None and BODY_TYPES[body].weights_field is None:
+            raise SerializationException(f"a {body} message carries no weights to stream")
+        if envelope.HasField("signature"):
+            raise SerializationException(
+                "the head's envelope is signed; a streamed message is signed in its seal"
+            )
+        if envelope.message_id != transfer_id:
+            raise SerializationException(
+                f"the head's envelope has message_id {envelope.message_id!r}, not the "
+                f"transfer_id {transfer_id!r}"
+            )
         names: set[str] = set()
         infos = []
         declared = 0
