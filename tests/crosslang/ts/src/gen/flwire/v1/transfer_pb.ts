@@ -1,4 +1,6 @@
-// Parts of payloads larger than a transport's message limit.
+// Parts of payloads larger than a transport's message limit (TransferPart,
+// wire format section 14.1), and streamed transfers (StreamPart and the
+// messages below it, section 14.5).
 //
 // A sender splits one encoded payload (usually an Envelope) into parts that
 // each fit the transport's limit, sends them in order with the same key (so
@@ -98,11 +100,11 @@ export const TransferPartSchema: GenMessage<TransferPart> = /*@__PURE__*/
  * with the same key (one partition, in order): part 0 is the head (the
  * envelope without its weights, and what each tensor is), then chunks (each a
  * slice of one tensor, encoded and checked on its own), and the last part is
- * the seal (how many parts there were, and the CRC-32C of them all). Nothing
- * in a part depends on bytes encoded after it, so a writer sends each part as
- * soon as it is encoded and a reader decodes each chunk as soon as it
- * arrives, straight into its tensor. The weights' size is not bounded by
- * protobuf's 2 GiB per message: each part is small.
+ * the seal (how many parts there were, and the CRC-32C of every part before
+ * it). Nothing in a part depends on bytes encoded after it, so a writer sends
+ * each part as soon as it is encoded and a reader decodes each chunk as soon
+ * as it arrives, straight into its tensor. The weights' size is not bounded
+ * by protobuf's 2 GiB per message: each part is small.
  *
  * @generated from message flwire.v1.StreamPart
  */
@@ -244,9 +246,9 @@ export type TensorChunk = Message<"flwire.v1.TensorChunk"> & {
   elementOffset: bigint;
 
   /**
-   * Exactly one Tensor: 1-D, the tensor's dtype, holding the chunk's elements,
-   * encoded as any tensor is (codec, filter, lossy, CRC-32C; sections 5-9),
-   * its name empty.
+   * Exactly one Tensor: 1-D, the tensor's dtype, holding the chunk's elements
+   * (at least one), encoded as any lossless tensor is (codec, filter, CRC-32C;
+   * sections 5-9; no lossy field), its name empty.
    *
    * @generated from field: flwire.v1.TensorMap elements = 3;
    */
