@@ -93,6 +93,7 @@ class StreamWriter:
         self.transfer_id = msg.message_id
         options = msg.encode_options
         self.options: EncodeOptions = replace(options, threads=1, stream=False)
+        self.max_value_bytes = max_value_bytes
         budget = max_value_bytes - CHUNK_OVERHEAD - len(self.transfer_id.encode())
         if budget < 64:
             raise SerializationException(
@@ -119,6 +120,15 @@ class StreamWriter:
             tensor_infos(self.sources),
             signed=signer is not None,
         )
+        if len(head) > self.max_value_bytes:
+            # Refused before any record is written: a stream without its head is
+            # lost to every reader.
+            raise SerializationException(
+                f"the stream's head (the envelope and {len(self.sources)} tensors' names, "
+                f"dtypes and shapes) takes {len(head)} bytes, above the record limit of "
+                f"{self.max_value_bytes}: raise the transport's record limit, or send "
+                "fewer tensors or a smaller envelope"
+            )
         crc = crc32c(head)
         if signer:
             signer.update(head)
