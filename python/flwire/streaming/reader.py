@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 #: Bytes accounted for each stream besides its tensors.
 STREAM_COST = 4096
+#: Strides are int64: a shape whose byte span reaches this is refused.
+_MAX_SPAN = 1 << 63
 
 
 @dataclass
@@ -311,6 +313,15 @@ class StreamAssembler:
             declared += nbytes
             if declared > self.max_stream_bytes:
                 break
+            span = dtype.itemsize  # what the strides reach: zero dimensions count as one
+            for d in info.shape:
+                span *= max(d, 1)
+                if span >= _MAX_SPAN:
+                    # A tensor without elements, but numpy and torch refuse its shape.
+                    raise SerializationException(
+                        f"tensor {info.name!r} has shape {list(info.shape)}, whose strides "
+                        "overflow 64 bits"
+                    )
             infos.append((info.name, dtype, tuple(info.shape), nbytes))
         if declared <= self.max_stream_bytes:
             placeholder = [Source(n, d, sh, np.empty(0, np.uint8)) for n, d, sh, _ in infos]
@@ -363,11 +374,20 @@ class StreamAssembler:
         self, stream: _Stream, seal: transfer_pb2.StreamSeal
     ) -> tuple[Finished | None, list[Failed]]:
         ident = stream.transfer_id
-        try:
-            for job in stream.jobs:
-                await asyncio.wrap_future(job)
-        except SerializationException as exc:
-            return None, [self._give_up(ident, f"a chunk did not decode: {exc}")]
+        if stream.jobs:
+            # Waited for without raising: a job given up on (cancelled) meanwhile
+            # must not end this call with a CancelledError.
+            await asyncio.wait([asyncio.wrap_future(job) for job in stream.jobs])
+        if self._streams.get(ident) is not stream:
+            # Given up on while its chunks were decoding (expire() or another receive
+            # loop on this assembler): reported there, with this seal's token.
+            return None, []
+        for job in stream.jobs:
+            error = job.exception()
+            if isinstance(error, SerializationException):
+                return None, [self._give_up(ident, f"a chunk did not decode: {error}")]
+            if error is not None:
+                raise error
         stream.jobs = []
         count = stream.next_index
         if seal.part_count != count:
@@ -405,6 +425,8 @@ class StreamAssembler:
         if stream.hasher is not None:
             if stream.digesting is not None:
                 await asyncio.wrap_future(stream.digesting)
+                if self._streams.get(ident) is not stream:
+                    return None, []  # given up on meanwhile, as above
             digest = stream.hasher.digest(length=32)
         self._end(ident)
         msg = Message.received(stream.envelope, stream.sources)
