@@ -72,6 +72,9 @@ refusals = _sibling("flwire_golden_refusals", "refusals.py")
 #: Envelopes and transfer parts (messages.py).
 MESSAGES_DIR = "messages"
 message_vectors = _sibling("flwire_golden_messages", "messages.py")
+#: Streamed transfers and the stream refusals (streams.py).
+stream_vectors = _sibling("flwire_golden_streams", "streams.py")
+STREAM_REFUSALS_DIR = stream_vectors.REFUSALS_DIR
 
 # dtype short name -> (wire enum name, width in bytes, torch dtype name)
 DTYPES: dict[str, tuple[str, int, str]] = {
@@ -1001,6 +1004,7 @@ def render() -> dict[str, bytes]:
     _check_padding_edges(files["padding_edges.bin"])
     refused = _refusal_entries(files)
     envelopes = _message_entries(files)
+    streams, stream_refusals = _stream_entries(files)
     manifest = {
         "format": "flwire golden wire vectors",
         "message": "flwire.v1.TensorMap",
@@ -1013,7 +1017,8 @@ def render() -> dict[str, bytes]:
         "liblz4_version": lz4.library_version_string(),
         "vectors": entries,
         "refusals": refused,
-        "messages": envelopes,
+        "messages": envelopes + streams,
+        "stream_refusals": stream_refusals,
     }
     files[MANIFEST] = _json_text(manifest).encode("utf-8")
     return files
@@ -1112,6 +1117,54 @@ def _message_entries(files: dict[str, bytes]) -> list[dict[str, Any]]:
     return entries
 
 
+def _stream_entries(files: dict[str, bytes]) -> tuple[list[Any], list[Any]]:
+    """Write the streamed-transfer vectors and the stream refusals (streams.py)
+    into ``files``; their manifest entries."""
+    entries = []
+    valid: dict[str, list[bytes]] = {}
+    paths: dict[str, list[str]] = {}
+    for vector in stream_vectors.VECTORS:
+        parts = vector.parts()
+        doc = stream_vectors.expectations(vector, parts, crc32c_reference)
+        names = {"json": f"{MESSAGES_DIR}/{vector.name}.json"}
+        for k, part in enumerate(parts):
+            names[f"part{k}"] = f"{MESSAGES_DIR}/{vector.name}.{k}.bin"
+            files[names[f"part{k}"]] = part
+            doc["parts"][k]["path"] = names[f"part{k}"]
+        files[names["json"]] = _json_text(doc).encode("utf-8")
+        valid[vector.name] = parts
+        paths[vector.name] = [names[f"part{k}"] for k in range(len(parts))]
+        entries.append(
+            {
+                "name": vector.name,
+                "description": vector.description,
+                "message": "flwire.v1.StreamPart",
+                "files": {kind: _file_entry(files, path) for kind, path in names.items()},
+            }
+        )
+    public = stream_vectors.golden.signing_key().public_key().public_bytes_raw().hex()
+    refused = []
+    for case in stream_vectors.build_refusals(valid, paths, crc32c_reference):
+        listed = []
+        for k, part in enumerate(case.parts):
+            if isinstance(part, bytes):
+                path = f"{STREAM_REFUSALS_DIR}/{case.name}.{k}.bin"
+                files[path] = part
+                part = path
+            listed.append(_file_entry(files, part))
+        entry: dict[str, Any] = {
+            "name": case.name,
+            "check": case.check,
+            "section": "14.3" if case.check in stream_vectors.VERIFY_REASONS else "14.5",
+            "description": case.description,
+            "message": "flwire.v1.StreamPart",
+        }
+        if case.trust:
+            entry["trust"] = {key_id: public for key_id in case.trust}
+        refused.append({**entry, "parts": listed})
+    return entries, refused
+
+
 def _check_padding_edges(data: bytes) -> None:
     """The padding_edges vector meets the edge cases it is named for."""
     msg = tensor_pb2.TensorMap.FromString(data)
@@ -1162,7 +1215,7 @@ def _check_against_expectations(data: bytes, expected: dict[str, Any]) -> None:
 
 
 #: Directories holding nothing but generated files.
-GENERATED_DIRS = (REFUSALS_DIR, MESSAGES_DIR)
+GENERATED_DIRS = (REFUSALS_DIR, MESSAGES_DIR, STREAM_REFUSALS_DIR)
 
 
 def _unlisted(out: Path, files: dict[str, bytes]) -> list[str]:

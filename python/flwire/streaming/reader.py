@@ -374,20 +374,21 @@ class StreamAssembler:
         self, stream: _Stream, seal: transfer_pb2.StreamSeal
     ) -> tuple[Finished | None, list[Failed]]:
         ident = stream.transfer_id
+        errors: list[BaseException] = []
         if stream.jobs:
             # Waited for without raising: a job given up on (cancelled) meanwhile
             # must not end this call with a CancelledError.
-            await asyncio.wait([asyncio.wrap_future(job) for job in stream.jobs])
+            waiting = [asyncio.wrap_future(job) for job in stream.jobs]
+            await asyncio.wait(waiting)
+            errors = [e for w in waiting if not w.cancelled() and (e := w.exception())]
         if self._streams.get(ident) is not stream:
             # Given up on while its chunks were decoding (expire() or another receive
             # loop on this assembler): reported there, with this seal's token.
             return None, []
-        for job in stream.jobs:
-            error = job.exception()
+        for error in errors:
             if isinstance(error, SerializationException):
                 return None, [self._give_up(ident, f"a chunk did not decode: {error}")]
-            if error is not None:
-                raise error
+            raise error
         stream.jobs = []
         count = stream.next_index
         if seal.part_count != count:
