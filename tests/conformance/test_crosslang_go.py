@@ -3,9 +3,11 @@
 Runs ``go test`` in tests/crosslang/go (see its README.md): a decoder written in
 Go from docs/wire-format.md, with stock protobuf-go generated code,
 klauspost/compress zstd and pierrec/lz4 (and lukechampine.com/blake3 for the
-signed envelope), must decode every vector in
+signed envelope and the signed stream), must decode every vector in
 tests/vectors to its ``.json`` expectations and refuse the corruptions of the
-spec's section 10.
+spec's section 10; it reads the streamed transfers (section 14.5) to the
+tensors their ``.json`` lists and refuses each stream refusal for the check the
+manifest names, which it prints, one line each, for the test here to compare.
 
 Go is required (the version in tests/crosslang/go/go.mod or newer; with the
 default GOTOOLCHAIN=auto an older go downloads that toolchain itself): without
@@ -16,6 +18,7 @@ caches.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +28,7 @@ from crosslang_tools import report, run, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 GO_DIR = ROOT / "tests" / "crosslang" / "go"
+VECTORS = ROOT / "tests" / "vectors"
 TIMEOUT_S = 600
 
 
@@ -65,3 +69,47 @@ def test_go_generated_code_is_current() -> None:
     assert bash is not None, "bash is needed to run tests/crosslang/go/generate.sh"
     proc = _run([bash, str(GO_DIR / "generate.sh"), "--check"], cwd=ROOT, PYTHON=sys.executable)
     assert proc.returncode == 0, report(proc)
+
+
+def _expected_stream_lines() -> list[str]:
+    """What the Go reader must print for the streams and the stream refusals,
+    from the vectors' .json and the manifest (tests/crosslang/go/streams_test.go)."""
+    manifest = json.loads((VECTORS / "manifest.json").read_text("utf-8"))
+    lines = []
+    for entry in manifest["messages"]:
+        if entry["message"] != "flwire.v1.StreamPart":
+            continue
+        doc = json.loads((VECTORS / entry["files"]["json"]["path"]).read_text("utf-8"))
+        for t in doc["tensors"]:
+            shape = "[" + ",".join(str(d) for d in t["shape"]) + "]"
+            lines.append(
+                f"STREAM {doc['name']} tensor {t['name']} {t['dtype']} {shape} {t['raw_hex']}"
+            )
+        signed = f"verified {doc['signature']['key_id']}" if doc["signed"] else "unsigned"
+        lines.append(f"STREAM {doc['name']} {signed}")
+    for r in manifest["stream_refusals"]:
+        lines.append(f"STREAM-REFUSAL {r['name']} {r['check']}")
+    return sorted(line.rstrip() for line in lines)
+
+
+def test_go_reader_reads_the_streams_and_refuses_the_stream_refusals() -> None:
+    """Section 14.5: the Go reader decodes each streamed transfer to its tensors
+    (and verifies the signed one), and names, for each stream refusal, the
+    check the manifest names."""
+    proc = _run(
+        [
+            _go(),
+            "test",
+            "-mod=readonly",
+            "-count=1",
+            "-v",
+            "-run",
+            "^TestStream(Vectors|Refusals)$",
+            ".",
+        ]
+    )
+    assert proc.returncode == 0, f"go test failed in {GO_DIR}\n{report(proc)}"
+    got = sorted(line.rstrip() for line in proc.stdout.splitlines() if line.startswith("STREAM"))
+    expected = _expected_stream_lines()
+    assert sum(line.startswith("STREAM-REFUSAL ") for line in expected) >= 20
+    assert got == expected, report(proc)
