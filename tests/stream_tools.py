@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -218,23 +219,24 @@ async def drain(
     ``expire_with`` (the receiver's stream clock), the clock then moves past the
     part timeout and a second marker follows, so that streams still waiting for
     parts are given up on (and reported) before this returns."""
-    before = sum(1 for d in received.deliveries if is_marker(d))
     sender = await started(broker)
-    await sender.send(topic, b"end", headers=[(SENTINEL_HEADER, b"1")])
-    wanted = before + (2 if expire_with is not None else 1)
+    first, last = uuid.uuid4().hex.encode(), uuid.uuid4().hex.encode()
+    await sender.send(topic, b"end", headers=[(SENTINEL_HEADER, first)])
+    if expire_with is None:
+        last = first
 
-    def markers() -> int:
-        return sum(1 for d in received.deliveries if is_marker(d))
+    def arrived(marker: bytes) -> bool:
+        return any(d.header(SENTINEL_HEADER) == marker for d in received.deliveries)
 
     async def after(delivery: Delivery) -> None:
-        if expire_with is not None and is_marker(delivery) and markers() == before + 1:
+        if expire_with is not None and delivery.header(SENTINEL_HEADER) == first:
             expire_with.advance(channel.streams.part_timeout + 1)
-            await sender.send(topic, b"end", headers=[(SENTINEL_HEADER, b"2")])
+            await sender.send(topic, b"end", headers=[(SENTINEL_HEADER, last)])
 
     return await consume(
         channel,
         received,
-        lambda: markers() >= wanted,
+        lambda: arrived(last),
         topics=(topic,),
         on_delivery=after,
         **consume_args,
