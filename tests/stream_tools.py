@@ -212,16 +212,18 @@ async def drain(
     *,
     topic: str = TOPIC,
     expire_with: FakeClock | None = None,
+    marker: Callable[[], bytes] = lambda: b"end",
     **consume_args: Any,
 ) -> Received:
-    """Append an end marker (a plain record) to ``topic`` and receive until it is
-    handed out: by then every record before it has been handled. With
-    ``expire_with`` (the receiver's stream clock), the clock then moves past the
-    part timeout and a second marker follows, so that streams still waiting for
-    parts are given up on (and reported) before this returns."""
+    """Append an end marker (a plain record whose value is ``marker()``: a
+    receiver with a verifier needs a message it admits) to ``topic`` and
+    receive until it is handed out: by then every record before it has been
+    handled. With ``expire_with`` (the receiver's stream clock), the clock then
+    moves past the part timeout and a second marker follows, so that streams
+    still waiting for parts are given up on (and reported) before this returns."""
     sender = await started(broker)
     first, last = uuid.uuid4().hex.encode(), uuid.uuid4().hex.encode()
-    await sender.send(topic, b"end", headers=[(SENTINEL_HEADER, first)])
+    await sender.send(topic, marker(), headers=[(SENTINEL_HEADER, first)])
     if expire_with is None:
         last = first
 
@@ -231,7 +233,7 @@ async def drain(
     async def after(delivery: Delivery) -> None:
         if expire_with is not None and delivery.header(SENTINEL_HEADER) == first:
             expire_with.advance(channel.streams.part_timeout + 1)
-            await sender.send(topic, b"end", headers=[(SENTINEL_HEADER, last)])
+            await sender.send(topic, marker(), headers=[(SENTINEL_HEADER, last)])
 
     return await consume(
         channel,
