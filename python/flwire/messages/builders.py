@@ -171,7 +171,7 @@ def build(
     if weights is not None:
         if kind.weights_number is None:
             raise SerializationException(f"a {message_type} message carries no weights")
-        if options is not None and options.stream and isinstance(weights, Mapping):
+        if isinstance(options, EncodeOptions) and options.stream and isinstance(weights, Mapping):
             msg = Message.with_sources(env, prepare(weights, None, options.threads), options)
         else:
             msg = Message(env, _weights_segments(weights, options))

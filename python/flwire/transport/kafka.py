@@ -430,7 +430,7 @@ class KafkaTransport(Transport):
         self._subscriptions: list[_KafkaSubscription] = []
         # Topics known to accept writes (created if needed and probed).
         self._ready_topics: set[str] = set()
-        self._topic_locks: dict[str, asyncio.Lock] = {}
+        self._produce_order = asyncio.Lock()
         # The broker's refusal of this client's credentials (or TLS), reported by a
         # client's error callback; once set, calls waiting on the broker fail.
         self._refusal: KafkaError | None = None
@@ -480,6 +480,7 @@ class KafkaTransport(Transport):
         if self._running:
             return
         self._loop = asyncio.get_running_loop()
+        self._produce_order = asyncio.Lock()
         self._refused = asyncio.Event()
         if self._refusal is not None:
             self._refused.set()
@@ -720,16 +721,20 @@ class KafkaTransport(Transport):
         report carries an offset). Raises CommunicationException when it is not
         written within ``delivery_timeout_s`` (per attempt)."""
         producer = self._require(self._producer)
-        if topic not in self._ready_topics:
-            # One readiness check per topic; the sends queued behind it resume in
-            # order (asyncio.Lock is FIFO), so a payload's parts keep their order.
-            async with self._topic_locks.setdefault(topic, asyncio.Lock()):
-                # Held to the send's own bound: a send ends within delivery_timeout_s
-                # of its topic being known writable, and a topic check within it too.
-                await self._ensure([topic], self.delivery_timeout_s, "delivery_timeout_s")
         data = value if isinstance(value, bytes) else bytes(value)
         for attempt in range(self.unwritten_retries + 1):
-            offset = await self._produce(producer, topic, data, key, headers)
+            # Records enter the producer in the order their sends were called: a
+            # send waiting for its topic's check, or for room in a full queue,
+            # holds back the sends made after it (asyncio.Lock is FIFO). A streamed
+            # transfer's parts must reach their partition in order.
+            async with self._produce_order:
+                if topic not in self._ready_topics:
+                    # Held to the send's own bound: a send ends within
+                    # delivery_timeout_s of its topic being known writable, and a
+                    # topic check within it too.
+                    await self._ensure([topic], self.delivery_timeout_s, "delivery_timeout_s")
+                delivered, deadline = await self._enqueue(producer, topic, data, key, headers)
+            offset = await self._delivered(topic, delivered, deadline)
             if offset >= 0:
                 return
             logger.warning(
@@ -745,10 +750,12 @@ class KafkaTransport(Transport):
             "broker's health (leader changes, restarts), then send again"
         )
 
-    async def _produce(
+    async def _enqueue(
         self, producer: Producer, topic: str, data: bytes, key: bytes | None, headers: Any
-    ) -> int:
-        """Produce once; the offset of the delivery report (negative: not written)."""
+    ) -> tuple[asyncio.Future[int], float]:
+        """Hand one record to the producer (waiting while its queue is full); the
+        future of its delivery report's offset (negative: not written), and the
+        deadline of the wait."""
         loop = asyncio.get_running_loop()
         delivered: asyncio.Future[int] = loop.create_future()
 
@@ -793,6 +800,10 @@ class KafkaTransport(Transport):
                 raise CommunicationException(
                     f"could not send to {topic!r}: {reason(exc.args[0])}"
                 ) from None
+        return delivered, deadline
+
+    async def _delivered(self, topic: str, delivered: asyncio.Future[int], deadline: float) -> int:
+        """The offset of a record's delivery report, within its deadline."""
         left = deadline - time.monotonic() + _REPORT_GRACE_S
         try:
             return await self._unless_refused(
