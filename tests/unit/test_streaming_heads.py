@@ -181,7 +181,7 @@ def test_a_head_declaring_exabytes_allocates_nothing() -> None:
     finished, failed = outcome([head])
     assert finished == []
     assert failed[0].reason.startswith("refused: declares ")
-    assert "above max_stream_bytes 68719476736" in failed[0].reason
+    assert f"above max_stream_bytes {16 << 30}" in failed[0].reason  # the default, 16 GiB
 
 
 # ----------------------------------------------------------------------------- bounds

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 #: Bytes accounted for each stream besides its tensors.
 STREAM_COST = 4096
+_EMPTY = np.empty(0, np.uint8)
 #: Strides are int64: a shape whose byte span reaches this is refused.
 _MAX_SPAN = 1 << 63
 
@@ -88,8 +89,9 @@ class _Stream:
     last_new: float
     next_index: int = 1
     crc: int = 0
-    #: Per tensor: the next element expected.
+    #: Per tensor: the next element expected, and its size in bytes.
     filled: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
     tokens: list[Any] = field(default_factory=list)
     jobs: list[Future[None]] = field(default_factory=list)
     received: int = 0
@@ -108,8 +110,8 @@ class StreamAssembler:
     def __init__(
         self,
         *,
-        max_stream_bytes: int = 64 << 30,
-        max_pending_bytes: int = 64 << 30,
+        max_stream_bytes: int = 16 << 30,
+        max_pending_bytes: int = 32 << 30,
         max_streams: int = 64,
         part_timeout: float = 120.0,
         limits: DecodeLimits | None = None,
@@ -192,6 +194,9 @@ class StreamAssembler:
             except SerializationException as exc:
                 return None, [self._give_up(ident, str(exc))]
             stream.jobs.append(job)
+            failed = self._failed_chunk(stream)
+            if failed is not None:
+                return None, [self._give_up(ident, f"a chunk did not decode: {failed}")]
             await self._throttle()
             return None, []
         assert part.seal is not None
@@ -233,12 +238,9 @@ class StreamAssembler:
                     declared,
                 )
             ]
-        # Allocated only once the head is accepted; np.empty's pages become
-        # resident as chunks are written into them.
-        sources = [
-            Source(name, dtype, shape, np.empty(nbytes, np.uint8))
-            for name, dtype, shape, nbytes in infos
-        ]
+        # A tensor's buffer is made when its first chunk arrives (np.empty: its
+        # pages become resident as chunks fill them), so a head alone holds nothing.
+        sources = [Source(name, dtype, shape, _EMPTY) for name, dtype, shape, _ in infos]
         stream = _Stream(
             ident,
             envelope,
@@ -247,6 +249,7 @@ class StreamAssembler:
             self._clock(),
             crc=crc32c(value),
             filled=[0] * len(sources),
+            sizes=[nbytes for *_, nbytes in infos],
             tokens=[token],
             received=1,
         )
@@ -342,6 +345,9 @@ class StreamAssembler:
         i = chunk.tensor_index
         src = stream.sources[i]
         width = src.dtype.itemsize
+        if src.raw.nbytes != stream.sizes[i]:
+            src = Source(src.name, src.dtype, src.shape, np.empty(stream.sizes[i], np.uint8))
+            stream.sources[i] = src
         if chunk.element_offset != stream.filled[i]:
             raise SerializationException(
                 f"part {part.index}: a chunk of tensor {src.name!r} starts at element "
@@ -361,6 +367,20 @@ class StreamAssembler:
         future = pool(self.workers).submit(decode_record_into, rec, out)
         future.add_done_callback(self._job_done)
         return future
+
+    @staticmethod
+    def _failed_chunk(stream: _Stream) -> BaseException | None:
+        """Drop the stream's finished decode jobs from the front; the error of the
+        first that failed (the stream is then given up on at once, not at its
+        seal, so its buffers are not held for the rest of the transfer)."""
+        while stream.jobs and stream.jobs[0].done():
+            job = stream.jobs.pop(0)
+            error = None if job.cancelled() else job.exception()
+            if error is not None:
+                if not isinstance(error, SerializationException):
+                    raise error
+                return error
+        return None
 
     def _job_done(self, _: Future[Any]) -> None:
         self._jobs_in_flight -= 1
@@ -404,7 +424,7 @@ class StreamAssembler:
                 )
             ]
         for i, src in enumerate(stream.sources):
-            numel = src.raw.nbytes // src.dtype.itemsize
+            numel = stream.sizes[i] // src.dtype.itemsize
             if stream.filled[i] != numel:
                 return None, [
                     self._give_up(

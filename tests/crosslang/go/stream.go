@@ -73,7 +73,7 @@ const (
 	maxTransferIDBytes = 128
 	maxIDBytes         = 128
 	// flwire-python's default max_stream_bytes (section 14.5).
-	defaultMaxStreamBytes = 64 << 30
+	defaultMaxStreamBytes = 16 << 30
 )
 
 // StreamTensor is one tensor of a streamed message, decoded.
