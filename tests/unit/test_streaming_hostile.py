@@ -58,17 +58,25 @@ def test_pending_bytes_and_progress_follow_a_stream() -> None:
 # ----------------------------------------------------------------------------- order of parts
 
 
-def test_a_chunk_before_its_head_is_skipped_and_its_stream_too() -> None:
+def test_a_chunk_before_its_head_is_skipped_and_its_head_starts_it_again() -> None:
     forge = Forge()
     values = forge.valid()
     finished, failed = outcome([values[1], *values])
-    assert finished == []
     first, *rest = failed
     assert not first.duplicate and first.tokens == [0]
     assert first.reason == "part 1 of a stream whose head was not received"
-    # The rest of it (its head included) is skipped as parts of an ended stream.
-    assert [f.tokens for f in rest] == [[1], [2], [3], [4], [5]]
-    assert all(f.duplicate and f.reason == "part of an ended stream" for f in rest)
+    assert rest == []
+    # The head that follows starts the transfer (as a sender's retry does), whole.
+    assert len(finished) == 1 and finished[0].tokens == [1, 2, 3, 4, 5]
+
+
+def test_parts_after_a_skipped_chunk_are_skipped_until_a_head() -> None:
+    forge = Forge()
+    values = forge.valid()
+    finished, failed = outcome([values[1], values[2], values[3]])
+    assert finished == []
+    assert [f.duplicate for f in failed] == [False, True, True]
+    assert all(f.reason == "part of an ended stream" for f in failed[1:])
 
 
 def test_a_gap_gives_the_stream_up_with_every_token() -> None:

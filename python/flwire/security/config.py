@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from flwire.exceptions import ConfigurationException, SenderMismatchError
 from flwire.messages.message import Message
 from flwire.security.keys import PRIVATE_SUFFIX, check_key_id, load_private_key
-from flwire.security.signing import sign_in_place
+from flwire.security.signing import refuse_streamed, sign_in_place
 from flwire.security.trust import load_trust_store
 from flwire.security.verifier import DEFAULT_TIMESTAMP_WINDOW_S, Verifier
 
@@ -62,7 +62,9 @@ class Signer(NamedTuple):
         sign_in_place(msg, self.key_id, self.key)
 
     def sign(self, msg: Message) -> bytes:
-        """:meth:`attach`, then the signed bytes."""
+        """:meth:`attach`, then the signed bytes (a streamed message has none:
+        SignatureError; :meth:`attach` it and send it with a Channel)."""
+        refuse_streamed(msg)
         self.attach(msg)
         return msg.to_bytes()
 

@@ -122,9 +122,22 @@ def sign_message(msg: Message, key_id: str, key: Ed25519PrivateKey) -> bytes:
 
     ``key_id`` must be the message's sender id, as receivers check. A sender
     that hands the message to a Channel needs no bytes: :func:`sign_in_place`
-    spares the join of the whole message."""
+    spares the join of the whole message. A streamed message
+    (``EncodeOptions(stream=True)``) has no signed bytes: its seal is signed as
+    it is sent (SignatureError)."""
+    refuse_streamed(msg)
     sign_in_place(msg, key_id, key)
     return msg.to_bytes()
+
+
+def refuse_streamed(msg: Message) -> None:
+    """SignatureError for a streamed message, whose signature is in its seal."""
+    if msg.sources is not None:
+        raise SignatureError(
+            "a message built with EncodeOptions(stream=True) is signed in its stream's seal, "
+            "not as bytes: call sign_in_place(msg, key_id, key) (or Signer.attach) and send it "
+            "with Channel.send_message; for signed bytes, build it without stream=True"
+        )
 
 
 def sign_in_place(msg: Message, key_id: str, key: Ed25519PrivateKey) -> None:

@@ -127,7 +127,8 @@ class StreamAssembler:
         self.workers = threads or default_threads()
         self._clock = clock
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        #: Ended transfer ids: True when completed, False when given up on.
+        self._ended: OrderedDict[str, bool] = OrderedDict()
         self._remember_ended = remember_ended
         self.pending_bytes = 0
         #: Decode jobs not finished yet, over all streams.
@@ -159,8 +160,13 @@ class StreamAssembler:
         except SerializationException as exc:
             return None, [Failed("", f"not a valid stream part: {exc}", [token])]
         ident = part.transfer_id
-        if ident in self._ended:
-            return None, [Failed(ident, "part of an ended stream", [token], duplicate=True)]
+        completed = self._ended.get(ident)
+        if completed is not None:
+            if completed or part.head is None:
+                return None, [Failed(ident, "part of an ended stream", [token], duplicate=True)]
+            # A head of a transfer given up on: its sender sends it again (a send
+            # that failed and is retried): a new try.
+            del self._ended[ident]
         stream = self._streams.get(ident)
         if stream is None:
             if part.head is None:
@@ -449,19 +455,22 @@ class StreamAssembler:
                 if self._streams.get(ident) is not stream:
                     return None, []  # given up on meanwhile, as above
             digest = stream.hasher.digest(length=32)
-        self._end(ident)
+        self._end(ident, completed=True)
         msg = Message.received(stream.envelope, stream.sources)
         return Finished(ident, msg, stream.tokens, signature, digest), []
 
-    def _remember(self, ident: str) -> None:
-        self._ended[ident] = None
+    def _remember(self, ident: str, *, completed: bool = False) -> None:
+        """Remember an ended transfer: its later parts are skipped, and so is a
+        new head of a completed one (a new head of one given up on starts again)."""
+        self._ended[ident] = completed
+        self._ended.move_to_end(ident)
         if len(self._ended) > self._remember_ended:
             self._ended.popitem(last=False)
 
-    def _end(self, ident: str) -> _Stream:
+    def _end(self, ident: str, *, completed: bool = False) -> _Stream:
         stream = self._streams.pop(ident)
         self.pending_bytes -= stream.held
-        self._remember(ident)
+        self._remember(ident, completed=completed)
         return stream
 
     def _give_up(self, ident: str, reason: str, token: Any = None) -> Failed:

@@ -277,6 +277,13 @@ class Channel:
                     len(window) >= self.max_in_flight or waiting >= self.max_in_flight_bytes
                 ):
                     await settle_oldest()
+                # A record that failed ends the send now: nothing more is written
+                # after a gap (a receiver could not complete the payload anyway).
+                while window and window[0][0].done():
+                    await settle_oldest()
+                for task, _ in window:
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        await task
             while window:
                 await settle_oldest()
         except BaseException:
