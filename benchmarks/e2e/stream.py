@@ -162,6 +162,13 @@ def series(bootstrap: str, pairs: int, model: str, nbytes: int, label: str) -> l
     return rounds
 
 
+def cpu(rs: list[dict[str, Any]]) -> str:
+    """Median CPU seconds of the sender and of the receiver (from its first record)."""
+    send = statistics.median(r["send_cpu_s"] for r in rs)
+    recv = statistics.median(r["recv_cpu_s"] for r in rs)
+    return f"{send:.2f}+{recv:.2f}"
+
+
 def med(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
 
@@ -171,7 +178,7 @@ def table(rounds: list[dict[str, Any]], label: str) -> str:
     lines.append(
         f"{'path':<14} {'encode start -> decoded (s)':>28} {'MB/s':>8} {'vs raw':>18} "
         f"{'first record (ms)':>18} {'receive lag (ms)':>17} {'sender extra':>13} "
-        f"{'receiver total':>15}"
+        f"{'receiver total':>15} {'CPU s send+recv':>16}"
     )
     raw = [r["raw"] for r in rounds]
     lines.append(
@@ -179,7 +186,7 @@ def table(rounds: list[dict[str, Any]], label: str) -> str:
         f"{statistics.median(r['bytes'] / seconds(r) / MB for r in raw):>8.0f} {'1':>18} "
         f"{med([1000 * (r['t_first_send'] - r['t0']) for r in raw]):>18} "
         f"{med([1000 * (r['t_last_record'] - r['t_done']) for r in raw]):>17} "
-        f"{'':>13} {'':>15}"
+        f"{'':>13} {'':>15} {cpu(raw):>16}"
     )
     for codec in ("zstd", "none"):
         rs = [r[codec] for r in rounds]
@@ -191,7 +198,8 @@ def table(rounds: list[dict[str, Any]], label: str) -> str:
             f"{med([1000 * (r['t_first_send'] - r['t0']) for r in rs]):>18} "
             f"{med([1000 * (r['t_last_record'] - r['t_done']) for r in rs]):>17} "
             f"{statistics.median(r['extra_kb'] * 1024 / model for r in rs):>12.2f}x "
-            f"{statistics.median(r['total_kb'] * 1024 / model for r in rs):>14.2f}x"
+            f"{statistics.median(r['total_kb'] * 1024 / model for r in rs):>14.2f}x "
+            f"{cpu(rs):>16}"
         )
     return "\n".join(lines)
 

@@ -94,6 +94,7 @@ def raw_send(args: argparse.Namespace) -> dict[str, Any]:
     producer.flush(30)
     rss0 = rss_kb("VmRSS")
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     first = None
     for _ in range(count):
         while True:
@@ -116,6 +117,7 @@ def raw_send(args: argparse.Namespace) -> dict[str, Any]:
         "records": count,
         "bytes": count * RECORD_BYTES,
         "extra_kb": rss_kb("VmHWM") - rss0,
+        "send_cpu_s": time.process_time() - cpu0,
     }
 
 
@@ -126,6 +128,7 @@ def raw_recv(args: argparse.Namespace) -> dict[str, Any]:
     got = 0
     ready = False
     t_first = t_last = 0.0
+    cpu0 = 0.0
     deadline = time.monotonic() + args.wait
     while got < count:
         if time.monotonic() > deadline:
@@ -142,8 +145,15 @@ def raw_recv(args: argparse.Namespace) -> dict[str, Any]:
             t_last = time.monotonic()
             if got == 1:
                 t_first = t_last
+                cpu0 = time.process_time()
+    cpu = time.process_time() - cpu0
     consumer.close()
-    return {"t_first_record": t_first, "t_last_record": t_last, "t_decoded": t_last}
+    return {
+        "t_first_record": t_first,
+        "t_last_record": t_last,
+        "t_decoded": t_last,
+        "recv_cpu_s": cpu,
+    }
 
 
 # ------------------------------------------------------------------------------ flwire
@@ -171,10 +181,12 @@ async def flwire_send(args: argparse.Namespace) -> dict[str, Any]:
     channel = Channel(transport)
     rss0 = rss_kb("VmRSS")
     t0 = time.monotonic()
+    cpu0 = time.process_time()
     options = EncodeOptions(stream=True, compression=args.compression)
     msg = client_update("c0", round_id=1, weights=sd, num_examples=1, options=options)
     size = await channel.send_message(args.topic, msg)
     t_done = time.monotonic()
+    cpu = time.process_time() - cpu0
     extra = rss_kb("VmHWM") - rss0
     await transport.stop()
     return {
@@ -185,6 +197,7 @@ async def flwire_send(args: argparse.Namespace) -> dict[str, Any]:
         "bytes": size,
         "model_bytes": raw_bytes(sd),
         "extra_kb": extra,
+        "send_cpu_s": cpu,
     }
 
 
@@ -196,9 +209,13 @@ async def flwire_recv(args: argparse.Namespace) -> dict[str, Any]:
     await transport.start()
     progress: list[float] = []
 
+    cpu0: list[float] = []
+
     def on_progress(direction: str, _tid: str, done: int, total: int) -> None:
         if direction == "receive" and done < total:
             progress.append(time.monotonic())
+            if not cpu0:
+                cpu0.append(time.process_time())
 
     channel = Channel(transport, on_progress=on_progress)
     rss0 = rss_kb("VmRSS")
@@ -214,6 +231,7 @@ async def flwire_recv(args: argparse.Namespace) -> dict[str, Any]:
         assert delivery.message is not None
         tensors = delivery.message.tensors()  # torch is imported already (see main)
         t_decoded = time.monotonic()
+        cpu = time.process_time() - (cpu0[0] if cpu0 else 0.0)
         total_kb = rss_kb("VmHWM") - rss0
         result = {
             "t_first_record": progress[0] if progress else t_decoded,
@@ -221,6 +239,7 @@ async def flwire_recv(args: argparse.Namespace) -> dict[str, Any]:
             "t_decoded": t_decoded,
             "total_kb": total_kb,
             "model_bytes": raw_bytes(tensors),
+            "recv_cpu_s": cpu,
         }
         if args.check:
             expected = model(args.model)
