@@ -79,13 +79,17 @@ kafka-down-secure:
 # --quick in BENCH_ARGS reaches it, E2E_ARGS adds its own options, e.g.
 # E2E_ARGS="--json bench-results/e2e.json"), then the many-clients load (python -m
 # benchmarks.e2e.load: 128 clients in 4 processes into one server, against raw Kafka, ~1.5 min
-# on 2 cores; --quick: 32 clients; LOAD_ARGS adds its own options). All run from the
-# repository root.
+# on 2 cores; --quick: 32 clients; LOAD_ARGS adds its own options), then streaming one model
+# sender -> Kafka -> receiver against raw Kafka (python -m benchmarks.e2e.stream: 8 interleaved
+# pairs quiet and 8 with one core kept busy, then a 5 GB bfloat16 model, ~6 min; --quick: a
+# 41 MB model, 2 pairs; STREAM_ARGS adds its own options). All run from the repository root.
+STREAM_ARGS ?= $(if $(filter --quick,$(BENCH_ARGS)),--quick --pairs 2,--loaded --big-bf16 5e9)
 bench: install
 	$(BIN)/python -m benchmarks.codec $(BENCH_ARGS)
 	@if [ "$(BENCH_E2E)" != "0" ]; then \
 		$(BIN)/python -m benchmarks.e2e $(filter --quick,$(BENCH_ARGS)) $(E2E_ARGS) && \
-		$(BIN)/python -m benchmarks.e2e.load $(filter --quick,$(BENCH_ARGS)) $(LOAD_ARGS); \
+		$(BIN)/python -m benchmarks.e2e.load $(filter --quick,$(BENCH_ARGS)) $(LOAD_ARGS) && \
+		$(BIN)/python -m benchmarks.e2e.stream $(STREAM_ARGS); \
 	fi
 
 demo: install

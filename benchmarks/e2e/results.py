@@ -52,6 +52,8 @@ class RoundLog:
     updates_bytes_received: int = 0
     update_decode_s: list[float] = field(default_factory=list)
     update_arrivals_s: list[float] = field(default_factory=list)
+    #: How long each ``await delivery.done()`` of the round took (flwire only).
+    done_s: list[float] = field(default_factory=list)
     updates: dict[str, StateDict] = field(default_factory=dict)
 
     def broadcast_done(self, encode_s: float, message_bytes: int) -> None:
@@ -147,6 +149,8 @@ def summarize(server: dict[str, Any], clients: dict[str, Any], phase: str) -> di
         "exact": all(r["exact"] for r in rounds),
         "clients_ready_s": server["clients_ready_s"],
     }
+    if all(r.get("done_s") for r in rounds):
+        out["done_max_s"] = [max(r["done_s"]) for r in rounds]
     big = _big(server.get("big"), clients["c0"][phase].get("big"))
     if big is not None:
         out["big"] = big

@@ -130,7 +130,9 @@ class FlwireServer:
             if msg.type == "client_update" and msg.body.round_id == r:
                 tensors = msg.tensors()
                 rec.decoded(msg.body.client_id, tensors, time.perf_counter() - t0)
+            t0 = time.perf_counter()
             await delivery.done()
+            rec.done_s.append(time.perf_counter() - t0)
         rec.updates_bytes_received = stats["bytes_received"] - before["bytes_received"]
         return rec.finish(self.ph.expected)
 

@@ -11,6 +11,7 @@ import pytest
 from flwire import messages
 from flwire.compat.communication.kafka_client import AsyncKafkaClient
 from flwire.exceptions import CommunicationException
+from flwire.tensors import EncodeOptions
 from flwire.transport import (
     ChannelEvent,
     DeliveryFailed,
@@ -294,3 +295,31 @@ def test_two_subscriptions_survive_an_expired_transfer():
     got, failure = run(main())
     assert failure is None  # actual: KeyError(('a', 0)) in the "b" consumer
     assert got["b"] == [b"b1", b"b2"]
+
+
+def test_a_streamed_message_reaches_the_old_handler_as_message_bytes():
+    rng = np.random.default_rng(4)
+    weights = {"w": rng.standard_normal(600_000).astype(np.float32), "n": np.arange(3)}
+    msg = messages.global_update(2, weights, {"lr": 0.1}, options=EncodeOptions(stream=True))
+
+    async def main():
+        broker = InMemoryBroker()
+        producer, consumer = _client(broker), _client(broker)
+        await producer.start()
+        await consumer.start()
+        got: list[bytes] = []
+        await consumer.subscribe_to_topic("t", lambda value: got.append(bytes(value)))
+        await producer.send_message("t", msg)
+        await wait_until(lambda: len(got) == 1)
+        await consumer.stop()
+        await producer.stop()
+        return broker, got
+
+    broker, got = run(main())
+    # It travelled as a stream (head, runs, seal), not as one message or transfer parts.
+    assert all(r.header("flwire-stream") is not None for r in broker.topics["t"])
+    assert len(broker.topics["t"]) > 3
+    decoded = messages.decode_message(got[0])
+    assert decoded.message_id == msg.message_id and decoded.body.round_id == 2
+    out = decoded.tensors(as_numpy=True)
+    assert np.array_equal(out["w"], weights["w"]) and np.array_equal(out["n"], weights["n"])
