@@ -18,13 +18,12 @@ caches.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from crosslang_tools import report, run, tool
+from crosslang_tools import expected_stream_lines, report, run, stream_lines, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 GO_DIR = ROOT / "tests" / "crosslang" / "go"
@@ -71,27 +70,6 @@ def test_go_generated_code_is_current() -> None:
     assert proc.returncode == 0, report(proc)
 
 
-def _expected_stream_lines() -> list[str]:
-    """What the Go reader must print for the streams and the stream refusals,
-    from the vectors' .json and the manifest (tests/crosslang/go/streams_test.go)."""
-    manifest = json.loads((VECTORS / "manifest.json").read_text("utf-8"))
-    lines = []
-    for entry in manifest["messages"]:
-        if entry["message"] != "flwire.v1.StreamPart":
-            continue
-        doc = json.loads((VECTORS / entry["files"]["json"]["path"]).read_text("utf-8"))
-        for t in doc["tensors"]:
-            shape = "[" + ",".join(str(d) for d in t["shape"]) + "]"
-            lines.append(
-                f"STREAM {doc['name']} tensor {t['name']} {t['dtype']} {shape} {t['raw_hex']}"
-            )
-        signed = f"verified {doc['signature']['key_id']}" if doc["signed"] else "unsigned"
-        lines.append(f"STREAM {doc['name']} {signed}")
-    for r in manifest["stream_refusals"]:
-        lines.append(f"STREAM-REFUSAL {r['name']} {r['check']}")
-    return sorted(line.rstrip() for line in lines)
-
-
 def test_go_reader_reads_the_streams_and_refuses_the_stream_refusals() -> None:
     """Section 14.5: the Go reader decodes each streamed transfer to its tensors
     (and verifies the signed one), and names, for each stream refusal, the
@@ -109,7 +87,7 @@ def test_go_reader_reads_the_streams_and_refuses_the_stream_refusals() -> None:
         ]
     )
     assert proc.returncode == 0, f"go test failed in {GO_DIR}\n{report(proc)}"
-    got = sorted(line.rstrip() for line in proc.stdout.splitlines() if line.startswith("STREAM"))
-    expected = _expected_stream_lines()
+    got = stream_lines(proc.stdout)
+    expected = expected_stream_lines(VECTORS)
     assert sum(line.startswith("STREAM-REFUSAL ") for line in expected) >= 20
     assert got == expected, report(proc)

@@ -6,6 +6,8 @@ import com.google.protobuf.Descriptors.FieldDescriptor;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.Message;
 import flwire.v1.Messages.Envelope;
+import flwire.v1.Options;
+import flwire.v1.Options.FieldRules;
 import flwire.v1.TensorOuterClass.TensorMap;
 import java.nio.charset.StandardCharsets;
 import java.util.LinkedHashMap;
@@ -37,6 +39,25 @@ public final class Envelopes {
     } catch (InvalidProtocolBufferException e) {
       throw new FlwireException("protobuf", "envelope: " + e.getMessage(), e);
     }
+    Message body = check(env, null);
+    String type = type(env);
+    TensorMapReader.DecodedMap weights = null;
+    FieldDescriptor wf = weightsField(body);
+    if (wf != null && body.hasField(wf)) {
+      TensorMap m = (TensorMap) body.getField(wf);
+      weights = TensorMapReader.decode(m, m.getSerializedSize(), lim);
+    }
+    return new Decoded(env, type, body, weights);
+  }
+
+  /**
+   * The checks of sections 14 and 14.2 (a known major version, a body, bounded ids, a timestamp
+   * in range, extension keys, custom.type, and the body's (flwire.v1.field) rules read from the
+   * descriptors: required, non_negative). present: a field counted as set whatever it holds (a
+   * streamed transfer's head, section 14.5, has its weights field absent), or null. Returns the
+   * body.
+   */
+  static Message check(Envelope env, FieldDescriptor present) {
     if (!env.hasSchemaVersion() || env.getSchemaVersion().getMajor() != 1) {
       throw new FlwireException("envelope", "schema_version major "
           + (env.hasSchemaVersion() ? env.getSchemaVersion().getMajor() : 0)
@@ -59,7 +80,6 @@ public final class Envelopes {
     }
     FieldDescriptor bodyField = Envelope.getDescriptor()
         .findFieldByNumber(env.getBodyCase().getNumber());
-    String type = bodyField.getName();
     Message body = (Message) env.getField(bodyField);
     if (env.hasCustom()) {
       String ct = env.getCustom().getType();
@@ -77,13 +97,24 @@ public final class Envelopes {
             + " names a field of the body");
       }
     }
-    TensorMapReader.DecodedMap weights = null;
-    FieldDescriptor wf = weightsField(body);
-    if (wf != null && body.hasField(wf)) {
-      TensorMap m = (TensorMap) body.getField(wf);
-      weights = TensorMapReader.decode(m, m.getSerializedSize(), lim);
+    for (FieldDescriptor f : body.getDescriptorForType().getFields()) {
+      FieldRules rules = f.getOptions().getExtension(Options.field);
+      String at = bodyField.getName() + "." + f.getName();
+      if (rules.getRequired() && !f.equals(present) && !f.isRepeated()
+          && (f.getJavaType() == FieldDescriptor.JavaType.STRING
+              ? ((String) body.getField(f)).isEmpty() : !body.hasField(f))) {
+        throw new FlwireException("envelope", at + " is required");
+      }
+      if (rules.getNonNegative() && body.getField(f) instanceof Number v && v.longValue() < 0) {
+        throw new FlwireException("envelope", at + " is negative");
+      }
     }
-    return new Decoded(env, type, body, weights);
+    return body;
+  }
+
+  /** The body's field name (the Kafka header flwire-type), e.g. "client_update". */
+  static String type(Envelope env) {
+    return Envelope.getDescriptor().findFieldByNumber(env.getBodyCase().getNumber()).getName();
   }
 
   private static void checkId(String what, String id) {

@@ -243,7 +243,17 @@ final class Frames {
   /** Check 10: decompresses the (checked) frames into exactly rawSize bytes. */
   static byte[] decompress(int codec, byte[] data, java.util.List<Frame> frames, long rawSize) {
     byte[] out = new byte[Math.toIntExact(rawSize)];
-    int at = 0;
+    decompressInto(codec, data, frames, out, 0);
+    return out;
+  }
+
+  /**
+   * Check 10 into a slice of a larger buffer: the (checked) frames fill out[start : start + the
+   * sum of their content sizes) exactly (a streamed chunk's elements, straight into its tensor).
+   */
+  static void decompressInto(int codec, byte[] data, java.util.List<Frame> frames, byte[] out,
+      int start) {
+    int at = start;
     for (Frame f : frames) {
       int n = (int) f.contentSize();
       if (codec == CODEC_ZSTD) {
@@ -267,7 +277,6 @@ final class Frames {
       }
       at += n;
     }
-    return out;
   }
 
   /** Decodes one LZ4 frame into out[at : at + contentSize), which it must fill exactly. */

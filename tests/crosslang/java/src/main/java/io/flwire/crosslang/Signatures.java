@@ -1,6 +1,7 @@
 package io.flwire.crosslang;
 
 import com.google.protobuf.CodedInputStream;
+import com.google.protobuf.Descriptors.FieldDescriptor;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.WireFormat;
 import flwire.v1.Messages.Signature;
@@ -21,12 +22,17 @@ import org.apache.commons.codec.digest.Blake3;
 
 /**
  * Signed envelopes (spec section 14.3): Ed25519 from the JDK over M, which holds the BLAKE3
- * digest (commons-codec) of every byte before the signature field.
+ * digest (commons-codec) of every byte before the signature field; and signed streamed transfers
+ * (section 14.5), whose seal signs the BLAKE3 digest of the parts before it under another domain
+ * string. Refusals carry section 14.3's reason as their check: {@code unsigned},
+ * {@code bad_signature}, {@code unknown_key}, {@code sender_mismatch}.
  */
 public final class Signatures {
   private Signatures() {}
 
   private static final byte[] DOMAIN = "flwire.v1 envelope signature".getBytes(StandardCharsets.US_ASCII);
+  private static final byte[] STREAM_DOMAIN =
+      "flwire.v1 stream signature".getBytes(StandardCharsets.US_ASCII);
   private static final HexFormat HEX = HexFormat.of();
 
   /** Where the signature field is: the signed bytes end at keyStart. */
@@ -56,7 +62,7 @@ public final class Signatures {
         }
       }
     } catch (InvalidProtocolBufferException e) {
-      throw new FlwireException("signature", "bad_signature: " + e.getMessage(), e);
+      throw new FlwireException("bad_signature", e.getMessage(), e);
     } catch (IOException e) {
       throw new FlwireException("protobuf", e.getMessage(), e);
     }
@@ -64,7 +70,7 @@ public final class Signatures {
   }
 
   private static FlwireException bad(String why) {
-    return new FlwireException("signature", "bad_signature: " + why);
+    return new FlwireException("bad_signature", why);
   }
 
   /** D: the BLAKE3 hash (32 bytes) of the signed bytes. */
@@ -76,9 +82,18 @@ public final class Signatures {
 
   /** M = domain || 0x00 || uint32_le(algorithm) || uint8(len(key_id)) || key_id || D. */
   public static byte[] signedPayload(int algorithm, String keyId, byte[] digest) {
+    return payload(DOMAIN, algorithm, keyId, digest);
+  }
+
+  /** M of section 14.5: as an envelope's, under the domain "flwire.v1 stream signature". */
+  public static byte[] streamPayload(int algorithm, String keyId, byte[] digest) {
+    return payload(STREAM_DOMAIN, algorithm, keyId, digest);
+  }
+
+  private static byte[] payload(byte[] domain, int algorithm, String keyId, byte[] digest) {
     byte[] id = keyId.getBytes(StandardCharsets.UTF_8);
     ByteArrayOutputStream m = new ByteArrayOutputStream();
-    m.writeBytes(DOMAIN);
+    m.writeBytes(domain);
     m.write(0);
     m.write(algorithm);
     m.write(algorithm >>> 8);
@@ -97,9 +112,39 @@ public final class Signatures {
   public static String verify(byte[] env, Map<String, PublicKey> trust) {
     Located loc = locate(env);
     if (loc == null) {
-      throw new FlwireException("signature", "unsigned");
+      throw new FlwireException("unsigned", "the envelope has no signature field");
     }
     Signature s = loc.signature();
+    verify(s, trust, signedPayload(s.getAlgorithmValue(), s.getKeyId(),
+        digest(env, loc.keyStart())));
+    return s.getKeyId();
+  }
+
+  /**
+   * Verifies a streamed message's seal signature (section 14.5) as section 14.3 does an
+   * envelope's, steps 1 to 5 (the envelope's sender_id, and its body's client_id where it has
+   * one, must be the key id); returns the verified key id.
+   */
+  public static String verifyStream(StreamReader.StreamMessage msg, Map<String, PublicKey> trust) {
+    Signature s = msg.signature();
+    if (s == null || msg.digest() == null) {
+      throw new FlwireException("unsigned", "the stream's seal carries no signature");
+    }
+    verify(s, trust, streamPayload(s.getAlgorithmValue(), s.getKeyId(), msg.digest()));
+    if (!msg.envelope().getSenderId().equals(s.getKeyId())) {
+      throw new FlwireException("sender_mismatch", "sender_id " + msg.envelope().getSenderId()
+          + " is not the key id " + s.getKeyId());
+    }
+    FieldDescriptor clientId = msg.body().getDescriptorForType().findFieldByName("client_id");
+    if (clientId != null && !msg.body().getField(clientId).equals(s.getKeyId())) {
+      throw new FlwireException("sender_mismatch", msg.type() + ".client_id "
+          + msg.body().getField(clientId) + " is not the key id " + s.getKeyId());
+    }
+    return s.getKeyId();
+  }
+
+  /** Steps 2 to 4: the signature's form, its key in the trust store, Ed25519 of m under it. */
+  private static void verify(Signature s, Map<String, PublicKey> trust, byte[] m) {
     byte[] id = s.getKeyId().getBytes(StandardCharsets.UTF_8);
     if (s.getAlgorithmValue() != SignatureAlgorithm.SIGNATURE_ALGORITHM_ED25519_VALUE
         || s.getSignature().size() != 64 || id.length == 0 || id.length > 128) {
@@ -108,9 +153,8 @@ public final class Signatures {
     }
     PublicKey key = trust.get(s.getKeyId());
     if (key == null) {
-      throw new FlwireException("signature", "unknown_key: " + s.getKeyId());
+      throw new FlwireException("unknown_key", "key id " + s.getKeyId() + " is not trusted");
     }
-    byte[] m = signedPayload(s.getAlgorithmValue(), s.getKeyId(), digest(env, loc.keyStart()));
     try {
       java.security.Signature v = java.security.Signature.getInstance("Ed25519");
       v.initVerify(key);
@@ -119,9 +163,8 @@ public final class Signatures {
         throw bad("the signature does not verify under " + s.getKeyId());
       }
     } catch (GeneralSecurityException e) {
-      throw new FlwireException("signature", "bad_signature: " + e.getMessage(), e);
+      throw new FlwireException("bad_signature", e.getMessage(), e);
     }
-    return s.getKeyId();
   }
 
   /** Appends the signature field (field 7, last) to an encoded, unsigned envelope. */

@@ -55,6 +55,27 @@ public final class TensorMapReader {
 
   /** Decodes a parsed map that took size bytes on the wire. */
   public static DecodedMap decode(TensorMap pb, long size, Limits lim) {
+    List<List<Frames.Frame>> frames = check(pb, size, lim);
+    // Checks 10 to 13.
+    int count = pb.getTensorsCount();
+    List<DecodedTensor> out = new ArrayList<>(count);
+    for (int i = 0; i < count; i++) {
+      Tensor t = pb.getTensors(i);
+      try {
+        out.add(decodeData(t, frames.get(i)));
+      } catch (FlwireException e) {
+        throw e.inTensor(i, t.getName());
+      }
+    }
+    return new DecodedMap(out, new TreeMap<>(pb.getMetadataMap()));
+  }
+
+  /**
+   * The checks of a parsed map that took size bytes on the wire before anything is allocated or
+   * decompressed for data: the map's limits and checks 1 to 9 of every tensor. Returns each
+   * tensor's walked frames (null for an uncompressed tensor), for {@link #decodeInto}.
+   */
+  static List<List<Frames.Frame>> check(TensorMap pb, long size, Limits lim) {
     int count = pb.getTensorsCount();
     if (count > lim.maxTensors()) {
       throw new FlwireException("max_tensors", count + " tensors, the limit is " + lim.maxTensors());
@@ -101,17 +122,7 @@ public final class TensorMapReader {
             + lim.maxExpansion() + " x its size)");
       }
     }
-    // Checks 10 to 13.
-    List<DecodedTensor> out = new ArrayList<>(count);
-    for (int i = 0; i < count; i++) {
-      Tensor t = pb.getTensors(i);
-      try {
-        out.add(decodeData(t, frames.get(i)));
-      } catch (FlwireException e) {
-        throw e.inTensor(i, t.getName());
-      }
-    }
-    return new DecodedMap(out, new TreeMap<>(pb.getMetadataMap()));
+    return frames;
   }
 
   static Lossy.Encoding lossyOf(Tensor t) {
@@ -209,19 +220,17 @@ public final class TensorMapReader {
     return (int) c.getValue();
   }
 
-  /** Byte shuffle of section 6 undone: byte j*n+i of in is byte j of element i. */
-  static byte[] unshuffle(byte[] in, int width) {
-    if (width <= 1) {
-      return in;
-    }
+  /**
+   * Byte shuffle of section 6 undone into out[off : off + in.length): byte j*n+i of in is byte j
+   * of element i.
+   */
+  static void unshuffleInto(byte[] in, int width, byte[] out, int off) {
     int n = in.length / width;
-    byte[] out = new byte[in.length];
     for (int j = 0; j < width; j++) {
       for (int i = 0; i < n; i++) {
-        out[i * width + j] = in[j * n + i];
+        out[off + i * width + j] = in[j * n + i];
       }
     }
-    return out;
   }
 
   /** Byte shuffle of section 6: output byte j*n+i is byte j of element i. */
@@ -241,30 +250,11 @@ public final class TensorMapReader {
 
   /** Checks 10 to 13, then the reconstruction of a lossy tensor. */
   private static DecodedTensor decodeData(Tensor t, List<Frames.Frame> frames) {
-    byte[] raw;
-    if (frames == null) {
-      raw = t.getData().toByteArray();
-    } else {
-      raw = Frames.decompress(t.getCodecValue(), t.getData().toByteArray(), frames, t.getRawSize());
-    }
     Lossy.Encoding lossy = lossyOf(t);
-    if (t.getFilterValue() == 1) {
-      int w = lossy != null ? Lossy.payloadElementWidth(lossy.method())
-          : Dtypes.width(t.getDtypeValue());
-      raw = unshuffle(raw, w);
-    }
-    int crc = crc32c(raw);
-    if (crc != t.getCrc32C()) {
-      throw new FlwireException("crc32c", String.format(
-          "the raw bytes have CRC-32C 0x%08x, crc32c is 0x%08x", crc, t.getCrc32C()));
-    }
-    if (t.getDtypeValue() == flwire.v1.TensorOuterClass.Dtype.DTYPE_BOOL_VALUE) {
-      for (int k = 0; k < raw.length; k++) {
-        if ((raw[k] & 0xff) > 1) {
-          throw new FlwireException("bool", String.format("byte %d is 0x%02x", k, raw[k] & 0xff));
-        }
-      }
-    }
+    int width = lossy != null ? Lossy.payloadElementWidth(lossy.method())
+        : Dtypes.width(t.getDtypeValue());
+    byte[] raw = new byte[Math.toIntExact(t.getRawSize())];
+    decodeInto(t, frames, width, raw, 0);
     long[] shape = t.getShapeList().stream().mapToLong(Long::longValue).toArray();
     byte[] payload = null;
     if (lossy != null) {
@@ -273,5 +263,38 @@ public final class TensorMapReader {
     }
     return new DecodedTensor(t.getName(), t.getDtypeValue(), shape, t.getCodecValue(),
         t.getFilterValue(), t.getRawSize(), t.getCrc32C(), raw, lossy, payload);
+  }
+
+  /**
+   * Checks 10 to 13 of a tensor that passed checks 1 to 9 ({@link #check}), its raw bytes (a
+   * lossy tensor's payload) written into dst[off : off + raw_size): decompressed straight there,
+   * or un-shuffled there from the decompressed bytes (elements of shuffleWidth bytes). On a
+   * refusal that slice holds undefined bytes.
+   */
+  static void decodeInto(Tensor t, List<Frames.Frame> frames, int shuffleWidth, byte[] dst,
+      int off) {
+    int n = Math.toIntExact(t.getRawSize());
+    if (t.getFilterValue() == 1 && shuffleWidth > 1) {
+      byte[] filtered = frames == null ? t.getData().toByteArray()
+          : Frames.decompress(t.getCodecValue(), t.getData().toByteArray(), frames, n);
+      unshuffleInto(filtered, shuffleWidth, dst, off);
+    } else if (frames == null) {
+      t.getData().copyTo(dst, off);
+    } else {
+      Frames.decompressInto(t.getCodecValue(), t.getData().toByteArray(), frames, dst, off);
+    }
+    int crc = crc32c(dst, off, n);
+    if (crc != t.getCrc32C()) {
+      throw new FlwireException("crc32c", String.format(
+          "the raw bytes have CRC-32C 0x%08x, crc32c is 0x%08x", crc, t.getCrc32C()));
+    }
+    if (t.getDtypeValue() == flwire.v1.TensorOuterClass.Dtype.DTYPE_BOOL_VALUE) {
+      for (int k = 0; k < n; k++) {
+        if ((dst[off + k] & 0xff) > 1) {
+          throw new FlwireException("bool", String.format("byte %d is 0x%02x", k,
+              dst[off + k] & 0xff));
+        }
+      }
+    }
   }
 }
