@@ -6,7 +6,11 @@ and encoder written in TypeScript from docs/wire-format.md, with stock
 zstd-napi, an LZ4 frame decoder written from the LZ4 format descriptions,
 @noble/hashes' BLAKE3 and node:crypto's Ed25519, must decode every vector in
 tests/vectors to its ``.json`` expectations, write every one back byte for
-byte, refuse every refusal vector for its check, and read the message vectors.
+byte, refuse every refusal vector for its check, and read the message vectors;
+it reads the streamed transfers (section 14.5) to the tensors their ``.json``
+lists, verifies the signed one and refuses each stream refusal for the check
+the manifest names, which it prints, one line each, for the test here to
+compare.
 
 Node.js (20 or newer) and npm are required: without them these tests fail, they
 do not skip. The first run installs the pinned packages (package-lock.json)
@@ -25,10 +29,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from crosslang_tools import report, run, tool
+from crosslang_tools import expected_stream_lines, report, run, stream_lines, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 TS_DIR = ROOT / "tests" / "crosslang" / "ts"
+VECTORS = ROOT / "tests" / "vectors"
 TIMEOUT_S = 600
 
 
@@ -65,6 +70,21 @@ def installed() -> None:
 def test_ts_reader_conforms_to_golden_vectors() -> None:
     proc = _run([_tool("npm"), "test"])
     assert proc.returncode == 0, f"npm test failed in {TS_DIR}\n{report(proc)}"
+
+
+@pytest.mark.usefixtures("installed")
+def test_ts_reader_reads_the_streams_and_refuses_the_stream_refusals() -> None:
+    """Section 14.5: the TypeScript reader decodes each streamed transfer to its
+    tensors (and verifies the signed one), and names, for each stream refusal,
+    the check the manifest names (test/streams.test.ts prints one line each; run
+    with node itself, its lines reach stdout as they are)."""
+    proc = _run([_tool("npm"), "run", "build"])
+    assert proc.returncode == 0, f"npm run build failed in {TS_DIR}\n{report(proc)}"
+    proc = _run([_tool("node"), str(Path("dist") / "test" / "streams.test.js")])
+    assert proc.returncode == 0, f"the stream tests failed in {TS_DIR}\n{report(proc)}"
+    expected = expected_stream_lines(VECTORS)
+    assert sum(line.startswith("STREAM-REFUSAL ") for line in expected) >= 20
+    assert stream_lines(proc.stdout) == expected, report(proc)
 
 
 @pytest.mark.usefixtures("installed")

@@ -65,8 +65,12 @@ export function shuffle(raw: Uint8Array, width: number): Uint8Array {
 /** The inverse of shuffle: byte j*n + i goes back to i*width + j. */
 export function unshuffle(filtered: Uint8Array, width: number): Uint8Array {
   if (width <= 1) return filtered;
+  return unshuffleInto(filtered, width, new Uint8Array(filtered.length));
+}
+
+/** unshuffle into `out` (of filtered.length bytes, e.g. a slice of a larger buffer); returns `out`. */
+export function unshuffleInto(filtered: Uint8Array, width: number, out: Uint8Array): Uint8Array {
   const n = filtered.length / width;
-  const out = new Uint8Array(filtered.length);
   for (let j = 0; j < width; j++) {
     const base = j * n;
     for (let i = 0; i < n; i++) out[i * width + j] = filtered[base + i]!;

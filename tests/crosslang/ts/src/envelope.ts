@@ -41,14 +41,17 @@ function bodyField(env: Envelope): BodyField {
   return w ? { number: f.number, schema: f.message, weightsNumber: w.number } : { number: f.number, schema: f.message };
 }
 
-/** The rules of options.proto (section 14.2) on a body: required fields, non-negative integers. */
-function checkRules(schema: DescMessage, msg: object, path: string): void {
+/**
+ * The rules of options.proto (section 14.2) on a body: required fields,
+ * non-negative integers. Field number `present` counts as set whatever it holds.
+ */
+function checkRules(schema: DescMessage, msg: object, path: string, present?: number): void {
   const r = reflect(schema, msg as never);
   for (const f of schema.fields) {
     if (!hasOption(f, fieldRules)) continue;
     const rules = getOption(f, fieldRules);
     const at = `${path}.${f.name}`;
-    if (rules.required && !r.isSet(f)) {
+    if (rules.required && !r.isSet(f) && f.number !== present) {
       refuse("envelope", `${at}: required`);
     }
     if (rules.nonNegative && f.fieldKind === "scalar") {
@@ -91,6 +94,28 @@ export function decodeEnvelope(bytes: Uint8Array, limits: Limits = DEFAULT_LIMIT
   } catch (e) {
     refuse("protobuf", `Envelope: ${(e as Error).message}`);
   }
+  const type = checkEnvelope(env);
+  const bf = bodyField(env);
+  const out: DecodedEnvelope = { envelope: env, type };
+  if (bf.weightsNumber !== undefined) {
+    const body = fieldRange(bytes, bf.number)!;
+    const inner = fieldRange(bytes.subarray(body[0], body[1]), bf.weightsNumber);
+    if (inner) {
+      out.weightsOffset = body[0] + inner[0];
+      out.weights = decodeTensorMap(bytes.subarray(body[0] + inner[0], body[0] + inner[1]), limits);
+    }
+  }
+  return out;
+}
+
+/**
+ * The checks of sections 14 and 14.2 on a parsed envelope (a known major
+ * version, a body, bounded ids, a timestamp in range, extension keys, custom
+ * type names, the body's field rules); body field number `present` counts as
+ * set (a streamed transfer's head has its weights field absent, section 14.5).
+ * Returns the body's field name.
+ */
+export function checkEnvelope(env: Envelope, present?: number): string {
   if (env.schemaVersion === undefined || env.schemaVersion.major !== 1) {
     refuse("envelope", `schema_version major ${env.schemaVersion?.major ?? "absent"}: this reader knows major 1`);
   }
@@ -111,17 +136,8 @@ export function decodeEnvelope(bytes: Uint8Array, limits: Limits = DEFAULT_LIMIT
     const bodies = new Set(EnvelopeSchema.oneofs[0]!.fields.map((f) => f.name));
     if (bodies.has(env.body.value.type)) refuse("envelope", `custom message type '${env.body.value.type}' names a body field`);
   }
-  checkRules(bf.schema, env.body.value!, type);
-  const out: DecodedEnvelope = { envelope: env, type };
-  if (bf.weightsNumber !== undefined) {
-    const body = fieldRange(bytes, bf.number)!;
-    const inner = fieldRange(bytes.subarray(body[0], body[1]), bf.weightsNumber);
-    if (inner) {
-      out.weightsOffset = body[0] + inner[0];
-      out.weights = decodeTensorMap(bytes.subarray(body[0] + inner[0], body[0] + inner[1]), limits);
-    }
-  }
-  return out;
+  checkRules(bf.schema, env.body.value!, type, present);
+  return type;
 }
 
 /**

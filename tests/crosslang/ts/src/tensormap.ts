@@ -8,7 +8,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 
 import { crc32c } from "./crc32c.js";
-import { dtypeWidth, unshuffle } from "./dtypes.js";
+import { dtypeWidth, unshuffleInto } from "./dtypes.js";
 import { FlwireError, refuse } from "./errors.js";
 import { type Frame, type Lz4Frame, walkFrames } from "./frames.js";
 import { Codec, Dtype, Filter, Lossy, type Tensor, type TensorMap, TensorMapSchema } from "./gen/flwire/v1/tensor_pb.js";
@@ -60,7 +60,8 @@ export interface DecodedMap {
   metadata: Record<string, string>;
 }
 
-interface Plan {
+/** A tensor that passed checks 1-8: what checks 10-13 need to decode it. */
+export interface Plan {
   t: Tensor;
   width: number;
   n: bigint;
@@ -145,15 +146,21 @@ function plan(t: Tensor, limits: Limits, total: { bytes: bigint }): Plan {
   return lossy ? { t, width, n, lossy, frames } : { t, width, n, frames };
 }
 
-/** Checks 10-13: decompress into exactly raw_size bytes, un-shuffle, CRC-32C, bool bytes; then the lossy reconstruction. */
-function decodeData(p: Plan): DecodedTensor {
+/**
+ * Checks 10-13 of a planned tensor, its raw bytes (a lossy tensor's payload)
+ * written into `out` (raw_size bytes, e.g. a slice of a larger buffer):
+ * decompressed straight there, or un-shuffled there. After a refusal `out`
+ * holds undefined bytes.
+ */
+export function decodeInto(p: Plan, out: Uint8Array): void {
   const { t } = p;
-  const rawSize = Number(t.rawSize);
-  let filtered: Uint8Array;
+  const shuffleWidth = p.lossy ? payloadShuffleWidth(p.lossy, p.width) : p.width;
+  const shuffled = t.filter === Filter.BYTE_SHUFFLE && shuffleWidth > 1;
+  let filtered = shuffled ? new Uint8Array(out.length) : out;
   if (t.codec === Codec.UNSPECIFIED) {
-    filtered = t.data;
+    if (shuffled) filtered = t.data;
+    else out.set(t.data);
   } else {
-    filtered = new Uint8Array(rawSize);
     let at = 0;
     for (const f of p.frames!) {
       const slice = filtered.subarray(at, at + f.contentSize);
@@ -162,16 +169,22 @@ function decodeData(p: Plan): DecodedTensor {
       at += f.contentSize;
     }
   }
-  const shuffleWidth = p.lossy ? payloadShuffleWidth(p.lossy, p.width) : p.width;
-  const raw = t.filter === Filter.BYTE_SHUFFLE ? unshuffle(filtered, shuffleWidth) : filtered;
-  const crc = crc32c(raw);
+  if (shuffled) unshuffleInto(filtered, shuffleWidth, out);
+  const crc = crc32c(out);
   if (crc !== t.crc32c) {
     refuse("crc32c", `tensor '${t.name}': CRC-32C of the raw bytes is ${crc.toString(16).padStart(8, "0")}, crc32c says ${t.crc32c.toString(16).padStart(8, "0")}`);
   }
   if (t.dtype === Dtype.BOOL) {
-    const bad = raw.findIndex((b) => b > 1);
-    if (bad >= 0) refuse("bool", `tensor '${t.name}': bool byte ${raw[bad]} at ${bad}`);
+    const bad = out.findIndex((b) => b > 1);
+    if (bad >= 0) refuse("bool", `tensor '${t.name}': bool byte ${out[bad]} at ${bad}`);
   }
+}
+
+/** Checks 10-13 into a buffer of its own; then the lossy reconstruction. */
+function decodeData(p: Plan): DecodedTensor {
+  const { t } = p;
+  const raw = new Uint8Array(Number(t.rawSize));
+  decodeInto(p, raw);
   const value = p.lossy ? reconstruct(t.name, t.dtype, p.lossy, raw, Number(p.n), p.width) : raw;
   const out: DecodedTensor = {
     name: t.name, dtype: t.dtype, shape: t.shape, codec: t.codec, filter: t.filter,
@@ -183,6 +196,15 @@ function decodeData(p: Plan): DecodedTensor {
 
 /** Decode a TensorMap, or throw FlwireError naming the check that failed. */
 export function decodeTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMITS): DecodedMap {
+  const { map, plans } = checkTensorMap(bytes, limits);
+  return { tensors: plans.map(decodeData), metadata: { ...map.metadata } };
+}
+
+/**
+ * Parse a TensorMap and make every check that comes before decoding any data
+ * (the map's limits, checks 1-9 of every tensor); decodeInto does the rest.
+ */
+export function checkTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMITS): { map: TensorMap; plans: Plan[] } {
   const m = parse(bytes, limits);
   let unknown = unknownBytes(m);
   const total = { bytes: 0n };
@@ -199,7 +221,7 @@ export function decodeTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMI
   if (total.bytes > BigInt(allowed)) {
     refuse("max_expansion", `a map of ${bytes.length} bytes declares ${total.bytes} decoded bytes (at most ${allowed})`);
   }
-  return { tensors: plans.map(decodeData), metadata: { ...m.metadata } };
+  return { map: m, plans };
 }
 
 export { FlwireError };

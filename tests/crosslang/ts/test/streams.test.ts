@@ -1,0 +1,270 @@
+/**
+ * The streamed transfers of tests/vectors/messages (stream*.json) and the
+ * stream refusals (manifest.json, "stream_refusals"), read with the
+ * StreamReader of src/stream.ts (spec section 14.5). Each result is printed as
+ * one line ("STREAM ..." and "STREAM-REFUSAL ..."), which
+ * tests/conformance/test_crosslang_ts.py compares with what the vectors' .json
+ * and the manifest say (it runs this file with node directly, so that the
+ * lines reach stdout as they are).
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { equals, toJson } from "@bufbuild/protobuf";
+import { blake3 } from "@noble/hashes/blake3.js";
+
+import { crc32c } from "../src/crc32c.js";
+import { codecName, dtypeName, filterName } from "../src/dtypes.js";
+import { FlwireError } from "../src/errors.js";
+import { EnvelopeSchema } from "../src/gen/flwire/v1/messages_pb.js";
+import { recordHeaders } from "../src/kafka_headers.js";
+import { streamPayload, verifyStream } from "../src/signing.js";
+import { parseStreamPart, STREAM_CHECKS, type StreamMessage, StreamReader } from "../src/stream.js";
+import { decodeTensorMap } from "../src/tensormap.js";
+import { checkedFile, type FileEntry, fromHex, hex, manifest, readVector } from "./util.js";
+
+interface StreamJson {
+  name: string;
+  transfer_id: string;
+  part_count: number;
+  stream_crc32c: string;
+  signed: boolean;
+  envelope: {
+    type: string; message_id: string; sender_id: string; timestamp: { seconds: number; nanos: number };
+    schema_version: { major: number; minor: number }; headers: Record<string, string>; body: Record<string, unknown>;
+  };
+  tensors: { name: string; dtype: string; shape: number[]; raw_size: number; crc32c: string; raw_hex: string }[];
+  parts: {
+    index: number; kind: string; size: number; path: string; headers: Record<string, string>;
+    tensor_index?: number; element_offset?: number; element_count?: number; codec?: string; filter?: string; raw_size?: number; crc32c?: string;
+  }[];
+  signature?: { key_id: string; public_key_hex: string; signed_length: number; digest_hex: string; signed_payload_hex: string; signature_hex: string };
+}
+
+interface StreamRefusal {
+  name: string;
+  check: string;
+  description: string;
+  trust?: Record<string, string>;
+  parts: FileEntry[];
+}
+
+const STREAM_HEADER = "flwire-stream";
+const crcHex = (n: number): string => n.toString(16).padStart(8, "0");
+
+/** The streams' .json, each part's file checked against the manifest. */
+function streams(): StreamJson[] {
+  const out: StreamJson[] = [];
+  for (const m of manifest().messages.filter((x) => x.message === "flwire.v1.StreamPart")) {
+    const want = JSON.parse(Buffer.from(checkedFile(m.files["json"]!)).toString("utf8")) as StreamJson;
+    want.parts.forEach((p, k) => {
+      const f = m.files[`part${k}`];
+      assert.ok(f !== undefined && f.path === p.path, `${want.name}: part${k} in the manifest`);
+      checkedFile(f);
+    });
+    out.push(want);
+  }
+  assert.ok(out.length >= 2, `${out.length} streamed transfers in the manifest`);
+  return out;
+}
+
+const values = (s: StreamJson): Uint8Array[] => s.parts.map((p) => readVector(p.path));
+
+/** What a new reader makes of values in order: the message, and the first refusal. */
+function read(vs: Uint8Array[]): { message?: StreamMessage; refusal?: FlwireError; reader: StreamReader } {
+  const reader = new StreamReader();
+  let message: StreamMessage | undefined;
+  let refusal: FlwireError | undefined;
+  for (const v of vs) {
+    try {
+      message = reader.add(v) ?? message;
+    } catch (e) {
+      assert.ok(e instanceof FlwireError, String(e));
+      refusal ??= e;
+    }
+  }
+  return message ? (refusal ? { message, refusal, reader } : { message, reader }) : refusal ? { refusal, reader } : { reader };
+}
+
+const checkOf = (f: () => unknown): string => {
+  try {
+    f();
+  } catch (e) {
+    assert.ok(e instanceof FlwireError, String(e));
+    return e.check;
+  }
+  return "accepted";
+};
+
+const trustOf = (keys: Record<string, string>): Map<string, Uint8Array> => new Map(Object.entries(keys).map(([k, v]) => [k, fromHex(v)]));
+
+for (const want of streams()) {
+  test(`${want.name}: read to its .json`, () => {
+    const vs = values(want);
+    assert.equal(vs.length, want.part_count);
+    // Every part but the seal returns nothing; the seal returns the message.
+    const r = new StreamReader();
+    let msg: StreamMessage | undefined;
+    vs.forEach((v, k) => {
+      msg = r.add(v);
+      assert.equal(msg !== undefined, k === vs.length - 1, `a message after part ${k}`);
+      const { [STREAM_HEADER]: index, ...rest } = want.parts[k]!.headers;
+      assert.equal(index, String(k));
+      assert.deepEqual(rest, want.envelope.headers);
+    });
+    assert.equal(r.pending(), 0);
+    const m = msg!;
+    assert.equal(m.transferId, want.transfer_id);
+    assert.equal(m.parts, want.part_count);
+    // Section 14.5: the CRC-32C of the record values of parts 0 to n-2.
+    const r0 = Buffer.concat(vs.slice(0, -1));
+    assert.equal(crcHex(crc32c(r0)), want.stream_crc32c);
+    assert.equal(m.crc32c, crc32c(r0));
+    // The head's envelope; its body (no weights) in protobuf's JSON mapping.
+    const env = m.envelope;
+    assert.equal(m.type, want.envelope.type);
+    assert.deepEqual(
+      [env.messageId, env.senderId, Number(env.timestamp!.seconds), env.timestamp!.nanos, env.schemaVersion!.major, env.schemaVersion!.minor],
+      [want.envelope.message_id, want.envelope.sender_id, want.envelope.timestamp.seconds, want.envelope.timestamp.nanos, want.envelope.schema_version.major, want.envelope.schema_version.minor],
+    );
+    assert.equal(env.messageId, want.transfer_id);
+    assert.deepEqual(recordHeaders(env, m.type), want.envelope.headers);
+    const body = toJson(EnvelopeSchema, env, { useProtoFieldName: true }) as Record<string, unknown>;
+    assert.deepEqual(body[m.type], want.envelope.body);
+    // The tensors, in the head's order.
+    assert.equal(m.tensors.length, want.tensors.length);
+    m.tensors.forEach((t, i) => {
+      const w = want.tensors[i]!;
+      assert.deepEqual(
+        [t.name, dtypeName(t.dtype), t.shape.map(Number), t.raw.length, crcHex(crc32c(t.raw)), hex(t.raw)],
+        [w.name, w.dtype, w.shape, w.raw_size, w.crc32c, w.raw_hex],
+      );
+      console.log(`STREAM ${want.name} tensor ${t.name} ${dtypeName(t.dtype)} [${t.shape.join(",")}] ${hex(t.raw)}`);
+    });
+    // What .json says of each part and chunk; one tensor takes several chunks, of two codecs.
+    const perTensor = new Map<number, number>();
+    const codecs = new Set<string>();
+    vs.forEach((v, k) => {
+      const p = parseStreamPart(v);
+      const w = want.parts[k]!;
+      assert.deepEqual([p.head ? "head" : p.chunk ? "chunk" : "seal", p.index, v.length], [w.kind, w.index, w.size]);
+      if (!p.chunk) return;
+      const c = decodeTensorMap(p.chunk.elements).tensors[0]!;
+      assert.deepEqual(
+        [p.chunk.tensorIndex, Number(p.chunk.elementOffset), Number(c.shape[0]), codecName(c.codec), filterName(c.filter), Number(c.rawSize), crcHex(c.crc32c)],
+        [w.tensor_index, w.element_offset, w.element_count, w.codec, w.filter, w.raw_size, w.crc32c],
+      );
+      perTensor.set(p.chunk.tensorIndex, (perTensor.get(p.chunk.tensorIndex) ?? 0) + 1);
+      codecs.add(codecName(c.codec));
+    });
+    assert.ok(Math.max(...perTensor.values()) >= 2, "a tensor in several chunks");
+    assert.ok(codecs.size >= 2, `chunk codecs ${[...codecs]}`);
+    if (!want.signed) {
+      assert.equal(m.signature, undefined);
+      assert.equal(m.digest, undefined);
+      assert.equal(checkOf(() => verifyStream(m, new Map())), "unsigned");
+      console.log(`STREAM ${want.name} unsigned`);
+      return;
+    }
+    // D, M and the signature as .json gives them; verified under the test key, not another.
+    const s = want.signature!;
+    assert.equal(r0.length, s.signed_length);
+    const d = blake3(r0);
+    assert.equal(hex(d), s.digest_hex);
+    assert.equal(hex(m.digest!), s.digest_hex);
+    assert.equal(hex(streamPayload(1, s.key_id, d)), s.signed_payload_hex);
+    assert.equal(hex(m.signature!.signature), s.signature_hex);
+    const key = fromHex(s.public_key_hex);
+    const id = verifyStream(m, new Map([[s.key_id, key]]));
+    assert.equal(id, s.key_id);
+    const other = fromHex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c"); // RFC 8032 TEST 2
+    assert.equal(checkOf(() => verifyStream(m, new Map([[s.key_id, other]]))), "bad_signature");
+    assert.equal(checkOf(() => verifyStream(m, new Map([["client-8", key]]))), "unknown_key");
+    console.log(`STREAM ${want.name} verified ${id}`);
+  });
+}
+
+const refusals = (manifest() as unknown as { stream_refusals: StreamRefusal[] }).stream_refusals;
+
+/** The check that refused a stream refusal's parts (or, read whole, its signature), or "". */
+function refusedFor(rf: StreamRefusal): string {
+  const got = read(rf.parts.map(checkedFile));
+  assert.equal(got.reader.pending(), 0, `${rf.name}: transfers left under way`);
+  if (got.message !== undefined) {
+    assert.equal(got.refusal, undefined, `${rf.name}: a message and a refusal`);
+    const check = checkOf(() => verifyStream(got.message!, trustOf(rf.trust ?? {})));
+    return check === "accepted" ? "" : check;
+  }
+  assert.ok(got.refusal !== undefined, `${rf.name}: neither a message nor a refusal`);
+  return got.refusal.check;
+}
+
+test("every stream refusal is refused for the check the manifest names", () => {
+  assert.ok(refusals.length >= 20, `${refusals.length} stream refusals`);
+  const failed: string[] = [];
+  for (const rf of refusals) {
+    const check = refusedFor(rf);
+    console.log(`STREAM-REFUSAL ${rf.name} ${check}`);
+    if (check !== rf.check) failed.push(`${rf.name}: refused for '${check}', the manifest says '${rf.check}'`);
+  }
+  assert.deepEqual(failed, []);
+  const ids = [...STREAM_CHECKS, "unsigned", "bad_signature", "unknown_key", "sender_mismatch"].sort();
+  assert.deepEqual([...new Set(refusals.map((r) => r.check))].sort(), ids, "every check has a stream refusal");
+});
+
+test("redelivered parts are skipped: every part twice, one message", () => {
+  for (const want of streams()) {
+    const r = new StreamReader();
+    const vs = values(want);
+    const got = vs.flatMap((v) => [r.add(v), r.add(v)]).filter((m) => m !== undefined);
+    assert.equal(got.length, 1, want.name);
+    assert.equal(r.skipped, want.part_count);
+    assert.equal(r.add(vs[0]!), undefined, "the head again, after the seal");
+    assert.equal(r.skipped, want.part_count + 1);
+    assert.equal(r.pending(), 0);
+  }
+});
+
+test("a part lost: the transfer is given up at the next one, its later parts skipped", () => {
+  const vs = values(streams()[0]!);
+  const r = new StreamReader();
+  r.add(vs[0]!);
+  r.add(vs[1]!);
+  assert.equal(checkOf(() => r.add(vs[3]!)), "stream_gap");
+  assert.equal(r.pending(), 0);
+  for (const v of vs) assert.equal(r.add(v), undefined);
+  assert.equal(r.skipped, vs.length);
+});
+
+test("every changed byte of every part (three ways): the unsigned stream refused or read unchanged, the signed one refused or not verified", () => {
+  for (const want of streams()) {
+    const trust = want.signed ? new Map([[want.signature!.key_id, fromHex(want.signature!.public_key_hex)]]) : new Map<string, Uint8Array>();
+    const vs = values(want);
+    const original = read(vs).message!;
+    let changed = 0;
+    let unchanged = 0;
+    vs.forEach((v, k) => {
+      for (let i = 0; i < v.length; i++) {
+        for (const x of [0x01, 0x80, 0xff]) {
+          const c = [...vs];
+          const b = new Uint8Array(v);
+          b[i]! ^= x;
+          c[k] = b;
+          const got = read(c).message;
+          const where = `${want.name} part ${k} byte ${i} ^ ${x}`;
+          changed++;
+          if (got === undefined) continue;
+          if (want.signed) {
+            assert.notEqual(checkOf(() => verifyStream(got, trust)), "accepted", `${where} verified`);
+            continue;
+          }
+          assert.ok(equals(EnvelopeSchema, got.envelope, original.envelope), where);
+          assert.deepEqual(got.tensors.map((t) => hex(t.raw)), original.tensors.map((t) => hex(t.raw)), where);
+          unchanged++;
+        }
+      }
+    });
+    assert.ok(changed > 2000, `${changed} changed streams`);
+    console.error(`${want.name}: ${changed} changed streams, ${unchanged} read unchanged, none verified`);
+  }
+});
