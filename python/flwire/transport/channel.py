@@ -465,18 +465,8 @@ class Channel:
                 self.stats["bad_records"] += 1
                 logger.error("Skipped a bad stream record: %s", drop.reason)
                 continue
-            self.stats["dropped_transfers"] += 1
-            first = drop.tokens[0].record if drop.tokens else None
-            self.emit(
-                TransferDropped(
-                    topic=first.topic if first else "",
-                    partition=first.partition if first else -1,
-                    transfer_id=drop.transfer_id,
-                    reason=drop.reason,
-                    parts_received=drop.parts_received,
-                    parts_total=0,
-                    total_bytes=drop.total_bytes,
-                )
+            self._report_dropped(
+                drop.tokens, drop.transfer_id, drop.reason, drop.parts_received, 0, drop.total_bytes
             )
         return tokens
 
@@ -531,20 +521,39 @@ class Channel:
                 continue
             if drop.reason == CORRUPTED:
                 self.stats["bad_records"] += 1
-            self.stats["dropped_transfers"] += 1
-            first = drop.tokens[0].record if drop.tokens else None
-            self.emit(
-                TransferDropped(
-                    topic=first.topic if first else "",
-                    partition=first.partition if first else -1,
-                    transfer_id=drop.transfer_id,
-                    reason=drop.reason,
-                    parts_received=drop.parts_received,
-                    parts_total=drop.parts_total,
-                    total_bytes=drop.total_bytes,
-                )
+            self._report_dropped(
+                drop.tokens,
+                drop.transfer_id,
+                drop.reason,
+                drop.parts_received,
+                drop.parts_total,
+                drop.total_bytes,
             )
         return tokens
+
+    def _report_dropped(
+        self,
+        tokens: Sequence[_Token],
+        transfer_id: str,
+        reason: str,
+        parts_received: int,
+        parts_total: int,
+        total_bytes: int,
+    ) -> None:
+        """Count a transfer given up on and report it to ``on_event``."""
+        self.stats["dropped_transfers"] += 1
+        first = tokens[0].record if tokens else None
+        self.emit(
+            TransferDropped(
+                topic=first.topic if first else "",
+                partition=first.partition if first else -1,
+                transfer_id=transfer_id,
+                reason=reason,
+                parts_received=parts_received,
+                parts_total=parts_total,
+                total_bytes=total_bytes,
+            )
+        )
 
     def emit(self, event: ChannelEvent) -> None:
         """Hand an event to ``on_event`` (an exception there is logged, not raised)."""
