@@ -7,6 +7,9 @@ default 1 MB record limit), on the topics of ``TopicLayout(job_id)``:
 - a global update of a few MB (float32 under zstd, an incompressible float32
   that stays raw, a float16 and an int64 tensor): several TransferParts;
 - three client updates, the first of them split into parts;
+- a client update built with ``EncodeOptions(stream=True)``, which
+  ``Channel.send_message`` streams (wire format section 14.5: a head, chunks of
+  each tensor encoded as they are sent, its 1.5 MB tensor in two, a seal);
 
 and, with a raw confluent-kafka producer, records a consumer must put together
 itself: one client update whose parts are delivered with one part twice, and
@@ -182,7 +185,15 @@ def run_job(bootstrap: str, job_id: str) -> SentJob:
                 )
                 await channel.send_message(layout.updates, msg)
                 expected.append(summary(msg, state))
-            assert channel.stats["sent_parts"] >= 6, channel.stats
+            state = client_state(7, large=True)
+            streamed = EncodeOptions(compression="zstd", shuffle=True, stream=True)
+            msg = messages.client_update(
+                "client-7", ROUND, state, {"loss": 0.07}, num_examples=700, options=streamed
+            )
+            await channel.send_message(layout.updates, msg)
+            expected.append(summary(msg, state))
+            assert channel.stats["sent_streams"] == 1, channel.stats
+            assert channel.stats["sent_parts"] >= 6 + 5, channel.stats
             return t.max_record_bytes
         finally:
             await t.stop()

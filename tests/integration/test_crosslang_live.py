@@ -2,8 +2,9 @@
 
 A short Python FL job (tests/crosslang/live_job.py) sends a multi-part global
 update and client updates through flwire's Kafka transport at the default 1 MB
-record limit, plus records a consumer must reassemble itself (a part delivered
-twice, two messages' parts interleaved). Each consumer, written in another
+record limit (one of them streamed, spec section 14.5), plus records a consumer
+must reassemble itself (a part delivered twice, two messages' parts
+interleaved). Each consumer, written in another
 language from docs/wire-format.md, runs as a separate process, reads the job's
 topics from the earliest offset, and prints one JSON line per distinct message
 (type, sender, round, tensor count, bytes, SHA-256 of the decoded tensors); the
@@ -117,7 +118,7 @@ def run_consumer(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_consumer_reads_a_live_job(consumer: str, bootstrap: str, job_id: str) -> None:
     sent = live_job.run_job(bootstrap, job_id)
     want = sent.expected_lines()
-    assert len(want) == 7
+    assert len(want) == 8
     proc = run_consumer(
         consumer,
         "--bootstrap", bootstrap,

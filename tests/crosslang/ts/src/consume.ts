@@ -3,7 +3,8 @@
  *
  * Reads a job's topics from the earliest offset with a group id of its own,
  * puts split messages together (spec 14.1: a part delivered twice is ignored,
- * interleaved transfers are kept apart), decodes every envelope and tensor map
+ * interleaved transfers are kept apart), reads streamed transfers (a record
+ * with the flwire-stream header, spec 14.5), decodes every envelope and tensor map
  * with every check (CRC-32C of each tensor and of each reassembled message
  * included), and once N distinct messages are in prints one summary line per
  * message, sorted by message_id, and exits 0. Exits 1 if fewer than N arrive in
@@ -15,13 +16,15 @@ import kafkajs from "kafkajs";
 
 import { parseArgs, stderrLogCreator } from "./args.js";
 import { decodeEnvelope } from "./envelope.js";
-import { type Summary, summarize, summaryLine } from "./summary.js";
+import { StreamReader } from "./stream.js";
+import { type Summary, summarize, summarizeStream, summaryLine } from "./summary.js";
 import { Reassembler } from "./transfer.js";
 
 const { Kafka, logLevel } = kafkajs;
 
 const seen = new Map<string, Summary>();
 const reassembler = new Reassembler();
+const streams = new StreamReader();
 let refused = 0;
 
 const header = (h: Record<string, unknown> | undefined, name: string): string | undefined => {
@@ -33,6 +36,17 @@ function handle(topic: string, offset: string, value: Buffer | null, headers: Re
   if (value === null) return;
   const bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   try {
+    if (header(headers, "flwire-stream") !== undefined) {
+      const m = streams.add(bytes);
+      if (m === undefined) return;
+      // The seal: its headers are the message's.
+      for (const [name, want] of [["flwire-type", m.type], ["flwire-message-id", m.envelope.messageId], ["flwire-sender-id", m.envelope.senderId]] as const) {
+        const got = header(headers, name);
+        if (got !== undefined && got !== want) throw new Error(`header ${name} '${got}', the envelope says '${want}'`);
+      }
+      if (!seen.has(m.envelope.messageId)) seen.set(m.envelope.messageId, summarizeStream(m));
+      return;
+    }
     const whole = header(headers, "flwire-part") !== undefined ? reassembler.add(bytes) : bytes;
     if (whole === undefined) return;
     const d = decodeEnvelope(whole);
@@ -70,7 +84,7 @@ export async function consume(argv: string[]): Promise<number> {
   const lines = [...seen.values()].sort((a, b) => (a.message_id < b.message_id ? -1 : a.message_id > b.message_id ? 1 : 0));
   process.stdout.write(lines.map((s) => summaryLine(s) + "\n").join(""));
   if (!ok) {
-    process.stderr.write(`timed out: ${seen.size} of ${expect} messages (refused records: ${refused}; incomplete transfers: ${reassembler.pending().length})\n`);
+    process.stderr.write(`timed out: ${seen.size} of ${expect} messages (refused records: ${refused}; incomplete transfers: ${reassembler.pending().length}; streamed transfers under way: ${streams.pending()})\n`);
     return 1;
   }
   return 0;

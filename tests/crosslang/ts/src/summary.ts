@@ -6,6 +6,8 @@ import { createHash } from "node:crypto";
 
 import { dtypeName } from "./dtypes.js";
 import type { DecodedEnvelope } from "./envelope.js";
+import type { Envelope } from "./gen/flwire/v1/messages_pb.js";
+import type { StreamMessage } from "./stream.js";
 
 const utf8 = new TextEncoder();
 
@@ -26,8 +28,24 @@ export interface Summary {
  * (raw_size for every lossless tensor).
  */
 export function summarize(d: DecodedEnvelope): Summary {
-  const body = d.envelope.body.value as { roundId?: bigint } | undefined;
-  const tensors = [...(d.weights?.tensors ?? [])].sort((a, b) => Buffer.compare(utf8.encode(a.name), utf8.encode(b.name)));
+  return summarizeTensors(d.envelope, d.type, d.weights?.tensors ?? []);
+}
+
+/** The summary of a streamed transfer (spec section 14.5). */
+export function summarizeStream(m: StreamMessage): Summary {
+  return summarizeTensors(m.envelope, m.type, m.tensors.map((t) => ({ ...t, value: t.raw })));
+}
+
+interface Item {
+  name: string;
+  dtype: number;
+  shape: bigint[];
+  value: Uint8Array;
+}
+
+function summarizeTensors(env: Envelope, type: string, items: readonly Item[]): Summary {
+  const body = env.body.value as { roundId?: bigint } | undefined;
+  const tensors = [...items].sort((a, b) => Buffer.compare(utf8.encode(a.name), utf8.encode(b.name)));
   const h = createHash("sha256");
   let bytes = 0;
   for (const t of tensors) {
@@ -38,9 +56,9 @@ export function summarize(d: DecodedEnvelope): Summary {
     bytes += t.value.length;
   }
   return {
-    message_id: d.envelope.messageId,
-    type: d.type,
-    sender_id: d.envelope.senderId,
+    message_id: env.messageId,
+    type,
+    sender_id: env.senderId,
     round: body?.roundId !== undefined ? Number(body.roundId) : -1,
     tensors: tensors.length,
     bytes,

@@ -26,8 +26,9 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * </pre>
  *
  * The first reads the topics from their earliest offset with a group id of its own, reassembles
- * transfer parts, decodes every envelope and its weights (CRCs checked), and prints one JSON line
- * per distinct message, sorted by message_id; it exits 1 if fewer than N distinct messages arrive
+ * transfer parts, reads streamed transfers (a record with the flwire-stream header: section 14.5,
+ * {@link StreamReader}), decodes every envelope and its weights (CRCs checked), and prints one
+ * JSON line per distinct message, sorted by message_id; it exits 1 if fewer than N distinct messages arrive
  * in time. The second writes one ClientUpdate (see {@link ProduceUpdate}).
  */
 public final class Consume {
@@ -88,6 +89,7 @@ public final class Consume {
     p.put(ConsumerConfig.FETCH_MAX_BYTES_CONFIG, String.valueOf(64 << 20));
     Map<String, JsonObject> seen = new TreeMap<>();
     Reassembler parts = new Reassembler();
+    StreamReader streams = new StreamReader();
     int records = 0;
     long deadline = System.nanoTime() + (long) (timeoutS * 1e9);
     try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p, new ByteArrayDeserializer(),
@@ -96,6 +98,16 @@ public final class Consume {
       while (seen.size() < expect && System.nanoTime() < deadline) {
         for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(200))) {
           records++;
+          if (header(r, "flwire-stream") != null) {
+            StreamReader.StreamMessage m = streams.add(r.value());
+            if (m != null) { // the seal: its headers are the message's
+              check(r, "flwire-message-id", m.envelope().getMessageId());
+              check(r, "flwire-type", m.type());
+              check(r, "flwire-sender-id", m.envelope().getSenderId());
+              seen.putIfAbsent(m.envelope().getMessageId(), Summary.of(m));
+            }
+            continue;
+          }
           byte[] whole = header(r, "flwire-part") != null ? parts.add(r.value()) : r.value();
           if (whole == null) {
             continue;
@@ -111,7 +123,9 @@ public final class Consume {
     }
     seen.values().forEach(System.out::println);
     System.err.printf("flwire-consume: %d records, %d messages, %d duplicate parts ignored, "
-        + "%d transfers incomplete%n", records, seen.size(), parts.duplicates(), parts.pending());
+        + "%d transfers incomplete, %d streamed transfers under way, %d stream parts skipped%n",
+        records, seen.size(), parts.duplicates(), parts.pending(), streams.pending(),
+        streams.skipped());
     if (seen.size() < expect) {
       System.err.printf("flwire-consume: %d distinct messages within %.0f s, expected %d%n",
           seen.size(), timeoutS, expect);

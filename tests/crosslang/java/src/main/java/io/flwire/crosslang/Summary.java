@@ -1,6 +1,8 @@
 package io.flwire.crosslang;
 
 import com.google.gson.JsonObject;
+import com.google.protobuf.Descriptors.FieldDescriptor;
+import flwire.v1.Messages.Envelope;
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.security.MessageDigest;
@@ -14,14 +16,36 @@ import java.util.StringJoiner;
 final class Summary {
   private Summary() {}
 
+  /** One tensor as the summary sees it: its decoded bytes (a lossy tensor's reconstruction). */
+  private record Item(String name, int dtype, long[] shape, byte[] raw, long bytes) {}
+
+  /** The summary of a message that arrived in one record or in transfer parts. */
+  static JsonObject of(Envelopes.Decoded d) {
+    List<Item> ts = new ArrayList<>();
+    if (d.weights() != null) {
+      for (TensorMapReader.DecodedTensor t : d.weights().tensors()) {
+        ts.add(new Item(t.name(), t.dtype(), t.shape(), t.raw(), t.rawSize()));
+      }
+    }
+    return of(d.envelope(), d.type(), d.round(), ts);
+  }
+
+  /** The summary of a streamed transfer (spec section 14.5). */
+  static JsonObject of(StreamReader.StreamMessage m) {
+    List<Item> ts = new ArrayList<>();
+    for (StreamReader.StreamTensor t : m.tensors()) {
+      ts.add(new Item(t.name(), t.dtype(), t.shape(), t.raw(), t.raw().length));
+    }
+    FieldDescriptor f = m.body().getDescriptorForType().findFieldByName("round_id");
+    return of(m.envelope(), m.type(), f == null ? -1 : (Long) m.body().getField(f), ts);
+  }
+
   /**
    * {"message_id", "type", "sender_id", "round", "tensors", "bytes", "sha256"}: sha256 over, per
    * tensor in ascending order of the UTF-8 bytes of its name, name + 0x00 + dtype enum name +
    * 0x00 + shape dims joined by "," + 0x00 + its decoded raw bytes.
    */
-  static JsonObject of(Envelopes.Decoded d) {
-    List<TensorMapReader.DecodedTensor> ts = d.weights() == null ? List.of()
-        : new ArrayList<>(d.weights().tensors());
+  private static JsonObject of(Envelope env, String type, long round, List<Item> ts) {
     ts.sort((a, b) -> CanonicalKeys.compare(a.name(), b.name()));
     MessageDigest sha;
     try {
@@ -30,7 +54,7 @@ final class Summary {
       throw new IllegalStateException(e);
     }
     long bytes = 0;
-    for (TensorMapReader.DecodedTensor t : ts) {
+    for (Item t : ts) {
       ByteArrayOutputStream head = new ByteArrayOutputStream();
       head.writeBytes(t.name().getBytes(StandardCharsets.UTF_8));
       head.write(0);
@@ -44,13 +68,13 @@ final class Summary {
       head.write(0);
       sha.update(head.toByteArray());
       sha.update(t.raw());
-      bytes += t.rawSize();
+      bytes += t.bytes();
     }
     JsonObject o = new JsonObject();
-    o.addProperty("message_id", d.envelope().getMessageId());
-    o.addProperty("type", d.type());
-    o.addProperty("sender_id", d.envelope().getSenderId());
-    o.addProperty("round", d.round());
+    o.addProperty("message_id", env.getMessageId());
+    o.addProperty("type", type);
+    o.addProperty("sender_id", env.getSenderId());
+    o.addProperty("round", round);
     o.addProperty("tensors", ts.size());
     o.addProperty("bytes", bytes);
     o.addProperty("sha256", HexFormat.of().formatHex(sha.digest()));
