@@ -299,7 +299,8 @@ def test_two_subscriptions_survive_an_expired_transfer():
 
 def test_a_streamed_message_reaches_the_old_handler_as_message_bytes():
     rng = np.random.default_rng(4)
-    weights = {"w": rng.standard_normal(600_000).astype(np.float32), "n": np.arange(3)}
+    w, n = rng.standard_normal(600_000).astype(np.float32), np.arange(3)
+    weights = {"w": w, "n": n}
     msg = messages.global_update(2, weights, {"lr": 0.1}, options=EncodeOptions(stream=True))
 
     async def main():
@@ -322,4 +323,4 @@ def test_a_streamed_message_reaches_the_old_handler_as_message_bytes():
     decoded = messages.decode_message(got[0])
     assert decoded.message_id == msg.message_id and decoded.body.round_id == 2
     out = decoded.tensors(as_numpy=True)
-    assert np.array_equal(out["w"], weights["w"]) and np.array_equal(out["n"], weights["n"])
+    assert np.array_equal(out["w"], w) and np.array_equal(out["n"], n)
