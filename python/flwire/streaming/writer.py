@@ -31,6 +31,10 @@ from flwire.v1 import messages_pb2, transfer_pb2
 
 #: Runs being encoded ahead of the one being sent, per worker thread.
 AHEAD_PER_THREAD = 2
+#: A tensor whose first run does not shrink by at least this share under the
+#: codec has its later runs sent raw (dense float weights under zstd shrink by
+#: about 8 %, at twice the CPU time of sending them raw).
+MIN_SAVING = 0.10
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class StreamWriter:
         self.transfer_id = msg.message_id
         options = msg.encode_options
         self.options: EncodeOptions = replace(options, threads=1, stream=False)
+        self._raw = replace(self.options, compression="none", shuffle=False)
         self.max_value_bytes = max_value_bytes
         budget = max_value_bytes - CHUNK_OVERHEAD - len(self.transfer_id.encode())
         if budget < 64:
@@ -106,10 +111,22 @@ class StreamWriter:
         self.raw_done = 0
         self.raw_total = sum(src.raw.nbytes for src in sources)
 
-    def _encode(self, k: int) -> bytes:
+    def _encode(self, k: int, options: EncodeOptions) -> bytes:
         run = self.runs[k]
-        pieces = encode_elements(self.sources[run.tensor_index], run.start, run.stop, self.options)
+        pieces = encode_elements(self.sources[run.tensor_index], run.start, run.stop, options)
         return chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
+
+    def _run_bytes(self, run: _Run) -> int:
+        return (run.stop - run.start) * self.sources[run.tensor_index].dtype.itemsize
+
+    def _later_runs(self, first: bytes, run: _Run) -> EncodeOptions:
+        """How the later runs of a tensor are encoded: as asked, unless its first
+        run (a sample of the tensor) shrank by less than ``MIN_SAVING``; then raw
+        (compressing them would cost more CPU time than the bytes it saves take
+        on the wire)."""
+        if self.options.codec is None or len(first) < (1 - MIN_SAVING) * self._run_bytes(run):
+            return self.options
+        return self._raw
 
     async def parts(self) -> AsyncIterator[bytes]:
         """The head, each chunk as soon as it is encoded, then the seal."""
@@ -136,19 +153,25 @@ class StreamWriter:
         workers = pool(self.workers)
         ahead: deque[Future[bytes]] = deque()
         submitted = 0
+        # Per tensor, the options of its later runs: decided by its first run.
+        decided: dict[int, EncodeOptions] = {}
         try:
             for k in range(len(self.runs)):
                 while submitted < len(self.runs) and len(ahead) < AHEAD_PER_THREAD * self.workers:
-                    ahead.append(workers.submit(self._encode, submitted))
+                    run = self.runs[submitted]
+                    options = self.options if run.start == 0 else decided.get(run.tensor_index)
+                    if options is None:
+                        break  # its tensor's first run is still being encoded
+                    ahead.append(workers.submit(self._encode, submitted, options))
                     submitted += 1
                 value = await asyncio.wrap_future(ahead.popleft())
+                run = self.runs[k]
+                if run.start == 0:
+                    decided[run.tensor_index] = self._later_runs(value, run)
                 crc = crc32c(value, crc)
                 if signer:
                     signer.update(value)
-                run = self.runs[k]
-                self.raw_done += (run.stop - run.start) * self.sources[
-                    run.tensor_index
-                ].dtype.itemsize
+                self.raw_done += self._run_bytes(run)
                 yield value
         finally:
             for future in ahead:

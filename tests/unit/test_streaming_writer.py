@@ -1,0 +1,80 @@
+"""The stream writer's choice of codec per run: a tensor whose first run does not
+shrink by MIN_SAVING under the codec has its later runs sent raw; one that does
+keeps the codec for every run. Decoding is bit-exact either way."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from flwire.messages import client_update
+from flwire.streaming import StreamAssembler, StreamWriter
+from flwire.streaming.format import parse_part
+from flwire.streaming.writer import MIN_SAVING
+from flwire.tensors import EncodeOptions, read_tensor_map
+from flwire.tensors import schema as s
+from flwire.v1 import tensor_pb2
+
+ZSTD = tensor_pb2.CODEC_ZSTD
+
+LIMIT = 64 << 10  # small records: each tensor below spans many runs
+
+
+def _codecs(state: dict[str, np.ndarray], compression: str) -> tuple[dict[str, list[int]], dict]:
+    msg = client_update("c1", 1, state, options=EncodeOptions(stream=True, compression=compression))
+
+    async def main():
+        writer = StreamWriter(msg, LIMIT)
+        values = [v async for v in writer.parts()]
+        asm = StreamAssembler(threads=1)
+        finished = None
+        for i, value in enumerate(values):
+            done, failed = await asm.add(value, i)
+            assert failed == []
+            finished = done or finished
+        assert finished is not None
+        return values, finished.message.tensors(as_numpy=True)
+
+    values, got = asyncio.run(main())
+    names = list(state)
+    codecs: dict[str, list[int]] = {name: [] for name in names}
+    for value in values[1:-1]:
+        chunk = parse_part(value).chunk
+        assert chunk is not None
+        codecs[names[chunk.tensor_index]].append(read_tensor_map(chunk.elements).records[0].codec)
+    return codecs, got
+
+
+def test_an_incompressible_tensor_is_sampled_once_then_sent_raw_and_a_compressible_one_is_not():
+    rng = np.random.default_rng(5)
+    state = {
+        "noise": rng.integers(0, 256, 1 << 20, dtype=np.uint8).view(np.float32),
+        "sparse": np.where(rng.random(1 << 18) < 0.05, rng.standard_normal(1 << 18), 0).astype(
+            np.float32
+        ),
+    }
+    codecs, got = _codecs(state, "zstd")
+    # Random bytes do not shrink: the first run is stored raw too (it did not pay), and
+    # the later runs are not even tried.
+    assert len(codecs["noise"]) > 3 and set(codecs["noise"]) == {s.CODEC_NONE}
+    # A 95 % sparse tensor shrinks far more than MIN_SAVING: zstd for every run.
+    assert len(codecs["sparse"]) > 3 and set(codecs["sparse"]) == {ZSTD}
+    for name, value in state.items():
+        assert got[name].tobytes() == value.tobytes()
+
+
+def test_a_tensor_that_shrinks_a_little_keeps_its_first_run_compressed_only():
+    rng = np.random.default_rng(6)
+    # Float32 weights ~ N(0, 0.02): zstd saves a few percent, less than MIN_SAVING.
+    weights = (rng.standard_normal(1 << 18) * 0.02).astype(np.float32)
+    codecs, got = _codecs({"w": weights}, "zstd")
+    first, *later = codecs["w"]
+    assert MIN_SAVING == 0.10
+    assert first == ZSTD and later and set(later) == {s.CODEC_NONE}
+    assert got["w"].tobytes() == weights.tobytes()
+
+
+def test_without_a_codec_every_run_is_raw():
+    codecs, _ = _codecs({"w": np.zeros(1 << 18, np.float32)}, "none")
+    assert set(codecs["w"]) == {s.CODEC_NONE}
