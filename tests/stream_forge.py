@@ -1,6 +1,6 @@
 """Hand-built parts of streamed transfers for the tests (importable as
 ``stream_forge``: tests/ is on the path): a head, chunks and a seal made with
-flwire.streaming.format around TensorMaps built with the generated classes
+flwire.transport.streaming.format around TensorMaps built with the generated classes
 (helpers.pb_tensor), not with the writer under test, and an assembler fed
 them part by part."""
 
@@ -14,10 +14,10 @@ import numpy as np
 from helpers import pb_tensor
 from stream_tools import run, streamed
 
-from flwire.streaming import Failed, Finished, StreamAssembler
-from flwire.streaming.format import chunk_part, head_part, seal_part
-from flwire.streaming.writer import head_envelope, tensor_infos
 from flwire.tensors import dtypes
+from flwire.transport.streaming import Failed, Finished, StreamAssembler
+from flwire.transport.streaming.format import chunk_part, head_part, seal_part
+from flwire.transport.streaming.writer import head_envelope, tensor_infos
 from flwire.v1 import messages_pb2, tensor_pb2, transfer_pb2
 
 F32 = dtypes.FLOAT32

@@ -20,7 +20,6 @@ from helpers import INFO_BY_TORCH, tensor_bytes, tensor_from_bytes
 
 from flwire.messages import Message, client_update
 from flwire.security import Verifier
-from flwire.streaming import STREAM_HEADER, StreamWriter
 from flwire.tensors import EncodeOptions
 from flwire.transport import (
     Channel,
@@ -31,6 +30,7 @@ from flwire.transport import (
     InMemoryTransport,
     TransferDropped,
 )
+from flwire.transport.streaming import STREAM_HEADER, StreamWriter
 
 T = TypeVar("T")
 

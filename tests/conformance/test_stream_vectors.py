@@ -25,9 +25,9 @@ from google.protobuf import json_format
 from flwire import read_tensor_map
 from flwire.exceptions import RefusedMessageError
 from flwire.security.signing import check_sender, verify_stream
-from flwire.streaming import STREAM_HEADER, Failed, Finished, StreamAssembler
-from flwire.streaming.format import parse_part
 from flwire.transport import message_headers
+from flwire.transport.streaming import STREAM_HEADER, Failed, Finished, StreamAssembler
+from flwire.transport.streaming.format import parse_part
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"

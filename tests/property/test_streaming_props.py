@@ -46,11 +46,11 @@ from flwire import security
 from flwire.exceptions import SerializationException
 from flwire.messages import heartbeat
 from flwire.security import TrustStore, Verifier
-from flwire.streaming import STREAM_HEADER, StreamAssembler
-from flwire.streaming.format import chunk_part, parse_part, seal_part
-from flwire.streaming.writer import head_envelope
 from flwire.tensors import dtypes
 from flwire.transport import Channel, InMemoryBroker
+from flwire.transport.streaming import STREAM_HEADER, StreamAssembler
+from flwire.transport.streaming.format import chunk_part, parse_part, seal_part
+from flwire.transport.streaming.writer import head_envelope
 from flwire.v1 import tensor_pb2, transfer_pb2
 
 #: The profile's example count (tests/conftest.py: 60 in ci, more when thorough).

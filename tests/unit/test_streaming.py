@@ -31,14 +31,14 @@ from stream_tools import (
 
 from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import Message, decode_message
-from flwire.streaming import STREAM_HEADER, StreamWriter
-from flwire.streaming.format import CHUNK_OVERHEAD, parse_part
 from flwire.tensors import EncodeOptions, read_tensor_map
 from flwire.tensors import schema as s
 from flwire.tensors.lossy import LossyConfig
 from flwire.transport import Channel, Delivery, InMemoryBroker
 from flwire.transport.chunking import PART_HEADER
 from flwire.transport.headers import MESSAGE_ID
+from flwire.transport.streaming import STREAM_HEADER, StreamWriter
+from flwire.transport.streaming.format import CHUNK_OVERHEAD, parse_part
 from flwire.v1 import tensor_pb2
 
 CODECS = ["none", "zstd", "lz4"]

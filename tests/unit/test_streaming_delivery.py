@@ -36,7 +36,6 @@ from stream_tools import (
 )
 
 from flwire.messages import client_update, decode_message
-from flwire.streaming import STREAM_HEADER, StreamAssembler
 from flwire.tensors import EncodeOptions
 from flwire.transport import (
     Channel,
@@ -50,6 +49,7 @@ from flwire.transport import (
 from flwire.transport.chunking import PART_HEADER
 from flwire.transport.failures import ATTEMPTS_HEADER, ERROR_HEADER, SOURCE_HEADER
 from flwire.transport.headers import MESSAGE_ID
+from flwire.transport.streaming import STREAM_HEADER, StreamAssembler
 
 WEIGHTS = {
     "w": random_tensor(torch.float32, (4000,), 1),

@@ -17,10 +17,10 @@ import torch
 from stream_forge import F32, Forge, feed, given_up, outcome
 from stream_tools import FakeClock, run, stream_values, streamed
 
-from flwire.streaming import Failed, Finished, StreamAssembler
-from flwire.streaming.format import parse_part
-from flwire.streaming.reader import STREAM_COST
 from flwire.tensors import DecodeLimits
+from flwire.transport.streaming import Failed, Finished, StreamAssembler
+from flwire.transport.streaming.format import parse_part
+from flwire.transport.streaming.reader import STREAM_COST
 from flwire.v1 import messages_pb2, transfer_pb2
 
 # ----------------------------------------------------------------------------- heads

@@ -16,8 +16,8 @@ from helpers import pb_tensor
 from stream_forge import F32, Forge, W, elements, given_up, outcome
 from stream_tools import run
 
-from flwire.streaming import StreamAssembler
-from flwire.streaming.reader import STREAM_COST
+from flwire.transport.streaming import StreamAssembler
+from flwire.transport.streaming.reader import STREAM_COST
 from flwire.v1 import tensor_pb2
 
 # ----------------------------------------------------------------------------- the valid stream

@@ -38,10 +38,10 @@ from flwire.exceptions import SenderMismatchError, SignatureError
 from flwire.messages import Message
 from flwire.security import TrustStore, Verifier
 from flwire.security.signing import StreamSigner, verify_stream
-from flwire.streaming import StreamAssembler
-from flwire.streaming.format import chunk_part, head_part, parse_part, seal_part
 from flwire.tensors import encode_tensor_map, read_tensor_map
 from flwire.transport import Channel, InMemoryBroker
+from flwire.transport.streaming import StreamAssembler
+from flwire.transport.streaming.format import chunk_part, head_part, parse_part, seal_part
 from flwire.v1 import transfer_pb2
 
 KEYS = {

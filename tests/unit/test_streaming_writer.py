@@ -9,11 +9,11 @@ import asyncio
 import numpy as np
 
 from flwire.messages import client_update
-from flwire.streaming import StreamAssembler, StreamWriter
-from flwire.streaming.format import parse_part
-from flwire.streaming.writer import MIN_SAVING
 from flwire.tensors import EncodeOptions, read_tensor_map
 from flwire.tensors import schema as s
+from flwire.transport.streaming import StreamAssembler, StreamWriter
+from flwire.transport.streaming.format import parse_part
+from flwire.transport.streaming.writer import MIN_SAVING
 from flwire.v1 import tensor_pb2
 
 ZSTD = tensor_pb2.CODEC_ZSTD

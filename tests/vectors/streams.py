@@ -42,8 +42,8 @@ from google.protobuf import json_format
 
 from flwire import EncodeOptions, messages, security
 from flwire.messages import Message
-from flwire.streaming import STREAM_HEADER, StreamWriter
 from flwire.transport import message_headers
+from flwire.transport.streaming import STREAM_HEADER, StreamWriter
 from flwire.v1 import messages_pb2, tensor_pb2, transfer_pb2
 
 HERE = Path(__file__).resolve().parent

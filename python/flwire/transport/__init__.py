@@ -5,6 +5,9 @@
   imported on first use: ``pip install 'flwire[kafka]'``);
 - :class:`Channel`: payloads of any size, split into TransferParts above a
   transport's record limit and reassembled, offsets committed once handled;
+  messages built with ``EncodeOptions(stream=True)`` sent as streamed
+  transfers (:mod:`flwire.transport.streaming`: weights of any size, encoded
+  and decoded as they travel);
 - :class:`TopicLayout`: a job's topics, and which one each message type
   travels on (declared in the schema);
 - Kafka headers (:func:`message_headers`) and confluent-kafka serializers

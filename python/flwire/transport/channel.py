@@ -58,7 +58,6 @@ from typing import TYPE_CHECKING, Any
 from flwire._protowire import Segments, byte_view
 from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import Message
-from flwire.streaming import STREAM_HEADER, Failed, StreamAssembler, StreamWriter
 from flwire.transport.base import Headers, Record, Subscription, Transport, last_header
 from flwire.transport.chunking import (
     CORRUPTED,
@@ -81,6 +80,7 @@ from flwire.transport.failures import FailurePolicy, dead_letter_headers
 from flwire.transport.headers import MESSAGE_ID, message_headers
 from flwire.transport.offsets import OffsetTracker
 from flwire.transport.seen import SeenLog
+from flwire.transport.streaming import STREAM_HEADER, Failed, StreamAssembler, StreamWriter
 
 if TYPE_CHECKING:
     from flwire.security.verifier import Verifier

@@ -37,13 +37,13 @@ from flwire.messages.envelope import split as split_envelope
 from flwire.messages.schema import BODY_TYPES
 from flwire.messages.validation import describe, violations
 from flwire.security.digest import stream_hasher
-from flwire.streaming.format import StreamPart, parse_part
-from flwire.streaming.workers import pool
 from flwire.tensors import dtypes
 from flwire.tensors.decode import decode_record_into, read_elements
 from flwire.tensors.parallel import default_threads
 from flwire.tensors.records import DEFAULT_LIMITS, DecodeLimits
 from flwire.tensors.sources import Source
+from flwire.transport.streaming.format import StreamPart, parse_part
+from flwire.transport.streaming.workers import pool
 from flwire.v1 import messages_pb2, transfer_pb2
 
 logger = logging.getLogger(__name__)

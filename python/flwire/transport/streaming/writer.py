@@ -21,12 +21,12 @@ from typing import Any, cast
 from flwire._protowire import crc32c
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
-from flwire.streaming.format import CHUNK_OVERHEAD, chunk_part, head_part, seal_part
-from flwire.streaming.workers import pool
 from flwire.tensors.encode import encode_elements
 from flwire.tensors.options import EncodeOptions
 from flwire.tensors.parallel import default_threads
 from flwire.tensors.sources import Source
+from flwire.transport.streaming.format import CHUNK_OVERHEAD, chunk_part, head_part, seal_part
+from flwire.transport.streaming.workers import pool
 from flwire.v1 import messages_pb2, transfer_pb2
 
 #: Runs being encoded ahead of the one being sent, per worker thread.

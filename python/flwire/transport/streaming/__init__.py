@@ -11,8 +11,8 @@ Modules: :mod:`.format` (the records), :mod:`.writer`, :mod:`.reader`,
 :mod:`.workers`.
 """
 
-from flwire.streaming.format import STREAM_HEADER
-from flwire.streaming.reader import Failed, Finished, StreamAssembler
-from flwire.streaming.writer import StreamWriter
+from flwire.transport.streaming.format import STREAM_HEADER
+from flwire.transport.streaming.reader import Failed, Finished, StreamAssembler
+from flwire.transport.streaming.writer import StreamWriter
 
 __all__ = ["STREAM_HEADER", "Failed", "Finished", "StreamAssembler", "StreamWriter"]
