@@ -500,3 +500,8 @@ def test_two_streams_sent_at_once_both_arrive() -> None:
     by_sender = {d.message.sender_id: d.message for d in got.messages if d.message}
     assert_same_weights(by_sender["client-1"].tensors(), a)
     assert_same_weights(by_sender["client-2"].tensors(), b)
+
+
+def test_decoding_a_streamed_deliverys_missing_payload_says_where_the_message_is() -> None:
+    with pytest.raises(SerializationException, match=r"delivery\.message"):
+        decode_message(None)

@@ -176,6 +176,11 @@ def decode_message(data: Any, *, check: bool = True) -> Message:
         raise MessageDecodeError(
             "expected bytes, got str: flwire messages are binary protobuf, not the old JSON"
         )
+    if data is None:
+        raise MessageDecodeError(
+            "expected bytes, got None: a Delivery of a streamed transfer has no payload; "
+            "its message, weights decoded, is delivery.message"
+        )
     if isinstance(data, (bytes, bytearray, memoryview)) and len(data) == 0:
         raise MessageDecodeError("empty message (0 bytes): expected an encoded flwire Envelope")
     try:
