@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from benchmarks.e2e.broker import DEFAULT_PORT, Broker
 from benchmarks.e2e.wire import BenchError, create_topics, log
@@ -127,7 +128,19 @@ def trial(
         recv.stop()
         if sender is not None:
             sender.stop()
+        delete_topics(bootstrap, [topic, topic + ".warm"])
     return {"kind": kind, "compression": compression, **sent, **got}
+
+
+def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Delete a trial's topics, so that a broker given with --bootstrap does not keep
+    every model moved (a 5 GB one included) on its disk."""
+    futures = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}).delete_topics(topics)
+    for topic, future in futures.items():
+        try:
+            future.result(60)
+        except Exception as exc:  # reported, not fatal: the figures are taken already
+            log(f"could not delete topic {topic!r}: {exc}")
 
 
 def seconds(r: dict[str, Any]) -> float:
