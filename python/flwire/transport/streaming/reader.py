@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -133,6 +134,8 @@ class StreamAssembler:
         self.pending_bytes = 0
         #: Decode jobs not finished yet, over all streams.
         self._jobs_in_flight = 0
+        # Counted up on the event loop, down on the worker threads.
+        self._jobs_lock = threading.Lock()
 
     @property
     def pending_streams(self) -> int:
@@ -369,7 +372,8 @@ class StreamAssembler:
         start = chunk.element_offset * width
         out = src.raw[start : start + rec.numel * width]
         stream.filled[i] += rec.numel
-        self._jobs_in_flight += 1
+        with self._jobs_lock:
+            self._jobs_in_flight += 1
         future = pool(self.workers).submit(decode_record_into, rec, out)
         future.add_done_callback(self._job_done)
         return future
@@ -389,7 +393,8 @@ class StreamAssembler:
         return None
 
     def _job_done(self, _: Future[Any]) -> None:
-        self._jobs_in_flight -= 1
+        with self._jobs_lock:
+            self._jobs_in_flight -= 1
 
     async def _throttle(self) -> None:
         """Wait while more decode jobs are queued than the workers can start."""
