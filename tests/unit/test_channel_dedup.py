@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flwire import messages
-from flwire.exceptions import CommunicationException
 from flwire.transport import (
     Channel,
     InMemoryBroker,
@@ -175,69 +174,3 @@ def test_ten_clients_counted_once_despite_resends_and_redelivery():
         tensors = got.tensors()
         for name, array in _weights(i).items():
             assert np.array_equal(np.asarray(tensors[name]), array)
-
-
-# ------------------------------------------------------------ done() and the seen record
-
-
-class _SlowSeen(InMemoryTransport):
-    """Writes to ``*.seen`` topics wait for ``release`` (a slow acknowledgement), or fail."""
-
-    def __init__(self, broker: InMemoryBroker) -> None:
-        super().__init__(broker)
-        self.release = asyncio.Event()
-        self.fail = False
-
-    async def send(self, topic, value, *, key=None, headers=None):
-        if topic.endswith(".seen"):
-            await self.release.wait()
-            if self.fail:
-                raise CommunicationException("broker gone")
-        await super().send(topic, value, key=key, headers=headers)
-
-
-def test_done_returns_before_the_seen_record_is_acked_and_the_commit_waits_for_it():
-    async def main():
-        broker = InMemoryBroker()
-        transport = _SlowSeen(broker)
-        await transport.start()
-        channel = Channel(transport)
-        await channel.send("t", b"payload", headers=[("flwire-message-id", b"m1")])
-        stream = channel.receive(["t"], "g")
-        delivery = await stream.__anext__()
-        await asyncio.wait_for(delivery.done(), 1.0)  # not held up by the record
-        committed_before = broker.committed.get(("g", "t"), 0)
-        transport.release.set()
-        for _ in range(100):
-            await asyncio.sleep(0.005)
-            if broker.committed.get(("g", "t"), 0) == 1:
-                break
-        await stream.aclose()
-        return committed_before, broker.committed.get(("g", "t"), 0), channel.stats
-
-    before, after, stats = run(main())
-    assert before == 0  # nothing committed before the id was recorded
-    assert after == 1 and stats["unrecorded"] == 0
-
-
-def test_a_seen_record_that_fails_leaves_the_offsets_uncommitted_and_is_counted():
-    async def main():
-        broker = InMemoryBroker()
-        transport = _SlowSeen(broker)
-        await transport.start()
-        transport.fail = True
-        transport.release.set()
-        channel = Channel(transport)
-        await channel.send("t", b"payload", headers=[("flwire-message-id", b"m1")])
-        stream = channel.receive(["t"], "g")
-        delivery = await stream.__anext__()
-        await delivery.done()
-        for _ in range(100):
-            await asyncio.sleep(0.005)
-            if channel.stats["unrecorded"]:
-                break
-        await stream.aclose()
-        return broker.committed.get(("g", "t"), 0), channel.stats["unrecorded"]
-
-    committed, unrecorded = run(main())
-    assert committed == 0 and unrecorded == 1

@@ -8,13 +8,9 @@ Receiving: parts are reassembled in whatever order they arrive (a part resent
 after a failed write lands after the later parts), and each payload is handed
 out as a :class:`Delivery`. The application settles each delivery:
 
-- ``await delivery.done()``: handled. Its id is recorded (see de-duplication;
-  in the background: ``done()`` returns without waiting for the record's
-  acknowledgement, and a record that fails is logged and counted in
-  ``stats["unrecorded"]``, its offsets left uncommitted so that it is
-  delivered again after a restart) and its records' offsets are committed, once
-  the id is recorded, as soon as every earlier record of the partition is
-  settled too: nothing is committed past a record that is
+- ``await delivery.done()``: handled. Its id is recorded (see de-duplication)
+  and its records' offsets are committed as soon as every earlier record of
+  the partition is settled too: nothing is committed past a record that is
   still being handled, or past a part of a transfer still incomplete.
 - ``await delivery.fail(error)``: not handled. The channel's
   :class:`~flwire.transport.failures.FailurePolicy` hands it out again (up to
@@ -113,8 +109,6 @@ class Delivery:
     message: Message | None = None
     _tokens: list[_Token] = field(repr=False, default_factory=list)
     _receiver: _Receiver | None = field(repr=False, default=None)
-    #: done() was called: its id is being recorded (de-duplication on).
-    _recording: bool = field(repr=False, default=False)
     #: A streamed transfer's seal signature (None: unsigned) and records' digest.
     _signature: Any = field(repr=False, default=None)
     _digest: bytes | None = field(repr=False, default=None)
@@ -178,9 +172,6 @@ class Channel:
         self.on_event = on_event
         self.max_in_flight = max(1, max_in_flight)
         self.max_in_flight_bytes = max(1, max_in_flight_bytes)
-        #: How long a receive loop that ends waits for the ids of settled deliveries
-        #: to be recorded and their offsets committed.
-        self.close_timeout_s = 30.0
         self.reassembler = reassembler or Reassembler()
         self.streams = streams or StreamAssembler(part_timeout=self.reassembler.part_timeout)
         self.failure_policy = failure_policy or FailurePolicy()
@@ -198,7 +189,6 @@ class Channel:
             "failed_deliveries": 0,
             "dead_lettered": 0,
             "refused": 0,
-            "unrecorded": 0,
             "bytes_sent": 0,
             "bytes_received": 0,
         }
@@ -427,7 +417,6 @@ class Channel:
                 yield delivery
         finally:
             expiry.cancel()
-            await receiver.drain(self.close_timeout_s)
             await subscription.close()
 
     async def _verify(self, delivery: Delivery, verifier: Verifier) -> bool:
@@ -627,8 +616,6 @@ class _Receiver:
         self.retries: deque[tuple[float, Delivery]] = deque()
         #: Deliveries handed out and not settled yet, by id (with de-duplication on).
         self.in_flight: dict[str, Delivery] = {}
-        #: Settled deliveries whose ids are being recorded (then committed).
-        self.recording: set[asyncio.Task[None]] = set()
         # A rebalance took partitions away: records of theirs still being handled
         # must not move their commit point (another consumer owns it now).
         subscription.on_revoke(self._revoked)
@@ -649,51 +636,17 @@ class _Receiver:
             await self.subscription.commit(topic, partition, next_offset)
 
     async def settle_done(self, delivery: Delivery) -> None:
-        if not delivery._tokens or delivery._recording:
-            return  # already settled, or being recorded
+        if not delivery._tokens:
+            return  # already settled
         ident = delivery.id
         if self.seen is not None and ident is not None:
-            # The id is recorded, then the offsets committed, in the background:
-            # done() does not wait for the record's acknowledgement (a round trip
-            # to the broker), so a loop that settles each delivery before taking
-            # the next is not slowed by it. The commit still waits for the record.
-            delivery._recording = True
-            task = asyncio.create_task(self._record(delivery, ident))
-            self.recording.add(task)
-            task.add_done_callback(self.recording.discard)
-            await asyncio.sleep(0)  # a transport that needs no wait is done here
-            return
-        await self._finish(delivery, ident)
-
-    async def _record(self, delivery: Delivery, ident: str) -> None:
-        assert self.seen is not None
-        try:
+            # If this raises, nothing is settled: done() may be called again.
             await self.seen.add(ident)
-        except CommunicationException as exc:
-            delivery._recording = False
-            self.channel.stats["unrecorded"] += 1
-            logger.error(
-                "Could not record delivery %s as handled (%s): its offsets stay "
-                "uncommitted, so it is delivered again after a restart (done() may be "
-                "called again)",
-                ident,
-                exc,
-            )
-            return
-        await self._finish(delivery, ident)
-
-    async def _finish(self, delivery: Delivery, ident: str | None) -> None:
         # Taken only now: copies that arrived during the write joined these tokens.
         tokens, delivery._tokens = delivery._tokens, []
-        delivery._recording = False
         if ident is not None and self.in_flight.get(ident) is delivery:
             del self.in_flight[ident]
         await _finish_tokens(tokens)
-
-    async def drain(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) for the ids being recorded and their commits."""
-        if self.recording:
-            await asyncio.wait(list(self.recording), timeout=timeout)
 
     async def settle_failed(self, delivery: Delivery, error: BaseException | str) -> None:
         if not delivery._tokens:
