@@ -101,7 +101,7 @@ def trial(
         recv = Side(["flwire-recv", *common, "--model", model, *(["--check"] if check else [])])
     sender: Side | None = None
     try:
-        warm = Producer({"bootstrap.servers": bootstrap})
+        warm = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
         deadline = time.monotonic() + 120
         assert recv.proc.stdout is not None
         os.set_blocking(recv.proc.stdout.fileno(), False)
@@ -135,7 +135,7 @@ def trial(
 def delete_topics(bootstrap: str, topics: list[str]) -> None:
     """Delete a trial's topics, so that a broker given with --bootstrap does not keep
     every model moved (a 5 GB one included) on its disk."""
-    futures = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}).delete_topics(topics)
+    futures = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).delete_topics(topics)
     for topic, future in futures.items():
         try:
             future.result(60)
