@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from confluent_kafka import Producer
@@ -135,7 +137,8 @@ def trial(
 def delete_topics(bootstrap: str, topics: list[str]) -> None:
     """Delete a trial's topics, so that a broker given with --bootstrap does not keep
     every model moved (a 5 GB one included) on its disk."""
-    futures = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).delete_topics(topics)
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # alive until done
+    futures = admin.delete_topics(topics)
     for topic, future in futures.items():
         try:
             future.result(60)
@@ -271,6 +274,9 @@ def run(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"streaming benchmark failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("streaming benchmark interrupted; workers and broker stopped", file=sys.stderr)
+        return 130
     finally:
         if broker is not None:
             broker.stop()
@@ -280,7 +286,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so that the worker
+    # processes and the private broker are stopped.
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

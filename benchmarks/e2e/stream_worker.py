@@ -280,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.role == "flwire-send":
         say(asyncio.run(flwire_send(args)))
     else:
-        say(asyncio.run(flwire_recv(args)))
+        try:
+            say(asyncio.run(asyncio.wait_for(flwire_recv(args), args.wait)))
+        except TimeoutError:
+            raise SystemExit(f"flwire receiver: nothing received within {args.wait} s") from None
     return 0
 
 
