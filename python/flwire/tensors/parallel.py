@@ -47,7 +47,9 @@ def scratch(nbytes: int) -> np.ndarray:
     return buf[:nbytes]
 
 
-def _executor(workers: int) -> ThreadPoolExecutor:
+def executor(workers: int) -> ThreadPoolExecutor:
+    """The process's shared pool of ``workers`` threads (made on first use): the
+    codec's frames, and a streamed transfer's runs (one worker: FIFO order)."""
     with _pool_lock:
         pool = _pools.get(workers)
         if pool is None:
@@ -83,7 +85,7 @@ def consume_in_order(
         for i in range(len(sizes)):
             consume(fn(i))
         return
-    _InOrder(fn, consume, len(sizes), AHEAD_PER_THREAD * threads).run(_executor(threads))
+    _InOrder(fn, consume, len(sizes), AHEAD_PER_THREAD * threads).run(executor(threads))
 
 
 class _InOrder:
@@ -163,6 +165,6 @@ def run_parallel(fn: Callable[[int], T], sizes: Sequence[int], threads: int | No
     if threads <= 1 or len(sizes) < 2 or sum(sizes) < PARALLEL_MIN_BYTES:
         return [fn(i) for i in range(len(sizes))]
     order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
-    pool = _executor(threads)
+    pool = executor(threads)
     futures = {i: pool.submit(fn, i) for i in order}
     return [futures[i].result() for i in range(len(sizes))]

@@ -7,8 +7,8 @@ size, sent as they are encoded and decoded as they arrive.
     async for delivery in channel.receive([topic], "server"):
         state = delivery.message.tensors()          # decoded as the chunks came
 
-Modules: :mod:`.format` (the records), :mod:`.writer`, :mod:`.reader`,
-:mod:`.workers`.
+Modules: :mod:`.format` (the records), :mod:`.writer`, :mod:`.reader` (their
+worker threads are the tensor codec's, :func:`flwire.tensors.parallel.executor`).
 """
 
 from flwire.transport.streaming.format import STREAM_HEADER

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -40,11 +40,10 @@ from flwire.messages.validation import describe, violations
 from flwire.security.digest import stream_hasher
 from flwire.tensors import dtypes
 from flwire.tensors.decode import decode_record_into, read_elements
-from flwire.tensors.parallel import default_threads
+from flwire.tensors.parallel import default_threads, executor
 from flwire.tensors.records import DEFAULT_LIMITS, DecodeLimits
 from flwire.tensors.sources import Source
 from flwire.transport.streaming.format import StreamPart, parse_part
-from flwire.transport.streaming.workers import pool
 from flwire.v1 import messages_pb2, transfer_pb2
 
 logger = logging.getLogger(__name__)
@@ -94,7 +93,7 @@ class _Stream:
     filled: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     tokens: list[Any] = field(default_factory=list)
-    jobs: list[Future[None]] = field(default_factory=list)
+    jobs: deque[Future[None]] = field(default_factory=deque)
     received: int = 0
     #: A BLAKE3 hasher fed every record, on the digest thread (signed streams).
     hasher: Any = None
@@ -275,7 +274,7 @@ class StreamAssembler:
     def _digest(self, stream: _Stream, value: Any) -> None:
         """Feed a record to the stream's digest, in order, on the digest thread."""
         if stream.hasher is not None:
-            stream.digesting = pool(1).submit(stream.hasher.update, value)
+            stream.digesting = executor(1).submit(stream.hasher.update, value)
 
     def _check_head(
         self, head: transfer_pb2.StreamHead, transfer_id: str
@@ -374,7 +373,7 @@ class StreamAssembler:
         stream.filled[i] += rec.numel
         with self._jobs_lock:
             self._jobs_in_flight += 1
-        future = pool(self.workers).submit(decode_record_into, rec, out)
+        future = executor(self.workers).submit(decode_record_into, rec, out)
         future.add_done_callback(self._job_done)
         return future
 
@@ -384,7 +383,7 @@ class StreamAssembler:
         first that failed (the stream is then given up on at once, not at its
         seal, so its buffers are not held for the rest of the transfer)."""
         while stream.jobs and stream.jobs[0].done():
-            job = stream.jobs.pop(0)
+            job = stream.jobs.popleft()
             error = None if job.cancelled() else job.exception()
             if error is not None:
                 if not isinstance(error, SerializationException):
@@ -420,7 +419,7 @@ class StreamAssembler:
             if isinstance(error, SerializationException):
                 return None, [self._give_up(ident, f"a chunk did not decode: {error}")]
             raise error
-        stream.jobs = []
+        stream.jobs.clear()
         count = stream.next_index
         if seal.part_count != count:
             return None, [

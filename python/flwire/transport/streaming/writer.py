@@ -23,10 +23,9 @@ from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.tensors.encode import encode_elements
 from flwire.tensors.options import EncodeOptions
-from flwire.tensors.parallel import default_threads
+from flwire.tensors.parallel import default_threads, executor
 from flwire.tensors.sources import Source
 from flwire.transport.streaming.format import CHUNK_OVERHEAD, chunk_part, head_part, seal_part
-from flwire.transport.streaming.workers import pool
 from flwire.v1 import messages_pb2, transfer_pb2
 
 #: Runs being encoded ahead of the one being sent, per worker thread.
@@ -150,7 +149,7 @@ class StreamWriter:
         if signer:
             signer.update(head)
         yield head
-        workers = pool(self.workers)
+        workers = executor(self.workers)
         ahead: deque[Future[bytes]] = deque()
         submitted = 0
         # Per tensor, the options of its later runs: decided by its first run.
