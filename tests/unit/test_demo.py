@@ -16,6 +16,7 @@ from demo_process import DemoProcess
 
 from flwire import messages
 from flwire.demo import client as demo_client
+from flwire.demo import runner
 from flwire.demo.client import DemoClient
 from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.runner import DemoOptions, legacy_path_bytes, run_demo
@@ -35,6 +36,10 @@ def test_two_round_demo_trains_and_reports(tmp_path, monkeypatch):
         close(fig)
 
     monkeypatch.setattr(plt, "close", keep_and_close)
+    # Changes within a stage are throttled to one line per PROGRESS_INTERVAL; a stage's
+    # first line never is (CI once lost "round 1: 0/2" that came 0.3 s after the last
+    # registration line). With a throttle longer than the run, only first lines show.
+    monkeypatch.setattr(runner, "PROGRESS_INTERVAL", 3600.0)
     out = io.StringIO()
     status = run_demo(
         DemoOptions(clients=3, rounds=2, learning_rate=0.01, local_epochs=2, report_dir=tmp_path),
@@ -54,6 +59,11 @@ def test_two_round_demo_trains_and_reports(tmp_path, monkeypatch):
     assert all(r["legacy_path_bytes"] > r["wire_bytes"] for r in rounds)
     assert (tmp_path / "demo-report.png").stat().st_size > 10_000
     assert "old JSON/base64" in text
+    # Each stage's first progress line shows, however soon after the last one it
+    # comes (a line per second within a stage, not across stages).
+    assert "  ... clients registered: 0/3" in text, text
+    assert "  ... round 1: 0/3 updates in" in text, text
+    assert "  ... round 2: 0/3 updates in" in text, text
     # One table, each round's row once, its federated evaluation filled in.
     assert text.count("round  clients accuracy  fed.eval") == 1, text
     rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["1"], ["2"])]

@@ -109,13 +109,16 @@ class _Console:
         self._last_progress_at = -PROGRESS_INTERVAL
 
     def progress(self, text: str) -> None:
-        """What the job waits for, as a plain line when it changed (at most one per
-        PROGRESS_INTERVAL; the server repeats it while waiting, so the latest shows).
-        A terminal has the status line instead."""
+        """What the job waits for, as a plain line when it changed. The first line of
+        a new stage (the text before its colon: "clients registered", "round 2") shows
+        at once; changes within a stage at most once per PROGRESS_INTERVAL (the server
+        repeats the text while waiting, so the latest shows). A terminal has the status
+        line instead."""
         now = time.monotonic()
         if self.live or text == self._last_progress:
             return
-        if now - self._last_progress_at >= PROGRESS_INTERVAL:
+        new_stage = text.partition(":")[0] != self._last_progress.partition(":")[0]
+        if new_stage or now - self._last_progress_at >= PROGRESS_INTERVAL:
             self._last_progress, self._last_progress_at = text, now
             self.line(f"  ... {text}")
 

@@ -329,6 +329,8 @@ class FedAvgServer:
         start = time.perf_counter()
         bytes_before = self.wire_bytes()
         selected = sorted(self.state.registered)
+        # No update for this round can be in before its TrainingStart is sent.
+        self.on_progress(f"round {round_id}: 0/{len(selected)} updates in")
         encode_start = time.perf_counter()
         state = self.model.state_dict()
         update = m.global_update(round_id, state, self.config)
