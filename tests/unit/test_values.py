@@ -197,3 +197,18 @@ def test_moderately_nested_values_round_trip(shape, depth):
     config = {"deep": _nested(depth, wrap)}
     got = messages.decode_message(messages.training_start(1, config).to_bytes())
     assert values_equal(value_map_to_dict(got.body.config), config)
+
+
+@pytest.mark.parametrize("bad", [10, "acc", [("a", 1)], None.__class__])
+def test_a_map_field_given_something_else_is_refused_with_its_path(bad):
+    # client_update("c", 1, weights, 10): the example count passed where metrics go.
+    with pytest.raises(SerializationException, match=r"metrics: expected a dict") as info:
+        fill_value_map(bad, values_pb2.ValueMap().fields, "metrics")
+    assert type(bad).__name__ in str(info.value)
+
+
+def test_a_builder_given_an_int_for_its_metrics_says_so():
+    from flwire import messages
+
+    with pytest.raises(SerializationException, match=r"metrics: expected a dict.*got a int"):
+        messages.client_update("c1", 1, {"w": torch.zeros(2)}, 10)

@@ -72,6 +72,10 @@ def _is_scalar_tensor(obj: Any) -> bool:
 
 def fill_value_map(obj: Mapping[Any, PyValue], target: Any, path: str, depth: int = 0) -> None:
     """Fill a ``map<string, Value>`` field from a str-keyed mapping."""
+    if not isinstance(obj, Mapping):
+        raise SerializationException(
+            f"{path}: expected a dict with str keys, got a {type(obj).__name__} ({obj!r:.60})"
+        )
     for key, item in obj.items():
         if not isinstance(key, str):
             raise SerializationException(f"{path}: keys must be str, got {key!r}")
