@@ -48,6 +48,10 @@ CLIENTS = {
     "client-6": (777, False),
 }
 NONE = EncodeOptions(compression="none")
+#: These clients send their update as a streamed transfer (wire format 14.5),
+#: the others as whole messages split into parts.
+STREAMED = {"client-3", "client-6"}
+STREAM = EncodeOptions(compression="none", stream=True)
 
 
 def trained(client: str) -> dict[str, torch.Tensor]:
@@ -69,7 +73,10 @@ def update(client: str) -> messages.Message:
     if delta:
         ref = reference_state()
         weights = {n: v - ref[n] if v.is_floating_point() else v for n, v in weights.items()}
-    return messages.client_update(client, 1, weights, num_examples=count, delta=delta, options=NONE)
+    options = STREAM if client in STREAMED else NONE
+    return messages.client_update(
+        client, 1, weights, num_examples=count, delta=delta, options=options
+    )
 
 
 def expected() -> dict[str, np.ndarray]:

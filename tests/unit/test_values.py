@@ -211,4 +211,4 @@ def test_a_builder_given_an_int_for_its_metrics_says_so():
     from flwire import messages
 
     with pytest.raises(SerializationException, match=r"metrics: expected a dict.*got a int"):
-        messages.client_update("c1", 1, {"w": torch.zeros(2)}, 10)
+        messages.client_update("c1", 1, {"w": torch.zeros(2)}, 10)  # type: ignore[arg-type]

@@ -62,7 +62,9 @@ class Aggregator:
     are sent and it commits. ``verifier`` (a :class:`~flwire.security.Verifier`
     with the clients' keys) refuses an update that is unsigned, signed by an
     unknown key, badly signed, sent in another's name or stale, before it is
-    decoded (its offsets move on; counted in ``verifier.refusals``).
+    decoded (its offsets move on; counted in ``verifier.refusals``). A streamed
+    update (wire format section 14.5) is decoded as its chunks come and verified
+    at its seal, before it is folded.
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class Aggregator:
                 self.commit()
         finally:
             self._consumer = None
+            self.intake.close()
             consumer.close()
             if self._producer is not None:
                 self._producer.flush(self.call_timeout_s)

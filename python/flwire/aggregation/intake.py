@@ -20,6 +20,7 @@ commit then waits for the incomplete update below them).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -42,6 +43,7 @@ from flwire.security.verifier import Verifier
 from flwire.transport.base import Record
 from flwire.transport.chunking import PART_HEADER, Reassembler, parse_part
 from flwire.transport.offsets import OffsetTracker
+from flwire.transport.streaming import STREAM_HEADER, Failed, StreamAssembler
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +109,18 @@ class Intake:
     #: None: not verified. Replays are this class's business: records are read
     #: again on purpose after an abort.
     verifier: Verifier | None = None
+    #: Makes the assembler of streamed updates (section 14.5), with its bounds;
+    #: None: the defaults, with ``part_timeout_s``.
+    stream_assembler: Callable[[], StreamAssembler] | None = None
 
     def __post_init__(self) -> None:
         self.tracker = OffsetTracker()
         self.reassembler = Reassembler(part_timeout=self.part_timeout_s)
+        self.streams = self._new_streams()
+        # The stream assembler is asynchronous (a seal waits for its chunks'
+        # decoding on worker threads); this synchronous intake drives it on an
+        # event loop of its own, made at the first streamed record.
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Per partition: folded into committed partials, still above the commit.
         self._committed: dict[TopicPartition, list[FoldedEntry]] = {}
         #: Per partition: folded into the uncommitted folds.
@@ -137,6 +147,7 @@ class Intake:
         # taken as handled when they are read again.
         self.tracker = OffsetTracker()
         self.reassembler = Reassembler(part_timeout=self.part_timeout_s)
+        self.streams = self._new_streams()
         self.folds.clear()
         self._pending.clear()
         self._committed.clear()
@@ -149,6 +160,9 @@ class Intake:
         self._start.setdefault(tp, record.offset)
         self.tracker.seen(tp, record.offset)
         token = (tp, record.offset, self.tracker.generation(tp))
+        if record.header(STREAM_HEADER) is not None:
+            self._add_stream_record(record.value, token)
+            return
         if record.header(PART_HEADER) is None:
             self._handle(record.value, [token])
             return
@@ -165,11 +179,54 @@ class Intake:
         if completed is not None:
             self._handle(completed.payload, completed.tokens)
 
+    def _new_streams(self) -> StreamAssembler:
+        if self.stream_assembler is not None:
+            return self.stream_assembler()
+        return StreamAssembler(part_timeout=self.part_timeout_s)
+
+    def _add_stream_record(self, value: Any, token: Any) -> None:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        finished, failed = self._loop.run_until_complete(self.streams.add(value, token))
+        self._stream_failed(failed)
+        if finished is None:
+            return
+        if self.verifier is not None:
+            admitted = self.verifier.admit_streamed(
+                finished.message, finished.signature, finished.digest, remember=False
+            )
+            if admitted is None:  # refused: logged and counted by the verifier
+                self.stats["unverified"] += 1
+                self._finish(finished.tokens)
+                return
+        self._fold_message(finished.message, finished.tokens)
+
+    def _stream_failed(self, failed: list[Failed]) -> None:
+        for gone in failed:
+            if gone.duplicate:
+                self.stats["duplicate_parts"] += 1
+            elif not gone.transfer_id:
+                self.stats["bad_parts"] += 1
+                logger.error("Skipped a bad stream record: %s", gone.reason)
+            else:
+                self.stats["dropped_transfers"] += 1
+                logger.error(
+                    "Gave up on streamed update %s: %s", gone.transfer_id or "?", gone.reason
+                )
+            self._finish(gone.tokens)
+
     def expire(self) -> None:
         """Give up on updates with no new part for ``part_timeout_s``."""
         for gone in self.reassembler.expire():
             self.stats["dropped_transfers"] += 1
             self._finish(gone.tokens)
+        self._stream_failed(self.streams.expire())
+
+    def close(self) -> None:
+        """Release the event loop that drives streamed updates (if one was made)."""
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
 
     def _finish(self, tokens: list[Any]) -> None:
         for tp, offset, generation in tokens:
@@ -193,6 +250,9 @@ class Intake:
             self.stats["unverified"] += 1
             self._finish(tokens)
             return
+        self._fold_message(msg, tokens)
+
+    def _fold_message(self, msg: m.Message, tokens: list[Any]) -> None:
         if msg.type != "client_update":
             self.stats["other"] += 1  # evaluation results: the server's, not ours
             self._finish(tokens)

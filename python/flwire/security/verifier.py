@@ -171,19 +171,24 @@ class Verifier:
             return None
 
     def admit_streamed(
-        self, msg: Message, signature: pb.Signature | None, digest: bytes | None
+        self,
+        msg: Message,
+        signature: pb.Signature | None,
+        digest: bytes | None,
+        *,
+        remember: bool = True,
     ) -> Message | None:
         """Check a message that came as a streamed transfer (wire format 14.5):
         its seal's ``signature`` over the ``digest`` of its records (None:
-        unsigned), then the checks of :meth:`check`. A refusal is logged and
-        counted, and None returned."""
+        unsigned), then the checks of :meth:`check` (``remember`` as there). A
+        refusal is logged and counted, and None returned."""
         try:
             key_id = None
             if self.trust is not None:
                 key_id = verify_stream(
                     signature, digest, self.trust, required=self.require_signatures
                 )
-            return self.check_message(msg, key_id)
+            return self.check_message(msg, key_id, remember=remember)
         except RefusedMessageError as exc:
             self.refuse(exc)
             return None

@@ -1,0 +1,51 @@
+"""What the scale-out tests share (importable as ``scaleout_tools``: tests/ is
+on the path): a reference model, clients with known weights and example
+counts, their updates as one partition's records, and an intake over them."""
+
+from __future__ import annotations
+
+import torch
+
+from flwire import messages as m
+from flwire.aggregation.intake import Intake
+from flwire.tensors import EncodeOptions
+from flwire.transport.base import Record
+from flwire.transport.chunking import PART_HEADER, split_payload
+
+TOPIC = "flwire.j.updates"
+TP = (TOPIC, 0)
+REFERENCE = {"w": torch.zeros(40, 30), "steps": torch.tensor(0, dtype=torch.int64)}
+COUNTS = {"a": 300, "b": 200, "c": 100, "d": 50}
+
+
+def weights(client: str) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(ord(client))
+    return {"w": torch.randn(40, 30, generator=g), "steps": torch.tensor(ord(client))}
+
+
+def records(client: str, *, round_id: int = 1) -> list[tuple[bytes, list[tuple[str, bytes]]]]:
+    """The (value, headers) of a client's update, split into parts of 1,500 bytes."""
+    msg = m.client_update(
+        client,
+        round_id,
+        weights(client),
+        num_examples=COUNTS[client],
+        options=EncodeOptions(compression="none"),
+    )
+    return [
+        (part, [(PART_HEADER, f"{i}/{n}".encode())])
+        for part, i, n in split_payload(msg.to_bytes(), msg.message_id, 1500)
+    ]
+
+
+def interleave(*updates: list[tuple[bytes, list[tuple[str, bytes]]]]) -> list[Record]:
+    """The parts of several updates as one partition's records, in the given
+    shape: ``updates[0]``'s first part, then everything of the others, then
+    the rest of ``updates[0]`` (an update still incomplete below complete ones)."""
+    first, *others = updates
+    order = [first[0]] + [r for u in others for r in u] + first[1:]
+    return [Record(TOPIC, 0, offset, b"k", v, h) for offset, (v, h) in enumerate(order)]
+
+
+def intake(**kwargs: object) -> Intake:
+    return Intake(lambda r: REFERENCE if r == 1 else None, **kwargs)  # type: ignore[arg-type]
