@@ -1,4 +1,4 @@
-"""The `flwire` command: demo, inspect, keys, --version."""
+"""The `flwire` command: demo, aggregator, inspect, keys, --version."""
 
 from __future__ import annotations
 
@@ -73,6 +73,23 @@ def _keys_generate(args: argparse.Namespace) -> int:
     print(f"public key:  {public}")
     print(f"trust store line: {args.id},{public_key_base64(key.public_key())}")
     return 0
+
+
+def _aggregator(args: argparse.Namespace) -> int:
+    from flwire.aggregation.service import AggregatorOptions, run_aggregator
+
+    if args.models_wait <= 0:
+        print("flwire aggregator: --models-wait must be above 0", file=sys.stderr)
+        return 2
+    opts = AggregatorOptions(
+        bootstrap_servers=args.bootstrap_servers,
+        job_id=args.job,
+        aggregator_id=args.id,
+        prefix=args.prefix,
+        trust=Path(args.trust) if args.trust else None,
+        models_wait_s=args.models_wait,
+    )
+    return run_aggregator(opts, sys.stdout)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +177,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("file", help="file to read, or - for standard input")
     inspect.set_defaults(func=_inspect)
+
+    aggregator = sub.add_parser(
+        "aggregator",
+        help="run one scale-out aggregator of a job (needs flwire[kafka,torch])",
+        description="Fold the client updates of this process's share of the job's updates "
+        "topic into partial aggregates, committed with their offsets in Kafka "
+        "transactions; the global model of each round is read from the job's broadcast "
+        "topic. Run as many as the updates topic has partitions; the server combines "
+        "the partials (flwire.aggregation.scaleout.Coordinator). Stops on Ctrl-C or "
+        "SIGTERM, after committing what it folded.",
+    )
+    aggregator.add_argument(
+        "--bootstrap-servers", required=True, metavar="HOST:PORT", help="the Kafka broker(s)"
+    )
+    aggregator.add_argument("--job", required=True, help="the job id (topics flwire.JOB.*)")
+    aggregator.add_argument("--id", required=True, help="this aggregator's id (unique per job)")
+    aggregator.add_argument("--prefix", default="flwire", help="topic prefix (default flwire)")
+    aggregator.add_argument(
+        "--trust",
+        metavar="PATH",
+        help="trust store (a directory of ID.pub files or an 'id,public_key' CSV) with the "
+        "clients' and the server's keys: unsigned or badly signed updates and global "
+        "models are refused",
+    )
+    aggregator.add_argument(
+        "--models-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long an update waits for its round's global model to be read from the "
+        "broadcast topic before it is refused (default 30)",
+    )
+    aggregator.set_defaults(func=_aggregator)
 
     keys = sub.add_parser(
         "keys",

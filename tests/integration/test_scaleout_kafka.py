@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flwire import messages
 from flwire.aggregation.combine import RoundCombiner
@@ -282,3 +283,90 @@ def test_a_killed_aggregator_s_updates_count_exactly_once(bootstrap: str, job_id
         f"(transaction timeout {TRANSACTION_TIMEOUT_S:g} s); "
         f"test {time.monotonic() - started:.1f} s"
     )
+
+
+def test_flwire_aggregator_processes_read_the_global_model_from_the_broadcast(
+    bootstrap: str, job_id: str, tmp_path: Path
+) -> None:
+    """Two ``flwire aggregator`` processes with a trust store: each reads round 1's
+    global model from the broadcast topic (an unsigned forgery of it, sent first,
+    is refused), folds the signed updates of its partition (deltas added to that
+    model), and stops on SIGTERM after committing. The coordinator's model is
+    numpy's average within one float32 ulp."""
+    from flwire import security
+
+    def key(name: str) -> Ed25519PrivateKey:
+        return security.private_key_from_seed(name.encode().ljust(32, b"\0")[:32])
+
+    senders = ["server", *CLIENTS]
+    trust = tmp_path / "trust.csv"
+    trust.write_text(
+        "".join(f"{s},{security.public_key_base64(key(s).public_key())}\n" for s in senders)
+    )
+    layout = TopicLayout(job_id)
+    create_topics(bootstrap, layout, partitions=2)
+
+    async def broadcast() -> None:
+        transport = KafkaTransport(bootstrap)
+        await transport.start()
+        try:
+            channel = Channel(transport)
+            forged = messages.global_update(
+                1, {n: torch.full_like(v, 7) for n, v in reference_state().items()}
+            )
+            await channel.send_message(layout.broadcast, forged)  # unsigned: refused
+            real = messages.global_update(1, reference_state())
+            security.sign_in_place(real, "server", key("server"))
+            await channel.send_message(layout.broadcast, real)
+        finally:
+            await transport.stop()
+
+    asyncio.run(broadcast())
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python")}
+    procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, "-m", "flwire.cli", "aggregator"),
+                *("--bootstrap-servers", bootstrap, "--job", job_id, "--id", agg_id),
+                *("--trust", str(trust)),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for agg_id in ("agg-x", "agg-y")
+    ]
+    try:
+
+        async def send_signed() -> None:
+            transport = KafkaTransport(bootstrap, num_partitions=2)
+            await transport.start()
+            try:
+                channel = Channel(transport)
+                for client in CLIENTS:
+                    msg = update(client)
+                    security.sign_in_place(msg, client, key(client))
+                    await channel.send_message(layout.updates, msg)
+            finally:
+                await transport.stop()
+
+        asyncio.run(send_signed())
+        combiner, coordinator = combine(bootstrap, layout, 60)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert combiner.clients == {c: n for c, (n, _) in CLIENTS.items()}, outputs
+    assert coordinator.stats["overlapping"] == coordinator.stats["refused"] == 0
+    result = combiner.result()
+    for name, value in expected().items():
+        assert within_one_ulp(result[name], value), name
+    text = "".join(outputs)
+    assert text.count("folded the update of") == len(CLIENTS), text
+    assert "(global models) refused a message (unsigned)" in text, text
+    assert "Traceback" not in text, text
+    for agg_id, out in zip(("agg-x", "agg-y"), outputs, strict=True):
+        assert out.rstrip().splitlines()[-1].startswith(f"{agg_id}: stopped ("), out

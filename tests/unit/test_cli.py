@@ -17,7 +17,7 @@ from flwire import messages
 from flwire.cli import main
 from flwire.tensors import encode_tensor_map, read_tensor_map
 
-COMMANDS = ("demo", "inspect", "keys")
+COMMANDS = ("demo", "aggregator", "inspect", "keys")
 
 
 def _weights() -> dict[str, torch.Tensor]:
@@ -323,3 +323,16 @@ def test_keyboard_interrupt_returns_130(monkeypatch, tmp_path, capsys):
     path.write_bytes(b"x")
     assert main(["inspect", str(path)]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_aggregator_with_a_missing_trust_store_says_so(tmp_path, capsys):
+    argv = ["aggregator", "--bootstrap-servers", "127.0.0.1:1", "--job", "j", "--id", "a"]
+    assert main([*argv, "--trust", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert f"flwire aggregator: trust store {tmp_path / 'nope'} does not exist" in err
+
+
+def test_aggregator_rejects_a_models_wait_of_zero(capsys):
+    argv = ["aggregator", "--bootstrap-servers", "127.0.0.1:1", "--job", "j", "--id", "a"]
+    assert main([*argv, "--models-wait", "0"]) == 2
+    assert "--models-wait must be above 0" in capsys.readouterr().err

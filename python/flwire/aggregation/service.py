@@ -1,0 +1,115 @@
+"""``flwire aggregator``: one scale-out aggregator process of a job, fed the
+global models from the job's broadcast topic (:class:`BroadcastModels`),
+until Ctrl-C or SIGTERM. Start as many as the updates topic has partitions;
+the server combines their partials with a
+:class:`~flwire.aggregation.scaleout.Coordinator`."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from flwire.aggregation.aggregator import Aggregator
+from flwire.aggregation.models import DEFAULT_WAIT_S, BroadcastModels
+from flwire.exceptions import CommunicationException, ConfigurationException
+from flwire.security.trust import load_trust_store
+from flwire.security.verifier import Verifier
+from flwire.transport.layout import TopicLayout
+
+
+@dataclass(frozen=True)
+class AggregatorOptions:
+    """What ``flwire aggregator`` is given."""
+
+    bootstrap_servers: str
+    job_id: str
+    aggregator_id: str
+    prefix: str = "flwire"
+    #: A trust store (a directory of ID.pub files or an 'id,public_key' CSV)
+    #: holding the clients' and the server's keys: updates and global models
+    #: must then be signed by them. None: nothing is verified.
+    trust: Path | None = None
+    models_wait_s: float = DEFAULT_WAIT_S
+    commit_interval_s: float = 0.5
+
+
+@contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set ``stop`` (the aggregator commits and leaves)."""
+    previous = {
+        sig: signal.signal(sig, lambda _s, _f: stop.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_aggregator(
+    opts: AggregatorOptions, out: TextIO, stop: threading.Event | None = None
+) -> int:
+    """Run until ``stop`` is set (or a signal comes); the exit status."""
+    try:
+        trust = load_trust_store(opts.trust) if opts.trust is not None else None
+    except ConfigurationException as exc:
+        print(f"flwire aggregator: {exc}", file=sys.stderr)
+        return 2
+    layout = TopicLayout(opts.job_id, opts.prefix)
+    config = {"bootstrap.servers": opts.bootstrap_servers}
+    name = opts.aggregator_id
+    models = BroadcastModels(
+        config,
+        layout,
+        # Global models are read from the topic's start, possibly long after they
+        # were sent: their signature counts, not their age.
+        verifier=(
+            Verifier(trust, timestamp_window_s=None, name=f"{name} (global models)")
+            if trust
+            else None
+        ),
+        wait_s=opts.models_wait_s,
+        name=name,
+    )
+
+    def folded(round_id: int, client: str) -> None:
+        print(f"{name}: round {round_id}: folded the update of {client}", file=out, flush=True)
+
+    aggregator = Aggregator(
+        config,
+        layout,
+        name,
+        models,
+        verifier=Verifier(trust, name=name) if trust else None,
+        commit_interval_s=opts.commit_interval_s,
+        on_fold=folded,
+    )
+    stop = stop or threading.Event()
+    print(
+        f"{name}: folding {layout.updates} into {layout.aggregates}, global models from "
+        f"{layout.broadcast} (Ctrl-C to stop)",
+        file=out,
+        flush=True,
+    )
+    models.start()
+    try:
+        if threading.current_thread() is threading.main_thread():
+            with _stopped_by_signals(stop):
+                aggregator.run(stop)
+        else:
+            aggregator.run(stop)
+    except CommunicationException as exc:
+        print(f"{name}: stopped: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        models.close()
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(aggregator.stats.items()) if v) or "nothing"
+    print(f"{name}: stopped ({counts})", file=out, flush=True)
+    return 0
