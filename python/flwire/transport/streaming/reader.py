@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from flwire._protowire import crc32c
+from flwire._protowire import crc32c, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.messages.envelope import split as split_envelope
@@ -80,6 +80,14 @@ class Failed:
     duplicate: bool = False
 
 
+def _decode_chunk(value: Any, rec: Any, out: np.ndarray) -> tuple[int, int]:
+    """A worker's job for one chunk: decode its elements into place; return the
+    CRC-32C and length of its whole record (the seal's checksum, combined in
+    order on the event loop)."""
+    decode_record_into(rec, out)
+    return crc32c(value), memoryview(value).nbytes
+
+
 @dataclass
 class _Stream:
     transfer_id: str
@@ -93,7 +101,9 @@ class _Stream:
     filled: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     tokens: list[Any] = field(default_factory=list)
-    jobs: deque[Future[None]] = field(default_factory=deque)
+    #: Decode jobs not settled yet, in part order; each gives its record's
+    #: CRC-32C and length.
+    jobs: deque[Future[tuple[int, int]]] = field(default_factory=deque)
     received: int = 0
     #: A BLAKE3 hasher fed every record, on the digest thread (signed streams).
     hasher: Any = None
@@ -195,10 +205,9 @@ class StreamAssembler:
         stream.received += 1
         self._streams.move_to_end(ident)
         if part.chunk is not None:
-            stream.crc = crc32c(value, stream.crc)
             self._digest(stream, value)
             try:
-                job = self._chunk_job(stream, part)
+                job = self._chunk_job(stream, part, value)
             except SerializationException as exc:
                 return None, [self._give_up(ident, str(exc))]
             stream.jobs.append(job)
@@ -341,8 +350,9 @@ class StreamAssembler:
                 raise SerializationException(describe(found))
         return envelope, infos, declared
 
-    def _chunk_job(self, stream: _Stream, part: StreamPart) -> Future[None]:
-        """Check a chunk against its tensor and queue its decoding into place."""
+    def _chunk_job(self, stream: _Stream, part: StreamPart, value: Any) -> Future[tuple[int, int]]:
+        """Check a chunk against its tensor and queue its decoding into place
+        (the job also gives its record's CRC-32C and length, for the seal)."""
         chunk = part.chunk
         assert chunk is not None
         if chunk.tensor_index >= len(stream.sources):
@@ -373,7 +383,7 @@ class StreamAssembler:
         stream.filled[i] += rec.numel
         with self._jobs_lock:
             self._jobs_in_flight += 1
-        future = executor(self.workers).submit(decode_record_into, rec, out)
+        future = executor(self.workers).submit(_decode_chunk, value, rec, out)
         future.add_done_callback(self._job_done)
         return future
 
@@ -389,6 +399,8 @@ class StreamAssembler:
                 if not isinstance(error, SerializationException):
                     raise error
                 return error
+            if not job.cancelled():
+                stream.crc = crc32c_combine(stream.crc, *job.result())
         return None
 
     def _job_done(self, _: Future[Any]) -> None:
@@ -419,6 +431,8 @@ class StreamAssembler:
             if isinstance(error, SerializationException):
                 return None, [self._give_up(ident, f"a chunk did not decode: {error}")]
             raise error
+        for job in stream.jobs:  # in order: the records' CRCs combine into the stream's
+            stream.crc = crc32c_combine(stream.crc, *job.result())
         stream.jobs.clear()
         count = stream.next_index
         if seal.part_count != count:

@@ -6,7 +6,9 @@ encoding, so it is ready at once. Each tensor is then cut into runs of
 elements that fit a record once encoded, and worker threads encode the runs
 (compression releases the GIL) a few ahead of the one being sent, so that
 encoding overlaps sending and memory holds only those few. The seal carries
-the part count and the CRC-32C of every earlier record, computed as they go.
+the part count and the CRC-32C of every earlier record: each record's is
+computed beside its encoding, on the worker, and the event loop combines them
+in order (:func:`~flwire._protowire.crc32c_combine`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from flwire._protowire import crc32c
+from flwire._protowire import crc32c, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.tensors.encode import encode_elements
@@ -110,10 +112,13 @@ class StreamWriter:
         self.raw_done = 0
         self.raw_total = sum(src.raw.nbytes for src in sources)
 
-    def _encode(self, k: int, options: EncodeOptions) -> bytes:
+    def _encode(self, k: int, options: EncodeOptions) -> tuple[bytes, int]:
+        """Run ``k``'s chunk record and its CRC-32C (computed here, on a worker
+        thread: the event loop only combines the records' CRCs)."""
         run = self.runs[k]
         pieces = encode_elements(self.sources[run.tensor_index], run.start, run.stop, options)
-        return chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
+        value = chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
+        return value, crc32c(value)
 
     def _run_bytes(self, run: _Run) -> int:
         return (run.stop - run.start) * self.sources[run.tensor_index].dtype.itemsize
@@ -150,7 +155,7 @@ class StreamWriter:
             signer.update(head)
         yield head
         workers = executor(self.workers)
-        ahead: deque[Future[bytes]] = deque()
+        ahead: deque[Future[tuple[bytes, int]]] = deque()
         submitted = 0
         # Per tensor, the options of its later runs: decided by its first run.
         decided: dict[int, EncodeOptions] = {}
@@ -163,11 +168,11 @@ class StreamWriter:
                         break  # its tensor's first run is still being encoded
                     ahead.append(workers.submit(self._encode, submitted, options))
                     submitted += 1
-                value = await asyncio.wrap_future(ahead.popleft())
+                value, value_crc = await asyncio.wrap_future(ahead.popleft())
                 run = self.runs[k]
                 if run.start == 0:
                     decided[run.tensor_index] = self._later_runs(value, run)
-                crc = crc32c(value, crc)
+                crc = crc32c_combine(crc, value_crc, len(value))
                 if signer:
                     signer.update(value)
                 self.raw_done += self._run_bytes(run)
