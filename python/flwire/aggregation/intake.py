@@ -1,7 +1,11 @@
 """What a scale-out aggregator does with the records of its partitions, without
-Kafka: reassemble updates, screen and fold them per round, and say which offsets
-(and which commit metadata) may be committed with the partials of the folds
-(wire format section 14.4; the Kafka side is :mod:`flwire.aggregation.scaleout`).
+Kafka: reassemble updates (whole, split into parts, or streamed: section 14.5,
+decoded as their chunks come), screen and fold them per round, and say which
+offsets (and which commit metadata) may be committed with the partials of the
+folds (wire format section 14.4; the Kafka side is
+:mod:`flwire.aggregation.scaleout`). The intake is synchronous: it drives the
+stream assembler on an event loop of its own, so it must not be called from a
+running event loop (the aggregator calls it from its own thread).
 
 Exactly once rests on two rules:
 
