@@ -49,3 +49,16 @@ def interleave(*updates: list[tuple[bytes, list[tuple[str, bytes]]]]) -> list[Re
 
 def intake(**kwargs: object) -> Intake:
     return Intake(lambda r: REFERENCE if r == 1 else None, **kwargs)  # type: ignore[arg-type]
+
+
+def read_all(it: Intake, log: list[Record]) -> None:
+    for record in log:
+        it.add(record)
+
+
+def read_again_after_an_abort(it: Intake, log: list[Record]) -> None:
+    """The transaction aborted: the intake forgets what it folded, and the
+    partition is read again from its committed offset (none: the start)."""
+    it.reset()
+    it.assigned(TP, None)
+    read_all(it, log)

@@ -7,7 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scaleout_tools import COUNTS, REFERENCE, TOPIC, TP, intake, interleave, records, weights
+from scaleout_tools import (
+    COUNTS,
+    REFERENCE,
+    TOPIC,
+    TP,
+    intake,
+    interleave,
+    read_again_after_an_abort,
+    records,
+    weights,
+)
 
 from flwire import messages as m
 from flwire.aggregation import StreamingFedAvg
@@ -157,10 +167,7 @@ def test_a_verifier_refuses_unsigned_and_forged_updates_and_still_folds_records_
     assert verifier.refusals == {"unsigned": 1, "sender_mismatch": 1}
     assert it.stats["unverified"] == 2
     assert it.commit_point() == {TP: (len(log), "")}
-    it.reset()
-    it.assigned(TP, None)
-    for record in log:
-        it.add(record)
+    read_again_after_an_abort(it, log)
     assert set(it.folds[1].counts) == {"a"}  # read again: folded again, no "replay"
     assert "replay" not in verifier.refusals
 

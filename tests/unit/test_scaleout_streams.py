@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from scaleout_tools import COUNTS, REFERENCE, TOPIC, TP, intake, records, weights
+from scaleout_tools import (
+    COUNTS,
+    REFERENCE,
+    TOPIC,
+    TP,
+    intake,
+    read_again_after_an_abort,
+    records,
+    weights,
+)
 
 from flwire import messages as m
 from flwire import security
@@ -131,10 +140,7 @@ def test_a_stream_read_again_after_an_abort_is_folded_again() -> None:
         for record in log:
             it.add(record)
         assert set(it.folds[1].counts) == {"a"}
-        it.reset()  # the transaction aborted
-        it.assigned(TP, None)
-        for record in log:
-            it.add(record)
+        read_again_after_an_abort(it, log)
         assert set(it.folds[1].counts) == {"a"}
         assert it.stats["folded"] == 2 and it.stats["duplicate_parts"] == 0
         assert it.commit_point() == {TP: (len(log), "")}
@@ -161,10 +167,7 @@ def test_signed_streams_are_verified_and_unknown_or_unsigned_ones_refused() -> N
         assert it.stats["unverified"] == 2
         assert it.commit_point() == {TP: (len(log), "")}
         # Read again after an abort: folded again (no "replay" refusal).
-        it.reset()
-        it.assigned(TP, None)
-        for record in log:
-            it.add(record)
+        read_again_after_an_abort(it, log)
         assert set(it.folds[1].counts) == {"a"}
         assert "replay" not in verifier.refusals
     finally:
