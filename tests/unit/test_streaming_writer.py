@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import crc32c as reference_crc32c
 import numpy as np
+import pytest
 
 from flwire.messages import client_update
 from flwire.tensors import EncodeOptions, read_tensor_map
@@ -78,3 +80,29 @@ def test_a_tensor_that_shrinks_a_little_keeps_its_first_run_compressed_only():
 def test_without_a_codec_every_run_is_raw():
     codecs, _ = _codecs({"w": np.zeros(1 << 18, np.float32)}, "none")
     assert set(codecs["w"]) == {s.CODEC_NONE}
+
+
+@pytest.mark.parametrize(
+    ("compression", "shuffle"), [("none", False), ("zstd", True), ("zstd", False), ("lz4", True)]
+)
+def test_the_seal_s_crc_is_that_of_every_earlier_record(compression: str, shuffle: bool) -> None:
+    """The writer combines each record's CRC-32C (raw elements are not read twice);
+    the seal must still hold the CRC-32C of the records' bytes, computed here by
+    the crc32c package over their concatenation. Compressible and random tensors
+    (raw later runs) alike."""
+    rng = np.random.default_rng(3)
+    state = {
+        "dense": rng.standard_normal(20_000).astype(np.float32),
+        "sparse": np.repeat(np.arange(50, dtype=np.int64), 300),
+        "one": np.array(1.5, dtype=np.float16),
+    }
+    opts = EncodeOptions(stream=True, compression=compression, shuffle=shuffle)
+    msg = client_update("c", 1, state, num_examples=1, options=opts)
+
+    async def values() -> list[bytes]:
+        return [bytes(v) async for v in StreamWriter(msg, 9_000, threads=2).parts()]
+
+    records = asyncio.run(values())
+    seal = parse_part(records[-1]).seal
+    assert seal is not None and seal.part_count == len(records) > 10
+    assert seal.stream_crc32c == reference_crc32c.crc32c(b"".join(records[:-1]))
