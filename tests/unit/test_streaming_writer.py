@@ -1,6 +1,8 @@
-"""The stream writer's choice of codec per run: a tensor whose first run does not
-shrink by MIN_SAVING under the codec has its later runs sent raw; one that does
-keeps the codec for every run. Decoding is bit-exact either way."""
+"""The stream writer's choice of codec per tensor: a tensor whose probe (its
+first PROBE_BYTES) does not shrink by MIN_SAVING under the codec is sent raw,
+first run included; one that does keeps the codec for every run. A first run no
+larger than the probe is compressed whole and chooses for the later runs.
+Decoding is bit-exact either way."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from flwire.tensors import EncodeOptions, read_tensor_map
 from flwire.tensors import schema as s
 from flwire.transport.streaming import StreamAssembler, StreamWriter
 from flwire.transport.streaming.format import parse_part
-from flwire.transport.streaming.writer import MIN_SAVING
+from flwire.transport.streaming.writer import MIN_SAVING, PROBE_BYTES
 from flwire.v1 import tensor_pb2
 
 ZSTD = tensor_pb2.CODEC_ZSTD
@@ -23,11 +25,13 @@ ZSTD = tensor_pb2.CODEC_ZSTD
 LIMIT = 64 << 10  # small records: each tensor below spans many runs
 
 
-def _codecs(state: dict[str, np.ndarray], compression: str) -> tuple[dict[str, list[int]], dict]:
+def _codecs(
+    state: dict[str, np.ndarray], compression: str, limit: int = LIMIT
+) -> tuple[dict[str, list[int]], dict]:
     msg = client_update("c1", 1, state, options=EncodeOptions(stream=True, compression=compression))
 
     async def main():
-        writer = StreamWriter(msg, LIMIT)
+        writer = StreamWriter(msg, limit)
         values = [v async for v in writer.parts()]
         asm = StreamAssembler(threads=1)
         finished = None
@@ -77,6 +81,25 @@ def test_a_tensor_that_shrinks_a_little_keeps_its_first_run_compressed_only():
     assert got["w"].tobytes() == weights.tobytes()
 
 
+def test_runs_above_the_probe_follow_it_first_run_included():
+    rng = np.random.default_rng(7)
+    state = {
+        # ~8 % saving under zstd: below MIN_SAVING, so not one run is compressed.
+        "weights": (rng.standard_normal(1 << 20) * 0.02).astype(np.float32),
+        # 95 % zeros: every run compressed.
+        "sparse": np.where(rng.random(1 << 20) < 0.05, rng.standard_normal(1 << 20), 0).astype(
+            np.float32
+        ),
+    }
+    limit = 1 << 20
+    assert limit > 2 * PROBE_BYTES
+    codecs, got = _codecs(state, "zstd", limit)
+    assert len(codecs["weights"]) >= 4 and set(codecs["weights"]) == {s.CODEC_NONE}
+    assert len(codecs["sparse"]) >= 4 and set(codecs["sparse"]) == {ZSTD}
+    for name, value in state.items():
+        assert got[name].tobytes() == value.tobytes()
+
+
 def test_without_a_codec_every_run_is_raw():
     codecs, _ = _codecs({"w": np.zeros(1 << 18, np.float32)}, "none")
     assert set(codecs["w"]) == {s.CODEC_NONE}
@@ -86,9 +109,9 @@ def test_without_a_codec_every_run_is_raw():
     ("compression", "shuffle"), [("none", False), ("zstd", True), ("zstd", False), ("lz4", True)]
 )
 def test_the_seal_s_crc_is_that_of_every_earlier_record(compression: str, shuffle: bool) -> None:
-    """The writer combines each record's CRC-32C (raw elements are not read twice);
-    the seal must still hold the CRC-32C of the records' bytes, computed here by
-    the crc32c package over their concatenation. Compressible and random tensors
+    """The writer combines each record's CRC-32C (computed on its worker); the
+    seal must hold the CRC-32C of the records' bytes, computed here by the
+    crc32c package over their concatenation. Compressible and random tensors
     (raw later runs) alike."""
     rng = np.random.default_rng(3)
     state = {

@@ -32,10 +32,14 @@ from flwire.v1 import messages_pb2, transfer_pb2
 
 #: Runs being encoded ahead of the one being sent, per worker thread.
 AHEAD_PER_THREAD = 2
-#: A tensor whose first run does not shrink by at least this share under the
-#: codec has its later runs sent raw (dense float weights under zstd shrink by
-#: about 8 %, at twice the CPU time of sending them raw).
+#: A tensor whose probe does not shrink by at least this share under the codec
+#: is sent raw (dense float weights under zstd shrink by about 8 %, at twice the
+#: CPU time of sending them raw).
 MIN_SAVING = 0.10
+#: The probe: this many bytes from a tensor's start, compressed to choose how
+#: the tensor goes. A first run no larger is compressed whole instead (and kept
+#: raw if that did not pay), and then chooses for the later runs.
+PROBE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -112,22 +116,40 @@ class StreamWriter:
         self.raw_done = 0
         self.raw_total = sum(src.raw.nbytes for src in sources)
 
-    def _encode(self, k: int, options: EncodeOptions) -> tuple[bytes, int]:
-        """Run ``k``'s chunk record and its CRC-32C (computed here, on a worker
-        thread: the event loop only combines the records' CRCs)."""
+    def _encode(self, k: int, options: EncodeOptions | None) -> tuple[bytes, int, EncodeOptions]:
+        """Run ``k``'s chunk record, its CRC-32C (computed here, on a worker
+        thread: the event loop only combines the records' CRCs), and the options
+        of its tensor's later runs. ``options`` None: this is the tensor's first
+        run, and the options are chosen here (see :meth:`_choose`)."""
         run = self.runs[k]
-        pieces = encode_elements(self.sources[run.tensor_index], run.start, run.stop, options)
+        src = self.sources[run.tensor_index]
+        chosen = self._choose(run) if options is None else options
+        pieces = encode_elements(src, run.start, run.stop, chosen)
         value = chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
-        return value, crc32c(value)
+        if options is None and self._run_bytes(run) <= PROBE_BYTES:
+            chosen = self._later_runs(value, run)
+        return value, crc32c(value), chosen
+
+    def _choose(self, run: _Run) -> EncodeOptions:
+        """How a tensor goes, from a probe of its first PROBE_BYTES: as asked,
+        unless they shrink by less than MIN_SAVING under the codec; then raw
+        (compressing would cost more CPU time than the bytes it saves take on
+        the wire). A first run no larger than the probe goes as asked."""
+        width = self.sources[run.tensor_index].dtype.itemsize
+        if self.options.codec is None or self._run_bytes(run) <= PROBE_BYTES:
+            return self.options
+        stop = run.start + max(1, PROBE_BYTES // width)
+        probe = encode_elements(self.sources[run.tensor_index], run.start, stop, self.options)
+        size = sum(memoryview(p).nbytes for p in probe)
+        return self.options if size < (1 - MIN_SAVING) * (stop - run.start) * width else self._raw
 
     def _run_bytes(self, run: _Run) -> int:
         return (run.stop - run.start) * self.sources[run.tensor_index].dtype.itemsize
 
     def _later_runs(self, first: bytes, run: _Run) -> EncodeOptions:
-        """How the later runs of a tensor are encoded: as asked, unless its first
-        run (a sample of the tensor) shrank by less than ``MIN_SAVING``; then raw
-        (compressing them would cost more CPU time than the bytes it saves take
-        on the wire)."""
+        """How the later runs of a tensor whose first run was no larger than the
+        probe are encoded: as asked, unless that run shrank by less than
+        ``MIN_SAVING``; then raw."""
         if self.options.codec is None or len(first) < (1 - MIN_SAVING) * self._run_bytes(run):
             return self.options
         return self._raw
@@ -155,7 +177,7 @@ class StreamWriter:
             signer.update(head)
         yield head
         workers = executor(self.workers)
-        ahead: deque[Future[tuple[bytes, int]]] = deque()
+        ahead: deque[Future[tuple[bytes, int, EncodeOptions]]] = deque()
         submitted = 0
         # Per tensor, the options of its later runs: decided by its first run.
         decided: dict[int, EncodeOptions] = {}
@@ -163,15 +185,15 @@ class StreamWriter:
             for k in range(len(self.runs)):
                 while submitted < len(self.runs) and len(ahead) < AHEAD_PER_THREAD * self.workers:
                     run = self.runs[submitted]
-                    options = self.options if run.start == 0 else decided.get(run.tensor_index)
-                    if options is None:
+                    options = decided.get(run.tensor_index)
+                    if run.start and options is None:
                         break  # its tensor's first run is still being encoded
                     ahead.append(workers.submit(self._encode, submitted, options))
                     submitted += 1
-                value, value_crc = await asyncio.wrap_future(ahead.popleft())
+                value, value_crc, chosen = await asyncio.wrap_future(ahead.popleft())
                 run = self.runs[k]
                 if run.start == 0:
-                    decided[run.tensor_index] = self._later_runs(value, run)
+                    decided[run.tensor_index] = chosen
                 crc = crc32c_combine(crc, value_crc, len(value))
                 if signer:
                     signer.update(value)
