@@ -111,18 +111,26 @@ class Worker:
 
 
 def run_load(
-    bootstrap: str, clients: int, procs: int, reps: int, kind: str, wait_s: float, workdir: Path
+    bootstrap: str,
+    clients: int,
+    procs: int,
+    reps: int,
+    kind: str,
+    wait_s: float,
+    workdir: Path,
+    stream: bool = False,
 ) -> list[dict[str, Any]]:
     """Start the server and client processes, run ``reps`` repetitions (a flwire round,
     then the raw transfer), stop them; each repetition's measurements."""
     job = f"load-{uuid.uuid4().hex[:8]}"
-    server = Worker("server", ["server", bootstrap, job, kind, str(clients)], workdir)
+    flag = ["--stream"] if stream else []
+    server = Worker("server", ["server", bootstrap, job, kind, str(clients), *flag], workdir)
     shares = [clients // procs + (p < clients % procs) for p in range(procs)]
     firsts = [sum(shares[:p]) for p in range(procs)]
     workers = [
         Worker(
             f"clients-{p}",
-            ["clients", bootstrap, job, kind, str(firsts[p]), str(shares[p])],
+            ["clients", bootstrap, job, kind, str(firsts[p]), str(shares[p]), *flag],
             workdir,
         )
         for p in range(procs)
@@ -317,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
     model_bytes = raw_size(model(args.model))
     host = host_info()
     load_before = os.getloadavg()
-    print(f"flwire many-clients load over a real Kafka broker ({clients} clients)")
+    how = "streamed transfers" if args.stream else "messages in 1 MB parts"
+    print(f"flwire many-clients load over a real Kafka broker ({clients} clients, {how})")
     print(f"flwire: {library_version()}")
     print(host_line(host))
     broker = None if args.bootstrap else Broker(args.port)
@@ -329,7 +338,9 @@ def run(args: argparse.Namespace) -> int:
             log(f"starting a private Kafka broker on {broker.bootstrap}")
             broker.start()
             bootstrap = broker.bootstrap
-        reps_out = run_load(bootstrap, clients, procs, reps, args.model, args.wait, workdir)
+        reps_out = run_load(
+            bootstrap, clients, procs, reps, args.model, args.wait, workdir, args.stream
+        )
         shutil.rmtree(workdir, ignore_errors=True)  # the workers' logs: kept on a failure
     except BenchError as exc:
         print(f"load benchmark failed: {exc}\n(logs in {workdir})", file=sys.stderr)
@@ -355,7 +366,13 @@ def run(args: argparse.Namespace) -> int:
         doc = {
             "host": host,
             "bootstrap": bootstrap,
-            "settings": {"clients": clients, "procs": procs, "reps": reps, "model": args.model},
+            "settings": {
+                "clients": clients,
+                "procs": procs,
+                "reps": reps,
+                "model": args.model,
+                "stream": args.stream,
+            },
             "model_bytes": model_bytes,
             "fixed_overhead": FIXED_OVERHEAD,
             "load_average_before": load_before,
@@ -392,6 +409,11 @@ def parser() -> argparse.ArgumentParser:
         "env FLWIRE_E2E_KAFKA_PORT)",
     )
     ap.add_argument("--bootstrap", metavar="HOST:PORT", help="use this running broker")
+    ap.add_argument(
+        "--stream",
+        action="store_true",
+        help="clients send their updates as streamed transfers (EncodeOptions(stream=True))",
+    )
     ap.add_argument("--wait", type=float, default=300.0, help="longest wait for a step (s)")
     ap.add_argument("--json", metavar="PATH", help="write every measurement to PATH as JSON")
     return ap

@@ -48,6 +48,7 @@ from benchmarks.e2e.wire import clock, flwire_transport
 from benchmarks.models import StateDict
 from flwire import messages as m
 from flwire.aggregation import StreamingFedAvg
+from flwire.tensors import EncodeOptions
 from flwire.transport import Channel, Delivery, TopicLayout
 from flwire.transport.kafka import KafkaTransport
 
@@ -57,6 +58,8 @@ log = logging.getLogger("e2e-load")
 STEP = 1e-4
 #: How often the server samples what its reassembler holds (s).
 SAMPLE_S = 0.005
+#: Clients send their updates as streamed transfers (``--stream``).
+STREAM = False
 
 
 def model(kind: str) -> StateDict:
@@ -174,7 +177,8 @@ class Server:
             self.changed.set()
 
     def take(self, delivery: Delivery) -> None:
-        msg = m.decode_message(delivery.payload)
+        # A streamed update comes decoded already (payload None).
+        msg = delivery.message or m.decode_message(delivery.payload)
         body = msg.body
         if msg.type == "client_registration":
             self.registered.add(body.client_id)
@@ -196,10 +200,12 @@ class Server:
 
     async def sample(self) -> None:
         """Keep the peak of what the reassembler holds (incomplete transfers)."""
-        reassembler = self.channel.reassembler
+        reassembler, streams = self.channel.reassembler, self.channel.streams
         while True:
-            self.pending_peak = max(self.pending_peak, reassembler.pending_bytes)
-            self.transfers_peak = max(self.transfers_peak, reassembler.pending_transfers)
+            pending = reassembler.pending_bytes + streams.pending_bytes
+            self.pending_peak = max(self.pending_peak, pending)
+            transfers = reassembler.pending_transfers + streams.pending_streams
+            self.transfers_peak = max(self.transfers_peak, transfers)
             await asyncio.sleep(SAMPLE_S)
 
     async def wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
@@ -350,6 +356,7 @@ class Clients:
             trained(self.base, i),
             {"t_start": start},
             num_examples=examples(i),
+            options=EncodeOptions(stream=True) if STREAM else None,
         )
         encoded = clock()
         await channel.send_message(self.layout.updates, update)
@@ -422,6 +429,9 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
     )
+    global STREAM
+    STREAM = "--stream" in argv
+    argv = [a for a in argv if a != "--stream"]
     role, bootstrap, job, kind = argv[:4]
     if role == "server":
         asyncio.run(Server(bootstrap, job, kind, int(argv[4])).main())

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from stream_tools import (
     SMALL_LIMIT,
@@ -461,6 +463,43 @@ def test_max_streams_over_a_channel_refuses_one_and_delivers_the_others() -> Non
     assert event.transfer_id == msgs[2].message_id
     assert event.reason.startswith("refused: 2 streams holding")
     assert channel.stats["dropped_transfers"] == 1
+
+
+def test_without_on_event_a_dropped_stream_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    msgs = [streamed(WEIGHTS, sender=f"client-{i}") for i in range(2)]
+
+    async def main() -> Channel:
+        records = _interleave(*[await _stream_records(m) for m in msgs])
+        broker = InMemoryBroker()
+        await replay(broker, records)
+        channel, got = receiver(broker, streams=StreamAssembler(max_streams=1))
+        channel.on_event = None
+        await drain(channel, got, broker)
+        return channel
+
+    with caplog.at_level(logging.WARNING, "flwire.transport.channel"):
+        channel = run(main())
+    assert channel.stats["dropped_transfers"] == 1
+    assert f"Gave up on transfer {msgs[1].message_id} on t[0]" in caplog.text
+    assert "refused: 1 streams holding" in caplog.text
+
+
+def test_the_default_bound_takes_128_streams_at_once() -> None:
+    """An FL server's clients upload at once: 128 interleaved streams are all
+    delivered with the assembler's defaults (max_streams 1,024)."""
+    msgs = [streamed({"w": WEIGHTS["w"][:64]}, sender=f"client-{i}") for i in range(128)]
+
+    async def main() -> tuple[Received, Channel]:
+        records = _interleave(*[await _stream_records(m) for m in msgs])
+        broker = InMemoryBroker()
+        await replay(broker, records)
+        channel, got = receiver(broker)
+        await drain(channel, got, broker)
+        return got, channel
+
+    got, channel = run(main())
+    assert len(got.messages) == 128 and not got.dropped
+    assert channel.stats["dropped_transfers"] == 0
 
 
 # ----------------------------------------------------------------------------- sender bound

@@ -529,9 +529,19 @@ class Channel:
         parts_total: int,
         total_bytes: int,
     ) -> None:
-        """Count a transfer given up on and report it to ``on_event``."""
+        """Count a transfer given up on and report it to ``on_event`` (logged as
+        a warning too when no ``on_event`` is set: never lost without a word)."""
         self.stats["dropped_transfers"] += 1
         first = tokens[0].record if tokens else None
+        if self.on_event is None:
+            where = f" on {first.topic}[{first.partition}]" if first else ""
+            logger.warning(
+                "Gave up on transfer %s%s (%d parts received): %s",
+                transfer_id,
+                where,
+                parts_received,
+                reason,
+            )
         self.emit(
             TransferDropped(
                 topic=first.topic if first else "",

@@ -122,7 +122,7 @@ class StreamAssembler:
         *,
         max_stream_bytes: int = 16 << 30,
         max_pending_bytes: int = 32 << 30,
-        max_streams: int = 64,
+        max_streams: int = 1024,
         part_timeout: float = 120.0,
         limits: DecodeLimits | None = None,
         threads: int | None = None,
