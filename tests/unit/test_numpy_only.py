@@ -132,6 +132,12 @@ SCRIPT = textwrap.dedent(
     with contextlib.redirect_stderr(stderr):
         report["demo_exit"] = main(["demo", "--rounds", "1"])
     errors["demo"] = stderr.getvalue()
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        report["aggregator_exit"] = main(
+            ["aggregator", "--bootstrap-servers", "127.0.0.1:1", "--job", "j", "--id", "a"]
+        )
+    errors["aggregator"] = stderr.getvalue()
     report["errors"] = errors
     report["loaded"] = sorted(m for m in BLOCKED if m in sys.modules)
     print(json.dumps(report))
@@ -159,3 +165,6 @@ def test_the_core_needs_numpy_only():
     assert report["demo_exit"] == 1
     assert errors["demo"].startswith("flwire demo: the package 'torch'")
     assert "pip install 'flwire[demo]'" in errors["demo"] and "Traceback" not in errors["demo"]
+    assert report["aggregator_exit"] == 1
+    assert errors["aggregator"].startswith("flwire aggregator: the package 'torch'")
+    assert "pip install 'flwire[torch]'" in errors["aggregator"]

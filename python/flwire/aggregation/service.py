@@ -15,12 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from flwire.aggregation.aggregator import Aggregator
-from flwire.aggregation.models import DEFAULT_WAIT_S, BroadcastModels
-from flwire.exceptions import CommunicationException, ConfigurationException
-from flwire.security.trust import load_trust_store
-from flwire.security.verifier import Verifier
-from flwire.transport.layout import TopicLayout
+from flwire import _optional
+
+# Named with its extra when missing (the command then prints that, not a
+# traceback); torch is required by the package itself.
+_optional.require("confluent_kafka")
+
+from flwire.aggregation.aggregator import Aggregator  # noqa: E402
+from flwire.aggregation.models import DEFAULT_WAIT_S, BroadcastModels  # noqa: E402
+from flwire.exceptions import CommunicationException, ConfigurationException  # noqa: E402
+from flwire.security.trust import load_trust_store  # noqa: E402
+from flwire.security.verifier import Verifier  # noqa: E402
+from flwire.transport.layout import TopicLayout  # noqa: E402
 
 
 @dataclass(frozen=True)
