@@ -179,7 +179,7 @@ class StreamWriter:
         workers = executor(self.workers)
         ahead: deque[Future[tuple[bytes, int, EncodeOptions]]] = deque()
         submitted = 0
-        # Per tensor, the options of its later runs: decided by its first run.
+        # Per tensor, the options of its later runs: chosen with its first run.
         decided: dict[int, EncodeOptions] = {}
         try:
             for k in range(len(self.runs)):
