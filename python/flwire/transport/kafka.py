@@ -237,7 +237,11 @@ class _KafkaSubscription(Subscription):
         assert self._consumer is not None
         while not self._closed:
             batch = await self._run(self._fetch)
-            for msg in batch:
+            # Taken from the end of a reversed list, so that a record handled is no
+            # longer held by the batch: a batch can be tens of MB of 1 MB records.
+            batch.reverse()
+            while batch:
+                msg = batch.pop()
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
