@@ -319,20 +319,30 @@ def _interleave(*streams: Sequence[Logged]) -> list[Logged]:
     return out
 
 
+def _receive_interleaved(
+    msgs: Sequence[Any], *, quiet: bool = False, **channel_args: Any
+) -> tuple[Received, Channel]:
+    """Stream ``msgs`` with their records interleaved (as senders writing at once
+    to one partition), and receive them all; ``quiet``: no ``on_event``."""
+
+    async def main() -> tuple[Received, Channel]:
+        records = _interleave(*[await _stream_records(m) for m in msgs])
+        broker = InMemoryBroker()
+        await replay(broker, records)
+        channel, got = receiver(broker, **channel_args)
+        if quiet:
+            channel.on_event = None
+        await drain(channel, got, broker)
+        return got, channel
+
+    return run(main())
+
+
 def test_two_interleaved_streams_both_arrive() -> None:
     a = {"w": random_tensor(torch.float16, (9000,), 3)}
     b = {"w": random_tensor(torch.uint8, (7000,), 4), "s": torch.tensor(1.5)}
     msg_a, msg_b = streamed(a, sender="client-1"), streamed(b, sender="client-2")
-
-    async def main() -> tuple[Received, Channel]:
-        records = _interleave(await _stream_records(msg_a), await _stream_records(msg_b))
-        broker = InMemoryBroker()
-        await replay(broker, records)
-        channel, got = receiver(broker)
-        await drain(channel, got, broker)
-        return got, channel
-
-    got, channel = run(main())
+    got, channel = _receive_interleaved([msg_a, msg_b])
     by_id = {d.message.message_id: d.message for d in got.messages if d.message}
     assert_same_weights(by_id[msg_a.message_id].tensors(), a)
     assert_same_weights(by_id[msg_b.message_id].tensors(), b)
@@ -445,16 +455,7 @@ def test_a_stalled_stream_is_given_up_after_part_timeout() -> None:
 
 def test_max_streams_over_a_channel_refuses_one_and_delivers_the_others() -> None:
     msgs = [streamed(WEIGHTS, sender=f"client-{i}") for i in range(3)]
-
-    async def main() -> tuple[Received, Channel]:
-        records = _interleave(*[await _stream_records(m) for m in msgs])
-        broker = InMemoryBroker()
-        await replay(broker, records)
-        channel, got = receiver(broker, streams=StreamAssembler(max_streams=2))
-        await drain(channel, got, broker)
-        return got, channel
-
-    got, channel = run(main())
+    got, channel = _receive_interleaved(msgs, streams=StreamAssembler(max_streams=2))
     assert sorted(d.message.sender_id for d in got.messages if d.message) == [
         "client-0",
         "client-1",
@@ -467,18 +468,8 @@ def test_max_streams_over_a_channel_refuses_one_and_delivers_the_others() -> Non
 
 def test_without_on_event_a_dropped_stream_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     msgs = [streamed(WEIGHTS, sender=f"client-{i}") for i in range(2)]
-
-    async def main() -> Channel:
-        records = _interleave(*[await _stream_records(m) for m in msgs])
-        broker = InMemoryBroker()
-        await replay(broker, records)
-        channel, got = receiver(broker, streams=StreamAssembler(max_streams=1))
-        channel.on_event = None
-        await drain(channel, got, broker)
-        return channel
-
     with caplog.at_level(logging.WARNING, "flwire.transport.channel"):
-        channel = run(main())
+        _, channel = _receive_interleaved(msgs, quiet=True, streams=StreamAssembler(max_streams=1))
     assert channel.stats["dropped_transfers"] == 1
     assert f"Gave up on transfer {msgs[1].message_id} on t[0]" in caplog.text
     assert "refused: 1 streams holding" in caplog.text
@@ -488,16 +479,7 @@ def test_the_default_bound_takes_128_streams_at_once() -> None:
     """An FL server's clients upload at once: 128 interleaved streams are all
     delivered with the assembler's defaults (max_streams 1,024)."""
     msgs = [streamed({"w": WEIGHTS["w"][:64]}, sender=f"client-{i}") for i in range(128)]
-
-    async def main() -> tuple[Received, Channel]:
-        records = _interleave(*[await _stream_records(m) for m in msgs])
-        broker = InMemoryBroker()
-        await replay(broker, records)
-        channel, got = receiver(broker)
-        await drain(channel, got, broker)
-        return got, channel
-
-    got, channel = run(main())
+    got, channel = _receive_interleaved(msgs)
     assert len(got.messages) == 128 and not got.dropped
     assert channel.stats["dropped_transfers"] == 0
 
