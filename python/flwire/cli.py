@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,12 +76,24 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What a job id, aggregator id or topic prefix may hold: Kafka's topic name characters.
+_TOPIC_PART = re.compile(r"[A-Za-z0-9._-]+")
+
+
 def _aggregator(args: argparse.Namespace) -> int:
     from flwire.aggregation.service import AggregatorOptions, run_aggregator
 
     if args.models_wait <= 0:
         print("flwire aggregator: --models-wait must be above 0", file=sys.stderr)
         return 2
+    for flag, value in (("--job", args.job), ("--id", args.id), ("--prefix", args.prefix)):
+        if not _TOPIC_PART.fullmatch(value):
+            print(
+                f"flwire aggregator: {flag} {value!r} cannot name Kafka topics and groups: "
+                "use letters, digits, '.', '_' and '-' (at least one)",
+                file=sys.stderr,
+            )
+            return 2
     opts = AggregatorOptions(
         bootstrap_servers=args.bootstrap_servers,
         job_id=args.job,

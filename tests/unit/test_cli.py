@@ -336,3 +336,24 @@ def test_aggregator_rejects_a_models_wait_of_zero(capsys):
     argv = ["aggregator", "--bootstrap-servers", "127.0.0.1:1", "--job", "j", "--id", "a"]
     assert main([*argv, "--models-wait", "0"]) == 2
     assert "--models-wait must be above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--id", ""), ("--job", ""), ("--job", "bad job/x"), ("--prefix", "a b")]
+)
+def test_aggregator_refuses_names_kafka_cannot_take(flag, value, capsys):
+    args = {"--job": "j", "--id": "a", "--prefix": "flwire", flag: value}
+    argv = ["aggregator", "--bootstrap-servers", "127.0.0.1:1"]
+    for name, given in args.items():
+        argv += [name, given]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"flwire aggregator: {flag} {value!r} cannot name Kafka topics" in err
+
+
+def test_run_aggregator_reports_a_refused_setting_in_one_line(capsys):
+    from flwire.aggregation.service import AggregatorOptions, run_aggregator
+
+    opts = AggregatorOptions("127.0.0.1:1", "j", "a", models_wait_s=-1.0)
+    assert run_aggregator(opts, io.StringIO()) == 2
+    assert capsys.readouterr().err == "flwire aggregator: wait_s must be >= 0 and keep >= 1\n"

@@ -71,32 +71,40 @@ def run_aggregator(
     layout = TopicLayout(opts.job_id, opts.prefix)
     config = {"bootstrap.servers": opts.bootstrap_servers}
     name = opts.aggregator_id
-    models = BroadcastModels(
-        config,
-        layout,
-        # Global models are read from the topic's start, possibly long after they
-        # were sent: their signature counts, not their age.
-        verifier=(
-            Verifier(trust, timestamp_window_s=None, name=f"{name} (global models)")
-            if trust
-            else None
-        ),
-        wait_s=opts.models_wait_s,
-        name=name,
-    )
+    try:
+        models = BroadcastModels(
+            config,
+            layout,
+            # Global models are read from the topic's start, possibly long after
+            # they were sent: their signature counts, not their age.
+            verifier=(
+                Verifier(trust, timestamp_window_s=None, name=f"{name} (global models)")
+                if trust
+                else None
+            ),
+            wait_s=opts.models_wait_s,
+            name=name,
+        )
+    except ValueError as exc:  # a setting it refuses
+        print(f"flwire aggregator: {exc}", file=sys.stderr)
+        return 2
 
     def folded(round_id: int, client: str) -> None:
         print(f"{name}: round {round_id}: folded the update of {client}", file=out, flush=True)
 
-    aggregator = Aggregator(
-        config,
-        layout,
-        name,
-        models,
-        verifier=Verifier(trust, name=name) if trust else None,
-        commit_interval_s=opts.commit_interval_s,
-        on_fold=folded,
-    )
+    try:
+        aggregator = Aggregator(
+            config,
+            layout,
+            name,
+            models,
+            verifier=Verifier(trust, name=name) if trust else None,
+            commit_interval_s=opts.commit_interval_s,
+            on_fold=folded,
+        )
+    except ValueError as exc:  # a setting it refuses
+        print(f"flwire aggregator: {exc}", file=sys.stderr)
+        return 2
     stop = stop or threading.Event()
     print(
         f"{name}: folding {layout.updates} into {layout.aggregates}, global models from "
