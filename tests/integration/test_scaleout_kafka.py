@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -338,7 +339,17 @@ def test_flwire_aggregator_processes_read_the_global_model_from_the_broadcast(
         )
         for agg_id in ("agg-x", "agg-y")
     ]
+    firsts: list[str] = []
     try:
+        # Each says its first line once it is set up and Ctrl-C / SIGTERM stop it
+        # cleanly (a process still importing torch when the round is over would
+        # die of the SIGTERM below, exit -15).
+        for proc in procs:
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 120)
+            assert ready, "an aggregator said nothing within 120 s"
+            firsts.append(proc.stdout.readline())
+            assert ": folding " in firsts[-1], firsts[-1]
 
         async def send_signed() -> None:
             transport = KafkaTransport(bootstrap, num_partitions=2)
@@ -358,6 +369,7 @@ def test_flwire_aggregator_processes_read_the_global_model_from_the_broadcast(
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+        outputs = [first + rest for first, rest in zip(firsts, outputs, strict=False)]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     assert combiner.clients == {c: n for c, (n, _) in CLIENTS.items()}, outputs
     assert coordinator.stats["overlapping"] == coordinator.stats["refused"] == 0

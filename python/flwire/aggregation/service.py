@@ -6,6 +6,7 @@ the server combines their partials with a
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -106,18 +107,18 @@ def run_aggregator(
         print(f"flwire aggregator: {exc}", file=sys.stderr)
         return 2
     stop = stop or threading.Event()
-    print(
-        f"{name}: folding {layout.updates} into {layout.aggregates}, global models from "
-        f"{layout.broadcast} (Ctrl-C to stop)",
-        file=out,
-        flush=True,
-    )
+    in_main = threading.current_thread() is threading.main_thread()
     models.start()
     try:
-        if threading.current_thread() is threading.main_thread():
-            with _stopped_by_signals(stop):
-                aggregator.run(stop)
-        else:
+        with _stopped_by_signals(stop) if in_main else contextlib.nullcontext():
+            # Said once Ctrl-C and SIGTERM stop it cleanly (a supervisor may wait
+            # for this line).
+            print(
+                f"{name}: folding {layout.updates} into {layout.aggregates}, global "
+                f"models from {layout.broadcast} (Ctrl-C to stop)",
+                file=out,
+                flush=True,
+            )
             aggregator.run(stop)
     except CommunicationException as exc:
         print(f"{name}: stopped: {exc}", file=sys.stderr, flush=True)
