@@ -209,14 +209,12 @@ class Intake:
         for gone in failed:
             if gone.duplicate:
                 self.stats["duplicate_parts"] += 1
-            elif not gone.transfer_id:
+            elif gone.unreadable:
                 self.stats["bad_parts"] += 1
                 logger.error("Skipped a bad stream record: %s", gone.reason)
             else:
                 self.stats["dropped_transfers"] += 1
-                logger.error(
-                    "Gave up on streamed update %s: %s", gone.transfer_id or "?", gone.reason
-                )
+                logger.error("Gave up on streamed update %s: %s", gone.transfer_id, gone.reason)
             self._finish(gone.tokens)
 
     def expire(self) -> None:

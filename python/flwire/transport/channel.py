@@ -450,7 +450,7 @@ class Channel:
             if drop.duplicate:
                 self.stats["duplicates"] += 1
                 continue
-            if not drop.transfer_id:
+            if drop.unreadable:
                 self.stats["bad_records"] += 1
                 logger.error("Skipped a bad stream record: %s", drop.reason)
                 continue

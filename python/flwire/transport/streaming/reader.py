@@ -79,6 +79,11 @@ class Failed:
     total_bytes: int = 0
     duplicate: bool = False
 
+    @property
+    def unreadable(self) -> bool:
+        """A record that is not a stream part at all: no transfer to name."""
+        return not self.transfer_id
+
 
 def _decode_chunk(value: Any, rec: Any, out: np.ndarray) -> tuple[int, int]:
     """A worker's job for one chunk: decode its elements into place; return the
@@ -389,9 +394,10 @@ class StreamAssembler:
 
     @staticmethod
     def _failed_chunk(stream: _Stream) -> BaseException | None:
-        """Drop the stream's finished decode jobs from the front; the error of the
-        first that failed (the stream is then given up on at once, not at its
-        seal, so its buffers are not held for the rest of the transfer)."""
+        """Settle the stream's finished decode jobs from the front, combining
+        their records' CRCs into the stream's; the error of the first that
+        failed (the stream is then given up on at once, not at its seal, so its
+        buffers are not held for the rest of the transfer)."""
         while stream.jobs and stream.jobs[0].done():
             job = stream.jobs.popleft()
             error = None if job.cancelled() else job.exception()
@@ -416,24 +422,24 @@ class StreamAssembler:
         self, stream: _Stream, seal: transfer_pb2.StreamSeal
     ) -> tuple[Finished | None, list[Failed]]:
         ident = stream.transfer_id
-        errors: list[BaseException] = []
         if stream.jobs:
             # Waited for without raising: a job given up on (cancelled) meanwhile
-            # must not end this call with a CancelledError.
+            # must not end this call with a CancelledError. Their errors are taken
+            # from the jobs below; the wrappers' are marked read.
             waiting = [asyncio.wrap_future(job) for job in stream.jobs]
             await asyncio.wait(waiting)
-            errors = [e for w in waiting if not w.cancelled() and (e := w.exception())]
+            for wrapper in waiting:
+                if not wrapper.cancelled():
+                    wrapper.exception()
         if self._streams.get(ident) is not stream:
             # Given up on while its chunks were decoding (expire() or another receive
             # loop on this assembler): reported there, with this seal's token.
             return None, []
-        for error in errors:
-            if isinstance(error, SerializationException):
-                return None, [self._give_up(ident, f"a chunk did not decode: {error}")]
-            raise error
-        for job in stream.jobs:  # in order: the records' CRCs combine into the stream's
-            stream.crc = crc32c_combine(stream.crc, *job.result())
-        stream.jobs.clear()
+        # Every job is done: this settles them all, in order, their records' CRCs
+        # combined into the stream's.
+        failed = self._failed_chunk(stream)
+        if failed is not None:
+            return None, [self._give_up(ident, f"a chunk did not decode: {failed}")]
         count = stream.next_index
         if seal.part_count != count:
             return None, [
