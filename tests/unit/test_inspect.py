@@ -313,7 +313,7 @@ def test_columns_metrics_parts_and_lossy_sizes():
         3,
         {"w": torch.randn(300, 300), "b": torch.zeros(3)},
         {"loss": 0.5, "acc": 0.9},
-        options=EncodeOptions(lossy=LossyConfig("float16")),
+        options=EncodeOptions(lossy=LossyConfig("float16"), min_saving=0.0),
     )
     rc, text = _inspect(msg.to_bytes())
     assert rc == 0

@@ -43,6 +43,11 @@ _CRC_KEY = field_key(s.T_CRC32C, I32)
 _HEADER_BOUND = 256
 #: The most bytes a UTF-8 character or a shape varint takes.
 _UTF8_MAX, _VARINT_MAX = 4, 10
+#: The probe: a tensor larger than this is first judged on its first PROBE_BYTES,
+#: compressed; one that does not save ``EncodeOptions.min_saving`` there is not
+#: compressed at all. A tensor no larger is compressed whole, and kept raw if
+#: that did not save ``min_saving``.
+PROBE_BYTES = 64 << 10
 
 
 def _tensor_header(
@@ -93,19 +98,53 @@ class _Job:
     start: int
     end: int
     last: bool
+    compress: bool
 
 
-def _jobs(sources: list[Source], compress: bool) -> list[_Job]:
+def _jobs(sources: list[Source], compress: list[bool]) -> list[_Job]:
     jobs = []
     for i, src in enumerate(sources):
         n = src.raw.nbytes
-        bounds = codecs.frame_bounds(n) if compress and n else [(0, n)]
-        jobs += [_Job(i, a, b, k == len(bounds) - 1) for k, (a, b) in enumerate(bounds)]
+        bounds = codecs.frame_bounds(n) if compress[i] and n else [(0, n)]
+        jobs += [
+            _Job(i, a, b, k == len(bounds) - 1, compress[i]) for k, (a, b) in enumerate(bounds)
+        ]
     return jobs
 
 
 def _shuffles(src: Source, options: EncodeOptions) -> bool:
     return options.shuffle and src.dtype.itemsize > 1
+
+
+def _filtered(src: Source, options: EncodeOptions, start: int, end: int) -> Any:
+    """Bytes ``[start, end)`` of the tensor as the codec takes them (shuffled or not)."""
+    if _shuffles(src, options):
+        return shuffle.shuffled_slice(src.raw, src.dtype.itemsize, start, end)
+    return src.raw[start:end]
+
+
+def pays(stored: int, raw: int, options: EncodeOptions) -> bool:
+    """Whether ``raw`` bytes stored as ``stored`` compressed bytes save at least
+    ``options.min_saving`` (and at least one byte)."""
+    return stored < raw and stored <= (1.0 - options.min_saving) * raw
+
+
+def compresses(src: Source, options: EncodeOptions) -> bool:
+    """Whether ``src`` is worth compressing with ``options``' codec: a tensor
+    above :data:`PROBE_BYTES` is judged on its first PROBE_BYTES (whole
+    elements), compressed on the calling thread; a smaller one is (it is
+    compressed whole, then kept raw unless that paid), and so is every tensor
+    when ``min_saving`` is 0 (any saving is kept: no probe)."""
+    codec = options.codec
+    n = src.raw.nbytes
+    if codec is None or not n:
+        return False
+    if n <= PROBE_BYTES or options.min_saving <= 0.0:
+        return True
+    width = src.dtype.itemsize
+    end = max(width, PROBE_BYTES // width * width)
+    frame = codec.compress(_filtered(src, options, 0, end), options.codec_level)
+    return pays(len(frame), end, options)
 
 
 def _run_job(src: Source, job: _Job, options: EncodeOptions) -> tuple[int | None, bytes | None]:
@@ -116,13 +155,9 @@ def _run_job(src: Source, job: _Job, options: EncodeOptions) -> tuple[int | None
     if job.start == 0:
         crc = crc32c(raw) if raw.nbytes else 0
     codec = options.codec
-    if codec is None or not raw.nbytes:
+    if codec is None or not job.compress or not raw.nbytes:
         return crc, None
-    if _shuffles(src, options):
-        filtered = shuffle.shuffled_slice(raw, src.dtype.itemsize, job.start, job.end)
-    else:
-        filtered = raw[job.start : job.end]
-    return crc, codec.compress(filtered, options.codec_level)
+    return crc, codec.compress(_filtered(src, options, job.start, job.end), options.codec_level)
 
 
 def _metadata_bytes(metadata: Mapping[str, str]) -> list[bytes]:
@@ -168,8 +203,8 @@ class _Assembler:
         data_len = src.raw.nbytes
         framed = sum(len(f) for f in frames)
         frame_codec = self.options.codec
-        if frames and frame_codec is not None and framed < data_len:
-            # (else keep it raw: compression did not pay)
+        if frames and frame_codec is not None and pays(framed, data_len, self.options):
+            # (else keep it raw: compression did not save options.min_saving)
             codec = frame_codec.wire
             filt = s.FILTER_BYTE_SHUFFLE if _shuffles(src, self.options) else s.FILTER_NONE
             data, data_len = frames, framed
@@ -201,12 +236,23 @@ def _max_encoded_size(sources: list[Source], metadata: list[bytes]) -> int:
 
 
 def _encode(
-    sink: Callable[[Any], Any], sources: list[Source], options: EncodeOptions, metadata: list[bytes]
+    sink: Callable[[Any], Any],
+    sources: list[Source],
+    options: EncodeOptions,
+    metadata: list[bytes],
+    *,
+    probe: bool = True,
 ) -> None:
     """Pass the buffers whose concatenation is the TensorMap to ``sink``, in
     order, as the (parallel) compression finishes each tensor; ``sink`` may be
-    called from a worker thread, never from two at once."""
-    jobs = _jobs(sources, options.codec is not None)
+    called from a worker thread, never from two at once. ``probe``: judge each
+    tensor above PROBE_BYTES on its start first (see :func:`compresses`); else
+    every tensor is compressed, and kept raw unless that paid."""
+    if probe:
+        compress = [compresses(src, options) for src in sources]
+    else:
+        compress = [options.codec is not None] * len(sources)
+    jobs = _jobs(sources, compress)
 
     def work(j: int) -> tuple[_Job, int | None, bytes | None]:
         job = jobs[j]
@@ -271,20 +317,27 @@ def encode_tensor_map(
     shuffle: bool | None = None,
     threads: int | None = None,
     lossy: Any = None,
+    min_saving: float | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> bytes:
     """Encode a state dict (numpy arrays and/or torch tensors) as TensorMap bytes.
 
     ``options`` (an :class:`EncodeOptions`) says how; the keywords
-    ``compression``, ``level``, ``shuffle``, ``threads`` and ``lossy`` override
-    single options of it (see :class:`EncodeOptions`). By default each tensor is
-    zstd-compressed (level 1, on every core) and kept raw where that does not
-    make it smaller. Tensors on another device are copied to the CPU;
-    non-contiguous tensors are made contiguous. ``metadata`` is a str -> str
-    map stored beside the tensors.
+    ``compression``, ``level``, ``shuffle``, ``threads``, ``lossy`` and
+    ``min_saving`` override single options of it (see :class:`EncodeOptions`).
+    By default each tensor is zstd-compressed (level 1, on every core) and kept
+    raw where that does not make it at least 10 % smaller. Tensors on another
+    device are copied to the CPU; non-contiguous tensors are made contiguous.
+    ``metadata`` is a str -> str map stored beside the tensors.
     """
     opts = resolve(
-        options, compression=compression, level=level, shuffle=shuffle, threads=threads, lossy=lossy
+        options,
+        compression=compression,
+        level=level,
+        shuffle=shuffle,
+        threads=threads,
+        lossy=lossy,
+        min_saving=min_saving,
     )
     # Each piece is copied into the output as soon as it is ready and then
     # dropped, so compressed frames never all sit in memory beside the output.
@@ -301,11 +354,13 @@ def encode_elements(src: Source, start: int, stop: int, options: EncodeOptions) 
     """The TensorMap pieces (concatenated: the map) of one unnamed 1-D tensor
     holding elements ``[start, stop)`` of ``src`` (row-major), encoded on the
     calling thread with ``options``' codec and filter: one chunk of a streamed
-    tensor (wire format section 14.5). ``src`` must not be lossy."""
+    tensor (wire format section 14.5). ``src`` must not be lossy. No probe: the
+    caller chose ``options`` for the tensor (a chunk that does not save
+    ``min_saving`` still goes raw)."""
     if src.lossy is not None or options.lossy is not None:
         raise SerializationException("a streamed tensor cannot be lossy-encoded (yet)")
     width = src.dtype.itemsize
     piece = Source("", src.dtype, (stop - start,), src.raw[start * width : stop * width])
     pieces: list[Any] = []
-    _encode(pieces.append, [piece], options, [])
+    _encode(pieces.append, [piece], options, [], probe=False)
     return pieces

@@ -18,7 +18,16 @@ class EncodeOptions:
     - ``compression``: a registered frame codec (``"zstd"``, the default, or
       ``"lz4"``: faster to decode, larger) or ``"none"`` (raw: decodes as
       zero-copy views). A tensor is kept raw when compressing does not make
-      it smaller.
+      it at least ``min_saving`` smaller.
+    - ``min_saving``: the share of a tensor's bytes compression must save for
+      the tensor to be stored compressed (default 0.10). Below it the tensor
+      goes raw: dense float weights under zstd save about 8 %, and compressing
+      and decompressing them costs more CPU time than the saved bytes take on
+      a fast network (measured: ``benchmarks.e2e.load``). A tensor above
+      64 KiB (``flwire.tensors.encode.PROBE_BYTES``) is judged first on its
+      start, so that one that will not pay is not compressed at all. With
+      0.0 every tensor is compressed whole and kept so if that saves any byte
+      (slow links, storage).
     - ``level``: the codec's level (None: its default; zstd 1, lz4 0).
     - ``shuffle``: byte-shuffle multi-byte dtypes first (smaller floats).
     - ``threads``: cores to use (None: all; 1: the calling thread only).
@@ -34,6 +43,7 @@ class EncodeOptions:
 
     compression: str = "zstd"
     level: int | None = None
+    min_saving: float = 0.10
     shuffle: bool = False
     threads: int | None = None
     lossy: LossyConfig | None = None
@@ -44,6 +54,14 @@ class EncodeOptions:
             codecs.by_name(self.compression)  # refuses an unknown name, listing the known ones
         if self.level is not None and not isinstance(self.level, int):
             raise SerializationException(f"level must be an int or None, got {self.level!r}")
+        if (
+            not isinstance(self.min_saving, (int, float))
+            or isinstance(self.min_saving, bool)
+            or not 0.0 <= self.min_saving < 1.0
+        ):
+            raise SerializationException(
+                f"min_saving must be a number in [0, 1), got {self.min_saving!r}"
+            )
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise SerializationException(
                 f"threads must be a positive int or None, got {self.threads!r}"

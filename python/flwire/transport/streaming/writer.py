@@ -23,7 +23,7 @@ from typing import Any, cast
 from flwire._protowire import crc32c, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
-from flwire.tensors.encode import encode_elements
+from flwire.tensors.encode import PROBE_BYTES, compresses, encode_elements, pays
 from flwire.tensors.options import EncodeOptions
 from flwire.tensors.parallel import default_threads, executor
 from flwire.tensors.sources import Source
@@ -32,14 +32,6 @@ from flwire.v1 import messages_pb2, transfer_pb2
 
 #: Runs being encoded ahead of the one being sent, per worker thread.
 AHEAD_PER_THREAD = 2
-#: A tensor whose probe does not shrink by at least this share under the codec
-#: is sent raw (dense float weights under zstd shrink by about 8 %, at twice the
-#: CPU time of sending them raw).
-MIN_SAVING = 0.10
-#: The probe: this many bytes from a tensor's start, compressed to choose how
-#: the tensor goes. A first run no larger is compressed whole instead (and kept
-#: raw if that did not pay), and then chooses for the later runs.
-PROBE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -131,26 +123,24 @@ class StreamWriter:
         return value, crc32c(value), chosen
 
     def _choose(self, run: _Run) -> EncodeOptions:
-        """How a tensor goes, from a probe of its first PROBE_BYTES: as asked,
-        unless they shrink by less than MIN_SAVING under the codec; then raw
-        (compressing would cost more CPU time than the bytes it saves take on
-        the wire). A first run no larger than the probe goes as asked."""
-        width = self.sources[run.tensor_index].dtype.itemsize
-        if self.options.codec is None or self._run_bytes(run) <= PROBE_BYTES:
+        """How a tensor goes, from its first run: as asked, unless a probe of its
+        first PROBE_BYTES does not save ``min_saving`` under the codec
+        (:func:`flwire.tensors.encode.compresses`); then raw. A first run no
+        larger than the probe goes as asked."""
+        if self._run_bytes(run) <= PROBE_BYTES:
             return self.options
-        stop = run.start + max(1, PROBE_BYTES // width)
-        probe = encode_elements(self.sources[run.tensor_index], run.start, stop, self.options)
-        size = sum(memoryview(p).nbytes for p in probe)
-        return self.options if size < (1 - MIN_SAVING) * (stop - run.start) * width else self._raw
+        return (
+            self.options if compresses(self.sources[run.tensor_index], self.options) else self._raw
+        )
 
     def _run_bytes(self, run: _Run) -> int:
         return (run.stop - run.start) * self.sources[run.tensor_index].dtype.itemsize
 
     def _later_runs(self, first: bytes, run: _Run) -> EncodeOptions:
         """How the later runs of a tensor whose first run was no larger than the
-        probe are encoded: as asked, unless that run shrank by less than
-        ``MIN_SAVING``; then raw."""
-        if self.options.codec is None or len(first) < (1 - MIN_SAVING) * self._run_bytes(run):
+        probe are encoded: as asked, unless that run did not save ``min_saving``;
+        then raw."""
+        if self.options.codec is None or pays(len(first), self._run_bytes(run), self.options):
             return self.options
         return self._raw
 
