@@ -373,3 +373,43 @@ def test_flwire_demo_sign_turns_signing_on(monkeypatch: pytest.MonkeyPatch) -> N
     assert cli.main(["demo", "--clients", "2", "--rounds", "1", "--sign"]) == 0
     assert cli.main(["demo", "--clients", "2", "--rounds", "1"]) == 0
     assert [o.sign for o in seen] == [True, False]
+
+
+def test_streamed_updates_are_verified_by_their_seal_and_folded() -> None:
+    """A client that sends with EncodeOptions(stream=True) gets its update folded:
+    the server verifies the stream's seal signature, as it verifies a whole
+    message's. Before, a streamed update had no payload bytes to verify and was
+    refused as undecodable. Unsigned and forged streams are refused and named."""
+    from flwire.security import sign_in_place
+    from flwire.security.signing import StreamSigner
+    from flwire.tensors import EncodeOptions
+    from flwire.transport import Channel
+
+    server = _server(max_wait_time=0.2)
+    stream = EncodeOptions(stream=True)
+    near = _shifted(server, 0.001)
+    good = messages.client_update("client-1", 1, near, num_examples=10, options=stream)
+    sign_in_place(good, "client-1", KEYS["client-1"])
+    unsigned = messages.client_update("client-2", 1, near, num_examples=10, options=stream)
+    forged = messages.client_update("client-2", 1, near, num_examples=10, options=stream)
+    forged.sign_stream(lambda: StreamSigner("client-2", KEYS["client-1"]))
+
+    async def main() -> None:
+        await server.transport.start()
+        listener = asyncio.create_task(server._listen())
+        assert isinstance(server.transport, InMemoryTransport)
+        sender = Channel(InMemoryTransport(server.transport.broker))
+        await sender.transport.start()
+        for msg in (unsigned, forged, good):
+            await sender.send_message(server.layout.updates, msg)
+        while "client-1" not in server.state.updates.get(1, {}) or len(server.refusals) < 2:
+            await asyncio.sleep(0.01)
+        assert sender.stats["sent_parts"] > 3 * 3  # three streams of several records
+        listener.cancel()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert server.state.updates == {1: {"client-1": 10}}
+    assert server.refusals == {"unsigned": 1, "bad_signature": 1}
+    assert set(server.state.unverified[1]) == {"client-2"}
+    fold = server.state.folds[1]
+    assert fold is not None and fold.counts == {"client-1": 10}

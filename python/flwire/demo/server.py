@@ -48,7 +48,7 @@ from flwire.demo.training import DEFAULT_CONFIG, evaluate
 from flwire.exceptions import AggregationException, RefusedMessageError, SerializationException
 from flwire.messages import SERVER_ID, value_map_to_dict
 from flwire.security import TrustStore, Verifier, sign_in_place
-from flwire.transport import Channel, TopicLayout, Transport
+from flwire.transport import Channel, Delivery, TopicLayout, Transport
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -185,7 +185,7 @@ class FedAvgServer:
     async def _listen(self) -> None:
         topics = [self.layout.updates, self.layout.control]
         async for delivery in self.channel.receive(topics, self.layout.server_group()):
-            await self.accept(delivery.payload)
+            await self.accept_delivery(delivery)
             await delivery.done()
 
     async def accept(self, payload: Any) -> str | None:
@@ -194,22 +194,34 @@ class FedAvgServer:
         try:
             msg = await self.verifier.averify(payload)
         except RefusedMessageError as exc:
-            self.verifier.refuse(exc)
-            self._note_refused(exc, payload)
-            return exc.reason
+            return self._refused(exc, _claimed(payload))
         # The verifier checked and marked the id in the same step as this record (no
         # await between), so two concurrent deliveries of one message count once.
         self._record(msg)
         return None
 
-    def _note_refused(self, exc: RefusedMessageError, payload: Any) -> None:
-        """Name a refused client update in its round's summary, under the client it
-        claims to come from (its weights left unread)."""
-        msg = _claimed(payload)
-        if msg is not None and msg.type == "client_update":
-            claimed = self.state.unverified.setdefault(self.current_round, {})
-            claimed[msg.body.client_id] = f"{exc.reason}: {exc}"
+    async def accept_delivery(self, delivery: Delivery) -> str | None:
+        """:meth:`accept` for a delivery of the server's Channel: its payload, or,
+        for a streamed transfer (``EncodeOptions(stream=True)``), its message and
+        its seal's signature."""
+        if not delivery.streamed:
+            return await self.accept(delivery.payload)
+        try:
+            msg = await delivery.verify(self.verifier)
+        except RefusedMessageError as exc:
+            return self._refused(exc, delivery.message)
+        self._record(msg)
+        return None
+
+    def _refused(self, exc: RefusedMessageError, claimed: m.Message | None) -> str:
+        """Log and count a refusal, and name a refused client update in its round's
+        summary, under the client it claims to come from (its weights left unread)."""
+        self.verifier.refuse(exc)
+        if claimed is not None and claimed.type == "client_update":
+            named = self.state.unverified.setdefault(self.current_round, {})
+            named[claimed.body.client_id] = f"{exc.reason}: {exc}"
             self.state.changed.set()
+        return exc.reason
 
     def _record(self, msg: m.Message) -> None:
         body = msg.body

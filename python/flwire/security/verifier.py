@@ -170,6 +170,23 @@ class Verifier:
             self.refuse(exc)
             return None
 
+    def verify_streamed(
+        self,
+        msg: Message,
+        signature: pb.Signature | None,
+        digest: bytes | None,
+        *,
+        remember: bool = True,
+    ) -> Message:
+        """All the checks of a message that came as a streamed transfer (wire
+        format 14.5): its seal's ``signature`` over the ``digest`` of its records
+        (None: unsigned), then those of :meth:`check` (``remember`` as there).
+        Raises RefusedMessageError."""
+        key_id = None
+        if self.trust is not None:
+            key_id = verify_stream(signature, digest, self.trust, required=self.require_signatures)
+        return self.check_message(msg, key_id, remember=remember)
+
     def admit_streamed(
         self,
         msg: Message,
@@ -178,17 +195,10 @@ class Verifier:
         *,
         remember: bool = True,
     ) -> Message | None:
-        """Check a message that came as a streamed transfer (wire format 14.5):
-        its seal's ``signature`` over the ``digest`` of its records (None:
-        unsigned), then the checks of :meth:`check` (``remember`` as there). A
-        refusal is logged and counted, and None returned."""
+        """:meth:`verify_streamed`, with a refusal logged and counted instead of
+        raised (None returned)."""
         try:
-            key_id = None
-            if self.trust is not None:
-                key_id = verify_stream(
-                    signature, digest, self.trust, required=self.require_signatures
-                )
-            return self.check_message(msg, key_id, remember=remember)
+            return self.verify_streamed(msg, signature, digest, remember=remember)
         except RefusedMessageError as exc:
             self.refuse(exc)
             return None

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flwire._protowire import Segments, byte_view
-from flwire.exceptions import CommunicationException, SerializationException
+from flwire.exceptions import CommunicationException, RefusedMessageError, SerializationException
 from flwire.messages import Message
 from flwire.transport.base import Headers, Record, Subscription, Transport, last_header
 from flwire.transport.chunking import (
@@ -116,6 +116,22 @@ class Delivery:
     def header(self, name: str) -> bytes | None:
         """The last value of a header, or None."""
         return last_header(self.headers, name)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether it came as a streamed transfer: ``payload`` is None and
+        ``message`` holds the message, its weights decoded as they came."""
+        return self.payload is None and self.message is not None
+
+    async def verify(self, verifier: Verifier) -> Message:
+        """Check it with ``verifier`` (:meth:`Verifier.averify` on its payload;
+        for a streamed transfer, :meth:`Verifier.verify_streamed` with its seal's
+        signature) and return the verified message. Raises RefusedMessageError,
+        neither logged nor counted (``verifier.refuse(exc)`` does both)."""
+        if self.streamed:
+            assert self.message is not None
+            return verifier.verify_streamed(self.message, self._signature, self._digest)
+        return await verifier.averify(self.payload)
 
     @property
     def message_id(self) -> str | None:
@@ -422,13 +438,11 @@ class Channel:
     async def _verify(self, delivery: Delivery, verifier: Verifier) -> bool:
         """Verify a delivery: set its message, or count its refusal (the verifier
         logs it)."""
-        if delivery.payload is None and delivery.message is not None:
-            delivery.message = verifier.admit_streamed(
-                delivery.message, delivery._signature, delivery._digest
-            )
-        else:
-            delivery.message = await verifier.admit(delivery.payload)
-        if delivery.message is None:
+        try:
+            delivery.message = await delivery.verify(verifier)
+        except RefusedMessageError as exc:
+            verifier.refuse(exc)
+            delivery.message = None
             self.stats["refused"] += 1
             return False
         return True
