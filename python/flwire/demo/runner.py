@@ -554,7 +554,12 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = N
     console.line(
         f"encode {w['encode_seconds_per_message'] * 1e3:.1f} ms, decode "
         f"{w['decode_seconds_per_message'] * 1e3:.1f} ms per weights message "
-        f"(compression ratio {w['compression_ratio'] or 0:.3f})"
+        f"(compression ratio {w['compression_ratio'] or 0:.3f}"
+        + (
+            ": mostly raw, as zstd saves dense float32 weights under min_saving, 10 %)"
+            if (w["compression_ratio"] or 0) < 1.005
+            else ")"
+        )
     )
     if extra["refusals"]:
         counts = ", ".join(f"{n} {why}" for why, n in sorted(extra["refusals"].items()))
