@@ -30,7 +30,7 @@ from flwire.transport import (
     InMemoryTransport,
     TransferDropped,
 )
-from flwire.transport.streaming import STREAM_HEADER, StreamWriter
+from flwire.transport.streaming import STREAM_HEADER, StreamAssembler, StreamWriter
 
 T = TypeVar("T")
 
@@ -124,6 +124,19 @@ class FakeClock:
 async def stream_values(msg: Message, max_value_bytes: int = SMALL_LIMIT) -> list[bytes]:
     """The record values of ``msg`` as a streamed transfer (head, chunks, seal)."""
     return [bytes(v) async for v in StreamWriter(msg, max_value_bytes, threads=1).parts()]
+
+
+async def assembled(values: Sequence[bytes]) -> Message:
+    """The message a StreamAssembler makes of a stream's record values, given in
+    order; fails if any record is refused or the stream does not finish."""
+    asm = StreamAssembler(threads=1)
+    finished = None
+    for token, value in enumerate(values):
+        done, failed = await asm.add(value, token)
+        assert failed == []
+        finished = done or finished
+    assert finished is not None
+    return finished.message
 
 
 @dataclass

@@ -9,11 +9,12 @@ import asyncio
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stream_tools import assembled
 
 from flwire import EncodeOptions, decode_tensor_map, encode_tensor_map, read_tensor_map
 from flwire.messages import client_update
 from flwire.tensors.encode import PROBE_BYTES
-from flwire.transport.streaming import StreamAssembler, StreamWriter
+from flwire.transport.streaming import StreamWriter
 from flwire.v1 import tensor_pb2
 
 RAW = tensor_pb2.CODEC_UNSPECIFIED
@@ -63,14 +64,7 @@ def test_streams_decode_exactly_whatever_min_saving(data, min_saving):
 
     async def main() -> np.ndarray:
         values = [v async for v in StreamWriter(msg, 48 << 10).parts()]
-        asm = StreamAssembler(threads=1)
-        finished = None
-        for i, value in enumerate(values):
-            done, failed = await asm.add(value, i)
-            assert failed == []
-            finished = done or finished
-        assert finished is not None
-        out: np.ndarray = finished.message.tensors(as_numpy=True)["x"]
+        out: np.ndarray = (await assembled(values)).tensors(as_numpy=True)["x"]
         return out
 
     assert asyncio.run(main()).tobytes() == data.tobytes()

@@ -11,12 +11,13 @@ import asyncio
 import crc32c as reference_crc32c
 import numpy as np
 import pytest
+from stream_tools import assembled
 
 from flwire.messages import client_update
 from flwire.tensors import EncodeOptions, read_tensor_map
 from flwire.tensors import schema as s
 from flwire.tensors.encode import PROBE_BYTES
-from flwire.transport.streaming import StreamAssembler, StreamWriter
+from flwire.transport.streaming import StreamWriter
 from flwire.transport.streaming.format import parse_part
 from flwire.v1 import tensor_pb2
 
@@ -34,14 +35,7 @@ def _codecs(
     async def main():
         writer = StreamWriter(msg, limit)
         values = [v async for v in writer.parts()]
-        asm = StreamAssembler(threads=1)
-        finished = None
-        for i, value in enumerate(values):
-            done, failed = await asm.add(value, i)
-            assert failed == []
-            finished = done or finished
-        assert finished is not None
-        return values, finished.message.tensors(as_numpy=True)
+        return values, (await assembled(values)).tensors(as_numpy=True)
 
     values, got = asyncio.run(main())
     names = list(state)
