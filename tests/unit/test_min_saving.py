@@ -12,7 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flwire import EncodeOptions, decode_tensor_map, encode_tensor_map, read_tensor_map
+from flwire import (
+    EncodeOptions,
+    LossyConfig,
+    decode_tensor_map,
+    encode_tensor_map,
+    read_tensor_map,
+)
 from flwire.exceptions import SerializationException
 from flwire.messages import client_update, decode_message
 from flwire.tensors import codecs
@@ -93,6 +99,35 @@ def test_a_tensor_whose_probe_does_not_pay_is_not_compressed_at_all(
     blob = encode_tensor_map({"s": s}, threads=1)
     assert seen == [PROBE_BYTES, codecs.FRAME_BYTES, codecs.FRAME_BYTES]
     assert _stored(blob)["s"][0] == ZSTD
+
+
+@pytest.mark.parametrize(
+    ("lossy", "shuffle"),
+    [
+        (None, False),  # saves ~7.6 %: raw
+        (None, True),  # ~16 %: zstd (a 64 KiB shuffled probe saw only 7.6 %)
+        ("float16", False),  # ~8 %: raw
+        ("float16", True),  # ~16 %: zstd
+        ("bfloat16", False),  # ~22 %: zstd
+        ("int8", False),  # ~5 %: raw
+        ("topk", False),  # ~15 %: zstd
+    ],
+)
+def test_the_probe_judges_as_the_whole_tensor_would(lossy: str | None, shuffle: bool) -> None:
+    """The probe's choice is the one the whole tensor's saving makes. A shuffled
+    probe is filtered as a tensor of its own and is larger: the first bytes of
+    a whole-tensor shuffle are the floats' low bytes only (0 % saved), and small
+    byte planes compress worse than whole ones."""
+    weights = _weights(1 << 21)
+    config = LossyConfig(lossy, min_elements=0) if lossy else None  # type: ignore[arg-type]
+    whole = read_tensor_map(
+        encode_tensor_map({"w": weights}, lossy=config, shuffle=shuffle, min_saving=0.0)
+    ).records[0]
+    saved = 1 - len(whole.data) / whole.raw_size
+    assert abs(saved - 0.10) > 0.015  # clear of the threshold either way
+    blob = encode_tensor_map({"w": weights}, lossy=config, shuffle=shuffle)
+    assert read_tensor_map(blob).records[0].codec == (ZSTD if saved >= 0.10 else RAW)
+    assert decode_tensor_map(blob, as_numpy=True)["w"].shape == weights.shape
 
 
 def test_messages_follow_the_rule_and_decode_exactly() -> None:

@@ -46,7 +46,11 @@ _UTF8_MAX, _VARINT_MAX = 4, 10
 #: The probe: a tensor larger than this is first judged on its first PROBE_BYTES,
 #: compressed; one that does not save ``EncodeOptions.min_saving`` there is not
 #: compressed at all. A tensor no larger is compressed whole, and kept raw if
-#: that did not save ``min_saving``.
+#: that did not save ``min_saving``. With the byte shuffle the probe is 4 times
+#: larger (or this much per byte of an element, if more): a shuffled probe holds
+#: small byte planes, which zstd compresses worse than whole ones (shuffled
+#: float32 weights: 7.6 % saved on a 64 KiB probe, 11 % on 256 KiB, 16 % whole;
+#: shuffled float16: 8 % on 64 KiB, 16 % on 256 KiB and whole).
 PROBE_BYTES = 64 << 10
 
 
@@ -131,20 +135,27 @@ def pays(stored: int, raw: int, options: EncodeOptions) -> bool:
 
 def compresses(src: Source, options: EncodeOptions) -> bool:
     """Whether ``src`` is worth compressing with ``options``' codec: a tensor
-    above :data:`PROBE_BYTES` is judged on its first PROBE_BYTES (whole
-    elements), compressed on the calling thread; a smaller one is (it is
-    compressed whole, then kept raw unless that paid), and so is every tensor
-    when ``min_saving`` is 0 (any saving is kept: no probe)."""
+    above its probe (:data:`PROBE_BYTES`; with the byte shuffle, 4 times as
+    much, or PROBE_BYTES per byte of an element if more) is judged on
+    its first elements, compressed on the calling thread; a smaller one is (it
+    is compressed whole, then kept raw unless that paid), and so is every
+    tensor when ``min_saving`` is 0 (any saving is kept: no probe)."""
     codec = options.codec
     n = src.raw.nbytes
     if codec is None or not n:
         return False
-    if n <= PROBE_BYTES or options.min_saving <= 0.0:
-        return True
     width = src.dtype.itemsize
-    end = max(width, PROBE_BYTES // width * width)
-    frame = codec.compress(_filtered(src, options, 0, end), options.codec_level)
-    return pays(len(frame), end, options)
+    shuffled = _shuffles(src, options)
+    size = PROBE_BYTES * max(4, width) if shuffled else PROBE_BYTES
+    if n <= size or options.min_saving <= 0.0:
+        return True
+    end = max(width, size // width * width)
+    # The first elements, filtered as a tensor of their own: a byte shuffle of the
+    # whole tensor would put only its first plane (the floats' low bytes) here.
+    probe = src.raw[:end]
+    if shuffled:
+        probe = shuffle.shuffled_slice(probe, width, 0, end)
+    return pays(len(codec.compress(probe, options.codec_level)), end, options)
 
 
 def _run_job(src: Source, job: _Job, options: EncodeOptions) -> tuple[int | None, bytes | None]:

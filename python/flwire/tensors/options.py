@@ -19,15 +19,6 @@ class EncodeOptions:
       ``"lz4"``: faster to decode, larger) or ``"none"`` (raw: decodes as
       zero-copy views). A tensor is kept raw when compressing does not make
       it at least ``min_saving`` smaller.
-    - ``min_saving``: the share of a tensor's bytes compression must save for
-      the tensor to be stored compressed (default 0.10). Below it the tensor
-      goes raw: dense float weights under zstd save about 8 %, and compressing
-      and decompressing them costs more CPU time than the saved bytes take on
-      a fast network (measured: ``benchmarks.e2e.load``). A tensor above
-      64 KiB (``flwire.tensors.encode.PROBE_BYTES``) is judged first on its
-      start, so that one that will not pay is not compressed at all. With
-      0.0 every tensor is compressed whole and kept so if that saves any byte
-      (slow links, storage).
     - ``level``: the codec's level (None: its default; zstd 1, lz4 0).
     - ``shuffle``: byte-shuffle multi-byte dtypes first (smaller floats).
     - ``threads``: cores to use (None: all; 1: the calling thread only).
@@ -39,15 +30,24 @@ class EncodeOptions:
       once, the receiver decodes each slice as it arrives, and the weights may
       be of any size (beyond 2 GiB). Not with ``lossy``. The state dict must not
       change until the message is sent.
+    - ``min_saving``: the share of a tensor's bytes compression must save for
+      the tensor to be stored compressed (default 0.10). Below it the tensor
+      goes raw: dense float weights under zstd save about 8 %, and compressing
+      and decompressing them costs more CPU time than the saved bytes take on
+      a fast network (measured: ``benchmarks.e2e.load``). A tensor above
+      64 KiB (``flwire.tensors.encode.PROBE_BYTES``) is judged first on its
+      start (a shuffled one on a 4 times larger probe), so that one that will
+      not pay is not compressed at all. With 0.0 every tensor is compressed
+      whole and kept so if that saves any byte (slow links, storage).
     """
 
     compression: str = "zstd"
     level: int | None = None
-    min_saving: float = 0.10
     shuffle: bool = False
     threads: int | None = None
     lossy: LossyConfig | None = None
     stream: bool = False
+    min_saving: float = 0.10
 
     def __post_init__(self) -> None:
         if self.compression != codecs.NONE:
