@@ -28,7 +28,9 @@ class WeightSerializer:
         *,
         lossy: LossyConfig | None = None,
     ) -> bytes:
-        """Encode a state dict as TensorMap bytes (zstd per tensor when ``compression``).
+        """Encode a state dict as TensorMap bytes (with ``compression``, zstd for each
+        tensor it makes at least 10 % smaller: dense float weights go raw, see
+        :class:`~flwire.EncodeOptions` ``min_saving``).
 
         ``lossy`` opts in to a lossy encoding of the floating tensors it selects
         (:class:`~flwire.LossyConfig`); deserializing gives
