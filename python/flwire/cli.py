@@ -41,6 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         sign=args.sign or args.secure,
         secure=args.secure,
+        stream=args.stream,
         kafka_home=Path(args.kafka_home) if args.kafka_home else None,
     )
     return run_demo(opts)
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sign every message with keys made for the run; refuse what is not signed "
         "(needs flwire[sign])",
+    )
+    demo.add_argument(
+        "--stream",
+        action="store_true",
+        help="clients send their updates as streamed transfers (EncodeOptions(stream=True)): "
+        "the first record leaves at once, the server decodes each as it arrives",
     )
     demo.add_argument(
         "--secure",

@@ -82,6 +82,32 @@ def test_two_round_demo_trains_and_reports(tmp_path, monkeypatch):
         assert list(ax.get_xticks()) == [1, 2]
 
 
+def test_demo_stream_sends_updates_as_streams_and_the_server_folds_them(monkeypatch):
+    """`flwire demo --stream`: every client update travels as a streamed transfer, the
+    server verifies and folds each one, and the job trains as it does with whole
+    messages."""
+    from flwire.demo.server import FedAvgServer
+
+    streamed: list[tuple[bool, str | None]] = []
+    accept = FedAvgServer.accept_delivery
+
+    async def spy(self: FedAvgServer, delivery):
+        reason = await accept(self, delivery)
+        streamed.append((delivery.streamed, reason))
+        return reason
+
+    monkeypatch.setattr(FedAvgServer, "accept_delivery", spy)
+    out = io.StringIO()
+    opts = DemoOptions(clients=2, rounds=1, min_clients=2, stream=True)
+    assert run_demo(opts, out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "streamed updates" in text.splitlines()[0], text
+    assert "    1    2/2" in text, text
+    # The two updates came as streams and were accepted; nothing else streamed.
+    assert [reason for was_streamed, reason in streamed if was_streamed] == [None, None]
+    assert all(reason is None for _, reason in streamed), streamed
+
+
 def test_straggler_is_left_out_and_named():
     # No outcome here depends on how fast the machine is. The straggler (client-2) holds
     # its update for an hour after training, so the first two updates are always the

@@ -39,6 +39,7 @@ from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
 from flwire.exceptions import RefusedMessageError
 from flwire.messages import SERVER_ID, Dispatcher, HandlerError, value_map_to_dict
 from flwire.security import TrustStore, Verifier, sign_in_place
+from flwire.tensors import EncodeOptions
 from flwire.transport import Channel, TopicLayout, Transport
 from flwire.v1 import messages_pb2 as pb
 
@@ -64,6 +65,7 @@ class DemoClient:
         *,
         seed: int = 0,
         delay: float = 0.0,
+        stream: bool = False,
         heartbeat_interval: float = 1.0,
         metrics: MetricsCollector | None = None,
         signing_key: Ed25519PrivateKey | None = None,
@@ -87,6 +89,8 @@ class DemoClient:
         self.test_shard = test
         self.seed = seed
         self.delay = delay
+        #: Send updates as streamed transfers (EncodeOptions(stream=True)).
+        self.stream = stream
         self.heartbeat_interval = heartbeat_interval
         self.metrics = metrics or MetricsCollector()
         self.channel = Channel(transport)
@@ -218,6 +222,7 @@ class DemoClient:
             state,
             {"loss": loss, "local_epochs": epochs},
             num_examples=len(self.train_shard),
+            options=EncodeOptions(stream=True) if self.stream else None,
         )
         record_weights(self.metrics, "sent", update, state, time.perf_counter() - start)
         self.status = "idle"
@@ -264,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="sign with KEY_DIR/<client-id>.key and trust KEY_DIR/server.pub only",
     )
+    parser.add_argument("--stream", action="store_true", help="stream the updates")
     parser.add_argument(
         "--parent-pid", type=int, default=0, help="stop once this process (the demo) is gone"
     )
@@ -295,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                 test[args.index],
                 seed=args.seed + args.index,
                 delay=args.delay,
+                stream=args.stream,
                 **keys,
             )
             await client.run()

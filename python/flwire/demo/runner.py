@@ -79,6 +79,8 @@ class DemoOptions:
     #: Run over the secured broker of ``kafka/broker.sh up --secure`` (SASL_SSL, SCRAM,
     #: ACLs per job; see flwire.demo.secure), with signed messages.
     secure: bool = False
+    #: Clients send their updates as streamed transfers (``EncodeOptions(stream=True)``).
+    stream: bool = False
     #: The folder of kafka/broker.sh (its ``secure/`` holds the CA and the passwords);
     #: None: $FLWIRE_KAFKA_HOME, else ~/.cache/flwire/kafka.
     kafka_home: Path | None = None
@@ -208,6 +210,7 @@ async def _run_clients_in_process(
             test[i],
             seed=opts.seed + i,
             delay=delay,
+            stream=opts.stream,
             metrics=metrics,
             **(keys.client(f"client-{i}") if keys is not None else {}),
         )
@@ -296,6 +299,7 @@ def _spawn_kafka_clients(
                     "--parent-pid",
                     str(os.getpid()),
                     *signing,
+                    *(["--stream"] if opts.stream else []),
                 ],
                 env={
                     **os.environ,
@@ -514,6 +518,7 @@ def run_demo(opts: DemoOptions, out: TextIO = sys.stdout, err: TextIO | None = N
         f"flwire demo: FedAvg, SimpleCNN, {opts.clients} clients, {opts.rounds} rounds, "
         f"non-IID digits, transport: {where}"
         + (", signed messages" if opts.sign or opts.secure else "")
+        + (", streamed updates" if opts.stream else "")
     )
     if opts.secure and not opts.bootstrap_servers:
         print("flwire demo: --secure needs --bootstrap-servers", file=err or sys.stderr)
