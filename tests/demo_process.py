@@ -69,3 +69,14 @@ class DemoProcess:
         if self.reader is not None:
             self.reader.join(timeout=5)
         return rc
+
+    @classmethod
+    def run(cls, *args: str, timeout: float) -> tuple[int, DemoProcess]:
+        """Start a demo and wait for its end (killed if it outlives ``timeout``, and
+        the wait's TimeoutExpired raised); its exit status, and the demo."""
+        demo = cls.start(*args)
+        try:
+            return demo.finish(timeout=timeout), demo
+        finally:
+            if demo.proc.poll() is None:
+                demo.proc.kill()

@@ -113,14 +113,10 @@ def test_demo_over_kafka_prints_progress_while_it_waits(bootstrap: str) -> None:
     """Not a silent minute: registration and updates show as they come (here, output
     that is not a terminal gets plain lines), and each round's row once, with its
     federated evaluation filled in."""
-    demo = DemoProcess.start(
-        "--bootstrap-servers", bootstrap, "--clients", "2", "--rounds", "2", "--local-epochs", "1"
-    )
-    try:
-        rc = demo.finish(timeout=240)
-    finally:
-        if demo.proc.poll() is None:
-            demo.proc.kill()
+    rc, demo = DemoProcess.run(
+        "--bootstrap-servers", bootstrap, "--clients", "2", "--rounds", "2", "--local-epochs", "1",
+        timeout=240,
+    )  # fmt: skip
     out = demo.output
     assert rc == 0, out
     assert "  ... clients registered: 0/2" in out
@@ -136,15 +132,10 @@ def test_demo_over_kafka_with_streamed_updates(bootstrap: str) -> None:
     (about 5 records of up to 1 MB), and the server verifies and folds it. Before the
     server took streams, each was refused as undecodable, and the round failed for
     want of updates (min_clients is 2 of 2)."""
-    demo = DemoProcess.start(
+    rc, demo = DemoProcess.run(
         "--bootstrap-servers", bootstrap, "--clients", "2", "--rounds", "1", "--local-epochs", "1",
-        "--stream",
+        "--stream", timeout=240,
     )  # fmt: skip
-    try:
-        rc = demo.finish(timeout=240)
-    finally:
-        if demo.proc.poll() is None:
-            demo.proc.kill()
     out = demo.output
     assert rc == 0, out
     assert "streamed updates" in demo.lines[0], out
