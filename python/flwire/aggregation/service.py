@@ -60,52 +60,53 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _parts(opts: AggregatorOptions, out: TextIO) -> tuple[TopicLayout, BroadcastModels, Aggregator]:
+    """The job's topics, the global models feed and the aggregator, unstarted;
+    raises ConfigurationException (the trust store) or ValueError (a setting
+    they refuse)."""
+    trust = load_trust_store(opts.trust) if opts.trust is not None else None
+    layout = TopicLayout(opts.job_id, opts.prefix)
+    config = {"bootstrap.servers": opts.bootstrap_servers}
+    name = opts.aggregator_id
+    models = BroadcastModels(
+        config,
+        layout,
+        # Global models are read from the topic's start, possibly long after they
+        # were sent: their signature counts, not their age.
+        verifier=(
+            Verifier(trust, timestamp_window_s=None, name=f"{name} (global models)")
+            if trust
+            else None
+        ),
+        wait_s=opts.models_wait_s,
+        name=name,
+    )
+
+    def folded(round_id: int, client: str) -> None:
+        print(f"{name}: round {round_id}: folded the update of {client}", file=out, flush=True)
+
+    aggregator = Aggregator(
+        config,
+        layout,
+        name,
+        models,
+        verifier=Verifier(trust, name=name) if trust else None,
+        commit_interval_s=opts.commit_interval_s,
+        on_fold=folded,
+    )
+    return layout, models, aggregator
+
+
 def run_aggregator(
     opts: AggregatorOptions, out: TextIO, stop: threading.Event | None = None
 ) -> int:
     """Run until ``stop`` is set (or a signal comes); the exit status."""
     try:
-        trust = load_trust_store(opts.trust) if opts.trust is not None else None
-    except ConfigurationException as exc:
+        layout, models, aggregator = _parts(opts, out)
+    except (ConfigurationException, ValueError) as exc:  # a setting refused
         print(f"flwire aggregator: {exc}", file=sys.stderr)
         return 2
-    layout = TopicLayout(opts.job_id, opts.prefix)
-    config = {"bootstrap.servers": opts.bootstrap_servers}
     name = opts.aggregator_id
-    try:
-        models = BroadcastModels(
-            config,
-            layout,
-            # Global models are read from the topic's start, possibly long after
-            # they were sent: their signature counts, not their age.
-            verifier=(
-                Verifier(trust, timestamp_window_s=None, name=f"{name} (global models)")
-                if trust
-                else None
-            ),
-            wait_s=opts.models_wait_s,
-            name=name,
-        )
-    except ValueError as exc:  # a setting it refuses
-        print(f"flwire aggregator: {exc}", file=sys.stderr)
-        return 2
-
-    def folded(round_id: int, client: str) -> None:
-        print(f"{name}: round {round_id}: folded the update of {client}", file=out, flush=True)
-
-    try:
-        aggregator = Aggregator(
-            config,
-            layout,
-            name,
-            models,
-            verifier=Verifier(trust, name=name) if trust else None,
-            commit_interval_s=opts.commit_interval_s,
-            on_fold=folded,
-        )
-    except ValueError as exc:  # a setting it refuses
-        print(f"flwire aggregator: {exc}", file=sys.stderr)
-        return 2
     stop = stop or threading.Event()
     in_main = threading.current_thread() is threading.main_thread()
     models.start()

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -191,25 +191,28 @@ class FedAvgServer:
     async def accept(self, payload: Any) -> str | None:
         """Verify, de-duplicate and record one message from a client; return the
         reason it was refused (a key of :attr:`refusals`), or None."""
-        try:
-            msg = await self.verifier.averify(payload)
-        except RefusedMessageError as exc:
-            return self._refused(exc, _claimed(payload))
-        # The verifier checked and marked the id in the same step as this record (no
-        # await between), so two concurrent deliveries of one message count once.
-        self._record(msg)
-        return None
+        return await self._admit(self.verifier.averify(payload), lambda: _claimed(payload))
 
     async def accept_delivery(self, delivery: Delivery) -> str | None:
         """:meth:`accept` for a delivery of the server's Channel: its payload, or,
         for a streamed transfer (``EncodeOptions(stream=True)``), its message and
         its seal's signature."""
-        if not delivery.streamed:
-            return await self.accept(delivery.payload)
+        return await self._admit(
+            delivery.verify(self.verifier),
+            lambda: delivery.message if delivery.streamed else _claimed(delivery.payload),
+        )
+
+    async def _admit(
+        self, verified: Awaitable[m.Message], claimed: Callable[[], m.Message | None]
+    ) -> str | None:
+        """Record the message ``verified`` gives; or, when it is refused, log and
+        count that and name the ``claimed`` sender (read only then)."""
         try:
-            msg = await delivery.verify(self.verifier)
+            msg = await verified
         except RefusedMessageError as exc:
-            return self._refused(exc, delivery.message)
+            return self._refused(exc, claimed())
+        # The verifier checked and marked the id in the same step as this record (no
+        # await between), so two concurrent deliveries of one message count once.
         self._record(msg)
         return None
 
