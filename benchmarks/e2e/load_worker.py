@@ -49,7 +49,7 @@ from benchmarks.models import StateDict
 from flwire import messages as m
 from flwire.aggregation import StreamingFedAvg
 from flwire.tensors import EncodeOptions
-from flwire.transport import Channel, Delivery, TopicLayout
+from flwire.transport import Channel, Delivery, Reassembler, TopicLayout
 from flwire.transport.kafka import KafkaTransport
 
 log = logging.getLogger("e2e-load")
@@ -149,13 +149,23 @@ async def commands(handle: Callable[[dict[str, Any]], Awaitable[bool]]) -> None:
 
 
 class Server:
-    def __init__(self, bootstrap: str, job: str, kind: str, clients: int) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        job: str,
+        kind: str,
+        clients: int,
+        memory: int | None,
+        queue_kb: int | None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.layout = TopicLayout(job)
         self.base = model(kind)
         self.clients = clients
-        self.transport = flwire_transport(bootstrap)
-        self.channel = Channel(self.transport)
+        queue = {"consumer": {"queued.max.messages.kbytes": queue_kb}} if queue_kb else None
+        self.transport = flwire_transport(bootstrap, queue)
+        # Incomplete updates past `memory` bytes wait in the spill file (None: all in memory).
+        self.channel = Channel(self.transport, reassembler=Reassembler(max_memory_bytes=memory))
         self.registered: set[str] = set()
         self.changed = asyncio.Event()
         self.round: int | None = None
@@ -163,6 +173,7 @@ class Server:
         self.folded: dict[str, dict[str, float]] = {}
         self.pending_peak = 0
         self.transfers_peak = 0
+        self.spilled_peak = self.memory_peak = 0
         self.late = 0
         self.decode_cpu_s = self.fold_cpu_s = 0.0
 
@@ -206,6 +217,9 @@ class Server:
             self.pending_peak = max(self.pending_peak, pending)
             transfers = reassembler.pending_transfers + streams.pending_streams
             self.transfers_peak = max(self.transfers_peak, transfers)
+            self.spilled_peak = max(self.spilled_peak, reassembler.spilled_bytes)
+            held = reassembler.memory_bytes + streams.pending_bytes
+            self.memory_peak = max(self.memory_peak, held)
             await asyncio.sleep(SAMPLE_S)
 
     async def wait(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
@@ -226,7 +240,8 @@ class Server:
         rss0 = rss_kb("VmRSS")
         peak_reset = reset_peak_rss()
         self.folded = {}
-        self.pending_peak = self.transfers_peak = 0
+        self.pending_peak = self.transfers_peak = self.spilled_peak = self.memory_peak = 0
+        spilled0 = self.channel.reassembler.spilled_total
         self.decode_cpu_s = self.fold_cpu_s = 0.0
         cpu0 = time.process_time()
         self.round = r
@@ -247,6 +262,9 @@ class Server:
             "hwm_kb": hwm if peak_reset else None,
             "pending_peak": self.pending_peak,
             "transfers_peak": self.transfers_peak,
+            "spilled_peak": self.spilled_peak,
+            "memory_peak": self.memory_peak,
+            "spilled_total": self.channel.reassembler.spilled_total - spilled0,
             "max_error": error,
             "late": self.late,
             "cpu_s": time.process_time() - cpu0,
@@ -434,7 +452,9 @@ def main(argv: list[str]) -> int:
     argv = [a for a in argv if a != "--stream"]
     role, bootstrap, job, kind = argv[:4]
     if role == "server":
-        asyncio.run(Server(bootstrap, job, kind, int(argv[4])).main())
+        # Then the reassembler's max_memory_bytes and the consumer's queue (0: defaults).
+        memory, queue_kb = (int(a) or None for a in [*argv, "0", "0"][5:7])
+        asyncio.run(Server(bootstrap, job, kind, int(argv[4]), memory, queue_kb).main())
     elif role == "clients":
         asyncio.run(Clients(bootstrap, job, kind, int(argv[4]), int(argv[5])).main())
     else:

@@ -35,7 +35,11 @@ from flwire.exceptions import (  # noqa: E402
 from flwire.security.verifier import Verifier  # noqa: E402
 from flwire.tensors import EncodeOptions  # noqa: E402
 from flwire.transport.base import DEFAULT_MAX_RECORD_BYTES  # noqa: E402
-from flwire.transport.chunking import PART_HEADER, split_payload  # noqa: E402
+from flwire.transport.chunking import (  # noqa: E402
+    MAX_MEMORY_BYTES,
+    PART_HEADER,
+    split_payload,
+)
 from flwire.transport.headers import message_headers  # noqa: E402
 from flwire.transport.kafka_logging import client_logging, reason  # noqa: E402
 from flwire.transport.kafka_security import security_settings  # noqa: E402
@@ -64,7 +68,10 @@ class Aggregator:
     unknown key, badly signed, sent in another's name or stale, before it is
     decoded (its offsets move on; counted in ``verifier.refusals``). A streamed
     update (wire format section 14.5) is decoded as its chunks come and verified
-    at its seal, before it is folded.
+    at its seal, before it is folded. ``max_memory_bytes`` and ``spill_dir``
+    bound what incomplete updates hold in memory (see
+    :class:`~flwire.transport.chunking.Reassembler`): past it, their parts wait in a
+    spill file.
     """
 
     def __init__(
@@ -87,6 +94,8 @@ class Aggregator:
         before_commit: Callable[[], None] | None = None,
         on_fold: Callable[[int, str], None] | None = None,
         verifier: Verifier | None = None,
+        max_memory_bytes: int | None = MAX_MEMORY_BYTES,
+        spill_dir: str | None = None,
     ) -> None:
         if not aggregator_id:
             raise ValueError("aggregator_id must not be empty")
@@ -109,6 +118,8 @@ class Aggregator:
             part_timeout_s,
             on_fold=on_fold or (lambda _r, _c: None),
             verifier=verifier,
+            max_memory_bytes=max_memory_bytes,
+            spill_dir=spill_dir,
         )
         #: Counts: folded, skipped, refused, transactions, partials, aborted, ...
         self.stats: Counter[str] = self.intake.stats

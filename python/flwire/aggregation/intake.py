@@ -45,7 +45,7 @@ from flwire.exceptions import (
 )
 from flwire.security.verifier import Verifier
 from flwire.transport.base import Record
-from flwire.transport.chunking import PART_HEADER, Reassembler, parse_part
+from flwire.transport.chunking import MAX_MEMORY_BYTES, PART_HEADER, Reassembler, parse_part
 from flwire.transport.offsets import OffsetTracker
 from flwire.transport.streaming import STREAM_HEADER, Failed, StreamAssembler
 
@@ -103,6 +103,11 @@ class Intake:
     models: Models
     policy: UpdatePolicy = field(default_factory=UpdatePolicy)
     part_timeout_s: float = 120.0
+    #: Data of incomplete updates (1 MB parts interleaved from many clients) kept in
+    #: memory; past it, parts wait in a spill file in ``spill_dir`` (the system's
+    #: temporary directory by default). None: all in memory. See Reassembler.
+    max_memory_bytes: int | None = MAX_MEMORY_BYTES
+    spill_dir: str | None = None
     #: Uncommitted folds, per round.
     folds: dict[int, StreamingFedAvg] = field(default_factory=dict)
     stats: Counter[str] = field(default_factory=Counter)
@@ -119,7 +124,7 @@ class Intake:
 
     def __post_init__(self) -> None:
         self.tracker = OffsetTracker()
-        self.reassembler = Reassembler(part_timeout=self.part_timeout_s)
+        self.reassembler = self._new_reassembler()
         self.streams = self._new_streams()
         # The stream assembler is asynchronous (a seal waits for its chunks'
         # decoding on worker threads); this synchronous intake drives it on an
@@ -137,6 +142,13 @@ class Intake:
         #: the offset to commit while nothing of it is finished yet.
         self._start: dict[TopicPartition, int] = {}
 
+    def _new_reassembler(self) -> Reassembler:
+        return Reassembler(
+            part_timeout=self.part_timeout_s,
+            max_memory_bytes=self.max_memory_bytes,
+            spill_dir=self.spill_dir,
+        )
+
     def assigned(self, tp: TopicPartition, metadata: str | None) -> None:
         """``tp`` is ours now, from its committed offset with this metadata."""
         self._committed[tp] = decode_metadata(metadata)
@@ -150,7 +162,8 @@ class Intake:
         # are committed (an aborted transaction's), and records below them would be
         # taken as handled when they are read again.
         self.tracker = OffsetTracker()
-        self.reassembler = Reassembler(part_timeout=self.part_timeout_s)
+        self.reassembler.close()
+        self.reassembler = self._new_reassembler()
         self.streams = self._new_streams()
         self.folds.clear()
         self._pending.clear()

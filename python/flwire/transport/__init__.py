@@ -4,7 +4,9 @@
   one process: the default) and :class:`KafkaTransport` (confluent-kafka,
   imported on first use: ``pip install 'flwire[kafka]'``);
 - :class:`Channel`: payloads of any size, split into TransferParts above a
-  transport's record limit and reassembled, offsets committed once handled;
+  transport's record limit and reassembled (by a :class:`Reassembler`, which
+  holds what it may in memory and spills the rest to disk), offsets committed
+  once handled;
   messages built with ``EncodeOptions(stream=True)`` sent as streamed
   transfers (:mod:`flwire.transport.streaming`: weights of any size, encoded
   and decoded as they travel);
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from flwire.transport.base import DEFAULT_MAX_RECORD_BYTES, Headers, Record, Subscription, Transport
 from flwire.transport.channel import Channel, Delivery, ProgressCallback
+from flwire.transport.chunking import Reassembler
 from flwire.transport.events import ChannelEvent, DeliveryFailed, TransferDropped
 from flwire.transport.failures import FailurePolicy
 from flwire.transport.headers import message_headers, read_headers
@@ -43,6 +46,7 @@ __all__ = [
     "InMemoryTransport",
     "KafkaTransport",
     "ProgressCallback",
+    "Reassembler",
     "Record",
     "SeenLog",
     "Subscription",

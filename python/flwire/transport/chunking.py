@@ -10,6 +10,13 @@ transfer; the least recently active is evicted, with a log line), a cap on
 their number (a new transfer beyond it is refused; those under way are kept),
 and a timeout that only a new part restarts.
 
+What incomplete transfers hold in memory is bounded too (``max_memory_bytes``):
+past it, a part's data is written to a spill file (:mod:`flwire.transport.spill`)
+and read back, straight into the payload, when its transfer completes. A server
+taking many clients' updates at once, their parts interleaved in one partition,
+so holds a few models in memory rather than every update under way; the disk
+takes the rest, up to ``max_pending_bytes`` in all.
+
 A copy of a part whose bytes differ from the copy already held is kept beside
 it (a few per part, at most the payload's size in all): a forged part that
 arrives first must not end someone else's transfer. When every part is in but
@@ -43,6 +50,7 @@ from flwire._protowire import (
     len_field,
 )
 from flwire.exceptions import CommunicationException, SerializationException
+from flwire.transport.spill import Spilled, SpillLog
 from flwire.v1 import transfer_pb2
 
 logger = logging.getLogger(__name__)
@@ -82,6 +90,9 @@ MAX_COPIES = 4
 #: Combinations of differing copies checked against the CRC-32C for one new copy.
 MAX_TRIALS = 8
 _UINT32_MAX = (1 << 32) - 1
+#: Default of ``Reassembler(max_memory_bytes=)``: data of incomplete transfers
+#: kept in memory before parts go to the spill file.
+MAX_MEMORY_BYTES = 1 << 30
 
 
 def split_payload(
@@ -194,7 +205,7 @@ class _Pending:
     #: When a part with a new index last arrived (copies do not count).
     last_new: float
     #: Each part received: index -> its copies, first first, as (offset, data: a
-    #: view or a copy, see _kept); copies differ in their bytes.
+    #: view or a copy, see _kept, or a Spilled range); copies differ in their bytes.
     parts: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
     #: Data bytes held, every copy included.
     filled: int = 0
@@ -256,6 +267,13 @@ class Reassembler:
     part's declared ``total_size`` allocates nothing. A token passed to
     :meth:`add` should be small (the caller's record without its value): it is
     counted at :data:`PART_COST`.
+
+    ``memory_bytes`` counts the part of that data kept in memory; a part that
+    would take it past ``max_memory_bytes`` is written to a spill file in
+    ``spill_dir`` (the system's temporary directory by default) instead, and
+    ``spilled_bytes`` counts what is there. ``max_memory_bytes=None`` never
+    spills. Should the disk refuse a write, the part stays in memory, with a
+    warning: ``max_pending_bytes`` still bounds the whole.
     """
 
     def __init__(
@@ -267,10 +285,21 @@ class Reassembler:
         part_timeout: float = 120.0,
         clock: Any = time.monotonic,
         remember_completed: int = 10_000,
+        max_memory_bytes: int | None = MAX_MEMORY_BYTES,
+        spill_dir: str | None = None,
     ) -> None:
+        if max_memory_bytes is not None and max_memory_bytes < 0:
+            raise ValueError(f"max_memory_bytes must be None or >= 0, got {max_memory_bytes}")
         self.max_payload_bytes = max_payload_bytes
         self.max_pending_bytes = max_pending_bytes
         self.max_pending_transfers = max_pending_transfers
+        self.max_memory_bytes = max_memory_bytes
+        self.spill_dir = spill_dir
+        self._spill: SpillLog | None = None
+        #: Data of incomplete transfers held in memory, and on disk.
+        self.memory_bytes = 0
+        #: Most data held in memory at once since this reassembler was made.
+        self.memory_peak = 0
         self.part_timeout = part_timeout
         self._clock = clock
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
@@ -338,7 +367,7 @@ class Reassembler:
                 "on count, size or checksum"
             )
         copies = entry.parts.get(part.index)
-        if copies is not None and any(_same(part, *copy) for copy in copies):
+        if copies is not None and any(self._same(part, *copy) for copy in copies):
             # That copy holds the data and a token that keeps the commit point below
             # it: this one is done now, and does not hold the transfer open.
             self.duplicates += 1
@@ -350,7 +379,7 @@ class Reassembler:
             # but a copy that completes the payload is still taken.
             payload = None
             if len(entry.parts) == first.count and copies is not None:
-                payload = _verified(entry, part.index, (part.offset, part.data))
+                payload = self._verified(entry, part.index, (part.offset, part.data))
             if payload is None:
                 self.duplicates += 1
                 return None, [Dropped(part.transfer_id, SPARE_COPY, [token])]
@@ -358,10 +387,10 @@ class Reassembler:
             return Completed(part.transfer_id, memoryview(payload), [*entry.tokens, token]), []
         before = entry.held
         if copies is None:
-            entry.parts[part.index] = [(part.offset, _kept(part))]
+            entry.parts[part.index] = [(part.offset, self._keep(part))]
             entry.last_new = self._clock()
         else:
-            copies.append((part.offset, _kept(part)))
+            copies.append((part.offset, self._keep(part)))
             logger.warning(
                 "Transfer %s: part %d arrived again with different bytes; both copies "
                 "are kept until one combination matches the payload's CRC-32C",
@@ -376,7 +405,7 @@ class Reassembler:
             dropped.append(self._drop_oldest("evicted to stay under the memory cap"))
         if part.transfer_id not in self._pending or len(entry.parts) < first.count:
             return None, dropped
-        payload = _verified(entry, None if copies is None else part.index)
+        payload = self._verified(entry, None if copies is None else part.index)
         if payload is None:
             if not entry.unverified:
                 entry.unverified = True
@@ -396,6 +425,9 @@ class Reassembler:
         that late copies of its parts do not start it again."""
         entry = self._pending.pop(transfer_id)
         self.pending_bytes -= entry.held
+        for copies in entry.parts.values():
+            for _, data in copies:
+                self._forget(data)
         if completed:
             self._completed[transfer_id] = None
             if len(self._completed) > self._remember_completed:
@@ -421,6 +453,101 @@ class Reassembler:
             entry.part.count,
             entry.part.total_size,
         )
+
+    @property
+    def spilled_bytes(self) -> int:
+        """Data of incomplete transfers waiting in the spill file."""
+        return self._spill.live_bytes if self._spill else 0
+
+    @property
+    def spilled_total(self) -> int:
+        """Bytes ever written to the spill file."""
+        return self._spill.written_bytes if self._spill else 0
+
+    def _keep(self, part: Part) -> Any:
+        """What to hold of a part's data: in memory (see _kept) while under
+        max_memory_bytes, else a range of the spill file."""
+        size = len(part.data)
+        cap = self.max_memory_bytes
+        if cap is not None and self.memory_bytes + size > cap:
+            if self._spill is None:
+                self._spill = SpillLog(self.spill_dir)
+            try:
+                return self._spill.write(part.data)
+            except CommunicationException as exc:
+                logger.warning("Transfer %s: %s; its part stays in memory", part.transfer_id, exc)
+        self.memory_bytes += size
+        self.memory_peak = max(self.memory_peak, self.memory_bytes)
+        return _kept(part)
+
+    def _forget(self, data: Any) -> None:
+        if isinstance(data, Spilled):
+            assert self._spill is not None
+            self._spill.release(data)
+        else:
+            self.memory_bytes -= len(data)
+
+    def _bytes(self, data: Any) -> Any:
+        return self._spill.read(data) if isinstance(data, Spilled) and self._spill else data
+
+    def _same(self, part: Part, offset: int, data: Any) -> bool:
+        """Whether a part is a copy of a held one (same place, same bytes)."""
+        if offset != part.offset or len(data) != len(part.data):
+            return False
+        held = np.frombuffer(self._bytes(data), np.uint8)
+        return bool(np.array_equal(held, np.frombuffer(part.data, np.uint8)))
+
+    def _verified(
+        self, entry: _Pending, changed: int | None, spare: tuple[int, Any] | None = None
+    ) -> bytearray | None:
+        """The payload as one writable buffer (the caller's to own), from the first
+        combination of the parts' copies that tiles it exactly and matches its
+        CRC-32C; None when none does. ``changed`` is the index that just got a new
+        copy (its last, or ``spare``, one not kept): only combinations using that
+        copy are new. At most :data:`MAX_TRIALS` are tried, newest copies first."""
+        options = [
+            ([spare] if spare else copies[-1:]) if i == changed else copies[::-1]
+            for i, copies in sorted(entry.parts.items())
+        ]
+        total = entry.part.total_size
+        for combination in itertools.islice(itertools.product(*options), MAX_TRIALS):
+            pieces = sorted(combination, key=lambda item: item[0])
+            at = 0
+            for offset, data in pieces:
+                if offset != at:
+                    break
+                at += len(data)
+            if at != total:
+                continue
+            if not any(isinstance(data, Spilled) for _, data in pieces):
+                # All in memory: check, then join (one copy, only of a match).
+                checksum = 0
+                for _, data in pieces:
+                    checksum = crc32c(data, checksum)
+                if checksum == entry.part.crc:
+                    return bytearray().join(data for _, data in pieces)
+                continue
+            # Some on disk: read them straight into the payload, then check it.
+            out = bytearray(total)
+            view = memoryview(out)
+            for offset, data in pieces:
+                target = view[offset : offset + len(data)]
+                if isinstance(data, Spilled):
+                    assert self._spill is not None
+                    self._spill.read_into(data, target)
+                else:
+                    target[:] = data
+            if crc32c(out) == entry.part.crc:
+                return out
+        return None
+
+    def close(self) -> None:
+        """Drop every incomplete transfer's data and close the spill file."""
+        for transfer_id in list(self._pending):
+            self._end(transfer_id, completed=False)
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
     def progress(self, transfer_id: str) -> tuple[int, int]:
         """(bytes received, total bytes) of an incomplete transfer."""
@@ -451,38 +578,3 @@ class Reassembler:
     def _drop_oldest(self, reason: str) -> Dropped:
         """Evict the least recently active transfer."""
         return self._give_up(next(iter(self._pending)), reason, completed=False)
-
-
-def _same(part: Part, offset: int, data: Any) -> bool:
-    """Whether a part is a copy of a held one (same place, same bytes)."""
-    return (
-        offset == part.offset
-        and len(data) == len(part.data)
-        and bool(np.array_equal(np.frombuffer(data, np.uint8), np.frombuffer(part.data, np.uint8)))
-    )
-
-
-def _verified(
-    entry: _Pending, changed: int | None, spare: tuple[int, Any] | None = None
-) -> bytearray | None:
-    """The payload as one writable buffer (the caller's to own), from the first
-    combination of the parts' copies that tiles it exactly and matches its CRC-32C;
-    None when none does. ``changed`` is the index that just got a new copy (its
-    last, or ``spare``, one not kept): only combinations using that copy are new.
-    At most :data:`MAX_TRIALS` are tried, newest copies first."""
-    options = [
-        ([spare] if spare else copies[-1:]) if i == changed else copies[::-1]
-        for i, copies in sorted(entry.parts.items())
-    ]
-    for combination in itertools.islice(itertools.product(*options), MAX_TRIALS):
-        pieces = sorted(combination, key=lambda item: item[0])
-        at = checksum = 0
-        for offset, data in pieces:
-            if offset != at:
-                break
-            at += len(data)
-            checksum = crc32c(data, checksum)
-        else:
-            if at == entry.part.total_size and checksum == entry.part.crc:
-                return bytearray().join(data for _, data in pieces)
-    return None

@@ -33,7 +33,7 @@ from flwire.transport import (
     Transport,
     message_headers,
 )
-from flwire.transport.chunking import Reassembler
+from flwire.transport.chunking import MAX_MEMORY_BYTES, Reassembler
 from flwire.transport.events import EventCallback
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,10 @@ class AsyncKafkaClient:
     logs how many were not delivered, default 10),
     ``connect_timeout_s`` (subscribing retries this long while the broker is
     down, default 60), ``part_timeout_s`` (a transfer missing parts this long
-    is dropped and reported, default 120), ``max_attempts`` (handler attempts
+    is dropped and reported, default 120), ``max_memory_bytes`` (data of
+    incomplete transfers kept in memory, default 1 GiB; past it their parts
+    wait in a spill file in ``spill_dir``, the temporary directory by default;
+    None: all in memory), ``max_attempts`` (handler attempts
     per message, default 3), ``retry_backoff_s`` (wait before the second
     attempt, doubling after, default 0.5) and ``dead_letter_suffix`` (default
     ``".dead-letter"``; None skips failed messages, counted only). Security:
@@ -144,7 +147,11 @@ class AsyncKafkaClient:
             on_progress=self._on_progress,
             on_event=self._on_event,
             failure_policy=policy,
-            reassembler=Reassembler(part_timeout=float(self.config.get("part_timeout_s", 120.0))),
+            reassembler=Reassembler(
+                part_timeout=float(self.config.get("part_timeout_s", 120.0)),
+                max_memory_bytes=self.config.get("max_memory_bytes", MAX_MEMORY_BYTES),
+                spill_dir=self.config.get("spill_dir"),
+            ),
         )
         self.running = True
         logger.info("Kafka client started")
