@@ -10,7 +10,8 @@ measured against raw Kafka moving the same bytes on the same broker (issue 15, s
   with its own KafkaTransport (its own idempotent producer) and its own id (sender id and
   record key), send one update each of the demo's SimpleCNN (4.4 MB float32, moved by a
   per-client amount) in one round, all at once, through 1 MB records (so in parts), to one
-  server process (``load_worker server``: Channel over KafkaTransport, SDK defaults) that
+  server process (``load_worker server``: Channel over KafkaTransport, SDK defaults but for
+  the README's two settings for many clients, --memory-mb and --queue-kb) that
   decodes each update and folds it into a StreamingFedAvg as it arrives, holding none.
   Round wall time: the first client's send start (it stamps ``t_start`` in the update's
   metrics before encoding) to the last fold; latency: each client's send start to its fold.
@@ -57,6 +58,9 @@ FIXED_OVERHEAD = 200_000_000
 #: The server reassembler's max_memory_bytes by default, in MB (--memory-mb): part of the
 #: fixed overhead, since it does not grow with the model or the number of clients.
 SERVER_MEMORY_MB = 16
+#: The server consumer's queued.max.messages.kbytes by default (--queue-kb; librdkafka's
+#: is 65536): the README's advice for a server taking many clients at once.
+SERVER_QUEUE_KB = 16384
 
 
 class Worker:
@@ -318,7 +322,7 @@ def report(reps: list[dict[str, Any]], model_bytes: int, procs: int, memory: int
     return f"{title}\n{table([['', 'value']], rows)}"
 
 
-def fixed_overhead_note(memory: int = 0) -> str:
+def fixed_overhead_note(memory: int = 0, queue_kb: int = 0) -> str:
     cap = (
         f"the reassembler's max_memory_bytes ({memory / MB:.0f} MB; incomplete updates past it "
         "wait in its spill file on disk) + "
@@ -328,7 +332,8 @@ def fixed_overhead_note(memory: int = 0) -> str:
     return (
         f"fixed overhead {(FIXED_OVERHEAD + memory) / MB:.0f} MB, whatever the model and the "
         f"clients: {cap}"
-        "the server consumer's prefetch queue (librdkafka's queued.max.messages.kbytes, 64 MiB) "
+        "the server consumer's prefetch queue (librdkafka's queued.max.messages.kbytes, "
+        f"{(queue_kb or 65536) // 1024} MiB) "
         "+ the records taken from it into Python at once (at most as much again) + one fetch "
         "response in flight (max.partition.fetch.bytes, 16 MB) + interpreter and allocator "
         "slack (~50 MB). The 4x model: the float64 running sums (2x), one update decoded (1x) "
@@ -387,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     memory = int(args.memory_mb * MB)
     print(report(reps_out, model_bytes, procs, memory))
-    print(fixed_overhead_note(memory))
+    print(fixed_overhead_note(memory, args.queue_kb))
     print(
         "load average (1, 5, 15 min): before "
         + " ".join(f"{x:.2f}" for x in load_before)
@@ -459,8 +464,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--queue-kb",
         type=int,
-        default=0,
-        help="the server consumer's queued.max.messages.kbytes (default 0: librdkafka's, 64 MiB)",
+        default=SERVER_QUEUE_KB,
+        help=f"the server consumer's queued.max.messages.kbytes (default {SERVER_QUEUE_KB}; "
+        "0: librdkafka's, 65536)",
     )
     ap.add_argument("--wait", type=float, default=300.0, help="longest wait for a step (s)")
     ap.add_argument("--json", metavar="PATH", help="write every measurement to PATH as JSON")

@@ -370,7 +370,9 @@ def server_kill_mid_transfer(ctx: Context) -> Outcome:
     """S4: the server is SIGKILLed mid-transfer, after it handled small messages, two of
     which arrived between the transfer's parts (so their offsets are held behind the
     incomplete transfer and are read again after the restart); a new one in the same
-    group takes over: every acked id handled once across both.
+    group takes over: every acked id handled once across both. Both servers spill every
+    part to disk (``--max-memory-bytes 0``), and server 1 has spilled when it dies: what
+    it had on disk is gone with it, and Kafka gives it all back.
 
     The kill comes once every small message is settled, while only parts are still
     arriving: a kill between a message's effect and its ``done()`` would handle it
@@ -382,7 +384,8 @@ def server_kill_mid_transfer(ctx: Context) -> Outcome:
     topic, group = fresh_name("faults.s4"), fresh_name("s4-server")
     create_topic(ctx.broker.bootstrap, topic)
     with Procs() as procs:
-        server1, eff1 = server(ctx, procs, "s4-server1", topic, group)
+        spill = "--max-memory-bytes 0"
+        server1, eff1 = server(ctx, procs, "s4-server1", topic, group, spill)
         _await(server1, has("SUBSCRIBED"), deadline.left(60), "server 1 did not subscribe")
         sender = client(
             ctx,
@@ -398,18 +401,20 @@ def server_kill_mid_transfer(ctx: Context) -> Outcome:
             for i, line in enumerate(lines):
                 if _progress_mid_transfer([line]):
                     after = has("SETTLED", at_least=1)(lines[i + 1 :])
-                    return after and has("SETTLED", at_least=S4_SMALL)(lines)
+                    settled = after and has("SETTLED", at_least=S4_SMALL)(lines)
+                    return settled and has("STAT", "spilled_bytes")(lines)
             return False
 
         _await(
             server1,
             mid_transfer_and_handled_after,
             deadline.left(60),
-            f"server 1 did not settle all {S4_SMALL} small messages during a transfer",
+            f"server 1 did not settle all {S4_SMALL} small messages (and spill the parts "
+            "it had) during a transfer",
             [sender],
         )
         server1.kill()
-        server2, eff2 = server(ctx, procs, "s4-server2", topic, group)
+        server2, eff2 = server(ctx, procs, "s4-server2", topic, group, spill)
         _await(sender, has("DONE"), deadline.left(90), "the client did not finish", [server2])
         marker = send_marker(ctx, topic, max(5.0, deadline.left(60)))
         finished = server2.wait_for(has("HANDLED", marker), deadline.left(90))

@@ -1,7 +1,7 @@
 """A receiving process for the fault scenarios.
 
     python -m tests.integration.faults.server BOOTSTRAP TOPIC GROUP EFFECTS_FILE
-        [--part-timeout S] [--compat] [--fail SENDER:TIMES ...]
+        [--part-timeout S] [--max-memory-bytes N] [--compat] [--fail SENDER:TIMES ...]
 
 Receives TOPIC as member of GROUP with ``Channel(KafkaTransport(...)).receive``
 (or, with ``--compat``, with ``flwire.compat``'s ``AsyncKafkaClient.subscribe_to_topic``),
@@ -9,6 +9,9 @@ decodes each payload, appends its message id to EFFECTS_FILE (flushed and
 fsynced: that line is "the effect", the message is handled), then marks the
 delivery done. On the new flwire the Channel de-duplicates; on the old one this
 process keeps an in-memory ``messages.SeenIds``, the old recommended practice.
+
+``--max-memory-bytes N``: the reassembler keeps this much of incomplete transfers in
+memory, and spills the rest to disk (0: every part is spilled).
 
 ``--fail SENDER:TIMES``: the handler raises for a message from SENDER on its
 first TIMES attempts (new code: ``delivery.fail(exc)``; compat: the handler
@@ -22,7 +25,8 @@ stdout, one line each, for the test to follow:
   SeenIds), ``SETTLED <id>`` (Channel mode: ``delivery.done()`` returned);
 - ``ATTEMPT <id> <n>``, ``FAILED_HANDLING <id> <n>`` (only for ``--fail`` senders);
 - ``DROPPED <transfer id> <event>`` (an on_event TransferDropped), ``EVENT <type> <repr>``,
-  ``STAT dropped_transfers <n>``;
+  ``STAT dropped_transfers <n>``, ``STAT spilled_bytes <n>`` (bytes written to the spill
+  file so far);
 - ``CONSUMER_ENDED <why>``, ``SERVER_ERROR <why>``, ``STOPPED``.
 
 SIGTERM stops it cleanly (the last offsets are committed).
@@ -126,12 +130,15 @@ def on_event(event: Any) -> None:
 
 
 async def watch_stats(channel: Channel) -> None:
-    last = 0
+    last = spilled = 0
     while True:
         now = channel.stats.get("dropped_transfers", 0)
         if now != last:
             say("STAT dropped_transfers", now)
             last = now
+        if channel.reassembler.spilled_total != spilled:
+            spilled = channel.reassembler.spilled_total
+            say("STAT spilled_bytes", spilled)
         await asyncio.sleep(0.2)
 
 
@@ -139,8 +146,11 @@ async def serve_channel(args: argparse.Namespace, handler: Handler, feats: Featu
     transport = _Transport(args.bootstrap, consumer_config=dict(FAST_GROUP))
     await transport.start()
     kwargs: dict[str, Any] = {"on_progress": Progress()}
-    if args.part_timeout is not None:
-        kwargs["reassembler"] = Reassembler(part_timeout=args.part_timeout)
+    if args.part_timeout is not None or args.max_memory_bytes is not None:
+        kwargs["reassembler"] = Reassembler(
+            part_timeout=120.0 if args.part_timeout is None else args.part_timeout,
+            max_memory_bytes=args.max_memory_bytes,
+        )
     if feats.on_event:
         kwargs["on_event"] = on_event
     channel = Channel(transport, **kwargs)
@@ -222,6 +232,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("group")
     parser.add_argument("effects")
     parser.add_argument("--part-timeout", type=float, default=None)
+    parser.add_argument("--max-memory-bytes", type=int, default=None)
     parser.add_argument("--compat", action="store_true")
     parser.add_argument("--fail", action="append", default=[], metavar="SENDER:TIMES")
     return parser.parse_args(argv)
