@@ -117,16 +117,26 @@ def test_evicted_and_expired_transfers_give_their_disk_back(tmp_path: Path) -> N
     assert r.spilled_bytes == r.memory_bytes == r.pending_bytes == 0
 
 
-def test_a_spill_dir_that_refuses_writes_keeps_parts_in_memory_with_a_warning(
+def test_a_spill_dir_that_refuses_writes_keeps_parts_in_memory_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     payload = os.urandom(30_000)
-    r = Reassembler(max_memory_bytes=0, spill_dir=str(tmp_path / "missing"))
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    r = Reassembler(max_memory_bytes=0, spill_dir=str(gone))
+    gone.rmdir()  # the disk goes away after start-up
     for raw in parts(payload, "t"):
         completed, dropped = r.add(parse_part(raw))
         assert dropped == []
     assert completed is not None and bytes(completed.payload) == payload
-    assert "could not spill" in caplog.text and "spill_dir" in caplog.text
+    assert r.spill_failures == len(parts(payload, "t")) > 1
+    warnings = [rec.getMessage() for rec in caplog.records if "could not spill" in rec.getMessage()]
+    assert len(warnings) == 1 and "spill_dir" in warnings[0] and str(gone) in warnings[0]
+
+
+def test_a_spill_dir_that_is_not_a_directory_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is not a directory"):
+        Reassembler(spill_dir=str(tmp_path / "missing"))
 
 
 def test_spill_log_reads_back_what_it_wrote_and_refuses_released_ranges(

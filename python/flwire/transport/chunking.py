@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -93,6 +95,8 @@ _UINT32_MAX = (1 << 32) - 1
 #: Default of ``Reassembler(max_memory_bytes=)``: data of incomplete transfers
 #: kept in memory before parts go to the spill file.
 MAX_MEMORY_BYTES = 1 << 30
+#: A spill file that refuses writes is logged at most once per this many seconds.
+SPILL_WARN_S = 30.0
 
 
 def split_payload(
@@ -290,16 +294,25 @@ class Reassembler:
     ) -> None:
         if max_memory_bytes is not None and max_memory_bytes < 0:
             raise ValueError(f"max_memory_bytes must be None or >= 0, got {max_memory_bytes}")
+        if spill_dir is not None and not os.path.isdir(spill_dir):
+            raise ValueError(
+                f"spill_dir {spill_dir!r} is not a directory; create it, or leave "
+                "spill_dir unset for the system's temporary directory"
+            )
         self.max_payload_bytes = max_payload_bytes
         self.max_pending_bytes = max_pending_bytes
         self.max_pending_transfers = max_pending_transfers
         self.max_memory_bytes = max_memory_bytes
         self.spill_dir = spill_dir
         self._spill: SpillLog | None = None
+        # When a failed spill was last logged (one warning per SPILL_WARN_S).
+        self._spill_warned = -math.inf
         #: Data of incomplete transfers held in memory, and on disk.
         self.memory_bytes = 0
         #: Most data held in memory at once since this reassembler was made.
         self.memory_peak = 0
+        #: Parts kept in memory because the spill file refused them.
+        self.spill_failures = 0
         self.part_timeout = part_timeout
         self._clock = clock
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
@@ -475,7 +488,18 @@ class Reassembler:
             try:
                 return self._spill.write(part.data)
             except CommunicationException as exc:
-                logger.warning("Transfer %s: %s; its part stays in memory", part.transfer_id, exc)
+                self.spill_failures += 1
+                now = time.monotonic()
+                if now - self._spill_warned >= SPILL_WARN_S:
+                    self._spill_warned = now
+                    logger.warning(
+                        "Transfer %s: %s; parts stay in memory meanwhile (%d failed "
+                        "spills so far; this is logged at most once per %.0f s)",
+                        part.transfer_id,
+                        exc,
+                        self.spill_failures,
+                        SPILL_WARN_S,
+                    )
         self.memory_bytes += size
         self.memory_peak = max(self.memory_peak, self.memory_bytes)
         return _kept(part)
