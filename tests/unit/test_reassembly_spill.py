@@ -155,9 +155,10 @@ def test_spill_log_reads_back_what_it_wrote_and_refuses_released_ranges(
     log.close()
 
 
-def test_bad_max_memory_bytes_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_memory_bytes"):
-        Reassembler(max_memory_bytes=-1)
+@pytest.mark.parametrize("bad", [-1, "16MB", 1.5, True])
+def test_bad_max_memory_bytes_is_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_memory_bytes must be None or a number of bytes"):
+        Reassembler(max_memory_bytes=bad)  # type: ignore[arg-type]
 
 
 def test_rss_stays_near_the_memory_cap_while_many_transfers_are_under_way(

@@ -292,8 +292,14 @@ class Reassembler:
         max_memory_bytes: int | None = MAX_MEMORY_BYTES,
         spill_dir: str | None = None,
     ) -> None:
-        if max_memory_bytes is not None and max_memory_bytes < 0:
-            raise ValueError(f"max_memory_bytes must be None or >= 0, got {max_memory_bytes}")
+        if max_memory_bytes is not None and (
+            not isinstance(max_memory_bytes, int)
+            or isinstance(max_memory_bytes, bool)
+            or max_memory_bytes < 0
+        ):
+            raise ValueError(
+                f"max_memory_bytes must be None or a number of bytes >= 0, got {max_memory_bytes!r}"
+            )
         if spill_dir is not None and not os.path.isdir(spill_dir):
             raise ValueError(
                 f"spill_dir {spill_dir!r} is not a directory; create it, or leave "
