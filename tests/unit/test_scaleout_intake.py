@@ -31,14 +31,20 @@ from flwire.aggregation.intake import (
 from flwire.aggregation.partial import to_partial
 from flwire.exceptions import CommunicationException
 from flwire.transport.base import Record
-from flwire.transport.chunking import PART_HEADER, split_payload
+from flwire.transport.chunking import MAX_MEMORY_BYTES, PART_HEADER, split_payload
+
+#: The intake's reassembler: its default, and one that spills every part to disk.
+MEMORY_CAPS = [MAX_MEMORY_BYTES, 0]
 
 
-def test_offsets_stay_below_an_incomplete_update_and_metadata_names_what_is_above() -> None:
+@pytest.mark.parametrize("memory", MEMORY_CAPS)
+def test_offsets_stay_below_an_incomplete_update_and_metadata_names_what_is_above(
+    memory: int,
+) -> None:
     log = interleave(records("a"), records("b"), records("c"))
     parts_a = len(records("a"))
     assert parts_a > 2
-    first = intake()
+    first = intake(max_memory_bytes=memory)
     # Everything up to a's second part: b and c are complete and folded, a is not.
     for record in log[: len(log) - parts_a + 1]:
         first.add(record)
@@ -57,8 +63,11 @@ def test_offsets_stay_below_an_incomplete_update_and_metadata_names_what_is_abov
     first.committed(point)
     assert not first.folds
 
+    # Parts past the cap waited on disk (the incomplete update a's first part still does).
+    assert (first.reassembler.spilled_bytes > 0) == (memory == 0)
+
     # The aggregator dies; another reads the partition again from offset 0.
-    second = intake()
+    second = intake(max_memory_bytes=memory)
     second.assigned(TP, text)
     for record in log:
         second.add(record)
@@ -81,13 +90,14 @@ def test_offsets_stay_below_an_incomplete_update_and_metadata_names_what_is_abov
     assert int(combiner.result()["steps"]) == ord("a")  # a has the most examples
 
 
-def test_after_an_abort_the_records_are_folded_again_and_the_offsets_follow() -> None:
+@pytest.mark.parametrize("memory", MEMORY_CAPS)
+def test_after_an_abort_the_records_are_folded_again_and_the_offsets_follow(memory: int) -> None:
     parts_b = len(records("b"))
     log = [
         Record(TOPIC, 0, offset, b"k", v, h)
         for offset, (v, h) in enumerate(records("b") + records("a"))
     ]
-    first = intake()
+    first = intake(max_memory_bytes=memory)
     for record in log:
         first.add(record)
     point = first.commit_point()
