@@ -58,16 +58,19 @@ def test_interleaved_transfers_stay_under_the_memory_cap_and_complete_bit_exact(
 
 def test_spill_segments_are_freed_as_transfers_complete(tmp_path: Path) -> None:
     r = Reassembler(max_memory_bytes=0, spill_dir=str(tmp_path))
-    log_sizes = []
+    written = 0
     for i in range(5):
-        for raw in parts(os.urandom(50_000), f"t{i}"):
+        records = parts(os.urandom(50_000), f"t{i}")
+        assert len(records) > 2
+        for raw in records:
             completed, _ = r.add(parse_part(raw))
         assert completed is not None
-        assert r.spilled_bytes == 0
-        log_sizes.append(r.spilled_total)
-    # Every byte went through the disk, and the files are anonymous: nothing stays
-    # in the directory, during or after.
-    assert log_sizes[-1] >= 250_000
+        assert r.spilled_bytes == r.memory_bytes == 0
+        # Every part went through the disk but the one that completed the transfer,
+        # which was joined at once.
+        written += sum(len(parse_part(raw).data) for raw in records[:-1])
+        assert r.spilled_total == written
+    # The files are anonymous: nothing stays in the directory, during or after.
     assert list(tmp_path.iterdir()) == []
 
 
@@ -129,7 +132,8 @@ def test_a_spill_dir_that_refuses_writes_keeps_parts_in_memory_with_one_warning(
         completed, dropped = r.add(parse_part(raw))
         assert dropped == []
     assert completed is not None and bytes(completed.payload) == payload
-    assert r.spill_failures == len(parts(payload, "t")) > 1
+    # Every part but the completing one was refused by the disk.
+    assert r.spill_failures == len(parts(payload, "t")) - 1 >= 2
     warnings = [rec.getMessage() for rec in caplog.records if "could not spill" in rec.getMessage()]
     assert len(warnings) == 1 and "spill_dir" in warnings[0] and str(gone) in warnings[0]
 
@@ -219,3 +223,23 @@ def test_rss_stays_near_the_memory_cap_while_many_transfers_are_under_way(
     assert capped["memory_peak"] <= 8 << 20
     assert capped["grown_mb"] < 40, capped
     assert uncapped["grown_mb"] > 200, uncapped
+
+
+def test_a_completing_part_that_fails_the_checks_is_spilled_to_stay_under_the_cap(
+    tmp_path: Path,
+) -> None:
+    payload = os.urandom(15_000)
+    good = parts(payload, "t")
+    assert len(good) == 2
+    r = Reassembler(max_memory_bytes=0, spill_dir=str(tmp_path))
+    r.add(parse_part(good[0]))
+    forged = bytearray(good[1])
+    forged[-1] ^= 0xFF
+    # The forged copy completes the set, is joined at once, fails the CRC-32C, and
+    # goes to disk: memory is back under the cap when add returns.
+    assert r.add(parse_part(bytes(forged))) == (None, [])
+    assert r.memory_bytes == 0
+    assert r.spilled_bytes == len(parse_part(good[0]).data) + len(parse_part(good[1]).data)
+    completed, _ = r.add(parse_part(good[1]))
+    assert completed is not None and bytes(completed.payload) == payload
+    assert r.memory_bytes == r.spilled_bytes == 0

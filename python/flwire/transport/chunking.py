@@ -406,7 +406,9 @@ class Reassembler:
             return Completed(part.transfer_id, memoryview(payload), [*entry.tokens, token]), []
         before = entry.held
         if copies is None:
-            entry.parts[part.index] = [(part.offset, self._keep(part))]
+            # The part that completes the set is joined at once: never spilled for that.
+            completing = len(entry.parts) + 1 == first.count
+            entry.parts[part.index] = [(part.offset, self._keep(part, completing=completing))]
             entry.last_new = self._clock()
         else:
             copies.append((part.offset, self._keep(part)))
@@ -426,6 +428,7 @@ class Reassembler:
             return None, dropped
         payload = self._verified(entry, None if copies is None else part.index)
         if payload is None:
+            self._fit(entry, part.index)
             if not entry.unverified:
                 entry.unverified = True
                 logger.warning(
@@ -483,12 +486,14 @@ class Reassembler:
         """Bytes ever written to the spill file."""
         return self._spill.written_bytes if self._spill else 0
 
-    def _keep(self, part: Part) -> Any:
+    def _keep(self, part: Part, *, completing: bool = False) -> Any:
         """What to hold of a part's data: in memory (see _kept) while under
-        max_memory_bytes, else a range of the spill file."""
+        max_memory_bytes, else a range of the spill file. A ``completing`` part
+        (the last index missing) stays in memory: its transfer is joined at once
+        (and should the join fail its checks, :meth:`_fit` spills it then)."""
         size = len(part.data)
         cap = self.max_memory_bytes
-        if cap is not None and self.memory_bytes + size > cap:
+        if cap is not None and self.memory_bytes + size > cap and not completing:
             if self._spill is None:
                 self._spill = SpillLog(self.spill_dir)
             try:
@@ -509,6 +514,23 @@ class Reassembler:
         self.memory_bytes += size
         self.memory_peak = max(self.memory_peak, self.memory_bytes)
         return _kept(part)
+
+    def _fit(self, entry: _Pending, index: int) -> None:
+        """Back under max_memory_bytes after a completing part that stayed in
+        memory did not complete its transfer: spill that part."""
+        cap = self.max_memory_bytes
+        copies = entry.parts[index]
+        offset, data = copies[-1]
+        if cap is None or self.memory_bytes <= cap or isinstance(data, Spilled):
+            return
+        if self._spill is None:
+            self._spill = SpillLog(self.spill_dir)
+        try:
+            copies[-1] = (offset, self._spill.write(data))
+        except CommunicationException:
+            self.spill_failures += 1  # kept in memory; _keep logs the next failure
+            return
+        self.memory_bytes -= len(data)
 
     def _forget(self, data: Any) -> None:
         if isinstance(data, Spilled):
