@@ -79,6 +79,9 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 #: What a job id, aggregator id or topic prefix may hold: Kafka's topic name characters.
 _TOPIC_PART = re.compile(r"[A-Za-z0-9._-]+")
+#: flwire.transport.chunking.MAX_MEMORY_BYTES, the Reassembler's default (not imported:
+#: the command line starts without numpy; a test holds the two equal).
+_MAX_MEMORY_BYTES = 1 << 30
 
 
 def _aggregator(args: argparse.Namespace) -> int:
@@ -86,6 +89,9 @@ def _aggregator(args: argparse.Namespace) -> int:
 
     if args.models_wait <= 0:
         print("flwire aggregator: --models-wait must be above 0", file=sys.stderr)
+        return 2
+    if args.max_memory_mb < 0:
+        print("flwire aggregator: --max-memory-mb must be 0 or above", file=sys.stderr)
         return 2
     for flag, value in (("--job", args.job), ("--id", args.id), ("--prefix", args.prefix)):
         if not _TOPIC_PART.fullmatch(value):
@@ -102,6 +108,8 @@ def _aggregator(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         trust=Path(args.trust) if args.trust else None,
         models_wait_s=args.models_wait,
+        max_memory_bytes=int(args.max_memory_mb * 1_000_000),
+        spill_dir=args.spill_dir,
     )
     return run_aggregator(opts, sys.stdout)
 
@@ -228,6 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long an update waits for its round's global model to be read from the "
         "broadcast topic before it is refused (default 30)",
+    )
+    aggregator.add_argument(
+        "--max-memory-mb",
+        type=float,
+        default=_MAX_MEMORY_BYTES / 1_000_000,
+        metavar="MB",
+        help="incomplete updates (their 1 MB parts interleaved from many clients) kept in "
+        "memory; past it, parts wait in a spill file until their update is complete "
+        f"(default {_MAX_MEMORY_BYTES / 1_000_000:.0f})",
+    )
+    aggregator.add_argument(
+        "--spill-dir",
+        metavar="DIR",
+        help="where the spill file goes (default: the system's temporary directory)",
     )
     aggregator.set_defaults(func=_aggregator)
 

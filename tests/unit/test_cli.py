@@ -357,3 +357,19 @@ def test_run_aggregator_reports_a_refused_setting_in_one_line(capsys):
     opts = AggregatorOptions("127.0.0.1:1", "j", "a", models_wait_s=-1.0)
     assert run_aggregator(opts, io.StringIO()) == 2
     assert capsys.readouterr().err == "flwire aggregator: wait_s must be >= 0 and keep >= 1\n"
+
+
+def test_aggregator_memory_cap_defaults_to_the_reassemblers_and_a_bad_spill_dir_is_refused(
+    tmp_path, capsys
+):
+    from flwire.cli import _MAX_MEMORY_BYTES, build_parser
+    from flwire.transport.chunking import MAX_MEMORY_BYTES
+
+    argv = ["aggregator", "--bootstrap-servers", "127.0.0.1:1", "--job", "j", "--id", "a"]
+    assert build_parser().parse_args(argv).max_memory_mb * 1_000_000 == _MAX_MEMORY_BYTES
+    assert _MAX_MEMORY_BYTES == MAX_MEMORY_BYTES
+    assert main([*argv, "--spill-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"flwire aggregator: spill_dir '{tmp_path / 'nope'}' is not a directory")
+    assert main([*argv, "--max-memory-mb", "-1"]) == 2
+    assert "--max-memory-mb must be 0 or above" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from flwire.aggregation.models import DEFAULT_WAIT_S, BroadcastModels  # noqa: E
 from flwire.exceptions import CommunicationException, ConfigurationException  # noqa: E402
 from flwire.security.trust import load_trust_store  # noqa: E402
 from flwire.security.verifier import Verifier  # noqa: E402
+from flwire.transport.chunking import MAX_MEMORY_BYTES  # noqa: E402
 from flwire.transport.layout import TopicLayout  # noqa: E402
 
 
@@ -44,6 +45,10 @@ class AggregatorOptions:
     trust: Path | None = None
     models_wait_s: float = DEFAULT_WAIT_S
     commit_interval_s: float = 0.5
+    #: Data of incomplete updates kept in memory; past it their parts wait in a
+    #: spill file in ``spill_dir`` (None: the system's temporary directory).
+    max_memory_bytes: int | None = MAX_MEMORY_BYTES
+    spill_dir: str | None = None
 
 
 @contextmanager
@@ -93,6 +98,8 @@ def _parts(opts: AggregatorOptions, out: TextIO) -> tuple[TopicLayout, Broadcast
         verifier=Verifier(trust, name=name) if trust else None,
         commit_interval_s=opts.commit_interval_s,
         on_fold=folded,
+        max_memory_bytes=opts.max_memory_bytes,
+        spill_dir=opts.spill_dir,
     )
     return layout, models, aggregator
 
