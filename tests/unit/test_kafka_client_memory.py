@@ -324,3 +324,40 @@ def test_a_streamed_message_reaches_the_old_handler_as_message_bytes():
     assert decoded.message_id == msg.message_id and decoded.body.round_id == 2
     out = decoded.tensors(as_numpy=True)
     assert np.array_equal(out["w"], w) and np.array_equal(out["n"], n)
+
+
+def test_max_memory_bytes_and_spill_dir_config_keys_spill_a_split_message(tmp_path):
+    big = _big_update()
+
+    async def main():
+        broker = InMemoryBroker()
+        producer = _client(broker)
+        consumer = _client(broker, max_memory_bytes=0, spill_dir=str(tmp_path))
+        await producer.start()
+        await consumer.start()
+        got: list[bytes] = []
+
+        async def handler(value):
+            got.append(bytes(value))
+
+        await consumer.subscribe_to_topic("t", handler)
+        await producer.send_message("t", big)
+        await wait_until(lambda: len(got) == 1)
+        reassembler = consumer.channel.reassembler
+        await consumer.stop()
+        await producer.stop()
+        return got, reassembler
+
+    got, reassembler = run(main())
+    assert got == [big.to_bytes()]
+    assert reassembler.spilled_total > 0  # the first part went through the disk
+
+
+def test_a_spill_dir_that_is_not_a_directory_is_refused_before_anything_starts(tmp_path):
+    async def main():
+        client = _client(InMemoryBroker(), spill_dir=str(tmp_path / "nope"))
+        with pytest.raises(ValueError, match="is not a directory"):
+            await client.start()
+        assert client.running is False and client.channel is None
+
+    run(main())

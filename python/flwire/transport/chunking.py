@@ -313,7 +313,7 @@ class Reassembler:
         self._spill: SpillLog | None = None
         # When a failed spill was last logged (one warning per SPILL_WARN_S).
         self._spill_warned = -math.inf
-        #: Data of incomplete transfers held in memory, and on disk.
+        #: Data of incomplete transfers held in memory (``spilled_bytes``: on disk).
         self.memory_bytes = 0
         #: Most data held in memory at once since this reassembler was made.
         self.memory_peak = 0

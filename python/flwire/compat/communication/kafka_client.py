@@ -130,9 +130,7 @@ class AsyncKafkaClient:
 
     async def start(self) -> None:
         """Connect the producer."""
-        transport = self._transport or self._make_transport()
-        await transport.start()
-        self._transport = transport
+        # Settings first: a refused one must not leave a started transport behind.
         policy = FailurePolicy(
             max_attempts=int(self.config.get("max_attempts", FailurePolicy.max_attempts)),
             retry_backoff_s=float(
@@ -142,16 +140,20 @@ class AsyncKafkaClient:
                 "dead_letter_suffix", FailurePolicy.dead_letter_suffix
             ),
         )
+        reassembler = Reassembler(
+            part_timeout=float(self.config.get("part_timeout_s", 120.0)),
+            max_memory_bytes=self.config.get("max_memory_bytes", MAX_MEMORY_BYTES),
+            spill_dir=self.config.get("spill_dir"),
+        )
+        transport = self._transport or self._make_transport()
+        await transport.start()
+        self._transport = transport
         self.channel = Channel(
             transport,
             on_progress=self._on_progress,
             on_event=self._on_event,
             failure_policy=policy,
-            reassembler=Reassembler(
-                part_timeout=float(self.config.get("part_timeout_s", 120.0)),
-                max_memory_bytes=self.config.get("max_memory_bytes", MAX_MEMORY_BYTES),
-                spill_dir=self.config.get("spill_dir"),
-            ),
+            reassembler=reassembler,
         )
         self.running = True
         logger.info("Kafka client started")
