@@ -343,6 +343,7 @@ def test_max_memory_bytes_and_spill_dir_config_keys_spill_a_split_message(tmp_pa
         await consumer.subscribe_to_topic("t", handler)
         await producer.send_message("t", big)
         await wait_until(lambda: len(got) == 1)
+        assert consumer.channel is not None
         reassembler = consumer.channel.reassembler
         await consumer.stop()
         await producer.stop()
