@@ -187,12 +187,21 @@ class _Clock:
         return self.now
 
 
+#: The fuzzed Reassembler's max_memory_bytes: most parts of a transfer go to disk.
+SPILL_AFTER = 4096
+
+
 def transfer(records: list[bytes], expect: dict[str, Any] | None, stats: Stats) -> None:
-    """Parts fed to parse_part and one Reassembler (small caps, a fake clock that
-    moves a second per record); completed payloads decoded as messages."""
+    """Parts fed to parse_part and one Reassembler (small caps, parts past 4 KiB
+    held on disk, a fake clock that moves a second per record); completed payloads
+    decoded as messages."""
     clock = _Clock()
     r = Reassembler(
-        max_pending_bytes=1 << 20, max_pending_transfers=4, part_timeout=5.0, clock=clock
+        max_pending_bytes=1 << 20,
+        max_pending_transfers=4,
+        part_timeout=5.0,
+        clock=clock,
+        max_memory_bytes=SPILL_AFTER,
     )
     held: set[int] = set()  # tokens the reassembler took
     returned: list[int] = []
@@ -219,6 +228,11 @@ def transfer(records: list[bytes], expect: dict[str, Any] | None, stats: Stats) 
                 "Reassembler.add",
                 f"pending {r.pending_bytes} bytes, {r.pending_transfers} transfers",
             )
+        if not 0 <= r.memory_bytes <= SPILL_AFTER or r.spilled_bytes < 0:
+            raise Finding(
+                "Reassembler.add",
+                f"{r.memory_bytes} bytes in memory (cap {SPILL_AFTER}), {r.spilled_bytes} spilled",
+            )
         done = result[0]
         if done is not None:
             _message(stats, done.payload, None, prefix="reassembled ")
@@ -226,11 +240,13 @@ def transfer(records: list[bytes], expect: dict[str, Any] | None, stats: Stats) 
             settle(None, attempt(stats, "Reassembler.expire", r.expire) or [])
     clock.now += 1000.0
     settle(None, attempt(stats, "Reassembler.expire", r.expire) or [])
-    if r.pending_transfers or r.pending_bytes:
+    if r.pending_transfers or r.pending_bytes or r.memory_bytes or r.spilled_bytes:
         raise Finding(
             "Reassembler.expire",
-            f"{r.pending_transfers} transfers ({r.pending_bytes} bytes) outlive their timeout",
+            f"{r.pending_transfers} transfers ({r.pending_bytes} bytes, {r.memory_bytes} in "
+            f"memory, {r.spilled_bytes} spilled) outlive their timeout",
         )
+    r.close()
     if sorted(returned) != sorted(held):
         raise Finding(
             "Reassembler tokens",
