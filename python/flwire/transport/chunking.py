@@ -403,7 +403,7 @@ class Reassembler:
                 self.duplicates += 1
                 return None, [Dropped(part.transfer_id, SPARE_COPY, [token])]
             self._end(part.transfer_id, completed=True)
-            return Completed(part.transfer_id, memoryview(payload), [*entry.tokens, token]), []
+            return Completed(part.transfer_id, payload, [*entry.tokens, token]), []
         before = entry.held
         if copies is None:
             # The part that completes the set is joined at once: never spilled for that.
@@ -440,7 +440,7 @@ class Reassembler:
                 )
             return None, dropped
         self._end(part.transfer_id, completed=True)
-        return Completed(part.transfer_id, memoryview(payload), entry.tokens), dropped
+        return Completed(part.transfer_id, payload, entry.tokens), dropped
 
     def _end(self, transfer_id: str, *, completed: bool) -> _Pending:
         """Stop holding a transfer; remember a completed (or failed) one's id, so
@@ -494,23 +494,9 @@ class Reassembler:
         size = len(part.data)
         cap = self.max_memory_bytes
         if cap is not None and self.memory_bytes + size > cap and not completing:
-            if self._spill is None:
-                self._spill = SpillLog(self.spill_dir)
-            try:
-                return self._spill.write(part.data)
-            except CommunicationException as exc:
-                self.spill_failures += 1
-                now = time.monotonic()
-                if now - self._spill_warned >= SPILL_WARN_S:
-                    self._spill_warned = now
-                    logger.warning(
-                        "Transfer %s: %s; parts stay in memory meanwhile (%d failed "
-                        "spills so far; this is logged at most once per %.0f s)",
-                        part.transfer_id,
-                        exc,
-                        self.spill_failures,
-                        SPILL_WARN_S,
-                    )
+            spilled = self._to_disk(part.transfer_id, part.data)
+            if spilled is not None:
+                return spilled
         self.memory_bytes += size
         self.memory_peak = max(self.memory_peak, self.memory_bytes)
         return _kept(part)
@@ -523,14 +509,32 @@ class Reassembler:
         offset, data = copies[-1]
         if cap is None or self.memory_bytes <= cap or isinstance(data, Spilled):
             return
+        spilled = self._to_disk(entry.part.transfer_id, data)
+        if spilled is not None:
+            copies[-1] = (offset, spilled)
+            self.memory_bytes -= len(data)
+
+    def _to_disk(self, transfer_id: str, data: Any) -> Spilled | None:
+        """``data`` written to the spill file (made at the first spill); None when
+        the disk refused it (counted, and logged at most once per SPILL_WARN_S)."""
         if self._spill is None:
             self._spill = SpillLog(self.spill_dir)
         try:
-            copies[-1] = (offset, self._spill.write(data))
-        except CommunicationException:
-            self.spill_failures += 1  # kept in memory; _keep logs the next failure
-            return
-        self.memory_bytes -= len(data)
+            return self._spill.write(data)
+        except CommunicationException as exc:
+            self.spill_failures += 1
+            now = time.monotonic()
+            if now - self._spill_warned >= SPILL_WARN_S:
+                self._spill_warned = now
+                logger.warning(
+                    "Transfer %s: %s; parts stay in memory meanwhile (%d failed "
+                    "spills so far; this is logged at most once per %.0f s)",
+                    transfer_id,
+                    exc,
+                    self.spill_failures,
+                    SPILL_WARN_S,
+                )
+            return None
 
     def _forget(self, data: Any) -> None:
         if isinstance(data, Spilled):
@@ -551,7 +555,7 @@ class Reassembler:
 
     def _verified(
         self, entry: _Pending, changed: int | None, spare: tuple[int, Any] | None = None
-    ) -> bytearray | None:
+    ) -> memoryview | None:
         """The payload as one writable buffer (the caller's to own), from the first
         combination of the parts' copies that tiles it exactly and matches its
         CRC-32C; None when none does. ``changed`` is the index that just got a new
@@ -577,11 +581,11 @@ class Reassembler:
                 for _, data in pieces:
                     checksum = crc32c(data, checksum)
                 if checksum == entry.part.crc:
-                    return bytearray().join(data for _, data in pieces)
+                    return memoryview(bytearray().join(data for _, data in pieces))
                 continue
-            # Some on disk: read them straight into the payload, then check it.
-            out = bytearray(total)
-            view = memoryview(out)
+            # Some on disk: read them straight into the payload, then check it (an
+            # uninitialised buffer: every byte of it is written, none zero-filled first).
+            view = np.empty(total, np.uint8).data
             for offset, data in pieces:
                 target = view[offset : offset + len(data)]
                 if isinstance(data, Spilled):
@@ -589,8 +593,8 @@ class Reassembler:
                     self._spill.read_into(data, target)
                 else:
                     target[:] = data
-            if crc32c(out) == entry.part.crc:
-                return out
+            if crc32c(view) == entry.part.crc:
+                return view
         return None
 
     def close(self) -> None:
