@@ -351,6 +351,7 @@ def run(args: argparse.Namespace) -> int:
     procs = args.procs or (2 if args.quick else 4)
     reps = args.reps or (2 if args.quick else 3)
     model_bytes = raw_size(model(args.model))
+    memory = int(args.memory_mb * MB)  # the server reassembler's max_memory_bytes
     host = host_info()
     load_before = os.getloadavg()
     how = "streamed transfers" if args.stream else "messages in 1 MB parts"
@@ -375,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
             args.wait,
             workdir,
             args.stream,
-            int(args.memory_mb * MB),
+            memory,
             args.queue_kb,
         )
         shutil.rmtree(workdir, ignore_errors=True)  # the workers' logs: kept on a failure
@@ -390,7 +391,6 @@ def run(args: argparse.Namespace) -> int:
             broker.stop()
     load_after = os.getloadavg()
     print()
-    memory = int(args.memory_mb * MB)
     print(report(reps_out, model_bytes, procs, memory))
     print(fixed_overhead_note(memory, args.queue_kb))
     print(

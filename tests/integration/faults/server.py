@@ -146,11 +146,10 @@ async def serve_channel(args: argparse.Namespace, handler: Handler, feats: Featu
     transport = _Transport(args.bootstrap, consumer_config=dict(FAST_GROUP))
     await transport.start()
     kwargs: dict[str, Any] = {"on_progress": Progress()}
-    if args.part_timeout is not None or args.max_memory_bytes is not None:
-        kwargs["reassembler"] = Reassembler(
-            part_timeout=120.0 if args.part_timeout is None else args.part_timeout,
-            max_memory_bytes=args.max_memory_bytes,
-        )
+    given = {"part_timeout": args.part_timeout, "max_memory_bytes": args.max_memory_bytes}
+    settings = {name: value for name, value in given.items() if value is not None}
+    if settings:
+        kwargs["reassembler"] = Reassembler(**settings)
     if feats.on_event:
         kwargs["on_event"] = on_event
     channel = Channel(transport, **kwargs)
