@@ -38,7 +38,7 @@ from flwire.messages.envelope import split as split_envelope
 from flwire.messages.schema import BODY_TYPES
 from flwire.messages.validation import describe, violations
 from flwire.security.digest import stream_hasher
-from flwire.tensors import dtypes
+from flwire.tensors import buffers, dtypes
 from flwire.tensors.decode import decode_record_into, read_elements
 from flwire.tensors.parallel import default_threads, executor
 from flwire.tensors.records import DEFAULT_LIMITS, DecodeLimits
@@ -369,7 +369,7 @@ class StreamAssembler:
         src = stream.sources[i]
         width = src.dtype.itemsize
         if src.raw.nbytes != stream.sizes[i]:
-            src = Source(src.name, src.dtype, src.shape, np.empty(stream.sizes[i], np.uint8))
+            src = Source(src.name, src.dtype, src.shape, buffers.empty(stream.sizes[i]))
             stream.sources[i] = src
         if chunk.element_offset != stream.filled[i]:
             raise SerializationException(
