@@ -644,11 +644,15 @@ def read_elements(
     return rec
 
 
-def decode_record_into(rec: TensorRecord, out: np.ndarray, *, verify_checksum: bool = True) -> None:
+def decode_record_into(
+    rec: TensorRecord, out: np.ndarray, *, verify_checksum: bool = True
+) -> int | None:
     """Decode a lossless tensor (from :func:`read_elements`) straight into
     ``out``, a writable uint8 array of exactly its raw size: compressed frames
     are decompressed into ``out`` itself, raw data is copied into it once; the
-    CRC-32C is checked there. Raises SerializationException (or a subclass)."""
+    CRC-32C is checked there. Returns the CRC-32C of ``rec.data`` when that is
+    known without reading it again (raw data, unfiltered, checked: the record's
+    own), else None. Raises SerializationException (or a subclass)."""
     if rec.raw_size != out.nbytes:
         raise SerializationException(
             f"tensor {rec.name!r}: {rec.raw_size} raw bytes for a place of {out.nbytes}"
@@ -665,6 +669,9 @@ def decode_record_into(rec: TensorRecord, out: np.ndarray, *, verify_checksum: b
     else:
         out[:] = np.frombuffer(rec.data, dtype=np.uint8)
         _raw_bytes(rec, out, verify_checksum)
+        # out holds exactly rec.data's bytes, and their CRC-32C checked out.
+        return rec.crc32c if verify_checksum else None
+    return None
 
 
 def wrap_raw(

@@ -191,11 +191,18 @@ class _Assembler:
     tensor's header once its last frame is in, then its data, passed to ``sink``."""
 
     def __init__(
-        self, sources: list[Source], options: EncodeOptions, sink: Callable[[Any], Any]
+        self,
+        sources: list[Source],
+        options: EncodeOptions,
+        sink: Callable[[Any], Any],
+        crcs: list[int | None] | None = None,
     ) -> None:
         self.sources, self.options, self.sink = sources, options, sink
         self.offset = self.crc = 0
         self.frames: list[bytes] = []
+        #: When given: per piece passed to ``sink``, its CRC-32C if known (a
+        #: tensor's raw data, stored uncompressed), else None.
+        self.crcs = crcs
 
     def add(self, result: tuple[_Job, int | None, bytes | None]) -> None:
         job, crc, frame = result
@@ -231,6 +238,8 @@ class _Assembler:
         for piece in (header, *data, trailer):
             if len(piece):
                 self.sink(piece)
+                if self.crcs is not None:
+                    self.crcs.append(self.crc if piece is src.raw else None)
 
 
 def _max_encoded_size(sources: list[Source], metadata: list[bytes]) -> int:
@@ -253,12 +262,14 @@ def _encode(
     metadata: list[bytes],
     *,
     probe: bool = True,
+    crcs: list[int | None] | None = None,
 ) -> None:
     """Pass the buffers whose concatenation is the TensorMap to ``sink``, in
     order, as the (parallel) compression finishes each tensor; ``sink`` may be
     called from a worker thread, never from two at once. ``probe``: judge each
     tensor above PROBE_BYTES on its start first (see :func:`compresses`); else
-    every tensor is compressed, and kept raw unless that paid."""
+    every tensor is compressed, and kept raw unless that paid. ``crcs``, when
+    given, gets one entry per tensor piece passed to ``sink`` (see _Assembler)."""
     if probe:
         compress = [compresses(src, options) for src in sources]
     else:
@@ -270,7 +281,7 @@ def _encode(
         return (job, *_run_job(sources[job.index], job, options))
 
     sizes = [job.end - job.start for job in jobs]
-    assembler = _Assembler(sources, options, sink)
+    assembler = _Assembler(sources, options, sink, crcs)
     threads = options.threads if options.codec is not None else 1
     parallel.consume_in_order(work, assembler.add, sizes, threads)
     for piece in metadata:
@@ -361,17 +372,26 @@ def encode_tensor_map(
     return out.getvalue()
 
 
-def encode_elements(src: Source, start: int, stop: int, options: EncodeOptions) -> list[Any]:
+def encode_elements(
+    src: Source,
+    start: int,
+    stop: int,
+    options: EncodeOptions,
+    *,
+    crcs: list[int | None] | None = None,
+) -> list[Any]:
     """The TensorMap pieces (concatenated: the map) of one unnamed 1-D tensor
     holding elements ``[start, stop)`` of ``src`` (row-major), encoded on the
     calling thread with ``options``' codec and filter: one chunk of a streamed
     tensor (wire format section 14.5). ``src`` must not be lossy. No probe: the
     caller chose ``options`` for the tensor (a chunk that does not save
-    ``min_saving`` still goes raw)."""
+    ``min_saving`` still goes raw). ``crcs``, when given, is filled with one
+    entry per piece: its CRC-32C where the encoder computed it anyway (the
+    elements' raw bytes, when stored uncompressed), else None."""
     if src.lossy is not None or options.lossy is not None:
         raise SerializationException("a streamed tensor cannot be lossy-encoded (yet)")
     width = src.dtype.itemsize
     piece = Source("", src.dtype, (stop - start,), src.raw[start * width : stop * width])
     pieces: list[Any] = []
-    _encode(pieces.append, [piece], options, [], probe=False)
+    _encode(pieces.append, [piece], options, [], probe=False, crcs=crcs)
     return pieces

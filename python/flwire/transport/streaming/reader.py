@@ -88,9 +88,27 @@ class Failed:
 def _decode_chunk(value: Any, rec: Any, out: np.ndarray) -> tuple[int, int]:
     """A worker's job for one chunk: decode its elements into place; return the
     CRC-32C and length of its whole record (the seal's checksum, combined in
-    order on the event loop)."""
-    decode_record_into(rec, out)
-    return crc32c(value), memoryview(value).nbytes
+    order on the event loop). Raw elements are read once: their CRC-32C,
+    checked by the decode, is combined with that of the bytes around them."""
+    data_crc = decode_record_into(rec, out)
+    size = memoryview(value).nbytes
+    if data_crc is None:
+        return crc32c(value), size
+    return crc32c_around(value, rec.data, data_crc), size
+
+
+def crc32c_around(value: Any, inner: memoryview, inner_crc: int) -> int:
+    """The CRC-32C of ``value`` given ``inner_crc``, the CRC-32C of ``inner``, a
+    view on part of it: only the bytes before and after ``inner`` are read."""
+    whole = np.frombuffer(value, dtype=np.uint8)
+    part = np.frombuffer(inner, dtype=np.uint8)
+    start = part.ctypes.data - whole.ctypes.data
+    end = start + part.nbytes
+    if not part.nbytes or start < 0 or end > whole.nbytes:
+        return crc32c(value)  # not a view on it after all: read it all
+    view = memoryview(value).cast("B")
+    crc = crc32c_combine(crc32c(view[:start]), inner_crc, part.nbytes)
+    return crc32c(view[end:], crc)
 
 
 @dataclass

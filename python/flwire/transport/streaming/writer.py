@@ -53,6 +53,23 @@ def runs(sources: list[Source], max_run_bytes: int) -> list[_Run]:
     return out
 
 
+def ending_crc(value: bytes, pieces: list[Any], crcs: list[int | None]) -> int:
+    """The CRC-32C of ``value``, which ends with ``pieces`` (``crcs``: each one's
+    CRC-32C where known, else None): the bytes of a piece whose CRC is known
+    are not read again (an uncompressed run's, computed by the encoder)."""
+    view = memoryview(value)
+    sizes = [memoryview(p).nbytes for p in pieces]
+    at = len(view) - sum(sizes)
+    crc = crc32c(view[:at])
+    for size, known in zip(sizes, crcs, strict=True):
+        if known is None:
+            crc = crc32c(view[at : at + size], crc)
+        else:
+            crc = crc32c_combine(crc, known, size)
+        at += size
+    return crc
+
+
 def tensor_infos(sources: list[Source]) -> list[transfer_pb2.TensorInfo]:
     return [
         transfer_pb2.TensorInfo(name=src.name, dtype=cast(Any, src.dtype.wire), shape=src.shape)
@@ -116,11 +133,12 @@ class StreamWriter:
         run = self.runs[k]
         src = self.sources[run.tensor_index]
         chosen = self._choose(run) if options is None else options
-        pieces = encode_elements(src, run.start, run.stop, chosen)
+        crcs: list[int | None] = []
+        pieces = encode_elements(src, run.start, run.stop, chosen, crcs=crcs)
         value = chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
         if options is None and self._run_bytes(run) <= PROBE_BYTES:
             chosen = self._later_runs(value, run)
-        return value, crc32c(value), chosen
+        return value, ending_crc(value, pieces, crcs), chosen
 
     def _choose(self, run: _Run) -> EncodeOptions:
         """How a tensor goes, from its first run: as asked, unless a probe of its
