@@ -33,7 +33,7 @@ from flwire._protowire import (
     iter_fields,
 )
 from flwire.exceptions import ChecksumMismatchError, PayloadTooLargeError, SerializationException
-from flwire.tensors import buffers, codecs, dtypes, lossy, parallel, shuffle, torch_support
+from flwire.tensors import codecs, dtypes, lossy, parallel, shuffle, torch_support
 from flwire.tensors import schema as s
 from flwire.tensors.records import DEFAULT_LIMITS, DecodeLimits, TensorRecord
 
@@ -434,7 +434,7 @@ def _raw_bytes(rec: TensorRecord, inflated: np.ndarray | None, verify: bool) -> 
     if inflated is not None:
         raw, zero_copy = inflated, False
     elif _shuffled(rec):
-        raw, zero_copy = buffers.empty(rec.raw_size), False
+        raw, zero_copy = np.empty(rec.raw_size, dtype=np.uint8), False
         shuffle.unshuffle_slice_into(
             np.frombuffer(rec.data, dtype=np.uint8), raw, rec.dtype.itemsize, 0
         )
@@ -443,7 +443,7 @@ def _raw_bytes(rec: TensorRecord, inflated: np.ndarray | None, verify: bool) -> 
         zero_copy = True
         if raw.ctypes.data % rec.dtype.itemsize:
             # Misaligned elements break vectorized kernels: one aligned copy.
-            raw = buffers.copy_of(raw)
+            raw = raw.copy()
             zero_copy = False
     if verify and rec.raw_size:
         actual = crc32c(raw)
@@ -513,7 +513,7 @@ def _decode_all(
     # A payload to decompress goes into its own buffer, or into the end of its
     # tensor's output when it is reconstructed there (lossy.in_place).
     outputs: list[np.ndarray | None] = [
-        buffers.empty(rec.numel * rec.dtype.itemsize)
+        np.empty(rec.numel * rec.dtype.itemsize, dtype=np.uint8)
         if rec.lossy is not None
         and r.codec != s.CODEC_NONE
         and lossy.in_place(rec.dtype, rec.numel, rec.lossy, r.raw_size)
@@ -523,7 +523,7 @@ def _decode_all(
     inflated = [
         None
         if r.codec == s.CODEC_NONE
-        else buffers.empty(r.raw_size)
+        else np.empty(r.raw_size, dtype=np.uint8)
         if out is None
         else out[out.nbytes - r.raw_size :]
         for r, out in zip(records, outputs, strict=True)

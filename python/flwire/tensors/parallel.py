@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from flwire.tensors import buffers
 from flwire.tensors.codecs import FRAME_BYTES
 
 T = TypeVar("T")
@@ -41,7 +40,7 @@ def scratch(nbytes: int) -> np.ndarray:
     """A uint8 buffer of ``nbytes`` (contents undefined): the thread's reusable
     one up to :data:`SCRATCH_KEEP_BYTES`, a fresh one above."""
     if nbytes > SCRATCH_KEEP_BYTES:
-        return buffers.empty(nbytes)
+        return np.empty(nbytes, dtype=np.uint8)
     buf: np.ndarray | None = getattr(_local, "scratch", None)
     if buf is None or buf.nbytes < nbytes:
         buf = _local.scratch = np.empty(max(nbytes, FRAME_BYTES), dtype=np.uint8)

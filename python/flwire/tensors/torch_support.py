@@ -15,7 +15,7 @@ import numpy as np
 
 from flwire import _optional
 from flwire.exceptions import SerializationException
-from flwire.tensors import buffers, dtypes
+from flwire.tensors import dtypes
 
 if TYPE_CHECKING:
     import torch
@@ -94,6 +94,6 @@ def from_raw(
     if raw.nbytes == 0:
         return torch.empty(shape, dtype=target)
     if zero_copy and not raw.flags.writeable:
-        raw = buffers.copy_of(raw)  # one pass; the copy is the decoder's own, writable
+        raw = raw.copy()  # one pass; the copy is the decoder's own, writable
     flat = torch.from_numpy(raw)
     return flat.view(target).reshape(shape)

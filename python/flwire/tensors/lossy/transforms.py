@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from flwire.exceptions import SerializationException
-from flwire.tensors import buffers, dtypes, parallel
+from flwire.tensors import dtypes, parallel
 from flwire.tensors.lossy import floats
 from flwire.tensors.lossy.config import LossyConfig
 from flwire.tensors.lossy.params import (
@@ -330,7 +330,7 @@ def _widen_jobs(
     width = dtype.itemsize
     copy = out is not None
     if out is None:
-        out = buffers.empty(n * width)
+        out = np.empty(n * width, dtype=np.uint8)
         step = n if floats.whole_tensor_kernels() else CHUNK_ELEMENTS
         phases = [[(lo, hi, 0) for lo, hi in _chunks(n, max(step, 1))]]
     else:
@@ -363,7 +363,7 @@ def _dequantize_jobs(
     direct = dtype.wire == dtypes.FLOAT32.wire  # the products are the output: no temporary
     steps = _dequantize_steps(n, block)
     if out is None:
-        out, phases = buffers.empty(n * width), [steps]
+        out, phases = np.empty(n * width, dtype=np.uint8), [steps]
     else:
         phases = _in_place_phases(steps, n, width, 1)
 
