@@ -2,16 +2,20 @@
 tensors of a streamed transfer.
 
 Why not ``np.empty``: numpy asks the kernel for transparent huge pages
-(``madvise(MADV_HUGEPAGE)``) on every array of 4 MiB or more. Where the kernel
-then compacts memory inside the page fault (``defrag`` set to ``madvise``,
-Linux's default), the first write to a large buffer stalls whenever free
-memory is fragmented, as it is beside a Kafka broker whose page cache churns.
-A stream receiver fills fresh tensor memory while the records arrive, so it
-pays that in the middle of a transfer. Measured on the 2-core benchmark host:
-filling a fresh 410 MB buffer in 1 MB copies took 0.25-0.98 s with numpy's
-allocation and 0.16-0.18 s with plain pages, run after run; the streaming
-receiver's CPU in ``python -m benchmarks.e2e.stream`` fell from 0.60-0.78 s
-to 0.45-0.49 s.
+(``madvise(MADV_HUGEPAGE)``) on every array of 4 MiB or more, and a huge page
+must come from a free block of 2 MB or more. In a virtual machine with free
+page reporting (virtio-balloon, as on the benchmark host), those are the
+blocks the guest has handed back to its hypervisor, so the first write to each
+huge page costs a fault in the hypervisor as well. On other hosts, a kernel
+whose ``defrag`` is ``madvise`` (Linux's default) may compact memory inside
+the fault when free memory is fragmented. Plain pages mostly come from memory
+freed recently. A stream receiver fills fresh tensor memory while the records
+arrive, so it would pay that in the middle of a transfer. Measured on the
+2-core benchmark host, where /proc/vmstat counted no compaction stall over the
+runs: filling a fresh 410 MB buffer in 1 MB copies took 0.14-0.98 s with
+numpy's allocation (0.025 s right after another process freed its huge pages)
+and 0.16-0.19 s with plain pages, run after run; the streaming receiver's CPU
+in ``python -m benchmarks.e2e.stream`` fell from 0.60-0.78 s to 0.45-0.49 s.
 
 The price: a process that frees and refills such buffers again and again
 gets the huge pages it just freed back at once, with no stall, and then fills
