@@ -543,14 +543,15 @@ class Reassembler:
         else:
             self.memory_bytes -= len(data)
 
-    def _bytes(self, data: Any) -> Any:
-        return self._spill.read(data) if isinstance(data, Spilled) and self._spill else data
-
     def _same(self, part: Part, offset: int, data: Any) -> bool:
-        """Whether a part is a copy of a held one (same place, same bytes)."""
+        """Whether a part is a copy of a held one (same place, same bytes; a
+        spilled one is read back to compare)."""
         if offset != part.offset or len(data) != len(part.data):
             return False
-        held = np.frombuffer(self._bytes(data), np.uint8)
+        if isinstance(data, Spilled):
+            assert self._spill is not None
+            data = self._spill.read(data)
+        held = np.frombuffer(data, np.uint8)
         return bool(np.array_equal(held, np.frombuffer(part.data, np.uint8)))
 
     def _verified(
