@@ -7,7 +7,7 @@ place flwire reads and writes raw protobuf encoding.
 """
 
 from flwire._protowire.buffers import byte_view, decode_utf8, utf8
-from flwire._protowire.checksum import crc32c, crc32c_combine
+from flwire._protowire.checksum import crc32c, crc32c_around, crc32c_combine
 from flwire._protowire.fields import (
     EGROUP,
     I32,
@@ -41,6 +41,7 @@ __all__ = [
     "as_signed64",
     "byte_view",
     "crc32c",
+    "crc32c_around",
     "crc32c_combine",
     "decode_packed_varints",
     "decode_utf8",

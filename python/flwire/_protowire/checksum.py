@@ -64,3 +64,11 @@ def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
         if len(_SHIFTS) < 1024:  # the record sizes of a stream repeat
             _SHIFTS[len2] = shift
     return _multmodp(shift, crc1) ^ crc2
+
+
+def crc32c_around(data: Any, start: int, length: int, known: int) -> int:
+    """The CRC-32C of ``data`` whose bytes ``[start, start + length)`` have the
+    CRC-32C ``known``: only the bytes before and after them are read."""
+    view = memoryview(data).cast("B")
+    crc = crc32c_combine(crc32c(view[:start]), known, length)
+    return crc32c(view[start + length :], crc)

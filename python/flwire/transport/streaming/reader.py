@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from flwire._protowire import crc32c, crc32c_combine
+from flwire._protowire import crc32c, crc32c_around, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.messages.envelope import split as split_envelope
@@ -94,21 +94,19 @@ def _decode_chunk(value: Any, rec: Any, out: np.ndarray) -> tuple[int, int]:
     size = memoryview(value).nbytes
     if data_crc is None:
         return crc32c(value), size
-    return crc32c_around(value, rec.data, data_crc), size
+    return crc32c_of_view(value, rec.data, data_crc), size
 
 
-def crc32c_around(value: Any, inner: memoryview, inner_crc: int) -> int:
+def crc32c_of_view(value: Any, inner: memoryview, inner_crc: int) -> int:
     """The CRC-32C of ``value`` given ``inner_crc``, the CRC-32C of ``inner``, a
-    view on part of it: only the bytes before and after ``inner`` are read."""
+    view on part of it (found by address): only the bytes around ``inner`` are
+    read; all of ``value`` when ``inner`` is not a view on it after all."""
     whole = np.frombuffer(value, dtype=np.uint8)
     part = np.frombuffer(inner, dtype=np.uint8)
     start = part.ctypes.data - whole.ctypes.data
-    end = start + part.nbytes
-    if not part.nbytes or start < 0 or end > whole.nbytes:
-        return crc32c(value)  # not a view on it after all: read it all
-    view = memoryview(value).cast("B")
-    crc = crc32c_combine(crc32c(view[:start]), inner_crc, part.nbytes)
-    return crc32c(view[end:], crc)
+    if not part.nbytes or start < 0 or start + part.nbytes > whole.nbytes:
+        return crc32c(value)
+    return crc32c_around(value, start, part.nbytes, inner_crc)
 
 
 @dataclass

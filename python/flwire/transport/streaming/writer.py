@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from flwire._protowire import crc32c, crc32c_combine
+from flwire._protowire import crc32c, crc32c_around, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.tensors.encode import PROBE_BYTES, compresses, encode_elements, pays
@@ -55,19 +55,16 @@ def runs(sources: list[Source], max_run_bytes: int) -> list[_Run]:
 
 def ending_crc(value: bytes, pieces: list[Any], crcs: list[int | None]) -> int:
     """The CRC-32C of ``value``, which ends with ``pieces`` (``crcs``: each one's
-    CRC-32C where known, else None): the bytes of a piece whose CRC is known
-    are not read again (an uncompressed run's, computed by the encoder)."""
-    view = memoryview(value)
+    CRC-32C where known, else None): the bytes of the piece whose CRC is known
+    (an uncompressed run's, computed by the encoder; a chunk has at most one)
+    are not read again."""
     sizes = [memoryview(p).nbytes for p in pieces]
-    at = len(view) - sum(sizes)
-    crc = crc32c(view[:at])
+    at = len(value) - sum(sizes)
     for size, known in zip(sizes, crcs, strict=True):
-        if known is None:
-            crc = crc32c(view[at : at + size], crc)
-        else:
-            crc = crc32c_combine(crc, known, size)
+        if known is not None:
+            return crc32c_around(value, at, size, known)
         at += size
-    return crc
+    return crc32c(value)
 
 
 def tensor_infos(sources: list[Source]) -> list[transfer_pb2.TensorInfo]:
