@@ -32,7 +32,8 @@ def spread(xs: Sequence[float]) -> str:
     lo, hi = min(xs), max(xs)
     if hi >= 1:
         return f"{fmt_time(med(xs))} [{lo:.2f}-{hi:.2f}]"
-    return f"{fmt_time(med(xs))} [{lo * 1e3:.0f}-{hi * 1e3:.0f} ms]"
+    digits = 2 if hi < 0.01 else 0
+    return f"{fmt_time(med(xs))} [{lo * 1e3:.{digits}f}-{hi * 1e3:.{digits}f} ms]"
 
 
 def ratio(legacy: float | None, new: float | None, digits: int = 1) -> str:
@@ -92,6 +93,7 @@ def table_a(fl: Summary, legacy: Summary | None, clients: int, warmup: int, cnn_
         row("client update encode (each client)", "update_encode_s", spread),
         row("client update decode (server)", "update_decode_s", spread),
         row("longest delivery.done() of a round (server)", "done_max_s", spread),
+        row("  longest it held the event loop", "done_hold_max_s", spread),
         ["bit-exact", _exact(fl), _exact(legacy), ""],
     ]
     title = (

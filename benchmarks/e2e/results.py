@@ -54,6 +54,8 @@ class RoundLog:
     update_arrivals_s: list[float] = field(default_factory=list)
     #: How long each ``await delivery.done()`` of the round took (flwire only).
     done_s: list[float] = field(default_factory=list)
+    #: The longest step of each of those ``done()`` calls: how long it held the event loop.
+    done_hold_s: list[float] = field(default_factory=list)
     updates: dict[str, StateDict] = field(default_factory=dict)
 
     def broadcast_done(self, encode_s: float, message_bytes: int) -> None:
@@ -151,6 +153,7 @@ def summarize(server: dict[str, Any], clients: dict[str, Any], phase: str) -> di
     }
     if all(r.get("done_s") for r in rounds):
         out["done_max_s"] = [max(r["done_s"]) for r in rounds]
+        out["done_hold_max_s"] = [max(r["done_hold_s"]) for r in rounds]
     big = _big(server.get("big"), clients["c0"][phase].get("big"))
     if big is not None:
         out["big"] = big

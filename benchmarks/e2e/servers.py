@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 from benchmarks import legacy
@@ -30,6 +31,33 @@ from flwire import messages as m
 from flwire.transport import Channel, Delivery, TopicLayout, message_headers
 
 # ----------------------------------------------------------------------------- flwire
+
+
+class LoopHolds:
+    """Awaits a coroutine and returns how long each of its steps held the event loop (the
+    time from each resumption to its next suspension), its result discarded: the longest
+    step is the longest the loop could not run anything else because of it."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+
+    def __await__(self) -> Generator[Any, Any, list[float]]:
+        steps: list[float] = []
+        gen = self.coro.__await__()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            t0 = time.perf_counter()
+            try:
+                pending = gen.send(value) if error is None else gen.throw(error)
+            except StopIteration:
+                steps.append(time.perf_counter() - t0)
+                return steps
+            steps.append(time.perf_counter() - t0)
+            try:
+                value, error = (yield pending), None
+            except BaseException as exc:  # delivered into the coroutine, as await does
+                value, error = None, exc
 
 
 class Inbox:
@@ -142,8 +170,9 @@ class FlwireServer:
     @staticmethod
     async def _settle(delivery: Delivery, rec: RoundLog) -> None:
         t0 = time.perf_counter()
-        await delivery.done()
+        steps = await LoopHolds(delivery.done())
         rec.done_s.append(time.perf_counter() - t0)
+        rec.done_hold_s.append(max(steps))
 
     async def big(self) -> dict[str, Any]:
         """Scenario B: ask the first client for the big model; time it until decoded."""
