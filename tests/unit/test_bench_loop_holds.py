@@ -38,11 +38,10 @@ def test_steps_are_the_holds_between_suspensions() -> None:
     steps, wall = asyncio.run(main())
     assert log == ["finished"]
     assert len(steps) == 2
-    assert 0.002 <= steps[0] < 0.015
-    assert 0.02 <= steps[1] < 0.045
-    # The sleep between them is not a hold.
-    assert wall >= 0.05 + 0.022
-    assert sum(steps) < wall - 0.04
+    assert steps[0] >= 0.002
+    assert steps[1] >= 0.02
+    # The sleep between them (at least 50 ms of the wall time) is not a hold.
+    assert sum(steps) <= wall - 0.05
 
 
 def test_other_tasks_run_while_it_is_suspended() -> None:
