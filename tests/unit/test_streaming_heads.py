@@ -20,7 +20,7 @@ from stream_tools import FakeClock, run, stream_values, streamed
 from flwire.tensors import DecodeLimits
 from flwire.transport.streaming import Failed, Finished, StreamAssembler
 from flwire.transport.streaming.format import parse_part
-from flwire.transport.streaming.reader import STREAM_COST
+from flwire.transport.streaming.reader import STREAM_COST, TENSOR_COST
 from flwire.v1 import messages_pb2, transfer_pb2
 
 # ----------------------------------------------------------------------------- heads
@@ -150,6 +150,34 @@ def test_a_head_with_bad_tensors_is_refused(
     given_up([head, forge.seal(1, [head])], reason, limits=limits)
 
 
+def test_a_head_of_many_empty_tensors_is_refused_for_their_declared_size() -> None:
+    """The tensor count is bounded by what the tensors declare (at least 1 MiB
+    counts), as a whole TensorMap's is by its size: a small head of many empty
+    tensors would otherwise make the assembler keep about 300 bytes a tensor
+    while its bounds counted none of them."""
+    forge = Forge()
+    many = [_info(f"t{i}", F32.wire, [0]) for i in range(1025)]
+    head = forge.head(infos=many)
+    given_up(
+        [head, forge.seal(1, [head])],
+        r"^refused its head: 1025 tensors declaring 0 bytes in all, above "
+        r"DecodeLimits\.max_tensors_per_mib 1024 \(at least 1 MiB counts\)$",
+    )
+    # 1,024 empty tensors are within the cap, and the stream completes.
+    head = forge.head(infos=many[:1024])
+    finished, failed = outcome([head, forge.seal(1, [head])])
+    assert failed == [] and len(finished[0].message.tensors(as_numpy=True)) == 1024
+    # More tensors are allowed when they declare more: 2,048 over 2 MiB.
+    big = [_info(f"t{i}", F32.wire, [256]) for i in range(2048)]
+    head = forge.head(infos=big)
+    _, failed = run(feed(StreamAssembler(threads=1), [head]))
+    assert failed == []
+    # And the per-tensor cost is counted while it is under way.
+    asm = StreamAssembler(threads=1)
+    run(feed(asm, [head]))
+    assert asm.pending_bytes == 2048 * 1024 + STREAM_COST + 2048 * TENSOR_COST
+
+
 def test_an_empty_tensor_with_a_huge_shape_is_not_handed_out_unusable() -> None:
     """A tensor without elements whose shape numpy and torch cannot make is
     refused at the head (before: the stream completed, then tensors() raised
@@ -207,7 +235,9 @@ def test_max_streams_refuses_a_new_head_and_keeps_those_under_way() -> None:
     refused = [f for f in failed if not f.duplicate]
     (refusal,) = refused
     assert refusal.tokens == [(2, 0)]
-    assert refusal.reason.startswith("refused: 2 streams holding 8358 bytes under way already")
+    # Each holds its 83 declared bytes, STREAM_COST and TENSOR_COST for each of its 2 tensors.
+    held = 83 + STREAM_COST + 2 * TENSOR_COST
+    assert refusal.reason.startswith(f"refused: 2 streams holding {2 * held} bytes under way")
     assert "(max_streams 2, max_pending_bytes" in refusal.reason
     assert sorted(f.tokens[0] for f in failed if f.duplicate) == [(2, i) for i in range(1, 5)]
 
@@ -215,7 +245,9 @@ def test_max_streams_refuses_a_new_head_and_keeps_those_under_way() -> None:
 def test_max_pending_bytes_refuses_a_head_that_would_pass_it() -> None:
     async def main() -> list[Failed]:
         one, two = Forge("client-1"), Forge("client-2")
-        asm = StreamAssembler(threads=1, max_pending_bytes=2 * (83 + STREAM_COST) - 1)
+        asm = StreamAssembler(
+            threads=1, max_pending_bytes=2 * (83 + STREAM_COST + 2 * TENSOR_COST) - 1
+        )
         _, first = await asm.add(one.head(), 1)
         _, second = await asm.add(two.head(), 2)
         assert first == [] and asm.pending_streams == 1
@@ -230,7 +262,8 @@ def test_max_pending_bytes_refuses_a_head_that_would_pass_it() -> None:
         return second + late
 
     refused, skipped = run(main())
-    assert refused.reason.startswith("refused: 1 streams holding 4179 bytes under way already")
+    held = 83 + STREAM_COST + 2 * TENSOR_COST
+    assert refused.reason.startswith(f"refused: 1 streams holding {held} bytes under way")
     assert skipped.reason.startswith("part 1 of a stream whose head was not received")
 
 

@@ -13,11 +13,11 @@ import crc32c
 import numpy as np
 import pytest
 from helpers import pb_tensor
-from stream_forge import F32, Forge, W, elements, given_up, outcome
+from stream_forge import F32, Forge, W, elements, feed, given_up, outcome
 from stream_tools import run
 
 from flwire.transport.streaming import StreamAssembler
-from flwire.transport.streaming.reader import STREAM_COST
+from flwire.transport.streaming.reader import STREAM_COST, TENSOR_COST
 from flwire.v1 import tensor_pb2
 
 # ----------------------------------------------------------------------------- the valid stream
@@ -43,7 +43,7 @@ def test_pending_bytes_and_progress_follow_a_stream() -> None:
         await asm.add(values[0], 0)
         declared = 20 * 4 + 3
         assert asm.pending_streams == 1 and asm.holds(forge.id)
-        assert asm.pending_bytes == declared + STREAM_COST
+        assert asm.pending_bytes == declared + STREAM_COST + 2 * TENSOR_COST  # w and b
         assert asm.progress(forge.id) == (0, declared)
         await asm.add(values[1], 1)
         assert asm.progress(forge.id) == (12 * 4, declared)
@@ -331,3 +331,68 @@ def test_a_seal_straight_after_the_head() -> None:
     forge = Forge()
     head = forge.head()
     given_up([head, forge.seal(1, [head])], r"^tensor 'w' got 0 of its 20 elements$")
+
+
+# ----------------------------------------------------------------------------- the host's refusals
+
+
+def test_a_tensor_whose_memory_is_refused_gives_its_stream_up(monkeypatch: Any) -> None:
+    """A host that refuses a tensor's memory (MemoryError from buffers.empty, as
+    on a machine with less memory than max_stream_bytes) ends that stream,
+    reported with the cause and the fix; the assembler goes on with the next."""
+    from flwire.tensors import buffers
+
+    real_empty = buffers.empty
+    refusals = []
+
+    def refuse_w(nbytes: int) -> np.ndarray:
+        if nbytes == W.nbytes and not refusals:
+            refusals.append(nbytes)
+            raise MemoryError(f"cannot map {nbytes} bytes for a streamed tensor")
+        return real_empty(nbytes)
+
+    monkeypatch.setattr(buffers, "empty", refuse_w)
+    one, two = Forge("client-1"), Forge("client-2")
+    asm = StreamAssembler(threads=1)
+    finished, failed = run(feed(asm, [*one.valid(), *two.valid()]))
+    assert refusals == [W.nbytes]
+    real = [f for f in failed if not f.duplicate]
+    (refused,) = real
+    assert refused.transfer_id == one.id and refused.tokens == [0, 1]
+    assert refused.reason == (
+        f"part 1: no memory for tensor 0's buffer (cannot map {W.nbytes} bytes for a streamed "
+        "tensor); lower StreamAssembler(max_stream_bytes=, max_pending_bytes=) to what this "
+        "host can hold"
+    )
+    # The rest of the first stream is skipped; the second one arrives whole.
+    assert [f.transfer_id for f in failed if f.duplicate] == [one.id] * 3
+    (done,) = finished
+    assert done.transfer_id == two.id
+    assert done.message.tensors(as_numpy=True)["w"].tobytes() == W.tobytes()
+    assert asm.pending_streams == 0 and asm.pending_bytes == 0
+
+
+def test_a_chunk_whose_decode_runs_out_of_memory_gives_its_stream_up(monkeypatch: Any) -> None:
+    from flwire.transport.streaming import reader
+
+    def out_of_memory(rec: Any, out: np.ndarray) -> int | None:
+        raise MemoryError("no room for the decompressor")
+
+    monkeypatch.setattr(reader, "decode_record_into", out_of_memory)
+    forge = Forge()
+    given_up(forge.valid(), r"^a chunk did not decode: no room for the decompressor$")
+
+
+def test_a_strided_record_value_is_read_as_its_bytes() -> None:
+    """A bytes-like value that is not contiguous (a strided numpy view) is read
+    as the bytes it holds, as parse_part reads it, rather than raising."""
+    forge = Forge()
+    values = []
+    for value in forge.valid():
+        spaced = np.zeros(2 * len(value), dtype=np.uint8)
+        spaced[::2] = np.frombuffer(value, dtype=np.uint8)
+        values.append(spaced[::2])
+    assert not values[1].flags.c_contiguous
+    finished, failed = outcome(values)
+    assert failed == []
+    assert finished[0].message.tensors(as_numpy=True)["w"].tobytes() == W.tobytes()

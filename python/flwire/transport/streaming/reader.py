@@ -1,16 +1,19 @@
 """The receiving side of streamed transfers (wire format section 14.5).
 
 A head declares the message and its tensors; each tensor's buffer is made
-when the head is accepted (uninitialised: the memory pages become resident as
-chunks fill them) and each chunk is decoded, on a worker thread, straight
-into its place: nothing is reassembled. The seal is checked against what
-arrived (part count, CRC-32C of every record), then the message is handed
-out with its tensors.
+when its first chunk arrives, checked (uninitialised, ``buffers.empty``: the
+memory pages become resident as chunks fill them) and each chunk is decoded,
+on a worker thread, straight into its place: nothing is reassembled. The seal
+is checked against what arrived (part count, CRC-32C of every record), then
+the message is handed out with its tensors.
 
 Bounds: a head is refused when its tensors exceed ``max_stream_bytes``, or
 would take the streams under way past ``max_pending_bytes`` (declared sizes
-count, as each becomes resident), or ``max_streams`` are under way already
-(those under way are kept; the new one is refused). A stream with no new part
+count, as each becomes resident, plus STREAM_COST per stream and TENSOR_COST
+per tensor), or ``max_streams`` are under way already (those under way are
+kept; the new one is refused), or it declares more tensors than
+``DecodeLimits.tensor_cap`` allows for their declared size. A tensor's memory
+that the host refuses (MemoryError) gives its stream up, reported. A stream with no new part
 for ``part_timeout`` seconds is given up on. Parts must come in order, as a
 writer sends them to one partition: a part at an index already passed is a
 redelivered copy and is skipped; one beyond the next expected index means
@@ -31,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from flwire._protowire import crc32c, crc32c_around, crc32c_combine
+from flwire._protowire import byte_view, crc32c, crc32c_around, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.messages.envelope import split as split_envelope
@@ -50,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 #: Bytes accounted for each stream besides its tensors.
 STREAM_COST = 4096
+#: Bytes accounted for each tensor a head declares, besides its data: what the
+#: stream keeps per tensor (its Source, name and bookkeeping: about 300 bytes).
+TENSOR_COST = 512
 _EMPTY = np.empty(0, np.uint8)
 #: Strides are int64: a shape whose byte span reaches this is refused.
 _MAX_SPAN = 1 << 63
@@ -132,7 +138,7 @@ class _Stream:
 
     @property
     def held(self) -> int:
-        return STREAM_COST + self.declared
+        return STREAM_COST + TENSOR_COST * len(self.sources) + self.declared
 
 
 class StreamAssembler:
@@ -189,6 +195,7 @@ class StreamAssembler:
         this was a seal that checked out, and what was given up on or skipped
         (each with its tokens, to settle)."""
         try:
+            value = byte_view(value, "StreamPart")  # contiguous, whatever was handed over
             part = parse_part(value)
         except SerializationException as exc:
             return None, [Failed("", f"not a valid stream part: {exc}", [token])]
@@ -231,6 +238,13 @@ class StreamAssembler:
                 job = self._chunk_job(stream, part, value)
             except SerializationException as exc:
                 return None, [self._give_up(ident, str(exc))]
+            except MemoryError as exc:
+                reason = (
+                    f"part {part.index}: no memory for tensor {part.chunk.tensor_index}'s "
+                    f"buffer ({exc}); lower StreamAssembler(max_stream_bytes=, "
+                    "max_pending_bytes=) to what this host can hold"
+                )
+                return None, [self._give_up(ident, reason)]
             stream.jobs.append(job)
             failed = self._failed_chunk(stream)
             if failed is not None:
@@ -261,8 +275,9 @@ class StreamAssembler:
                     declared,
                 )
             ]
+        cost = STREAM_COST + TENSOR_COST * len(infos) + declared
         if len(self._streams) >= self.max_streams or (
-            self.pending_bytes + declared + STREAM_COST > self.max_pending_bytes
+            self.pending_bytes + cost > self.max_pending_bytes
         ):
             self._remember(ident)
             return [
@@ -276,7 +291,7 @@ class StreamAssembler:
                     declared,
                 )
             ]
-        # A tensor's buffer is made when its first chunk arrives (np.empty: its
+        # A tensor's buffer is made when its first chunk arrives (buffers.empty: its
         # pages become resident as chunks fill them), so a head alone holds nothing.
         sources = [Source(name, dtype, shape, _EMPTY) for name, dtype, shape, _ in infos]
         stream = _Stream(
@@ -364,6 +379,12 @@ class StreamAssembler:
                         "overflow 64 bits"
                     )
             infos.append((info.name, dtype, tuple(info.shape), nbytes))
+        if declared <= self.max_stream_bytes and len(infos) > limits.tensor_cap(declared):
+            raise SerializationException(
+                f"{len(infos)} tensors declaring {declared} bytes in all, above "
+                f"DecodeLimits.max_tensors_per_mib {limits.max_tensors_per_mib} (at least "
+                "1 MiB counts)"
+            )
         if declared <= self.max_stream_bytes:
             placeholder = [Source(n, d, sh, np.empty(0, np.uint8)) for n, d, sh, _ in infos]
             found = violations(Message.received(envelope, placeholder))
@@ -384,21 +405,22 @@ class StreamAssembler:
         i = chunk.tensor_index
         src = stream.sources[i]
         width = src.dtype.itemsize
-        if src.raw.nbytes != stream.sizes[i]:
-            src = Source(src.name, src.dtype, src.shape, buffers.empty(stream.sizes[i]))
-            stream.sources[i] = src
         if chunk.element_offset != stream.filled[i]:
             raise SerializationException(
                 f"part {part.index}: a chunk of tensor {src.name!r} starts at element "
                 f"{chunk.element_offset}, where {stream.filled[i]} was expected"
             )
         rec = read_elements(chunk.elements, src.dtype, limits=self.limits)
-        room = src.raw.nbytes // width - chunk.element_offset
+        room = stream.sizes[i] // width - chunk.element_offset
         if rec.numel > room:
             raise SerializationException(
                 f"part {part.index}: a chunk of {rec.numel} elements of tensor {src.name!r}, "
                 f"which has room for {room} more"
             )
+        if src.raw.nbytes != stream.sizes[i]:
+            # Its first chunk, checked: the buffer is made now (MemoryError if refused).
+            src = Source(src.name, src.dtype, src.shape, buffers.empty(stream.sizes[i]))
+            stream.sources[i] = src
         start = chunk.element_offset * width
         out = src.raw[start : start + rec.numel * width]
         stream.filled[i] += rec.numel
@@ -418,7 +440,7 @@ class StreamAssembler:
             job = stream.jobs.popleft()
             error = None if job.cancelled() else job.exception()
             if error is not None:
-                if not isinstance(error, SerializationException):
+                if not isinstance(error, (SerializationException, MemoryError)):
                     raise error
                 return error
             if not job.cancelled():
