@@ -513,3 +513,12 @@ def test_deserialize_refuses_with_message_decode_error(raw):
         MessageSerializer.deserialize_message(raw)
     with pytest.raises(ValueError):  # what callers of the old JSON serializer catch
         MessageSerializer.deserialize_message(raw)
+
+
+def test_a_weights_key_on_a_message_without_weights_is_refused() -> None:
+    """The key "weights" is the payload key of a message's tensors: on a type that has
+    none it cannot travel as an extension, and the error says so."""
+    with pytest.raises(MessageValidationError) as caught:
+        MessageSerializer.serialize_message("training_start", {"round_id": 0, "weights": 1})
+    assert "envelope.extensions['weights']" in str(caught.value)
+    assert "the payload key of a message's tensors: reserved" in str(caught.value)
