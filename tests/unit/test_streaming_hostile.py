@@ -343,7 +343,7 @@ def test_a_tensor_whose_memory_is_refused_gives_its_stream_up(monkeypatch: Any) 
     from flwire.tensors import buffers
 
     real_empty = buffers.empty
-    refusals = []
+    refusals: list[int] = []
 
     def refuse_w(nbytes: int) -> np.ndarray:
         if nbytes == W.nbytes and not refusals:
@@ -387,7 +387,7 @@ def test_a_strided_record_value_is_read_as_its_bytes() -> None:
     """A bytes-like value that is not contiguous (a strided numpy view) is read
     as the bytes it holds, as parse_part reads it, rather than raising."""
     forge = Forge()
-    values = []
+    values: list[Any] = []  # bytes-like, as a transport may hand them over
     for value in forge.valid():
         spaced = np.zeros(2 * len(value), dtype=np.uint8)
         spaced[::2] = np.frombuffer(value, dtype=np.uint8)

@@ -1,8 +1,11 @@
 """Typed dispatch: decode a message and hand it to the handler of its type.
 
-A message that cannot be decoded, or has no handler, is logged with its type
-and sender, counted in :attr:`Dispatcher.stats` and skipped (``handle_message``
-returns False): trying again cannot help. A handler that raises is counted
+A receive loop hands each delivery over with ``handle_delivery(delivery)``:
+its payload bytes are decoded, and a streamed transfer's message (its weights
+decoded as they came, no payload bytes) is taken as it is. A message that
+cannot be decoded, or has no handler, is logged with its type and sender,
+counted in :attr:`Dispatcher.stats` and skipped (``handle_delivery`` and
+``handle_message`` return False): trying again cannot help. A handler that raises is counted
 and logged too, then reported to the caller as :class:`HandlerError`, so the
 receive loop can mark the delivery failed (``await delivery.fail(exc)``): it is
 retried, then dead-lettered, never committed as if it had been handled.
@@ -35,6 +38,7 @@ from flwire.messages.schema import body_type, body_type_of
 
 if TYPE_CHECKING:
     from flwire.security.verifier import Verifier
+    from flwire.transport.channel import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,27 @@ async def settle(result: Any) -> None:
     """Await a handler's result if it is awaitable (handlers may be sync or async)."""
     if inspect.isawaitable(result):
         await result
+
+
+def _check_raw(raw: Any) -> None:
+    """TypeError for what handle_message is often handed by mistake: nothing a
+    sender put on the wire is refused here (str is, later, with its reason)."""
+    if raw is None:
+        raise TypeError(
+            "handle_message() got None: a streamed transfer's Delivery has no payload "
+            "bytes (its message is delivery.message); pass the delivery to "
+            "dispatcher.handle_delivery(delivery)"
+        )
+    if isinstance(raw, Message):
+        raise TypeError(
+            "handle_message() takes a message's bytes; a decoded Message goes to "
+            "dispatcher.handle(msg)"
+        )
+    if hasattr(raw, "payload") and hasattr(raw, "done"):
+        raise TypeError(
+            "handle_message() takes a message's bytes; a Delivery goes to "
+            "dispatcher.handle_delivery(delivery)"
+        )
 
 
 def _size(raw: Any) -> int:
@@ -78,7 +103,18 @@ class Dispatcher:
     def route(self, body: type | str, handler: TypedHandler) -> None:
         """Register the handler of a message type, given as its body class
         (``messages_pb2.ClientUpdate``) or its type name (``"client_update"``)."""
+        if not callable(handler):
+            raise TypeError(
+                f"route() needs a callable handler (a function taking the Message), "
+                f"got {type(handler).__name__}"
+            )
         name = body_type(body).name if isinstance(body, str) else body_type_of(body).name
+        if name in self.routes and self.routes[name] is not handler:
+            logger.warning(
+                "route(%s): replaces the handler registered before (%r); one handler per type",
+                name,
+                self.routes[name],
+            )
         self.routes[name] = handler
 
     def type_name(self, msg: Message) -> str:
@@ -90,11 +126,42 @@ class Dispatcher:
         typed = self.routes.get(msg.type)
         return [typed] if typed is not None else []
 
+    async def handle_delivery(self, delivery: Delivery) -> bool:
+        """Dispatch what a :class:`~flwire.transport.Channel` delivered, as
+        :meth:`handle_message` does: its payload's bytes, or for a streamed
+        transfer its message (weights decoded as they came; verified by the
+        verifier as :meth:`Delivery.verify` does). The receive loop's call::
+
+            async for delivery in channel.receive(...):
+                try:
+                    await dispatcher.handle_delivery(delivery)
+                except HandlerError as exc:
+                    await delivery.fail(exc)
+                    continue
+                await delivery.done()
+        """
+        if not delivery.streamed:
+            return await self.handle_message(delivery.payload)
+        self.stats["received"] += 1
+        assert delivery.message is not None
+        msg = delivery.message
+        if self.verifier is not None:
+            try:
+                msg = await delivery.verify(self.verifier)
+            except RefusedMessageError as exc:
+                self.stats["refused"] += 1
+                self.verifier.refuse(exc)
+                return False
+        return await self.handle(msg)
+
     async def handle_message(self, raw_message: Any) -> bool:
-        """Decode (and verify) and dispatch one message; return True if its
-        handlers ran to completion, False if it was skipped (undecodable,
+        """Decode (and verify) and dispatch one message's bytes; return True if
+        its handlers ran to completion, False if it was skipped (undecodable,
         refused, unhandled, or a duplicate). Raises :class:`HandlerError` if a
-        handler raised."""
+        handler raised, and TypeError when handed something that is not bytes
+        (a streamed delivery's None payload, a Message, a Delivery): see
+        :meth:`handle_delivery` and :meth:`handle`."""
+        _check_raw(raw_message)
         self.stats["received"] += 1
         try:
             msg = await self.admit(raw_message)
