@@ -183,6 +183,11 @@ class Channel:
         failure_policy: FailurePolicy | None = None,
         on_event: EventCallback | None = None,
     ) -> None:
+        if not isinstance(transport, Transport):
+            raise TypeError(
+                f"Channel() takes a Transport (KafkaTransport(bootstrap) or "
+                f"InMemoryTransport()), got {type(transport).__name__}"
+            )
         self.transport = transport
         self.on_progress = on_progress
         self.on_event = on_event
@@ -221,6 +226,7 @@ class Channel:
         """Send a payload (bytes-like, or a list of bytes-like pieces sent as their
         concatenation, never joined when it is split into parts); return once every
         record of it is confirmed written."""
+        _check_topic(topic)
         view: Any
         if isinstance(payload, list | tuple):
             view = Segments(payload)
@@ -314,6 +320,13 @@ class Channel:
         message built with ``EncodeOptions(stream=True)`` goes as a streamed
         transfer (wire format section 14.5), its weights encoded as they are
         sent: its size is then the bytes of its records."""
+        if not isinstance(msg, Message):
+            raise TypeError(
+                f"send_message() takes a flwire Message (flwire.messages builders, or "
+                f"decode_message), got {type(msg).__name__}; bytes go to channel.send(topic, "
+                "payload)"
+            )
+        _check_topic(topic)
         if msg.sources is not None:
             return await self._send_stream(topic, msg)
         pieces = Segments(msg.buffers())  # the weights go into parts without a join
@@ -374,6 +387,18 @@ class Channel:
         the module); the others carry their verified message in
         ``delivery.message``.
         """
+        if isinstance(topics, str | bytes) or not topics:
+            raise TypeError(
+                f"receive() takes a non-empty list of topic names, got {topics!r}"
+                + (f": pass [{topics!r}]" if isinstance(topics, str) and topics else "")
+            )
+        for topic in topics:
+            _check_topic(topic)
+        if not isinstance(group_id, str) or not group_id:
+            raise TypeError(
+                f"receive() needs a consumer group id (a non-empty str), got {group_id!r}; "
+                "e.g. TopicLayout.server_group()"
+            )
         seen = None
         if dedupe:
             seen = SeenLog(self.transport, group_id)
@@ -752,6 +777,15 @@ class _Token:
         so that held parts cost the bytes the reassembler counts, not whole records."""
         bare = dataclasses.replace(self.record, value=b"", key=None, headers=[])
         return _Token(bare, self.receiver, self.generation)
+
+
+def _check_topic(topic: Any) -> None:
+    """TypeError unless ``topic`` is a non-empty str (a topic name)."""
+    if not isinstance(topic, str) or not topic:
+        raise TypeError(
+            f"a topic name must be a non-empty str, got {topic!r} (TopicLayout(job) names "
+            "a job's topics: layout.updates, layout.broadcast, layout.for_message(type))"
+        )
 
 
 async def _finish_tokens(tokens: Sequence[_Token]) -> None:

@@ -724,7 +724,7 @@ class KafkaTransport(Transport):
         """Send one record; return once the broker has written it (its delivery
         report carries an offset). Raises CommunicationException when it is not
         written within ``delivery_timeout_s`` (per attempt)."""
-        producer = self._require(self._producer)
+        producer = self._require(self._producer if self._running else None)
         data = value if isinstance(value, bytes) else bytes(value)
         for attempt in range(self.unwritten_retries + 1):
             # Records enter the producer in the order their sends were called: a
@@ -820,6 +820,7 @@ class KafkaTransport(Transport):
             ) from None
 
     async def subscribe(self, topics: Sequence[str], group_id: str) -> Subscription:
+        self._require(self._producer if self._running else None)
         await self.ensure_topics(topics)
         sub = _KafkaSubscription(
             {
@@ -884,5 +885,7 @@ class KafkaTransport(Transport):
     @staticmethod
     def _require(obj: Any) -> Any:
         if obj is None:
-            raise CommunicationException("Kafka transport is not started; call start() first")
+            raise CommunicationException(
+                "Kafka transport is not started (or was stopped); call start() first"
+            )
         return obj
