@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from stream_forge import F32, Forge, feed, given_up, outcome
+from stream_forge import F32, Forge, W, elements, feed, given_up, outcome
 from stream_tools import FakeClock, run, stream_values, streamed
 
 from flwire.tensors import DecodeLimits
@@ -196,7 +196,8 @@ def test_a_head_above_max_stream_bytes_is_refused_and_the_rest_skipped() -> None
     assert finished == []
     first, *rest = failed
     assert (
-        first.reason == ("refused: declares 83 bytes of tensors, above max_stream_bytes 82")
+        first.reason
+        == ("refused: declares at least 83 bytes of tensors, above max_stream_bytes 82")
         and first.total_bytes == 83
         and first.tokens == [0]
     )
@@ -208,8 +209,31 @@ def test_a_head_declaring_exabytes_allocates_nothing() -> None:
     head = forge.head(infos=[_info("w", F32.wire, [2**31, 2**31, 2**31])])
     finished, failed = outcome([head])
     assert finished == []
-    assert failed[0].reason.startswith("refused: declares ")
+    assert failed[0].reason.startswith("refused: declares at least ")
     assert f"above max_stream_bytes {16 << 30}" in failed[0].reason  # the default, 16 GiB
+
+
+def test_a_refusal_above_max_stream_bytes_says_where_it_stopped_counting() -> None:
+    forge = Forge()
+    infos = [_info(f"t{i}", F32.wire, [10]) for i in range(5)]  # 40 bytes each
+    head = forge.head(infos=infos)
+    (failed,) = outcome([head], max_stream_bytes=100)[1]
+    assert failed.reason == (
+        "refused: declares at least 120 bytes of tensors in its first 3 of 5, above "
+        "max_stream_bytes 100"
+    )
+
+
+def test_a_chunk_that_fails_to_decode_is_named_by_its_tensor_and_elements() -> None:
+    forge = Forge()
+    values = forge.valid()
+    tensor = elements(W[12:])
+    tensor.crc32c ^= 1
+    bad = forge.chunk(2, 0, 12, tensor)
+    finished, failed = outcome([*values[:2], bad, *values[3:]])
+    assert finished == []
+    (given_up,) = [f for f in failed if not f.duplicate]
+    assert given_up.reason.startswith("a chunk did not decode: tensor 'w[12:20]': CRC-32C")
 
 
 # ----------------------------------------------------------------------------- bounds

@@ -131,31 +131,38 @@ def test_a_second_seal_is_a_copy() -> None:
         ),
         (
             lambda f: f.chunk(1, 0, 0, elements(np.zeros(4, dtype=np.int32))),
-            r"^a chunk holds int32 elements, but its tensor is float32$",
+            r"^part 1: tensor 'w' from element 0: "
+            r"a chunk holds int32 elements, but its tensor is float32$",
         ),
         (
             lambda f: f.chunk(1, 0, 0, elements(W[:4], name="w")),
-            r"^a chunk's tensor is named 'w'; it must be unnamed$",
+            r"^part 1: tensor 'w' from element 0: "
+            r"a chunk's tensor is named 'w'; it must be unnamed$",
         ),
         (
             lambda f: f.chunk(1, 0, 0, elements(W[:2]), elements(W[2:4], name="x")),
-            r"^a chunk holds 2 tensors, not 1$",
+            r"^part 1: tensor 'w' from element 0: "
+            r"a chunk holds 2 tensors, not 1$",
         ),
         (
             lambda f: f.chunk(1, 0, 0, elements(W[:2]), elements(W[2:4])),
-            r"^TensorMap holds two tensors with the same name$",
+            r"^part 1: tensor 'w' from element 0: "
+            r"TensorMap holds two tensors with the same name$",
         ),
         (
             lambda f: f.chunk(1, 0, 0),
-            r"^a chunk holds 0 tensors, not 1$",
+            r"^part 1: tensor 'w' from element 0: "
+            r"a chunk holds 0 tensors, not 1$",
         ),
         (
             lambda f: f.chunk(1, 0, 0, pb_tensor("", F32, (2, 2), W[:4].tobytes())),
-            r"^a chunk's tensor has shape \[2, 2\], not 1-D with elements$",
+            r"^part 1: tensor 'w' from element 0: "
+            r"a chunk's tensor has shape \[2, 2\], not 1-D with elements$",
         ),
         (
             lambda f: f.chunk(1, 0, 0, pb_tensor("", F32, (0,), b"")),
-            r"^a chunk's tensor has shape \[0\], not 1-D with elements$",
+            r"^part 1: tensor 'w' from element 0: "
+            r"a chunk's tensor has shape \[0\], not 1-D with elements$",
         ),
         (
             lambda f: f.chunk(1, 0, 0, _lossy_elements(W[:8])),
@@ -163,7 +170,8 @@ def test_a_second_seal_is_a_copy() -> None:
         ),
         (
             lambda f: f.chunk(1, 0, 0, _bad_crc(elements(W[:4]))),
-            r"^tensor #0: shape \[4\] of float32 needs 16 bytes, but raw_size says 20$",
+            r"^part 1: tensor 'w' from element 0: "
+            r"tensor #0: shape \[4\] of float32 needs 16 bytes, but raw_size says 20$",
         ),
     ],
     ids=[
@@ -240,7 +248,8 @@ def test_a_chunk_whose_data_does_not_match_its_crc_fails_at_the_seal(
     values = [head, bad, rest, bools]
     drop = given_up(
         [*values, forge.seal(4, values)],
-        r"^a chunk did not decode: tensor '': CRC-32C of the decoded bytes is 0x[0-9a-f]{8}, "
+        r"^a chunk did not decode: tensor 'w\[0:4\]': CRC-32C of the decoded bytes is "
+        r"0x[0-9a-f]{8}, "
         r"the sender recorded",
     )
     assert drop.tokens == [0, 1, 2, 3, 4]
@@ -256,7 +265,8 @@ def test_bool_bytes_other_than_0_and_1_fail_at_the_seal() -> None:
     ]
     given_up(
         [*values, forge.seal(3, values)],
-        r"^a chunk did not decode: tensor '': bool tensor holds bytes other than 0 and 1$",
+        r"^a chunk did not decode: tensor 'b\[0:3\]': bool tensor holds bytes other than 0 "
+        r"and 1$",
     )
 
 
@@ -289,7 +299,11 @@ def test_a_corrupt_zstd_frame_gives_the_stream_up(
         forge.chunk(2, 1, 0, elements(np.array([0, 0, 1], dtype=np.uint8), dtype="bool")),
     ]
     # Refused when the chunk is read (a frame header) or when it is decoded.
-    drop = given_up([*values, forge.seal(3, values)], r"tensor '': corrupt zstd")
+    drop = given_up(
+        [*values, forge.seal(3, values)],
+        r"^(part 1: tensor 'w' from element 0|a chunk did not decode: tensor 'w\[0:20\]'): "
+        r"corrupt zstd",
+    )
     assert drop.tokens[:2] == [0, 1]
     gc.collect()
     # The decode job's error was taken, not left to asyncio's "never retrieved".

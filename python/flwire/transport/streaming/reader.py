@@ -23,6 +23,7 @@ parts were lost, and ends the transfer, reported.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -265,11 +266,17 @@ class StreamAssembler:
             return [Failed(ident, f"refused its head: {exc}", [token])]
         if declared > self.max_stream_bytes:
             self._remember(ident)
+            counted = len(infos) + 1  # the sum stops at the tensor that passes the bound
+            some = (
+                f" in its first {counted} of {len(head.tensors)}"
+                if counted < len(head.tensors)
+                else ""
+            )
             return [
                 Failed(
                     ident,
-                    f"refused: declares {declared} bytes of tensors, above max_stream_bytes "
-                    f"{self.max_stream_bytes}",
+                    f"refused: declares at least {declared} bytes of tensors{some}, above "
+                    f"max_stream_bytes {self.max_stream_bytes}",
                     [token],
                     1,
                     declared,
@@ -410,7 +417,17 @@ class StreamAssembler:
                 f"part {part.index}: a chunk of tensor {src.name!r} starts at element "
                 f"{chunk.element_offset}, where {stream.filled[i]} was expected"
             )
-        rec = read_elements(chunk.elements, src.dtype, limits=self.limits)
+        # Its errors name the stream's tensor and the elements: a chunk's own tensor
+        # is unnamed, which the decoder's messages would show as tensor ''.
+        try:
+            rec = read_elements(chunk.elements, src.dtype, limits=self.limits)
+        except SerializationException as exc:
+            raise SerializationException(
+                f"part {part.index}: tensor {src.name!r} from element {chunk.element_offset}: "
+                + str(exc).removeprefix("tensor '': ")
+            ) from None
+        end = chunk.element_offset + rec.numel
+        rec = dataclasses.replace(rec, name=f"{src.name}[{chunk.element_offset}:{end}]")
         room = stream.sizes[i] // width - chunk.element_offset
         if rec.numel > room:
             raise SerializationException(
