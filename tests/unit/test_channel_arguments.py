@@ -7,6 +7,7 @@ string given to Channel."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import numpy as np
@@ -96,3 +97,23 @@ def test_a_stopped_kafka_transport_says_so_at_once() -> None:
                 await asyncio.wait_for(call, 5)
 
     run(main())
+
+
+def test_a_fail_after_done_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    channel, transport = _channel()
+
+    async def main() -> None:
+        await transport.start()
+        await channel.send_message("t", MSG)
+        async for delivery in channel.receive(["t"], "g", dedupe=False):
+            await delivery.done()
+            await delivery.done()  # idempotent, silent
+            assert caplog.records == []
+            await delivery.fail(RuntimeError("too late"))
+            break
+
+    with caplog.at_level(logging.WARNING, logger="flwire.transport.channel"):
+        run(main())
+    assert "was settled already (done() or fail()); this fail() is ignored" in caplog.text
+    assert "RuntimeError: too late" in caplog.text
+    assert channel.stats["retries"] == 0 and channel.stats["failed_deliveries"] == 0

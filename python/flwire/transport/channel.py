@@ -698,10 +698,18 @@ class _Receiver:
         await _finish_tokens(tokens)
 
     async def settle_failed(self, delivery: Delivery, error: BaseException | str) -> None:
-        if not delivery._tokens:
-            return  # already settled
-        policy = self.channel.failure_policy
         reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        if not delivery._tokens:
+            # Settled already: its failure cannot undo a done() (nor fail it twice).
+            logger.warning(
+                "Delivery %s from %s was settled already (done() or fail()); this fail() "
+                "is ignored: %s",
+                delivery.id,
+                delivery.topic,
+                reason,
+            )
+            return
+        policy = self.channel.failure_policy
         stats = self.channel.stats
         if delivery.attempt < policy.max_attempts:
             stats["retries"] += 1
