@@ -16,9 +16,10 @@ from helpers import pb_tensor
 from stream_forge import F32, Forge, W, elements, feed, given_up, outcome
 from stream_tools import run
 
+from flwire.tensors import DecodeLimits
 from flwire.transport.streaming import StreamAssembler
 from flwire.transport.streaming.reader import STREAM_COST, TENSOR_COST
-from flwire.v1 import tensor_pb2
+from flwire.v1 import tensor_pb2, transfer_pb2
 
 # ----------------------------------------------------------------------------- the valid stream
 
@@ -410,3 +411,47 @@ def test_a_strided_record_value_is_read_as_its_bytes() -> None:
     finished, failed = outcome(values)
     assert failed == []
     assert finished[0].message.tensors(as_numpy=True)["w"].tobytes() == W.tobytes()
+
+
+# ----------------------------------------------------------------------------- expansion
+
+
+def _zeros_stream() -> tuple[Forge, list[bytes]]:
+    """A stream of one 20 MiB float32 tensor of zeros in two zstd chunks of a
+    few hundred bytes each."""
+    forge = Forge()
+    n = 5 << 20
+    infos = [transfer_pb2.TensorInfo(name="w", dtype=F32.wire, shape=[n])]  # type: ignore[arg-type]
+    head = forge.head(infos=infos)
+    zeros = np.zeros(n // 2, dtype=np.float32)
+    values = [
+        head,
+        forge.chunk(1, 0, 0, elements(zeros, zstd_level=3)),
+        forge.chunk(2, 0, n // 2, elements(zeros, zstd_level=3)),
+    ]
+    return forge, [*values, forge.seal(3, values)]
+
+
+def test_chunks_that_decode_past_max_expansion_are_refused_before_decoding() -> None:
+    """Like a whole TensorMap (section 11), a stream's chunks may decode to at
+    most max(expansion_floor_bytes, max_expansion x the bytes of its records):
+    a few compressed records cannot fill gigabytes of tensor memory."""
+    _, values = _zeros_stream()
+    assert sum(len(v) for v in values) < 20_000  # 20 MiB of zeros in a few kB
+    # Each chunk alone is within the floor (16 MiB) of its own TensorMap's check,
+    # and the first within the stream's; the second takes the stream past it.
+    drop = given_up(
+        values,
+        r"^part 2: the stream's chunks decode to 20971520 bytes from \d+ bytes of records, "
+        r"over 100 times their size \(DecodeLimits\.max_expansion; pass "
+        r"StreamAssembler\(limits=\) a higher one, or None",
+    )
+    assert drop.tokens == [0, 1, 2]
+
+
+def test_a_stream_of_zeros_arrives_when_the_expansion_check_is_off() -> None:
+    _, values = _zeros_stream()
+    finished, failed = outcome(values, limits=DecodeLimits(max_expansion=None))
+    assert failed == []
+    w = finished[0].message.tensors(as_numpy=True)["w"]
+    assert w.shape == (5 << 20,) and not w.any()

@@ -12,8 +12,10 @@ would take the streams under way past ``max_pending_bytes`` (declared sizes
 count, as each becomes resident, plus STREAM_COST per stream and TENSOR_COST
 per tensor), or ``max_streams`` are under way already (those under way are
 kept; the new one is refused), or it declares more tensors than
-``DecodeLimits.tensor_cap`` allows for their declared size. A tensor's memory
-that the host refuses (MemoryError) gives its stream up, reported. A stream with no new part
+``DecodeLimits.tensor_cap`` allows for their declared size. A stream whose
+chunks would decode past ``DecodeLimits.max_expansion`` times the bytes of its
+records (at least ``expansion_floor_bytes``) is given up on before the chunk is
+decoded, and so is one whose tensor memory the host refuses (MemoryError). A stream with no new part
 for ``part_timeout`` seconds is given up on. Parts must come in order, as a
 writer sends them to one partition: a part at an index already passed is a
 redelivered copy and is skipped; one beyond the next expected index means
@@ -133,6 +135,10 @@ class _Stream:
     #: CRC-32C and length.
     jobs: deque[Future[tuple[int, int]]] = field(default_factory=deque)
     received: int = 0
+    #: Bytes of the records received (the head's included), and the raw bytes
+    #: their chunks decode to: DecodeLimits.max_expansion bounds the one by the other.
+    arrived: int = 0
+    decoded: int = 0
     #: A BLAKE3 hasher fed every record, on the digest thread (signed streams).
     hasher: Any = None
     digesting: Future[None] | None = None
@@ -232,6 +238,7 @@ class StreamAssembler:
         stream.last_new = self._clock()
         stream.tokens.append(token)
         stream.received += 1
+        stream.arrived += value.nbytes
         self._streams.move_to_end(ident)
         if part.chunk is not None:
             self._digest(stream, value)
@@ -312,6 +319,7 @@ class StreamAssembler:
             sizes=[nbytes for *_, nbytes in infos],
             tokens=[token],
             received=1,
+            arrived=value.nbytes,
         )
         if head.signed:
             try:
@@ -428,6 +436,7 @@ class StreamAssembler:
             ) from None
         end = chunk.element_offset + rec.numel
         rec = dataclasses.replace(rec, name=f"{src.name}[{chunk.element_offset}:{end}]")
+        self._check_expansion(stream, part.index, rec.raw_size)
         room = stream.sizes[i] // width - chunk.element_offset
         if rec.numel > room:
             raise SerializationException(
@@ -446,6 +455,24 @@ class StreamAssembler:
         future = executor(self.workers).submit(_decode_chunk, value, rec, out)
         future.add_done_callback(self._job_done)
         return future
+
+    def _check_expansion(self, stream: _Stream, index: int, raw_size: int) -> None:
+        """Count a chunk's decoded bytes, refusing them past what the records
+        received allow: at most ``max(expansion_floor_bytes, max_expansion x
+        received)``, as a whole TensorMap's are by its size (section 11), so that
+        a few compressed records cannot fill gigabytes of tensor memory."""
+        stream.decoded += raw_size
+        limits = self.limits
+        if limits.max_expansion is None:
+            return
+        allowed = max(limits.expansion_floor_bytes, limits.max_expansion * stream.arrived)
+        if stream.decoded > allowed:
+            raise SerializationException(
+                f"part {index}: the stream's chunks decode to {stream.decoded} bytes from "
+                f"{stream.arrived} bytes of records, over {limits.max_expansion:g} times "
+                "their size (DecodeLimits.max_expansion; pass StreamAssembler(limits=) a "
+                "higher one, or None, if you expect models this compressible: mostly zeros)"
+            )
 
     @staticmethod
     def _failed_chunk(stream: _Stream) -> BaseException | None:
