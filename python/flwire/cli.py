@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from flwire import _optional
 from flwire.exceptions import MissingDependencyError
+
+#: --min-clients when not given (fewer when --clients is fewer).
+_DEFAULT_MIN_CLIENTS = 2
 
 
 def _version() -> str:
@@ -18,21 +23,88 @@ def _version() -> str:
     return __version__
 
 
+#: The largest --seed: numpy's and torch's generators take it, and each client's seed
+#: (seed + index, and seed * 1000 + round for its training) stays far inside their range.
+_MAX_SEED = 2**32 - 1
+
+
+def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``low`` (to ``high``), or a usage error
+    naming the value and the range."""
+
+    def parse(text: str) -> int:
+        expected = "a whole number" + _range(low, high)
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid value {text!r}: expected {expected}"
+            ) from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"invalid value {value}: expected {expected}")
+        return value
+
+    return parse
+
+
+def _range(low: int, high: int | None) -> str:
+    return f" from {low} to {high}" if high is not None else f", {low} or more"
+
+
+def _finite(low: float, *, above: bool) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number above ``low`` (``above``) or from ``low`` on
+    (not NaN, not infinite), or a usage error naming the value and the range."""
+    expected = f"a finite number above {low:g}" if above else f"a finite number, {low:g} or more"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid value {text!r}: expected {expected}"
+            ) from None
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"invalid value {text}: expected {expected}")
+        return value
+
+    return parse
+
+
+def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What the flags' types cannot check alone (flags that bound each other), and the
+    optional packages the run will need: a usage error (exit status 2), or a
+    MissingDependencyError, before anything starts."""
+    if args.min_clients is None:
+        args.min_clients = min(_DEFAULT_MIN_CLIENTS, args.clients)
+    for flag, value, low in (
+        ("--min-clients", args.min_clients, 1),
+        ("--stragglers", args.stragglers, 0),
+    ):
+        if not low <= value <= args.clients:
+            parser.error(
+                f"argument {flag}: invalid value {value}: expected a whole number from "
+                f"{low} to --clients ({args.clients})"
+            )
+    # --report needs matplotlib for its plot, the demo torch: found now, not after the
+    # training (require raises MissingDependencyError, naming the pip extra to install).
+    if args.report:
+        _optional.require("matplotlib", extra="demo")
+    _optional.require("torch")
+
+
 def _demo(args: argparse.Namespace) -> int:
+    _check_demo(args.demo_parser, args)
     from flwire.demo.runner import DemoOptions, run_demo
 
     if args.secure and not args.bootstrap_servers:
         port = os.environ.get("FLWIRE_KAFKA_SECURE_PORT", "9094")
         args.bootstrap_servers = f"127.0.0.1:{port}"
-    if args.clients < 1 or args.rounds < 1:
-        print("flwire demo: --clients and --rounds must be at least 1", file=sys.stderr)
-        return 2
     opts = DemoOptions(
         clients=args.clients,
         rounds=args.rounds,
         local_epochs=args.local_epochs,
         learning_rate=args.learning_rate,
-        min_clients=min(args.min_clients, args.clients),
+        min_clients=args.min_clients,
         max_wait_time=args.max_wait_time,
         stragglers=args.stragglers,
         straggler_delay=args.straggler_delay,
@@ -130,38 +202,51 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train SimpleCNN with FedAvg on non-IID handwritten digits "
         "over flwire: in memory by default, or over Kafka.",
     )
-    demo.add_argument("--clients", type=int, default=4, help="number of clients (default 4)")
-    demo.add_argument("--rounds", type=int, default=5, help="training rounds (default 5)")
-    demo.add_argument("--local-epochs", type=int, default=3, help="epochs per round (default 3)")
+    demo.add_argument(
+        "--clients", type=_whole(1), default=4, help="number of clients, 1 or more (default 4)"
+    )
+    demo.add_argument(
+        "--rounds", type=_whole(1), default=5, help="training rounds, 1 or more (default 5)"
+    )
+    demo.add_argument(
+        "--local-epochs",
+        type=_whole(1),
+        default=3,
+        help="epochs per round, 1 or more (default 3)",
+    )
     demo.add_argument(
         "--learning-rate",
-        type=float,
+        type=_finite(0, above=True),
         default=0.005,
-        help="client SGD learning rate (default 0.005)",
+        help="client SGD learning rate, above 0 (default 0.005)",
     )
     demo.add_argument(
         "--min-clients",
-        type=int,
-        default=2,
-        help="fewest updates to aggregate after --max-wait-time (default 2)",
+        type=_whole(1),
+        default=None,
+        help="fewest updates to aggregate after --max-wait-time, from 1 to --clients; a "
+        f"round also fails as soon as fewer clients are left running (default "
+        f"{_DEFAULT_MIN_CLIENTS}, or --clients when fewer)",
     )
     demo.add_argument(
         "--max-wait-time",
-        type=float,
+        type=_finite(0, above=True),
         default=300.0,
-        help="seconds to wait for every client's update (default 300)",
+        metavar="SECONDS",
+        help="seconds to wait for every client's update, above 0 (default 300)",
     )
     demo.add_argument(
         "--stragglers",
-        type=int,
+        type=_whole(0),
         default=0,
-        help="make this many clients slow, to show partial aggregation",
+        help="make this many clients slow, to show partial aggregation (0 to --clients)",
     )
     demo.add_argument(
         "--straggler-delay",
-        type=float,
+        type=_finite(0, above=False),
         default=0.0,
-        help="seconds a straggler waits before sending its update",
+        metavar="SECONDS",
+        help="seconds a straggler waits before sending its update, 0 or more",
     )
     demo.add_argument(
         "--bootstrap-servers",
@@ -169,7 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run over Kafka at HOST:PORT, clients as separate processes",
     )
     demo.add_argument("--report", metavar="DIR", help="write demo-report.json and .png to DIR")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--seed",
+        type=_whole(0, _MAX_SEED),
+        default=0,
+        help=f"seed of the data split and the training, 0 to {_MAX_SEED} (default 0)",
+    )
     demo.add_argument(
         "--sign",
         action="store_true",
@@ -195,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="kafka/broker.sh's folder, whose secure/ holds the CA and passwords "
         "(default $FLWIRE_KAFKA_HOME, else ~/.cache/flwire/kafka)",
     )
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_demo, demo_parser=demo)
 
     inspect = sub.add_parser(
         "inspect",

@@ -11,6 +11,11 @@ broadcast message that the server's key did not sign (wire format section
 14.3): a forged global update, evaluation request, training start or shutdown
 is logged, counted in :attr:`DemoClient.refusals` and never applied. A server
 message whose id was handled before is refused too (reason ``replay``).
+
+A round whose training fails (an invalid setting, a model that diverges into an
+error) ends the client: :meth:`DemoClient.run` raises a TrainingException that
+names the round and the cause, at once, so that whoever runs the client can tell
+the server (``FedAvgServer.client_failed``) instead of leaving it waiting.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import copy
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -36,7 +42,7 @@ from flwire.compat.utils.metrics import MetricsCollector
 from flwire.demo.data import Shard, split_non_iid
 from flwire.demo.metering import record_weights
 from flwire.demo.training import DEFAULT_CONFIG, evaluate, train_local
-from flwire.exceptions import RefusedMessageError
+from flwire.exceptions import RefusedMessageError, TrainingException
 from flwire.messages import SERVER_ID, Dispatcher, HandlerError, value_map_to_dict
 from flwire.security import TrustStore, Verifier, sign_in_place
 from flwire.tensors import EncodeOptions
@@ -98,6 +104,9 @@ class DemoClient:
         self.status = "idle"
         self._training: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
+        #: What ended the client before Shutdown (a failed training), or None.
+        self.failure: BaseException | None = None
+        self._run_task: asyncio.Task[Any] | None = None
         # The verifier de-duplicates by message id, a concurrent delivery included.
         self.handler = Dispatcher(verifier=self.verifier)
         self.handler.route(pb.GlobalUpdate, self._on_global_update)
@@ -123,7 +132,20 @@ class DemoClient:
         return None
 
     async def run(self) -> None:
-        """Register, then follow the server's broadcast until shutdown."""
+        """Register, then follow the server's broadcast until shutdown. Raises the
+        TrainingException of a round whose training failed, as soon as it failed."""
+        self._run_task = asyncio.current_task()
+        try:
+            await self._follow()
+        except asyncio.CancelledError:
+            # A failed training cancels this task (see _training_ended): its error is
+            # what ended the client (also when it was told to stop at the same time).
+            if self.failure is None:
+                raise
+        if self.failure is not None:
+            raise self.failure
+
+    async def _follow(self) -> None:
         info = self.model.get_model_info()
         info["architecture_hash"] = get_model_hash(self.model)
         info["parameter_count"] = info.pop("parameters")
@@ -151,7 +173,9 @@ class DemoClient:
                     break
         finally:
             for task in (beats, self._training):
-                if task is not None:
+                # A training that ended by itself is not awaited: its error, if any, is
+                # self.failure, raised by run.
+                if task is not None and not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
@@ -186,6 +210,18 @@ class DemoClient:
         # Train in the background so heartbeats, evaluation requests and shutdown
         # are still handled while the round runs.
         self._training = asyncio.create_task(self._train(msg.body))
+        self._training.add_done_callback(self._training_ended)
+
+    def _training_ended(self, task: asyncio.Task[None]) -> None:
+        """A training that raised ends the client: its error is kept and :meth:`run`,
+        cancelled, raises it."""
+        if task.cancelled() or (exc := task.exception()) is None or self.failure is not None:
+            return
+        logger.debug("%s: training failed", self.client_id, exc_info=exc)
+        self.failure = exc
+        self.status = "failed"
+        if self._run_task is not None and not self._run_task.done():
+            self._run_task.cancel()
 
     async def _train(self, body: Any) -> None:
         config = value_map_to_dict(body.config)
@@ -208,6 +244,10 @@ class DemoClient:
                 seed=self.seed * 1000 + body.round_id,
                 stop=stop,
             )
+        except Exception as exc:
+            raise TrainingException(
+                f"training for round {body.round_id} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             # Cancelling this task does not stop the thread: tell it to stop at its next
             # batch, so a client that shuts down leaves no training running behind it.
@@ -313,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run())
     except asyncio.CancelledError:
         logger.info("%s: stopped", args.client_id)
+    except TrainingException as exc:
+        # One line (the demo names the client that ended); the traceback at DEBUG.
+        logger.debug("%s failed", args.client_id, exc_info=exc)
+        print(f"{args.client_id}: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -29,7 +30,7 @@ from flwire.demo.secure import SecureJob
 from flwire.demo.secure import prepare as prepare_secure_job
 from flwire.demo.server import FedAvgServer, RoundResult
 from flwire.demo.training import DEFAULT_CONFIG
-from flwire.exceptions import CommunicationException, FLException
+from flwire.exceptions import CommunicationException, FLException, TrainingException
 from flwire.messages import SERVER_ID
 from flwire.security import (
     TrustStore,
@@ -145,7 +146,7 @@ def _round_row(r: RoundResult, legacy_bytes: int | None) -> str:
     legacy = f"{legacy_bytes / 1e6:>9.1f}" if legacy_bytes else f"{'':>9}"
     fed = f"{r.federated_accuracy:>10.1%}" if r.federated_accuracy is not None else f"{'-':>10}"
     # A client left out may also be named in refused (an update forged in its name).
-    selected = len({*r.reporting, *r.left_out, *r.refused})
+    selected = len({*r.reporting, *r.left_out, *r.refused, *r.failed})
     return (
         f"{r.round_id:>5}  {len(r.reporting):>3}/{selected:<3}"
         f"{r.accuracy:>9.1%}{fed}{r.wire_bytes / 1e6:>10.1f}{legacy}{r.seconds:>8.1f}"
@@ -218,11 +219,56 @@ async def _run_clients_in_process(
     return tasks
 
 
-async def _stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> list[BaseException]:
+def _reason(exc: BaseException) -> str:
+    """A client's error in a line: a TrainingException says what failed already."""
+    if isinstance(exc, TrainingException):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _tell_server_when_clients_end(server: FedAvgServer, tasks: list[asyncio.Task[None]]) -> None:
+    """An in-process client that ends with an error (its training failed), or ends
+    before the job does, is reported to the server at once: it is not waited for."""
+
+    def ended(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            server.client_failed(task.get_name(), _reason(exc))
+        elif not server.shutdown_sent:
+            server.client_failed(task.get_name(), "it stopped before the job ended")
+
+    for task in tasks:
+        task.add_done_callback(ended)
+
+
+#: Seconds between two checks that the client processes of the Kafka demo still run.
+PROCESS_CHECK_INTERVAL = 0.5
+
+
+async def _watch_processes(server: FedAvgServer, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Report to the server each client process that exits before the job ends (a
+    failed client exits with status 1 and its error in one line on standard error)."""
+    running = dict(enumerate(procs))
+    while running:
+        for i, proc in list(running.items()):
+            status = proc.poll()
+            if status is None:
+                continue
+            del running[i]
+            if status != 0 or not server.shutdown_sent:
+                server.client_failed(f"client-{i}", f"its process exited with status {status}")
+        await asyncio.sleep(PROCESS_CHECK_INTERVAL)
+
+
+async def _stop_tasks(
+    tasks: list[asyncio.Task[None]], grace: float
+) -> list[tuple[str, BaseException]]:
     """Give in-process clients ``grace`` seconds to end by themselves (after Shutdown),
     then cancel those still running and wait for them too, within a bound: a task
     cancelled and left running here would be cancelled a second time by asyncio.run on
-    its way out. Return the clients' errors."""
+    its way out. Return the clients' errors, by client (task) name."""
     if not tasks:
         return []
     running = set(tasks)
@@ -241,7 +287,7 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> list[Bas
                 CLIENT_KILL_TIMEOUT,
             )
     return [
-        exc
+        (task.get_name(), exc)
         for task in tasks
         if task.done() and not task.cancelled() and (exc := task.exception()) is not None
     ]
@@ -447,6 +493,8 @@ async def _run_job(
                 )
             for client, reason in sorted(result.refused.items()):
                 console.line(f"       refused the update of {client}: {reason}")
+            for client, reason in sorted(result.failed.items()):
+                console.line(f"       failed: {client}: {reason}")
         unprinted.clear()
 
     def on_round(result: RoundResult) -> None:
@@ -460,16 +508,23 @@ async def _run_job(
         unprinted.append(result)
 
     server.on_round = on_round
+    watcher: asyncio.Task[None] | None = None
     try:
         await transport.ensure_topics(layout.all)
         if opts.bootstrap_servers:
             procs = _spawn_kafka_clients(opts, layout, keys, secure_job)
+            watcher = asyncio.create_task(_watch_processes(server, procs))
         else:
             tasks = await _run_clients_in_process(
                 opts, broker, layout, metrics, client_transports, keys
             )
+            _tell_server_when_clients_end(server, tasks)
         results = await server.run()
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         print_rows()  # the rounds that completed, also when a later one failed
         # The server sends Shutdown when the job ends and when it fails: then the clients
         # get time to end by themselves. Otherwise (the run was cancelled, e.g. by Ctrl-C,
@@ -481,10 +536,17 @@ async def _run_job(
         for client_transport in client_transports:
             await client_transport.stop()
         await transport.stop()
-        for exc in client_errors:
-            logger.error("a client failed: %r", exc, exc_info=exc)
-    if client_errors:
-        raise FLException(f"{len(client_errors)} client(s) failed: {client_errors[0]!r}")
+        # The server names the clients that failed (its error, or the round's row); their
+        # tracebacks are for debugging only.
+        for name, exc in client_errors:
+            logger.debug("%s failed: %s", name, _reason(exc), exc_info=exc)
+    # A client that failed during a round the job still completed (enough others were
+    # left) is named in that round's row; any other failure fails the job.
+    named = {client for r in results for client in r.failed}
+    unnamed = [(name, exc) for name, exc in client_errors if name not in named]
+    if unnamed:
+        name, exc = unnamed[0]
+        raise FLException(f"{len(unnamed)} client(s) failed: {name}: {_reason(exc)}")
     return results, {
         "legacy_bytes": legacy_sizes,
         "wire": metrics.wire_summary(),

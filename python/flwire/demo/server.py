@@ -6,7 +6,10 @@ for client updates; aggregate with FedAvg once every selected client has
 reported, or once ``max_wait_time`` has passed with at least ``min_clients``
 updates (naming the clients left out); evaluate on the held-out test set.
 A round with fewer than ``min_clients`` updates ``round_timeout`` seconds after
-it started fails the job. After the last round the final weights are broadcast
+it started fails the job. A client that failed (:meth:`FedAvgServer.client_failed`:
+its training raised, its process ended) is not waited for: the job fails as soon
+as fewer than ``min_clients`` clients are left to answer, every client failed
+included. After the last round the final weights are broadcast
 and evaluated, then Shutdown ends the job; a job that fails sends Shutdown too,
 with the reason, so that no client waits for a round that will not come.
 
@@ -73,6 +76,8 @@ class RoundResult:
     federated_accuracy: float | None = None
     #: Clients whose update was refused, and why (see flwire.aggregation.screening).
     refused: dict[str, str] = field(default_factory=dict)
+    #: Selected clients that failed (ended) before they sent an update, and why.
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +96,8 @@ class _State:
     #: the round in progress when they came and the client id they claim.
     unverified: dict[int, dict[str, str]] = field(default_factory=dict)
     evaluations: dict[int, dict[str, m.Message]] = field(default_factory=dict)
+    #: Clients that failed (they will send nothing more), and why.
+    failed: dict[str, str] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -172,6 +179,34 @@ class FedAvgServer:
         #: Whether the clients were sent Shutdown (when the job ended, or failed).
         self.shutdown_sent = False
         self._listener: asyncio.Task[None] | None = None
+
+    def client_failed(self, client_id: str, reason: str) -> None:
+        """Record that a client ended for good (its training raised, its process
+        exited): it is no longer waited for, and the job fails as soon as too few
+        clients are left to reach ``min_clients``. The first reason given counts."""
+        if client_id not in self.state.failed:
+            logger.debug("%s failed: %s", client_id, reason)
+            self.state.failed[client_id] = reason
+            self.state.changed.set()
+
+    def _too_few_left(self, where: str, candidates: int, failed: list[str]) -> None:
+        """Raise AggregationException when ``failed`` (of the ``candidates`` clients that
+        could still answer) leave fewer than ``min_clients``: waiting is pointless."""
+        left = candidates - len(failed)
+        if left >= self.min_clients:
+            return
+        if left <= 0:
+            what = f"every client failed ({len(failed)} of {candidates})"
+        else:
+            what = (
+                f"{len(failed)} of {candidates} clients failed, leaving {left}, fewer than "
+                f"min_clients={self.min_clients}"
+            )
+        by_reason: dict[str, list[str]] = {}
+        for client in sorted(failed):
+            by_reason.setdefault(self.state.failed[client], []).append(client)
+        why = "; ".join(f"{', '.join(ids)}: {reason}" for reason, ids in by_reason.items())
+        raise AggregationException(f"{where}: {what}: {why}")
 
     def wire_bytes(self) -> int:
         """Bytes the server sent and received so far."""
@@ -294,7 +329,9 @@ class FedAvgServer:
                 count = len(self.state.registered)
                 self.on_status(f"waiting for clients: {count}/{self.num_clients} registered")
                 self.on_progress(f"clients registered: {count}/{self.num_clients}")
-                return count >= self.num_clients
+                failed = sorted(self.state.failed)
+                self._too_few_left("the job could not start", self.num_clients, failed)
+                return len({*self.state.registered, *failed}) >= self.num_clients
 
             if not await self._wait(registered, self.registration_timeout):
                 if len(self.state.registered) < self.min_clients:
@@ -309,10 +346,9 @@ class FedAvgServer:
 
             def evaluated() -> bool:
                 count = len(self.state.evaluations.get(self.rounds, {}))
-                self.on_progress(
-                    f"final evaluation: {count}/{len(self.state.registered)} clients reported"
-                )
-                return count >= len(self.state.registered)
+                running = [c for c in self.state.registered if c not in self.state.failed]
+                self.on_progress(f"final evaluation: {count}/{len(running)} clients reported")
+                return count >= len(running)
 
             await self._wait(evaluated, 30)
             self._attach_federated_accuracy()
@@ -343,7 +379,8 @@ class FedAvgServer:
         self._fold(round_id)  # before any await: this round's updates are folded from now on
         start = time.perf_counter()
         bytes_before = self.wire_bytes()
-        selected = sorted(self.state.registered)
+        # A client that failed is not asked again.
+        selected = sorted(c for c in self.state.registered if c not in self.state.failed)
         # No update for this round can be in before its TrainingStart is sent.
         self.on_progress(f"round {round_id}: 0/{len(selected)} updates in")
         encode_start = time.perf_counter()
@@ -356,6 +393,16 @@ class FedAvgServer:
         await self._broadcast(m.training_start(round_id, self.config, selected))
         updates = self.state.updates.setdefault(round_id, {})
         refused = self.state.refused.setdefault(round_id, {})
+        where = f"round {round_id} could not be aggregated"
+
+        registered = sorted(self.state.registered)
+
+        def failed() -> list[str]:
+            """The registered clients that failed (in this round or before) and sent no
+            update for it, once checked that enough are left to reach min_clients."""
+            gone = [c for c in registered if c in self.state.failed and c not in updates]
+            self._too_few_left(where, len(registered), gone)
+            return gone
 
         def progress() -> str:
             return (
@@ -369,16 +416,19 @@ class FedAvgServer:
                 f"round {round_id}: {len(updates)}/{len(selected)} updates in"
                 + (f", {len(refused)} refused" if refused else "")
             )
-            # A refused client is not waited for: it has answered, wrongly.
-            return len(updates) + len([c for c in refused if c not in updates]) >= len(selected)
+            # A refused client is not waited for: it has answered, wrongly; nor is one
+            # that failed: it will not answer.
+            answered = {*updates, *refused, *failed()}
+            return all(c in answered for c in selected)
+
+        def enough() -> bool:
+            failed()
+            return len(updates) >= self.min_clients
 
         started = time.monotonic()
         if not await self._wait(ready, self.max_wait_time):
             if len(updates) < self.min_clients:
-                await self._wait(
-                    lambda: len(updates) >= self.min_clients,
-                    started + self.round_timeout - time.monotonic(),
-                )
+                await self._wait(enough, started + self.round_timeout - time.monotonic())
             if len(updates) < self.min_clients:
                 raise AggregationException(
                     f"round {round_id} could not be aggregated: {len(updates)} of "
@@ -386,8 +436,16 @@ class FedAvgServer:
                     f"({', '.join(sorted(updates)) or 'none'}), fewer than "
                     f"min_clients={self.min_clients}"
                 )
+        if not updates:  # every client answered, and none was accepted
+            refusals = {**self.state.unverified.get(round_id, {}), **refused}
+            raise AggregationException(
+                f"{where}: no update was accepted ("
+                + "; ".join(f"{c}: {r}" for c, r in sorted(refusals.items()))
+                + ")"
+            )
         reporting = sorted(updates)
-        left_out = [c for c in selected if c not in updates and c not in refused]
+        gone = {c: self.state.failed[c] for c in failed() if c in selected}
+        left_out = [c for c in selected if c not in updates and c not in refused and c not in gone]
         if left_out:
             logger.warning(
                 "round %d: aggregating without %s (no update within %.0f s)",
@@ -412,6 +470,7 @@ class FedAvgServer:
                 for c, r in {**self.state.unverified.get(round_id, {}), **refused}.items()
                 if c not in updates
             },
+            failed=gone,
         )
         self.results.append(result)
         self._attach_federated_accuracy()
