@@ -89,7 +89,7 @@ def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     # training (require raises MissingDependencyError, naming the pip extra to install).
     if args.report:
         _optional.require("matplotlib", extra="demo")
-    _optional.require("torch")
+    _optional.require("torch", extra="demo")  # the demo extra brings torch too
 
 
 def _demo(args: argparse.Namespace) -> int:

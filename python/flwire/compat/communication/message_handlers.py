@@ -48,6 +48,10 @@ class MessageHandler(Dispatcher):
     counted in :attr:`stats`; it never stops the caller's loop.
     """
 
+    #: Anything handed to handle_message that is not a message (None included)
+    #: is counted as undecodable and skipped, as the old API did.
+    refuse_non_bytes = False
+
     def __init__(self, *, dedupe: bool = False, verifier: Verifier | None = None) -> None:
         super().__init__(dedupe=dedupe, verifier=verifier)
         self.handlers: dict[str, LegacyHandler] = {}
