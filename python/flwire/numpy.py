@@ -19,13 +19,14 @@ import numpy as np
 
 from flwire.exceptions import SerializationException
 from flwire.tensors import DecodeLimits, EncodeOptions, decode_tensor_map, encode_tensor_map
-from flwire.tensors.files import read_file, write_file
+from flwire.tensors.files import read_file, refuse_foreign, write_file
+from flwire.tensors.sources import require_state_dict
 
 __all__ = ["load", "load_file", "save", "save_file"]
 
 
 def _check(tensors: Mapping[str, Any]) -> Mapping[str, Any]:
-    for name, value in tensors.items():
+    for name, value in require_state_dict(tensors, "flwire.numpy.save").items():
         if not isinstance(value, np.ndarray):
             raise SerializationException(
                 f"flwire.numpy.save takes numpy arrays; {name!r} is a {type(value).__name__} "
@@ -55,6 +56,7 @@ def save_file(
 
 def load(data: Any, *, limits: DecodeLimits | None = None) -> dict[str, np.ndarray]:
     """Decode TensorMap bytes to numpy arrays."""
+    refuse_foreign(data)
     return decode_tensor_map(data, as_numpy=True, limits=limits)
 
 

@@ -24,7 +24,8 @@ from flwire.tensors import (
     encode_tensor_map,
     torch_support,
 )
-from flwire.tensors.files import read_file, write_file
+from flwire.tensors.files import read_file, refuse_foreign, write_file
+from flwire.tensors.sources import require_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +35,7 @@ __all__ = ["load", "load_file", "save", "save_file"]
 
 def _check(tensors: Mapping[str, Any]) -> Mapping[str, Any]:
     torch_support.import_torch()
-    for name, value in tensors.items():
+    for name, value in require_state_dict(tensors, "flwire.torch.save").items():
         if not torch_support.is_tensor(value):
             raise SerializationException(
                 f"flwire.torch.save takes torch tensors; {name!r} is a {type(value).__name__} "
@@ -64,6 +65,7 @@ def save_file(
 
 def load(data: Any, *, limits: DecodeLimits | None = None) -> dict[str, torch.Tensor]:
     """Decode TensorMap bytes to torch tensors."""
+    refuse_foreign(data)
     return decode_tensor_map(data, limits=limits)
 
 

@@ -27,7 +27,13 @@ OPTIONAL = [
 ]
 #: Private modules made to be shared inside the package (DESIGN.md: "what is
 #: shared lives in a private package meant for it").
-SHARED_PRIVATE = {"flwire._protowire", "flwire._optional", "flwire._version", "flwire._aio"}
+SHARED_PRIVATE = {
+    "flwire._protowire",
+    "flwire._optional",
+    "flwire._version",
+    "flwire._aio",
+    "flwire._args",
+}
 
 
 def _loaded_after(statement: str) -> list[str]:

@@ -21,6 +21,7 @@ from flwire.transport import (
     message_headers,
     read_headers,
 )
+from flwire.transport.chunking import MIN_RECORD_BYTES
 from flwire.transport.headers import MESSAGE_ID, SCHEMA_VERSION, SENDER_ID, TYPE
 
 TIMEOUT = 10
@@ -74,12 +75,13 @@ def test_send_before_start_raises():
 
 def test_max_record_bytes_is_enforced():
     async def main():
-        transport = await _started(InMemoryBroker(), max_record_bytes=100)
-        await transport.send("t", b"a" * 100)
+        limit = MIN_RECORD_BYTES
+        transport = await _started(InMemoryBroker(), max_record_bytes=limit)
+        await transport.send("t", b"a" * limit)
         with pytest.raises(CommunicationException, match="limit"):
-            await transport.send("t", b"a" * 101)
+            await transport.send("t", b"a" * (limit + 1))
         with pytest.raises(CommunicationException):
-            await transport.send("t", memoryview(bytearray(101)))
+            await transport.send("t", memoryview(bytearray(limit + 1)))
         return transport.broker
 
     broker = run(main())

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from flwire._args import require_str
 from flwire.exceptions import SerializationException
 from flwire.messages.capabilities import enum_value, lossy_values
 from flwire.messages.message import Message
@@ -35,12 +36,14 @@ from flwire.tensors import (
 )
 from flwire.tensors import codecs as _codecs
 from flwire.tensors.lossy import METHODS
-from flwire.tensors.sources import prepare
+from flwire.tensors.sources import prepare, require_state_dict
 from flwire.v1 import messages_pb2 as pb
 from flwire.v1 import values_pb2
 
 #: The sender id of the server's messages.
 SERVER_ID = "server"
+#: What a client id is, as argument errors say it.
+_CLIENT_ID = "the client's id, e.g. 'client-1'"
 
 Weights = Mapping[str, Any] | bytes | bytearray | memoryview
 Builder = Callable[..., Message]
@@ -86,11 +89,7 @@ def _weights_segments(weights: Weights, options: EncodeOptions | None) -> list[A
             "weights are a str: pass a state dict or TensorMap bytes "
             "(WeightSerializer.serialize_weights), not the old base64 text"
         )
-    if not isinstance(weights, Mapping):
-        raise SerializationException(
-            f"weights must be a state dict or TensorMap bytes, got {type(weights).__name__}"
-        )
-    return encode_tensor_map_segments(weights, options)
+    return encode_tensor_map_segments(require_state_dict(weights, "weights"), options)
 
 
 def _set_field(target: Any, field: FieldDescriptor, value: Any, path: str) -> None:
@@ -161,6 +160,8 @@ def build(
     :class:`~flwire.exceptions.MessageValidationError` listing every violation.
     """
     kind = body_type(message_type)
+    if sender_id is not None:
+        require_str(sender_id, "sender_id", "the sender's id")
     if kind.weights_field is not None and kind.weights_field in fields:
         raise SerializationException(f"pass {message_type} weights as weights=, not as a field")
     env = _new_envelope(sender_id, extensions)
@@ -198,6 +199,7 @@ def client_update(
     """A client's trained weights (or delta) for a round. ``options`` says how
     the weights are encoded; its ``lossy`` must be a method the receiver
     supports (see :func:`~flwire.messages.pick_lossy`)."""
+    require_str(client_id, "client_id", _CLIENT_ID)
     return build(
         "client_update",
         client_id,
@@ -256,6 +258,7 @@ def client_registration(
     ``supported_lossy`` lists the lossy encodings the client decodes (short
     names ``float16``, ``bfloat16``, ``int8``, ``topk``, enum names or values;
     default: all four)."""
+    require_str(client_id, "client_id", _CLIENT_ID)
     info = dict(model_info or {})
     count = info.pop("parameter_count", None)
     if count is None:  # the old get_model_info() calls it "parameters"
@@ -294,6 +297,7 @@ def heartbeat(
     extensions: Mapping[str, PyValue] | None = None,
 ) -> Message:
     """A client's liveness report (status: idle, training, evaluating, stopping, error)."""
+    require_str(client_id, "client_id", _CLIENT_ID)
     return build(
         "heartbeat",
         client_id,
@@ -358,6 +362,7 @@ def evaluation_result(
     extensions: Mapping[str, PyValue] | None = None,
 ) -> Message:
     """A client's evaluation metrics for a round."""
+    require_str(client_id, "client_id", _CLIENT_ID)
     return build(
         "evaluation_result",
         client_id,
@@ -422,6 +427,7 @@ def partial_aggregate(
     value for integer ones), ``clients`` folded (id -> example count), and per
     integer tensor ``(tensor, client_id, num_examples)`` of its heaviest
     contributor."""
+    require_str(aggregator_id, "aggregator_id", "the aggregator's id")
     return build(
         "partial_aggregate",
         aggregator_id,

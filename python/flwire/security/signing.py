@@ -13,9 +13,12 @@ Needs the ``cryptography`` package: ``pip install 'flwire[sign]'``.
 
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from flwire._args import require_str, type_name
 from flwire._optional import require
 from flwire._protowire import LEN, byte_view, iter_fields
 from flwire.exceptions import (
@@ -35,7 +38,7 @@ from flwire.security.keys import MAX_KEY_ID_BYTES
 from flwire.v1 import messages_pb2 as pb
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
@@ -50,6 +53,59 @@ STREAM_SIGNATURE_DOMAIN = b"flwire.v1 stream signature\x00"
 ED25519 = pb.SIGNATURE_ALGORITHM_ED25519
 #: Length of an Ed25519 signature.
 ED25519_SIGNATURE_BYTES = 64
+
+
+_LOAD_KEY = "load it with flwire.security.load_private_key(Path('keys/<id>.key'))"
+
+
+def require_private_key(key: Any) -> Ed25519PrivateKey:
+    """``key`` when it is an Ed25519 private key, else a TypeError saying what
+    to pass (a public key, a path or PEM bytes are common mistakes)."""
+    ed25519 = require("cryptography.hazmat.primitives.asymmetric.ed25519", "sign")
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        hint = f"this is a public key; signing needs the private one: {_LOAD_KEY}"
+    elif isinstance(key, (str, bytes, os.PathLike)):
+        hint = f"a {type_name(key)} is not a key: {_LOAD_KEY}"
+    else:
+        hint = f"{_LOAD_KEY}, or make one with generate_private_key()"
+    raise TypeError(f"key must be an Ed25519 private key, got {type_name(key)}: {hint}")
+
+
+def require_trust(trust: Any) -> Mapping[str, Ed25519PublicKey]:
+    """``trust`` when it is a mapping of key ids to public keys (a TrustStore),
+    else a TypeError saying how to make one (a path is a common mistake)."""
+    if isinstance(trust, Mapping):
+        return trust
+    load = "load one with flwire.security.load_trust_store(Path('keys'))"
+    if isinstance(trust, (str, os.PathLike)):
+        hint = f"a path is not a trust store: {load}"
+    else:
+        hint = f"{load} (a directory of <id>.pub files or a CSV), or pass a dict of them"
+    raise TypeError(
+        f"trust must be a TrustStore (public keys by key id), got {type_name(trust)}: {hint}"
+    )
+
+
+def require_message(msg: Any) -> Message:
+    """``msg`` when it is a :class:`~flwire.messages.Message`, else a TypeError
+    saying what to pass (encoded bytes are a common mistake)."""
+    if isinstance(msg, Message):
+        return msg
+    if isinstance(msg, (bytes, bytearray, memoryview)):
+        hint = (
+            "these are encoded bytes: sign them with sign_envelope(data, key_id, key), "
+            "or decode_message(data) first"
+        )
+    else:
+        hint = "build one with flwire.messages (client_update(...), ...)"
+    raise TypeError(f"msg must be a flwire Message, got {type_name(msg)}: {hint}")
+
+
+def _signing_args(key_id: Any, key: Any) -> None:
+    require_str(key_id, "key_id", "the id receivers know the key by: the sender id")
+    require_private_key(key)
 
 
 class Located(NamedTuple):
@@ -111,6 +167,7 @@ def digest_payload(
 
 def sign_envelope(data: Any, key_id: str, key: Ed25519PrivateKey) -> bytes:
     """Append a signature by ``key`` (id ``key_id``) to unsigned envelope bytes."""
+    _signing_args(key_id, key)
     if locate_signature(data).signature is not None:
         raise SignatureError("the envelope is signed already")
     return b"".join((data, signature_field(_signature(data, key_id, key))))
@@ -125,6 +182,8 @@ def sign_message(msg: Message, key_id: str, key: Ed25519PrivateKey) -> bytes:
     spares the join of the whole message. A streamed message
     (``EncodeOptions(stream=True)``) has no signed bytes: its seal is signed as
     it is sent (SignatureError)."""
+    require_message(msg)
+    _signing_args(key_id, key)
     refuse_streamed(msg)
     sign_in_place(msg, key_id, key)
     return msg.to_bytes()
@@ -143,6 +202,8 @@ def refuse_streamed(msg: Message) -> None:
 def sign_in_place(msg: Message, key_id: str, key: Ed25519PrivateKey) -> None:
     """Set ``msg``'s signature, as :func:`sign_message` does, without joining
     its bytes (``Channel.send_message`` splits the message from its buffers)."""
+    require_message(msg)
+    _signing_args(key_id, key)
     if msg.sender_id != key_id:
         raise SenderMismatchError(
             f"signing a message of sender {msg.sender_id!r} with key {key_id!r}: "
@@ -174,6 +235,7 @@ def verify_envelope(
 
     Raises UnsignedMessageError, UnknownKeyError, BadSignatureError or
     UndecodableMessageError (all RefusedMessageError)."""
+    require_trust(trust)
     located = locate_signature(data)
     sig = located.signature
     if sig is None:
@@ -194,6 +256,7 @@ def verify_stream(
     """Verify a streamed transfer's seal signature against the BLAKE3 ``digest``
     of its records (wire format section 14.5); return the key id, or None for
     an unsigned stream when not ``required``. Raises as :func:`verify_envelope`."""
+    require_trust(trust)
     if signature is None or digest is None:
         if required:
             raise UnsignedMessageError("the streamed message is not signed")

@@ -47,7 +47,12 @@ from flwire.exceptions import (
 )
 from flwire.messages.dedupe import SeenIds
 from flwire.messages.message import Message, decode_message
-from flwire.security.signing import check_sender, verify_envelope, verify_stream
+from flwire.security.signing import (
+    check_sender,
+    require_trust,
+    verify_envelope,
+    verify_stream,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -83,7 +88,7 @@ class Verifier:
         seen: SeenIds | None = None,
         name: str = "receiver",
     ) -> None:
-        self.trust = trust
+        self.trust = trust if trust is None else require_trust(trust)
         self.require_signatures = (
             trust is not None if require_signatures is None else (require_signatures)
         )

@@ -35,7 +35,7 @@ from flwire._protowire import (
 from flwire.exceptions import ChecksumMismatchError, PayloadTooLargeError, SerializationException
 from flwire.tensors import codecs, dtypes, lossy, parallel, shuffle, torch_support
 from flwire.tensors import schema as s
-from flwire.tensors.records import DEFAULT_LIMITS, DecodeLimits, TensorRecord
+from flwire.tensors.records import DecodeLimits, TensorRecord, resolve_limits
 
 #: Strides are int64: a shape whose byte span reaches this is refused.
 _MAX_SPAN = 1 << 63
@@ -317,7 +317,7 @@ def read_tensor_map(
     not in it, missing from it, or of another dtype or shape is refused, naming
     it, before anything is allocated or decompressed.
     """
-    limits = limits or DEFAULT_LIMITS
+    limits = resolve_limits(limits)
     layout = None if expect is None else _layout(expect)
     unknown = _Unknown(limits.max_unknown_bytes)
     buf = byte_view(data, "TensorMap")

@@ -29,7 +29,7 @@ from flwire.tensors import schema as s
 from flwire.tensors.options import EncodeOptions, resolve
 from flwire.tensors.output import FilledBytes
 from flwire.tensors.records import MAX_MESSAGE_BYTES, TensorLike
-from flwire.tensors.sources import Source, prepare
+from flwire.tensors.sources import Source, prepare, require_state_dict
 
 StateDict = Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]]
 
@@ -320,7 +320,7 @@ def split_state_dict(
     bytes each (a single larger tensor gets a dict of its own)."""
     groups: list[dict[str, TensorLike]] = [{}]
     size = 0
-    for name, value in tensors.items():
+    for name, value in require_state_dict(tensors, "split_state_dict").items():
         nbytes = int(value.nbytes) if hasattr(value, "nbytes") else 0
         if groups[-1] and size + nbytes > max_raw_bytes:
             groups.append({})

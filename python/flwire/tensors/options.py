@@ -52,8 +52,19 @@ class EncodeOptions:
     def __post_init__(self) -> None:
         if self.compression != codecs.NONE:
             codecs.by_name(self.compression)  # refuses an unknown name, listing the known ones
-        if self.level is not None and not isinstance(self.level, int):
+        if self.level is not None and (
+            not isinstance(self.level, int) or isinstance(self.level, bool)
+        ):
             raise SerializationException(f"level must be an int or None, got {self.level!r}")
+        codec = self.codec
+        levels = codec.levels if codec is not None else None
+        if self.level is not None and codec is not None and levels is not None:
+            low, high = levels
+            if not low <= self.level <= high:
+                raise SerializationException(
+                    f"level {self.level} is out of range for {codec.name}: its levels are "
+                    f"{low} to {high} (None: its default, {codec.default_level})"
+                )
         if (
             not isinstance(self.min_saving, (int, float))
             or isinstance(self.min_saving, bool)

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from flwire._args import require_int, require_positive, type_name
 from flwire.tensors import dtypes
 from flwire.tensors import schema as s
 from flwire.tensors.codecs import Frame
@@ -59,6 +60,31 @@ class DecodeLimits:
     max_expansion: float | None = 100.0
     expansion_floor_bytes: int = 16 << 20
 
+    def __post_init__(self) -> None:
+        for name in (
+            "max_tensor_bytes",
+            "max_total_bytes",
+            "max_tensors",
+            "max_rank",
+            "max_unknown_bytes",
+            "expansion_floor_bytes",
+        ):
+            require_int(
+                getattr(self, name),
+                f"DecodeLimits.{name}",
+                minimum=0,
+                why="of the caps, only max_tensors_per_mib and max_expansion may be None",
+            )
+        require_int(
+            self.max_tensors_per_mib, "DecodeLimits.max_tensors_per_mib", minimum=1, optional=True
+        )
+        if self.max_expansion is not None:
+            require_positive(
+                self.max_expansion,
+                "DecodeLimits.max_expansion",
+                unit="a ratio of decoded to received bytes; None turns the check off",
+            )
+
     def tensor_cap(self, size: int) -> int:
         """The most tensors a map of ``size`` bytes may hold."""
         if self.max_tensors_per_mib is None:
@@ -67,6 +93,22 @@ class DecodeLimits:
 
 
 DEFAULT_LIMITS = DecodeLimits()
+
+
+def resolve_limits(limits: DecodeLimits | None) -> DecodeLimits:
+    """``limits``, or :data:`DEFAULT_LIMITS` for None; TypeError for anything
+    else (a dict of them, say), naming what to pass."""
+    if limits is None:
+        return DEFAULT_LIMITS
+    if not isinstance(limits, DecodeLimits):
+        hint = " (for a dict, DecodeLimits(**limits))" if isinstance(limits, dict) else ""
+        raise TypeError(
+            "limits must be a flwire.tensors.DecodeLimits, e.g. DecodeLimits(max_tensors=10), "
+            f"or None, got {type_name(limits)}{hint}"
+        )
+    return limits
+
+
 #: What a writer checks bytes it was handed with: the structure and the sizes,
 #: not the ratio (a sender may well encode a model of zeros).
 WRITER_LIMITS = DecodeLimits(max_expansion=None)

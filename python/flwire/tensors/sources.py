@@ -107,6 +107,56 @@ def _source(name: Any, value: Any) -> Source:
     )
 
 
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, np.generic)) or torch_support.is_tensor(value)
+
+
+def not_a_state_dict(value: Any, what: str = "tensors") -> str:
+    """The message for ``value`` handed over where a state dict (a mapping of
+    names to tensors) belongs: what it got, and what to pass instead."""
+    kind = type(value).__name__
+    message = f"{what}: expected a mapping of names to tensors (a state dict); got {kind}"
+    if callable(getattr(value, "state_dict", None)):
+        return f"{message}: pass model.state_dict()"
+    if _is_tensor(value):
+        return f"{message}: wrap a single tensor in a dict, e.g. {{'weight': tensor}}"
+    if isinstance(value, str):
+        return f"{message}: the old base64 text is not a state dict; decode it first"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{message}: these are encoded bytes already (decode them with decode_tensor_map)"
+    if isinstance(value, (list, tuple)) and value and all(_is_tensor(v) for v in value):
+        return f"{message} of tensors: name each one, e.g. dict(zip(names, tensors))"
+    return message
+
+
+def require_state_dict(value: Any, what: str = "tensors") -> Mapping[str, Any]:
+    """``value`` when it is a mapping (a state dict), else SerializationException
+    saying what to pass instead (see :func:`not_a_state_dict`)."""
+    if not isinstance(value, Mapping):
+        raise SerializationException(not_a_state_dict(value, what))
+    return value
+
+
+def state_dict_items(
+    tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
+) -> Iterable[tuple[Any, Any]]:
+    """The (name, tensor) items of a state dict, or of an iterable of such
+    pairs; SerializationException saying what to pass for anything else (a
+    model, a single tensor, a list of tensors, bytes)."""
+    if isinstance(tensors, Mapping):
+        return tensors.items()
+    refused = (
+        callable(getattr(tensors, "state_dict", None))
+        or _is_tensor(tensors)
+        or isinstance(tensors, (str, bytes, bytearray, memoryview))
+        or not isinstance(tensors, Iterable)
+    )
+    items = [] if refused else list(tensors)
+    if refused or not all(isinstance(i, (tuple, list)) and len(i) == 2 for i in items):
+        raise SerializationException(not_a_state_dict(tensors))
+    return items
+
+
 def prepare(
     tensors: Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]],
     lossy_config: lossy.LossyConfig | None,
@@ -114,7 +164,7 @@ def prepare(
 ) -> list[Source]:
     """The sources of a state dict (a mapping or (name, tensor) pairs), in order;
     lossy transforms use up to ``threads`` cores (None: all)."""
-    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    items = state_dict_items(tensors)
     sources = [_apply_lossy(_source(k, v), lossy_config, threads) for k, v in items]
     names = [src.name for src in sources]
     if len(set(names)) != len(names):

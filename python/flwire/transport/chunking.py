@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from flwire._args import require_count, require_positive
 from flwire._protowire import (
     I32,
     LEN,
@@ -77,6 +78,10 @@ _DATA = _F["data"].number
 PART_OVERHEAD = 512
 #: Longest transfer id a reader takes, in UTF-8 bytes (ids are message ids: UUIDs).
 MAX_TRANSFER_ID_BYTES = 128
+#: The smallest record limit (``max_record_bytes``) a transport may have: a
+#: split message's part needs room for its own fields and its transfer id
+#: besides at least one byte of data (records that also carry headers need more).
+MIN_RECORD_BYTES = PART_OVERHEAD + MAX_TRANSFER_ID_BYTES + 1
 #: Payloads must be below 2 GiB (protobuf parsers refuse larger messages).
 MAX_TOTAL_SIZE = (1 << 31) - 1
 #: Bytes accounted for each part a transfer holds besides its data (its token and
@@ -300,6 +305,11 @@ class Reassembler:
             raise ValueError(
                 f"max_memory_bytes must be None or a number of bytes >= 0, got {max_memory_bytes!r}"
             )
+        require_count(max_payload_bytes, "max_payload_bytes", minimum=1, unit="bytes")
+        require_count(max_pending_bytes, "max_pending_bytes", minimum=1, unit="bytes")
+        require_count(max_pending_transfers, "max_pending_transfers", minimum=1)
+        require_count(remember_completed, "remember_completed", minimum=0)
+        require_positive(part_timeout, "part_timeout", unit="seconds")
         if spill_dir is not None and not os.path.isdir(spill_dir):
             raise ValueError(
                 f"spill_dir {spill_dir!r} is not a directory; create it, or leave "

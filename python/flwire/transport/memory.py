@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from flwire._args import require_count, type_name
 from flwire.exceptions import CommunicationException
 from flwire.transport.base import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -22,6 +23,7 @@ from flwire.transport.base import (
     Subscription,
     Transport,
 )
+from flwire.transport.chunking import MIN_RECORD_BYTES
 
 
 @dataclass
@@ -112,8 +114,22 @@ class InMemoryTransport(Transport):
         *,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     ) -> None:
+        if broker is not None and not isinstance(broker, InMemoryBroker):
+            raise TypeError(
+                f"broker must be an InMemoryBroker or None, got {type_name(broker)}: give "
+                "the same InMemoryBroker() to every transport that shares the topics"
+            )
         self.broker = broker if broker is not None else InMemoryBroker()
-        self.max_record_bytes = max_record_bytes
+        self.max_record_bytes = require_count(
+            max_record_bytes,
+            "max_record_bytes",
+            minimum=MIN_RECORD_BYTES,
+            unit="bytes",
+            why=(
+                f"the SDK needs records of at least {MIN_RECORD_BYTES} bytes: a part of a "
+                f"split message takes up to {MIN_RECORD_BYTES - 1} besides its data"
+            ),
+        )
         self._running = False
 
     async def start(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from flwire import _optional
 from flwire.exceptions import SerializationException
 from flwire.tensors import DecodeLimits, LossyConfig, decode_tensor_map, encode_tensor_map
+from flwire.tensors.sources import require_state_dict
 
 _optional.require("torch")  # a clear error naming the extra when it is missing
 import torch  # noqa: E402
@@ -37,7 +38,9 @@ class WeightSerializer:
         the reconstructed tensors in their own dtype and shape.
         """
         return encode_tensor_map(
-            state_dict, compression="zstd" if compression else "none", lossy=lossy
+            require_state_dict(state_dict, "state_dict"),
+            compression="zstd" if compression else "none",
+            lossy=lossy,
         )
 
     @staticmethod
@@ -64,6 +67,7 @@ class WeightSerializer:
     @staticmethod
     def get_weights_size(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         """Parameter count and raw size of a state dict (same keys as the old API)."""
+        require_state_dict(state_dict, "state_dict")
         total_params = sum(t.numel() for t in state_dict.values())
         total_bytes = sum(t.element_size() * t.numel() for t in state_dict.values())
         return {

@@ -59,6 +59,9 @@ class FrameCodec(abc.ABC):
     wire: int
     #: The level used when the caller does not give one.
     default_level: int
+    #: The lowest and highest level its compressor takes (None: any int);
+    #: :class:`~flwire.tensors.EncodeOptions` refuses a level outside them.
+    levels: tuple[int, int] | None = None
 
     def __init__(self) -> None:
         self._local = threading.local()

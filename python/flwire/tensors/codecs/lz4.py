@@ -49,6 +49,9 @@ class Lz4Codec(FrameCodec):
     name = "lz4"
     wire = tensor_pb2.CODEC_LZ4
     default_level = 0
+    #: Negative levels are LZ4's fast acceleration (faster, larger), up to its
+    #: LZ4_ACCELERATION_MAX; 3 and above are LZ4-HC.
+    levels = (-65537, lz4.frame.COMPRESSIONLEVEL_MAX)
 
     def compress(self, data: Any, level: int) -> bytes:
         return bytes(

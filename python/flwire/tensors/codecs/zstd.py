@@ -32,6 +32,8 @@ class ZstdCodec(FrameCodec):
     name = "zstd"
     wire = tensor_pb2.CODEC_ZSTD
     default_level = 1
+    #: Negative levels trade size for speed, down to zstd's ZSTD_minCLevel().
+    levels = (-(1 << 17), zstandard.MAX_COMPRESSION_LEVEL)
 
     def compress(self, data: Any, level: int) -> bytes:
         cctx = self.per_thread(
