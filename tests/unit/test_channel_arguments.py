@@ -17,7 +17,10 @@ from stream_tools import run
 from flwire.exceptions import CommunicationException
 from flwire.messages import client_update
 from flwire.transport import Channel, InMemoryBroker, InMemoryTransport
+from flwire.transport.streaming import StreamAssembler
 
+BAD_TIMEOUT: Any = "10"
+BAD_LIMITS: Any = {"max_tensors": 3}
 MSG = client_update("client-1", 1, {"w": np.zeros(3, np.float32)}, num_examples=1)
 
 
@@ -117,3 +120,45 @@ def test_a_fail_after_done_is_ignored_with_a_warning(caplog: pytest.LogCaptureFi
     assert "was settled already (done() or fail()); this fail() is ignored" in caplog.text
     assert "RuntimeError: too late" in caplog.text
     assert channel.stats["retries"] == 0 and channel.stats["failed_deliveries"] == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: StreamAssembler(max_stream_bytes=-1), ValueError, r"max_stream_bytes must be"),
+        (lambda: StreamAssembler(max_streams=0), ValueError, r"max_streams must be an int >= 1"),
+        (lambda: StreamAssembler(part_timeout=0), ValueError, r"part_timeout must be a number > 0"),
+        (
+            lambda: StreamAssembler(part_timeout=BAD_TIMEOUT),
+            TypeError,
+            r"part_timeout must be a number",
+        ),
+        (
+            lambda: StreamAssembler(limits=BAD_LIMITS),
+            TypeError,
+            r"DecodeLimits\(\*\*limits\)",
+        ),
+        (lambda: StreamAssembler(threads=-2), ValueError, r"threads must be an int >= 1"),
+        (lambda: Channel(InMemoryTransport(), max_in_flight=0), ValueError, r"max_in_flight must"),
+        (
+            lambda: Channel(InMemoryTransport(), max_in_flight_bytes=-1),
+            ValueError,
+            r"max_in_flight_bytes must be an int >= 1 bytes, got -1",
+        ),
+    ],
+    ids=[
+        "stream_bytes",
+        "streams",
+        "timeout",
+        "timeout_str",
+        "limits_dict",
+        "threads",
+        "in_flight",
+        "in_flight_bytes",
+    ],
+)
+def test_bounds_that_would_refuse_everything_are_refused(
+    make: Any, error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        make()

@@ -51,6 +51,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from flwire._args import require_count
 from flwire._protowire import Segments, byte_view
 from flwire.exceptions import CommunicationException, RefusedMessageError, SerializationException
 from flwire.messages import Message
@@ -191,8 +192,10 @@ class Channel:
         self.transport = transport
         self.on_progress = on_progress
         self.on_event = on_event
-        self.max_in_flight = max(1, max_in_flight)
-        self.max_in_flight_bytes = max(1, max_in_flight_bytes)
+        self.max_in_flight = require_count(max_in_flight, "max_in_flight", minimum=1)
+        self.max_in_flight_bytes = require_count(
+            max_in_flight_bytes, "max_in_flight_bytes", minimum=1, unit="bytes"
+        )
         self.reassembler = reassembler or Reassembler()
         self.streams = streams or StreamAssembler(part_timeout=self.reassembler.part_timeout)
         self.failure_policy = failure_policy or FailurePolicy()

@@ -17,12 +17,14 @@ logged, kept in :attr:`AsyncKafkaClient.failures`, and makes
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from flwire.exceptions import CommunicationException
+from flwire._args import type_name
+from flwire.exceptions import CommunicationException, ConfigurationException
 from flwire.messages import Message, decode_message
 from flwire.security.config import signer_from_config, verifier_from_config
 from flwire.transport import (
@@ -37,6 +39,50 @@ from flwire.transport.chunking import MAX_MEMORY_BYTES, Reassembler
 from flwire.transport.events import EventCallback
 
 logger = logging.getLogger(__name__)
+
+#: The config keys AsyncKafkaClient reads (the README lists what each does).
+CONFIG_KEYS = (
+    "bootstrap_servers",
+    "group_id",
+    "producer_config",
+    "consumer_config",
+    "max_message_bytes",
+    "delivery_timeout_s",
+    "connect_timeout_s",
+    "close_timeout_s",
+    "max_attempts",
+    "retry_backoff_s",
+    "dead_letter_suffix",
+    "part_timeout_s",
+    "max_memory_bytes",
+    "spill_dir",
+    "signing_key",
+    "key_id",
+    "trust_store",
+    "require_signatures",
+    "timestamp_window_s",
+)
+
+
+def warn_misspelled_keys(config: Mapping[str, Any]) -> list[str]:
+    """Log a warning for each key of ``config`` that is not one it reads but
+    looks like one (``truststore`` for ``trust_store``: a misspelled security
+    setting would otherwise turn verification off without a word); other keys
+    are the application's own and pass. Returns the warnings."""
+    found = []
+    for key in config:
+        if not isinstance(key, str) or key in CONFIG_KEYS:
+            continue
+        close = difflib.get_close_matches(
+            key.lower().replace("-", "_"), CONFIG_KEYS, n=1, cutoff=0.8
+        )
+        if close:
+            found.append(
+                f"AsyncKafkaClient config key {key!r} is not one it reads: did you mean "
+                f"{close[0]!r}? (it is ignored as written)"
+            )
+            logger.warning(found[-1])
+    return found
 
 
 class AsyncKafkaClient:
@@ -86,7 +132,13 @@ class AsyncKafkaClient:
         on_progress: ProgressCallback | None = None,
         on_event: EventCallback | None = None,
     ) -> None:
+        if not isinstance(config, Mapping):
+            raise ConfigurationException(
+                "AsyncKafkaClient needs a config dict, e.g. "
+                f"{{'bootstrap_servers': 'localhost:9092'}}; got {type_name(config)}"
+            )
         self.config = config
+        warn_misspelled_keys(config)
         self.running = False
         self.message_handlers: dict[str, Callable[..., Any]] = {}
         self.consumers: dict[str, asyncio.Task[None]] = {}

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from flwire._args import require_count, require_positive
 from flwire._protowire import byte_view, crc32c, crc32c_around, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
@@ -47,7 +48,7 @@ from flwire.security.digest import stream_hasher
 from flwire.tensors import buffers, dtypes
 from flwire.tensors.decode import decode_record_into, read_elements
 from flwire.tensors.parallel import default_threads, executor
-from flwire.tensors.records import DEFAULT_LIMITS, DecodeLimits
+from flwire.tensors.records import DecodeLimits, resolve_limits
 from flwire.tensors.sources import Source
 from flwire.transport.streaming.format import StreamPart, parse_part
 from flwire.v1 import messages_pb2, transfer_pb2
@@ -163,12 +164,14 @@ class StreamAssembler:
         clock: Callable[[], float] = time.monotonic,
         remember_ended: int = 10_000,
     ) -> None:
-        self.max_stream_bytes = max_stream_bytes
-        self.max_pending_bytes = max_pending_bytes
-        self.max_streams = max_streams
-        self.part_timeout = part_timeout
-        self.limits = limits or DEFAULT_LIMITS
+        self.max_stream_bytes = require_count(max_stream_bytes, "max_stream_bytes", unit="bytes")
+        self.max_pending_bytes = require_count(max_pending_bytes, "max_pending_bytes", unit="bytes")
+        self.max_streams = require_count(max_streams, "max_streams", minimum=1)
+        self.part_timeout = require_positive(part_timeout, "part_timeout", unit="seconds")
+        self.limits = resolve_limits(limits)
         self.workers = threads or default_threads()
+        require_count(self.workers, "threads", minimum=1)
+        require_count(remember_ended, "remember_ended")
         self._clock = clock
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
         #: Ended transfer ids: True when completed, False when given up on.
