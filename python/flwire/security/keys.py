@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from flwire._optional import require
 from flwire.exceptions import ConfigurationException
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -109,8 +112,12 @@ def public_key_from_base64(text: str) -> Ed25519PublicKey:
 
 
 def load_private_key(source: Path | bytes) -> Ed25519PrivateKey:
-    """Read an unencrypted PKCS#8 PEM Ed25519 private key (a file, or its bytes)."""
+    """Read an unencrypted PKCS#8 PEM Ed25519 private key (a file, or its bytes).
+    A file that others may read (group or world permission bits, as ssh checks)
+    is loaded with a warning: ``chmod 600`` it."""
     data, where = _read(source)
+    if not isinstance(source, bytes):
+        _warn_if_readable(Path(source))
     try:
         key = _serialization().load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -134,6 +141,20 @@ def load_public_key(source: Path | bytes) -> Ed25519PublicKey:
         raise ConfigurationException(f"{where}: not an Ed25519 public key")
     result: Ed25519PublicKey = key
     return result
+
+
+def _warn_if_readable(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if os.name == "posix" and mode & 0o077:
+        logger.warning(
+            "private key %s may be read by others (mode %04o): chmod 600 %s",
+            path,
+            mode & 0o777,
+            path,
+        )
 
 
 def _read(source: Path | bytes) -> tuple[bytes, str]:

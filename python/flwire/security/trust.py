@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from flwire.exceptions import ConfigurationException
 from flwire.security.keys import (
+    PRIVATE_SUFFIX,
     PUBLIC_SUFFIX,
     check_key_id,
     load_public_key,
@@ -90,10 +91,24 @@ class TrustStore(Mapping[str, "Ed25519PublicKey"]):
 
 
 def load_trust_store(path: Path) -> TrustStore:
-    """A trust store from a directory of ``<id>.pub`` files or a CSV file."""
+    """A trust store from a directory of ``<id>.pub`` files or a CSV file.
+    ConfigurationException when it holds no key: a receiver with an empty trust
+    store refuses every signed message (``unknown_key``), which is a set-up
+    mistake (a wrong folder, or private keys where the public ones belong)."""
     path = Path(path)
     if path.is_dir():
-        return TrustStore.from_directory(path)
-    if not path.exists():
+        store = TrustStore.from_directory(path)
+        where = f"trust store {path} holds no <id>{PUBLIC_SUFFIX} file"
+        if not store and any(path.glob(f"*{PRIVATE_SUFFIX}")):
+            where += f" (only {PRIVATE_SUFFIX} files: trust stores take public keys)"
+    elif not path.exists():
         raise ConfigurationException(f"trust store {path} does not exist")
-    return TrustStore.from_csv(path)
+    else:
+        store = TrustStore.from_csv(path)
+        where = f"trust store {path} lists no {_CSV_HEADER} line"
+    if not store:
+        raise ConfigurationException(
+            f"{where}: copy the senders' public keys there (flwire keys generate writes "
+            f"<id>{PUBLIC_SUFFIX} beside <id>{PRIVATE_SUFFIX})"
+        )
+    return store
