@@ -139,9 +139,8 @@ def test_report_without_matplotlib_fails_before_the_demo_starts(
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
-    started = time.monotonic()
+    # run_demo, patched, raises if reached: the check comes before the demo starts.
     assert main(["demo", "--report", str(tmp_path / "report")]) == 1
-    assert time.monotonic() - started < 5
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith("flwire demo: the package 'matplotlib'"), err
