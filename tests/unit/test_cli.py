@@ -368,3 +368,16 @@ def test_aggregator_memory_cap_defaults_to_the_reassemblers_and_a_bad_spill_dir_
     assert err.startswith(f"flwire aggregator: spill_dir '{tmp_path / 'nope'}' is not a directory")
     assert main([*argv, "--max-memory-mb", "-1"]) == 2
     assert "--max-memory-mb must be 0 or above" in capsys.readouterr().err
+
+
+def test_python_dash_m_flwire_is_the_command() -> None:
+    import subprocess
+    import sys
+
+    from flwire._version import __version__
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flwire", "--version"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert __version__ in done.stdout
