@@ -15,11 +15,11 @@ kept; the new one is refused), or it declares more tensors than
 ``DecodeLimits.tensor_cap`` allows for their declared size. A stream whose
 chunks would decode past ``DecodeLimits.max_expansion`` times the bytes of its
 records (at least ``expansion_floor_bytes``) is given up on before the chunk is
-decoded, and so is one whose tensor memory the host refuses (MemoryError). A stream with no new part
-for ``part_timeout`` seconds is given up on. Parts must come in order, as a
-writer sends them to one partition: a part at an index already passed is a
-redelivered copy and is skipped; one beyond the next expected index means
-parts were lost, and ends the transfer, reported.
+decoded, and so is one whose tensor memory the host refuses (MemoryError). A
+stream with no new part for ``part_timeout`` seconds is given up on. Parts
+must come in order, as a writer sends them to one partition: a part at an
+index already passed is a redelivered copy and is skipped; one beyond the next
+expected index means parts were lost, and ends the transfer, reported.
 """
 
 from __future__ import annotations
