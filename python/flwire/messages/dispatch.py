@@ -5,10 +5,11 @@ its payload bytes are decoded, and a streamed transfer's message (its weights
 decoded as they came, no payload bytes) is taken as it is. A message that
 cannot be decoded, or has no handler, is logged with its type and sender,
 counted in :attr:`Dispatcher.stats` and skipped (``handle_delivery`` and
-``handle_message`` return False): trying again cannot help. A handler that raises is counted
-and logged too, then reported to the caller as :class:`HandlerError`, so the
-receive loop can mark the delivery failed (``await delivery.fail(exc)``): it is
-retried, then dead-lettered, never committed as if it had been handled.
+``handle_message`` return False): trying again cannot help. A handler that
+raises is counted and logged too, then reported to the caller as
+:class:`HandlerError`, so the receive loop can mark the delivery failed
+(``await delivery.fail(exc)``): it is retried, then dead-lettered, never
+committed as if it had been handled.
 
 With a :class:`~flwire.security.Verifier` (``Dispatcher(verifier=...)``), every
 message is verified before it is decoded or handled: a refused one (unsigned,
