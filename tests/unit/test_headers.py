@@ -137,3 +137,20 @@ def test_deserializer_refuses_a_part_and_names_the_api_that_reassembles(with_hea
     ctx = SerializationContext("t", MessageField.VALUE, [("flwire-part", b"0/3")])
     with pytest.raises(SerializationException, match=r"Channel\.receive"):
         FlwireDeserializer()(part, ctx if with_headers else None)
+
+
+@pytest.mark.parametrize("with_headers", [True, False])
+def test_deserializer_refuses_a_stream_part_and_names_the_api_that_decodes_it(with_headers):
+    """Records of a streamed transfer are refused as such (they said the schema
+    version was missing, and suggested upgrading flwire)."""
+    from stream_tools import run, stream_values, streamed
+
+    values = run(stream_values(streamed({"w": torch.ones(3000)})))
+    assert len(values) >= 3
+    for index, value in enumerate(values):
+        ctx = SerializationContext(
+            "t", MessageField.VALUE, [("flwire-stream", str(index).encode())]
+        )
+        with pytest.raises(SerializationException, match=r"one part of a streamed transfer") as e:
+            FlwireDeserializer()(value, ctx if with_headers else None)
+        assert "Channel.receive" in str(e.value)

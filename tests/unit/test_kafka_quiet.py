@@ -114,6 +114,34 @@ def test_stop_is_bounded_when_the_broker_is_gone():
     assert asyncio.run(main()) < 4
 
 
+def test_sends_left_queued_by_stop_fail_when_it_returns_and_say_why():
+    """A record still queued when stop() gives up (close_timeout_s) is purged,
+    and its send fails then, naming the cause, rather than when its own
+    delivery_timeout_s (30 s here, plus the report's grace) runs out."""
+    from flwire.transport import kafka
+
+    async def main() -> tuple[CommunicationException, float]:
+        transport = kafka.KafkaTransport("127.0.0.1:1", close_timeout_s=1, delivery_timeout_s=30)
+        await transport.start()
+        # The topic counts as checked, so the record goes straight to the producer's
+        # queue (no broker answers the check here).
+        transport._ready_topics.add("t")
+        send = asyncio.create_task(transport.send("t", b"x"))
+        await asyncio.sleep(0.3)
+        await transport.stop()
+        stopped = time.monotonic()
+        with pytest.raises(CommunicationException) as failure:
+            await asyncio.wait_for(send, 60)
+        return failure.value, time.monotonic() - stopped
+
+    error, after_stop = asyncio.run(main())
+    assert after_stop < 10, after_stop
+    assert str(error) == (
+        "a record to 't' was not written: the transport was stopped first (stop() waits "
+        "close_timeout_s = 1 s for queued records; send it again after start())"
+    )
+
+
 def test_the_demo_says_in_one_line_that_no_broker_answers():
     started = time.monotonic()
     proc = subprocess.run(

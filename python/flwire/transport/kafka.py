@@ -100,6 +100,17 @@ _HEALTH_TIMEOUT_S = 3
 _METADATA_SLICE_S = 1.0
 #: Pause before producing again when librdkafka's local queue is full.
 _QUEUE_FULL_BACKOFF_S = 0.05
+#: Delivery report errors of records purged from the producer (by stop()).
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+
+
+def _purge_and_report(producer: Producer) -> None:
+    """Drop what the producer still holds (queued and in flight), and serve
+    the delivery reports that the purge gives each record."""
+    producer.purge()
+    producer.poll(0)
+
+
 #: Room in the producer's ``message.max.bytes`` for a record's key, headers and framing.
 _RECORD_OVERHEAD = 4096
 #: Records a fetch may bring per partition, in units of ``max_record_bytes``.
@@ -554,6 +565,9 @@ class KafkaTransport(Transport):
                     remaining,
                     self.close_timeout_s,
                 )
+                # Their sends fail now, each with the cause, rather than when their
+                # own delivery_timeout_s runs out: purged records get a report each.
+                await loop.run_in_executor(None, _purge_and_report, producer)
         self._running = False
         if self._poller is not None:
             self._poller.join(timeout=_POLLER_JOIN_S)
@@ -769,7 +783,15 @@ class KafkaTransport(Transport):
             def settle() -> None:
                 if delivered.done():
                     return
-                if err is not None and is_denied(err):
+                if err is not None and err.code() in _PURGED:
+                    delivered.set_exception(
+                        CommunicationException(
+                            f"a record to {topic!r} was not written: the transport was stopped "
+                            f"first (stop() waits close_timeout_s = {self.close_timeout_s:g} s "
+                            "for queued records; send it again after start())"
+                        )
+                    )
+                elif err is not None and is_denied(err):
                     delivered.set_exception(
                         CommunicationException(
                             denied_message(err, "write topic", topic, self.connection_config())

@@ -6,9 +6,10 @@
 These send each message as one record, so they suit messages under the
 broker's limit; use a Channel (or AsyncKafkaClient) for weights above it. A
 record that is one part of a split message (header ``flwire-part``, written by
-a Channel) is refused by the deserializer with an error that says so: only
+a Channel) is refused by the deserializer with an error that says so, and so
+is a part of a streamed transfer (header ``flwire-stream``): only
 ``Channel.receive`` (or ``AsyncKafkaClient.subscribe_to_topic``) reassembles
-parts. Like confluent-kafka's own serializers, the serializer refuses values
+parts and decodes streams. Like confluent-kafka's own serializers, the serializer refuses values
 of other types (``SerializationError`` in confluent-kafka's producer, which
 wraps the ``SerializationException`` raised here).
 """
@@ -21,6 +22,8 @@ from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import Message, decode_message
 from flwire.transport.base import last_header
 from flwire.transport.chunking import PART_HEADER, parse_part
+from flwire.transport.streaming import STREAM_HEADER
+from flwire.transport.streaming.format import parse_part as parse_stream_part
 
 
 class FlwireSerializer:
@@ -49,11 +52,16 @@ class FlwireDeserializer:
         headers = getattr(ctx, "headers", None) or []
         if last_header(list(headers), PART_HEADER) is not None:
             raise SerializationException(_PART_REFUSED)
+        if last_header(list(headers), STREAM_HEADER) is not None:
+            raise SerializationException(_STREAM_REFUSED)
         try:
             return decode_message(data)
         except SerializationException:
-            if _is_part(data):  # no headers in the context: recognise the part itself
+            # No headers in the context: recognise the part itself.
+            if _is_part(data):
                 raise SerializationException(_PART_REFUSED) from None
+            if _is_stream_part(data):
+                raise SerializationException(_STREAM_REFUSED) from None
             raise
 
 
@@ -65,9 +73,25 @@ _PART_REFUSED = (
 )
 
 
+_STREAM_REFUSED = (
+    "this record is one part of a streamed transfer (a model sent with "
+    "EncodeOptions(stream=True)); FlwireDeserializer reads whole messages only: receive "
+    "with flwire.transport.Channel.receive (or AsyncKafkaClient.subscribe_to_topic), "
+    "which decodes streams"
+)
+
+
 def _is_part(data: bytes) -> bool:
     try:
         parse_part(data)
     except (SerializationException, CommunicationException):
+        return False
+    return True
+
+
+def _is_stream_part(data: bytes) -> bool:
+    try:
+        parse_stream_part(data)
+    except SerializationException:
         return False
     return True
