@@ -7,6 +7,7 @@ the wrong type, ValueError for one out of range (Python's conventions).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 
@@ -16,7 +17,13 @@ def type_name(value: Any) -> str:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, numpy's included (numbers.Integral), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A real number, numpy's included (numbers.Real), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _range(minimum: int | None, maximum: int | None) -> str:
@@ -46,8 +53,8 @@ def require_int(
     unit: str = "",
     why: str = "",
 ) -> int | None:
-    """``value`` when it is an int (not a bool) within ``[minimum, maximum]``,
-    or None when ``optional``; else TypeError (wrong type) or ValueError (out
+    """``value`` as an int when it is an integer (numpy's too; not a bool)
+    within ``[minimum, maximum]``, or None when ``optional``; else TypeError (wrong type) or ValueError (out
     of range), naming ``name``, the value and the valid range. ``unit``
     (``"bytes"``) is shown after the range, ``why`` (the range's reason) after it."""
     if value is None and optional:
@@ -56,9 +63,9 @@ def require_int(
     takes = span + (" or None" if optional else "") + (f" ({why})" if why else "")
     if not _is_int(value):
         raise TypeError(f"{name} must be {takes}, got {type_name(value)} {value!r}")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    result = int(value)  # a numpy integer becomes an int
+    if (minimum is not None and result < minimum) or (maximum is not None and result > maximum):
         raise ValueError(f"{name} must be {takes}, got {value!r}")
-    result: int = value
     return result
 
 
@@ -73,7 +80,7 @@ def require_positive(value: Any, name: str, *, unit: str = "") -> float:
     """``value`` when it is a real number above 0 (``math.inf`` included), else
     TypeError or ValueError naming ``name``, the value and the valid range."""
     takes = "a number > 0" + (f" ({unit})" if unit else "")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not _is_real(value):
         raise TypeError(f"{name} must be {takes}, got {type_name(value)} {value!r}")
     if math.isnan(value) or value <= 0:
         raise ValueError(f"{name} must be {takes}, got {value!r}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import pickle
 import struct
 import zipfile
 from pathlib import Path
@@ -288,14 +287,23 @@ def _npy_bytes() -> bytes:
     return out.getvalue()
 
 
+#: What pickle.dumps writes for {"w": [1.0, 2.0]} at protocol 2 and {"w": 1} at
+#: protocol 5, written out here: the repository imports pickle in one place only
+#: (benchmarks/legacy.py).
+PICKLE_2 = (
+    b"\x80\x02}q\x00X\x01\x00\x00\x00wq\x01]q\x02(G?\xf0\x00\x00\x00\x00\x00\x00"
+    b"G@\x00\x00\x00\x00\x00\x00\x00es."
+)
+PICKLE_5 = b"\x80\x05\x95\n\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01w\x94K\x01s."
+
 FOREIGN = {
     "safetensors": (_safetensors_bytes, "a safetensors file, not a flwire tensor map"),
     "torch_zip": (_torch_zip_bytes, "a torch.save file (a zip archive)"),
     "torch_legacy": (
-        lambda: pickle.dumps({"w": [1.0, 2.0]}, protocol=2),
+        lambda: PICKLE_2,
         "a Python pickle (a legacy torch.save file?)",
     ),
-    "pickle5": (lambda: pickle.dumps({"w": 1}, protocol=5), "flwire never unpickles"),
+    "pickle5": (lambda: PICKLE_5, "flwire never unpickles"),
     "npy": (_npy_bytes, "a numpy .npy file"),
     "npz": (_npz_bytes, "a numpy .npz archive"),
     "gzip": (lambda: gzip.compress(b"old weights"), "gzip-compressed"),
@@ -335,3 +343,14 @@ def test_tensor_maps_still_load(tmp_path: Path) -> None:
     fnp.save_file(STATE, path)
     assert fnp.load_file(path)["w"].tolist() == STATE["w"].tolist()
     assert ftorch.load(fnp.save({}), limits=DecodeLimits()) == {}
+
+
+def test_numpy_numbers_are_numbers() -> None:
+    """Sizes computed with numpy (np.int64, np.float32) pass the checks, as
+    they did before the checks; bools do not."""
+    assert DecodeLimits(max_total_bytes=np.int64(10**9)).max_total_bytes == 10**9
+    assert InMemoryTransport(max_record_bytes=np.int64(1 << 20)).max_record_bytes == 1 << 20
+    assert type(InMemoryTransport(max_record_bytes=np.int64(1 << 20)).max_record_bytes) is int
+    Reassembler(part_timeout=np.float32(2.5), max_pending_transfers=np.int32(8))
+    with pytest.raises(TypeError, match="max_record_bytes must be an int"):
+        InMemoryTransport(max_record_bytes=True)
