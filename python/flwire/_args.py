@@ -54,9 +54,10 @@ def require_int(
     why: str = "",
 ) -> int | None:
     """``value`` as an int when it is an integer (numpy's too; not a bool)
-    within ``[minimum, maximum]``, or None when ``optional``; else TypeError (wrong type) or ValueError (out
-    of range), naming ``name``, the value and the valid range. ``unit``
-    (``"bytes"``) is shown after the range, ``why`` (the range's reason) after it."""
+    within ``[minimum, maximum]``, or None when ``optional``; else TypeError
+    (wrong type) or ValueError (out of range), naming ``name``, the value and
+    the valid range. ``unit`` (``"bytes"``) is shown after the range, ``why``
+    (the range's reason) after it."""
     if value is None and optional:
         return None
     span = " ".join(part for part in ("an int", _range(minimum, maximum), unit) if part)
