@@ -40,6 +40,8 @@ ENVIRONMENT = {
     "key_id": "FLWIRE_KEY_ID",
     "trust_store": "FLWIRE_TRUST_STORE",
 }
+#: Every config key signer_from_config and verifier_from_config read.
+CONFIG_KEYS = (*ENVIRONMENT, "require_signatures", "timestamp_window_s")
 
 
 class Signer(NamedTuple):

@@ -26,6 +26,7 @@ from typing import Any
 from flwire._args import type_name
 from flwire.exceptions import CommunicationException, ConfigurationException
 from flwire.messages import Message, decode_message
+from flwire.security.config import CONFIG_KEYS as SECURITY_KEYS
 from flwire.security.config import signer_from_config, verifier_from_config
 from flwire.transport import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -40,7 +41,8 @@ from flwire.transport.events import EventCallback
 
 logger = logging.getLogger(__name__)
 
-#: The config keys AsyncKafkaClient reads (the README lists what each does).
+#: The config keys AsyncKafkaClient reads (the README lists what each does):
+#: its own and the signing ones (flwire.security.config).
 CONFIG_KEYS = (
     "bootstrap_servers",
     "group_id",
@@ -56,11 +58,7 @@ CONFIG_KEYS = (
     "part_timeout_s",
     "max_memory_bytes",
     "spill_dir",
-    "signing_key",
-    "key_id",
-    "trust_store",
-    "require_signatures",
-    "timestamp_window_s",
+    *SECURITY_KEYS,
 )
 
 
