@@ -182,10 +182,8 @@ def sign_message(msg: Message, key_id: str, key: Ed25519PrivateKey) -> bytes:
     spares the join of the whole message. A streamed message
     (``EncodeOptions(stream=True)``) has no signed bytes: its seal is signed as
     it is sent (SignatureError)."""
-    require_message(msg)
-    _signing_args(key_id, key)
-    refuse_streamed(msg)
-    sign_in_place(msg, key_id, key)
+    refuse_streamed(require_message(msg))
+    sign_in_place(msg, key_id, key)  # checks the key id and the key
     return msg.to_bytes()
 
 
