@@ -58,10 +58,9 @@ class FlwireDeserializer:
             return decode_message(data)
         except SerializationException:
             # No headers in the context: recognise the part itself.
-            if _is_part(data):
-                raise SerializationException(_PART_REFUSED) from None
-            if _is_stream_part(data):
-                raise SerializationException(_STREAM_REFUSED) from None
+            refusal = _part_refusal(data)
+            if refusal is not None:
+                raise SerializationException(refusal) from None
             raise
 
 
@@ -81,17 +80,13 @@ _STREAM_REFUSED = (
 )
 
 
-def _is_part(data: bytes) -> bool:
-    try:
-        parse_part(data)
-    except (SerializationException, CommunicationException):
-        return False
-    return True
-
-
-def _is_stream_part(data: bytes) -> bool:
-    try:
-        parse_stream_part(data)
-    except SerializationException:
-        return False
-    return True
+def _part_refusal(data: bytes) -> str | None:
+    """Why ``data``, not a message, is refused when it parses as a transfer part
+    or a stream part; None when it is neither."""
+    for parse, refusal in ((parse_part, _PART_REFUSED), (parse_stream_part, _STREAM_REFUSED)):
+        try:
+            parse(data)
+        except (SerializationException, CommunicationException):
+            continue
+        return refusal
+    return None
