@@ -92,6 +92,7 @@ def table_a(fl: Summary, legacy: Summary | None, clients: int, warmup: int, cnn_
         row("global update decode (each client)", "global_decode_s", spread),
         row("client update encode (each client)", "update_encode_s", spread),
         row("client update decode (server)", "update_decode_s", spread),
+        row("every delivery.done() of the rounds (server)", "done_s", spread),
         row("longest delivery.done() of a round (server)", "done_max_s", spread),
         row("  longest it held the event loop", "done_hold_max_s", spread),
         ["bit-exact", _exact(fl), _exact(legacy), ""],

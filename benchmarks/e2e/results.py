@@ -152,6 +152,7 @@ def summarize(server: dict[str, Any], clients: dict[str, Any], phase: str) -> di
         "clients_ready_s": server["clients_ready_s"],
     }
     if all(r.get("done_s") for r in rounds):
+        out["done_s"] = [x for r in rounds for x in r["done_s"]]
         out["done_max_s"] = [max(r["done_s"]) for r in rounds]
         out["done_hold_max_s"] = [max(r["done_hold_s"]) for r in rounds]
     big = _big(server.get("big"), clients["c0"][phase].get("big"))

@@ -150,7 +150,6 @@ class FlwireServer:
         rec.broadcast_done(encode_s, len(blob))
         rec.broadcast_records = stats["sent_parts"] - before["sent_parts"] or 1
         rec.broadcast_bytes = stats["bytes_sent"] - before["bytes_sent"]
-        settling: list[asyncio.Task[None]] = []
         while len(rec.updates) < len(self.ph.clients.ids):
             delivery = await self._next(f"client updates of round {r}")
             rec.arrived()
@@ -159,11 +158,11 @@ class FlwireServer:
             if msg.type == "client_update" and msg.body.round_id == r:
                 tensors = msg.tensors()
                 rec.decoded(msg.body.client_id, tensors, time.perf_counter() - t0)
-            # done() is one broker round trip (the handled id's record): settled
-            # beside the next update's decode, not before it; the round ends once
-            # every update is decoded and settled.
-            settling.append(asyncio.create_task(self._settle(delivery, rec)))
-        await asyncio.gather(*settling)
+            # done() is one broker round trip (the handled id's record), awaited
+            # before the next update is taken, as the README's receive loop does: its
+            # time is then its own, not the next decode's (a done() settled beside
+            # the next decode waits for that decode to give the loop back).
+            await self._settle(delivery, rec)
         rec.updates_bytes_received = stats["bytes_received"] - before["bytes_received"]
         return rec.finish(self.ph.expected)
 

@@ -7,7 +7,7 @@ Kafka client, on a fresh topic:
   ``Channel.send_message`` over KafkaTransport (1 MB records, the SDK's defaults), received by
   ``Channel.receive``: from encode start in the sender to the decoded tensors in the receiver;
 * raw: confluent-kafka alone producing as many 1,000,000-byte records as the model has MB
-  (same producer settings: idempotent, acks=all, linger 2 ms) and a consumer (flwire's fetch
+  (same producer settings: idempotent, acks=all, linger 0 ms) and a consumer (flwire's fetch
   settings) reading them all: from the first produce to the last record consumed.
 
 The two kinds run interleaved (raw, flwire zstd, flwire none, raw, ...) for ``--pairs``

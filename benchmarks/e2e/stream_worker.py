@@ -67,7 +67,7 @@ def raw_bytes(sd: Any) -> int:
 
 
 def producer_config(bootstrap: str) -> dict[str, Any]:
-    """What flwire's KafkaTransport's producer uses (idempotent, acks=all, linger 2 ms)."""
+    """What flwire's KafkaTransport's producer uses (idempotent, acks=all, linger 0 ms)."""
     from flwire.transport.kafka import KafkaTransport
 
     cfg = dict(KafkaTransport(bootstrap).producer_config)

@@ -170,6 +170,23 @@ class Channel:
     ``on_event`` is called with a :class:`TransferDropped` or
     :class:`DeliveryFailed` whenever data could not be handed to the
     application; ``failure_policy`` says what ``Delivery.fail`` does.
+
+    :attr:`stats` counts, since the channel was made:
+
+    - ``sent``: messages written (whole, split or streamed), dead letters
+      included; ``sent_parts``: the records of split or streamed ones;
+      ``sent_streams``: the streamed ones; ``bytes_sent``: record values written;
+    - ``received``: deliveries handed out (``received_streams`` of them streamed);
+      ``received_parts``: records of split or streamed transfers taken in;
+      ``bytes_received``: record values taken in;
+    - ``duplicates``: copies skipped (a message or part seen before);
+      ``bad_records``: records skipped as unreadable (logged);
+      ``dropped_transfers``: transfers given up (a :class:`TransferDropped` each);
+      ``refused``: messages the verifier refused;
+    - ``retries``: ``fail()`` calls that handed a delivery out again;
+      ``dead_lettered``: deliveries written to the dead-letter topic (also in
+      ``sent``); ``failed_deliveries``: deliveries failed for good with no
+      dead-letter topic.
     """
 
     def __init__(
