@@ -21,6 +21,7 @@ from helpers import INFO_BY_TORCH, tensor_bytes, tensor_from_bytes
 from flwire.messages import Message, client_update
 from flwire.security import Verifier
 from flwire.tensors import EncodeOptions
+from flwire.tensors.lossy import LossyConfig
 from flwire.transport import (
     Channel,
     ChannelEvent,
@@ -60,9 +61,10 @@ def streamed(
     round_id: int = 1,
     compression: str = "none",
     shuffle: bool = False,
+    lossy: LossyConfig | None = None,
 ) -> Message:
     """A client update whose weights go as a streamed transfer."""
-    options = EncodeOptions(stream=True, compression=compression, shuffle=shuffle)
+    options = EncodeOptions(stream=True, compression=compression, shuffle=shuffle, lossy=lossy)
     return client_update(sender, round_id, weights, num_examples=7, options=options)
 
 

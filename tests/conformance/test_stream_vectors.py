@@ -28,6 +28,7 @@ from flwire.security.signing import check_sender, verify_stream
 from flwire.transport import message_headers
 from flwire.transport.streaming import STREAM_HEADER, Failed, Finished, StreamAssembler
 from flwire.transport.streaming.format import parse_part
+from flwire.v1 import tensor_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "tests" / "vectors"
@@ -35,6 +36,8 @@ SPEC = ROOT / "docs" / "wire-format.md"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text("utf-8"))
 STREAMS = {m["name"]: m for m in MANIFEST["messages"] if m["message"] == "flwire.v1.StreamPart"}
 REFUSALS = {r["name"]: r for r in MANIFEST["stream_refusals"]}
+#: The streams with lossy chunks (section 14.5), one per method family.
+LOSSY_STREAMS = {"stream_lossy_float16", "stream_lossy_int8", "stream_lossy_topk"}
 #: The reasons of section 14.3 that only signature verification gives.
 VERIFY_REASONS = {"unsigned", "bad_signature", "unknown_key", "sender_mismatch"}
 
@@ -47,7 +50,7 @@ SIGNATURES: dict[str, str] = {
     "stream_head": r"^refused its head",
     "chunk_tensor_index": r"tensor_index \d+ of \d+ tensors",
     "chunk_offset": r"starts at element \d+, where \d+ was expected",
-    "chunk_elements": r"a chunk holds|a chunk's tensor",
+    "chunk_elements": r"a chunk holds|a chunk's tensor|from element \d+: lossy method",
     "chunk_overrun": r"which has room for \d+ more",
     "chunk_decode": r"^a chunk did not decode",
     "stream_part_count": r"^the seal counts \d+ parts; \d+ arrived",
@@ -65,7 +68,8 @@ DETAILS: dict[str, str] = {
     "head_heartbeat": r"heartbeat message carries no weights",
     "head_duplicate_names": r"two tensors named",
     "head_shape_overflow": r"strides overflow 64 bits",
-    "chunk_lossy": r"lossy-encoded",
+    "chunk_lossy_integer": r"lossy method int8 applies to floating tensors only, not int64",
+    "chunk_lossy_topk_indices": r"ascending",
     "chunk_dtype": r"holds float64 elements, but its tensor is float32",
     "chunk_bad_crc32c": r"CRC-32C",
     "seal_signature_unannounced": r"did not announce",
@@ -105,7 +109,7 @@ def _trust(entry: dict[str, Any]) -> dict[str, Ed25519PublicKey]:
 
 
 def test_stream_files_match_the_manifest() -> None:
-    assert set(STREAMS) == {"stream", "stream_signed"}
+    assert set(STREAMS) == {"stream", "stream_signed", *LOSSY_STREAMS}
     listed = set()
     for r in MANIFEST["stream_refusals"]:
         for f in r["parts"]:
@@ -119,7 +123,7 @@ def test_stream_files_match_the_manifest() -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["stream", "stream_signed"])
+@pytest.mark.parametrize("name", sorted(STREAMS))
 def test_stream_decodes_to_its_expectations(name: str) -> None:
     doc = _doc(name)
     values = [_read(p["path"]) for p in doc["parts"]]
@@ -185,7 +189,7 @@ def _check_signature(doc: dict[str, Any], values: list[bytes], done: Finished) -
     check_sender(done.message, sig["key_id"])
 
 
-@pytest.mark.parametrize("name", ["stream", "stream_signed"])
+@pytest.mark.parametrize("name", sorted(STREAMS))
 def test_stream_parts_are_as_listed(name: str) -> None:
     doc = _doc(name)
     filled = [0] * len(doc["tensors"])
@@ -207,6 +211,16 @@ def test_stream_parts_are_as_listed(name: str) -> None:
         assert c.element_offset == filled[c.tensor_index]
         (rec,) = read_tensor_map(c.elements).records
         assert (rec.codec_name, rec.filter_name) == (p["codec"], p["filter"])
+        lossy = p.get("lossy")
+        assert (rec.lossy is None) == (lossy is None)
+        if rec.lossy is not None and lossy is not None:
+            method = tensor_pb2.Lossy.Name(rec.lossy.method)
+            assert (method, rec.lossy.block_size, rec.lossy.k) == (
+                lossy["method"],
+                lossy["block_size"],
+                lossy["k"],
+            )
+            assert rec.decoded_size == p["decoded_size"]
         assert (list(rec.shape), rec.raw_size, rec.crc32c) == (
             [p["element_count"]],
             p["raw_size"],
@@ -214,10 +228,14 @@ def test_stream_parts_are_as_listed(name: str) -> None:
         )
         filled[c.tensor_index] += p["element_count"]
     assert filled == [_numel(t["shape"]) for t in doc["tensors"]]
-    # The vector is what it says: one tensor in several chunks, several codecs.
+    # The vector is what it says: one tensor in several chunks; several codecs, or
+    # lossy chunks beside exact ones.
     chunks = [p for p in doc["parts"] if p["kind"] == "chunk"]
     assert max(sum(1 for p in chunks if p["tensor_index"] == i) for i in range(len(filled))) >= 2
-    assert len({p["codec"] for p in chunks}) >= 2
+    if name in LOSSY_STREAMS:
+        assert {"lossy" in p for p in chunks} == {True, False}
+    else:
+        assert len({p["codec"] for p in chunks}) >= 2
 
 
 def _numel(shape: list[int]) -> int:
@@ -227,7 +245,7 @@ def _numel(shape: list[int]) -> int:
     return n
 
 
-@pytest.mark.parametrize("name", ["stream", "stream_signed"])
+@pytest.mark.parametrize("name", sorted(STREAMS))
 def test_redelivered_parts_are_skipped(name: str) -> None:
     """Every part twice in a row: the copies are skipped, the message comes once."""
     values = [_read(p["path"]) for p in _doc(name)["parts"]]

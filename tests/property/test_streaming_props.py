@@ -2,6 +2,9 @@
 Channel on the in-memory transport:
 
 - any state dict, under any record limit, codec and filter, arrives bit-exact;
+- with a lossy config, a cast or block int8 stream decodes to exactly what the
+  message sent whole decodes to, and a top-k stream keeps each element exact or
+  zero;
 - a real stream with one of its records changed (a byte flipped, cut short,
   dropped, sent twice, swapped with the next) is either delivered bit-exact
   (the copy) or not delivered at all and reported, never delivered changed;
@@ -44,9 +47,10 @@ from stream_tools import (
 
 from flwire import security
 from flwire.exceptions import SerializationException
-from flwire.messages import heartbeat
+from flwire.messages import client_update, decode_message, heartbeat
 from flwire.security import TrustStore, Verifier
-from flwire.tensors import dtypes
+from flwire.tensors import EncodeOptions, dtypes
+from flwire.tensors.lossy import LossyConfig
 from flwire.transport import Channel, InMemoryBroker
 from flwire.transport.streaming import STREAM_HEADER, StreamAssembler
 from flwire.transport.streaming.format import chunk_part, parse_part, seal_part
@@ -118,6 +122,94 @@ def test_any_state_dict_arrives_bit_exact(
 
 def _raw(t: torch.Tensor) -> bytes:
     return tensor_bytes(t)
+
+
+@st.composite
+def finite_tensors(draw: Any) -> torch.Tensor:
+    """A float (or int32) tensor of finite values that every lossy method carries."""
+    dtype = draw(
+        st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int32])
+    )
+    shape = draw(shapes(max_rank=2, max_dim=40))
+    count = 1
+    for d in shape:
+        count *= d
+    values = draw(
+        st.lists(st.floats(-1000, 1000, allow_nan=False, width=32), min_size=count, max_size=count)
+    )
+    return torch.tensor(values, dtype=torch.float64).reshape(shape).to(dtype)
+
+
+lossy_state_dicts = st.dictionaries(st.text(max_size=10), finite_tensors(), max_size=4)
+lossy_configs = st.one_of(
+    st.builds(LossyConfig, st.sampled_from(["float16", "bfloat16"]), min_elements=st.just(0)),
+    st.builds(
+        LossyConfig,
+        st.just("int8"),
+        block_size=st.sampled_from([8, 16, 64]),
+        min_elements=st.integers(0, 64),
+    ),
+    st.builds(
+        LossyConfig,
+        st.just("topk"),
+        topk_fraction=st.sampled_from([0.01, 0.05, 0.125]),
+        topk_k=st.none() | st.integers(1, 20),
+        min_elements=st.integers(0, 64),
+    ),
+)
+
+
+@PROPS
+@given(
+    weights=lossy_state_dicts,
+    lossy=lossy_configs,
+    limit=LIMITS,
+    compression=st.sampled_from(["none", "zstd"]),
+    shuffle=st.booleans(),
+)
+def test_a_lossy_stream_decodes_as_the_whole_message_does(
+    weights: dict[str, torch.Tensor],
+    lossy: LossyConfig,
+    limit: int,
+    compression: str,
+    shuffle: bool,
+) -> None:
+    msg = streamed(weights, compression=compression, shuffle=shuffle, lossy=lossy)
+    whole = client_update(
+        "client-1",
+        1,
+        weights,
+        num_examples=7,
+        options=EncodeOptions(compression=compression, shuffle=shuffle, lossy=lossy),
+    )
+    want = decode_message(whole.to_bytes()).tensors(as_numpy=True)
+
+    async def main() -> tuple[Received, list[Logged]]:
+        broker = InMemoryBroker()
+        await Channel(await started(broker, limit)).send_message(TOPIC, msg)
+        records = logged(broker)
+        channel, got = receiver(broker)
+        await drain(channel, got, broker)
+        return got, records
+
+    got, records = run(main())
+    assert all(len(r.value) <= limit for r in records)
+    (delivery,) = got.messages
+    assert delivery.message is not None and got.events == []
+    arrays = delivery.message.tensors(as_numpy=True)
+    assert list(arrays) == list(weights)
+    for name, tensor in weights.items():
+        out, ref = arrays[name], want[name]
+        assert out.shape == ref.shape and out.dtype == ref.dtype, name
+        if lossy.method != "topk":
+            assert out.tobytes() == ref.tobytes(), name  # the same blocks, the same rounding
+            continue
+        # Top-k keeps the largest of each chunk: each element exact or +0.
+        exact = tensor_bytes(tensor)
+        width = out.dtype.itemsize
+        for i in range(out.size):
+            value = out.tobytes()[i * width : (i + 1) * width]
+            assert value in (exact[i * width : (i + 1) * width], bytes(width)), (name, i)
 
 
 # ----------------------------------------------------------------------------- changed streams

@@ -166,13 +166,14 @@ def test_a_second_seal_is_a_copy() -> None:
             r"a chunk's tensor has shape \[0\], not 1-D with elements$",
         ),
         (
-            lambda f: f.chunk(1, 0, 0, _lossy_elements(W[:8])),
-            r"lossy-encoded, which streams do not use",
+            lambda f: f.chunk(1, 0, 0, _lossy_elements(W[:8], extra=2)),
+            r"^part 1: tensor 'w' from element 0: the float16 lossy payload of shape \[8\] "
+            r"of float32 takes 16 bytes, but raw_size says 18$",
         ),
         (
             lambda f: f.chunk(1, 0, 0, _bad_crc(elements(W[:4]))),
             r"^part 1: tensor 'w' from element 0: "
-            r"tensor #0: shape \[4\] of float32 needs 16 bytes, but raw_size says 20$",
+            r"shape \[4\] of float32 needs 16 bytes, but raw_size says 20$",
         ),
     ],
     ids=[
@@ -186,7 +187,7 @@ def test_a_second_seal_is_a_copy() -> None:
         "no_tensor",
         "not_1d",
         "no_elements",
-        "lossy",
+        "lossy_payload_size",
         "raw_size_wrong",
     ],
 )
@@ -201,8 +202,9 @@ def test_a_bad_chunk_gives_the_stream_up(make: Any, reason: str) -> None:
     assert drop.parts_received == 2
 
 
-def _lossy_elements(array: np.ndarray) -> tensor_pb2.Tensor:
-    payload = array.astype(np.float16).tobytes()
+def _lossy_elements(array: np.ndarray, *, extra: int = 0) -> tensor_pb2.Tensor:
+    """``array`` cast to float16, as a lossy chunk (its payload ``extra`` bytes long)."""
+    payload = array.astype(np.float16).tobytes() + bytes(extra)
     t = pb_tensor("", F32, (array.size,), b"")
     t.raw_size = len(payload)
     t.crc32c = crc32c.crc32c(payload)
@@ -393,7 +395,7 @@ def test_a_chunk_whose_decode_runs_out_of_memory_gives_its_stream_up(monkeypatch
     def out_of_memory(rec: Any, out: np.ndarray) -> int | None:
         raise MemoryError("no room for the decompressor")
 
-    monkeypatch.setattr(reader, "decode_record_into", out_of_memory)
+    monkeypatch.setattr(reader, "decode_elements_into", out_of_memory)
     forge = Forge()
     given_up(forge.valid(), r"^a chunk did not decode: no room for the decompressor$")
 

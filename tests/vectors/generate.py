@@ -376,6 +376,17 @@ def _top_k(dtype: str, raw: bytes, k: int) -> tuple[bytes, bytes]:
     return values + struct.pack(f"<{k}I", *kept), bytes(decoded)
 
 
+def _lossy_reference(
+    method: str, dtype: str, raw: bytes, block_size: int, k: int
+) -> tuple[bytes, bytes]:
+    """(payload, decoded raw bytes) of ``raw`` under a lossy method (short name)."""
+    if method in ("float16", "bfloat16"):
+        return _cast(dtype, raw, method)
+    if method == "int8":
+        return _block_int8(dtype, raw, block_size)
+    return _top_k(dtype, raw, k)
+
+
 def lossy(
     inp: Input,
     method: str,
@@ -386,12 +397,7 @@ def lossy(
     filter: str = "FILTER_UNSPECIFIED",
 ) -> Input:
     """``inp`` sent with a lossy method (short name, as in LossyConfig)."""
-    if method in ("float16", "bfloat16"):
-        payload, decoded = _cast(inp.dtype, inp.raw, method)
-    elif method == "int8":
-        payload, decoded = _block_int8(inp.dtype, inp.raw, block_size)
-    else:
-        payload, decoded = _top_k(inp.dtype, inp.raw, k)
+    payload, decoded = _lossy_reference(method, inp.dtype, inp.raw, block_size, k)
     enum = {
         "float16": "LOSSY_CAST_FLOAT16",
         "bfloat16": "LOSSY_CAST_BFLOAT16",
@@ -1125,7 +1131,7 @@ def _stream_entries(files: dict[str, bytes]) -> tuple[list[Any], list[Any]]:
     paths: dict[str, list[str]] = {}
     for vector in stream_vectors.VECTORS:
         parts = vector.parts()
-        doc = stream_vectors.expectations(vector, parts, crc32c_reference)
+        doc = stream_vectors.expectations(vector, parts, crc32c_reference, _lossy_reference)
         names = {"json": f"{MESSAGES_DIR}/{vector.name}.json"}
         for k, part in enumerate(parts):
             names[f"part{k}"] = f"{MESSAGES_DIR}/{vector.name}.{k}.bin"

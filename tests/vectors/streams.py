@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import math
 import struct
 import sys
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from google.protobuf import json_format
 
 from flwire import EncodeOptions, messages, security
 from flwire.messages import Message
+from flwire.tensors.lossy import LossyConfig
 from flwire.transport import message_headers
 from flwire.transport.streaming import STREAM_HEADER, StreamWriter
 from flwire.v1 import messages_pb2, tensor_pb2, transfer_pb2
@@ -120,6 +122,8 @@ class StreamVector:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: Signed with the test key under this key id (the sender id), if set.
     signed_by: str | None = None
+    #: Lossy chunks (section 14.5) for the tensors this config applies to.
+    lossy: LossyConfig | None = None
 
     def message(self) -> Message:
         msg = messages.client_update(
@@ -128,7 +132,9 @@ class StreamVector:
             {t.name: t.array() for t in self.tensors},
             metrics=self.metrics,
             num_examples=48,
-            options=EncodeOptions(stream=True, compression=self.compression, shuffle=self.shuffle),
+            options=EncodeOptions(
+                stream=True, compression=self.compression, shuffle=self.shuffle, lossy=self.lossy
+            ),
         )
         msg.envelope.message_id = self.message_id
         msg.envelope.timestamp.seconds, msg.envelope.timestamp.nanos = golden.TIMESTAMP
@@ -148,6 +154,9 @@ class StreamVector:
 
 _CONV = tuple((i // 10) * 0.25 - 1.0 for i in range(100))  # also exact in float16
 _FC = tuple(((i % 6) - 2) * 0.5 for i in range(48))
+# Not exact in float16 (the casts round), distinct magnitudes (top-k has no ties).
+_DENSE = tuple(((i * 37) % 101 - 50) / 7 for i in range(100))
+_WIDE = tuple(((i * 13) % 29 - 14) / 3 for i in range(20))
 
 VECTORS: list[StreamVector] = [
     StreamVector(
@@ -183,6 +192,53 @@ VECTORS: list[StreamVector] = [
         "lz4",
         signed_by="client-7",
     ),
+    StreamVector(
+        "stream_lossy_float16",
+        "A ClientUpdate of round 8 as a streamed transfer with lossy chunks cast to "
+        "float16, under zstd with the byte shuffle: a 4x25 float32 in two chunks of "
+        "64 and 36 elements (128 bytes of payload at most: R / 2 elements), a float64 "
+        "of 20 in one chunk, both rounded to nearest even; an int64 of 3 (exact, "
+        "below min_elements and not a float).",
+        "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
+        8,
+        (
+            StreamTensor("dense.weight", "DTYPE_FLOAT32", (4, 25), _DENSE),
+            StreamTensor("dense.scale", "DTYPE_FLOAT64", (20,), _WIDE),
+            StreamTensor("steps", "DTYPE_INT64", (3,), (1, 2, 3)),
+        ),
+        "zstd",
+        shuffle=True,
+        lossy=LossyConfig("float16", min_elements=16),
+    ),
+    StreamVector(
+        "stream_lossy_int8",
+        "A ClientUpdate of round 9 as a streamed transfer with block int8 chunks "
+        "(8 elements per float32 scale), uncompressed: a 4x25 float32 in chunks of "
+        "80 and 20 elements (whole blocks: floor(128 / 12) x 8 per chunk; the last "
+        "block of 4), decoding to what the message sent whole decodes to; a "
+        "float32 of 4 (exact, below min_elements).",
+        "6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e",
+        9,
+        (
+            StreamTensor("dense.weight", "DTYPE_FLOAT32", (4, 25), _DENSE),
+            StreamTensor("dense.bias", "DTYPE_FLOAT32", (4,), (0.5, -1.0, 2.0, 0.0)),
+        ),
+        "none",
+        lossy=LossyConfig("int8", block_size=8, min_elements=16),
+    ),
+    StreamVector(
+        "stream_lossy_topk",
+        "A ClientUpdate of round 10 as a streamed transfer with top-k "
+        "chunks, uncompressed: a 4x25 float32 in chunks of 32, 32, 32 and 4 "
+        "elements (raw-sized); each of the first three keeps its ceil(0.125 x 32) "
+        "= 4 largest magnitudes (k = 4: 16 values and 16 uint32 indices), the "
+        "last, whose 1 kept element would break 8k <= n, is sent exact.",
+        "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
+        10,
+        (StreamTensor("dense.weight", "DTYPE_FLOAT32", (4, 25), _DENSE),),
+        "none",
+        lossy=LossyConfig("topk", topk_fraction=0.125, min_elements=16),
+    ),
 ]
 
 
@@ -195,8 +251,9 @@ def _unshuffle(data: bytes, width: int) -> bytes:
     return planes.T.tobytes()
 
 
-def _chunk_raw(t: tensor_pb2.Tensor) -> bytes:
-    """A chunk tensor's raw bytes, decoded with zstandard / lz4 directly."""
+def _chunk_raw(t: tensor_pb2.Tensor, width: int | None = None) -> bytes:
+    """A chunk tensor's raw bytes (a lossy one's payload, whose elements are
+    ``width`` bytes wide), decoded with zstandard / lz4 directly."""
     if t.codec == tensor_pb2.CODEC_UNSPECIFIED:
         filtered = t.data
     elif t.codec == tensor_pb2.CODEC_ZSTD:
@@ -204,7 +261,8 @@ def _chunk_raw(t: tensor_pb2.Tensor) -> bytes:
     else:
         assert t.codec == tensor_pb2.CODEC_LZ4
         filtered = lz4.frame.decompress(t.data)
-    width = _DTYPES[tensor_pb2.Dtype.Name(t.dtype)][2]
+    if width is None:
+        width = _DTYPES[tensor_pb2.Dtype.Name(t.dtype)][2]
     if t.filter == tensor_pb2.FILTER_BYTE_SHUFFLE:
         return _unshuffle(filtered, width)
     return filtered
@@ -229,11 +287,48 @@ def _signature_doc(key_id: str, signed: bytes, signature: bytes) -> dict[str, An
     }
 
 
+#: Lossy methods by wire name: (LossyConfig's short name, payload element width).
+_LOSSY = {
+    "LOSSY_CAST_FLOAT16": ("float16", 2),
+    "LOSSY_CAST_BFLOAT16": ("bfloat16", 2),
+    "LOSSY_BLOCK_INT8": ("int8", 1),
+    "LOSSY_TOP_K": ("topk", 1),
+}
+#: (method, dtype, raw bytes, block_size, k) -> (payload, decoded raw bytes): the
+#: generator's reference lossy encodings of section 9.1 (dtype as "float32").
+LossyReference = Callable[[str, str, bytes, int, int], tuple[bytes, bytes]]
+
+
+def _lossy_chunk(vector: StreamVector, t: StreamTensor, count: int) -> tuple[int, int] | None:
+    """(block_size, k) of the lossy encoding flwire-python's writer gives a chunk
+    of ``count`` elements of ``t`` (section 14.5), or None when it goes exact:
+    the config does not apply to the tensor, or the payload would not be smaller
+    (section 9.1's bounds)."""
+    config = vector.lossy
+    if config is None or t.numel < config.min_elements or t.dtype not in _FLOATS:
+        return None
+    if config.method in ("float16", "bfloat16"):
+        return (0, 0) if t.width > 2 else None
+    if config.method == "int8":
+        blocks = -(-count // config.block_size)
+        return (config.block_size, 0) if 4 * blocks + count < count * t.width else None
+    assert config.topk_k is None
+    k = max(1, min(count, math.ceil(config.topk_fraction * count)))
+    return (0, k) if 8 * k <= count else None
+
+
+_FLOATS = ("DTYPE_FLOAT32", "DTYPE_FLOAT64", "DTYPE_FLOAT16")
+
+
 def expectations(
-    vector: StreamVector, parts: list[bytes], crc: Callable[[bytes], int]
+    vector: StreamVector,
+    parts: list[bytes],
+    crc: Callable[[bytes], int],
+    lossy_reference: LossyReference,
 ) -> dict[str, Any]:
     """The ``.json`` of a stream vector (part paths left to the caller), after
-    checking every part against the inputs."""
+    checking every part against the inputs (a lossy chunk's payload against the
+    generator's reference encoding, ``lossy_reference``)."""
     msg = vector.message()
     env = msg.envelope
     headers = {k: v.decode() for k, v in message_headers(msg)}
@@ -241,6 +336,7 @@ def expectations(
     n = len(parts)
     entries: list[dict[str, Any]] = []
     filled = [0] * len(vector.tensors)
+    decoded: list[bytes] = [b""] * len(vector.tensors)
     for k, (raw_part, part) in enumerate(zip(parts, parsed, strict=True)):
         # The writer's bytes are the generated classes' deterministic form.
         assert part.SerializeToString(deterministic=True) == raw_part, (vector.name, k)
@@ -264,29 +360,49 @@ def expectations(
             t = vector.tensors[c.tensor_index]
             (elements,) = c.elements.tensors
             count = elements.shape[0]
-            assert (elements.name, elements.HasField("lossy")) == ("", False)
+            assert elements.name == ""
             assert tensor_pb2.Dtype.Name(elements.dtype) == t.dtype and len(elements.shape) == 1
             assert c.element_offset == filled[c.tensor_index] and count >= 1
             start = c.element_offset * t.width
             want = t.raw()[start : start + count * t.width]
-            assert _chunk_raw(elements) == want and elements.crc32c == crc(want)
-            assert count * t.width <= RUN_BYTES
+            params = _lossy_chunk(vector, t, count)
+            assert elements.HasField("lossy") == (params is not None), (vector.name, k)
+            stored = want
+            if params is not None:
+                assert vector.lossy is not None
+                method = tensor_pb2.Lossy.Name(elements.lossy.method)
+                short, width = _LOSSY[method]
+                assert short == vector.lossy.method
+                assert (elements.lossy.block_size, elements.lossy.k) == params
+                dtype = t.dtype.removeprefix("DTYPE_").lower()
+                stored, want = lossy_reference(short, dtype, want, *params)
+                assert _chunk_raw(elements, width) == stored
+                entry["lossy"] = {"method": method, "block_size": params[0], "k": params[1]}
+            else:
+                assert _chunk_raw(elements) == want
+            assert elements.raw_size == len(stored) and elements.crc32c == crc(stored)
+            assert len(stored) <= RUN_BYTES
             filled[c.tensor_index] += count
+            decoded[c.tensor_index] += want
             entry.update(
                 tensor_index=c.tensor_index,
                 element_offset=c.element_offset,
                 element_count=count,
                 codec=tensor_pb2.Codec.Name(elements.codec),
                 filter=tensor_pb2.Filter.Name(elements.filter),
-                raw_size=count * t.width,
-                crc32c=f"{crc(want):08x}",
+                raw_size=len(stored),
+                crc32c=f"{crc(stored):08x}",
             )
+            if params is not None:
+                entry["decoded_size"] = len(want)
         else:
             assert kind == "seal" and part.seal.part_count == n
             assert part.seal.stream_crc32c == crc(b"".join(parts[:-1]))
             assert part.seal.HasField("signature") == (vector.signed_by is not None)
         entries.append(entry)
     assert filled == [t.numel for t in vector.tensors], vector.name
+    for t, got in zip(vector.tensors, decoded, strict=True):
+        assert len(got) == len(t.raw()) and (vector.lossy is not None or got == t.raw())
     body = json_format.MessageToDict(msg.body, preserving_proto_field_name=True)
     doc: dict[str, Any] = {
         "name": vector.name,
@@ -315,11 +431,11 @@ def expectations(
                 "name": t.name,
                 "dtype": t.dtype,
                 "shape": list(t.shape),
-                "raw_size": len(t.raw()),
-                "crc32c": f"{crc(t.raw()):08x}",
-                "raw_hex": t.raw().hex(),
+                "raw_size": len(got),
+                "crc32c": f"{crc(got):08x}",
+                "raw_hex": got.hex(),
             }
-            for t in vector.tensors
+            for t, got in zip(vector.tensors, decoded, strict=True)
         ],
         "parts": entries,
     }
@@ -455,20 +571,32 @@ def build_refusals(
 
     first = conv.values[:32]
     other = [-(v + 0.5) for v in conv.values[32:64]]  # exact in float32
-    # A chunk of conv.weight's first 32 elements cast to float16 (exact here).
-    half = np.array(first, dtype="<f2").tobytes()
-    assert np.array_equal(np.frombuffer(half, "<f2").astype("<f4"), np.array(first, "<f4"))
-    lossy = tensor_pb2.TensorMap(
-        tensors=[
-            tensor_pb2.Tensor(
-                dtype=tensor_pb2.DTYPE_FLOAT32,
-                shape=[32],
-                raw_size=len(half),
-                crc32c=crc(half),
-                data=half,
-                lossy=tensor_pb2.LossyEncoding(method=tensor_pb2.LOSSY_CAST_FLOAT16),
-            )
-        ]
+
+    def lossy_elements(
+        dtype: tensor_pb2.Dtype, count: int, payload: bytes, encoding: tensor_pb2.LossyEncoding
+    ) -> tensor_pb2.TensorMap:
+        tensor = tensor_pb2.Tensor(
+            dtype=dtype, shape=[count], raw_size=len(payload), crc32c=crc(payload), data=payload
+        )
+        tensor.lossy.CopyFrom(encoding)
+        return tensor_pb2.TensorMap(tensors=[tensor])
+
+    # num_batches_tracked (int64, one element) as a block int8 payload: a scale
+    # and one int8 value (4 + 1 bytes, smaller than its 8 raw bytes).
+    int_lossy = lossy_elements(
+        tensor_pb2.DTYPE_INT64,
+        1,
+        struct.pack("<fb", 1.0, 42),
+        tensor_pb2.LossyEncoding(method=tensor_pb2.LOSSY_BLOCK_INT8, block_size=8),
+    )
+    # conv.weight's first 32 elements as top-k with k = 4 whose indices are not
+    # ascending (the values are the elements at those indices).
+    picks = [31, 2, 17, 30]
+    topk_bad = lossy_elements(
+        tensor_pb2.DTYPE_FLOAT32,
+        32,
+        struct.pack("<4f", *(first[i] for i in picks)) + struct.pack("<4I", *picks),
+        tensor_pb2.LossyEncoding(method=tensor_pb2.LOSSY_TOP_K, k=4),
     )
     wide = struct.pack("<32d", *first)
     # Part 1 with its elements field given twice (protobuf would merge the maps).
@@ -601,11 +729,19 @@ def build_refusals(
             sealed([*sp[:5], conv_chunk(5, 100, [1.0]), *renumbered(s[5:-1], 6)]),
         ),
         Refusal(
-            "chunk_lossy",
+            "chunk_lossy_integer",
             "chunk_elements",
-            "stream whose first chunk holds conv.weight's first 32 elements cast to "
-            "float16 (a lossy tensor; resealed).",
-            sealed([sp[0], _chunk(sid, 1, 0, 0, lossy), *sp[2:-1]]),
+            "stream whose chunk of num_batches_tracked (int64) is block int8 (a scale "
+            "and one int8 value; resealed): lossy encodings apply to float tensors "
+            "only (section 9.1, [lossy_dtype]).",
+            sealed([*sp[:6], _chunk(sid, 6, 2, 0, int_lossy)]),
+        ),
+        Refusal(
+            "chunk_lossy_topk_indices",
+            "chunk_decode",
+            "stream whose first chunk holds conv.weight's first 32 elements as top-k "
+            "with k = 4 and indices 31, 2, 17, 30, not strictly ascending (resealed).",
+            sealed([sp[0], _chunk(sid, 1, 0, 0, topk_bad), *sp[2:-1]]),
         ),
         Refusal(
             "chunk_dtype",

@@ -621,10 +621,11 @@ def decode_tensor_map(
 def read_elements(
     data: Any, dtype: dtypes.DtypeInfo, *, limits: DecodeLimits | None = None
 ) -> TensorRecord:
-    """Parse TensorMap bytes that must hold exactly one unnamed, lossless 1-D
-    tensor of ``dtype`` with at least one element (one chunk of a streamed
-    tensor, wire format section 14.5); its data stays a view on ``data``.
-    Raises SerializationException naming what is wrong."""
+    """Parse TensorMap bytes that must hold exactly one unnamed 1-D tensor of
+    ``dtype`` with at least one element, lossless or lossy (one chunk of a
+    streamed tensor, wire format section 14.5; a lossy one passed the checks of
+    section 9.1 here); its data stays a view on ``data``. Raises
+    SerializationException naming what is wrong."""
     records = read_tensor_map(data, limits=limits).records
     if len(records) != 1:
         raise SerializationException(f"a chunk holds {len(records)} tensors, not 1")
@@ -639,9 +640,37 @@ def read_elements(
         raise SerializationException(
             f"a chunk's tensor has shape {list(rec.shape)}, not 1-D with elements"
         )
-    if rec.lossy is not None:
-        raise SerializationException("a chunk's tensor is lossy-encoded, which streams do not use")
     return rec
+
+
+def decode_elements_into(
+    rec: TensorRecord, out: np.ndarray, *, verify_checksum: bool = True
+) -> int | None:
+    """Decode a chunk's tensor (from :func:`read_elements`) straight into
+    ``out``, a writable uint8 array of exactly its decoded size. A lossless one
+    as :func:`decode_record_into` does (and returns what it returns). A lossy
+    one: its payload is decompressed and checked (into the end of ``out`` when
+    the method reconstructs in place, see ``lossy.in_place``), then
+    reconstructed into ``out``; returns None. Raises SerializationException."""
+    params = rec.lossy
+    if params is None:
+        return decode_record_into(rec, out, verify_checksum=verify_checksum)
+    if rec.decoded_size != out.nbytes:
+        raise SerializationException(
+            f"tensor {rec.name!r}: {rec.decoded_size} decoded bytes for a place of {out.nbytes}"
+        )
+    in_place = lossy.in_place(rec.dtype, rec.numel, params, rec.raw_size)
+    payload = out[out.nbytes - rec.raw_size :] if in_place else np.empty(rec.raw_size, np.uint8)
+    decode_record_into(_payload_record(rec), payload, verify_checksum=verify_checksum)
+    result, phases = lossy.decode_jobs(
+        rec.name, rec.dtype, rec.numel, params, payload, out if in_place else None
+    )
+    for phase in phases:
+        for _, work in phase:
+            work()
+    if result is not out:
+        out[:] = result
+    return None
 
 
 def decode_record_into(

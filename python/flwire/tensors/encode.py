@@ -10,7 +10,7 @@ would reach the 2 GiB limit.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from flwire._protowire import (
@@ -29,7 +29,7 @@ from flwire.tensors import schema as s
 from flwire.tensors.options import EncodeOptions, resolve
 from flwire.tensors.output import FilledBytes
 from flwire.tensors.records import MAX_MESSAGE_BYTES, TensorLike
-from flwire.tensors.sources import Source, prepare, require_state_dict
+from flwire.tensors.sources import Source, apply_lossy, prepare, require_state_dict
 
 StateDict = Mapping[str, TensorLike] | Iterable[tuple[str, TensorLike]]
 
@@ -383,15 +383,22 @@ def encode_elements(
     """The TensorMap pieces (concatenated: the map) of one unnamed 1-D tensor
     holding elements ``[start, stop)`` of ``src`` (row-major), encoded on the
     calling thread with ``options``' codec and filter: one chunk of a streamed
-    tensor (wire format section 14.5). ``src`` must not be lossy. No probe: the
-    caller chose ``options`` for the tensor (a chunk that does not save
-    ``min_saving`` still goes raw). ``crcs``, when given, is filled with one
-    entry per piece: its CRC-32C where the encoder computed it anyway (the
-    elements' raw bytes, when stored uncompressed), else None."""
-    if src.lossy is not None or options.lossy is not None:
-        raise SerializationException("a streamed tensor cannot be lossy-encoded (yet)")
+    tensor (wire format section 14.5). With ``options.lossy``, the elements are
+    lossy-encoded as a tensor of their own (the caller has checked that the
+    config applies to ``src``: it is applied to the chunk whatever its name and
+    size), or sent exactly when their payload would not be smaller. ``src``
+    itself must not be lossy. No probe: the caller chose ``options`` for the
+    tensor (a chunk that does not save ``min_saving`` still goes raw).
+    ``crcs``, when given, is filled with one entry per piece: its CRC-32C where
+    the encoder computed it anyway (the elements' raw bytes, when stored
+    uncompressed), else None."""
+    if src.lossy is not None:
+        raise SerializationException("a streamed tensor's source cannot be lossy already")
     width = src.dtype.itemsize
     piece = Source("", src.dtype, (stop - start,), src.raw[start * width : stop * width])
+    if options.lossy is not None:
+        piece = apply_lossy(piece, options.lossy, 1)
+        options = replace(options, lossy=None)
     pieces: list[Any] = []
     _encode(pieces.append, [piece], options, [], probe=False, crcs=crcs)
     return pieces

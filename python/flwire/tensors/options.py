@@ -28,8 +28,12 @@ class EncodeOptions:
       ``Channel.send_message`` encodes it slice by slice as it sends it, as a
       streamed transfer (wire format section 14.5): the first record leaves at
       once, the receiver decodes each slice as it arrives, and the weights may
-      be of any size (beyond 2 GiB). Not with ``lossy``. The state dict must not
-      change until the message is sent.
+      be of any size (beyond 2 GiB). The state dict must not change until the
+      message is sent. With ``lossy``, each slice of a tensor the config applies
+      to is lossy-encoded on its own: the casts and block int8 give what a
+      whole message gives (when the slices hold whole blocks), and top-k keeps
+      the largest elements of each slice (``topk_fraction`` of it, or its share
+      of ``topk_k``) rather than of the whole tensor.
     - ``min_saving``: the share of a tensor's bytes compression must save for
       the tensor to be stored compressed (default 0.10). Below it the tensor
       goes raw: dense float weights under zstd save about 8 %, and compressing
@@ -80,11 +84,6 @@ class EncodeOptions:
         if self.lossy is not None and not isinstance(self.lossy, LossyConfig):
             raise SerializationException(
                 f"lossy must be a LossyConfig or None, got {type(self.lossy).__name__}"
-            )
-        if self.stream and self.lossy is not None:
-            raise SerializationException(
-                "stream=True cannot be combined with lossy encodings (not supported yet): "
-                "send lossy weights without stream"
             )
 
     @property

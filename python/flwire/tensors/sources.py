@@ -61,7 +61,7 @@ def _lossy_field(params: lossy.LossyParams) -> bytes:
     return len_field(s.T_LOSSY, len(body)) + body
 
 
-def _apply_lossy(src: Source, config: lossy.LossyConfig | None, threads: int | None) -> Source:
+def apply_lossy(src: Source, config: lossy.LossyConfig | None, threads: int | None) -> Source:
     """The source whose raw bytes are its lossy payload, when ``config`` applies
     to it (the transform happens here, before CRC, filter and codec)."""
     if config is None:
@@ -165,7 +165,7 @@ def prepare(
     """The sources of a state dict (a mapping or (name, tensor) pairs), in order;
     lossy transforms use up to ``threads`` cores (None: all)."""
     items = state_dict_items(tensors)
-    sources = [_apply_lossy(_source(k, v), lossy_config, threads) for k, v in items]
+    sources = [apply_lossy(_source(k, v), lossy_config, threads) for k, v in items]
     names = [src.name for src in sources]
     if len(set(names)) != len(names):
         raise SerializationException("duplicate tensor names in the state dict")

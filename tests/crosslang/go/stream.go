@@ -6,8 +6,9 @@ package conformance
 // transfer, decodes each chunk into its tensor as it arrives (with Decode of
 // decode.go), and returns the message once its seal checks out. Every
 // refusal wraps one of the Err* sentinels below, named after the check ids of
-// section 14.5; VerifyStream checks a seal's signature as section 14.3 does an
-// envelope's.
+// section 14.5. A chunk may be lossy (section 9.1): Decode checks it as any
+// lossy tensor and reconstructs its elements. VerifyStream checks a seal's
+// signature as section 14.3 does an envelope's.
 
 import (
 	"bytes"
@@ -38,7 +39,7 @@ var (
 	ErrStreamHead       = errors.New("stream_head: head refused")
 	ErrChunkTensorIndex = errors.New("chunk_tensor_index: no such tensor")
 	ErrChunkOffset      = errors.New("chunk_offset: chunk not where the tensor's next element is")
-	ErrChunkElements    = errors.New("chunk_elements: not one unnamed lossless 1-D tensor of the dtype")
+	ErrChunkElements    = errors.New("chunk_elements: not one valid unnamed 1-D tensor of the dtype")
 	ErrChunkOverrun     = errors.New("chunk_overrun: chunk past the tensor's end")
 	ErrChunkDecode      = errors.New("chunk_decode: chunk does not decode")
 	ErrStreamPartCount  = errors.New("stream_part_count: seal counts other parts")
@@ -426,6 +427,11 @@ func checkHeadEnvelope(env *flwirev1.Envelope, transferID string) error {
 }
 
 // chunk checks a chunk against its transfer and decodes it into its tensor.
+// The chunk's tensor may be lossless or lossy (section 9.1): Decode makes the
+// lossy checks (counted here as [chunk_elements]) and reconstructs the k
+// elements of the tensor's dtype, which go in at element_offset; a payload
+// that does not decompress, a CRC-32C of the payload that differs, and top-k
+// indices not strictly ascending or out of range are [chunk_decode].
 func (r *StreamReader) chunk(s *streamState, p *parsedPart) error {
 	if int(p.tensor) >= len(s.tensors) {
 		return fmt.Errorf("%w: tensor_index %d of %d tensors", ErrChunkTensorIndex, p.tensor, len(s.tensors))
@@ -443,10 +449,9 @@ func (r *StreamReader) chunk(s *streamState, p *parsedPart) error {
 		return fmt.Errorf("%w: %d tensors", ErrChunkElements, len(m.GetTensors()))
 	}
 	e := m.GetTensors()[0]
-	if e.GetName() != "" || e.GetDtype() != t.Dtype || len(e.GetShape()) != 1 || e.GetShape()[0] < 1 ||
-		e.GetLossy() != nil {
-		return fmt.Errorf("%w: %q %s %v lossy=%v for %s", ErrChunkElements, e.GetName(), e.GetDtype(),
-			e.GetShape(), e.GetLossy() != nil, t.Dtype)
+	if e.GetName() != "" || e.GetDtype() != t.Dtype || len(e.GetShape()) != 1 || e.GetShape()[0] < 1 {
+		return fmt.Errorf("%w: %q %s %v for %s", ErrChunkElements, e.GetName(), e.GetDtype(),
+			e.GetShape(), t.Dtype)
 	}
 	width := Width(t.Dtype)
 	k := uint64(e.GetShape()[0])
@@ -456,12 +461,13 @@ func (r *StreamReader) chunk(s *streamState, p *parsedPart) error {
 	}
 	d, err := Decode(p.elements, r.Limits)
 	if err != nil {
-		if errors.Is(err, ErrDecompress) || errors.Is(err, ErrChecksum) || errors.Is(err, ErrBool) {
-			return fmt.Errorf("%w: %v", ErrChunkDecode, err)
+		if errors.Is(err, ErrDecompress) || errors.Is(err, ErrChecksum) || errors.Is(err, ErrBool) ||
+			errors.Is(err, ErrTopKIndex) {
+			return fmt.Errorf("%w: %w", ErrChunkDecode, err)
 		}
-		return fmt.Errorf("%w: %v", ErrChunkElements, err)
+		return fmt.Errorf("%w: %w", ErrChunkElements, err)
 	}
-	copy(t.Raw[p.offset*width:], d.Tensors[0].Raw)
+	copy(t.Raw[p.offset*width:], d.Tensors[0].Raw) // a lossy chunk's: its reconstruction
 	s.filled[p.tensor] += k
 	return nil
 }

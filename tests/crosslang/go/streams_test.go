@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -56,7 +57,16 @@ type streamExpectation struct {
 		ElementCount  uint64            `json:"element_count"`
 		Codec         string            `json:"codec"`
 		Filter        string            `json:"filter"`
+		RawSize       uint64            `json:"raw_size"` // a lossy chunk's: its payload's
 		CRC32C        string            `json:"crc32c"`
+		// A lossy chunk (section 9.1): its Tensor.lossy fields, and the size of
+		// the k elements it decodes to.
+		Lossy *struct {
+			Method    string `json:"method"`
+			BlockSize uint32 `json:"block_size"`
+			K         uint64 `json:"k"`
+		} `json:"lossy"`
+		DecodedSize uint64 `json:"decoded_size"`
 	} `json:"parts"`
 	Signature *signatureExpectation `json:"signature"`
 }
@@ -230,11 +240,14 @@ func checkStreamEnvelope(t *testing.T, env *flwirev1.Envelope, e streamExpectati
 	}
 }
 
-// checkStreamChunks: what .json says of each chunk, and that one tensor takes
-// several chunks and the chunks more than one codec.
+// checkStreamChunks: what .json says of each chunk (a lossy one's method,
+// parameters, payload size and decoded size included), and that one tensor
+// takes several chunks and, in a stream without lossy chunks, the chunks more
+// than one codec; in one with lossy chunks, some chunks are lossless.
 func checkStreamChunks(t *testing.T, values [][]byte, e streamExpectation) {
 	t.Helper()
 	perTensor, codecs := map[uint32]int{}, map[string]bool{}
+	lossy, lossless := 0, 0
 	for k, v := range values {
 		p, err := parsePart(v)
 		if err != nil {
@@ -261,6 +274,28 @@ func checkStreamChunks(t *testing.T, values [][]byte, e streamExpectation) {
 			c.Filter.String() != want.Filter || fmt.Sprintf("%08x", c.CRC32C) != want.CRC32C {
 			t.Errorf("part %d: chunk %d@%d %v %s %s, .json %+v", k, p.tensor, p.offset, c.Shape, c.Codec, c.Filter, want)
 		}
+		if c.RawSize != want.RawSize {
+			t.Errorf("part %d: raw_size %d, .json says %d", k, c.RawSize, want.RawSize)
+		}
+		wantLossy := ""
+		if want.Lossy != nil {
+			wantLossy = fmt.Sprintf("%s/%d/%d", want.Lossy.Method, want.Lossy.BlockSize, want.Lossy.K)
+		}
+		if got := lossyFacts(c.Lossy); got != wantLossy {
+			t.Errorf("part %d: lossy (method/block_size/k) %q, .json says %q", k, got, wantLossy)
+		}
+		if c.Lossy != nil {
+			lossy++
+			if uint64(len(c.Raw)) != want.DecodedSize || uint64(len(c.Payload)) != c.RawSize {
+				t.Errorf("part %d: decodes to %d bytes from a payload of %d, .json says %d",
+					k, len(c.Raw), len(c.Payload), want.DecodedSize)
+			}
+		} else {
+			lossless++
+			if want.DecodedSize != 0 {
+				t.Errorf("part %d: lossless, with decoded_size %d", k, want.DecodedSize)
+			}
+		}
 		perTensor[p.tensor]++
 		codecs[c.Codec.String()] = true
 	}
@@ -268,8 +303,12 @@ func checkStreamChunks(t *testing.T, values [][]byte, e streamExpectation) {
 	for _, n := range perTensor {
 		most = max(most, n)
 	}
-	if most < 2 || len(codecs) < 2 {
-		t.Errorf("chunks per tensor at most %d, codecs %v", most, codecs)
+	if most < 2 || lossy == 0 && len(codecs) < 2 || lossy > 0 && lossless == 0 {
+		t.Errorf("chunks per tensor at most %d, codecs %v, %d lossy and %d lossless chunks",
+			most, codecs, lossy, lossless)
+	}
+	if strings.Contains(e.Name, "lossy") != (lossy > 0) {
+		t.Errorf("%d lossy chunks in %s", lossy, e.Name)
 	}
 }
 
@@ -344,16 +383,22 @@ func refusalCheck(t *testing.T, rf streamRefusal) string {
 			return ""
 		}
 	}
+	t.Logf("%s: %v", rf.Name, err)
+	return streamCheck(t, rf.Name, err)
+}
+
+// streamCheck names the check of section 14.5 that err wraps ("" for none).
+func streamCheck(t *testing.T, name string, err error) string {
+	t.Helper()
 	found := ""
 	for id, sentinel := range StreamChecks {
 		if errors.Is(err, sentinel) {
 			if found != "" {
-				t.Errorf("%s: %v is both %s and %s", rf.Name, err, found, id)
+				t.Errorf("%s: %v is both %s and %s", name, err, found, id)
 			}
 			found = id
 		}
 	}
-	t.Logf("%s: %v", rf.Name, err)
 	return found
 }
 
@@ -425,5 +470,169 @@ func TestSignedStreamRefusesEveryChange(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d changed streams, none verified", e.Name, changed)
+	}
+}
+
+// TestStreamLossyChunks: a lossy chunk (section 14.5) is checked as a lossy
+// tensor of shape [k] (section 9.1), its failures counted as chunk_elements;
+// a payload that does not check out, or top-k indices not strictly ascending
+// and below the chunk's k, as chunk_decode. The limits count its logical size.
+func TestStreamLossyChunks(t *testing.T) {
+	streams := map[string][][]byte{}
+	for _, e := range loadStreams(t) {
+		streams[e.Name] = streamParts(t, e)
+	}
+	// mutated: the parts of a stream, part k's chunk tensor changed by change.
+	mutated := func(name string, k int, change func(tn *flwirev1.Tensor)) [][]byte {
+		values := streams[name]
+		if values == nil {
+			t.Fatalf("no stream vector %s", name)
+		}
+		var part flwirev1.StreamPart
+		if err := proto.Unmarshal(values[k], &part); err != nil || part.GetChunk() == nil {
+			t.Fatalf("%s part %d: not a chunk (%v)", name, k, err)
+		}
+		change(part.GetChunk().GetElements().GetTensors()[0])
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := append([][]byte{}, values...)
+		out[k] = b
+		return out
+	}
+	// indices sets a top-k chunk's indices (uint32 after its k float32
+	// values) and the CRC-32C of its uncompressed payload.
+	indices := func(at ...uint32) func(tn *flwirev1.Tensor) {
+		return func(tn *flwirev1.Tensor) {
+			data := bytes.Clone(tn.GetData())
+			for j, i := range at {
+				binary.LittleEndian.PutUint32(data[int(tn.GetLossy().GetK())*4+4*j:], i)
+			}
+			tn.Data, tn.Crc32C = data, CRC32C(data)
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		values [][]byte
+		check  string
+		cause  error
+	}{
+		{"unknown method", mutated("stream_lossy_topk", 1, func(tn *flwirev1.Tensor) {
+			tn.Lossy.Method = 5
+		}), "chunk_elements", ErrLossyMethod},
+		{"k not the payload's", mutated("stream_lossy_topk", 1, func(tn *flwirev1.Tensor) {
+			tn.Lossy.K = 3
+		}), "chunk_elements", ErrRawSize},
+		{"k denser than one in 8 of the chunk", mutated("stream_lossy_topk", 1, func(tn *flwirev1.Tensor) {
+			tn.Lossy.K = 5 // of the chunk's 32 elements, though the tensor has 100
+		}), "chunk_elements", ErrLossyParams},
+		{"shuffle on top-k", mutated("stream_lossy_topk", 2, func(tn *flwirev1.Tensor) {
+			tn.Filter = flwirev1.Filter_FILTER_BYTE_SHUFFLE
+		}), "chunk_elements", ErrLossyFilter},
+		{"block_size 7", mutated("stream_lossy_int8", 1, func(tn *flwirev1.Tensor) {
+			tn.Lossy.BlockSize = 7
+		}), "chunk_elements", ErrLossyParams},
+		{"block_size not the payload's", mutated("stream_lossy_int8", 2, func(tn *flwirev1.Tensor) {
+			tn.Lossy.BlockSize = 16
+		}), "chunk_elements", ErrRawSize},
+		{"raw_size of the chunk's elements", mutated("stream_lossy_float16", 1, func(tn *flwirev1.Tensor) {
+			tn.RawSize = 4 * uint64(tn.GetShape()[0])
+		}), "chunk_elements", ErrRawSize},
+		{"cast of a lossless chunk's int64", mutated("stream_lossy_float16", 4, func(tn *flwirev1.Tensor) {
+			tn.Lossy = &flwirev1.LossyEncoding{Method: flwirev1.Lossy_LOSSY_CAST_FLOAT16}
+		}), "chunk_elements", ErrLossyDtype},
+		{"payload CRC-32C", mutated("stream_lossy_int8", 1, func(tn *flwirev1.Tensor) {
+			tn.Crc32C ^= 1
+		}), "chunk_decode", ErrChecksum},
+		{"payload changed", mutated("stream_lossy_topk", 3, func(tn *flwirev1.Tensor) {
+			tn.Data = bytes.Clone(tn.GetData())
+			tn.Data[0] ^= 0x40
+		}), "chunk_decode", ErrChecksum},
+		{"payload does not decompress", mutated("stream_lossy_float16", 3, func(tn *flwirev1.Tensor) {
+			// A zstd frame of the payload's 40 bytes (single segment) whose one
+			// compressed block, last, is 8 bytes of 0xff: its frame is well
+			// formed (check 7), its block is not.
+			if tn.GetCodec() != flwirev1.Codec_CODEC_UNSPECIFIED || tn.GetRawSize() != 40 {
+				t.Fatalf("%s, raw_size %d", tn.GetCodec(), tn.GetRawSize())
+			}
+			frame := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x20, 40, 8<<3 | 2<<1 | 1, 0, 0}
+			tn.Codec, tn.Data = flwirev1.Codec_CODEC_ZSTD, append(frame, bytes.Repeat([]byte{0xff}, 8)...)
+		}), "chunk_decode", ErrDecompress},
+		{"top-k indices descending", mutated("stream_lossy_topk", 1, indices(9, 3, 20, 30)),
+			"chunk_decode", ErrTopKIndex},
+		{"top-k index repeated", mutated("stream_lossy_topk", 2, indices(1, 3, 3, 30)),
+			"chunk_decode", ErrTopKIndex},
+		{"top-k index past the chunk's k", mutated("stream_lossy_topk", 1, indices(1, 2, 3, 32)),
+			"chunk_decode", ErrTopKIndex},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			msg, r, err := readStream(c.values)
+			if msg != nil || r.Pending() != 0 {
+				t.Fatalf("message %v, %d pending, %v", msg != nil, r.Pending(), err)
+			}
+			if got := streamCheck(t, c.name, err); got != c.check || !errors.Is(err, c.cause) {
+				t.Errorf("refused for %q (%v), want %s: %v", got, err, c.check, c.cause)
+			}
+		})
+	}
+
+	// A valid top-k chunk whose indices were changed (ascending, in range,
+	// CRC-32C updated, and the seal's stream CRC-32C) decodes, to its values
+	// at the new indices.
+	values := mutated("stream_lossy_topk", 1, indices(0, 1, 2, 31))
+	var seal flwirev1.StreamPart
+	if err := proto.Unmarshal(values[len(values)-1], &seal); err != nil || seal.GetSeal() == nil {
+		t.Fatalf("the last part is not a seal (%v)", err)
+	}
+	seal.GetSeal().StreamCrc32C = CRC32C(bytes.Join(values[:len(values)-1], nil))
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&seal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values[len(values)-1] = b
+	msg, _, err := readStream(values)
+	if msg == nil || err != nil {
+		t.Fatalf("indices 0, 1, 2, 31: %v", err)
+	}
+	var part flwirev1.StreamPart
+	if err := proto.Unmarshal(values[1], &part); err != nil {
+		t.Fatal(err)
+	}
+	kept := part.GetChunk().GetElements().GetTensors()[0].GetData()[:16]
+	raw := msg.Tensors[0].Raw
+	for i, at := range []int{0, 1, 2, 31} {
+		if !bytes.Equal(raw[4*at:4*at+4], kept[4*i:4*i+4]) {
+			t.Errorf("element %d: %x, want %x", at, raw[4*at:4*at+4], kept[4*i:4*i+4])
+		}
+	}
+	for at := 3; at < 31; at++ {
+		if !bytes.Equal(raw[4*at:4*at+4], make([]byte, 4)) {
+			t.Errorf("element %d: %x, want +0", at, raw[4*at:4*at+4])
+		}
+	}
+
+	// The limits count a lossy chunk's logical size (32 float32 elements:
+	// 128 bytes), not its payload's (32 bytes).
+	for _, limit := range []uint64{127, 128} {
+		r := NewStreamReader()
+		r.Limits.MaxTensorBytes = limit
+		var msg *StreamMessage
+		var first error
+		for _, v := range streams["stream_lossy_topk"] {
+			m, err := r.Add(v)
+			if m != nil {
+				msg = m
+			}
+			if err != nil && first == nil {
+				first = err
+			}
+		}
+		if limit == 127 && (msg != nil || !errors.Is(first, ErrChunkElements) || !errors.Is(first, ErrLimit)) {
+			t.Errorf("per-tensor limit 127: message %v, %v", msg != nil, first)
+		}
+		if limit == 128 && (msg == nil || first != nil) {
+			t.Errorf("per-tensor limit 128: %v", first)
+		}
 	}
 }

@@ -46,7 +46,7 @@ from flwire.messages.schema import BODY_TYPES
 from flwire.messages.validation import describe, violations
 from flwire.security.digest import stream_hasher
 from flwire.tensors import buffers, dtypes
-from flwire.tensors.decode import decode_record_into, read_elements
+from flwire.tensors.decode import decode_elements_into, read_elements
 from flwire.tensors.parallel import default_threads, executor
 from flwire.tensors.records import DecodeLimits, resolve_limits
 from flwire.tensors.sources import Source
@@ -96,11 +96,12 @@ class Failed:
 
 
 def _decode_chunk(value: Any, rec: Any, out: np.ndarray) -> tuple[int, int]:
-    """A worker's job for one chunk: decode its elements into place; return the
-    CRC-32C and length of its whole record (the seal's checksum, combined in
-    order on the event loop). Raw elements are read once: their CRC-32C,
-    checked by the decode, is combined with that of the bytes around them."""
-    data_crc = decode_record_into(rec, out)
+    """A worker's job for one chunk: decode its elements into place (a lossy
+    chunk is reconstructed there); return the CRC-32C and length of its whole
+    record (the seal's checksum, combined in order on the event loop). Raw
+    elements are read once: their CRC-32C, checked by the decode, is combined
+    with that of the bytes around them."""
+    data_crc = decode_elements_into(rec, out)
     size = memoryview(value).nbytes
     if data_crc is None:
         return crc32c(value), size
@@ -435,11 +436,11 @@ class StreamAssembler:
         except SerializationException as exc:
             raise SerializationException(
                 f"part {part.index}: tensor {src.name!r} from element {chunk.element_offset}: "
-                + str(exc).removeprefix("tensor '': ")
+                + str(exc).removeprefix("tensor '': ").removeprefix("tensor #0: ")
             ) from None
         end = chunk.element_offset + rec.numel
         rec = dataclasses.replace(rec, name=f"{src.name}[{chunk.element_offset}:{end}]")
-        self._check_expansion(stream, part.index, rec.raw_size)
+        self._check_expansion(stream, part.index, rec.decoded_size)
         room = stream.sizes[i] // width - chunk.element_offset
         if rec.numel > room:
             raise SerializationException(

@@ -5,7 +5,10 @@ The head (the envelope and the tensors' names, dtypes and shapes) needs no
 encoding, so it is ready at once. Each tensor is then cut into runs of
 elements that fit a record once encoded, and worker threads encode the runs
 (compression releases the GIL) a few ahead of the one being sent, so that
-encoding overlaps sending and memory holds only those few. The seal carries
+encoding overlaps sending and memory holds only those few. With
+``EncodeOptions.lossy``, each run of a tensor the config applies to (its name,
+dtype and size, judged on the whole tensor) is lossy-encoded as a tensor of its
+own (see :func:`chunk_lossy`). The seal carries
 the part count and the CRC-32C of every earlier record: each record's is
 computed beside its encoding, on the worker, and the event loop combines them
 in order (:func:`~flwire._protowire.crc32c_combine`).
@@ -14,6 +17,7 @@ in order (:func:`~flwire._protowire.crc32c_combine`).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
@@ -24,6 +28,8 @@ from flwire._protowire import crc32c, crc32c_around, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.tensors.encode import PROBE_BYTES, compresses, encode_elements, pays
+from flwire.tensors.lossy import LossyConfig
+from flwire.tensors.lossy.params import SCALE_BYTES
 from flwire.tensors.options import EncodeOptions
 from flwire.tensors.parallel import default_threads, executor
 from flwire.tensors.sources import Source
@@ -41,16 +47,48 @@ class _Run:
     stop: int
 
 
-def runs(sources: list[Source], max_run_bytes: int) -> list[_Run]:
-    """Each tensor's elements in runs of at most ``max_run_bytes`` raw bytes (at
-    least one element each); a tensor without elements has none."""
+def run_elements(width: int, max_run_bytes: int, lossy: LossyConfig | None = None) -> int:
+    """How many elements of ``width`` bytes a run holds, so that its encoding
+    takes at most ``max_run_bytes`` of data (at least one element): as many as
+    fit raw; under a cast, as many as fit at 2 bytes each; under block int8,
+    whole blocks of ``block_size`` int8 values and their 4-byte scale (a run
+    of ``max_run_bytes - 4`` elements when one block does not fit). Top-k
+    runs stay raw-sized: a run whose top-k would not be smaller goes raw."""
+    if lossy is not None and lossy.method in ("float16", "bfloat16"):
+        return max(1, max_run_bytes // 2)
+    if lossy is not None and lossy.method == "int8":
+        block = lossy.block_size
+        if block + SCALE_BYTES <= max_run_bytes:
+            return max_run_bytes // (block + SCALE_BYTES) * block
+        return max(1, max_run_bytes - SCALE_BYTES)
+    return max(1, max_run_bytes // width)
+
+
+def runs(
+    sources: list[Source], max_run_bytes: int, lossy: list[LossyConfig | None] | None = None
+) -> list[_Run]:
+    """Each tensor's elements in runs whose encoding takes at most
+    ``max_run_bytes`` (:func:`run_elements`; ``lossy``: each tensor's config,
+    None for an exact one); a tensor without elements has none."""
     out = []
     for i, src in enumerate(sources):
         width = src.dtype.itemsize
-        step = max(1, max_run_bytes // width)
+        step = run_elements(width, max_run_bytes, lossy[i] if lossy else None)
         count = src.raw.nbytes // width
         out += [_Run(i, a, min(a + step, count)) for a in range(0, count, step)]
     return out
+
+
+def chunk_lossy(config: LossyConfig, numel: int, start: int, stop: int) -> LossyConfig:
+    """The lossy config of the run ``[start, stop)`` of a tensor of ``numel``
+    elements that ``config`` applies to: the same method, applied to the run
+    whatever its size and name (the tensor was judged whole). Top-k keeps the
+    largest elements of each run: ``ceil(topk_fraction x run)`` of them, or
+    with ``topk_k``, the run's share of it, ``ceil(topk_k x run / numel)``."""
+    topk_k = config.topk_k
+    if topk_k is not None:
+        topk_k = max(1, math.ceil(topk_k * (stop - start) / numel))
+    return replace(config, topk_k=topk_k, min_elements=0, include=None, exclude=None)
 
 
 def ending_crc(value: bytes, pieces: list[Any], crcs: list[int | None]) -> int:
@@ -107,7 +145,9 @@ class StreamWriter:
         self.sources = sources
         self.transfer_id = msg.message_id
         options = msg.encode_options
-        self.options: EncodeOptions = replace(options, threads=1, stream=False)
+        #: The lossy config, applied run by run (see :func:`chunk_lossy`).
+        self.lossy_config = options.lossy
+        self.options: EncodeOptions = replace(options, threads=1, stream=False, lossy=None)
         self._raw = replace(self.options, compression="none", shuffle=False)
         self.max_value_bytes = max_value_bytes
         budget = max_value_bytes - CHUNK_OVERHEAD - len(self.transfer_id.encode())
@@ -115,7 +155,14 @@ class StreamWriter:
             raise SerializationException(
                 f"record limit {max_value_bytes} is too small to stream a message into"
             )
-        self.runs = runs(sources, budget)
+        lossy = self.lossy_config
+        #: Per tensor, whether the lossy config applies to it (judged whole).
+        self.lossy = [
+            lossy is not None and lossy.applies_to(src.name, src.dtype, src.raw.nbytes // width)
+            for src in sources
+            for width in [src.dtype.itemsize]
+        ]
+        self.runs = runs(sources, budget, [lossy if on else None for on in self.lossy])
         self.workers = threads or options.threads or default_threads()
         self.signer = msg.seal_signer
         #: Bytes of raw tensor data encoded so far, and in all.
@@ -129,8 +176,17 @@ class StreamWriter:
         run, and the options are chosen here (see :meth:`_choose`)."""
         run = self.runs[k]
         src = self.sources[run.tensor_index]
+        config = self.lossy_config
+        if config is not None and self.lossy[run.tensor_index]:
+            # Each run is compressed, and kept raw unless that paid: no probe.
+            numel = src.raw.nbytes // src.dtype.itemsize
+            chunk = replace(self.options, lossy=chunk_lossy(config, numel, run.start, run.stop))
+            crcs: list[int | None] = []
+            pieces = encode_elements(src, run.start, run.stop, chunk, crcs=crcs)
+            value = chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
+            return value, ending_crc(value, pieces, crcs), self.options
         chosen = self._choose(run) if options is None else options
-        crcs: list[int | None] = []
+        crcs = []
         pieces = encode_elements(src, run.start, run.stop, chosen, crcs=crcs)
         value = chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
         if options is None and self._run_bytes(run) <= PROBE_BYTES:

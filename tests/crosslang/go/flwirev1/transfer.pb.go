@@ -402,8 +402,9 @@ type TensorChunk struct {
 	// the first at 0, and together they hold every element once.
 	ElementOffset uint64 `protobuf:"varint,2,opt,name=element_offset,json=elementOffset,proto3" json:"element_offset,omitempty"`
 	// Exactly one Tensor: 1-D, the tensor's dtype, holding the chunk's elements
-	// (at least one), encoded as any lossless tensor is (codec, filter, CRC-32C;
-	// sections 5-9; no lossy field), its name empty.
+	// (at least one), encoded as any tensor is (codec, filter, CRC-32C; sections
+	// 5-9; lossy, section 9.1, when the receiver announced the method), its name
+	// empty.
 	Elements      *TensorMap `protobuf:"bytes,3,opt,name=elements,proto3" json:"elements,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

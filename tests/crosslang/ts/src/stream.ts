@@ -20,7 +20,7 @@ import { FlwireError, refuse } from "./errors.js";
 import { type Envelope, EnvelopeSchema, type Signature } from "./gen/flwire/v1/messages_pb.js";
 import { type Dtype, TensorMapSchema } from "./gen/flwire/v1/tensor_pb.js";
 import { type StreamHead, StreamHeadSchema, type StreamSeal, StreamSealSchema, type TensorInfo } from "./gen/flwire/v1/transfer_pb.js";
-import { checkTensorMap, DEFAULT_LIMITS, decodeInto, type Limits } from "./tensormap.js";
+import { checkTensorMap, DEFAULT_LIMITS, decodeValueInto, type Limits } from "./tensormap.js";
 import { checkWireTypes } from "./wiretypes.js";
 
 /** The check ids of section 14.5. */
@@ -358,8 +358,10 @@ export class StreamReader {
     const e = checked.map.tensors;
     if (e.length !== 1) refuse("chunk_elements", `${e.length} tensors, not one`);
     const x = e[0]!;
-    if (x.name !== "" || x.dtype !== s!.info.dtype || x.shape.length !== 1 || x.shape[0]! < 1n || x.lossy !== undefined) {
-      refuse("chunk_elements", `'${x.name}' of dtype ${x.dtype}, shape [${x.shape.join(", ")}]${x.lossy ? ", lossy" : ""}: not one unnamed lossless 1-D tensor of ${name}'s dtype ${s!.info.dtype} with elements`);
+    // Lossless or lossy: a lossy chunk passed section 9.1's checks in checkTensorMap (its
+    // dtype is the tensor's logical dtype, its raw_size and CRC-32C its payload's).
+    if (x.name !== "" || x.dtype !== s!.info.dtype || x.shape.length !== 1 || x.shape[0]! < 1n) {
+      refuse("chunk_elements", `'${x.name}' of dtype ${x.dtype}, shape [${x.shape.join(", ")}]: not one unnamed 1-D tensor of ${name}'s dtype ${s!.info.dtype} with elements`);
     }
     const k = x.shape[0]!;
     if (k > s!.numel - s!.filled) refuse("chunk_overrun", `${k} elements at element ${s!.filled} of ${name}, which has ${s!.numel}`);
@@ -367,9 +369,10 @@ export class StreamReader {
     s!.raw ??= new Uint8Array(Number(s!.numel) * s!.width);
     const at = Number(s!.filled) * s!.width;
     try {
-      decodeInto(plan, s!.raw.subarray(at, at + Number(k) * s!.width));
+      // A lossy chunk's k elements are its reconstruction (section 9.1), written at element_offset.
+      decodeValueInto(plan, s!.raw.subarray(at, at + Number(k) * s!.width));
     } catch (err) {
-      const decode = err instanceof FlwireError && ["decompress", "crc32c", "bool"].includes(err.check);
+      const decode = err instanceof FlwireError && ["decompress", "crc32c", "bool", "topk_indices"].includes(err.check);
       rethrowAs(decode ? "chunk_decode" : "chunk_elements", err);
     }
     s!.filled += k;

@@ -180,6 +180,23 @@ export function decodeInto(p: Plan, out: Uint8Array): void {
   }
 }
 
+/**
+ * The logical elements of a planned tensor (n x width bytes) written into
+ * `out`: a lossless tensor's raw bytes decoded straight there (decodeInto); a
+ * lossy tensor's payload decoded into a buffer of its own, then reconstructed
+ * there (section 9.1, `[topk_indices]`). A streamed chunk (section 14.5) is
+ * decoded this way into its slice of its tensor.
+ */
+export function decodeValueInto(p: Plan, out: Uint8Array): void {
+  if (!p.lossy) {
+    decodeInto(p, out);
+    return;
+  }
+  const payload = new Uint8Array(Number(p.t.rawSize));
+  decodeInto(p, payload);
+  out.set(reconstruct(p.t.name, p.t.dtype, p.lossy, payload, Number(p.n), p.width));
+}
+
 /** Checks 10-13 into a buffer of its own; then the lossy reconstruction. */
 function decodeData(p: Plan): DecodedTensor {
   const { t } = p;

@@ -14,7 +14,7 @@ import { equals, toJson } from "@bufbuild/protobuf";
 import { blake3 } from "@noble/hashes/blake3.js";
 
 import { crc32c } from "../src/crc32c.js";
-import { codecName, dtypeName, filterName } from "../src/dtypes.js";
+import { codecName, dtypeName, dtypeWidth, filterName, lossyName } from "../src/dtypes.js";
 import { FlwireError } from "../src/errors.js";
 import { EnvelopeSchema } from "../src/gen/flwire/v1/messages_pb.js";
 import { recordHeaders } from "../src/kafka_headers.js";
@@ -37,6 +37,9 @@ interface StreamJson {
   parts: {
     index: number; kind: string; size: number; path: string; headers: Record<string, string>;
     tensor_index?: number; element_offset?: number; element_count?: number; codec?: string; filter?: string; raw_size?: number; crc32c?: string;
+    /** A lossy chunk (section 9.1): its method and parameters; raw_size and crc32c are then its payload's, decoded_size its k elements'. */
+    lossy?: { method: string; block_size: number; k: number };
+    decoded_size?: number;
   }[];
   signature?: { key_id: string; public_key_hex: string; signed_length: number; digest_hex: string; signed_payload_hex: string; signature_hex: string };
 }
@@ -141,9 +144,11 @@ for (const want of streams()) {
       );
       console.log(`STREAM ${want.name} tensor ${t.name} ${dtypeName(t.dtype)} [${t.shape.join(",")}] ${hex(t.raw)}`);
     });
-    // What .json says of each part and chunk; one tensor takes several chunks, of two codecs.
+    // What .json says of each part and chunk; one tensor takes several chunks, of two codecs
+    // (a lossy stream: lossy chunks, and lossless ones).
     const perTensor = new Map<number, number>();
     const codecs = new Set<string>();
+    const kinds = new Set<string>();
     vs.forEach((v, k) => {
       const p = parseStreamPart(v);
       const w = want.parts[k]!;
@@ -154,11 +159,28 @@ for (const want of streams()) {
         [p.chunk.tensorIndex, Number(p.chunk.elementOffset), Number(c.shape[0]), codecName(c.codec), filterName(c.filter), Number(c.rawSize), crcHex(c.crc32c)],
         [w.tensor_index, w.element_offset, w.element_count, w.codec, w.filter, w.raw_size, w.crc32c],
       );
+      if (w.lossy) {
+        assert.ok(c.lossy, `${want.name} part ${k}: lossy`);
+        assert.deepEqual(
+          [lossyName(c.lossy.method), c.lossy.blockSize, Number(c.lossy.k), c.value.length],
+          [w.lossy.method, w.lossy.block_size, w.lossy.k, w.decoded_size],
+          `${want.name} part ${k}`,
+        );
+        // Its reconstruction is what the tensor holds at element_offset.
+        const t = m.tensors[p.chunk.tensorIndex]!;
+        const at = Number(p.chunk.elementOffset) * dtypeWidth(t.dtype)!;
+        assert.equal(hex(t.raw.subarray(at, at + c.value.length)), hex(c.value), `${want.name} part ${k}: reconstruction`);
+      } else {
+        assert.equal(c.lossy, undefined, `${want.name} part ${k}: lossless`);
+        assert.equal(w.decoded_size ?? w.raw_size, w.raw_size);
+      }
       perTensor.set(p.chunk.tensorIndex, (perTensor.get(p.chunk.tensorIndex) ?? 0) + 1);
       codecs.add(codecName(c.codec));
+      kinds.add(w.lossy ? "lossy" : "lossless");
     });
     assert.ok(Math.max(...perTensor.values()) >= 2, "a tensor in several chunks");
-    assert.ok(codecs.size >= 2, `chunk codecs ${[...codecs]}`);
+    if (kinds.has("lossy")) assert.equal(kinds.size, 2, `${want.name}: lossy and lossless chunks`);
+    else assert.ok(codecs.size >= 2, `chunk codecs ${[...codecs]}`);
     if (!want.signed) {
       assert.equal(m.signature, undefined);
       assert.equal(m.digest, undefined);

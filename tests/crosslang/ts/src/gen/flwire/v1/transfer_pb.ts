@@ -247,8 +247,9 @@ export type TensorChunk = Message<"flwire.v1.TensorChunk"> & {
 
   /**
    * Exactly one Tensor: 1-D, the tensor's dtype, holding the chunk's elements
-   * (at least one), encoded as any lossless tensor is (codec, filter, CRC-32C;
-   * sections 5-9; no lossy field), its name empty.
+   * (at least one), encoded as any tensor is (codec, filter, CRC-32C; sections
+   * 5-9; lossy, section 9.1, when the receiver announced the method), its name
+   * empty.
    *
    * @generated from field: flwire.v1.TensorMap elements = 3;
    */

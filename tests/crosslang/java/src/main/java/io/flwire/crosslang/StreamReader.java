@@ -464,11 +464,10 @@ public final class StreamReader {
     }
     Tensor e = m.getTensors(0);
     if (!e.getName().isEmpty() || e.getDtypeValue() != s.info.getDtypeValue()
-        || e.getShapeCount() != 1 || e.getShape(0) == 0 || e.hasLossy()) {
+        || e.getShapeCount() != 1 || e.getShape(0) == 0) {
       throw new FlwireException("chunk_elements", "\"" + e.getName() + "\" of dtype "
-          + e.getDtypeValue() + ", shape " + e.getShapeList() + (e.hasLossy() ? ", lossy" : "")
-          + ": not one unnamed lossless 1-D tensor of " + name + "'s dtype "
-          + s.info.getDtypeValue() + " with elements");
+          + e.getDtypeValue() + ", shape " + e.getShapeList() + ": not one unnamed 1-D tensor of "
+          + name + "'s dtype " + s.info.getDtypeValue() + " with elements");
     }
     long k = e.getShape(0); // uint64
     if (Long.compareUnsigned(k, s.numel - s.filled) > 0) {
@@ -477,17 +476,28 @@ public final class StreamReader {
     }
     List<Frames.Frame> frames;
     try {
-      frames = TensorMapReader.check(m, c.elements().length, limits).get(0); // checks 1 to 9
+      // Checks 1 to 9; a lossy chunk's, those of section 9.1 (lossy_method, lossy_dtype,
+      // lossy_params, lossy_not_smaller, lossy_size, lossy_filter) of a tensor of shape [k], its
+      // logical size (k x width) counted towards the limits and the expansion bound.
+      frames = TensorMapReader.check(m, c.elements().length, limits).get(0);
     } catch (FlwireException x) {
       throw x.as("chunk_elements");
     }
     if (s.raw == null) {
       s.raw = new byte[Math.toIntExact(s.numel * s.width)];
     }
+    int at = Math.toIntExact(s.filled * s.width);
     try {
-      TensorMapReader.decodeInto(e, frames, s.width, s.raw, Math.toIntExact(s.filled * s.width));
+      if (TensorMapReader.lossyOf(e) == null) {
+        TensorMapReader.decodeInto(e, frames, s.width, s.raw, at);
+      } else {
+        // Section 9.1, as for a whole lossy tensor: the payload decoded (decompression, its
+        // CRC-32C), then its k elements reconstructed (top-k's indices checked).
+        byte[] elements = TensorMapReader.decodeData(e, frames).raw();
+        System.arraycopy(elements, 0, s.raw, at, elements.length);
+      }
     } catch (FlwireException x) {
-      boolean decode = Set.of("decompress", "crc32c", "bool").contains(x.check());
+      boolean decode = Set.of("decompress", "crc32c", "bool", "topk_indices").contains(x.check());
       throw x.as(decode ? "chunk_decode" : "chunk_elements");
     }
     s.filled += k;

@@ -248,8 +248,11 @@ public final class TensorMapReader {
     return out;
   }
 
-  /** Checks 10 to 13, then the reconstruction of a lossy tensor. */
-  private static DecodedTensor decodeData(Tensor t, List<Frames.Frame> frames) {
+  /**
+   * Checks 10 to 13, then the reconstruction of a lossy tensor (section 9.1; also a lossy chunk of
+   * a streamed transfer, section 14.5).
+   */
+  static DecodedTensor decodeData(Tensor t, List<Frames.Frame> frames) {
     Lossy.Encoding lossy = lossyOf(t);
     int width = lossy != null ? Lossy.payloadElementWidth(lossy.method())
         : Dtypes.width(t.getDtypeValue());

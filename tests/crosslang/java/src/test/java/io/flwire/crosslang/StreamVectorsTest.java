@@ -13,8 +13,10 @@ import com.google.gson.JsonParser;
 import com.google.protobuf.util.JsonFormat;
 import flwire.v1.TensorOuterClass.Codec;
 import flwire.v1.TensorOuterClass.Filter;
+import flwire.v1.TensorOuterClass.Lossy;
 import flwire.v1.TensorOuterClass.Tensor;
 import flwire.v1.TensorOuterClass.TensorMap;
+import flwire.v1.Transfer.StreamPart;
 import java.security.PublicKey;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -204,10 +206,17 @@ class StreamVectorsTest {
     return out.toByteArray();
   }
 
-  /** What .json says of each part and chunk; one tensor takes several chunks, of two codecs. */
+  /**
+   * What .json says of each part and chunk; one tensor takes several chunks, of two codecs in a
+   * lossless stream. A lossy chunk (section 14.5) has its method and parameters, raw_size and
+   * CRC-32C of its payload, and decodes on its own, as a whole lossy tensor of shape [k] (section
+   * 9.1), to its k elements of the tensor at element_offset.
+   */
   private static void checkChunks(JsonObject want, List<byte[]> values) throws Exception {
     Map<Long, Integer> perTensor = new HashMap<>();
     Set<String> codecs = new TreeSet<>();
+    Set<String> methods = new TreeSet<>();
+    int lossless = 0;
     for (int k = 0; k < values.size(); k++) {
       JsonObject w = want.getAsJsonArray("parts").get(k).getAsJsonObject();
       StreamReader.Part p = StreamReader.parse(values.get(k));
@@ -228,9 +237,40 @@ class StreamVectorsTest {
       assertEquals(w.get("crc32c").getAsString(), crcHex(c.getCrc32C()), "part " + k);
       perTensor.merge(p.chunk().tensorIndex(), 1, Integer::sum);
       codecs.add(c.getCodec().name());
+      // The chunk's TensorMap read alone by the whole-message reader: its k elements are the
+      // tensor's, at element_offset.
+      TensorMapReader.DecodedTensor d = TensorMapReader.decode(p.chunk().elements())
+          .tensors().get(0);
+      JsonObject tensor = want.getAsJsonArray("tensors")
+          .get((int) p.chunk().tensorIndex()).getAsJsonObject();
+      int width = Dtypes.width(c.getDtypeValue());
+      int from = Math.toIntExact(p.chunk().elementOffset() * width);
+      byte[] all = VectorFiles.hex(tensor.get("raw_hex").getAsString());
+      assertArrayEquals(java.util.Arrays.copyOfRange(all, from, from + d.raw().length), d.raw(),
+          "part " + k + ": its elements");
+      assertEquals(c.getShape(0) * width, d.raw().length, "part " + k);
+      if (!w.has("lossy")) {
+        assertNull(d.lossy(), "part " + k + " is lossless");
+        lossless++;
+        continue;
+      }
+      JsonObject l = w.getAsJsonObject("lossy");
+      assertNotNull(d.lossy(), "part " + k + " is lossy");
+      assertEquals(l.get("method").getAsString(), Lossy.forNumber(d.lossy().method()).name());
+      assertEquals(l.get("block_size").getAsLong(), d.lossy().blockSize(), "part " + k);
+      assertEquals(l.get("k").getAsLong(), d.lossy().k(), "part " + k);
+      assertEquals(w.get("decoded_size").getAsLong(), d.raw().length, "part " + k);
+      assertEquals(c.getRawSize(), d.payload().length, "part " + k);
+      assertTrue(d.payload().length < d.raw().length, "part " + k + ": its payload is smaller");
+      methods.add(l.get("method").getAsString());
     }
     assertTrue(perTensor.values().stream().anyMatch(n -> n >= 2), "chunks per tensor " + perTensor);
-    assertTrue(codecs.size() >= 2, "chunk codecs " + codecs);
+    if (methods.isEmpty()) {
+      assertTrue(codecs.size() >= 2, "chunk codecs " + codecs);
+    } else {
+      assertTrue(lossless >= 1, "lossy and lossless chunks in one stream");
+      System.err.printf("%s: lossy chunks %s%n", want.get("name").getAsString(), methods);
+    }
   }
 
   /** D, M and the signature as .json gives them; verified under the test key, not another. */
@@ -307,6 +347,83 @@ class StreamVectorsTest {
     Set<String> checks = new TreeSet<>();
     refusals().forEach(r -> checks.add(r.get("check").getAsString()));
     assertEquals(new TreeSet<>(CHECKS), checks);
+  }
+
+  private static List<byte[]> streamValues(String name) {
+    for (JsonObject want : streams()) {
+      if (want.get("name").getAsString().equals(name)) {
+        return values(want);
+      }
+    }
+    throw new AssertionError("no stream " + name + " in the manifest");
+  }
+
+  /** values[part] with its chunk's one tensor changed by edit; the check that refuses it. */
+  private static FlwireException refusalOf(List<byte[]> values, int part,
+      java.util.function.UnaryOperator<Tensor.Builder> edit) throws Exception {
+    StreamPart p = StreamPart.parseFrom(values.get(part));
+    TensorMap m = p.getChunk().getElements();
+    TensorMap changed = m.toBuilder().setTensors(0, edit.apply(m.getTensors(0).toBuilder())).build();
+    byte[] v = p.toBuilder().setChunk(p.getChunk().toBuilder().setElements(changed)).build()
+        .toByteArray();
+    StreamReader r = new StreamReader();
+    for (int k = 0; k < part; k++) {
+      assertNull(r.add(values.get(k)));
+    }
+    FlwireException e = assertThrows(FlwireException.class, () -> r.add(v));
+    assertEquals(0, r.pending(), "the transfer is given up");
+    System.err.println("lossy chunk: " + e.getMessage());
+    return e;
+  }
+
+  /**
+   * Section 14.5: a lossy chunk passes the checks of section 9.1 as a tensor of shape [k] (a
+   * failure is [chunk_elements]); its payload's CRC-32C and its reconstruction (top-k's indices)
+   * are [chunk_decode].
+   */
+  @Test
+  void refusesLossyChunksForTheChecksOfSection91() throws Exception {
+    List<byte[]> int8 = streamValues("stream_lossy_int8");
+    List<byte[]> topk = streamValues("stream_lossy_topk");
+    List<byte[]> cast = streamValues("stream_lossy_float16");
+    // Part 1 of stream_lossy_int8: 80 elements of float32, block int8 of blocks of 8.
+    FlwireException e = refusalOf(int8, 1, t -> t.setLossy(t.getLossy().toBuilder().setBlockSize(4)));
+    assertEquals("chunk_elements", e.check());
+    assertTrue(e.getMessage().contains("[lossy_params]"), e.getMessage());
+    e = refusalOf(int8, 1, t -> t.setRawSize(t.getRawSize() + 1));
+    assertEquals("chunk_elements", e.check());
+    assertTrue(e.getMessage().contains("[lossy_size]"), e.getMessage());
+    e = refusalOf(int8, 1, t -> t.setFilter(Filter.FILTER_BYTE_SHUFFLE));
+    assertEquals("chunk_elements", e.check());
+    assertTrue(e.getMessage().contains("[lossy_filter]"), e.getMessage());
+    e = refusalOf(int8, 1, t -> t.setLossy(t.getLossy().toBuilder().setMethodValue(99)));
+    assertEquals("chunk_elements", e.check());
+    assertTrue(e.getMessage().contains("[lossy_method]"), e.getMessage());
+    e = refusalOf(int8, 1, t -> t.setCrc32C(t.getCrc32C() ^ 1));
+    assertEquals("chunk_decode", e.check());
+    assertTrue(e.getMessage().contains("[crc32c]"), e.getMessage());
+    // Part 1 of stream_lossy_topk: 32 elements, k = 4 (at most 32 / 8).
+    e = refusalOf(topk, 1, t -> t.setLossy(t.getLossy().toBuilder().setK(5)));
+    assertEquals("chunk_elements", e.check());
+    assertTrue(e.getMessage().contains("[lossy_params]"), e.getMessage());
+    e = refusalOf(topk, 1, t -> {
+      byte[] payload = t.getData().toByteArray(); // 4 float32 values, then 4 uint32 indices
+      java.nio.ByteBuffer.wrap(payload).order(java.nio.ByteOrder.LITTLE_ENDIAN).putInt(28, 32);
+      return t.setData(com.google.protobuf.ByteString.copyFrom(payload))
+          .setCrc32C(TensorMapReader.crc32c(payload));
+    });
+    assertEquals("chunk_decode", e.check());
+    assertTrue(e.getMessage().contains("[topk_indices]"), e.getMessage());
+    // Part 4 of stream_lossy_float16: the chunk of "steps" (int64, 3 elements) cast to float16.
+    e = refusalOf(cast, 4, t -> t.setLossy(cast(1)).setRawSize(6).setCodecValue(0)
+        .setFilterValue(0).setData(com.google.protobuf.ByteString.copyFrom(new byte[6]))
+        .setCrc32C(TensorMapReader.crc32c(new byte[6])));
+    assertEquals("chunk_elements", e.check());
+    assertTrue(e.getMessage().contains("[lossy_dtype]"), e.getMessage());
+  }
+
+  private static flwire.v1.TensorOuterClass.LossyEncoding cast(int method) {
+    return flwire.v1.TensorOuterClass.LossyEncoding.newBuilder().setMethodValue(method).build();
   }
 
   /** Every part twice in a row: the copies are skipped, one message comes out. */
