@@ -151,6 +151,12 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 #: What a job id, aggregator id or topic prefix may hold: Kafka's topic name characters.
 _TOPIC_PART = re.compile(r"[A-Za-z0-9._-]+")
+#: flwire.messages.SERVER_ID, the id flwire's server sends and signs as (not imported:
+#: the command line starts without the messages package; a test holds the two equal).
+_SERVER_ID = "server"
+#: flwire.aggregation.screening.UpdatePolicy's max_num_examples default (not imported:
+#: the command line starts without torch; a test holds the two equal).
+_MAX_NUM_EXAMPLES = 1_000_000
 #: flwire.transport.chunking.MAX_MEMORY_BYTES, the Reassembler's default (not imported:
 #: the command line starts without numpy; a test holds the two equal).
 _MAX_MEMORY_BYTES = 1 << 30
@@ -164,6 +170,12 @@ def _aggregator(args: argparse.Namespace) -> int:
         return 2
     if args.max_memory_mb < 0:
         print("flwire aggregator: --max-memory-mb must be 0 or above", file=sys.stderr)
+        return 2
+    if args.max_num_examples < 1:
+        print("flwire aggregator: --max-num-examples must be 1 or above", file=sys.stderr)
+        return 2
+    if any(not server_id for server_id in args.server_id or []):
+        print("flwire aggregator: --server-id must not be empty", file=sys.stderr)
         return 2
     for flag, value in (("--job", args.job), ("--id", args.id), ("--prefix", args.prefix)):
         if not _TOPIC_PART.fullmatch(value):
@@ -179,9 +191,11 @@ def _aggregator(args: argparse.Namespace) -> int:
         aggregator_id=args.id,
         prefix=args.prefix,
         trust=Path(args.trust) if args.trust else None,
+        server_ids=tuple(args.server_id or [_SERVER_ID]),
         models_wait_s=args.models_wait,
         max_memory_bytes=int(args.max_memory_mb * 1_000_000),
         spill_dir=args.spill_dir,
+        max_num_examples=args.max_num_examples,
     )
     return run_aggregator(opts, sys.stdout)
 
@@ -320,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
         "models are refused",
     )
     aggregator.add_argument(
+        "--server-id",
+        action="append",
+        metavar="ID",
+        help="the server's key id (its sender id): global models are taken from it alone, "
+        "never from a client's key of the trust store (repeat for several; default "
+        f"{_SERVER_ID}, the id flwire's server signs as)",
+    )
+    aggregator.add_argument(
         "--models-wait",
         type=float,
         default=30.0,
@@ -334,7 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="incomplete updates (their 1 MB parts interleaved from many clients) kept in "
         "memory; past it, parts wait in a spill file until their update is complete "
-        f"(default {_MAX_MEMORY_BYTES / 1_000_000:.0f})",
+        f"(default {_MAX_MEMORY_BYTES / 1_000_000:g})",
+    )
+    aggregator.add_argument(
+        "--max-num-examples",
+        type=int,
+        default=_MAX_NUM_EXAMPLES,
+        metavar="N",
+        help="the largest num_examples an update may claim (its weight in the average); "
+        "an update claiming more is refused, logged and counted (default "
+        f"{_MAX_NUM_EXAMPLES:,}: raise it for sites with more examples)",
     )
     aggregator.add_argument(
         "--spill-dir",
@@ -361,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, metavar="DIR", help="directory to write to")
     generate.set_defaults(func=_keys_generate)
 
+    for command in sub.choices.values():
+        command.add_argument(
+            "--version", action="version", version=f"flwire {_version()}", help="print the version"
+        )
     return parser
 
 

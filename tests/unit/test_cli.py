@@ -381,3 +381,37 @@ def test_python_dash_m_flwire_is_the_command() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert __version__ in done.stdout
+
+
+def test_aggregator_takes_max_num_examples_and_its_default_is_the_policys(capsys):
+    """A new user's site of 2,000,000 examples was refused with no flag to change it."""
+    from flwire.aggregation.screening import UpdatePolicy
+    from flwire.cli import _MAX_NUM_EXAMPLES, build_parser
+
+    argv = ["aggregator", "--bootstrap-servers", "127.0.0.1:1", "--job", "j", "--id", "a"]
+    assert build_parser().parse_args(argv).max_num_examples == _MAX_NUM_EXAMPLES
+    assert _MAX_NUM_EXAMPLES == UpdatePolicy.max_num_examples
+    parsed = build_parser().parse_args([*argv, "--max-num-examples", "5000000"])
+    assert parsed.max_num_examples == 5_000_000
+    assert main([*argv, "--max-num-examples", "0"]) == 2
+    assert "--max-num-examples must be 1 or above" in capsys.readouterr().err
+
+
+def test_aggregator_service_screens_with_the_max_num_examples_given() -> None:
+    from flwire.aggregation.service import AggregatorOptions, _parts
+
+    opts = AggregatorOptions(
+        bootstrap_servers="127.0.0.1:1", job_id="j", aggregator_id="a", max_num_examples=7
+    )
+    _layout, _models, aggregator = _parts(opts, io.StringIO())
+    assert aggregator.intake.policy.max_num_examples == 7
+
+
+@pytest.mark.parametrize("command", ["demo", "aggregator", "inspect", "keys"])
+def test_every_command_prints_the_version(command: str, capsys) -> None:
+    from flwire._version import __version__
+
+    with pytest.raises(SystemExit) as info:
+        main([command, "--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"flwire {__version__}"

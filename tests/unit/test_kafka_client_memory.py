@@ -131,7 +131,11 @@ def test_bytes_str_and_messages_arrive_in_order():
     assert np.array_equal(np.asarray(decoded.tensors()["w"]), np.asarray(big.tensors()["w"]))
 
     log = broker.topics["t"]
+    assert log[0].key is None  # bytes: as given
     assert log[1].key == b"k1"
+    # A flwire message sent without a key is keyed by its sender, as
+    # Channel.send_message keys it (one partition per sender).
+    assert log[2].key == b"client-1"
     assert read_headers(log[2].headers)["flwire-type"] == "heartbeat"
     parts = [r for r in log if r.header(PART_HEADER) is not None]
     assert len(parts) >= 2 and all(len(r.value) <= 1_000_000 for r in parts)

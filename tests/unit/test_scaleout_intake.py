@@ -14,6 +14,9 @@ from scaleout_tools import (
     TP,
     intake,
     interleave,
+    key_of,
+    keyed,
+    offsets_of,
     read_again_after_an_abort,
     records,
     weights,
@@ -75,7 +78,11 @@ def test_offsets_stay_below_an_incomplete_update_and_metadata_names_what_is_abov
     assert second.stats["skipped"] == 2
     final = second.commit_point()
     assert final is not None
-    assert final[TP] == (len(log), "")  # every record handled: nothing left to name
+    # Every record handled: the metadata names no update above the offset, only the
+    # open round's updates folded below it (a copy re-read later is skipped).
+    assert final[TP][0] == len(log)
+    assert all(e.last_offset < len(log) for e in decode_metadata(final[TP][1]))
+    assert {e.client_id for e in decode_metadata(final[TP][1])} == {"a", "b", "c"}
 
     # The coordinator gets every client once.
     combiner = RoundCombiner(1, REFERENCE, ["a", "b", "c"])
@@ -94,7 +101,7 @@ def test_offsets_stay_below_an_incomplete_update_and_metadata_names_what_is_abov
 def test_after_an_abort_the_records_are_folded_again_and_the_offsets_follow(memory: int) -> None:
     parts_b = len(records("b"))
     log = [
-        Record(TOPIC, 0, offset, b"k", v, h)
+        Record(TOPIC, 0, offset, key_of(v), v, h)
         for offset, (v, h) in enumerate(records("b") + records("a"))
     ]
     first = intake(max_memory_bytes=memory)
@@ -110,12 +117,12 @@ def test_after_an_abort_the_records_are_folded_again_and_the_offsets_follow(memo
     again = first.commit_point()
     # Only b is folded again: the offset is the end of b, not the aborted one (which
     # would lose a, not folded again yet).
-    assert again == {TP: (parts_b, "")}
+    assert offsets_of(again) == {TP: parts_b}
     assert set(first.folds[1].counts) == {"b"}
     for record in log[parts_b:]:
         first.add(record)
     assert set(first.folds[1].counts) == {"a", "b"}
-    assert first.commit_point() == {TP: (len(log), "")}
+    assert offsets_of(first.commit_point()) == {TP: len(log)}
 
 
 def test_updates_that_do_not_count_still_move_the_offsets() -> None:
@@ -129,7 +136,7 @@ def test_updates_that_do_not_count_still_move_the_offsets() -> None:
         it.add(record)
     assert it.stats["other"] == it.stats["refused"] == it.stats["undecodable"] == 1
     assert not it.folds
-    assert it.commit_point() == {TP: (len(log), "")}
+    assert offsets_of(it.commit_point()) == {TP: len(log)}
 
 
 def test_a_second_update_of_a_client_is_folded_once() -> None:
@@ -159,14 +166,17 @@ def test_a_verifier_refuses_unsigned_and_forged_updates_and_still_folds_records_
         if key != client:  # signed by a, in b's name and sender: a forgery
             msg.envelope.sender_id = key
             blob = security.sign_envelope(msg.to_bytes(), key, keys[key])
-        return [
-            (part, [(PART_HEADER, f"{i}/{n}".encode())])
-            for part, i, n in split_payload(blob, msg.message_id, 1500)
-        ]
+        return keyed(
+            client,
+            [
+                (part, [(PART_HEADER, f"{i}/{n}".encode())])
+                for part, i, n in split_payload(blob, msg.message_id, 1500)
+            ],
+        )
 
     unsigned = records("b")
     log = [
-        Record(TOPIC, 0, offset, b"k", v, h)
+        Record(TOPIC, 0, offset, key_of(v), v, h)
         for offset, (v, h) in enumerate(unsigned + signed("b", "a") + signed("a", "a"))
     ]
     verifier = security.Verifier(trust)
@@ -176,7 +186,7 @@ def test_a_verifier_refuses_unsigned_and_forged_updates_and_still_folds_records_
     assert set(it.folds[1].counts) == {"a"}
     assert verifier.refusals == {"unsigned": 1, "sender_mismatch": 1}
     assert it.stats["unverified"] == 2
-    assert it.commit_point() == {TP: (len(log), "")}
+    assert offsets_of(it.commit_point()) == {TP: len(log)}
     read_again_after_an_abort(it, log)
     assert set(it.folds[1].counts) == {"a"}  # read again: folded again, no "replay"
     assert "replay" not in verifier.refusals

@@ -19,6 +19,9 @@ from scaleout_tools import (
     TOPIC,
     TP,
     intake,
+    key_of,
+    keyed,
+    offsets_of,
     read_again_after_an_abort,
     records,
     weights,
@@ -58,12 +61,15 @@ def stream_records(msg: m.Message) -> list[Rec]:
     async def values() -> list[bytes]:
         return [bytes(v) async for v in StreamWriter(msg, LIMIT, threads=1).parts()]
 
-    return [(v, [(STREAM_HEADER, str(i).encode())]) for i, v in enumerate(asyncio.run(values()))]
+    return keyed(
+        msg.body.client_id,
+        [(v, [(STREAM_HEADER, str(i).encode())]) for i, v in enumerate(asyncio.run(values()))],
+    )
 
 
 def log_of(*parts: list[Rec]) -> list[Record]:
     flat = [rec for part in parts for rec in part]
-    return [Record(TOPIC, 0, offset, b"k", v, h) for offset, (v, h) in enumerate(flat)]
+    return [Record(TOPIC, 0, offset, key_of(v), v, h) for offset, (v, h) in enumerate(flat)]
 
 
 def expected_average(clients: str) -> np.ndarray:
@@ -94,7 +100,7 @@ def test_streamed_and_split_updates_fold_alike() -> None:
         for record in log[len(log) - len(stream_a) + 2 :]:
             it.add(record)
         assert set(it.folds[1].counts) == {"a", "b", "c"}
-        assert it.commit_point() == {TP: (len(log), "")}
+        assert offsets_of(it.commit_point()) == {TP: len(log)}
         assert it.stats["folded"] == 3 and it.stats["dropped_transfers"] == 0
         got = it.folds[1].result()
     finally:
@@ -115,7 +121,7 @@ def test_a_broken_stream_is_given_up_on_and_its_offsets_move_on(damage: str) -> 
         value, headers = stream_a[2]
         flipped = bytearray(value)
         flipped[-5] ^= 0x40
-        stream_a[2] = (bytes(flipped), headers)
+        stream_a[2] = keyed("a", [(bytes(flipped), headers)])[0]
     elif damage == "drop a chunk":
         del stream_a[2]
     else:
@@ -130,7 +136,7 @@ def test_a_broken_stream_is_given_up_on_and_its_offsets_move_on(damage: str) -> 
         assert set(it.folds[1].counts) == {"b"}
         assert it.stats["dropped_transfers"] == 1
         # Nothing of a stays below the commit: the partition is not held up forever.
-        assert it.commit_point() == {TP: (len(log), "")}
+        assert offsets_of(it.commit_point()) == {TP: len(log)}
     finally:
         it.close()
 
@@ -145,7 +151,7 @@ def test_a_stream_read_again_after_an_abort_is_folded_again() -> None:
         read_again_after_an_abort(it, log)
         assert set(it.folds[1].counts) == {"a"}
         assert it.stats["folded"] == 2 and it.stats["duplicate_parts"] == 0
-        assert it.commit_point() == {TP: (len(log), "")}
+        assert offsets_of(it.commit_point()) == {TP: len(log)}
     finally:
         it.close()
 
@@ -167,7 +173,7 @@ def test_signed_streams_are_verified_and_unknown_or_unsigned_ones_refused() -> N
         assert set(it.folds[1].counts) == {"a"}
         assert verifier.refusals == {"unknown_key": 1, "unsigned": 1}
         assert it.stats["unverified"] == 2
-        assert it.commit_point() == {TP: (len(log), "")}
+        assert offsets_of(it.commit_point()) == {TP: len(log)}
         # Read again after an abort: folded again (no "replay" refusal).
         read_again_after_an_abort(it, log)
         assert set(it.folds[1].counts) == {"a"}
@@ -184,7 +190,7 @@ def test_a_signed_stream_with_a_chunk_changed_after_signing_is_never_folded() ->
     value, headers = stream_a[1]
     changed = bytearray(value)
     changed[-5] ^= 0x01
-    stream_a[1] = (bytes(changed), headers)
+    stream_a[1] = keyed("a", [(bytes(changed), headers)])[0]
     verifier = security.Verifier(trust)
     it = intake(verifier=verifier)
     try:
@@ -192,7 +198,7 @@ def test_a_signed_stream_with_a_chunk_changed_after_signing_is_never_folded() ->
             it.add(record)
         assert not it.folds
         assert it.stats["dropped_transfers"] == 1
-        assert it.commit_point() == {TP: (len(stream_a), "")}
+        assert offsets_of(it.commit_point()) == {TP: len(stream_a)}
     finally:
         it.close()
 
@@ -205,6 +211,6 @@ def test_stream_bounds_come_from_the_assembler_factory() -> None:
             it.add(record)
         assert not it.folds
         assert it.stats["dropped_transfers"] + it.stats["bad_parts"] >= 1
-        assert it.commit_point() == {TP: (len(stream_a), "")}
+        assert offsets_of(it.commit_point()) == {TP: len(stream_a)}
     finally:
         it.close()

@@ -25,7 +25,7 @@ from confluent_kafka import (  # noqa: E402
 )
 
 from flwire import messages as m  # noqa: E402
-from flwire.aggregation.intake import Intake, Models  # noqa: E402
+from flwire.aggregation.intake import Intake, Models, Selected  # noqa: E402
 from flwire.aggregation.kafka_io import poll_batch, to_records  # noqa: E402
 from flwire.aggregation.partial import to_partial  # noqa: E402
 from flwire.aggregation.screening import UpdatePolicy  # noqa: E402
@@ -71,7 +71,11 @@ class Aggregator:
     at its seal, before it is folded. ``max_memory_bytes`` and ``spill_dir``
     bound what incomplete updates hold in memory (see
     :class:`~flwire.transport.chunking.Reassembler`): past it, their parts wait in a
-    spill file.
+    spill file. ``selected(round_id)`` names the clients selected for a round (None
+    or empty: not known): an update of another client is refused, not folded (a
+    partial naming it would be refused whole by the coordinator). When not given,
+    ``models.selected`` is used if ``models`` has one. An update whose records are
+    not keyed by its client id is refused too.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class Aggregator:
         verifier: Verifier | None = None,
         max_memory_bytes: int | None = MAX_MEMORY_BYTES,
         spill_dir: str | None = None,
+        selected: Selected | None = None,
     ) -> None:
         if not aggregator_id:
             raise ValueError("aggregator_id must not be empty")
@@ -120,6 +125,7 @@ class Aggregator:
             verifier=verifier,
             max_memory_bytes=max_memory_bytes,
             spill_dir=spill_dir,
+            selected=_selected_of(models, selected),
         )
         #: Counts: folded, skipped, refused, transactions, partials, aborted, ...
         self.stats: Counter[str] = self.intake.stats
@@ -368,3 +374,14 @@ class Aggregator:
                 f"aggregator {self.aggregator_id} is not started; call start() or run()"
             )
         return self._consumer
+
+
+def _selected_of(models: Models, selected: Selected | None) -> Selected:
+    """``selected``, else ``models.selected`` when ``models`` has a callable one,
+    else a selection never known."""
+    if selected is not None:
+        return selected
+    found = getattr(models, "selected", None)
+    if callable(found):
+        return cast(Selected, found)
+    return lambda _r: None

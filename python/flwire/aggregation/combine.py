@@ -8,10 +8,11 @@ round in, the round's FedAvg out (wire format section 14.4).
 
 A partial is refused, logged and counted in :attr:`RoundCombiner.stats` (its
 sums left out) when it is for another round, fails the checks of
-:func:`~flwire.aggregation.partial.from_partial`, or names a client merged
-already: one client's share cannot be taken back out of a sum, so a partial
-that overlaps is never half merged. Scale-out's transactions keep this from
-happening; this is defence in depth.
+:func:`~flwire.aggregation.partial.from_partial` (its sender, its tensors, sums
+beyond the model dtype's range), names a client not in a non-empty
+``selected``, or names a client merged already: one client's share cannot be
+taken back out of a sum, so a partial that overlaps is never half merged.
+Scale-out's transactions keep this from happening; this is defence in depth.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ class RoundCombiner:
             part = from_partial(msg, self.reference)
         except AggregationException as exc:
             return self._refuse("refused", str(exc))
+        unselected = sorted(set(part.counts) - set(self.selected)) if self.selected else []
+        if unselected:
+            return self._refuse(
+                "unselected",
+                f"partial of {msg.body.aggregator_id!r} (round {self.round_id}) names clients "
+                f"not selected for the round: {unselected[:10]}",
+            )
         both = sorted(set(part.counts) & set(self.total.counts))
         if both:
             return self._refuse(
@@ -93,5 +101,6 @@ class RoundCombiner:
         return bool(self.total.counts) and not self.missing()
 
     def result(self) -> dict[str, torch.Tensor]:
-        """The round's weighted average, in the model's dtypes."""
+        """The round's weighted average, in the model's dtypes; AggregationException
+        when it is not finite in them."""
         return self.total.result()

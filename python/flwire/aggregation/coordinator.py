@@ -1,5 +1,15 @@
 """The coordinator of scaled-out aggregation: reads the committed partials of a
-round and combines them (see :mod:`flwire.aggregation.scaleout`)."""
+round and combines them (see :mod:`flwire.aggregation.scaleout`).
+
+Partials of a later round read while a round is collected are kept for it,
+within bounds (whoever can write the aggregates topic, or a confused
+aggregator, must not grow the server's memory): only rounds up to
+``later_rounds`` (1) after the one being collected, and at most
+``max_later_bytes`` (1 GiB) of their weights in all; a partial past either is
+ignored, logged and counted (``stats["too_early"]``, ``stats["later_full"]``).
+Kept partials of rounds at or below the one just collected (rounds skipped, or
+combined without them) are dropped, logged and counted
+(``stats["later_dropped"]``)."""
 
 from __future__ import annotations
 
@@ -38,10 +48,17 @@ from flwire.transport.layout import TopicLayout  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
+#: Rounds after the one being collected whose partials are kept for later.
+DEFAULT_LATER_ROUNDS = 1
+#: Bytes of partials' weights kept for later rounds at most.
+DEFAULT_MAX_LATER_BYTES = 1 << 30
+
 
 class Coordinator:
     """Reads the committed partial aggregates and combines them per round (see
-    the module). One per job, in the server."""
+    the module). One per job, in the server. ``later_rounds`` and
+    ``max_later_bytes`` bound the partials kept for rounds after the one being
+    collected."""
 
     def __init__(
         self,
@@ -52,7 +69,16 @@ class Coordinator:
         part_timeout_s: float = 120.0,
         call_timeout_s: float = 30.0,
         aggregates_topic: str | None = None,
+        later_rounds: int = DEFAULT_LATER_ROUNDS,
+        max_later_bytes: int = DEFAULT_MAX_LATER_BYTES,
     ) -> None:
+        if later_rounds < 0 or max_later_bytes < 0:
+            raise ValueError(
+                f"later_rounds ({later_rounds}) and max_later_bytes ({max_later_bytes}) "
+                "must be 0 or above (0: keep no partial for later)"
+            )
+        self.later_rounds = later_rounds
+        self.max_later_bytes = max_later_bytes
         self.topic = aggregates_topic or layout.aggregates
         self.poll_s = poll_s
         self.call_timeout_s = call_timeout_s
@@ -67,8 +93,10 @@ class Coordinator:
             **client_logging(),
         }
         self._reassembler = Reassembler(part_timeout=part_timeout_s)
-        #: Partials of rounds not asked for yet.
+        #: Partials of rounds not asked for yet (bounded: see the module).
         self._later: dict[int, list[m.Message]] = {}
+        #: Their weights' bytes.
+        self._later_bytes = 0
         #: The round last collected: partials of earlier rounds are late.
         self._done_round = -1
         self.stats: Counter[str] = Counter()
@@ -118,13 +146,24 @@ class Coordinator:
         """Merge round ``round_id``'s partials until every ``selected`` client is
         covered; past ``max_wait_s``, as soon as ``min_clients`` are. Raises
         AggregationException when fewer than ``min_clients`` are covered at
-        ``round_timeout_s`` (default ``2 * max_wait_s``)."""
+        ``round_timeout_s`` (default ``2 * max_wait_s``); the partials read are
+        kept, so that ``collect`` may be called again for the round (with a
+        longer wait, or a lower ``min_clients``)."""
+        if selected and min_clients > len(selected):
+            raise ValueError(
+                f"min_clients={min_clients} is more than the {len(selected)} client(s) "
+                f"selected for round {round_id}: the round could never be combined; pass "
+                "min_clients <= len(selected)"
+            )
         if self._consumer is None:
             self.start()
         consumer = self._consumer
         assert consumer is not None
         combiner = RoundCombiner(round_id, reference, selected)
-        for early in self._later.pop(round_id, []):
+        self._drop_later(round_id - 1, f"round {round_id} is collected")
+        taken: list[m.Message] = []
+        for early in self._later_of(round_id):
+            taken.append(early)
             combiner.add(early)
         started = time.monotonic()
         hard = started + (2 * max_wait_s if round_timeout_s is None else round_timeout_s)
@@ -139,9 +178,10 @@ class Coordinator:
                     continue
                 got = msg.body.round_id
                 if got == round_id:
+                    taken.append(msg)
                     combiner.add(msg)
                 elif got > round_id:
-                    self._later.setdefault(got, []).append(msg)
+                    self._keep_for_later(msg, round_id)
                 else:
                     self.stats["late"] += 1
                     logger.warning(
@@ -154,17 +194,71 @@ class Coordinator:
                 self.stats["dropped_transfers"] += 1
                 logger.error("Coordinator gave up on a partial: %s", gone.reason)
         self.stats.update(combiner.stats)
-        self._done_round = max(self._done_round, round_id)
         if len(combiner.clients) < max(1, min_clients):
+            # Kept for another collect() of the round: they were read already.
+            self._later[round_id] = taken
+            self._later_bytes += sum(msg.weights_nbytes for msg in taken)
             raise AggregationException(
                 f"round {round_id} could not be combined: the partials cover "
                 f"{len(combiner.clients)} of {len(selected)} clients "
                 f"({', '.join(sorted(combiner.clients)) or 'none'}), fewer than "
-                f"min_clients={min_clients}"
+                f"min_clients={min_clients}; they are kept: collect({round_id}, ...) "
+                "again to wait longer, or with a lower min_clients"
             )
+        self._done_round = max(self._done_round, round_id)
+        self._drop_later(self._done_round, f"round {self._done_round} was collected")
         if combiner.missing():
             logger.warning("Round %d combined without %s", round_id, ", ".join(combiner.missing()))
         return combiner
+
+    def _later_of(self, round_id: int) -> list[m.Message]:
+        """Take the partials kept for round ``round_id``."""
+        kept = self._later.pop(round_id, [])
+        self._later_bytes -= sum(msg.weights_nbytes for msg in kept)
+        return kept
+
+    def _keep_for_later(self, msg: m.Message, collecting: int) -> None:
+        """Keep a partial of a round after ``collecting`` for its round, within
+        ``later_rounds`` and ``max_later_bytes``; else log and count it."""
+        got, size = msg.body.round_id, msg.weights_nbytes
+        if got > collecting + self.later_rounds:
+            self.stats["too_early"] += 1
+            logger.warning(
+                "Ignored a partial of round %d from %s: round %d is being combined, and "
+                "partials are kept only for the next %d round(s) (later_rounds)",
+                got,
+                msg.body.aggregator_id,
+                collecting,
+                self.later_rounds,
+            )
+            return
+        if self._later_bytes + size > self.max_later_bytes:
+            self.stats["later_full"] += 1
+            logger.warning(
+                "Ignored a partial of round %d from %s (%d bytes): the partials kept for "
+                "later rounds hold %d of max_later_bytes=%d already (raise it if the "
+                "aggregators run ahead of the server)",
+                got,
+                msg.body.aggregator_id,
+                size,
+                self._later_bytes,
+                self.max_later_bytes,
+            )
+            return
+        self._later.setdefault(got, []).append(msg)
+        self._later_bytes += size
+
+    def _drop_later(self, through: int, why: str) -> None:
+        """Drop the partials kept for rounds up to ``through`` (logged, counted)."""
+        for round_id in sorted(r for r in self._later if r <= through):
+            gone = self._later_of(round_id)
+            self.stats["later_dropped"] += len(gone)
+            logger.warning(
+                "Dropped %d partial(s) of round %d kept for later: %s",
+                len(gone),
+                round_id,
+                why,
+            )
 
     def _read(self, record: Record) -> m.Message | None:
         payload = record.value

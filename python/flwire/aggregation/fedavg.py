@@ -27,6 +27,7 @@ each fold some clients, and one combines their partials into the same result.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -79,7 +80,28 @@ class StreamingFedAvg:
         *,
         delta: bool = False,
     ) -> None:
-        """Fold one client's update (weights, or a delta from ``reference``)."""
+        """Fold one client's update (weights, or a delta from ``reference``).
+
+        Everything is checked before any sum changes: an update that is refused
+        (AggregationException) leaves the fold as it was, so a retry counts once."""
+        self._check_update(client_id, tensors, num_examples, delta)
+        for name, value in tensors.items():
+            acc = self.sums.get(name)
+            if acc is not None:
+                # A copy (never the caller's tensor), on the sums' device.
+                term = value.to(device=acc.device, dtype=torch.float64, copy=True)
+                if delta:
+                    term += self.reference[name]
+                term *= num_examples
+                acc += term
+            else:
+                self._keep_heaviest(name, client_id, value, num_examples, delta)
+        self.counts[client_id] = num_examples
+
+    def _check_update(
+        self, client_id: str, tensors: Mapping[str, torch.Tensor], num_examples: int, delta: bool
+    ) -> None:
+        """Raise AggregationException naming the first thing wrong with an update."""
         if client_id in self.counts:
             raise AggregationException(f"{client_id!r} was folded into this round already")
         if not 0 < num_examples <= MAX_EXAMPLES:
@@ -94,23 +116,9 @@ class StreamingFedAvg:
                 f"(missing {missing}, unexpected {extra})"
             )
         for name, ref in self.reference.items():
-            value = tensors[name]
-            if value.shape != ref.shape:
-                raise AggregationException(
-                    f"{name!r} of {client_id!r} has shape {tuple(value.shape)}, "
-                    f"not {tuple(ref.shape)}"
-                )
-        for name, value in tensors.items():
-            acc = self.sums.get(name)
-            if acc is not None:
-                term = value.to(torch.float64)  # a copy: float64 is never the wire dtype
-                if delta:
-                    term += self.reference[name]
-                term *= num_examples
-                acc += term
-            else:
-                self._keep_heaviest(name, client_id, value, num_examples, delta)
-        self.counts[client_id] = num_examples
+            _check_value(f"{name!r} of {client_id!r}", tensors[name], ref)
+            if ref.is_floating_point():
+                _check_term(f"{name!r} of {client_id!r}", tensors[name], ref, num_examples, delta)
 
     def _keep_heaviest(
         self, name: str, client: str, value: torch.Tensor, weight: int, delta: bool
@@ -121,20 +129,38 @@ class StreamingFedAvg:
             self.heaviest[name] = Heaviest(weight, client, full)
 
     def merge(self, other: StreamingFedAvg) -> None:
-        """Add another aggregator's partial sums (of other clients) to these."""
+        """Add another aggregator's partial sums (of other clients) to these.
+
+        Everything is checked first (clients, tensor names, shapes and dtypes): a
+        merge that is refused (AggregationException) changes nothing."""
         both = set(self.counts) & set(other.counts)
         if both:
             raise AggregationException(f"clients folded twice: {sorted(both)}")
         if set(other.sums) != set(self.sums) or set(other.reference) != set(self.reference):
             raise AggregationException("partial aggregates of different models")
+        for name, ref in self.reference.items():
+            theirs = other.reference[name]
+            if theirs.shape != ref.shape or theirs.dtype != ref.dtype:
+                raise AggregationException(
+                    f"partial aggregates of different models: {name!r} is "
+                    f"{theirs.dtype} {tuple(theirs.shape)} in one, {ref.dtype} "
+                    f"{tuple(ref.shape)} in the other"
+                )
         for name, acc in other.sums.items():
-            self.sums[name] += acc
+            _check_value(f"the partial sum {name!r}", acc, self.sums[name])
+        for name, best in other.heaviest.items():
+            if name not in self.reference or name in self.sums:
+                raise AggregationException(f"a heaviest contributor for {name!r}: no such tensor")
+            _check_value(f"the heaviest value of {name!r}", best.value, self.reference[name])
+        for name, acc in other.sums.items():
+            self.sums[name] += acc.to(self.sums[name].device)
         for name, best in other.heaviest.items():
             self._keep_heaviest(name, best.client, best.value, best.weight, False)
         self.counts.update(other.counts)
 
     def result(self) -> dict[str, torch.Tensor]:
-        """The weighted average, in the reference's dtypes."""
+        """The weighted average, in the reference's dtypes; AggregationException
+        when it is not finite in them (sums beyond the dtype's range)."""
         total = self.total
         if total <= 0:
             raise AggregationException("no client updates to aggregate")
@@ -142,10 +168,60 @@ class StreamingFedAvg:
         for name, ref in self.reference.items():
             acc = self.sums.get(name)
             if acc is not None:
-                out[name] = (acc / total).to(ref.dtype)
+                average = (acc / total).to(ref.dtype)
+                _check_finite_average(name, average, sorted(self.counts))
+                out[name] = average
             else:
                 out[name] = self.heaviest[name].value.to(ref.dtype)
         return out
+
+
+def _check_value(what: str, value: object, ref: torch.Tensor) -> None:
+    """Raise AggregationException unless ``value`` is a tensor of ``ref``'s shape
+    and kind (floating for a floating ``ref``, integer for an integer one)."""
+    if not isinstance(value, torch.Tensor):
+        raise AggregationException(
+            f"{what} is a {type(value).__name__}, not a torch.Tensor (convert it with "
+            "torch.as_tensor first)"
+        )
+    if value.shape != ref.shape:
+        raise AggregationException(f"{what} has shape {tuple(value.shape)}, not {tuple(ref.shape)}")
+    if value.is_complex() or value.is_floating_point() != ref.is_floating_point():
+        raise AggregationException(
+            f"{what} is {value.dtype}, but the model's tensor is {ref.dtype}"
+        )
+
+
+def _check_term(
+    what: str, value: torch.Tensor, ref: torch.Tensor, num_examples: int, delta: bool
+) -> None:
+    """Raise AggregationException unless ``num_examples * (ref + value)`` (or
+    ``num_examples * value``) is finite in float64: a bound from the largest
+    magnitudes, so nothing is allocated."""
+    if value.numel() == 0:
+        return
+    if not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise AggregationException(f"{what} has {bad} non-finite value(s)")
+    largest = float(value.abs().max())
+    if delta:
+        largest += float(ref.abs().max())
+    if not math.isfinite(largest * num_examples):
+        raise AggregationException(
+            f"{what} times its {num_examples} examples overflows float64 (largest "
+            f"magnitude {largest:.4g}): refuse such updates with screen()"
+        )
+
+
+def _check_finite_average(name: str, average: torch.Tensor, clients: list[str]) -> None:
+    if not bool(torch.isfinite(average).all()):
+        bad = int((~torch.isfinite(average)).sum())
+        shown = ", ".join(clients[:10]) + (", ..." if len(clients) > 10 else "")
+        raise AggregationException(
+            f"the average of {name!r} has {bad} non-finite value(s) in {average.dtype} "
+            f"(updates or partial sums beyond the dtype's range, from {shown}); screen "
+            "updates with flwire.aggregation.screen and leave out the ones it refuses"
+        )
 
 
 def _neg(client: str) -> tuple[int, ...]:

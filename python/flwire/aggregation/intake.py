@@ -15,7 +15,20 @@ Exactly once rests on two rules:
 - an update that completed *above* that offset and was folded into a partial
   that is committed is named in the offset's metadata (``[round, client, last
   offset]``), so that whoever reads the partition again from that offset skips
-  it. An entry leaves once the committed offset passes its last record.
+  it. Such an entry stays until the committed offset passes its last record.
+
+Besides, the metadata remembers the updates of the partition's open round (its
+latest) folded into committed partials *below* the offset, as far as the
+metadata's size allows (newest first): a copy of one of them that re-appears
+above the offset (a client's resend, a replay) is skipped, not folded again
+into a partial that the coordinator would refuse whole, with the other clients
+in it. Readers that predate this skip them alike and drop them at their next
+commit.
+
+An update is refused (counted in ``stats["misrouted"]``) when a record of it is
+not keyed by its client id (clients key their records so: TopicLayout, wire
+format section 11), and (``stats["unselected"]``) when ``selected(round)``
+names the round's clients and not its own.
 
 :meth:`Intake.commit_point` returns the offsets and metadata to send with the
 transaction, or None while the metadata would exceed Kafka's limit (the
@@ -28,7 +41,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +67,8 @@ logger = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
 #: The global model a round's updates were trained from; None: not known (yet).
 Models = Callable[[int], Mapping[str, torch.Tensor] | None]
+#: The clients selected for a round; None or empty: not known (not checked).
+Selected = Callable[[int], Collection[str] | None]
 #: Prefix of the commit metadata (section 14.4), then a JSON array.
 METADATA_PREFIX = "flwire-folded/1 "
 #: Kafka's default ``offset.metadata.max.bytes``.
@@ -76,6 +91,26 @@ def encode_metadata(entries: list[FoldedEntry]) -> str:
         return ""
     rows = [[e.round_id, e.client_id, e.last_offset] for e in sorted(entries)]
     return METADATA_PREFIX + json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+
+
+def _row_bytes(entry: FoldedEntry) -> int:
+    """The bytes one entry adds to :func:`encode_metadata`'s text, its comma included."""
+    row = [entry.round_id, entry.client_id, entry.last_offset]
+    return len(json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode("utf-8")) + 1
+
+
+def _fit_remembered(required: list[FoldedEntry], extra: list[FoldedEntry]) -> list[FoldedEntry]:
+    """As many of ``extra`` (newest first) as fit besides ``required`` within
+    :data:`MAX_METADATA_BYTES`."""
+    used = len(encode_metadata(required).encode("utf-8")) or len(METADATA_PREFIX) + 1
+    kept: list[FoldedEntry] = []
+    for entry in sorted(extra, key=lambda e: e.last_offset, reverse=True):
+        size = _row_bytes(entry)
+        if used + size > MAX_METADATA_BYTES:
+            break
+        used += size
+        kept.append(entry)
+    return kept
 
 
 def decode_metadata(text: str | None) -> list[FoldedEntry]:
@@ -121,6 +156,9 @@ class Intake:
     #: Makes the assembler of streamed updates (section 14.5), with its bounds;
     #: None: the defaults, with ``part_timeout_s``.
     stream_assembler: Callable[[], StreamAssembler] | None = None
+    #: The clients selected for each round, when known: an update of another
+    #: client is refused (``stats["unselected"]``). Default: not known.
+    selected: Selected = lambda _r: None
 
     def __post_init__(self) -> None:
         self.tracker = OffsetTracker()
@@ -141,6 +179,8 @@ class Intake:
         #: Per partition, the first offset read since it was assigned (or reset):
         #: the offset to commit while nothing of it is finished yet.
         self._start: dict[TopicPartition, int] = {}
+        #: (partition, round) whose folded updates outgrew the metadata (warned once).
+        self._outgrown: set[tuple[TopicPartition, int]] = set()
 
     def _new_reassembler(self) -> Reassembler:
         return Reassembler(
@@ -176,7 +216,9 @@ class Intake:
         tp = (record.topic, record.partition)
         self._start.setdefault(tp, record.offset)
         self.tracker.seen(tp, record.offset)
-        token = (tp, record.offset, self.tracker.generation(tp))
+        # The key travels with the offset: each record of an update must be keyed
+        # by its client id (checked once the update is complete).
+        token = (tp, record.offset, self.tracker.generation(tp), record.key)
         if record.header(STREAM_HEADER) is not None:
             self._add_stream_record(record.value, token)
             return
@@ -244,7 +286,7 @@ class Intake:
             self._loop = None
 
     def _finish(self, tokens: list[Any]) -> None:
-        for tp, offset, generation in tokens:
+        for tp, offset, generation, _key in tokens:
             if self.tracker.finish(tp, offset, generation) is not None:
                 self._moved.add(tp)
 
@@ -274,7 +316,11 @@ class Intake:
             return
         round_id, client = msg.body.round_id, msg.body.client_id
         tp = tokens[0][0]
-        last = max(offset for _tp, offset, _g in tokens)
+        last = max(offset for _tp, offset, _g, _k in tokens)
+        if not self._keyed_by_client(client, tokens) or not self._is_selected(round_id, client):
+            self.stats["refused"] += 1
+            self._finish(tokens)
+            return
         if (round_id, client) in self._published or any(
             (e.round_id, e.client_id) == (round_id, client)
             for e in self._committed.get(tp, []) + self._pending.get(tp, [])
@@ -292,6 +338,13 @@ class Intake:
         fold = self.folds.get(round_id)
         if fold is not None and client in fold.counts:
             self.stats["skipped"] += 1
+            logger.warning(
+                "Skipped a second round %d update of %s (message %s): its first is folded, "
+                "and a client's round counts once",
+                round_id,
+                client,
+                msg.message_id,
+            )
             self._finish(tokens)
             return
         try:
@@ -309,6 +362,40 @@ class Intake:
         self._finish(tokens)
         self.on_fold(round_id, client)
 
+    def _keyed_by_client(self, client: str, tokens: list[Any]) -> bool:
+        """Whether every record of ``client``'s update is keyed by its id (else
+        logged and counted in ``stats["misrouted"]``)."""
+        want = client.encode("utf-8")
+        keys = {bytes(key) if key is not None else None for *_rest, key in tokens}
+        if keys == {want}:
+            return True
+        self.stats["misrouted"] += 1
+        tp, offset = tokens[0][0], min(t[1] for t in tokens)
+        logger.error(
+            "Refused the update of %s at %s[%d]@%d: its records are keyed %s, not by its "
+            "client id (clients key their updates by client id, so that each client's "
+            "records stay in one partition)",
+            client,
+            *tp,
+            offset,
+            sorted(repr(k) for k in keys),
+        )
+        return False
+
+    def _is_selected(self, round_id: int, client: str) -> bool:
+        """Whether ``client`` may send round ``round_id``'s update: selected, or
+        the selection is not known (else logged and counted)."""
+        chosen = self.selected(round_id)
+        if not chosen or client in chosen:
+            return True
+        self.stats["unselected"] += 1
+        logger.error(
+            "Refused round %d update of %s: the client is not selected for the round",
+            round_id,
+            client,
+        )
+        return False
+
     def dirty(self) -> bool:
         """Whether there is anything to commit: folds, or offsets that moved."""
         return bool(self.folds) or bool(self._moved)
@@ -323,11 +410,8 @@ class Intake:
                 # Nothing finished below an incomplete update: commit where reading
                 # started, so that the metadata names what was folded above it.
                 offset = self._start[tp]
-            entries = [
-                e
-                for e in self._committed.get(tp, []) + self._pending.get(tp, [])
-                if e.last_offset >= offset
-            ]
+            known = self._committed.get(tp, []) + self._pending.get(tp, [])
+            entries = [e for e in known if e.last_offset >= offset]
             text = encode_metadata(entries)
             if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
                 logger.warning(
@@ -337,8 +421,33 @@ class Intake:
                     len(entries),
                 )
                 return None
-            out[tp] = (offset, text)
+            out[tp] = (offset, encode_metadata(entries + self._remembered(tp, known, offset)))
         return out
+
+    def _remembered(
+        self, tp: TopicPartition, known: list[FoldedEntry], offset: int
+    ) -> list[FoldedEntry]:
+        """The entries of ``tp``'s open round below ``offset`` that fit in the
+        metadata besides those above it (see the module)."""
+        if not known:
+            return []
+        open_round = max(e.round_id for e in known)
+        below = [e for e in known if e.last_offset < offset and e.round_id == open_round]
+        required = [e for e in known if e.last_offset >= offset]
+        kept = _fit_remembered(required, below)
+        if len(kept) < len(below) and (tp, open_round) not in self._outgrown:
+            self._outgrown.add((tp, open_round))
+            logger.warning(
+                "The commit metadata of %s[%d] remembers %d of the %d updates of round %d "
+                "folded below its offset (Kafka's %d-byte limit): a copy of an older one "
+                "re-read from the partition would be folded again",
+                *tp,
+                len(kept),
+                len(below),
+                open_round,
+                MAX_METADATA_BYTES,
+            )
+        return kept
 
     def committed(self, point: Mapping[TopicPartition, tuple[int, str]]) -> None:
         """The transaction with :attr:`folds` and ``point`` committed."""

@@ -58,6 +58,11 @@ def from_partial(msg: m.Message, reference: Mapping[str, torch.Tensor]) -> Strea
         raise AggregationException(f"expected a partial_aggregate message, got {msg.type}")
     body = msg.body
     who = f"partial aggregate of {body.aggregator_id!r} (round {body.round_id})"
+    if msg.sender_id != body.aggregator_id:
+        raise AggregationException(
+            f"{who}: its envelope's sender_id is {msg.sender_id!r}, not its aggregator_id "
+            "(an aggregator sends its partials in its own name)"
+        )
     if body.weights_kind != pb.WEIGHTS_KIND_UNSPECIFIED:
         raise AggregationException(f"{who}: sums of deltas are not supported")
     fold = StreamingFedAvg(reference)
@@ -74,6 +79,7 @@ def from_partial(msg: m.Message, reference: Mapping[str, torch.Tensor]) -> Strea
         fold.counts[client.client_id] = client.num_examples
     if not fold.counts:
         raise AggregationException(f"{who}: no clients folded")
+    total = sum(fold.counts.values())
     try:
         tensors = msg.tensors()
     except SerializationException as exc:
@@ -98,6 +104,7 @@ def from_partial(msg: m.Message, reference: Mapping[str, torch.Tensor]) -> Strea
                 raise AggregationException(f"{who}: sum {name!r} is {value.dtype}, not float64")
             if not bool(torch.isfinite(value).all()):
                 raise AggregationException(f"{who}: sum {name!r} has non-finite values")
+            _check_sum_bound(who, name, value, ref.dtype, total)
             if name in contributors:
                 raise AggregationException(f"{who}: {name!r} is a sum: it has no contributor")
             fold.sums[name] = value
@@ -117,3 +124,23 @@ def from_partial(msg: m.Message, reference: Mapping[str, torch.Tensor]) -> Strea
     if unknown:
         raise AggregationException(f"{who}: contributors of unknown tensors {unknown}")
     return fold
+
+
+#: Room for the float64 rounding of honest sums near the bound (relative).
+_BOUND_SLACK = 1e-9
+
+
+def _check_sum_bound(
+    who: str, name: str, value: torch.Tensor, dtype: torch.dtype, total: int
+) -> None:
+    """Refuse a sum that no honest fold makes: each folded client's weights are
+    finite in the model's ``dtype``, so ``|sum| <= max(dtype) * total examples``."""
+    if value.numel() == 0:
+        return
+    bound = torch.finfo(dtype).max * float(total) * (1 + _BOUND_SLACK)
+    largest = float(value.abs().max())
+    if largest > bound:
+        raise AggregationException(
+            f"{who}: sum {name!r} reaches {largest:.4g}, beyond what {total} examples of "
+            f"{dtype} weights can sum to ({bound:.4g}); the aggregator's sums are corrupt"
+        )

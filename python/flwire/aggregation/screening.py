@@ -6,7 +6,9 @@ In order, cheapest first, so that a refused update costs as little as possible:
    (FedAvg weighs each update by it: one inflated count would set the model);
 2. the weights have the global model's layout (names, dtypes, shapes), checked
    from the tensor headers before anything is decompressed;
-3. every floating value is finite;
+3. every floating value is finite, and so is the model it makes in the model's
+   dtype: for a delta, ``global + delta`` (a float16 weight of 100 plus a
+   finite delta of 65504 is inf in float16);
 4. the update's L2 distance from the global model (for a delta, its norm) is
    at most :attr:`UpdatePolicy.max_distance`, when one is set.
 
@@ -73,6 +75,8 @@ def screen(
         if not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
             raise UpdateRefused(f"{bad} non-finite value(s) in {name!r}")
+        full = _check_applied(name, value, global_state[name]) if delta else value
+        _check_weighted(name, full, count)
         if policy.max_distance is not None:
             change = value.double() if delta else value.double() - global_state[name].double()
             squares += float(change.square().sum())
@@ -84,6 +88,29 @@ def screen(
                 f"{policy.max_distance:g} (UpdatePolicy.max_distance)"
             )
     return tensors
+
+
+def _check_applied(name: str, delta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """``base + delta`` in ``base``'s dtype (computed as the fold does: in float64,
+    then cast); refused when it is not finite there."""
+    applied = (base.to(torch.float64) + delta.to(torch.float64)).to(base.dtype)
+    if not bool(torch.isfinite(applied).all()):
+        bad = int((~torch.isfinite(applied)).sum())
+        raise UpdateRefused(
+            f"{bad} value(s) of {name!r} leave the range of {base.dtype} once the delta is "
+            f"added to the global model (largest finite: {torch.finfo(base.dtype).max:.4g})"
+        )
+    return applied
+
+
+def _check_weighted(name: str, full: torch.Tensor, count: int) -> None:
+    """Refuse weights whose product with ``count`` overflows the fold's float64
+    sums (only a float64 model comes near)."""
+    if full.numel() and not math.isfinite(float(full.abs().max()) * count):
+        raise UpdateRefused(
+            f"{name!r} times num_examples {count} overflows float64 (largest magnitude "
+            f"{float(full.abs().max()):.4g})"
+        )
 
 
 def is_delta(msg: m.Message) -> bool:

@@ -2,7 +2,13 @@
 global models from the job's broadcast topic (:class:`BroadcastModels`),
 until Ctrl-C or SIGTERM. Start as many as the updates topic has partitions;
 the server combines their partials with a
-:class:`~flwire.aggregation.scaleout.Coordinator`."""
+:class:`~flwire.aggregation.scaleout.Coordinator`.
+
+With a trust store that holds the clients' keys and the server's, a global
+model is taken only when the server signed it: its key id must be one of
+``server_ids`` (``--server-id``; default ``"server"``, the id flwire's server
+signs as), so that a client's own trusted key cannot sign a "global model"
+that the updates would then be added to."""
 
 from __future__ import annotations
 
@@ -24,8 +30,10 @@ _optional.require("confluent_kafka")
 
 from flwire.aggregation.aggregator import Aggregator  # noqa: E402
 from flwire.aggregation.models import DEFAULT_WAIT_S, BroadcastModels  # noqa: E402
+from flwire.aggregation.screening import UpdatePolicy  # noqa: E402
 from flwire.exceptions import CommunicationException, ConfigurationException  # noqa: E402
-from flwire.security.trust import load_trust_store  # noqa: E402
+from flwire.messages import SERVER_ID  # noqa: E402
+from flwire.security.trust import TrustStore, load_trust_store  # noqa: E402
 from flwire.security.verifier import Verifier  # noqa: E402
 from flwire.transport.chunking import MAX_MEMORY_BYTES  # noqa: E402
 from flwire.transport.layout import TopicLayout  # noqa: E402
@@ -43,7 +51,12 @@ class AggregatorOptions:
     #: holding the clients' and the server's keys: updates and global models
     #: must then be signed by them. None: nothing is verified.
     trust: Path | None = None
+    #: The key ids (sender ids) of the server: the only senders whose global
+    #: models are taken. Must be in ``trust`` when there is one.
+    server_ids: tuple[str, ...] = (SERVER_ID,)
     models_wait_s: float = DEFAULT_WAIT_S
+    #: The largest ``num_examples`` an update may claim (UpdatePolicy).
+    max_num_examples: int = UpdatePolicy.max_num_examples
     commit_interval_s: float = 0.5
     #: Data of incomplete updates kept in memory; past it their parts wait in a
     #: spill file in ``spill_dir`` (None: the system's temporary directory).
@@ -70,19 +83,16 @@ def _parts(opts: AggregatorOptions, out: TextIO) -> tuple[TopicLayout, Broadcast
     raises ConfigurationException (the trust store) or ValueError (a setting
     they refuse)."""
     trust = load_trust_store(opts.trust) if opts.trust is not None else None
+    if trust is not None:
+        _check_server_ids(trust, opts)
     layout = TopicLayout(opts.job_id, opts.prefix)
     config = {"bootstrap.servers": opts.bootstrap_servers}
     name = opts.aggregator_id
     models = BroadcastModels(
         config,
         layout,
-        # Global models are read from the topic's start, possibly long after they
-        # were sent: their signature counts, not their age.
-        verifier=(
-            Verifier(trust, timestamp_window_s=None, name=f"{name} (global models)")
-            if trust
-            else None
-        ),
+        verifier=_models_verifier(trust, opts.server_ids, name) if trust else None,
+        server_ids=opts.server_ids,
         wait_s=opts.models_wait_s,
         name=name,
     )
@@ -98,10 +108,36 @@ def _parts(opts: AggregatorOptions, out: TextIO) -> tuple[TopicLayout, Broadcast
         verifier=Verifier(trust, name=name) if trust else None,
         commit_interval_s=opts.commit_interval_s,
         on_fold=folded,
+        policy=UpdatePolicy(max_num_examples=opts.max_num_examples),
         max_memory_bytes=opts.max_memory_bytes,
         spill_dir=opts.spill_dir,
     )
     return layout, models, aggregator
+
+
+def _models_verifier(trust: TrustStore, server_ids: tuple[str, ...], name: str) -> Verifier:
+    """The verifier of the global models: the trust store holds the clients'
+    keys too, so a global model must be signed by a server's key. Global models
+    are read from the topic's start, possibly long after they were sent: their
+    signature counts, not their age."""
+    return Verifier(
+        trust,
+        timestamp_window_s=None,
+        senders={"global_update": server_ids},
+        name=f"{name} (global models)",
+    )
+
+
+def _check_server_ids(trust: TrustStore, opts: AggregatorOptions) -> None:
+    """A ConfigurationException when no server id has a key in ``trust``: every
+    global model would be refused."""
+    if not any(server_id in trust for server_id in opts.server_ids):
+        raise ConfigurationException(
+            f"the trust store {opts.trust} holds no key of the server "
+            f"({', '.join(map(repr, opts.server_ids))}): every global model would be "
+            "refused; add the server's public key (<id>.pub, or a line of the CSV) or "
+            "name the server's key id with --server-id"
+        )
 
 
 def run_aggregator(

@@ -92,6 +92,8 @@ class _State:
     folds: dict[int, StreamingFedAvg | None] = field(default_factory=dict)
     #: Each refused update's reason, per round and client.
     refused: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: The clients selected for each round (an update of another is refused).
+    selected: dict[int, list[str]] = field(default_factory=dict)
     #: Client updates refused before they were read (signature, replay, round), by
     #: the round in progress when they came and the client id they claim.
     unverified: dict[int, dict[str, str]] = field(default_factory=dict)
@@ -282,6 +284,15 @@ class FedAvgServer:
                 "Ignored a second round %d update of %s: the first one counts", round_id, client
             )
             return
+        chosen = self.state.selected.get(round_id)
+        if chosen is not None and client not in chosen:
+            logger.error(
+                "Refused the round %d update of %s: the client is not selected for the round",
+                round_id,
+                client,
+            )
+            self.state.refused.setdefault(round_id, {})[client] = "not selected for the round"
+            return
         started = time.perf_counter()
         try:
             tensors = screen(msg, self.model.state_dict(), self.policy)
@@ -381,6 +392,7 @@ class FedAvgServer:
         bytes_before = self.wire_bytes()
         # A client that failed is not asked again.
         selected = sorted(c for c in self.state.registered if c not in self.state.failed)
+        self.state.selected[round_id] = selected
         # No update for this round can be in before its TrainingStart is sent.
         self.on_progress(f"round {round_id}: 0/{len(selected)} updates in")
         encode_start = time.perf_counter()

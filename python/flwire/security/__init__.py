@@ -46,7 +46,7 @@ from flwire.security.signing import (
     verify_message,
 )
 from flwire.security.trust import TrustStore, load_trust_store
-from flwire.security.verifier import DEFAULT_TIMESTAMP_WINDOW_S, Verifier
+from flwire.security.verifier import DEFAULT_TIMESTAMP_WINDOW_S, SenderNotAllowedError, Verifier
 
 __all__ = [
     "DEFAULT_TIMESTAMP_WINDOW_S",
@@ -54,6 +54,7 @@ __all__ = [
     "SIGNATURE_DOMAIN",
     "BadSignatureError",
     "SenderMismatchError",
+    "SenderNotAllowedError",
     "SignatureError",
     "Signer",
     "TrustStore",

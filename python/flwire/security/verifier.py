@@ -7,6 +7,11 @@ before any weights are decoded:
 - a key it does not trust (``unknown_key``), a bad signature
   (``bad_signature``), a ``sender_id`` or ``client_id`` that is not the key's
   id (``sender_mismatch``) — wire format section 14.3;
+- a message of a type that ``senders`` restricts, from a key id not allowed
+  to send it (``sender_not_allowed``): a trust store that holds the clients'
+  keys and the server's proves who sent a message, not that a client may send
+  a global model, so a receiver that trusts both says which key ids may send
+  what, e.g. ``senders={"global_update": {"server"}}``;
 - bytes that are not a valid message (``undecodable``);
 - a message whose timestamp is further than ``timestamp_window_s`` from the
   receiver's clock (``timestamp``), so that an old signed message cannot be
@@ -16,6 +21,11 @@ before any weights are decoded:
   (:class:`~flwire.messages.dedupe.SeenIds`), checked and marked in one
   synchronous step, so two concurrent deliveries of one message count once;
 - a client update for another round than ``current_round()`` (``round``).
+
+A message's id is marked seen only once every check passed: a message
+refused for its round (or its sender, its signature...) is refused for that
+again when it comes again, not taken for a replay; one admitted before is a
+replay, whatever its round.
 
 Each refusal raises a :class:`~flwire.exceptions.RefusedMessageError` whose
 ``reason`` is the word above; :meth:`Verifier.admit` logs it and counts it in
@@ -33,7 +43,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flwire.exceptions import (
@@ -47,6 +57,7 @@ from flwire.exceptions import (
 )
 from flwire.messages.dedupe import SeenIds
 from flwire.messages.message import Message, decode_message
+from flwire.messages.schema import BODY_TYPES
 from flwire.security.signing import (
     check_sender,
     require_trust,
@@ -68,14 +79,26 @@ DEFAULT_TIMESTAMP_WINDOW_S = 600.0
 THREAD_AT_BYTES = 1 << 20
 
 
+class SenderNotAllowedError(RefusedMessageError):
+    """A message of a type that the receiver accepts from some key ids only
+    (``Verifier(senders=...)``), signed by (or, unsigned, claiming) another
+    one: a client's trusted key signing a global model, say."""
+
+    reason = "sender_not_allowed"
+
+
 class Verifier:
     """Verifies, de-duplicates and screens received messages (see the module).
 
     ``trust``: public keys by key id (a :class:`~flwire.security.TrustStore`),
     or None to check no signatures. ``require_signatures`` (default: whether
     there is a trust store) refuses unsigned messages. ``current_round``
-    returns the round in progress (None: not checked). ``seen`` is the replay
-    store (default: a fresh :class:`SeenIds`). ``name`` prefixes log lines.
+    returns the round in progress (None: not checked). ``senders`` maps
+    message types to the key ids allowed to send them (a type not named: any
+    trusted key); a signed message is checked by its key id, an unsigned one
+    (signatures optional) by the ``sender_id`` it claims. ``seen`` is the
+    replay store (default: a fresh :class:`SeenIds`). ``name`` prefixes log
+    lines.
     """
 
     def __init__(
@@ -86,6 +109,7 @@ class Verifier:
         timestamp_window_s: float | None = DEFAULT_TIMESTAMP_WINDOW_S,
         current_round: Callable[[], int | None] | None = None,
         seen: SeenIds | None = None,
+        senders: Mapping[str, Collection[str]] | None = None,
         name: str = "receiver",
     ) -> None:
         self.trust = trust if trust is None else require_trust(trust)
@@ -102,6 +126,8 @@ class Verifier:
             )
         self.timestamp_window_s = timestamp_window_s
         self.current_round = current_round
+        #: The key ids allowed to send each restricted message type.
+        self.senders = _senders(senders)
         self.seen = seen if seen is not None else SeenIds()
         self.name = name
         #: Refused messages, by reason.
@@ -131,15 +157,39 @@ class Verifier:
         if key_id is not None:
             check_sender(msg, key_id)
             self._check_time(msg)
+        self._check_allowed(msg, key_id)
+        if remember and msg.message_id in self.seen:
+            raise ReplayedMessageError(f"message id {msg.message_id} was seen before")
+        self._check_round(msg)
+        # Marked only once every check passed (nothing can interleave since the
+        # look above: this is synchronous): a message refused for its round is
+        # refused for that again when it comes again, not taken for a replay.
         if remember and not self.seen.first_time(msg.message_id):
             raise ReplayedMessageError(f"message id {msg.message_id} was seen before")
+        return msg
+
+    def _check_allowed(self, msg: Message, key_id: str | None) -> None:
+        allowed = self.senders.get(msg.type)
+        if allowed is None:
+            return
+        sender = key_id if key_id is not None else msg.sender_id
+        if sender in allowed:
+            return
+        who = f"signed by key {sender!r}" if key_id is not None else f"unsigned, from {sender!r}"
+        raise SenderNotAllowedError(
+            f"a {msg.type} {who}, which may not send one: {self.name} accepts "
+            f"{msg.type} only from {', '.join(map(repr, sorted(allowed)))} (senders=); "
+            "if that key is the one that should send it, add its id there "
+            "(flwire aggregator: --server-id)"
+        )
+
+    def _check_round(self, msg: Message) -> None:
         round_now = self.current_round() if self.current_round is not None else None
         if msg.type == "client_update" and round_now is not None:
             if msg.body.round_id != round_now:
                 raise WrongRoundError(
                     f"an update for round {msg.body.round_id} during round {round_now}"
                 )
-        return msg
 
     def _check_time(self, msg: Message) -> None:
         if self.timestamp_window_s is None:
@@ -217,6 +267,35 @@ class Verifier:
         """Let a message id be admitted again (its handling failed, and it may be
         delivered again)."""
         self.seen.forget(message_id)
+
+
+def _senders(senders: Mapping[str, Collection[str]] | None) -> dict[str, frozenset[str]]:
+    """``senders`` checked and frozen; a ConfigurationException naming a
+    message type that does not exist, or a type no key may send."""
+    if senders is None:
+        return {}
+    if not isinstance(senders, Mapping):
+        raise ConfigurationException(
+            "senders must map message types to the key ids allowed to send them, e.g. "
+            "{'global_update': {'server'}}"
+        )
+    frozen: dict[str, frozenset[str]] = {}
+    for msg_type, ids in senders.items():
+        if msg_type not in BODY_TYPES:
+            raise ConfigurationException(
+                f"senders names {msg_type!r}, not a message type: use one of "
+                f"{', '.join(sorted(BODY_TYPES))}"
+            )
+        if isinstance(ids, str):
+            ids = [ids]  # one id, not its characters
+        allowed = frozenset(ids)
+        if not allowed or not all(isinstance(i, str) and i for i in allowed):
+            raise ConfigurationException(
+                f"senders[{msg_type!r}] must name at least one key id (non-empty strings), "
+                f"got {sorted(map(repr, allowed))}"
+            )
+        frozen[msg_type] = allowed
+    return frozen
 
 
 def _size(payload: Any) -> int:

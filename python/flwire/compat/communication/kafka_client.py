@@ -241,6 +241,10 @@ class AsyncKafkaClient:
             message = msg.buffers()  # the Channel splits them without a join
             headers = message_headers(msg)
             transfer_id = msg.message_id
+            if key is None and msg.sender_id:
+                # Keyed by its sender, as Channel.send_message keys it: a client's
+                # parts stay in one partition, which scale-out aggregators require.
+                key = msg.sender_id
         raw_key = key.encode("utf-8") if isinstance(key, str) else key
         await self.channel.send(
             topic, message, key=raw_key, headers=headers, transfer_id=transfer_id
