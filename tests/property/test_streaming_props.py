@@ -222,10 +222,28 @@ WEIGHTS = {
 }
 
 
+#: A stream with lossy chunks: "w" cast to bfloat16 (finite values, which the
+#: cast carries), the rest exact.
+LOSSY = LossyConfig("bfloat16", min_elements=100)
+LOSSY_WEIGHTS = {**WEIGHTS, "w": torch.linspace(-3.0, 3.0, 1500)}
+
+
+def _expected(lossy: bool) -> dict[str, torch.Tensor]:
+    """The tensors the stream of :func:`_base` decodes to."""
+    if not lossy:
+        return WEIGHTS
+    return {**LOSSY_WEIGHTS, "w": LOSSY_WEIGHTS["w"].to(torch.bfloat16).to(torch.float32)}
+
+
 @functools.cache
-def _base(signed: bool) -> tuple[Logged, ...]:
-    """The records of one real stream (about ten), signed or not."""
-    msg = streamed(WEIGHTS, compression="zstd", shuffle=True)
+def _base(signed: bool, lossy: bool = False) -> tuple[Logged, ...]:
+    """The records of one real stream (about ten), signed or not, lossy or not."""
+    msg = streamed(
+        LOSSY_WEIGHTS if lossy else WEIGHTS,
+        compression="zstd",
+        shuffle=True,
+        lossy=LOSSY if lossy else None,
+    )
     if signed:
         security.sign_in_place(msg, "client-1", KEY)
 
@@ -271,9 +289,11 @@ def changes(draw: Any, records: tuple[Logged, ...]) -> tuple[str, list[Logged]]:
 
 
 @settings(PROPS, max_examples=MANY)
-@given(data=st.data(), signed=st.booleans())
-def test_a_changed_stream_is_delivered_unchanged_or_not_at_all(data: Any, signed: bool) -> None:
-    base = _base(signed)
+@given(data=st.data(), signed=st.booleans(), lossy=st.booleans())
+def test_a_changed_stream_is_delivered_unchanged_or_not_at_all(
+    data: Any, signed: bool, lossy: bool
+) -> None:
+    base = _base(signed, lossy)
     kind, records = data.draw(changes(base))
     ident = _transfer_id(base)
     verifier = Verifier(TRUST) if signed else None
@@ -293,7 +313,7 @@ def test_a_changed_stream_is_delivered_unchanged_or_not_at_all(data: Any, signed
     if kind == "duplicate":
         (delivery,) = delivered
         assert delivery.message is not None
-        assert_same_weights(delivery.message.tensors(), WEIGHTS)
+        assert_same_weights(delivery.message.tensors(), _expected(lossy))
         assert channel.stats["duplicates"] == 1 and got.dropped == []
     else:
         assert delivered == [], kind
@@ -325,17 +345,21 @@ async def _assemble(values: list[bytes]) -> tuple[list[Any], set[str]]:
     return finished, dropped
 
 
-@pytest.mark.parametrize("signed", [False, True])
-def test_every_byte_flip_in_a_head_seal_or_chunk_header_is_caught(signed: bool) -> None:
+@pytest.mark.parametrize(("signed", "lossy"), [(False, False), (True, False), (False, True)])
+def test_every_byte_flip_in_a_head_seal_or_chunk_header_is_caught(
+    signed: bool, lossy: bool
+) -> None:
     """Exhaustively, for the bytes no chunk's own CRC-32C covers: the head, the
-    seal and the first 80 bytes (its fields and tensor header) of the first,
-    a middle and the last chunk."""
-    values = [r.value for r in _base(signed)]
-    ident = _transfer_id(_base(signed))
+    seal, and the first 80 bytes (its fields and tensor header) and the last 16
+    (a lossy chunk's ``lossy`` field, after its data) of the first, a middle and
+    the last chunk."""
+    values = [r.value for r in _base(signed, lossy)]
+    ident = _transfer_id(_base(signed, lossy))
     flips = [(0, p) for p in range(len(values[0]))]
     flips += [(len(values) - 1, p) for p in range(len(values[-1]))]
     chunks = sorted({1, len(values) // 2, len(values) - 2})
     flips += [(i, p) for i in chunks for p in range(min(80, len(values[i])))]
+    flips += [(i, p) for i in chunks for p in range(max(80, len(values[i]) - 16), len(values[i]))]
 
     async def main() -> list[tuple[int, int, str]]:
         escaped = []
