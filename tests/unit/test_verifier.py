@@ -7,6 +7,7 @@ reaches the FL object, and its weights are never decoded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -366,3 +367,28 @@ def test_signer_from_config_names_a_badly_named_key_and_the_env_overrides(tmp_pa
     missing = tmp_path / "nope"
     with pytest.raises(ConfigurationException, match="does not exist"):
         security.verifier_from_config({"trust_store": str(missing)}, {})
+
+
+def test_a_refusal_logged_by_a_channel_names_the_sender_the_record_claims(caplog) -> None:
+    """A new user's trial: "refused a message (unsigned)" named no client."""
+    from flwire.messages import heartbeat
+    from flwire.security import TrustStore, Verifier, private_key_from_seed
+    from flwire.transport import Channel, InMemoryTransport
+
+    trust = TrustStore({"client-1": private_key_from_seed(b"\x01" * 32).public_key()})
+    verifier = Verifier(trust, name="server")
+
+    async def main() -> None:
+        transport = InMemoryTransport()
+        await transport.start()
+        await Channel(transport).send_message("t", heartbeat("client-7"))
+        async for _ in Channel(transport).receive(["t"], "g", verifier=verifier):
+            break
+
+    async def bounded() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(main(), 1.0)
+
+    asyncio.run(bounded())
+    assert verifier.refusals == {"unsigned": 1}
+    assert "server refused a message claiming to be from 'client-7' (unsigned)" in caplog.text

@@ -303,7 +303,9 @@ class Intake:
             return
         except RefusedMessageError as exc:
             assert self.verifier is not None
-            self.verifier.refuse(exc)
+            key = tokens[0][3]  # the record's key: the client id it claims
+            claimed = bytes(key).decode("utf-8", "replace") if key is not None else None
+            self.verifier.refuse(exc, claimed=claimed)
             self.stats["unverified"] += 1
             self._finish(tokens)
             return

@@ -258,10 +258,12 @@ class Verifier:
             self.refuse(exc)
             return None
 
-    def refuse(self, exc: RefusedMessageError) -> None:
-        """Log and count a refusal."""
+    def refuse(self, exc: RefusedMessageError, *, claimed: str | None = None) -> None:
+        """Log and count a refusal; ``claimed``: the sender id the message's
+        record claims (its ``flwire-sender-id`` header), named in the log line."""
         self.refusals[exc.reason] += 1
-        logger.warning("%s refused a message (%s): %s", self.name, exc.reason, exc)
+        who = f" claiming to be from {claimed!r}" if claimed else ""
+        logger.warning("%s refused a message%s (%s): %s", self.name, who, exc.reason, exc)
 
     def forget(self, message_id: str) -> None:
         """Let a message id be admitted again (its handling failed, and it may be

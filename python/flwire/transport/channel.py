@@ -74,7 +74,7 @@ from flwire.transport.events import (
     TransferDropped,
 )
 from flwire.transport.failures import FailurePolicy, dead_letter_headers
-from flwire.transport.headers import MESSAGE_ID, message_headers
+from flwire.transport.headers import MESSAGE_ID, SENDER_ID, message_headers
 from flwire.transport.offsets import OffsetTracker
 from flwire.transport.seen import SeenLog
 from flwire.transport.streaming import STREAM_HEADER, Failed, StreamAssembler, StreamWriter
@@ -486,7 +486,8 @@ class Channel:
         try:
             delivery.message = await delivery.verify(verifier)
         except RefusedMessageError as exc:
-            verifier.refuse(exc)
+            claimed = delivery.header(SENDER_ID)
+            verifier.refuse(exc, claimed=claimed.decode("utf-8", "replace") if claimed else None)
             delivery.message = None
             self.stats["refused"] += 1
             return False
