@@ -13,6 +13,8 @@ from flwire import messages
 from flwire.compat.communication.kafka_client import AsyncKafkaClient
 from flwire.compat.serialization.weight_serializer import WeightSerializer
 from flwire.exceptions import CommunicationException
+from flwire.tensors import EncodeOptions
+from flwire.tensors.lossy import LossyConfig
 from flwire.transport import Channel, TopicLayout
 
 from ._helpers import cnn_state, collect, send_message, transport
@@ -106,6 +108,51 @@ def test_hundred_megabyte_update_through_the_default_limit(bootstrap: str, job_i
         f"{stats['sent_parts']} parts, send+receive+decode {elapsed:.1f} s "
         f"({raw / 1e6 / elapsed:.0f} MB/s)"
     )
+
+
+def test_a_lossy_streamed_update_through_the_default_limit(bootstrap: str, job_id: str) -> None:
+    """Block int8 chunks of a 21 MB update, through 1 MB records: decoded as the
+    same message sent whole decodes, in half the records or fewer."""
+    gen = torch.Generator().manual_seed(2)
+    state = {f"layer{i}.weight": torch.randn(1024, 1024, generator=gen) for i in range(5)}
+    state["layer0.bias"] = torch.randn(10, generator=gen)  # below min_elements: exact
+    lossy = LossyConfig("int8")
+    options = EncodeOptions(stream=True, compression="none", lossy=lossy)
+    msg = messages.client_update("c1", 0, state, num_examples=3, options=options)
+    whole = messages.client_update(
+        "c1", 0, state, num_examples=3, options=EncodeOptions(compression="none", lossy=lossy)
+    )
+    want = messages.decode_message(whole.to_bytes()).tensors()
+    layout = TopicLayout(job_id)
+
+    async def scenario() -> tuple[messages.Message, dict[str, int]]:
+        t = transport(bootstrap)
+        await t.start()
+        try:
+            channel = Channel(t)
+            await t.ensure_topics(layout.all)
+            await channel.send_message(layout.updates, msg)
+
+            async def first() -> messages.Message:
+                async for delivery in channel.receive([layout.updates], layout.server_group()):
+                    await delivery.done()
+                    assert delivery.message is not None
+                    return delivery.message
+                raise AssertionError("the receive loop ended")
+
+            return await asyncio.wait_for(first(), 120), dict(channel.stats)
+        finally:
+            await t.stop()
+
+    got, stats = asyncio.run(scenario())
+    assert stats["sent_streams"] == stats["received_streams"] == 1
+    # Exact, each 4 MB tensor takes 5 records; in int8 (a byte an element, a scale
+    # a block), 2: 5 x 2, the bias, the head and the seal.
+    assert stats["sent_parts"] == 13
+    tensors = got.tensors()
+    assert list(tensors) == list(state)
+    assert all(torch.equal(tensors[k], want[k]) for k in state)
+    assert torch.equal(tensors["layer0.bias"], state["layer0.bias"])
 
 
 def test_single_record_above_the_limit_is_refused_by_kafka(bootstrap: str, job_id: str) -> None:
