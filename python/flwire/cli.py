@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, metavar="DIR", help="directory to write to")
     generate.set_defaults(func=_keys_generate)
 
-    for command in sub.choices.values():
+    for command in [*sub.choices.values(), *keys_sub.choices.values()]:
         command.add_argument(
             "--version", action="version", version=f"flwire {_version()}", help="print the version"
         )

@@ -378,7 +378,7 @@ def test_flwire_aggregator_processes_read_the_global_model_from_the_broadcast(
         assert within_one_ulp(result[name], value), name
     text = "".join(outputs)
     assert text.count("folded the update of") == len(CLIENTS), text
-    assert "(global models) refused a message (unsigned)" in text, text
+    assert "(global models) refused a message claiming to be from 'server' (unsigned)" in text, text
     assert "Traceback" not in text, text
     for agg_id, out in zip(("agg-x", "agg-y"), outputs, strict=True):
         assert out.rstrip().splitlines()[-1].startswith(f"{agg_id}: stopped ("), out

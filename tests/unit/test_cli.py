@@ -407,11 +407,11 @@ def test_aggregator_service_screens_with_the_max_num_examples_given() -> None:
     assert aggregator.intake.policy.max_num_examples == 7
 
 
-@pytest.mark.parametrize("command", ["demo", "aggregator", "inspect", "keys"])
+@pytest.mark.parametrize("command", ["demo", "aggregator", "inspect", "keys", "keys generate"])
 def test_every_command_prints_the_version(command: str, capsys) -> None:
     from flwire._version import __version__
 
     with pytest.raises(SystemExit) as info:
-        main([command, "--version"])
+        main([*command.split(), "--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"flwire {__version__}"

@@ -117,7 +117,8 @@ def test_bytes_str_and_messages_arrive_in_order():
         await producer.send_message("t", small)
         await producer.send_message("t", big, key=b"model")
         await producer.send_message("t", b"after")
-        await wait_until(lambda: len(got) == 5)
+        await producer.send_message("t", small.to_bytes())
+        await wait_until(lambda: len(got) == 6)
         await consumer.stop()
         await producer.stop()
         return broker, got
@@ -136,6 +137,7 @@ def test_bytes_str_and_messages_arrive_in_order():
     # A flwire message sent without a key is keyed by its sender, as
     # Channel.send_message keys it (one partition per sender).
     assert log[2].key == b"client-1"
+    assert log[-1].key == b"client-1"  # its bytes too: the envelope says its sender
     assert read_headers(log[2].headers)["flwire-type"] == "heartbeat"
     parts = [r for r in log if r.header(PART_HEADER) is not None]
     assert len(parts) >= 2 and all(len(r.value) <= 1_000_000 for r in parts)

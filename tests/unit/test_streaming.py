@@ -521,3 +521,73 @@ def test_two_streams_sent_at_once_both_arrive() -> None:
 def test_decoding_a_streamed_deliverys_missing_payload_says_where_the_message_is() -> None:
     with pytest.raises(SerializationException, match=r"delivery\.message"):
         decode_message(None)
+
+
+def test_a_lossy_value_refused_is_refused_before_the_first_record() -> None:
+    """An outside review: a float16 overflow halfway through a tensor failed the
+    send after 63 records, leaving every receiver a stream it held until its part
+    timeout, and named tensor '' at an index inside the chunk."""
+    weights = {"big.weight": torch.zeros(300_000), "b": torch.zeros(10)}
+    weights["big.weight"][250_000] = 70_000.0
+    msg = streamed(weights, lossy=LossyConfig("float16"))
+
+    async def main() -> InMemoryBroker:
+        broker = InMemoryBroker()
+        sender = Channel(await started(broker, SMALL_LIMIT))
+        with pytest.raises(SerializationException) as info:
+            await sender.send_message(TOPIC, msg)
+        assert str(info.value).startswith(
+            "tensor 'big.weight': value 70000.0 at flat index 250000 overflows float16"
+        )
+        return broker
+
+    broker = run(main())
+    assert logged(broker) == []
+
+
+def test_top_k_chunks_keep_their_share_of_the_tensors_k() -> None:
+    """The shares add up to the tensor's K: with topk_k, ceil per chunk kept 105
+    of 100, and a fraction of 1/8 sent most chunks exact (each just over 1 in 8)."""
+    from flwire.transport.streaming.writer import chunk_lossy
+
+    numel, run = 2_000_000, 249_743  # about a 1 MB record's float32 elements
+    bounds = [(a, min(a + run, numel)) for a in range(0, numel, run)]
+    for config, want in [
+        (LossyConfig("topk", topk_k=100), 100),
+        (LossyConfig("topk", topk_fraction=0.125), 250_000),
+        (LossyConfig("topk", topk_fraction=0.01), 20_000),
+    ]:
+        chunks = [chunk_lossy(config, numel, a, b) for a, b in bounds]
+        ks = [c.k_for(b - a) for c, (a, b) in zip(chunks, bounds, strict=True) if c is not None]
+        assert len(ks) == len(bounds), config  # no chunk goes exact
+        # Exactly K, but where a share is held to one in 8 of its chunk (at 1/8).
+        assert want - len(bounds) <= sum(ks) <= want, config
+        assert sum(ks) == want or config.topk_fraction == 0.125
+        assert all(8 * k <= b - a for k, (a, b) in zip(ks, bounds, strict=True))
+    # A chunk of fewer than 8 elements goes exact.
+    assert chunk_lossy(LossyConfig("topk"), numel, numel - 7, numel) is None
+
+
+def test_a_top_k_chunk_is_reconstructed_in_its_own_place() -> None:
+    """Zeros and the kept values, straight into the tensor's memory: no second
+    buffer of the chunk's size (an outside review measured 2x the tensor)."""
+    import numpy as np
+
+    from flwire.tensors import dtypes
+    from flwire.tensors.lossy import LossyParams, scatter_top_k_into
+    from flwire.v1 import tensor_pb2
+
+    values = np.array([5.0, -7.0], dtype="<f4")
+    payload = np.frombuffer(values.tobytes() + np.array([3, 40], "<u4").tobytes(), np.uint8)
+    out = np.full(64 * 4, 0xFF, dtype=np.uint8)  # whatever the memory held
+    params = LossyParams(tensor_pb2.LOSSY_TOP_K, k=2)
+    scatter_top_k_into("w", dtypes.from_numpy(np.dtype("<f4"), "w"), params, payload, out)
+    got = out.view("<f4")
+    assert got[3] == 5.0 and got[40] == -7.0
+    assert np.count_nonzero(got) == 2
+
+
+def test_a_record_limit_too_small_to_stream_into_says_what_a_chunk_needs() -> None:
+    msg = streamed({"w": torch.zeros(10)})
+    with pytest.raises(SerializationException, match=r"a chunk needs \d+ bytes at least"):
+        StreamWriter(msg, 600)

@@ -171,6 +171,10 @@ def test_a_second_seal_is_a_copy() -> None:
             r"of float32 takes 16 bytes, but raw_size says 18$",
         ),
         (
+            lambda f: f.chunk(1, 0, 0, _lossy_elements(W[:8], method=99)),
+            r"^part 1: tensor 'w' from element 0 uses unknown lossy method 99",
+        ),
+        (
             lambda f: f.chunk(1, 0, 0, _bad_crc(elements(W[:4]))),
             r"^part 1: tensor 'w' from element 0: "
             r"shape \[4\] of float32 needs 16 bytes, but raw_size says 20$",
@@ -188,6 +192,7 @@ def test_a_second_seal_is_a_copy() -> None:
         "not_1d",
         "no_elements",
         "lossy_payload_size",
+        "lossy_method_unknown",
         "raw_size_wrong",
     ],
 )
@@ -202,14 +207,17 @@ def test_a_bad_chunk_gives_the_stream_up(make: Any, reason: str) -> None:
     assert drop.parts_received == 2
 
 
-def _lossy_elements(array: np.ndarray, *, extra: int = 0) -> tensor_pb2.Tensor:
-    """``array`` cast to float16, as a lossy chunk (its payload ``extra`` bytes long)."""
+def _lossy_elements(
+    array: np.ndarray, *, extra: int = 0, method: int = tensor_pb2.LOSSY_CAST_FLOAT16
+) -> tensor_pb2.Tensor:
+    """``array`` cast to float16, as a lossy chunk (its payload ``extra`` bytes
+    longer; ``method`` as recorded)."""
     payload = array.astype(np.float16).tobytes() + bytes(extra)
     t = pb_tensor("", F32, (array.size,), b"")
     t.raw_size = len(payload)
     t.crc32c = crc32c.crc32c(payload)
     t.data = payload
-    t.lossy.method = tensor_pb2.LOSSY_CAST_FLOAT16
+    t.lossy.method = method  # type: ignore[assignment]  # an unknown one, on purpose
     return t
 
 

@@ -157,6 +157,8 @@ _FC = tuple(((i % 6) - 2) * 0.5 for i in range(48))
 # Not exact in float16 (the casts round), distinct magnitudes (top-k has no ties).
 _DENSE = tuple(((i * 37) % 101 - 50) / 7 for i in range(100))
 _WIDE = tuple(((i * 13) % 29 - 14) / 3 for i in range(20))
+# 128 values of distinct magnitudes (r / 7 - 9.3 = -(s / 7 - 9.3) has no integer r, s).
+_DENSE128 = tuple((i * 37) % 131 / 7 - 9.3 for i in range(128))
 
 VECTORS: list[StreamVector] = [
     StreamVector(
@@ -229,13 +231,17 @@ VECTORS: list[StreamVector] = [
     StreamVector(
         "stream_lossy_topk",
         "A ClientUpdate of round 10 as a streamed transfer with top-k "
-        "chunks, uncompressed: a 4x25 float32 in chunks of 32, 32, 32 and 4 "
-        "elements (raw-sized); each of the first three keeps its ceil(0.125 x 32) "
-        "= 4 largest magnitudes (k = 4: 16 values and 16 uint32 indices), the "
-        "last, whose 1 kept element would break 8k <= n, is sent exact.",
+        "chunks, uncompressed: a 4x32 float32 in four chunks of 32 elements "
+        "(raw-sized); of the tensor's K = ceil(0.125 x 128) = 16, each keeps its "
+        "share, floor(16 x end / 128) - floor(16 x start / 128) = 4, of largest "
+        "magnitudes (16 values and 16 uint32 indices); a float32 of 4 (exact, "
+        "below min_elements).",
         "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
         10,
-        (StreamTensor("dense.weight", "DTYPE_FLOAT32", (4, 25), _DENSE),),
+        (
+            StreamTensor("dense.weight", "DTYPE_FLOAT32", (4, 32), _DENSE128),
+            StreamTensor("dense.bias", "DTYPE_FLOAT32", (4,), (0.5, -1.0, 2.0, 0.0)),
+        ),
         "none",
         lossy=LossyConfig("topk", topk_fraction=0.125, min_elements=16),
     ),
@@ -299,7 +305,9 @@ _LOSSY = {
 LossyReference = Callable[[str, str, bytes, int, int], tuple[bytes, bytes]]
 
 
-def _lossy_chunk(vector: StreamVector, t: StreamTensor, count: int) -> tuple[int, int] | None:
+def _lossy_chunk(
+    vector: StreamVector, t: StreamTensor, offset: int, count: int
+) -> tuple[int, int] | None:
     """(block_size, k) of the lossy encoding flwire-python's writer gives a chunk
     of ``count`` elements of ``t`` (section 14.5), or None when it goes exact:
     the config does not apply to the tensor, or the payload would not be smaller
@@ -312,9 +320,13 @@ def _lossy_chunk(vector: StreamVector, t: StreamTensor, count: int) -> tuple[int
     if config.method == "int8":
         blocks = -(-count // config.block_size)
         return (config.block_size, 0) if 4 * blocks + count < count * t.width else None
-    assert config.topk_k is None
-    k = max(1, min(count, math.ceil(config.topk_fraction * count)))
-    return (0, k) if 8 * k <= count else None
+    # The chunk's share of the tensor's K (section 14.5), at most one in 8.
+    assert config.topk_k is None and t.numel == len(t.values)
+    total = math.ceil(config.topk_fraction * t.numel)
+    if 8 * total > t.numel or count < 8:  # too dense for top-k, whole or in this chunk
+        return None
+    share = total * (offset + count) // t.numel - total * offset // t.numel
+    return (0, min(max(1, share), count // 8))
 
 
 _FLOATS = ("DTYPE_FLOAT32", "DTYPE_FLOAT64", "DTYPE_FLOAT16")
@@ -365,7 +377,7 @@ def expectations(
             assert c.element_offset == filled[c.tensor_index] and count >= 1
             start = c.element_offset * t.width
             want = t.raw()[start : start + count * t.width]
-            params = _lossy_chunk(vector, t, count)
+            params = _lossy_chunk(vector, t, c.element_offset, count)
             assert elements.HasField("lossy") == (params is not None), (vector.name, k)
             stored = want
             if params is not None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from flwire import _optional
+from flwire._args import require_count
 
 _optional.require("confluent_kafka")
 
@@ -72,13 +73,9 @@ class Coordinator:
         later_rounds: int = DEFAULT_LATER_ROUNDS,
         max_later_bytes: int = DEFAULT_MAX_LATER_BYTES,
     ) -> None:
-        if later_rounds < 0 or max_later_bytes < 0:
-            raise ValueError(
-                f"later_rounds ({later_rounds}) and max_later_bytes ({max_later_bytes}) "
-                "must be 0 or above (0: keep no partial for later)"
-            )
-        self.later_rounds = later_rounds
-        self.max_later_bytes = max_later_bytes
+        why = "0 keeps no partial for later"
+        self.later_rounds = require_count(later_rounds, "later_rounds", why=why)
+        self.max_later_bytes = require_count(max_later_bytes, "max_later_bytes", why=why)
         self.topic = aggregates_topic or layout.aggregates
         self.poll_s = poll_s
         self.call_timeout_s = call_timeout_s

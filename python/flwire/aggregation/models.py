@@ -80,8 +80,11 @@ _STOP_CHECK_S = 0.2
 class BroadcastModels:
     """``models(round_id)``: the round's global model as read from the
     broadcast topic (see the module). ``server_ids``: the sender ids global
-    models are taken from (None: any sender, for a feed whose topic only the
-    server can write)."""
+    models (and TrainingStarts) are taken from (None: any sender, for a feed
+    whose topic only the server can write). ``wait_s``: how long a call may
+    wait for a round's model (see the module for when it does). ``keep``: how
+    many of the latest rounds' models are held (older rounds are refused at
+    once). ``verifier``: checks the global models' signatures."""
 
     def __init__(
         self,
@@ -145,8 +148,10 @@ class BroadcastModels:
 
     def selected(self, round_id: int) -> frozenset[str] | None:
         """The clients selected for round ``round_id`` by the server's
-        ``TrainingStart`` as read from the broadcast topic; None when it named no
-        client (every client) or has not been read."""
+        ``TrainingStart`` as read from the broadcast topic; None when no client
+        is known to be left out: the TrainingStart named none (every client), or
+        has not been read (yet). None is not checked: every client's update is
+        taken."""
         with self._changed:
             return self._selected.get(round_id)
 
@@ -164,6 +169,9 @@ class BroadcastModels:
             self._changed.notify_all()
 
     def __call__(self, round_id: int) -> Mapping[str, torch.Tensor] | None:
+        """Round ``round_id``'s global model (tensors by name), waiting for it as
+        the module says; None when it is not read in time, or is refused at once
+        (logged and counted in :attr:`stats`)."""
         with self._changed:
             state = self._models.get(round_id)
             if state is not None:

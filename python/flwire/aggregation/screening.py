@@ -61,7 +61,7 @@ def screen(
     if count > policy.max_num_examples:
         raise UpdateRefused(
             f"num_examples {count} is above the cap {policy.max_num_examples} "
-            "(UpdatePolicy.max_num_examples)"
+            "(UpdatePolicy.max_num_examples; flwire aggregator --max-num-examples)"
         )
     try:
         tensors = msg.tensors(expect=global_state)

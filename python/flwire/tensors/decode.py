@@ -234,7 +234,8 @@ def _expected_size(
         raise _too_large(what, "decodes to", decoded, limits)
     if f.filter != s.FILTER_NONE and not lossy.filter_allowed(params.method):
         raise SerializationException(
-            f"{what}: a {params.name} lossy payload must not be filtered "
+            f"{what}: {'an' if params.name == 'int8' else 'a'} {params.name} lossy payload "
+            "must not be filtered "
             f"(filter is {s.FILTER_NAMES.get(f.filter, f.filter)})"
         )
     size = lossy.payload_size(info, numel, params, what)
@@ -662,6 +663,10 @@ def decode_elements_into(
     in_place = lossy.in_place(rec.dtype, rec.numel, params, rec.raw_size)
     payload = out[out.nbytes - rec.raw_size :] if in_place else np.empty(rec.raw_size, np.uint8)
     decode_record_into(_payload_record(rec), payload, verify_checksum=verify_checksum)
+    if params.name == "topk":
+        # Zeros and the kept values, in out itself: no second chunk-sized buffer.
+        lossy.scatter_top_k_into(rec.name, rec.dtype, params, payload, out)
+        return None
     result, phases = lossy.decode_jobs(
         rec.name, rec.dtype, rec.numel, params, payload, out if in_place else None
     )

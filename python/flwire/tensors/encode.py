@@ -397,7 +397,9 @@ def encode_elements(
     width = src.dtype.itemsize
     piece = Source("", src.dtype, (stop - start,), src.raw[start * width : stop * width])
     if options.lossy is not None:
-        piece = apply_lossy(piece, options.lossy, 1)
+        # Named for its errors (a value the method cannot carry), unnamed on the wire.
+        named = replace(piece, name=f"{src.name}[{start}:{stop}]")
+        piece = replace(apply_lossy(named, options.lossy, 1), name="")
         options = replace(options, lossy=None)
     pieces: list[Any] = []
     _encode(pieces.append, [piece], options, [], probe=False, crcs=crcs)

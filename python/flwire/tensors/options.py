@@ -30,10 +30,11 @@ class EncodeOptions:
       once, the receiver decodes each slice as it arrives, and the weights may
       be of any size (beyond 2 GiB). The state dict must not change until the
       message is sent. With ``lossy``, each slice of a tensor the config applies
-      to is lossy-encoded on its own: the casts and block int8 give what a
-      whole message gives (when the slices hold whole blocks), and top-k keeps
-      the largest elements of each slice (``topk_fraction`` of it, or its share
-      of ``topk_k``) rather than of the whole tensor.
+      to is lossy-encoded on its own, once the lossy tensors' values are checked
+      (before the first record is sent): the casts and block int8 give what a
+      whole message gives (int8 when a block fits in a record), and top-k keeps
+      the largest elements of each slice (its share of the tensor's ``k``)
+      rather than of the whole tensor.
     - ``min_saving``: the share of a tensor's bytes compression must save for
       the tensor to be stored compressed (default 0.10). Below it the tensor
       goes raw: dense float weights under zstd save about 8 %, and compressing

@@ -525,7 +525,7 @@ func TestStreamLossyChunks(t *testing.T) {
 			tn.Lossy.K = 3
 		}), "chunk_elements", ErrRawSize},
 		{"k denser than one in 8 of the chunk", mutated("stream_lossy_topk", 1, func(tn *flwirev1.Tensor) {
-			tn.Lossy.K = 5 // of the chunk's 32 elements, though the tensor has 100
+			tn.Lossy.K = 5 // of the chunk's 32 elements, though the tensor has 128
 		}), "chunk_elements", ErrLossyParams},
 		{"shuffle on top-k", mutated("stream_lossy_topk", 2, func(tn *flwirev1.Tensor) {
 			tn.Filter = flwirev1.Filter_FILTER_BYTE_SHUFFLE

@@ -24,8 +24,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flwire._args import type_name
-from flwire.exceptions import CommunicationException, ConfigurationException
+from flwire.exceptions import (
+    CommunicationException,
+    ConfigurationException,
+    SerializationException,
+)
 from flwire.messages import Message, decode_message
+from flwire.messages.envelope import split as split_envelope
 from flwire.security.config import CONFIG_KEYS as SECURITY_KEYS
 from flwire.security.config import signer_from_config, verifier_from_config
 from flwire.transport import (
@@ -220,7 +225,10 @@ class AsyncKafkaClient:
         logger.info("Kafka client stopped")
 
     async def send_message(self, topic: str, message: Any, key: str | bytes | None = None) -> None:
-        """Send a message (a flwire Message, bytes, or str) and wait for the broker's ack."""
+        """Send a message (a flwire Message, bytes, or str) and wait for the broker's
+        ack. Without ``key``, a flwire message (or its bytes) is keyed by its
+        sender id, as ``Channel.send_message`` keys it (scale-out aggregators
+        refuse a client update keyed otherwise); other bytes go unkeyed."""
         if self.channel is None:
             raise CommunicationException("Producer not initialized: call start() first")
         headers = None
@@ -245,6 +253,8 @@ class AsyncKafkaClient:
                 # Keyed by its sender, as Channel.send_message keys it: a client's
                 # parts stay in one partition, which scale-out aggregators require.
                 key = msg.sender_id
+        if key is None and isinstance(message, bytes):
+            key = _sender_of(message)
         raw_key = key.encode("utf-8") if isinstance(key, str) else key
         await self.channel.send(
             topic, message, key=raw_key, headers=headers, transfer_id=transfer_id
@@ -299,3 +309,14 @@ class AsyncKafkaClient:
         if self._transport is None or self.failures:
             return False
         return await self._transport.healthy()
+
+
+def _sender_of(payload: bytes) -> str | None:
+    """The sender id of a flwire message's bytes (its envelope parsed, its weights
+    left as they are), the key a message is sent with; None for bytes that are no
+    flwire message (sent unkeyed, as given)."""
+    try:
+        envelope, _weights = split_envelope(payload)
+    except SerializationException:
+        return None
+    return envelope.sender_id or None

@@ -15,10 +15,19 @@ from flwire.tensors.lossy.params import (
     filter_allowed,
     payload_size,
 )
-from flwire.tensors.lossy.transforms import Job, decode, decode_jobs, encode, in_place
+from flwire.tensors.lossy.transforms import (
+    Job,
+    check_encodable,
+    decode,
+    decode_jobs,
+    encode,
+    in_place,
+    scatter_top_k_into,
+)
 
 __all__ = [
     "METHODS",
+    "check_encodable",
     "Job",
     "METHOD_NAMES",
     "LossyConfig",
@@ -32,4 +41,5 @@ __all__ = [
     "filter_allowed",
     "in_place",
     "payload_size",
+    "scatter_top_k_into",
 ]

@@ -174,15 +174,59 @@ def _row_max(a: np.ndarray) -> np.ndarray:
     return a[:, 0] if a.shape[1] == 1 else np.max(a, axis=1)
 
 
+def _not_finite(name: str, dtype: dtypes.DtypeInfo) -> SerializationException:
+    """What int8 quantization raises for a tensor holding NaN or infinity."""
+    return SerializationException(
+        f"tensor {name!r} holds NaN or infinity"
+        + (" (or values beyond float32's range)" if dtype.itemsize == 8 else "")
+        + ": int8 quantization needs finite values; exclude the tensor or use a cast"
+    )
+
+
+#: The largest finite value of each cast's target.
+_MAX_FINITE = {dtypes.FLOAT16.wire: 65504.0, dtypes.BFLOAT16.wire: 3.3895313892515355e38}
+
+
+def check_encodable(
+    name: str, dtype: dtypes.DtypeInfo, raw: np.ndarray, config: LossyConfig
+) -> None:
+    """Raise, without encoding, the SerializationException :func:`encode` would
+    raise for this tensor's values (a cast that overflows, int8 on NaN or
+    infinity), with the same message and the index in the whole tensor: a
+    streamed transfer checks its tensors before its first record goes out, so
+    that a value refused halfway leaves no partial stream behind. One pass over
+    the values; nothing to check when ``config`` leaves the tensor exact, or for
+    top-k (which carries any value)."""
+    n = raw.nbytes // dtype.itemsize
+    if not config.applies_to(name, dtype, n):
+        return
+    method = config.wire_method
+    if method in CAST_TARGET:
+        target = CAST_TARGET[method]
+        for lo, hi in _chunks(n, CHUNK_ELEMENTS):
+            x = _values(raw, dtype, lo, hi)
+            # Beyond the target's largest finite value (NaN compares false): the
+            # candidates, which the cast itself then rounds (a few round down).
+            big = np.flatnonzero(np.abs(x) > _MAX_FINITE[target.wire])
+            big = big[np.isfinite(x[big])]
+            if big.size:
+                infinite = (floats.cast_bits(x[big], target) & _ABS_BITS) == _INF_BITS[target.wire]
+                if infinite.any():
+                    at = int(big[int(np.argmax(infinite))])
+                    _refuse_overflow(name, method, target, float(x[at]), lo + at)
+    elif method == pb.LOSSY_BLOCK_INT8:
+        for lo, hi in _chunks(n, CHUNK_ELEMENTS):
+            with np.errstate(over="ignore"):  # float64 beyond float32's range: infinity
+                x = _values(raw, dtype, lo, hi).astype(np.float32, copy=False)
+            if not np.isfinite(x).all():
+                raise _not_finite(name, dtype)
+
+
 def _int8_scales(name: str, dtype: dtypes.DtypeInfo, part: np.ndarray) -> np.ndarray:
     """The float32 scale of each row (block) of ``part`` (float32)."""
     amax = _row_max(np.abs(part))
     if not np.isfinite(amax).all():
-        raise SerializationException(
-            f"tensor {name!r} holds NaN or infinity"
-            + (" (or values beyond float32's range)" if dtype.itemsize == 8 else "")
-            + ": int8 quantization needs finite values; exclude the tensor or use a cast"
-        )
+        raise _not_finite(name, dtype)
     # +0 for an all-zero block; the smallest float32 where max/127 underflows.
     scale = np.where(amax > 0, np.maximum(amax / np.float32(INT8_LEVELS), _F32_TINY), 0)
     scale = scale.astype(np.float32)
@@ -408,9 +452,33 @@ def _in_place_phases(
     return phases
 
 
+def scatter_top_k_into(
+    name: str, dtype: dtypes.DtypeInfo, params: LossyParams, payload: np.ndarray, out: np.ndarray
+) -> None:
+    """Reconstruct a top-k tensor straight into ``out`` (its ``numel x width``
+    bytes, any contents): zeros, then the kept values at their indices, so that
+    no second buffer of the tensor's size is alive (a chunk of a streamed tensor).
+    The payload's size and indices are checked before ``out`` is written."""
+    width = dtype.itemsize
+    n = out.nbytes // width
+    what = f"tensor {name!r}"
+    if payload.nbytes != payload_size(dtype, n, params, what):
+        raise SerializationException(f"{what}: lossy payload has {payload.nbytes} bytes")
+    _, jobs = _scatter_top_k(what, dtype, n, params.k, payload, out)
+    for _, work in jobs:
+        work()
+
+
 def _scatter_top_k(
-    what: str, dtype: dtypes.DtypeInfo, n: int, k: int, payload: np.ndarray
+    what: str,
+    dtype: dtypes.DtypeInfo,
+    n: int,
+    k: int,
+    payload: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Job]]:
+    """The output (fresh zeros, or ``out`` zeroed by the job) and the job that
+    scatters the kept values into it; the indices are checked here, first."""
     width = dtype.itemsize
     index_dtype = _index_dtype(n)
     # Not copied when unaligned (an odd k of a 16-bit tensor): numpy reads unaligned
@@ -428,10 +496,13 @@ def _scatter_top_k(
             f"{what}: top-k index {int(index[-1])} is out of range for {n} elements"
         )
     values = floats.aligned(payload[: k * width], width).view(f"<u{width}")
-    out = np.zeros(n * width, dtype=np.uint8)
+    given = out is not None
+    buf = out if out is not None else np.zeros(n * width, dtype=np.uint8)
 
     def work() -> None:
+        if given:
+            buf.fill(0)
         if k:
-            out.view(f"<u{width}")[index] = values
+            buf.view(f"<u{width}")[index] = values
 
-    return out, [(k * width, work)]
+    return buf, [((n if given else k) * width, work)]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -93,6 +94,19 @@ class Failed:
     def unreadable(self) -> bool:
         """A record that is not a stream part at all: no transfer to name."""
         return not self.transfer_id
+
+
+#: How the decoder names a chunk's own (unnamed, first) tensor in its messages.
+_UNNAMED = re.compile(r"^tensor (''|#0)(: | )")
+
+
+def _named(reason: str, where: str) -> str:
+    """A decoder's ``reason`` about a chunk's unnamed tensor, naming it by
+    ``where`` (the part, the stream's tensor and the first element) instead."""
+    found = _UNNAMED.match(reason)
+    if found is None:
+        return f"{where}: {reason}"
+    return where + found.group(2) + reason[found.end() :]
 
 
 def _decode_chunk(value: Any, rec: Any, out: np.ndarray) -> tuple[int, int]:
@@ -434,10 +448,8 @@ class StreamAssembler:
         try:
             rec = read_elements(chunk.elements, src.dtype, limits=self.limits)
         except SerializationException as exc:
-            raise SerializationException(
-                f"part {part.index}: tensor {src.name!r} from element {chunk.element_offset}: "
-                + str(exc).removeprefix("tensor '': ").removeprefix("tensor #0: ")
-            ) from None
+            where = f"part {part.index}: tensor {src.name!r} from element {chunk.element_offset}"
+            raise SerializationException(_named(str(exc), where)) from None
         end = chunk.element_offset + rec.numel
         rec = dataclasses.replace(rec, name=f"{src.name}[{chunk.element_offset}:{end}]")
         self._check_expansion(stream, part.index, rec.decoded_size)

@@ -17,7 +17,6 @@ in order (:func:`~flwire._protowire.crc32c_combine`).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
@@ -28,8 +27,8 @@ from flwire._protowire import crc32c, crc32c_around, crc32c_combine
 from flwire.exceptions import SerializationException
 from flwire.messages import Message
 from flwire.tensors.encode import PROBE_BYTES, compresses, encode_elements, pays
-from flwire.tensors.lossy import LossyConfig
-from flwire.tensors.lossy.params import SCALE_BYTES
+from flwire.tensors.lossy import LossyConfig, check_encodable
+from flwire.tensors.lossy.params import MAX_TOPK_DENSITY, SCALE_BYTES
 from flwire.tensors.options import EncodeOptions
 from flwire.tensors.parallel import default_threads, executor
 from flwire.tensors.sources import Source
@@ -38,6 +37,8 @@ from flwire.v1 import messages_pb2, transfer_pb2
 
 #: Runs being encoded ahead of the one being sent, per worker thread.
 AHEAD_PER_THREAD = 2
+#: The least raw tensor data a chunk's record must have room for.
+MIN_RUN_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,35 @@ def runs(
     return out
 
 
-def chunk_lossy(config: LossyConfig, numel: int, start: int, stop: int) -> LossyConfig:
+def chunk_lossy(config: LossyConfig, numel: int, start: int, stop: int) -> LossyConfig | None:
     """The lossy config of the run ``[start, stop)`` of a tensor of ``numel``
-    elements that ``config`` applies to: the same method, applied to the run
-    whatever its size and name (the tensor was judged whole). Top-k keeps the
-    largest elements of each run: ``ceil(topk_fraction x run)`` of them, or
-    with ``topk_k``, the run's share of it, ``ceil(topk_k x run / numel)``."""
-    topk_k = config.topk_k
-    if topk_k is not None:
-        topk_k = max(1, math.ceil(topk_k * (stop - start) / numel))
-    return replace(config, topk_k=topk_k, min_elements=0, include=None, exclude=None)
+    elements that ``config`` applies to (judged whole): the same method, applied
+    to the run whatever its size and name; None when the run goes exact.
+
+    Top-k keeps the largest elements of each run: the run's share of the
+    tensor's ``K`` (``config.k_for(numel)``), ``floor(K x stop / numel) -
+    floor(K x start / numel)``, so that the shares add up to ``K``; at least 1,
+    and at most one in ``MAX_TOPK_DENSITY`` (8) of the run's elements (a run
+    shorter than that goes exact)."""
+    k = None
+    if config.method == "topk":
+        count = stop - start
+        if count < MAX_TOPK_DENSITY:
+            return None
+        total = config.k_for(numel)
+        share = total * stop // numel - total * start // numel
+        k = min(max(1, share), count // MAX_TOPK_DENSITY)
+    return replace(config, topk_k=k, min_elements=0, include=None, exclude=None)
+
+
+def lossy_applies(config: LossyConfig, src: Source) -> bool:
+    """Whether ``config`` makes ``src`` lossy, judged on the whole tensor as a
+    whole message judges it: its name, dtype and size, and for top-k a ``K`` of
+    at most one element in ``MAX_TOPK_DENSITY``."""
+    numel = src.raw.nbytes // src.dtype.itemsize
+    if not config.applies_to(src.name, src.dtype, numel):
+        return False
+    return config.method != "topk" or config.k_for(numel) * MAX_TOPK_DENSITY <= numel
 
 
 def ending_crc(value: bytes, pieces: list[Any], crcs: list[int | None]) -> int:
@@ -150,18 +170,17 @@ class StreamWriter:
         self.options: EncodeOptions = replace(options, threads=1, stream=False, lossy=None)
         self._raw = replace(self.options, compression="none", shuffle=False)
         self.max_value_bytes = max_value_bytes
-        budget = max_value_bytes - CHUNK_OVERHEAD - len(self.transfer_id.encode())
-        if budget < 64:
+        fixed = CHUNK_OVERHEAD + len(self.transfer_id.encode())
+        budget = max_value_bytes - fixed
+        if budget < MIN_RUN_BYTES:
             raise SerializationException(
-                f"record limit {max_value_bytes} is too small to stream a message into"
+                f"records of {max_value_bytes} bytes (the transport's max_record_bytes less "
+                "the key and headers) are too small to stream a message into: a chunk "
+                f"needs {fixed + MIN_RUN_BYTES} bytes at least; raise max_record_bytes"
             )
         lossy = self.lossy_config
         #: Per tensor, whether the lossy config applies to it (judged whole).
-        self.lossy = [
-            lossy is not None and lossy.applies_to(src.name, src.dtype, src.raw.nbytes // width)
-            for src in sources
-            for width in [src.dtype.itemsize]
-        ]
+        self.lossy = [lossy is not None and lossy_applies(lossy, src) for src in sources]
         self.runs = runs(sources, budget, [lossy if on else None for on in self.lossy])
         self.workers = threads or options.threads or default_threads()
         self.signer = msg.seal_signer
@@ -215,8 +234,26 @@ class StreamWriter:
             return self.options
         return self._raw
 
+    async def _check_lossy(self) -> None:
+        """Refuse, before the head goes out, a lossy tensor holding a value its
+        method cannot carry (``lossy.check_encodable``: a cast's overflow, int8 on
+        NaN): refused halfway, the stream would be left incomplete at every
+        receiver until its part timeout. One pass over those tensors, on a
+        worker thread."""
+        config = self.lossy_config
+        if config is None or config.method == "topk" or not any(self.lossy):
+            return
+        lossy_sources = [src for src, on in zip(self.sources, self.lossy, strict=True) if on]
+
+        def check() -> None:
+            for src in lossy_sources:
+                check_encodable(src.name, src.dtype, src.raw, config)
+
+        await asyncio.wrap_future(executor(self.workers).submit(check))
+
     async def parts(self) -> AsyncIterator[bytes]:
         """The head, each chunk as soon as it is encoded, then the seal."""
+        await self._check_lossy()
         signer = self.signer() if self.signer else None
         head = head_part(
             self.transfer_id,
