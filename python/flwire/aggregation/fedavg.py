@@ -61,6 +61,8 @@ class StreamingFedAvg:
     heaviest: dict[str, Heaviest] = field(default_factory=dict)
     #: Clients folded so far, with their example counts.
     counts: dict[str, int] = field(default_factory=dict)
+    #: The reference tensors' largest magnitudes, as the checks of deltas need them.
+    _largest: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name, ref in self.reference.items():
@@ -118,7 +120,15 @@ class StreamingFedAvg:
         for name, ref in self.reference.items():
             _check_value(f"{name!r} of {client_id!r}", tensors[name], ref)
             if ref.is_floating_point():
-                _check_term(f"{name!r} of {client_id!r}", tensors[name], ref, num_examples, delta)
+                base = self._reference_largest(name) if delta else 0.0
+                _check_term(f"{name!r} of {client_id!r}", tensors[name], base, num_examples)
+
+    def _reference_largest(self, name: str) -> float:
+        """The largest magnitude of the reference's tensor ``name`` (computed once)."""
+        found = self._largest.get(name)
+        if found is None:
+            found = self._largest[name] = largest_magnitude(self.reference[name])
+        return found
 
     def _keep_heaviest(
         self, name: str, client: str, value: torch.Tensor, weight: int, delta: bool
@@ -192,20 +202,25 @@ def _check_value(what: str, value: object, ref: torch.Tensor) -> None:
         )
 
 
-def _check_term(
-    what: str, value: torch.Tensor, ref: torch.Tensor, num_examples: int, delta: bool
-) -> None:
-    """Raise AggregationException unless ``num_examples * (ref + value)`` (or
-    ``num_examples * value``) is finite in float64: a bound from the largest
-    magnitudes, so nothing is allocated."""
+def largest_magnitude(value: torch.Tensor) -> float:
+    """The largest magnitude of a floating tensor's elements (0.0 when it has
+    none); NaN or infinity when it holds one. One pass (``torch.aminmax``),
+    nothing allocated."""
     if value.numel() == 0:
-        return
-    if not bool(torch.isfinite(value).all()):
+        return 0.0
+    low, high = torch.aminmax(value)
+    return max(abs(float(low)), abs(float(high)))
+
+
+def _check_term(what: str, value: torch.Tensor, base: float, num_examples: int) -> None:
+    """Raise AggregationException unless ``num_examples * (reference + value)``
+    is finite in float64, ``base`` being the reference's largest magnitude (0.0
+    for weights): a bound from the largest magnitudes, so nothing is allocated."""
+    largest = largest_magnitude(value)
+    if not math.isfinite(largest):
         bad = int((~torch.isfinite(value)).sum())
         raise AggregationException(f"{what} has {bad} non-finite value(s)")
-    largest = float(value.abs().max())
-    if delta:
-        largest += float(ref.abs().max())
+    largest += base
     if not math.isfinite(largest * num_examples):
         raise AggregationException(
             f"{what} times its {num_examples} examples overflows float64 (largest "

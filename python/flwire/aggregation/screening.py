@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from flwire import messages as m
+from flwire.aggregation.fedavg import largest_magnitude
 from flwire.exceptions import AggregationException, SerializationException
 from flwire.v1 import messages_pb2 as pb
 
@@ -72,11 +73,18 @@ def screen(
     for name, value in tensors.items():
         if not value.is_floating_point():
             continue
-        if not bool(torch.isfinite(value).all()):
+        largest = largest_magnitude(value)  # NaN or infinity: one is in there
+        if not math.isfinite(largest):
             bad = int((~torch.isfinite(value)).sum())
             raise UpdateRefused(f"{bad} non-finite value(s) in {name!r}")
-        full = _check_applied(name, value, global_state[name]) if delta else value
-        _check_weighted(name, full, count)
+        if delta:
+            base = global_state[name]
+            # |base + delta| is at most this; only near the dtype's range is the
+            # sum itself computed.
+            largest += largest_magnitude(base)
+            if largest > torch.finfo(base.dtype).max:
+                _check_applied(name, value, base)
+        _check_weighted(name, largest, count)
         if policy.max_distance is not None:
             change = value.double() if delta else value.double() - global_state[name].double()
             squares += float(change.square().sum())
@@ -90,9 +98,9 @@ def screen(
     return tensors
 
 
-def _check_applied(name: str, delta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """``base + delta`` in ``base``'s dtype (computed as the fold does: in float64,
-    then cast); refused when it is not finite there."""
+def _check_applied(name: str, delta: torch.Tensor, base: torch.Tensor) -> None:
+    """Refuse ``delta`` when ``base + delta`` in ``base``'s dtype (computed as the
+    fold does: in float64, then cast) is not finite there."""
     applied = (base.to(torch.float64) + delta.to(torch.float64)).to(base.dtype)
     if not bool(torch.isfinite(applied).all()):
         bad = int((~torch.isfinite(applied)).sum())
@@ -100,16 +108,15 @@ def _check_applied(name: str, delta: torch.Tensor, base: torch.Tensor) -> torch.
             f"{bad} value(s) of {name!r} leave the range of {base.dtype} once the delta is "
             f"added to the global model (largest finite: {torch.finfo(base.dtype).max:.4g})"
         )
-    return applied
 
 
-def _check_weighted(name: str, full: torch.Tensor, count: int) -> None:
-    """Refuse weights whose product with ``count`` overflows the fold's float64
-    sums (only a float64 model comes near)."""
-    if full.numel() and not math.isfinite(float(full.abs().max()) * count):
+def _check_weighted(name: str, largest: float, count: int) -> None:
+    """Refuse weights (of at most ``largest`` magnitude) whose product with
+    ``count`` overflows the fold's float64 sums (only a float64 model comes near)."""
+    if not math.isfinite(largest * count):
         raise UpdateRefused(
             f"{name!r} times num_examples {count} overflows float64 (largest magnitude "
-            f"{float(full.abs().max()):.4g})"
+            f"{largest:.4g})"
         )
 
 
