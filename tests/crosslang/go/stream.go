@@ -7,8 +7,11 @@ package conformance
 // decode.go), and returns the message once its seal checks out. Every
 // refusal wraps one of the Err* sentinels below, named after the check ids of
 // section 14.5. A chunk may be lossy (section 9.1): Decode checks it as any
-// lossy tensor and reconstructs its elements. VerifyStream checks a seal's
-// signature as section 14.3 does an envelope's.
+// lossy tensor and reconstructs its elements. What the chunks decode to is
+// bounded by the bytes of the records that arrived (Limits.MaxExpansion and
+// ExpansionFloor, as Decode bounds a whole map's), checked before each chunk
+// is decoded. VerifyStream checks a seal's signature as section 14.3 does an
+// envelope's.
 
 import (
 	"bytes"
@@ -105,6 +108,8 @@ type streamState struct {
 	next    uint32   // the next part index expected
 	crc     uint32
 	digest  hash.Hash // BLAKE3 of every part, for a signed head
+	arrived uint64    // bytes of the transfer's records taken, the head's included
+	decoded uint64    // what its chunks taken decode to (a lossy one's logical size)
 }
 
 // StreamReader reassembles streamed transfers. The zero value is not ready:
@@ -288,6 +293,7 @@ func (r *StreamReader) Add(value []byte) (*StreamMessage, error) {
 		return nil, r.giveUp(s, fmt.Errorf("%w: part %d where %d was expected", ErrStreamGap, p.index, s.next))
 	}
 	s.next++
+	s.arrived += uint64(len(value))
 	if p.chunk {
 		s.crc = crc32Update(s.crc, value)
 		if s.digest != nil {
@@ -350,6 +356,7 @@ func (r *StreamReader) start(p *parsedPart, value []byte) error {
 	s := &streamState{
 		id: p.transferID, env: h.GetEnvelope(), tensors: tensors,
 		filled: make([]uint64, len(tensors)), next: 1, crc: crc32Update(0, value),
+		arrived: uint64(len(value)),
 	}
 	if h.GetSigned() {
 		s.digest = blake3.New(32, nil)
@@ -459,6 +466,9 @@ func (r *StreamReader) chunk(s *streamState, p *parsedPart) error {
 	if k > numel-p.offset {
 		return fmt.Errorf("%w: %d elements at %d of %d", ErrChunkOverrun, k, p.offset, numel)
 	}
+	if err := r.checkExpansion(s, k*width); err != nil { // k <= numel: no overflow
+		return err
+	}
 	d, err := Decode(p.elements, r.Limits)
 	if err != nil {
 		if errors.Is(err, ErrDecompress) || errors.Is(err, ErrChecksum) || errors.Is(err, ErrBool) ||
@@ -469,6 +479,29 @@ func (r *StreamReader) chunk(s *streamState, p *parsedPart) error {
 	}
 	copy(t.Raw[p.offset*width:], d.Tensors[0].Raw) // a lossy chunk's: its reconstruction
 	s.filled[p.tensor] += k
+	return nil
+}
+
+// checkExpansion counts what a chunk decodes to (k x width, for a lossy chunk
+// its logical size, not its payload's) before it is decoded, and refuses it
+// when the transfer's chunks would decode to more than max(ExpansionFloor,
+// MaxExpansion x the bytes of its records taken so far, the head's and this
+// chunk's included): section 14.5 bounds a stream's expansion as section 11
+// bounds a whole TensorMap's, so that a few compressed records cannot fill
+// gigabytes of tensor memory. MaxExpansion 0 turns the bound off. The refusal
+// is [chunk_elements] (section 11's limits on a chunk count as that check)
+// and wraps ErrExpansion, Decode's sentinel for max_expansion.
+func (r *StreamReader) checkExpansion(s *streamState, size uint64) error {
+	decoded := s.decoded + size // each below the declared total: no overflow
+	if lim := r.Limits; lim.MaxExpansion > 0 {
+		allowed := max(float64(lim.ExpansionFloor), lim.MaxExpansion*float64(s.arrived))
+		if float64(decoded) > allowed {
+			return fmt.Errorf("%w: %w: the stream's chunks decode to %d bytes from %d bytes of "+
+				"records, over %g times their size (and over the floor of %d bytes)",
+				ErrChunkElements, ErrExpansion, decoded, s.arrived, lim.MaxExpansion, lim.ExpansionFloor)
+		}
+	}
+	s.decoded = decoded
 	return nil
 }
 

@@ -636,3 +636,133 @@ func TestStreamLossyChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamExpansion: section 14.5's bound on what a transfer's chunks decode
+// to, max(ExpansionFloor, MaxExpansion x the bytes of its records so far, the
+// head's included), checked before each chunk is decoded, a lossy chunk
+// counted at its logical size (k x width). With lowered limits a valid stream
+// is refused ([chunk_elements], wrapping ErrExpansion) at the chunk that
+// passes the bound; that chunk's CRC-32C is made wrong, so a reader that
+// decoded it first would refuse it for chunk_decode instead. With the bound
+// off (MaxExpansion 0) the same stream decodes; with the defaults every
+// stream vector does.
+func TestStreamExpansion(t *testing.T) {
+	const floor, ratio = 256, 0.5
+	streams := map[string]streamExpectation{}
+	for _, e := range loadStreams(t) {
+		streams[e.Name] = e
+		if msg, _, err := readStream(streamParts(t, e)); msg == nil || err != nil {
+			t.Errorf("%s, default limits: %v", e.Name, err)
+		}
+	}
+	// tripsAt: the first part whose chunk takes the decoded bytes past the
+	// bound (-1: none), counting each chunk's logical size, or its payload's.
+	tripsAt := func(e streamExpectation, values [][]byte, payload bool) int {
+		var arrived, decoded uint64
+		for k, v := range values {
+			arrived += uint64(len(v))
+			p := e.Parts[k]
+			if p.Kind != "chunk" {
+				continue
+			}
+			if payload {
+				decoded += p.RawSize
+			} else {
+				dtype := flwirev1.Dtype(flwirev1.Dtype_value[e.Tensors[p.TensorIndex].Dtype])
+				decoded += p.ElementCount * Width(dtype)
+			}
+			if float64(decoded) > max(float64(floor), ratio*float64(arrived)) {
+				return k
+			}
+		}
+		return -1
+	}
+	reader := func(maxExpansion float64) *StreamReader {
+		r := NewStreamReader()
+		r.Limits.ExpansionFloor, r.Limits.MaxExpansion = floor, maxExpansion
+		return r
+	}
+	for _, name := range []string{"stream", "stream_lossy_topk"} {
+		t.Run(name, func(t *testing.T) {
+			e, ok := streams[name]
+			if !ok {
+				t.Fatalf("no stream vector %s", name)
+			}
+			values := streamParts(t, e)
+			trip := tripsAt(e, values, false)
+			if trip < 2 || trip >= len(values)-1 {
+				t.Fatalf("the bound trips at part %d of %d: no chunk before it, or none", trip, len(values))
+			}
+			if name == "stream_lossy_topk" && tripsAt(e, values, true) != -1 {
+				t.Fatal("its payloads alone pass the bound: the logical size is not what trips it")
+			}
+			// The chunk that passes the bound, with a CRC-32C that does not check out.
+			var part flwirev1.StreamPart
+			if err := proto.Unmarshal(values[trip], &part); err != nil || part.GetChunk() == nil {
+				t.Fatalf("part %d: not a chunk (%v)", trip, err)
+			}
+			part.GetChunk().GetElements().GetTensors()[0].Crc32C ^= 1
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&part)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := append([][]byte{}, values...)
+			bad[trip] = b
+			if tripsAt(e, bad, false) != trip {
+				t.Fatalf("the changed part %d moved the bound", trip)
+			}
+
+			r := reader(ratio)
+			for k, v := range bad {
+				msg, err := r.Add(v)
+				switch {
+				case k < trip:
+					if msg != nil || err != nil {
+						t.Fatalf("part %d: message %v, %v", k, msg != nil, err)
+					}
+				case k == trip:
+					if msg != nil || streamCheck(t, name, err) != "chunk_elements" ||
+						!errors.Is(err, ErrExpansion) || errors.Is(err, ErrChecksum) || r.Pending() != 0 {
+						t.Fatalf("part %d: message %v, %d pending, %v; want chunk_elements (%v) before decoding",
+							k, msg != nil, r.Pending(), err, ErrExpansion)
+					}
+					t.Logf("part %d: %v", k, err)
+				default:
+					if msg != nil || !errors.Is(err, ErrSkipped) {
+						t.Fatalf("part %d of a transfer given up on: message %v, %v", k, msg != nil, err)
+					}
+				}
+			}
+
+			// The bound off: the changed chunk is decoded, and refused for it;
+			// the valid stream decodes to its tensors.
+			r = reader(0)
+			var first error
+			for _, v := range bad {
+				if _, err := r.Add(v); err != nil && first == nil {
+					first = err
+				}
+			}
+			if streamCheck(t, name, first) != "chunk_decode" || !errors.Is(first, ErrChecksum) {
+				t.Errorf("bound off, chunk %d changed: %v, want chunk_decode", trip, first)
+			}
+			r = reader(0)
+			var msg *StreamMessage
+			for k, v := range values {
+				m, err := r.Add(v)
+				if err != nil {
+					t.Fatalf("bound off: part %d: %v", k, err)
+				}
+				msg = m
+			}
+			if msg == nil || len(msg.Tensors) != len(e.Tensors) {
+				t.Fatalf("bound off: no message")
+			}
+			for i, want := range e.Tensors {
+				if hex.EncodeToString(msg.Tensors[i].Raw) != want.RawHex {
+					t.Errorf("bound off: tensor %q differs", want.Name)
+				}
+			}
+		})
+	}
+}

@@ -197,6 +197,8 @@ interface Transfer {
   tensors: Slot[];
   held: bigint; // the declared bytes, plus PER_TRANSFER_BYTES
   next: number;
+  arrived: number; // bytes of the records taken, the head included
+  decoded: number; // bytes the chunks decode to (a lossy chunk's k x width, not its payload's)
   crc: number;
   digest?: ReturnType<typeof blake3.create>; // of every part, for a signed head
 }
@@ -276,6 +278,7 @@ export class StreamReader {
   }
 
   private take(t: Transfer, value: Uint8Array): void {
+    t.arrived += value.length;
     t.crc = crc32c(value, t.crc);
     t.digest?.update(value);
   }
@@ -337,7 +340,7 @@ export class StreamReader {
     if (this.open.size >= maxStreams) headRefusal(`${this.open.size} transfers under way, max_streams ${maxStreams}`);
     const held = declared + PER_TRANSFER_BYTES;
     if (this.pendingBytes + held > maxPendingBytes) headRefusal(`the transfers under way would hold more than max_pending_bytes ${maxPendingBytes}`);
-    const t: Transfer = { id: transferId, envelope: env, type: type!, tensors, held, next: 1, crc: 0 };
+    const t: Transfer = { id: transferId, envelope: env, type: type!, tensors, held, next: 1, arrived: 0, decoded: 0, crc: 0 };
     if (h.signed) t.digest = blake3.create();
     return t;
   }
@@ -365,6 +368,7 @@ export class StreamReader {
     }
     const k = x.shape[0]!;
     if (k > s!.numel - s!.filled) refuse("chunk_overrun", `${k} elements at element ${s!.filled} of ${name}, which has ${s!.numel}`);
+    this.checkExpansion(t, Number(k) * s!.width);
     plan = checked.plans[0]!;
     s!.raw ??= new Uint8Array(Number(s!.numel) * s!.width);
     const at = Number(s!.filled) * s!.width;
@@ -376,6 +380,31 @@ export class StreamReader {
       rethrowAs(decode ? "chunk_decode" : "chunk_elements", err);
     }
     s!.filled += k;
+  }
+
+  /**
+   * Section 14.5's stream-wide expansion bound (a SHOULD; flwire-python's
+   * `_check_expansion`), checked before a chunk is allocated for or decoded:
+   * what the transfer's chunks decode to, this one's `bytes` (its logical
+   * size) included, is at most max(expansion_floor_bytes, max_expansion x the
+   * bytes of its records so far, the head and this chunk's included), as a
+   * whole TensorMap's is by its size (section 11), so that a few compressed
+   * records cannot fill gigabytes of tensor memory. A `maxExpansion` of null
+   * turns it off. Refused as `[chunk_elements]` (a limit of section 11 on the
+   * chunk), which gives the transfer up.
+   */
+  private checkExpansion(t: Transfer, bytes: number): void {
+    t.decoded += bytes;
+    const { maxExpansion, expansionFloorBytes } = this.bounds.limits;
+    if (maxExpansion === null) return;
+    const allowed = Math.max(expansionFloorBytes, maxExpansion * t.arrived);
+    if (t.decoded > allowed) {
+      refuse(
+        "chunk_elements",
+        `the stream's chunks decode to ${t.decoded} bytes from ${t.arrived} bytes of records, over ${maxExpansion} times their size ` +
+          `(max_expansion; at most ${Math.floor(allowed)} bytes, expansion_floor_bytes ${expansionFloorBytes})`,
+      );
+    }
   }
 
   /** Check the seal against what arrived and hand the message out. */

@@ -25,7 +25,8 @@ export interface Limits {
   maxTensorsPerMib: number;
   maxRank: number;
   maxUnknownBytes: number;
-  maxExpansion: number;
+  /** Decoded bytes per byte of a map (and of a stream's records, section 14.5); null: no bound. */
+  maxExpansion: number | null;
   expansionFloorBytes: number;
 }
 
@@ -234,8 +235,8 @@ export function checkTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMIT
     if (names.has(t.name)) refuse("unique_names", `two tensors are named '${t.name}'`);
     names.add(t.name);
   }
-  const allowed = Math.max(limits.expansionFloorBytes, limits.maxExpansion * bytes.length);
-  if (total.bytes > BigInt(allowed)) {
+  const allowed = limits.maxExpansion === null ? Infinity : Math.max(limits.expansionFloorBytes, limits.maxExpansion * bytes.length);
+  if (Number.isFinite(allowed) && total.bytes > BigInt(Math.floor(allowed))) {
     refuse("max_expansion", `a map of ${bytes.length} bytes declares ${total.bytes} decoded bytes (at most ${allowed})`);
   }
   return { map: m, plans };

@@ -10,17 +10,18 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { equals, toJson } from "@bufbuild/protobuf";
+import { equals, fromBinary, toJson } from "@bufbuild/protobuf";
 import { blake3 } from "@noble/hashes/blake3.js";
 
 import { crc32c } from "../src/crc32c.js";
 import { codecName, dtypeName, dtypeWidth, filterName, lossyName } from "../src/dtypes.js";
 import { FlwireError } from "../src/errors.js";
 import { EnvelopeSchema } from "../src/gen/flwire/v1/messages_pb.js";
+import { TensorMapSchema } from "../src/gen/flwire/v1/tensor_pb.js";
 import { recordHeaders } from "../src/kafka_headers.js";
 import { streamPayload, verifyStream } from "../src/signing.js";
-import { parseStreamPart, STREAM_CHECKS, type StreamMessage, StreamReader } from "../src/stream.js";
-import { decodeTensorMap } from "../src/tensormap.js";
+import { DEFAULT_STREAM_BOUNDS, parseStreamPart, STREAM_CHECKS, type StreamBounds, type StreamMessage, StreamReader } from "../src/stream.js";
+import { DEFAULT_LIMITS, decodeTensorMap } from "../src/tensormap.js";
 import { checkedFile, type FileEntry, fromHex, hex, manifest, readVector } from "./util.js";
 
 interface StreamJson {
@@ -74,8 +75,8 @@ function streams(): StreamJson[] {
 const values = (s: StreamJson): Uint8Array[] => s.parts.map((p) => readVector(p.path));
 
 /** What a new reader makes of values in order: the message, and the first refusal. */
-function read(vs: Uint8Array[]): { message?: StreamMessage; refusal?: FlwireError; reader: StreamReader } {
-  const reader = new StreamReader();
+function read(vs: Uint8Array[], bounds: StreamBounds = DEFAULT_STREAM_BOUNDS): { message?: StreamMessage; refusal?: FlwireError; reader: StreamReader } {
+  const reader = new StreamReader(bounds);
   let message: StreamMessage | undefined;
   let refusal: FlwireError | undefined;
   for (const v of vs) {
@@ -288,5 +289,79 @@ test("every changed byte of every part (three ways): the unsigned stream refused
     });
     assert.ok(changed > 2000, `${changed} changed streams`);
     console.error(`${want.name}: ${changed} changed streams, ${unchanged} read unchanged, none verified`);
+  }
+});
+
+/** Section 11's limits lowered for the stream-wide expansion bound of section 14.5: it trips on the golden streams. */
+const lowered = (maxExpansion: number | null): StreamBounds => ({
+  ...DEFAULT_STREAM_BOUNDS,
+  limits: { ...DEFAULT_LIMITS, expansionFloorBytes: 256, maxExpansion },
+});
+
+/**
+ * The first part at which the chunks' decoded bytes (a lossy chunk's k x width, or, with
+ * `payload`, its payload's raw_size) pass max(256, x times the bytes of the records so far).
+ */
+function firstOver(want: StreamJson, x: number, payload = false): number | undefined {
+  let arrived = 0;
+  let decoded = 0;
+  for (const p of want.parts) {
+    arrived += p.size;
+    if (p.kind !== "chunk") continue;
+    decoded += payload ? p.raw_size! : (p.decoded_size ?? p.raw_size!);
+    if (decoded > Math.max(256, x * arrived)) return p.index;
+  }
+  return undefined;
+}
+
+test("the stream-wide expansion bound (section 14.5): refused before the chunk past it is decoded; off with max_expansion null", () => {
+  const all = streams();
+  // The defaults (a floor of 16 MiB, 100 times) let every golden stream through.
+  for (const want of all) {
+    const got = read(values(want));
+    assert.ok(got.message !== undefined && got.refusal === undefined, `${want.name} with the default limits`);
+  }
+  // A zstd stream, and a lossy one whose chunks count their logical size (k x width), not their payload's.
+  const byName = new Map(all.map((w) => [w.name, w]));
+  for (const name of ["stream", "stream_lossy_topk"]) {
+    const want = byName.get(name)!;
+    const vs = values(want);
+    const over = firstOver(want, 0.5)!;
+    assert.ok(over !== undefined && over > 1 && over < vs.length - 1, `${name}: the bound trips at a chunk after the first (${over})`);
+    if (name === "stream_lossy_topk") assert.equal(firstOver(want, 0.5, true), undefined, "counting payloads, it would not trip");
+    const r = new StreamReader(lowered(0.5));
+    vs.slice(0, over).forEach((v) => assert.equal(r.add(v), undefined));
+    let refusal: FlwireError | undefined;
+    try {
+      r.add(vs[over]!);
+    } catch (e) {
+      assert.ok(e instanceof FlwireError, String(e));
+      refusal = e;
+    }
+    assert.ok(refusal !== undefined, `${name}: part ${over} refused`);
+    assert.equal(refusal.check, "chunk_elements", refusal.message);
+    assert.match(refusal.message, new RegExp(`^\\[chunk_elements\\] part ${over}: the stream's chunks decode to \\d+ bytes from \\d+ bytes of records, over 0\\.5 times their size`));
+    // Given up: nothing held, its later parts skipped.
+    assert.equal(r.pending(), 0);
+    for (const v of vs.slice(over + 1)) assert.equal(r.add(v), undefined);
+    assert.equal(r.skipped, vs.length - over - 1);
+    // Before decoding: the same part with its chunk's data corrupted is refused for the bound,
+    // where with the bound off its decoding fails (chunk_decode).
+    const data = fromBinary(TensorMapSchema, parseStreamPart(vs[over]!).chunk!.elements).tensors[0]!.data; // as stored
+    const bad = new Uint8Array(vs[over]!);
+    const at = Buffer.from(bad).indexOf(Buffer.from(data));
+    assert.ok(data.length > 0 && at > 0);
+    bad[at + data.length - 1]! ^= 0xff; // its last byte
+    const corrupt = [...vs.slice(0, over), bad, ...vs.slice(over + 1)];
+    assert.equal(read(corrupt).refusal?.check, "chunk_decode", `${name}: part ${over} corrupted, default limits`);
+    assert.equal(read(corrupt, lowered(null)).refusal?.check, "chunk_decode", `${name}: part ${over} corrupted, the bound off`);
+    const tripped = read(corrupt, lowered(0.5)).refusal;
+    assert.equal(tripped?.check, "chunk_elements", `${name}: part ${over} corrupted, the bound on`);
+    assert.match(tripped!.message, /the stream's chunks decode to/);
+    // The bound off (max_expansion null), the same limits otherwise: the stream reads as with the defaults.
+    const off = read(vs, lowered(null));
+    assert.equal(off.refusal, undefined, `${name} with max_expansion null: ${off.refusal?.message}`);
+    const whole = read(vs).message!;
+    assert.deepEqual(off.message!.tensors.map((t) => hex(t.raw)), whole.tensors.map((t) => hex(t.raw)), name);
   }
 });

@@ -35,4 +35,10 @@ public record Limits(
       default -> throw new IllegalArgumentException("unknown limit " + name);
     };
   }
+
+  /** These limits with max_expansion (0: none) and expansion_floor_bytes replaced. */
+  public Limits withExpansion(double maxExpansion, long expansionFloorBytes) {
+    return new Limits(maxTensorBytes, maxTotalBytes, maxTensors, maxTensorsPerMiB, maxRank,
+        maxUnknownBytes, maxExpansion, expansionFloorBytes);
+  }
 }

@@ -38,8 +38,11 @@ import org.apache.commons.codec.digest.Blake3;
  * {@code stream_head}, {@code chunk_tensor_index}, {@code chunk_offset}, {@code chunk_elements},
  * {@code chunk_overrun}, {@code chunk_decode}, {@code stream_part_count}, {@code stream_crc32c},
  * {@code stream_incomplete}, {@code stream_signed}); a refused transfer is given up, and its
- * later parts are skipped. A signed message's seal is verified by
- * {@link Signatures#verifyStream}.
+ * later parts are skipped. What a transfer's chunks decode to is bounded by the bytes of its
+ * records received, as a whole TensorMap's is by its size (section 11's {@code max_expansion} and
+ * {@code expansion_floor_bytes} of the reader's {@link Limits}; a max_expansion of 0 turns it off):
+ * a chunk past it is refused ({@code [chunk_elements]}, "[max_expansion]" in the text) before it
+ * is decoded. A signed message's seal is verified by {@link Signatures#verifyStream}.
  */
 public final class StreamReader {
 
@@ -89,6 +92,8 @@ public final class StreamReader {
     final CRC32C crc = new CRC32C();
     final Blake3 digest; // of every part, for a signed head
     int next = 1;
+    long arrived; // bytes of the records taken, the head's included
+    long decoded; // bytes the chunks decode to (a lossy chunk's logical size)
 
     Transfer(String id, Envelope envelope, Message body, Slot[] tensors, long held,
         boolean signed) {
@@ -102,6 +107,7 @@ public final class StreamReader {
     }
 
     void take(byte[] value) {
+      arrived += value.length;
       crc.update(value);
       if (digest != null) {
         digest.update(value);
@@ -127,6 +133,11 @@ public final class StreamReader {
   /** A reader with the limits of section 11 and flwire-python's stream bounds. */
   public StreamReader() {
     this(Limits.DEFAULT, DEFAULT_MAX_STREAM_BYTES, DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_STREAMS);
+  }
+
+  /** A reader with these limits of section 11 and flwire-python's stream bounds. */
+  public StreamReader(Limits limits) {
+    this(limits, DEFAULT_MAX_STREAM_BYTES, DEFAULT_MAX_PENDING_BYTES, DEFAULT_MAX_STREAMS);
   }
 
   public StreamReader(Limits limits, long maxStreamBytes, long maxPendingBytes, int maxStreams) {
@@ -483,6 +494,7 @@ public final class StreamReader {
     } catch (FlwireException x) {
       throw x.as("chunk_elements");
     }
+    expansion(t, k * s.width); // k x width: raw_size checked above, or a lossy chunk's logical size
     if (s.raw == null) {
       s.raw = new byte[Math.toIntExact(s.numel * s.width)];
     }
@@ -501,6 +513,28 @@ public final class StreamReader {
       throw x.as(decode ? "chunk_decode" : "chunk_elements");
     }
     s.filled += k;
+  }
+
+  /**
+   * Counts a chunk's decoded bytes towards its transfer's, refused past what the records received
+   * allow (section 14.5, a SHOULD): at most {@code max(expansion_floor_bytes, max_expansion x the
+   * bytes of the transfer's records so far)}, the head's included, so that a few compressed records
+   * cannot fill gigabytes of tensor memory. Checked before the chunk is decoded or its tensor's
+   * buffer made; a max_expansion of 0 (none) turns it off, as for a whole TensorMap.
+   */
+  private void expansion(Transfer t, long bytes) {
+    t.decoded += bytes;
+    if (limits.maxExpansion() <= 0) {
+      return;
+    }
+    double allowed = Math.max((double) limits.expansionFloorBytes(),
+        limits.maxExpansion() * t.arrived);
+    if (t.decoded > allowed) {
+      throw new FlwireException("max_expansion", "the stream's chunks decode to " + t.decoded
+          + " bytes from " + t.arrived + " bytes of records, over " + limits.maxExpansion()
+          + " times their size (max(" + limits.expansionFloorBytes() + ", "
+          + limits.maxExpansion() + " x the records' size))").as("chunk_elements");
+    }
   }
 
   /** Checks the seal against what arrived and hands the message out. */

@@ -426,6 +426,128 @@ class StreamVectorsTest {
     return flwire.v1.TensorOuterClass.LossyEncoding.newBuilder().setMethodValue(method).build();
   }
 
+  /** The limits of section 11 with a lowered expansion bound: 0.5 x the records, at least 256 B. */
+  private static final Limits TIGHT = Limits.DEFAULT.withExpansion(0.5, 256);
+
+  /**
+   * The part at which a transfer's chunks first decode to more than max(floor, max_expansion x
+   * the bytes of its records so far, the head's included), from its .json alone (a chunk decodes
+   * to element_count x the dtype's width: a lossy chunk's logical size, not its payload's); -1 if
+   * none does.
+   */
+  private static int expansionPart(JsonObject want, Limits lim) {
+    long arrived = 0;
+    long decoded = 0;
+    JsonElement[] tensors = want.getAsJsonArray("tensors").asList().toArray(new JsonElement[0]);
+    for (JsonElement e : want.getAsJsonArray("parts")) {
+      JsonObject p = e.getAsJsonObject();
+      arrived += p.get("size").getAsLong();
+      if (!p.get("kind").getAsString().equals("chunk")) {
+        continue;
+      }
+      String dtype = tensors[p.get("tensor_index").getAsInt()].getAsJsonObject().get("dtype")
+          .getAsString();
+      decoded += p.get("element_count").getAsLong()
+          * Dtypes.width(flwire.v1.TensorOuterClass.Dtype.valueOf(dtype).getNumber());
+      if (decoded > Math.max((double) lim.expansionFloorBytes(), lim.maxExpansion() * arrived)) {
+        return p.get("index").getAsInt();
+      }
+    }
+    return -1;
+  }
+
+  /** values with part's chunk's CRC-32C changed (same length): decoding it would fail. */
+  private static List<byte[]> badCrcAt(List<byte[]> values, int part) throws Exception {
+    StreamPart p = StreamPart.parseFrom(values.get(part));
+    TensorMap m = p.getChunk().getElements();
+    Tensor t = m.getTensors(0);
+    TensorMap changed = m.toBuilder().setTensors(0, t.toBuilder().setCrc32C(t.getCrc32C() ^ 1))
+        .build();
+    byte[] v = p.toBuilder().setChunk(p.getChunk().toBuilder().setElements(changed)).build()
+        .toByteArray();
+    assertEquals(values.get(part).length, v.length, "the changed part keeps its size");
+    List<byte[]> out = new ArrayList<>(values);
+    out.set(part, v);
+    return out;
+  }
+
+  /** Values read in order by r: the part that was refused (-1: none), and the refusal. */
+  private static FlwireException readUntilRefused(StreamReader r, List<byte[]> values, int[] at) {
+    at[0] = -1;
+    for (int k = 0; k < values.size(); k++) {
+      try {
+        r.add(values.get(k));
+      } catch (FlwireException e) {
+        at[0] = k;
+        return e;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Section 14.5 (a SHOULD): what a transfer's chunks decode to is bounded by the bytes of its
+   * records received, max(expansion_floor_bytes, max_expansion x them), checked before each chunk
+   * is decoded. With the bound lowered, "stream" (zstd chunks) and "stream_lossy_topk" (top-k
+   * chunks: their logical size counts, k x width, 4 times their payload's) are refused
+   * [chunk_elements] at the chunk past it, the transfer given up, even when that chunk's CRC-32C
+   * is wrong (decoding it would be [chunk_decode]: the bound came first); with the bound off (a
+   * max_expansion of 0) the same streams read to what the defaults give.
+   */
+  @Test
+  void refusesChunksPastTheStreamsExpansionBound() throws Exception {
+    Map<String, StreamReader.StreamMessage> byDefault = new HashMap<>();
+    for (JsonObject want : streams()) {
+      String name = want.get("name").getAsString();
+      assertEquals(-1, expansionPart(want, Limits.DEFAULT), name);
+      Read got = read(values(want)); // the defaults
+      assertNull(got.refusal(), name);
+      assertNotNull(got.message(), name);
+      byDefault.put(name, got.message());
+    }
+    for (String name : List.of("stream", "stream_lossy_topk")) {
+      JsonObject want = streams().stream()
+          .filter(w -> w.get("name").getAsString().equals(name)).findFirst().orElseThrow();
+      List<byte[]> values = values(want);
+      int part = expansionPart(want, TIGHT);
+      assertEquals(3, part, name + ": the part past the bound");
+      int[] at = new int[1];
+      for (List<byte[]> v : List.of(values, badCrcAt(values, part))) {
+        StreamReader r = new StreamReader(TIGHT);
+        FlwireException e = readUntilRefused(r, v, at);
+        assertNotNull(e, name + " read");
+        assertEquals(part, at[0], name + ": refused at " + e.getMessage());
+        assertEquals("chunk_elements", e.check(), e.getMessage());
+        assertTrue(e.getMessage().contains("[max_expansion]")
+            && e.getMessage().contains("the stream's chunks decode to "), e.getMessage());
+        assertEquals(0, r.pending(), "the transfer is given up");
+        for (byte[] later : v.subList(part + 1, v.size())) {
+          assertNull(r.add(later)); // skipped
+        }
+        System.err.println(name + ": " + e.getMessage());
+      }
+      // The bound off, the rest of the limits as tight: the stream reads as with the defaults,
+      // and the changed CRC-32C is found when the chunk is decoded.
+      Limits off = TIGHT.withExpansion(0, TIGHT.expansionFloorBytes());
+      StreamReader r = new StreamReader(off);
+      StreamReader.StreamMessage msg = null;
+      for (byte[] v : values) {
+        msg = r.add(v);
+      }
+      assertNotNull(msg, name + " with max_expansion off");
+      StreamReader.StreamMessage ref = byDefault.get(name);
+      assertEquals(ref.envelope(), msg.envelope());
+      assertEquals(ref.crc32c(), msg.crc32c());
+      for (int t = 0; t < ref.tensors().size(); t++) {
+        assertArrayEquals(ref.tensors().get(t).raw(), msg.tensors().get(t).raw(), name);
+      }
+      FlwireException e = readUntilRefused(new StreamReader(off), badCrcAt(values, part), at);
+      assertNotNull(e, name + " with a bad CRC-32C");
+      assertEquals(part, at[0]);
+      assertEquals("chunk_decode", e.check(), e.getMessage());
+    }
+  }
+
   /** Every part twice in a row: the copies are skipped, one message comes out. */
   @Test
   void skipsRedeliveredParts() {
