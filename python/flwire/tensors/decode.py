@@ -667,14 +667,20 @@ def decode_elements_into(
         # Zeros and the kept values, in out itself: no second chunk-sized buffer.
         lossy.scatter_top_k_into(rec.name, rec.dtype, params, payload, out)
         return None
-    result, phases = lossy.decode_jobs(
-        rec.name, rec.dtype, rec.numel, params, payload, out if in_place else None
+    # Reconstructed in out itself: in place (the payload at its end), or from
+    # the payload's own buffer (block int8 on wide dtypes), never copied after.
+    _, phases = lossy.decode_jobs(
+        rec.name,
+        rec.dtype,
+        rec.numel,
+        params,
+        payload,
+        out if in_place else None,
+        into=None if in_place else out,
     )
     for phase in phases:
         for _, work in phase:
             work()
-    if result is not out:
-        out[:] = result
     return None
 
 

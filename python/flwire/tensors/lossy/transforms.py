@@ -342,13 +342,17 @@ def decode_jobs(
     params: LossyParams,
     payload: np.ndarray,
     out: np.ndarray | None = None,
+    *,
+    into: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[list[Job]]]:
     """The output buffer of a lossy tensor (numel x width bytes) and the jobs
     that fill it, in phases: the jobs of one phase are independent (a decoder
     runs those of all its tensors on every core), and a phase starts when the
     one before it has ended. Everything that can be refused is refused here,
     before the output is allocated. ``out`` is the output buffer when the
-    payload lies at its end (see :func:`in_place`)."""
+    payload lies at its end (see :func:`in_place`); ``into``, when the payload
+    lies elsewhere (block int8 only: the casts are reconstructed in place, and
+    top-k has :func:`scatter_top_k_into`)."""
     what = f"tensor {name!r}"
     if payload.nbytes != payload_size(dtype, numel, params, what):
         raise SerializationException(f"{what}: lossy payload has {payload.nbytes} bytes")
@@ -358,7 +362,9 @@ def decode_jobs(
     if method in CAST_TARGET:
         return _widen_jobs(dtype, numel, CAST_TARGET[method], payload, out)
     if method == pb.LOSSY_BLOCK_INT8:
-        return _dequantize_jobs(dtype, numel, params.block_size, payload, out)
+        return _dequantize_jobs(dtype, numel, params.block_size, payload, out, into)
+    if into is not None:
+        raise ValueError(f"{what}: only block int8 is reconstructed into a buffer given")
     buf, jobs = _scatter_top_k(what, dtype, numel, params.k, payload)
     return buf, [jobs]
 
@@ -394,7 +400,12 @@ def _widen_jobs(
 
 
 def _dequantize_jobs(
-    dtype: dtypes.DtypeInfo, n: int, block: int, payload: np.ndarray, out: np.ndarray | None
+    dtype: dtypes.DtypeInfo,
+    n: int,
+    block: int,
+    payload: np.ndarray,
+    out: np.ndarray | None,
+    into: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[list[Job]]]:
     blocks = -(-n // block)
     scale_bytes = payload[: SCALE_BYTES * blocks]
@@ -407,7 +418,8 @@ def _dequantize_jobs(
     direct = dtype.wire == dtypes.FLOAT32.wire  # the products are the output: no temporary
     steps = _dequantize_steps(n, block)
     if out is None:
-        out, phases = np.empty(n * width, dtype=np.uint8), [steps]
+        out = into if into is not None else np.empty(n * width, dtype=np.uint8)
+        phases = [steps]
     else:
         phases = _in_place_phases(steps, n, width, 1)
 
