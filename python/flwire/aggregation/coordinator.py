@@ -92,6 +92,9 @@ class Coordinator:
         self._reassembler = Reassembler(part_timeout=part_timeout_s)
         #: Partials of rounds not asked for yet (bounded: see the module).
         self._later: dict[int, list[m.Message]] = {}
+        #: A round that could not be combined, with what it merged (O(model)),
+        #: for another collect() of it.
+        self._unfinished: dict[int, RoundCombiner] = {}
         #: Their weights' bytes.
         self._later_bytes = 0
         #: The round last collected: partials of earlier rounds are late.
@@ -156,11 +159,10 @@ class Coordinator:
             self.start()
         consumer = self._consumer
         assert consumer is not None
-        combiner = RoundCombiner(round_id, reference, selected)
+        combiner = self._resumed(round_id, selected) or RoundCombiner(round_id, reference, selected)
+        counted = Counter(combiner.stats)  # a resumed round's were counted already
         self._drop_later(round_id - 1, f"round {round_id} is collected")
-        taken: list[m.Message] = []
         for early in self._later_of(round_id):
-            taken.append(early)
             combiner.add(early)
         started = time.monotonic()
         hard = started + (2 * max_wait_s if round_timeout_s is None else round_timeout_s)
@@ -175,7 +177,6 @@ class Coordinator:
                     continue
                 got = msg.body.round_id
                 if got == round_id:
-                    taken.append(msg)
                     combiner.add(msg)
                 elif got > round_id:
                     self._keep_for_later(msg, round_id)
@@ -190,11 +191,10 @@ class Coordinator:
             for gone in self._reassembler.expire():
                 self.stats["dropped_transfers"] += 1
                 logger.error("Coordinator gave up on a partial: %s", gone.reason)
-        self.stats.update(combiner.stats)
+        self.stats.update(combiner.stats - counted)
         if len(combiner.clients) < max(1, min_clients):
-            # Kept for another collect() of the round: they were read already.
-            self._later[round_id] = taken
-            self._later_bytes += sum(msg.weights_nbytes for msg in taken)
+            # Kept for another collect() of the round: its partials were read already.
+            self._unfinished = {round_id: combiner}
             raise AggregationException(
                 f"round {round_id} could not be combined: the partials cover "
                 f"{len(combiner.clients)} of {len(selected)} clients "
@@ -206,6 +206,20 @@ class Coordinator:
         self._drop_later(self._done_round, f"round {self._done_round} was collected")
         if combiner.missing():
             logger.warning("Round %d combined without %s", round_id, ", ".join(combiner.missing()))
+        return combiner
+
+    def _resumed(self, round_id: int, selected: Collection[str]) -> RoundCombiner | None:
+        """The combiner of round ``round_id`` if an earlier collect() of it with
+        the same selection could not combine it, else None (any other is dropped)."""
+        combiner = self._unfinished.pop(round_id, None)
+        self._unfinished.clear()
+        if combiner is not None and set(combiner.selected) != set(selected):
+            logger.warning(
+                "Round %d is collected again with another selection: the partials merged "
+                "by the earlier collect() are dropped",
+                round_id,
+            )
+            return None
         return combiner
 
     def _later_of(self, round_id: int) -> list[m.Message]:
