@@ -196,19 +196,19 @@ class StreamWriter:
         run = self.runs[k]
         src = self.sources[run.tensor_index]
         config = self.lossy_config
-        if config is not None and self.lossy[run.tensor_index]:
+        lossy = config is not None and self.lossy[run.tensor_index]
+        if config is not None and lossy:
             # Each run is compressed, and kept raw unless that paid: no probe.
             numel = src.raw.nbytes // src.dtype.itemsize
-            chunk = replace(self.options, lossy=chunk_lossy(config, numel, run.start, run.stop))
-            crcs: list[int | None] = []
-            pieces = encode_elements(src, run.start, run.stop, chunk, crcs=crcs)
-            value = chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
-            return value, ending_crc(value, pieces, crcs), self.options
-        chosen = self._choose(run) if options is None else options
-        crcs = []
+            chosen = replace(self.options, lossy=chunk_lossy(config, numel, run.start, run.stop))
+        else:
+            chosen = self._choose(run) if options is None else options
+        crcs: list[int | None] = []
         pieces = encode_elements(src, run.start, run.stop, chosen, crcs=crcs)
         value = chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
-        if options is None and self._run_bytes(run) <= PROBE_BYTES:
+        if lossy:
+            chosen = self.options  # each later run chooses its own
+        elif options is None and self._run_bytes(run) <= PROBE_BYTES:
             chosen = self._later_runs(value, run)
         return value, ending_crc(value, pieces, crcs), chosen
 
