@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
+from confluent_kafka import KafkaError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -262,6 +265,110 @@ def test_a_record_never_confirmed_written_fails_the_send(stand_in):
     with pytest.raises(CommunicationException, match="never confirmed written"):
         run(main())
     assert len(stand_in.produced) == 3
+
+
+class _PolledProducer:
+    """Holds each record's delivery report until poll() serves it, on the
+    transport's poll thread, as librdkafka does; ``answer`` False: never."""
+
+    answer: ClassVar[bool] = True
+    served_on: ClassVar[set[int]] = set()
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.queued: list[Callable[[], None]] = []
+        self.lock = threading.Lock()
+
+    def produce(self, topic, value, key=None, headers=None, on_delivery=None) -> None:
+        with self.lock:
+            offset = len(self.queued)
+            self.queued.append(lambda: on_delivery(None, _Msg(offset)))
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(0.002)  # reports pile up between polls
+        if not type(self).answer:
+            return 0
+        with self.lock:
+            served, self.queued = self.queued, []
+        for report in served:
+            type(self).served_on.add(threading.get_ident())
+            report()
+        return len(served)
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.queued)
+
+    def purge(self) -> None:
+        self.queued = []
+
+
+@pytest.fixture
+def polled(monkeypatch):
+    monkeypatch.setattr(kafka_module, "Producer", _PolledProducer)
+    monkeypatch.setattr(kafka_module, "AdminClient", _Admin)
+    _PolledProducer.answer = True
+    _PolledProducer.served_on = set()
+    return _PolledProducer
+
+
+def test_reports_served_together_on_the_poll_thread_each_settle_their_send(polled):
+    """A poll serves many reports at once; each send gets its own record's."""
+
+    async def main():
+        transport = kafka_module.KafkaTransport("127.0.0.1:1")
+        await transport.start()
+        try:
+            sends = [asyncio.ensure_future(transport.send(TOPIC, b"v%d" % i)) for i in range(300)]
+            await asyncio.gather(*sends)
+            return transport._poller_ident
+        finally:
+            await transport.stop()
+
+    poller = run(main())
+    assert polled.served_on == {poller}
+
+
+def test_a_refusal_fails_the_sends_waiting_for_their_reports(polled):
+    polled.answer = False
+
+    async def main():
+        transport = kafka_module.KafkaTransport("127.0.0.1:1", delivery_timeout_s=60)
+        await transport.start()
+        try:
+            sends = [asyncio.ensure_future(transport.send(TOPIC, b"v")) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            assert not any(s.done() for s in sends)
+            # librdkafka's error callback, on one of its threads.
+            err = KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error")
+            threading.Thread(target=transport._on_error, args=(err,)).start()
+            return await asyncio.gather(*sends, return_exceptions=True)
+        finally:
+            await transport.stop()
+
+    outcomes = run(main())
+    assert len(outcomes) == 3
+    for outcome in outcomes:
+        assert isinstance(outcome, CommunicationException)
+        assert "authentication" in str(outcome).lower()
+
+
+def test_a_report_that_never_comes_fails_the_send_after_its_bound(polled, monkeypatch):
+    polled.answer = False
+    monkeypatch.setattr(kafka_module, "_REPORT_GRACE_S", 0.2)
+
+    async def main():
+        transport = kafka_module.KafkaTransport("127.0.0.1:1", delivery_timeout_s=0.1)
+        await transport.start()
+        try:
+            await transport.send(TOPIC, b"v")
+        finally:
+            transport.close_timeout_s = 0.1
+            await transport.stop()
+
+    with pytest.raises(CommunicationException, match="no delivery report for a record"):
+        run(main())
 
 
 def test_records_of_a_revoked_partition_do_not_move_its_commit():

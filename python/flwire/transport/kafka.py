@@ -106,6 +106,11 @@ _QUEUE_FULL_BACKOFF_S = 0.05
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 
 
+def _run_each(calls: list[Callable[[], None]]) -> None:
+    for call in calls:
+        call()
+
+
 def _purge_and_report(producer: Producer) -> None:
     """Drop what the producer still holds (queued and in flight), and serve
     the delivery reports that the purge gives each record."""
@@ -457,6 +462,11 @@ class KafkaTransport(Transport):
         self._refusal: KafkaError | None = None
         self._refused = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Delivery reports awaited by sends (failed at once on a refusal).
+        self._awaiting_reports: set[asyncio.Future[int]] = set()
+        # The poll thread's reports of its current poll, and the thread.
+        self._reports: list[Callable[[], None]] = []
+        self._poller_ident: int | None = None
 
     def __repr__(self) -> str:
         who = kafka_security.describe(self.connection_config())
@@ -468,7 +478,15 @@ class KafkaTransport(Transport):
         if is_refused(err) and self._refusal is None:
             self._refusal = err
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._refused.set)
+                self._loop.call_soon_threadsafe(self._on_refused)
+
+    def _on_refused(self) -> None:
+        """On the event loop: the broker refused this client; calls waiting on
+        the broker fail, delivery reports awaited included."""
+        self._refused.set()
+        for delivered in self._awaiting_reports:
+            if not delivered.done():
+                delivered.set_exception(self._refused_error())
 
     def _protocol(self) -> str:
         return str(self.connection_config().get("security.protocol", "PLAINTEXT")).upper()
@@ -517,8 +535,17 @@ class KafkaTransport(Transport):
         self._poller.start()
 
     def _poll(self) -> None:
+        """The producer's poll thread: serves delivery reports, and hands each
+        poll's reports to the event loop in one call (a wake-up of the loop per
+        report cost the sender more CPU than its records' encoding)."""
+        self._poller_ident = threading.get_ident()
+        loop = self._loop
+        assert loop is not None
         while self._running and self._producer is not None:
             self._producer.poll(_PRODUCER_POLL_S)
+            if self._reports:
+                reports, self._reports = self._reports, []
+                loop.call_soon_threadsafe(_run_each, reports)
 
     def connection_config(self) -> dict[str, Any]:
         """The settings every client of this transport shares (the admin client
@@ -814,7 +841,12 @@ class KafkaTransport(Transport):
                 else:
                     delivered.set_result(-1 if offset is None else int(offset))
 
-            loop.call_soon_threadsafe(settle)
+            if threading.get_ident() == self._poller_ident:
+                # Inside the poll thread's poll(): handed to the loop with the other
+                # reports of that poll, in one wake-up (see _poll).
+                self._reports.append(settle)
+            else:  # flush() on stop(), on an executor thread
+                loop.call_soon_threadsafe(settle)
 
         deadline = time.monotonic() + self.delivery_timeout_s
         while True:
@@ -835,17 +867,29 @@ class KafkaTransport(Transport):
         return delivered, deadline
 
     async def _delivered(self, topic: str, delivered: asyncio.Future[int], deadline: float) -> int:
-        """The offset of a record's delivery report, within its deadline."""
+        """The offset of a record's delivery report, within its deadline; fails
+        at once when the broker refuses this client meanwhile (``_on_refused``).
+        The report's future is awaited itself, with one timer: no task per record."""
+        if self._refusal is not None:
+            raise self._refused_error()
         left = deadline - time.monotonic() + _REPORT_GRACE_S
+
+        def time_out() -> None:
+            if not delivered.done():
+                delivered.set_exception(
+                    CommunicationException(
+                        f"no delivery report for a record to {topic!r} within "
+                        f"{self.delivery_timeout_s + _REPORT_GRACE_S:.0f} s"
+                    )
+                )
+
+        timer = asyncio.get_running_loop().call_later(max(left, _REPORT_GRACE_S), time_out)
+        self._awaiting_reports.add(delivered)
         try:
-            return await self._unless_refused(
-                wait_for(delivered, timeout=max(left, _REPORT_GRACE_S))
-            )
-        except TimeoutError:
-            raise CommunicationException(
-                f"no delivery report for a record to {topic!r} within "
-                f"{self.delivery_timeout_s + _REPORT_GRACE_S:.0f} s"
-            ) from None
+            return await delivered
+        finally:
+            timer.cancel()
+            self._awaiting_reports.discard(delivered)
 
     async def subscribe(self, topics: Sequence[str], group_id: str) -> Subscription:
         self._require(self._producer if self._running else None)
