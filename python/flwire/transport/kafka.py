@@ -545,7 +545,10 @@ class KafkaTransport(Transport):
             self._producer.poll(_PRODUCER_POLL_S)
             if self._reports:
                 reports, self._reports = self._reports, []
-                loop.call_soon_threadsafe(_run_each, reports)
+                try:
+                    loop.call_soon_threadsafe(_run_each, reports)
+                except RuntimeError:  # the loop was closed without stop(): no one waits
+                    return
 
     def connection_config(self) -> dict[str, Any]:
         """The settings every client of this transport shares (the admin client
