@@ -273,10 +273,16 @@ class _PolledProducer:
 
     answer: ClassVar[bool] = True
     served_on: ClassVar[set[int]] = set()
+    #: The poll that serves the next reports then reports a refusal (librdkafka
+    #: serves both kinds of event from one queue, in one poll).
+    refuse_after_reports: ClassVar[bool] = False
+    #: Seconds flush() takes (stop() waits for it).
+    flush_s: ClassVar[float] = 0.0
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.queued: list[Callable[[], None]] = []
         self.lock = threading.Lock()
+        self.error_cb = config["error_cb"]
 
     def produce(self, topic, value, key=None, headers=None, on_delivery=None) -> None:
         with self.lock:
@@ -292,9 +298,13 @@ class _PolledProducer:
         for report in served:
             type(self).served_on.add(threading.get_ident())
             report()
+        if served and type(self).refuse_after_reports:
+            type(self).refuse_after_reports = False
+            self.error_cb(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error"))
         return len(served)
 
     def flush(self, timeout: float) -> int:
+        time.sleep(type(self).flush_s)
         return 0
 
     def __len__(self) -> int:
@@ -310,6 +320,8 @@ def polled(monkeypatch):
     monkeypatch.setattr(kafka_module, "AdminClient", _Admin)
     _PolledProducer.answer = True
     _PolledProducer.served_on = set()
+    _PolledProducer.refuse_after_reports = False
+    _PolledProducer.flush_s = 0.0
     return _PolledProducer
 
 
@@ -352,6 +364,43 @@ def test_a_refusal_fails_the_sends_waiting_for_their_reports(polled):
     for outcome in outcomes:
         assert isinstance(outcome, CommunicationException)
         assert "authentication" in str(outcome).lower()
+
+
+def test_a_record_reported_written_in_the_poll_that_reports_a_refusal_counts_as_sent(polled):
+    """The refusal is handed over after that poll's reports: the written record
+    is not reported refused (and sent again by its caller, a duplicate)."""
+    polled.refuse_after_reports = True
+
+    async def main():
+        transport = kafka_module.KafkaTransport("127.0.0.1:1")
+        await transport.start()
+        try:
+            await transport.send(TOPIC, b"written")
+            with pytest.raises(CommunicationException, match="authentication"):
+                await transport.send(TOPIC, b"after the refusal")
+        finally:
+            await transport.stop()
+
+    run(main())
+
+
+def test_a_send_made_while_stop_delivers_the_queue_fails_at_once(polled):
+    polled.flush_s = 0.3
+
+    async def main():
+        transport = kafka_module.KafkaTransport("127.0.0.1:1")
+        await transport.start()
+        await transport.send(TOPIC, b"before")
+        stopping = asyncio.ensure_future(transport.stop())
+        await asyncio.sleep(0.05)  # stop() is in flush()
+        t0 = time.monotonic()
+        with pytest.raises(CommunicationException, match="the transport is stopping"):
+            await transport.send(TOPIC, b"during stop")
+        waited = time.monotonic() - t0
+        await stopping
+        return waited
+
+    assert run(main()) < 5  # not the report's bound (delivery_timeout_s + 10 s)
 
 
 def test_a_report_that_never_comes_fails_the_send_after_its_bound(polled, monkeypatch):

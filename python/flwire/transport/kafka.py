@@ -35,6 +35,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -106,9 +107,16 @@ _QUEUE_FULL_BACKOFF_S = 0.05
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 
 
-def _run_each(calls: list[Callable[[], None]]) -> None:
+def _run_each(loop: asyncio.AbstractEventLoop, calls: list[Callable[[], None]]) -> None:
+    """Run one poll's delivery reports on the event loop; one that raises is
+    reported as a callback of its own would be, and the others still run."""
     for call in calls:
-        call()
+        try:
+            call()
+        except Exception as exc:
+            loop.call_exception_handler(
+                {"message": "a Kafka delivery report's callback failed", "exception": exc}
+            )
 
 
 def _purge_and_report(producer: Producer) -> None:
@@ -453,6 +461,7 @@ class KafkaTransport(Transport):
         self._admin: AdminClient | None = None
         self._poller: threading.Thread | None = None
         self._running = False
+        self._stopping = False
         self._subscriptions: list[_KafkaSubscription] = []
         # Topics known to accept writes (created if needed and probed).
         self._ready_topics: set[str] = set()
@@ -477,8 +486,13 @@ class KafkaTransport(Transport):
         on_client_error(err)
         if is_refused(err) and self._refusal is None:
             self._refusal = err
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._on_refused)
+            if threading.get_ident() == self._poller_ident:
+                # Served by the poll thread's poll(): handed over after that poll's
+                # delivery reports, so that a record reported written counts as sent.
+                self._reports.append(self._on_refused)
+            elif self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop was closed
+                    self._loop.call_soon_threadsafe(self._on_refused)
 
     def _on_refused(self) -> None:
         """On the event loop: the broker refused this client; calls waiting on
@@ -531,6 +545,7 @@ class KafkaTransport(Transport):
         except KafkaException as exc:
             raise CommunicationException(f"invalid Kafka configuration: {exc}") from None
         self._running = True
+        self._stopping = False
         self._poller = threading.Thread(target=self._poll, name="flwire-producer", daemon=True)
         self._poller.start()
 
@@ -541,14 +556,18 @@ class KafkaTransport(Transport):
         self._poller_ident = threading.get_ident()
         loop = self._loop
         assert loop is not None
-        while self._running and self._producer is not None:
-            self._producer.poll(_PRODUCER_POLL_S)
-            if self._reports:
-                reports, self._reports = self._reports, []
-                try:
-                    loop.call_soon_threadsafe(_run_each, reports)
-                except RuntimeError:  # the loop was closed without stop(): no one waits
-                    return
+        try:
+            while self._running and self._producer is not None:
+                self._producer.poll(_PRODUCER_POLL_S)
+                if self._reports:
+                    reports, self._reports = self._reports, []
+                    try:
+                        loop.call_soon_threadsafe(_run_each, loop, reports)
+                    except RuntimeError:  # the loop was closed without stop(): no one waits
+                        return
+        finally:
+            # Thread idents are reused: a later flush() thread must not pass for this one.
+            self._poller_ident = None
 
     def connection_config(self) -> dict[str, Any]:
         """The settings every client of this transport shares (the admin client
@@ -579,6 +598,9 @@ class KafkaTransport(Transport):
                 )
         self._subscriptions.clear()
         producer = self._producer
+        # From here on a send fails at once: what is queued is delivered below, and
+        # the poll thread that serves delivery reports ends after.
+        self._stopping = True
         if producer is not None:
             loop = asyncio.get_running_loop()
             left = max(0.0, deadline - time.monotonic())
@@ -787,6 +809,13 @@ class KafkaTransport(Transport):
                     # delivery_timeout_s of its topic being known writable, and a
                     # topic check within it too.
                     await self._ensure([topic], self.delivery_timeout_s, "delivery_timeout_s")
+                if self._stopping:
+                    # stop() is delivering what is queued, and the poll thread ends
+                    # after: a record produced now would wait out its report's bound.
+                    raise CommunicationException(
+                        f"a record to {topic!r} was not sent: the transport is stopping "
+                        "(stop() was called); send it again after start()"
+                    )
                 delivered, deadline = await self._enqueue(producer, topic, data, key, headers)
             offset = await self._delivered(topic, delivered, deadline)
             if offset >= 0:
