@@ -234,36 +234,28 @@ def stand_in(monkeypatch):
     return _Producer
 
 
+async def _send_one(transport: kafka_module.KafkaTransport, value: bytes) -> None:
+    """Start ``transport``, send ``value`` and stop it, whatever the send did."""
+    await transport.start()
+    try:
+        await transport.send(TOPIC, value)
+    finally:
+        await transport.stop()
+
+
 @pytest.mark.parametrize("unwritten", [1, 3])
 def test_a_record_delivered_without_an_offset_is_sent_again(stand_in, unwritten, caplog):
     stand_in.unwritten = unwritten
-
-    async def main():
-        transport = kafka_module.KafkaTransport("127.0.0.1:1", unwritten_retries=3)
-        await transport.start()
-        try:
-            await transport.send(TOPIC, b"payload")
-        finally:
-            await transport.stop()
-
-    run(main())
+    run(_send_one(kafka_module.KafkaTransport("127.0.0.1:1", unwritten_retries=3), b"payload"))
     assert stand_in.produced == [b"payload"] * (unwritten + 1)
     assert sum("without an offset" in r.getMessage() for r in caplog.records) == unwritten
 
 
 def test_a_record_never_confirmed_written_fails_the_send(stand_in):
     stand_in.unwritten = 10
-
-    async def main():
-        transport = kafka_module.KafkaTransport("127.0.0.1:1", unwritten_retries=2)
-        await transport.start()
-        try:
-            await transport.send(TOPIC, b"payload")
-        finally:
-            await transport.stop()
-
+    transport = kafka_module.KafkaTransport("127.0.0.1:1", unwritten_retries=2)
     with pytest.raises(CommunicationException, match="never confirmed written"):
-        run(main())
+        run(_send_one(transport, b"payload"))
     assert len(stand_in.produced) == 3
 
 
@@ -407,17 +399,11 @@ def test_a_report_that_never_comes_fails_the_send_after_its_bound(polled, monkey
     polled.answer = False
     monkeypatch.setattr(kafka_module, "_REPORT_GRACE_S", 0.2)
 
-    async def main():
-        transport = kafka_module.KafkaTransport("127.0.0.1:1", delivery_timeout_s=0.1)
-        await transport.start()
-        try:
-            await transport.send(TOPIC, b"v")
-        finally:
-            transport.close_timeout_s = 0.1
-            await transport.stop()
-
+    transport = kafka_module.KafkaTransport(
+        "127.0.0.1:1", delivery_timeout_s=0.1, close_timeout_s=0.1
+    )
     with pytest.raises(CommunicationException, match="no delivery report for a record"):
-        run(main())
+        run(_send_one(transport, b"v"))
 
 
 def test_records_of_a_revoked_partition_do_not_move_its_commit():
