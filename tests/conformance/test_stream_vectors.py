@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf import json_format
 
-from flwire import read_tensor_map
 from flwire.exceptions import RefusedMessageError
 from flwire.security.signing import check_sender, verify_stream
+from flwire.tensors.decode import read_chunk
 from flwire.transport import message_headers
 from flwire.transport.streaming import STREAM_HEADER, Failed, Finished, StreamAssembler
 from flwire.transport.streaming.format import parse_part
@@ -38,6 +38,8 @@ STREAMS = {m["name"]: m for m in MANIFEST["messages"] if m["message"] == "flwire
 REFUSALS = {r["name"]: r for r in MANIFEST["stream_refusals"]}
 #: The streams with lossy chunks (section 14.5), one per method family.
 LOSSY_STREAMS = {"stream_lossy_float16", "stream_lossy_int8", "stream_lossy_topk"}
+#: Streams with packed chunks (a chunk holding several tensors).
+PACKED_STREAMS = {"stream_packed"}
 #: The reasons of section 14.3 that only signature verification gives.
 VERIFY_REASONS = {"unsigned", "bad_signature", "unknown_key", "sender_mismatch"}
 
@@ -52,6 +54,7 @@ SIGNATURES: dict[str, str] = {
     "chunk_offset": r"starts at element \d+, where \d+ was expected",
     "chunk_elements": r"a chunk holds|a chunk's tensor|from element \d+: lossy method",
     "chunk_overrun": r"which has room for \d+ more",
+    "chunk_packed": r"every tensor of a chunk but its last must end its tensor",
     "chunk_decode": r"^a chunk did not decode",
     "stream_part_count": r"^the seal counts \d+ parts; \d+ arrived",
     "stream_crc32c": r"^CRC-32C of the parts is",
@@ -72,6 +75,9 @@ DETAILS: dict[str, str] = {
     "chunk_lossy_topk_indices": r"ascending",
     "chunk_dtype": r"holds float64 elements, but its tensor is float32",
     "chunk_bad_crc32c": r"CRC-32C",
+    "chunk_packed_dtype": r"holds float32 elements, but its tensor is float16",
+    "chunk_packed_past_end": r"tensor_index 6 of 6 tensors \(the chunk's tensor 2 of 2, packed\)",
+    "chunk_packed_started": r"tensor 'enc.bias' starts at element 0, where 2 was expected",
     "seal_signature_unannounced": r"did not announce",
     "seal_signature_missing": r"does not carry",
 }
@@ -109,7 +115,7 @@ def _trust(entry: dict[str, Any]) -> dict[str, Ed25519PublicKey]:
 
 
 def test_stream_files_match_the_manifest() -> None:
-    assert set(STREAMS) == {"stream", "stream_signed", *LOSSY_STREAMS}
+    assert set(STREAMS) == {"stream", "stream_signed", *LOSSY_STREAMS, *PACKED_STREAMS}
     listed = set()
     for r in MANIFEST["stream_refusals"]:
         for f in r["parts"]:
@@ -208,34 +214,51 @@ def test_stream_parts_are_as_listed(name: str) -> None:
             continue
         c = part.chunk
         assert (c.tensor_index, c.element_offset) == (p["tensor_index"], p["element_offset"])
-        assert c.element_offset == filled[c.tensor_index]
-        (rec,) = read_tensor_map(c.elements).records
-        assert (rec.codec_name, rec.filter_name) == (p["codec"], p["filter"])
-        lossy = p.get("lossy")
-        assert (rec.lossy is None) == (lossy is None)
-        if rec.lossy is not None and lossy is not None:
-            method = tensor_pb2.Lossy.Name(rec.lossy.method)
-            assert (method, rec.lossy.block_size, rec.lossy.k) == (
-                lossy["method"],
-                lossy["block_size"],
-                lossy["k"],
+        recs = read_chunk(c.elements)
+        listed = [p, *p.get("packed", [])]
+        assert len(recs) == len(listed)
+        for j, (rec, q) in enumerate(zip(recs, listed, strict=True)):
+            assert (q["tensor_index"], q["element_offset"]) == (
+                c.tensor_index + j,
+                c.element_offset if j == 0 else 0,
             )
-            assert rec.decoded_size == p["decoded_size"]
-        assert (list(rec.shape), rec.raw_size, rec.crc32c) == (
-            [p["element_count"]],
-            p["raw_size"],
-            int(p["crc32c"], 16),
-        )
-        filled[c.tensor_index] += p["element_count"]
+            _check_listed(rec, q, filled)
+            if j < len(recs) - 1:  # packed: it ends its tensor
+                index = q["tensor_index"]
+                assert filled[index] == _numel(doc["tensors"][index]["shape"])
     assert filled == [_numel(t["shape"]) for t in doc["tensors"]]
     # The vector is what it says: one tensor in several chunks; several codecs, or
-    # lossy chunks beside exact ones.
+    # lossy chunks beside exact ones; packed chunks in the packed vectors only.
     chunks = [p for p in doc["parts"] if p["kind"] == "chunk"]
     assert max(sum(1 for p in chunks if p["tensor_index"] == i) for i in range(len(filled))) >= 2
     if name in LOSSY_STREAMS:
         assert {"lossy" in p for p in chunks} == {True, False}
     else:
         assert len({p["codec"] for p in chunks}) >= 2
+    assert any("packed" in p for p in chunks) == (name in PACKED_STREAMS)
+
+
+def _check_listed(rec: Any, p: dict[str, Any], filled: list[int]) -> None:
+    """One tensor of a chunk against its listing in the vector's .json; counts
+    its elements in ``filled``."""
+    assert p["element_offset"] == filled[p["tensor_index"]]
+    assert (rec.codec_name, rec.filter_name) == (p["codec"], p["filter"])
+    lossy = p.get("lossy")
+    assert (rec.lossy is None) == (lossy is None)
+    if rec.lossy is not None and lossy is not None:
+        method = tensor_pb2.Lossy.Name(rec.lossy.method)
+        assert (method, rec.lossy.block_size, rec.lossy.k) == (
+            lossy["method"],
+            lossy["block_size"],
+            lossy["k"],
+        )
+        assert rec.decoded_size == p["decoded_size"]
+    assert (list(rec.shape), rec.raw_size, rec.crc32c) == (
+        [p["element_count"]],
+        p["raw_size"],
+        int(p["crc32c"], 16),
+    )
+    filled[p["tensor_index"]] += p["element_count"]
 
 
 def _numel(shape: list[int]) -> int:

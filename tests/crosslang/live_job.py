@@ -190,10 +190,13 @@ def run_job(bootstrap: str, job_id: str) -> SentJob:
             msg = messages.client_update(
                 "client-7", ROUND, state, {"loss": 0.07}, num_examples=700, options=streamed
             )
+            before = channel.stats["sent_parts"]
             await channel.send_message(layout.updates, msg)
             expected.append(summary(msg, state))
             assert channel.stats["sent_streams"] == 1, channel.stats
-            assert channel.stats["sent_parts"] >= 6 + 5, channel.stats
+            # A head, a seal and chunks of a tensor larger than a record (its end
+            # packed with the tensors after it).
+            assert channel.stats["sent_parts"] - before >= 1 + 2 + 1, channel.stats
             return t.max_record_bytes
         finally:
             await t.stop()

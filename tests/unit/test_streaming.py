@@ -31,14 +31,16 @@ from stream_tools import (
 
 from flwire.exceptions import CommunicationException, SerializationException
 from flwire.messages import Message, decode_message
-from flwire.tensors import EncodeOptions, read_tensor_map
+from flwire.tensors import EncodeOptions
 from flwire.tensors import schema as s
+from flwire.tensors.decode import read_chunk
 from flwire.tensors.lossy import LossyConfig
 from flwire.transport import Channel, Delivery, InMemoryBroker
 from flwire.transport.chunking import PART_HEADER
 from flwire.transport.headers import MESSAGE_ID
 from flwire.transport.streaming import STREAM_HEADER, StreamWriter
 from flwire.transport.streaming.format import CHUNK_OVERHEAD, parse_part
+from flwire.transport.streaming.writer import PACKED_TENSOR_OVERHEAD
 from flwire.v1 import tensor_pb2
 
 CODECS = ["none", "zstd", "lz4"]
@@ -100,9 +102,9 @@ def test_every_dtype_round_trips_bit_exact(codec: str, shuffle: bool) -> None:
     for rec in logged(broker)[1:-2]:  # between the head and the seal (and the end marker)
         part = parse_part(rec.value)
         assert part.chunk is not None
-        (tensor,) = read_tensor_map(part.chunk.elements).records
-        codecs_seen.add(tensor.codec)
-        filters_seen.add(tensor.filter)
+        for tensor in read_chunk(part.chunk.elements):
+            codecs_seen.add(tensor.codec)
+            filters_seen.add(tensor.filter)
     if codec == "none":
         assert codecs_seen == {s.CODEC_NONE}
     else:
@@ -200,12 +202,14 @@ def test_empty_tensors_and_scalars() -> None:
     out = message.tensors()
     assert_same_weights(out, weights)
     assert out["scalar"].shape == () and torch.signbit(out["scalar"])
-    # The empty tensors have no chunk: head, one chunk per non-empty tensor, seal.
+    # The empty tensors have no chunk: head, one chunk packing the four others
+    # (tensors 2 to 5, whole), seal.
     records = logged(broker)[:-1]
-    assert len(records) == 1 + 4 + 1
-    chunk_tensors = [parse_part(r.value).chunk.tensor_index for r in records[1:-1]]  # type: ignore[union-attr]
-    assert chunk_tensors == [2, 3, 4, 5]
-    assert sender.stats["sent_parts"] == 6
+    assert len(records) == 1 + 1 + 1
+    chunk = parse_part(records[1].value).chunk
+    assert chunk is not None and chunk.tensor_index == 2
+    assert [t.numel for t in read_chunk(chunk.elements)] == [1, 1, 1, 10]
+    assert sender.stats["sent_parts"] == 3
 
 
 def test_only_empty_tensors() -> None:
@@ -229,9 +233,11 @@ def test_many_tiny_tensors() -> None:
     message = _one(got).message
     assert message is not None
     assert_same_weights(message.tensors(), weights)
-    # Every tensor is a chunk of its own (a chunk never spans two tensors).
-    assert sender.stats["sent_parts"] == 1 + len(weights) + 1
-    assert channel.stats["received_parts"] == 1 + len(weights) + 1
+    # Packed: a chunk holds as many whole tensors as fit in its record, each with
+    # PACKED_TENSOR_OVERHEAD bytes of room for its header.
+    chunks = -(-len(weights) * (PACKED_TENSOR_OVERHEAD + 6) // ((64 << 10) - 2048))
+    assert 1 + 2 + 1 <= sender.stats["sent_parts"] <= 1 + chunks + 1
+    assert channel.stats["received_parts"] == sender.stats["sent_parts"]
 
 
 def test_a_tensor_far_larger_than_a_record() -> None:
@@ -244,15 +250,18 @@ def test_a_tensor_far_larger_than_a_record() -> None:
     records = logged(broker)[:-1]
     assert len(records) > 500
     assert all(len(r.value) <= SMALL_LIMIT for r in records)
-    # The runs of a tensor are contiguous, in order, and cover it once.
+    # The runs of a tensor are contiguous, in order, and cover it once; the tail
+    # of "big" and all of "tail" share the last chunk (packed).
     offsets: dict[int, int] = {}
     for rec in records[1:-1]:
         chunk = parse_part(rec.value).chunk
         assert chunk is not None
         assert chunk.element_offset == offsets.get(chunk.tensor_index, 0)
-        (tensor,) = read_tensor_map(chunk.elements).records
-        offsets[chunk.tensor_index] = chunk.element_offset + tensor.numel
+        for k, tensor in enumerate(read_chunk(chunk.elements)):
+            start = chunk.element_offset if k == 0 else 0
+            offsets[chunk.tensor_index + k] = start + tensor.numel
     assert offsets == {0: big.numel(), 1: 3}
+    assert parse_part(records[-2].value).chunk.tensor_index == 0  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("limit", [1400, 1401, 1777, 2053, 4099, 65537])
@@ -275,8 +284,8 @@ def test_odd_record_limits(limit: int) -> None:
     for rec in records[1:-1]:
         chunk = parse_part(rec.value).chunk
         assert chunk is not None
-        (tensor,) = read_tensor_map(chunk.elements).records
-        runs.setdefault(chunk.tensor_index, []).append(tensor.raw_size)
+        for k, tensor in enumerate(read_chunk(chunk.elements)):
+            runs.setdefault(chunk.tensor_index + k, []).append(tensor.raw_size)
     for index, sizes in runs.items():
         assert len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0], index
         if len(sizes) > 1:

@@ -143,17 +143,17 @@ def test_a_second_seal_is_a_copy() -> None:
         (
             lambda f: f.chunk(1, 0, 0, elements(W[:2]), elements(W[2:4], name="x")),
             r"^part 1: tensor 'w' from element 0: "
-            r"a chunk holds 2 tensors, not 1$",
+            r"a chunk's tensor is named 'x'; it must be unnamed$",
         ),
         (
+            # Packed: a tensor followed by another in a chunk must end its tensor.
             lambda f: f.chunk(1, 0, 0, elements(W[:2]), elements(W[2:4])),
-            r"^part 1: tensor 'w' from element 0: "
-            r"TensorMap holds two tensors with the same name$",
+            r"^part 1: a packed chunk's tensor 1 of 2 holds 2 of the 20 elements left of "
+            r"tensor 'w'; every tensor of a chunk but its last must end its tensor$",
         ),
         (
             lambda f: f.chunk(1, 0, 0),
-            r"^part 1: tensor 'w' from element 0: "
-            r"a chunk holds 0 tensors, not 1$",
+            r"^part 1: tensor 'w' from element 0: a chunk holds no tensor$",
         ),
         (
             lambda f: f.chunk(1, 0, 0, pb_tensor("", F32, (2, 2), W[:4].tobytes())),

@@ -70,6 +70,9 @@ golden = _messages_module()
 RUN_BYTES = 128
 TRANSFER_ID_BYTES = 36
 RECORD_VALUE_BYTES = 1024 + TRANSFER_ID_BYTES + RUN_BYTES
+#: The run size of the packed vector: room for whole tensors after a short run
+#: (flwire-python counts 192 bytes per packed tensor besides its data).
+RUN_BYTES_PACKED = 512
 #: The domain of a seal's signature (section 14.5), written out from the spec.
 STREAM_DOMAIN = b"flwire.v1 stream signature\x00"
 ED25519 = messages_pb2.SIGNATURE_ALGORITHM_ED25519
@@ -124,6 +127,12 @@ class StreamVector:
     signed_by: str | None = None
     #: Lossy chunks (section 14.5) for the tensors this config applies to.
     lossy: LossyConfig | None = None
+    #: Raw bytes per chunk (the writer's run size): at most RUN_BYTES_PACKED.
+    run_bytes: int = RUN_BYTES
+
+    @property
+    def record_value_bytes(self) -> int:
+        return 1024 + TRANSFER_ID_BYTES + self.run_bytes
 
     def message(self) -> Message:
         msg = messages.client_update(
@@ -146,7 +155,7 @@ class StreamVector:
         """The record values flwire's writer sends, in order."""
 
         async def collect() -> list[bytes]:
-            writer = StreamWriter(self.message(), RECORD_VALUE_BYTES, threads=1)
+            writer = StreamWriter(self.message(), self.record_value_bytes, threads=1)
             return [bytes(v) async for v in writer.parts()]
 
         return asyncio.run(collect())
@@ -159,6 +168,8 @@ _DENSE = tuple(((i * 37) % 101 - 50) / 7 for i in range(100))
 _WIDE = tuple(((i * 13) % 29 - 14) / 3 for i in range(20))
 # 128 values of distinct magnitudes (r / 7 - 9.3 = -(s / 7 - 9.3) has no integer r, s).
 _DENSE128 = tuple((i * 37) % 131 / 7 - 9.3 for i in range(128))
+# Compressible under zstd with the shuffle (few distinct values), exact in float32.
+_PACKED = tuple((i // 15) * 0.5 - 2.0 for i in range(150))
 
 VECTORS: list[StreamVector] = [
     StreamVector(
@@ -244,6 +255,29 @@ VECTORS: list[StreamVector] = [
         ),
         "none",
         lossy=LossyConfig("topk", topk_fraction=0.125, min_elements=16),
+    ),
+    StreamVector(
+        "stream_packed",
+        "A ClientUpdate of round 11 as a streamed transfer with packed chunks, under "
+        "zstd with the byte shuffle, at 512 raw bytes per chunk: a float32 of 150 in "
+        "a chunk of 128 elements (zstd), then a packed chunk of its last 22 elements, "
+        "a float16 of 4 and a 0-d int64, whole (each raw: zstd would not shrink it); "
+        "a float32 of 10 in a chunk of its own (what was left of the record has no room "
+        "for it and its 192 bytes of header room); an empty uint8, which has no chunk "
+        "and ends the packing; a float32 of 2 in a chunk of its own.",
+        "8d9e0f1a-2b3c-4d4e-9f5a-6b7c8d9e0f1a",
+        11,
+        (
+            StreamTensor("enc.weight", "DTYPE_FLOAT32", (150,), _PACKED),
+            StreamTensor("enc.bias", "DTYPE_FLOAT16", (4,), (0.5, -1.0, 2.0, 0.0)),
+            StreamTensor("step", "DTYPE_INT64", (), (42,)),
+            StreamTensor("dec.weight", "DTYPE_FLOAT32", (10,), _PACKED[:10]),
+            StreamTensor("mask", "DTYPE_UINT8", (0,), ()),
+            StreamTensor("dec.bias", "DTYPE_FLOAT32", (2,), (0.25, -0.5)),
+        ),
+        "zstd",
+        shuffle=True,
+        run_bytes=RUN_BYTES_PACKED,
     ),
 ]
 
@@ -332,6 +366,59 @@ def _lossy_chunk(
 _FLOATS = ("DTYPE_FLOAT32", "DTYPE_FLOAT64", "DTYPE_FLOAT16")
 
 
+def _chunk_entry(
+    vector: StreamVector,
+    elements: Any,
+    index: int,
+    offset: int,
+    filled: list[int],
+    decoded: list[bytes],
+    crc: Callable[[bytes], int],
+    lossy_reference: LossyReference | None = None,
+) -> dict[str, Any]:
+    """Check one tensor of a chunk (of tensor ``index`` from element ``offset``)
+    against the inputs, count it in ``filled`` and ``decoded``, and describe it."""
+    t = vector.tensors[index]
+    count = elements.shape[0]
+    assert elements.name == ""
+    assert tensor_pb2.Dtype.Name(elements.dtype) == t.dtype and len(elements.shape) == 1
+    assert offset == filled[index] and count >= 1
+    start = offset * t.width
+    want = t.raw()[start : start + count * t.width]
+    params = _lossy_chunk(vector, t, offset, count)
+    assert elements.HasField("lossy") == (params is not None), (vector.name, index, offset)
+    stored = want
+    entry: dict[str, Any] = {}
+    if params is not None:
+        assert vector.lossy is not None and lossy_reference is not None
+        method = tensor_pb2.Lossy.Name(elements.lossy.method)
+        short, width = _LOSSY[method]
+        assert short == vector.lossy.method
+        assert (elements.lossy.block_size, elements.lossy.k) == params
+        dtype = t.dtype.removeprefix("DTYPE_").lower()
+        stored, want = lossy_reference(short, dtype, want, *params)
+        assert _chunk_raw(elements, width) == stored
+        entry["lossy"] = {"method": method, "block_size": params[0], "k": params[1]}
+    else:
+        assert _chunk_raw(elements) == want
+    assert elements.raw_size == len(stored) and elements.crc32c == crc(stored)
+    assert len(stored) <= vector.run_bytes
+    filled[index] += count
+    decoded[index] += want
+    entry.update(
+        tensor_index=index,
+        element_offset=offset,
+        element_count=count,
+        codec=tensor_pb2.Codec.Name(elements.codec),
+        filter=tensor_pb2.Filter.Name(elements.filter),
+        raw_size=len(stored),
+        crc32c=f"{crc(stored):08x}",
+    )
+    if params is not None:
+        entry["decoded_size"] = len(want)
+    return entry
+
+
 def expectations(
     vector: StreamVector,
     parts: list[bytes],
@@ -369,44 +456,21 @@ def expectations(
         elif k < n - 1:
             assert kind == "chunk"
             c = part.chunk
-            t = vector.tensors[c.tensor_index]
-            (elements,) = c.elements.tensors
-            count = elements.shape[0]
-            assert elements.name == ""
-            assert tensor_pb2.Dtype.Name(elements.dtype) == t.dtype and len(elements.shape) == 1
-            assert c.element_offset == filled[c.tensor_index] and count >= 1
-            start = c.element_offset * t.width
-            want = t.raw()[start : start + count * t.width]
-            params = _lossy_chunk(vector, t, c.element_offset, count)
-            assert elements.HasField("lossy") == (params is not None), (vector.name, k)
-            stored = want
-            if params is not None:
-                assert vector.lossy is not None
-                method = tensor_pb2.Lossy.Name(elements.lossy.method)
-                short, width = _LOSSY[method]
-                assert short == vector.lossy.method
-                assert (elements.lossy.block_size, elements.lossy.k) == params
-                dtype = t.dtype.removeprefix("DTYPE_").lower()
-                stored, want = lossy_reference(short, dtype, want, *params)
-                assert _chunk_raw(elements, width) == stored
-                entry["lossy"] = {"method": method, "block_size": params[0], "k": params[1]}
-            else:
-                assert _chunk_raw(elements) == want
-            assert elements.raw_size == len(stored) and elements.crc32c == crc(stored)
-            assert len(stored) <= RUN_BYTES
-            filled[c.tensor_index] += count
-            decoded[c.tensor_index] += want
-            entry.update(
-                tensor_index=c.tensor_index,
-                element_offset=c.element_offset,
-                element_count=count,
-                codec=tensor_pb2.Codec.Name(elements.codec),
-                filter=tensor_pb2.Filter.Name(elements.filter),
-                raw_size=len(stored),
-                crc32c=f"{crc(stored):08x}",
-            )
-            if params is not None:
-                entry["decoded_size"] = len(want)
+            assert len(c.elements.tensors) >= 1
+            for j, elements in enumerate(c.elements.tensors):
+                index = c.tensor_index + j
+                offset = c.element_offset if j == 0 else 0
+                described = _chunk_entry(
+                    vector, elements, index, offset, filled, decoded, crc, lossy_reference
+                )
+                t = vector.tensors[index]
+                if j < len(c.elements.tensors) - 1:  # packed: it ends its tensor
+                    assert filled[index] == t.numel, (vector.name, k, j)
+                    assert "lossy" not in described
+                if j == 0:
+                    entry.update(described)
+                else:
+                    entry.setdefault("packed", []).append(described)
         else:
             assert kind == "seal" and part.seal.part_count == n
             assert part.seal.stream_crc32c == crc(b"".join(parts[:-1]))
@@ -421,8 +485,8 @@ def expectations(
         "description": vector.description,
         "message": "flwire.v1.StreamPart",
         "transfer_id": vector.message_id,
-        "record_value_bytes": RECORD_VALUE_BYTES,
-        "run_bytes": RUN_BYTES,
+        "record_value_bytes": vector.record_value_bytes,
+        "run_bytes": vector.run_bytes,
         "part_count": n,
         "stream_crc32c": f"{crc(b''.join(parts[:-1])):08x}",
         "signed": vector.signed_by is not None,
@@ -649,6 +713,22 @@ def build_refusals(
     def huge_empty(h: transfer_pb2.StreamPart) -> None:
         h.head.tensors.add(name="empty", dtype=tensor_pb2.DTYPE_UINT8, shape=[0, 1 << 62, 4])
 
+    # The packed vector: enc.weight (float32 x150), enc.bias (float16 x4), step
+    # (int64, 0-d), dec.weight (float32 x10), mask (uint8, empty), dec.bias
+    # (float32 x2); part 2 packs enc.weight's last 22 elements, enc.bias and step.
+    pk, pkp = valid["stream_packed"], paths["stream_packed"]
+    pid = _parse(pk[0]).transfer_id
+    enc, bias, step, _, _, dec_bias = next(v for v in VECTORS if v.name == "stream_packed").tensors
+
+    def raw_tensor(dtype: str, raw: bytes) -> tensor_pb2.Tensor:
+        (tensor,) = _raw_elements(dtype, raw, crc(raw)).tensors
+        return tensor
+
+    def packed(index: int, tensor_index: int, offset: int, *tensors: tensor_pb2.Tensor) -> bytes:
+        return _chunk(pid, index, tensor_index, offset, tensor_pb2.TensorMap(tensors=tensors))
+
+    enc_tail = enc.raw()[128 * 4 :]
+
     return [
         Refusal(
             "gap",
@@ -848,6 +928,80 @@ def build_refusals(
             "'client-7'.",
             sealed(ssp[:-1], signature=_sign("client-9", ss[:-1])),
             trust=("client-9",),
+        ),
+        Refusal(
+            "chunk_packed_incomplete",
+            "chunk_packed",
+            "stream_packed whose part 2 holds enc.weight's elements 128 to 148 (one "
+            "short of its end), then enc.bias and step whole: a tensor followed by "
+            "another in a chunk must end its tensor (resealed).",
+            sealed(
+                [
+                    *pkp[:2],
+                    packed(
+                        2,
+                        0,
+                        128,
+                        raw_tensor("DTYPE_FLOAT32", enc_tail[:-4]),
+                        raw_tensor("DTYPE_FLOAT16", bias.raw()),
+                        raw_tensor("DTYPE_INT64", step.raw()),
+                    ),
+                    *pkp[3:-1],
+                ]
+            ),
+        ),
+        Refusal(
+            "chunk_packed_dtype",
+            "chunk_elements",
+            "stream_packed whose part 2 packs enc.bias as float32 (the tensor is "
+            "float16; resealed).",
+            sealed(
+                [
+                    *pkp[:2],
+                    packed(
+                        2,
+                        0,
+                        128,
+                        raw_tensor("DTYPE_FLOAT32", enc_tail),
+                        raw_tensor("DTYPE_FLOAT32", struct.pack("<4f", *bias.values)),
+                        raw_tensor("DTYPE_INT64", step.raw()),
+                    ),
+                    *pkp[3:-1],
+                ]
+            ),
+        ),
+        Refusal(
+            "chunk_packed_past_end",
+            "chunk_tensor_index",
+            "stream_packed whose last chunk packs, after dec.bias (the last tensor), a "
+            "second float32 tensor, which would be tensor 6 of 6 (resealed).",
+            sealed(
+                [
+                    *pkp[:-2],
+                    packed(
+                        len(pk) - 2,
+                        5,
+                        0,
+                        raw_tensor("DTYPE_FLOAT32", dec_bias.raw()),
+                        raw_tensor("DTYPE_FLOAT32", dec_bias.raw()),
+                    ),
+                ]
+            ),
+        ),
+        Refusal(
+            "chunk_packed_started",
+            "chunk_offset",
+            "stream_packed whose part 2 holds enc.bias's first 2 elements alone (chunks "
+            "of different tensors may interleave), and part 3 the original part 2, "
+            "which packs enc.bias from element 0 again where 2 is expected (renumbered, "
+            "resealed).",
+            sealed(
+                [
+                    *pkp[:2],
+                    packed(2, 1, 0, raw_tensor("DTYPE_FLOAT16", bias.raw()[:4])),
+                    *renumbered(pk[2:-1], 3),
+                ]
+            ),
         ),
     ]
 

@@ -308,6 +308,7 @@ def read_tensor_map(
     *,
     limits: DecodeLimits | None = None,
     expect: Mapping[str, Any] | None = None,
+    unique_names: bool = True,
 ) -> TensorMapView:
     """Parse and validate TensorMap bytes without decoding any tensor data.
 
@@ -359,7 +360,7 @@ def read_tensor_map(
         else:
             unknown.add(f, "TensorMap")
     names = {r.name for r in records}
-    if len(names) != len(records):
+    if unique_names and len(names) != len(records):
         raise SerializationException("TensorMap holds two tensors with the same name")
     if layout is not None and len(names) != len(layout):
         missing = sorted(set(layout) - names)
@@ -627,21 +628,42 @@ def read_elements(
     streamed tensor, wire format section 14.5; a lossy one passed the checks of
     section 9.1 here); its data stays a view on ``data``. Raises
     SerializationException naming what is wrong."""
-    records = read_tensor_map(data, limits=limits).records
+    records = read_chunk(data, limits=limits)
     if len(records) != 1:
         raise SerializationException(f"a chunk holds {len(records)} tensors, not 1")
-    rec = records[0]
-    if rec.name:
-        raise SerializationException(f"a chunk's tensor is named {rec.name!r}; it must be unnamed")
+    check_element_dtype(records[0], dtype)
+    return records[0]
+
+
+def read_chunk(data: Any, *, limits: DecodeLimits | None = None) -> list[TensorRecord]:
+    """Parse a streamed chunk's TensorMap bytes (wire format section 14.5): one
+    or more unnamed 1-D tensors, each with at least one element, lossless or
+    lossy (a lossy one passed the checks of section 9.1 here); their data stay
+    views on ``data``. Their dtypes are the caller's to check
+    (:func:`check_element_dtype`). Raises SerializationException naming what is
+    wrong."""
+    # A chunk's tensors are unnamed: a packed chunk has several named ''.
+    records = read_tensor_map(data, limits=limits, unique_names=False).records
+    if not records:
+        raise SerializationException("a chunk holds no tensor")
+    for rec in records:
+        if rec.name:
+            raise SerializationException(
+                f"a chunk's tensor is named {rec.name!r}; it must be unnamed"
+            )
+        if len(rec.shape) != 1 or not rec.numel:
+            raise SerializationException(
+                f"a chunk's tensor has shape {list(rec.shape)}, not 1-D with elements"
+            )
+    return records
+
+
+def check_element_dtype(rec: TensorRecord, dtype: dtypes.DtypeInfo) -> None:
+    """Refuse a chunk's tensor whose dtype is not that of the tensor it belongs to."""
     if rec.dtype.wire != dtype.wire:
         raise SerializationException(
             f"a chunk holds {rec.dtype.name} elements, but its tensor is {dtype.name}"
         )
-    if len(rec.shape) != 1 or not rec.numel:
-        raise SerializationException(
-            f"a chunk's tensor has shape {list(rec.shape)}, not 1-D with elements"
-        )
-    return rec
 
 
 def decode_elements_into(

@@ -9,7 +9,7 @@ would reach the 2 GiB limit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -263,16 +263,19 @@ def _encode(
     *,
     probe: bool = True,
     crcs: list[int | None] | None = None,
+    compress: list[bool] | None = None,
 ) -> None:
     """Pass the buffers whose concatenation is the TensorMap to ``sink``, in
     order, as the (parallel) compression finishes each tensor; ``sink`` may be
     called from a worker thread, never from two at once. ``probe``: judge each
     tensor above PROBE_BYTES on its start first (see :func:`compresses`); else
     every tensor is compressed, and kept raw unless that paid. ``crcs``, when
-    given, gets one entry per tensor piece passed to ``sink`` (see _Assembler)."""
-    if probe:
+    given, gets one entry per tensor piece passed to ``sink`` (see _Assembler).
+    ``compress``, when given, says per tensor whether to compress it at all
+    (compressed ones are kept raw unless that paid), instead of the probe."""
+    if compress is None and probe:
         compress = [compresses(src, options) for src in sources]
-    else:
+    elif compress is None:
         compress = [options.codec is not None] * len(sources)
     jobs = _jobs(sources, compress)
 
@@ -379,6 +382,8 @@ def encode_elements(
     options: EncodeOptions,
     *,
     crcs: list[int | None] | None = None,
+    packed: Sequence[tuple[Source, bool]] = (),
+    compress_first: bool = True,
 ) -> list[Any]:
     """The TensorMap pieces (concatenated: the map) of one unnamed 1-D tensor
     holding elements ``[start, stop)`` of ``src`` (row-major), encoded on the
@@ -391,7 +396,14 @@ def encode_elements(
     tensor (a chunk that does not save ``min_saving`` still goes raw).
     ``crcs``, when given, is filled with one entry per piece: its CRC-32C where
     the encoder computed it anyway (the elements' raw bytes, when stored
-    uncompressed), else None."""
+    uncompressed), else None.
+
+    ``packed``: whole tensors that follow in the same map, each unnamed and
+    flattened to 1-D, with whether to compress it (kept raw unless that
+    paid): a packed chunk (section 14.5), ``compress_first`` saying the same
+    of the elements. They must then be exact (no ``options.lossy``); when
+    ``options`` has no codec, none is compressed.
+    """
     if src.lossy is not None:
         raise SerializationException("a streamed tensor's source cannot be lossy already")
     width = src.dtype.itemsize
@@ -402,5 +414,13 @@ def encode_elements(
         piece = replace(apply_lossy(named, options.lossy, 1), name="")
         options = replace(options, lossy=None)
     pieces: list[Any] = []
-    _encode(pieces.append, [piece], options, [], probe=False, crcs=crcs)
+    if not packed:
+        _encode(pieces.append, [piece], options, [], probe=False, crcs=crcs)
+        return pieces
+    if options.lossy is not None:
+        raise SerializationException("a packed chunk's elements cannot be lossy")
+    whole = [Source("", t.dtype, (t.raw.nbytes // t.dtype.itemsize,), t.raw) for t, _ in packed]
+    can = options.codec is not None
+    flags = [can and compress_first, *(can and on for _, on in packed)]
+    _encode(pieces.append, [piece, *whole], options, [], probe=False, crcs=crcs, compress=flags)
     return pieces

@@ -47,7 +47,7 @@ from flwire.messages.schema import BODY_TYPES
 from flwire.messages.validation import describe, violations
 from flwire.security.digest import stream_hasher
 from flwire.tensors import buffers, dtypes
-from flwire.tensors.decode import decode_elements_into, read_elements
+from flwire.tensors.decode import check_element_dtype, decode_elements_into, read_chunk
 from flwire.tensors.parallel import default_threads, executor
 from flwire.tensors.records import DecodeLimits, resolve_limits
 from flwire.tensors.sources import Source
@@ -109,17 +109,18 @@ def _named(reason: str, where: str) -> str:
     return where + found.group(2) + reason[found.end() :]
 
 
-def _decode_chunk(value: Any, rec: Any, out: np.ndarray) -> tuple[int, int]:
-    """A worker's job for one chunk: decode its elements into place (a lossy
-    chunk is reconstructed there); return the CRC-32C and length of its whole
-    record (the seal's checksum, combined in order on the event loop). Raw
-    elements are read once: their CRC-32C, checked by the decode, is combined
-    with that of the bytes around them."""
-    data_crc = decode_elements_into(rec, out)
+def _decode_chunk(value: Any, places: list[tuple[Any, np.ndarray]]) -> tuple[int, int]:
+    """A worker's job for one chunk: decode each of its tensors' elements into
+    place (a lossy one is reconstructed there); return the CRC-32C and length
+    of its whole record (the seal's checksum, combined in order on the event
+    loop). The raw elements of a one-tensor chunk are read once: their
+    CRC-32C, checked by the decode, is combined with that of the bytes around
+    them; a packed chunk's record is read again whole."""
+    crcs = [decode_elements_into(rec, out) for rec, out in places]
     size = memoryview(value).nbytes
-    if data_crc is None:
+    if len(places) != 1 or crcs[0] is None:
         return crc32c(value), size
-    return crc32c_of_view(value, rec.data, data_crc), size
+    return crc32c_of_view(value, places[0][0].data, crcs[0]), size
 
 
 def crc32c_of_view(value: Any, inner: memoryview, inner_crc: int) -> int:
@@ -435,40 +436,61 @@ class StreamAssembler:
                 f"part {part.index}: tensor_index {chunk.tensor_index} of "
                 f"{len(stream.sources)} tensors"
             )
-        i = chunk.tensor_index
-        src = stream.sources[i]
-        width = src.dtype.itemsize
-        if chunk.element_offset != stream.filled[i]:
-            raise SerializationException(
-                f"part {part.index}: a chunk of tensor {src.name!r} starts at element "
-                f"{chunk.element_offset}, where {stream.filled[i]} was expected"
-            )
-        # Its errors name the stream's tensor and the elements: a chunk's own tensor
-        # is unnamed, which the decoder's messages would show as tensor ''.
+        # Its errors name the stream's tensor and the elements: a chunk's own tensors
+        # are unnamed, which the decoder's messages would show as tensor ''.
         try:
-            rec = read_elements(chunk.elements, src.dtype, limits=self.limits)
+            recs = read_chunk(chunk.elements, limits=self.limits)
         except SerializationException as exc:
+            src = stream.sources[chunk.tensor_index]
             where = f"part {part.index}: tensor {src.name!r} from element {chunk.element_offset}"
             raise SerializationException(_named(str(exc), where)) from None
-        end = chunk.element_offset + rec.numel
-        rec = dataclasses.replace(rec, name=f"{src.name}[{chunk.element_offset}:{end}]")
-        self._check_expansion(stream, part.index, rec.decoded_size)
-        room = stream.sizes[i] // width - chunk.element_offset
-        if rec.numel > room:
-            raise SerializationException(
-                f"part {part.index}: a chunk of {rec.numel} elements of tensor {src.name!r}, "
-                f"which has room for {room} more"
-            )
-        if src.raw.nbytes != stream.sizes[i]:
-            # Its first chunk, checked: the buffer is made now (MemoryError if refused).
-            src = Source(src.name, src.dtype, src.shape, buffers.empty(stream.sizes[i]))
-            stream.sources[i] = src
-        start = chunk.element_offset * width
-        out = src.raw[start : start + rec.numel * width]
-        stream.filled[i] += rec.numel
+        places = []
+        for k, rec in enumerate(recs):
+            i = chunk.tensor_index + k
+            if i >= len(stream.sources):
+                raise SerializationException(
+                    f"part {part.index}: tensor_index {i} of {len(stream.sources)} tensors "
+                    f"(the chunk's tensor {k + 1} of {len(recs)}, packed)"
+                )
+            src = stream.sources[i]
+            width = src.dtype.itemsize
+            offset = chunk.element_offset if k == 0 else 0
+            if offset != stream.filled[i]:
+                raise SerializationException(
+                    f"part {part.index}: a chunk of tensor {src.name!r} starts at element "
+                    f"{offset}, where {stream.filled[i]} was expected"
+                )
+            try:
+                check_element_dtype(rec, src.dtype)
+            except SerializationException as exc:
+                raise SerializationException(
+                    f"part {part.index}: tensor {src.name!r} from element {offset}: {exc}"
+                ) from None
+            end = offset + rec.numel
+            rec = dataclasses.replace(rec, name=f"{src.name}[{offset}:{end}]")
+            self._check_expansion(stream, part.index, rec.decoded_size)
+            room = stream.sizes[i] // width - offset
+            if rec.numel > room:
+                raise SerializationException(
+                    f"part {part.index}: a chunk of {rec.numel} elements of tensor "
+                    f"{src.name!r}, which has room for {room} more"
+                )
+            if k < len(recs) - 1 and rec.numel != room:
+                raise SerializationException(
+                    f"part {part.index}: a packed chunk's tensor {k + 1} of {len(recs)} holds "
+                    f"{rec.numel} of the {room} elements left of tensor {src.name!r}; every "
+                    "tensor of a chunk but its last must end its tensor"
+                )
+            if src.raw.nbytes != stream.sizes[i]:
+                # Its first chunk, checked: the buffer is made now (MemoryError if refused).
+                src = Source(src.name, src.dtype, src.shape, buffers.empty(stream.sizes[i]))
+                stream.sources[i] = src
+            start = offset * width
+            places.append((rec, src.raw[start : start + rec.numel * width]))
+            stream.filled[i] += rec.numel
         with self._jobs_lock:
             self._jobs_in_flight += 1
-        future = executor(self.workers).submit(_decode_chunk, value, rec, out)
+        future = executor(self.workers).submit(_decode_chunk, value, places)
         future.add_done_callback(self._job_done)
         return future
 

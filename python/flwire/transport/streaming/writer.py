@@ -8,7 +8,10 @@ elements that fit a record once encoded, and worker threads encode the runs
 encoding overlaps sending and memory holds only those few. With
 ``EncodeOptions.lossy``, each run of a tensor the config applies to (its name,
 dtype and size, judged on the whole tensor) is lossy-encoded as a tensor of its
-own (see :func:`chunk_lossy`). The seal carries
+own (see :func:`chunk_lossy`). After a run that ends its tensor, the next
+exact tensors go in the same record, whole, while they fit (a packed chunk,
+:func:`pack`): without it, each tensor of a few KB took a record, and a
+produce request, of its own. The seal carries
 the part count and the CRC-32C of every earlier record: each record's is
 computed beside its encoding, on the worker, and the event loop combines them
 in order (:func:`~flwire._protowire.crc32c_combine`).
@@ -39,6 +42,10 @@ from flwire.v1 import messages_pb2, transfer_pb2
 AHEAD_PER_THREAD = 2
 #: The least raw tensor data a chunk's record must have room for.
 MIN_RUN_BYTES = 64
+#: Room a record leaves for each whole tensor packed after its first one (its
+#: map entry's key and length, its header fields, up to 63 bytes of alignment
+#: padding): at most about 110 bytes.
+PACKED_TENSOR_OVERHEAD = 192
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,52 @@ def runs(
         step = run_elements(width, max_run_bytes, lossy[i] if lossy else None)
         count = src.raw.nbytes // width
         out += [_Run(i, a, min(a + step, count)) for a in range(0, count, step)]
+    return out
+
+
+@dataclass(frozen=True)
+class _Record:
+    """One chunk record: ``run``, then the whole tensors ``packed`` (by index,
+    each the next one), which fill what the run left of the record."""
+
+    run: _Run
+    packed: tuple[int, ...] = ()
+
+
+def pack(
+    sources: list[Source], planned: list[_Run], budget: int, lossy: list[bool]
+) -> list[_Record]:
+    """The chunk records of ``planned`` (:func:`runs`, ``budget`` bytes each):
+    after a run that ends its tensor, the next tensors go in the same record,
+    whole, while they fit in what is left (less PACKED_TENSOR_OVERHEAD each;
+    a tensor of 64 KB or less, or the tail of a larger one, would otherwise
+    take a record of its own). Lossy tensors and tensors without elements are
+    never packed, nor packed after."""
+    out: list[_Record] = []
+    i = 0
+    while i < len(planned):
+        run = planned[i]
+        i += 1
+        first = sources[run.tensor_index]
+        width = first.dtype.itemsize
+        packed: list[int] = []
+        if not lossy[run.tensor_index] and run.stop * width == first.raw.nbytes:
+            room = budget - (run.stop - run.start) * width
+            while i < len(planned):
+                nxt = planned[i]
+                t = run.tensor_index + len(packed) + 1
+                nbytes = sources[t].raw.nbytes if t < len(sources) else 0
+                if (
+                    nxt.tensor_index != t  # t has no elements (or none is left)
+                    or lossy[t]
+                    or nxt.stop * sources[t].dtype.itemsize != nbytes  # not whole
+                    or nbytes + PACKED_TENSOR_OVERHEAD > room
+                ):
+                    break
+                packed.append(t)
+                room -= nbytes + PACKED_TENSOR_OVERHEAD
+                i += 1
+        out.append(_Record(run, tuple(packed)))
     return out
 
 
@@ -154,6 +207,7 @@ class StreamWriter:
         max_value_bytes: int,
         *,
         threads: int | None = None,
+        pack_tensors: bool = True,
     ) -> None:
         sources = msg.sources
         if sources is None:
@@ -181,7 +235,13 @@ class StreamWriter:
         lossy = self.lossy_config
         #: Per tensor, whether the lossy config applies to it (judged whole).
         self.lossy = [lossy is not None and lossy_applies(lossy, src) for src in sources]
-        self.runs = runs(sources, budget, [lossy if on else None for on in self.lossy])
+        planned = runs(sources, budget, [lossy if on else None for on in self.lossy])
+        #: The chunk records, in order (``pack=False``: one run each, never packed).
+        self.records = (
+            pack(sources, planned, budget, self.lossy)
+            if pack_tensors
+            else [_Record(run) for run in planned]
+        )
         self.workers = threads or options.threads or default_threads()
         self.signer = msg.seal_signer
         #: Bytes of raw tensor data encoded so far, and in all.
@@ -193,7 +253,8 @@ class StreamWriter:
         thread: the event loop only combines the records' CRCs), and the options
         of its tensor's later runs. ``options`` None: this is the tensor's first
         run, and the options are chosen here (see :meth:`_choose`)."""
-        run = self.runs[k]
+        record = self.records[k]
+        run = record.run
         src = self.sources[run.tensor_index]
         config = self.lossy_config
         lossy = config is not None and self.lossy[run.tensor_index]
@@ -204,13 +265,31 @@ class StreamWriter:
         else:
             chosen = self._choose(run) if options is None else options
         crcs: list[int | None] = []
-        pieces = encode_elements(src, run.start, run.stop, chosen, crcs=crcs)
+        if record.packed:
+            packed = [(self.sources[t], self._compresses_whole(t)) for t in record.packed]
+            pieces = encode_elements(
+                src,
+                run.start,
+                run.stop,
+                self.options,
+                crcs=crcs,
+                packed=packed,
+                compress_first=chosen.codec is not None,
+            )
+        else:
+            pieces = encode_elements(src, run.start, run.stop, chosen, crcs=crcs)
         value = chunk_part(self.transfer_id, k + 1, run.tensor_index, run.start, pieces)
         if lossy:
             chosen = self.options  # each later run chooses its own
         elif options is None and self._run_bytes(run) <= PROBE_BYTES:
             chosen = self._later_runs(value, run)
         return value, ending_crc(value, pieces, crcs), chosen
+
+    def _compresses_whole(self, t: int) -> bool:
+        """Whether a tensor packed whole is compressed (kept raw unless that
+        paid): as :meth:`_choose` decides for a tensor of one run."""
+        run = _Run(t, 0, self.sources[t].raw.nbytes // self.sources[t].dtype.itemsize)
+        return self._choose(run).codec is not None
 
     def _choose(self, run: _Run) -> EncodeOptions:
         """How a tensor goes, from its first run: as asked, unless a probe of its
@@ -280,25 +359,30 @@ class StreamWriter:
         # Per tensor, the options of its later runs: chosen with its first run.
         decided: dict[int, EncodeOptions] = {}
         try:
-            for k in range(len(self.runs)):
-                while submitted < len(self.runs) and len(ahead) < AHEAD_PER_THREAD * self.workers:
-                    run = self.runs[submitted]
+            for k in range(len(self.records)):
+                while (
+                    submitted < len(self.records) and len(ahead) < AHEAD_PER_THREAD * self.workers
+                ):
+                    run = self.records[submitted].run
                     options = decided.get(run.tensor_index)
                     if run.start and options is None:
                         break  # its tensor's first run is still being encoded
                     ahead.append(workers.submit(self._encode, submitted, options))
                     submitted += 1
                 value, value_crc, chosen = await asyncio.wrap_future(ahead.popleft())
-                run = self.runs[k]
+                record = self.records[k]
+                run = record.run
                 if run.start == 0:
                     decided[run.tensor_index] = chosen
                 crc = crc32c_combine(crc, value_crc, len(value))
                 if signer:
                     signer.update(value)
-                self.raw_done += self._run_bytes(run)
+                self.raw_done += self._run_bytes(run) + sum(
+                    self.sources[t].raw.nbytes for t in record.packed
+                )
                 yield value
         finally:
             for future in ahead:
                 future.cancel()
-        index = len(self.runs) + 1
+        index = len(self.records) + 1
         yield seal_part(self.transfer_id, index, crc, signer.finish() if signer else None)

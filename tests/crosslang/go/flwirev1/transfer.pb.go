@@ -392,7 +392,8 @@ func (x *TensorInfo) GetShape() []uint64 {
 	return nil
 }
 
-// TensorChunk is a run of consecutive elements of one tensor.
+// TensorChunk is a run of consecutive elements of one tensor, and in a packed
+// chunk the next tensors' elements too (docs/wire-format.md section 14.5).
 type TensorChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Index of the tensor in StreamHead.tensors.
@@ -401,10 +402,12 @@ type TensorChunk struct {
 	// tensor's chunks come in order: each starts where the previous one ended,
 	// the first at 0, and together they hold every element once.
 	ElementOffset uint64 `protobuf:"varint,2,opt,name=element_offset,json=elementOffset,proto3" json:"element_offset,omitempty"`
-	// Exactly one Tensor: 1-D, the tensor's dtype, holding the chunk's elements
-	// (at least one), encoded as any tensor is (codec, filter, CRC-32C; sections
-	// 5-9; lossy, section 9.1, when the receiver announced the method), its name
-	// empty.
+	// One or more Tensors, each 1-D with at least one element, unnamed, encoded
+	// as any tensor is (codec, filter, CRC-32C; sections 5-9; lossy, section
+	// 9.1, when the receiver announced the method). The first holds the chunk's
+	// elements of tensor_index, in its dtype; the i-th after it (a packed chunk)
+	// holds elements of tensor tensor_index + i from its element 0, in that
+	// tensor's dtype. Every Tensor but the last holds the rest of its tensor.
 	Elements      *TensorMap `protobuf:"bytes,3,opt,name=elements,proto3" json:"elements,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

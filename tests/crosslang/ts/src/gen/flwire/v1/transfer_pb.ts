@@ -224,7 +224,8 @@ export const TensorInfoSchema: GenMessage<TensorInfo> = /*@__PURE__*/
   messageDesc(file_flwire_v1_transfer, 3);
 
 /**
- * TensorChunk is a run of consecutive elements of one tensor.
+ * TensorChunk is a run of consecutive elements of one tensor, and in a packed
+ * chunk the next tensors' elements too (docs/wire-format.md section 14.5).
  *
  * @generated from message flwire.v1.TensorChunk
  */
@@ -246,10 +247,12 @@ export type TensorChunk = Message<"flwire.v1.TensorChunk"> & {
   elementOffset: bigint;
 
   /**
-   * Exactly one Tensor: 1-D, the tensor's dtype, holding the chunk's elements
-   * (at least one), encoded as any tensor is (codec, filter, CRC-32C; sections
-   * 5-9; lossy, section 9.1, when the receiver announced the method), its name
-   * empty.
+   * One or more Tensors, each 1-D with at least one element, unnamed, encoded
+   * as any tensor is (codec, filter, CRC-32C; sections 5-9; lossy, section
+   * 9.1, when the receiver announced the method). The first holds the chunk's
+   * elements of tensor_index, in its dtype; the i-th after it (a packed chunk)
+   * holds elements of tensor tensor_index + i from its element 0, in that
+   * tensor's dtype. Every Tensor but the last holds the rest of its tensor.
    *
    * @generated from field: flwire.v1.TensorMap elements = 3;
    */
