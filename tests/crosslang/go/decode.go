@@ -158,7 +158,15 @@ func DecodeTensorMap(b []byte) ([]Tensor, error) {
 // Decode decodes an encoded flwire.v1.TensorMap, refusing anything that
 // section 10 of the spec says a reader must refuse. It never returns a
 // partial result: on error the map is nil.
-func Decode(b []byte, lim Limits) (*Map, error) {
+func Decode(b []byte, lim Limits) (*Map, error) { return decode(b, lim, false) }
+
+// DecodeChunk decodes a streamed chunk's elements (section 14.5) as Decode
+// does a map, but for check 9: a chunk's tensors are all unnamed (a packed
+// chunk holds several), so names need not be unique. The stream reader checks
+// that they are empty.
+func DecodeChunk(b []byte, lim Limits) (*Map, error) { return decode(b, lim, true) }
+
+func decode(b []byte, lim Limits, chunk bool) (*Map, error) {
 	var pb flwirev1.TensorMap
 	if err := proto.Unmarshal(b, &pb); err != nil {
 		return nil, fmt.Errorf("flwire: %w: %v", ErrProtobuf, err)
@@ -189,14 +197,15 @@ func Decode(b []byte, lim Limits) (*Map, error) {
 		}
 	}
 
-	// Checks 1-9 for every tensor, before anything is allocated for data.
+	// Checks 1-9 for every tensor (1-8 for a chunk's), before anything is
+	// allocated for data.
 	seen := make(map[string]int, len(pb.Tensors))
 	var total uint64
 	for i, t := range pb.Tensors {
 		if err := checkHeader(t, lim, &total); err != nil {
 			return nil, tensorError(i, t.GetName(), err)
 		}
-		if j, dup := seen[t.GetName()]; dup {
+		if j, dup := seen[t.GetName()]; dup && !chunk {
 			return nil, tensorError(i, t.GetName(),
 				fmt.Errorf("%w: also tensor %d", ErrDuplicateName, j))
 		}

@@ -6,8 +6,11 @@ package conformance
 // transfer, decodes each chunk into its tensor as it arrives (with Decode of
 // decode.go), and returns the message once its seal checks out. Every
 // refusal wraps one of the Err* sentinels below, named after the check ids of
-// section 14.5. A chunk may be lossy (section 9.1): Decode checks it as any
-// lossy tensor and reconstructs its elements. What the chunks decode to is
+// section 14.5. A chunk may be packed, holding after its tensor's last
+// elements the next tensors' first ones, each checked against its own tensor
+// before any of the chunk is decoded. A chunk's tensors may be lossy (section
+// 9.1): DecodeChunk checks each as any lossy tensor and reconstructs its
+// elements. What the chunks decode to is
 // bounded by the bytes of the records that arrived (Limits.MaxExpansion and
 // ExpansionFloor, as Decode bounds a whole map's), checked before each chunk
 // is decoded. VerifyStream checks a seal's signature as section 14.3 does an
@@ -42,8 +45,9 @@ var (
 	ErrStreamHead       = errors.New("stream_head: head refused")
 	ErrChunkTensorIndex = errors.New("chunk_tensor_index: no such tensor")
 	ErrChunkOffset      = errors.New("chunk_offset: chunk not where the tensor's next element is")
-	ErrChunkElements    = errors.New("chunk_elements: not one valid unnamed 1-D tensor of the dtype")
+	ErrChunkElements    = errors.New("chunk_elements: not valid unnamed 1-D tensors of the tensors' dtypes")
 	ErrChunkOverrun     = errors.New("chunk_overrun: chunk past the tensor's end")
+	ErrChunkPacked      = errors.New("chunk_packed: a chunk's tensor followed by another does not end its tensor")
 	ErrChunkDecode      = errors.New("chunk_decode: chunk does not decode")
 	ErrStreamPartCount  = errors.New("stream_part_count: seal counts other parts")
 	ErrStreamCRC32C     = errors.New("stream_crc32c: CRC-32C of the parts differs")
@@ -63,7 +67,7 @@ var StreamChecks = map[string]error{
 	"stream_part": ErrStreamPart, "stream_gap": ErrStreamGap, "stream_no_head": ErrStreamNoHead,
 	"stream_head": ErrStreamHead, "chunk_tensor_index": ErrChunkTensorIndex,
 	"chunk_offset": ErrChunkOffset, "chunk_elements": ErrChunkElements,
-	"chunk_overrun": ErrChunkOverrun, "chunk_decode": ErrChunkDecode,
+	"chunk_overrun": ErrChunkOverrun, "chunk_packed": ErrChunkPacked, "chunk_decode": ErrChunkDecode,
 	"stream_part_count": ErrStreamPartCount, "stream_crc32c": ErrStreamCRC32C,
 	"stream_incomplete": ErrStreamIncomplete, "stream_signed": ErrStreamSigned,
 	"unsigned": ErrUnsigned, "bad_signature": ErrBadSignature, "unknown_key": ErrUnknownKey,
@@ -433,43 +437,69 @@ func checkHeadEnvelope(env *flwirev1.Envelope, transferID string) error {
 	return nil
 }
 
-// chunk checks a chunk against its transfer and decodes it into its tensor.
-// The chunk's tensor may be lossless or lossy (section 9.1): Decode makes the
-// lossy checks (counted here as [chunk_elements]) and reconstructs the k
-// elements of the tensor's dtype, which go in at element_offset; a payload
-// that does not decompress, a CRC-32C of the payload that differs, and top-k
-// indices not strictly ascending or out of range are [chunk_decode].
+// chunk checks a chunk against its transfer and decodes it into its tensors.
+// The chunk's i-th tensor holds elements of tensor tensor_index + i, the
+// first from element_offset, the others (a packed chunk) from element 0; each
+// is checked against its tensor (index, next element, dtype, room, and for
+// all but the last that it ends its tensor, [chunk_packed]) before any of the
+// chunk is decoded. A tensor may be lossless or lossy (section 9.1):
+// DecodeChunk makes the lossy checks (counted here as [chunk_elements]) and
+// reconstructs the k elements of the tensor's dtype, which go in at their
+// offset; a payload that does not decompress, a CRC-32C of the payload that
+// differs, and top-k indices not strictly ascending or out of range are
+// [chunk_decode].
 func (r *StreamReader) chunk(s *streamState, p *parsedPart) error {
 	if int(p.tensor) >= len(s.tensors) {
 		return fmt.Errorf("%w: tensor_index %d of %d tensors", ErrChunkTensorIndex, p.tensor, len(s.tensors))
 	}
-	t := &s.tensors[p.tensor]
 	if p.offset != s.filled[p.tensor] {
 		return fmt.Errorf("%w: %q at element %d, where %d was expected",
-			ErrChunkOffset, t.Name, p.offset, s.filled[p.tensor])
+			ErrChunkOffset, s.tensors[p.tensor].Name, p.offset, s.filled[p.tensor])
 	}
 	var m flwirev1.TensorMap
 	if err := proto.Unmarshal(p.elements, &m); err != nil {
 		return fmt.Errorf("%w: %v", ErrChunkElements, err)
 	}
-	if len(m.GetTensors()) != 1 {
-		return fmt.Errorf("%w: %d tensors", ErrChunkElements, len(m.GetTensors()))
+	if len(m.GetTensors()) == 0 {
+		return fmt.Errorf("%w: no tensors", ErrChunkElements)
 	}
-	e := m.GetTensors()[0]
-	if e.GetName() != "" || e.GetDtype() != t.Dtype || len(e.GetShape()) != 1 || e.GetShape()[0] < 1 {
-		return fmt.Errorf("%w: %q %s %v for %s", ErrChunkElements, e.GetName(), e.GetDtype(),
-			e.GetShape(), t.Dtype)
+	counts := make([]uint64, len(m.GetTensors())) // k of each of the chunk's tensors
+	var size uint64                               // what they decode to
+	for i, e := range m.GetTensors() {
+		j, offset := int(p.tensor)+i, p.offset // no overflow: i < len(p.elements)
+		if i > 0 {
+			if j >= len(s.tensors) {
+				return fmt.Errorf("%w: tensor_index %d of %d tensors (the chunk's tensor %d of %d, packed)",
+					ErrChunkTensorIndex, j, len(s.tensors), i+1, len(m.GetTensors()))
+			}
+			if s.filled[j] != 0 {
+				return fmt.Errorf("%w: %q packed from element 0, where %d was expected",
+					ErrChunkOffset, s.tensors[j].Name, s.filled[j])
+			}
+			offset = 0
+		}
+		t := &s.tensors[j]
+		if e.GetName() != "" || e.GetDtype() != t.Dtype || len(e.GetShape()) != 1 || e.GetShape()[0] < 1 {
+			return fmt.Errorf("%w: tensor %d of %d of the chunk: %q %s %v for %q, %s", ErrChunkElements,
+				i+1, len(m.GetTensors()), e.GetName(), e.GetDtype(), e.GetShape(), t.Name, t.Dtype)
+		}
+		width := Width(t.Dtype)
+		k := uint64(e.GetShape()[0])
+		numel := uint64(len(t.Raw)) / width
+		if k > numel-offset {
+			return fmt.Errorf("%w: %d elements of %q at %d of %d", ErrChunkOverrun, k, t.Name, offset, numel)
+		}
+		if i < len(m.GetTensors())-1 && k != numel-offset {
+			return fmt.Errorf("%w: tensor %d of %d of the chunk holds %d of the %d elements left of %q",
+				ErrChunkPacked, i+1, len(m.GetTensors()), k, numel-offset, t.Name)
+		}
+		counts[i] = k
+		size += k * width // k <= numel, tensors distinct: at most the declared total
 	}
-	width := Width(t.Dtype)
-	k := uint64(e.GetShape()[0])
-	numel := uint64(len(t.Raw)) / width
-	if k > numel-p.offset {
-		return fmt.Errorf("%w: %d elements at %d of %d", ErrChunkOverrun, k, p.offset, numel)
-	}
-	if err := r.checkExpansion(s, k*width); err != nil { // k <= numel: no overflow
+	if err := r.checkExpansion(s, size); err != nil {
 		return err
 	}
-	d, err := Decode(p.elements, r.Limits)
+	d, err := DecodeChunk(p.elements, r.Limits)
 	if err != nil {
 		if errors.Is(err, ErrDecompress) || errors.Is(err, ErrChecksum) || errors.Is(err, ErrBool) ||
 			errors.Is(err, ErrTopKIndex) {
@@ -477,13 +507,21 @@ func (r *StreamReader) chunk(s *streamState, p *parsedPart) error {
 		}
 		return fmt.Errorf("%w: %w", ErrChunkElements, err)
 	}
-	copy(t.Raw[p.offset*width:], d.Tensors[0].Raw) // a lossy chunk's: its reconstruction
-	s.filled[p.tensor] += k
+	for i, k := range counts {
+		j, offset := int(p.tensor)+i, p.offset
+		if i > 0 {
+			offset = 0
+		}
+		t := &s.tensors[j]
+		copy(t.Raw[offset*Width(t.Dtype):], d.Tensors[i].Raw) // a lossy tensor's: its reconstruction
+		s.filled[j] += k
+	}
 	return nil
 }
 
-// checkExpansion counts what a chunk decodes to (k x width, for a lossy chunk
-// its logical size, not its payload's) before it is decoded, and refuses it
+// checkExpansion counts what a chunk decodes to (k x width over its tensors,
+// for a lossy one its logical size, not its payload's) before it is decoded,
+// and refuses it
 // when the transfer's chunks would decode to more than max(ExpansionFloor,
 // MaxExpansion x the bytes of its records taken so far, the head's and this
 // chunk's included): section 14.5 bounds a stream's expansion as section 11

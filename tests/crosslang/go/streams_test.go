@@ -48,27 +48,34 @@ type streamExpectation struct {
 		RawHex  string   `json:"raw_hex"`
 	} `json:"tensors"`
 	Parts []struct {
-		Index         int               `json:"index"`
-		Kind          string            `json:"kind"`
-		Path          string            `json:"path"`
-		Headers       map[string]string `json:"headers"`
-		TensorIndex   uint32            `json:"tensor_index"`
-		ElementOffset uint64            `json:"element_offset"`
-		ElementCount  uint64            `json:"element_count"`
-		Codec         string            `json:"codec"`
-		Filter        string            `json:"filter"`
-		RawSize       uint64            `json:"raw_size"` // a lossy chunk's: its payload's
-		CRC32C        string            `json:"crc32c"`
-		// A lossy chunk (section 9.1): its Tensor.lossy fields, and the size of
-		// the k elements it decodes to.
-		Lossy *struct {
-			Method    string `json:"method"`
-			BlockSize uint32 `json:"block_size"`
-			K         uint64 `json:"k"`
-		} `json:"lossy"`
-		DecodedSize uint64 `json:"decoded_size"`
+		Index   int               `json:"index"`
+		Kind    string            `json:"kind"`
+		Path    string            `json:"path"`
+		Headers map[string]string `json:"headers"`
+		// A chunk: its first tensor, and those packed after it (section 14.5).
+		chunkExpectation
+		Packed []chunkExpectation `json:"packed"`
 	} `json:"parts"`
 	Signature *signatureExpectation `json:"signature"`
+}
+
+// chunkExpectation is what .json says of one tensor of a chunk.
+type chunkExpectation struct {
+	TensorIndex   uint32 `json:"tensor_index"`
+	ElementOffset uint64 `json:"element_offset"`
+	ElementCount  uint64 `json:"element_count"`
+	Codec         string `json:"codec"`
+	Filter        string `json:"filter"`
+	RawSize       uint64 `json:"raw_size"` // a lossy chunk's: its payload's
+	CRC32C        string `json:"crc32c"`
+	// A lossy chunk (section 9.1): its Tensor.lossy fields, and the size of
+	// the k elements it decodes to.
+	Lossy *struct {
+		Method    string `json:"method"`
+		BlockSize uint32 `json:"block_size"`
+		K         uint64 `json:"k"`
+	} `json:"lossy"`
+	DecodedSize uint64 `json:"decoded_size"`
 }
 
 type streamRefusal struct {
@@ -240,64 +247,80 @@ func checkStreamEnvelope(t *testing.T, env *flwirev1.Envelope, e streamExpectati
 	}
 }
 
-// checkStreamChunks: what .json says of each chunk (a lossy one's method,
-// parameters, payload size and decoded size included), and that one tensor
-// takes several chunks and, in a stream without lossy chunks, the chunks more
-// than one codec; in one with lossy chunks, some chunks are lossless.
+// checkStreamChunks: what .json says of each chunk's tensors (a lossy one's
+// method, parameters, payload size and decoded size included; a packed
+// chunk's tensors after its first, from element 0 of the tensors that follow),
+// and that one tensor takes several chunks and, in a stream without lossy
+// chunks, the chunks more than one codec; in one with lossy chunks, some
+// chunks are lossless; packed chunks in the packed stream only.
 func checkStreamChunks(t *testing.T, values [][]byte, e streamExpectation) {
 	t.Helper()
 	perTensor, codecs := map[uint32]int{}, map[string]bool{}
-	lossy, lossless := 0, 0
+	lossy, lossless, packed := 0, 0, 0
 	for k, v := range values {
 		p, err := parsePart(v)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := e.Parts[k]
+		part := e.Parts[k]
 		kind := map[bool]string{true: "head", false: "seal"}[p.head != nil]
 		if p.chunk {
 			kind = "chunk"
 		}
-		if kind != want.Kind || int(p.index) != want.Index {
-			t.Errorf("part %d: %s, .json says %s", k, kind, want.Kind)
+		if kind != part.Kind || int(p.index) != part.Index {
+			t.Errorf("part %d: %s, .json says %s", k, kind, part.Kind)
 		}
 		if !p.chunk {
 			continue
 		}
-		m, err := Decode(p.elements, DefaultLimits)
+		m, err := DecodeChunk(p.elements, DefaultLimits)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := m.Tensors[0]
-		if p.tensor != want.TensorIndex || p.offset != want.ElementOffset ||
-			uint64(c.Shape[0]) != want.ElementCount || c.Codec.String() != want.Codec ||
-			c.Filter.String() != want.Filter || fmt.Sprintf("%08x", c.CRC32C) != want.CRC32C {
-			t.Errorf("part %d: chunk %d@%d %v %s %s, .json %+v", k, p.tensor, p.offset, c.Shape, c.Codec, c.Filter, want)
+		wants := append([]chunkExpectation{part.chunkExpectation}, part.Packed...)
+		if len(m.Tensors) != len(wants) {
+			t.Fatalf("part %d: %d tensors, .json says %d", k, len(m.Tensors), len(wants))
 		}
-		if c.RawSize != want.RawSize {
-			t.Errorf("part %d: raw_size %d, .json says %d", k, c.RawSize, want.RawSize)
+		if len(wants) > 1 {
+			packed++
 		}
-		wantLossy := ""
-		if want.Lossy != nil {
-			wantLossy = fmt.Sprintf("%s/%d/%d", want.Lossy.Method, want.Lossy.BlockSize, want.Lossy.K)
-		}
-		if got := lossyFacts(c.Lossy); got != wantLossy {
-			t.Errorf("part %d: lossy (method/block_size/k) %q, .json says %q", k, got, wantLossy)
-		}
-		if c.Lossy != nil {
-			lossy++
-			if uint64(len(c.Raw)) != want.DecodedSize || uint64(len(c.Payload)) != c.RawSize {
-				t.Errorf("part %d: decodes to %d bytes from a payload of %d, .json says %d",
-					k, len(c.Raw), len(c.Payload), want.DecodedSize)
+		for i, want := range wants {
+			c := m.Tensors[i]
+			tensor, offset := p.tensor+uint32(i), p.offset
+			if i > 0 {
+				offset = 0
 			}
-		} else {
-			lossless++
-			if want.DecodedSize != 0 {
-				t.Errorf("part %d: lossless, with decoded_size %d", k, want.DecodedSize)
+			if tensor != want.TensorIndex || offset != want.ElementOffset || c.Name != "" ||
+				uint64(c.Shape[0]) != want.ElementCount || c.Codec.String() != want.Codec ||
+				c.Filter.String() != want.Filter || fmt.Sprintf("%08x", c.CRC32C) != want.CRC32C {
+				t.Errorf("part %d tensor %d: %d@%d %v %s %s, .json %+v", k, i, tensor, offset, c.Shape,
+					c.Codec, c.Filter, want)
 			}
+			if c.RawSize != want.RawSize {
+				t.Errorf("part %d tensor %d: raw_size %d, .json says %d", k, i, c.RawSize, want.RawSize)
+			}
+			wantLossy := ""
+			if want.Lossy != nil {
+				wantLossy = fmt.Sprintf("%s/%d/%d", want.Lossy.Method, want.Lossy.BlockSize, want.Lossy.K)
+			}
+			if got := lossyFacts(c.Lossy); got != wantLossy {
+				t.Errorf("part %d tensor %d: lossy (method/block_size/k) %q, .json says %q", k, i, got, wantLossy)
+			}
+			if c.Lossy != nil {
+				lossy++
+				if uint64(len(c.Raw)) != want.DecodedSize || uint64(len(c.Payload)) != c.RawSize {
+					t.Errorf("part %d tensor %d: decodes to %d bytes from a payload of %d, .json says %d",
+						k, i, len(c.Raw), len(c.Payload), want.DecodedSize)
+				}
+			} else {
+				lossless++
+				if want.DecodedSize != 0 {
+					t.Errorf("part %d tensor %d: lossless, with decoded_size %d", k, i, want.DecodedSize)
+				}
+			}
+			perTensor[tensor]++
+			codecs[c.Codec.String()] = true
 		}
-		perTensor[p.tensor]++
-		codecs[c.Codec.String()] = true
 	}
 	most := 0
 	for _, n := range perTensor {
@@ -309,6 +332,9 @@ func checkStreamChunks(t *testing.T, values [][]byte, e streamExpectation) {
 	}
 	if strings.Contains(e.Name, "lossy") != (lossy > 0) {
 		t.Errorf("%d lossy chunks in %s", lossy, e.Name)
+	}
+	if strings.Contains(e.Name, "packed") != (packed > 0) {
+		t.Errorf("%d packed chunks in %s", packed, e.Name)
 	}
 }
 
@@ -656,7 +682,8 @@ func TestStreamExpansion(t *testing.T) {
 		}
 	}
 	// tripsAt: the first part whose chunk takes the decoded bytes past the
-	// bound (-1: none), counting each chunk's logical size, or its payload's.
+	// bound (-1: none), counting each chunk's logical size, or its payload's
+	// (of all its tensors, in a packed chunk).
 	tripsAt := func(e streamExpectation, values [][]byte, payload bool) int {
 		var arrived, decoded uint64
 		for k, v := range values {
@@ -665,11 +692,13 @@ func TestStreamExpansion(t *testing.T) {
 			if p.Kind != "chunk" {
 				continue
 			}
-			if payload {
-				decoded += p.RawSize
-			} else {
-				dtype := flwirev1.Dtype(flwirev1.Dtype_value[e.Tensors[p.TensorIndex].Dtype])
-				decoded += p.ElementCount * Width(dtype)
+			for _, c := range append([]chunkExpectation{p.chunkExpectation}, p.Packed...) {
+				if payload {
+					decoded += c.RawSize
+				} else {
+					dtype := flwirev1.Dtype(flwirev1.Dtype_value[e.Tensors[c.TensorIndex].Dtype])
+					decoded += c.ElementCount * Width(dtype)
+				}
 			}
 			if float64(decoded) > max(float64(floor), ratio*float64(arrived)) {
 				return k
@@ -764,5 +793,175 @@ func TestStreamExpansion(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStreamPackedChunks: a packed chunk (section 14.5) is checked tensor by
+// tensor against the tensors it fills, every one of its tensors before any of
+// them is decoded (a chunk with a wrong CRC-32C and a wrong dtype further on
+// is refused for the dtype); its tensors may be compressed or lossy like any
+// chunk's and decode into the tensors that follow; the expansion bound counts
+// every tensor of the chunk. The changed streams are resealed (and
+// renumbered), so that what refuses them is the chunk.
+func TestStreamPackedChunks(t *testing.T) {
+	var e streamExpectation
+	for _, s := range loadStreams(t) {
+		if s.Name == "stream_packed" {
+			e = s
+		}
+	}
+	if e.Name == "" {
+		t.Fatal("no stream vector stream_packed")
+	}
+	values := streamParts(t, e)
+	parse := func(v []byte) *flwirev1.StreamPart {
+		var part flwirev1.StreamPart
+		if err := proto.Unmarshal(v, &part); err != nil {
+			t.Fatal(err)
+		}
+		return &part
+	}
+	marshal := func(part *flwirev1.StreamPart) []byte {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// resealed numbers the parts in order and makes the seal count them and
+	// their CRC-32C.
+	resealed := func(values [][]byte) [][]byte {
+		out := make([][]byte, len(values))
+		for k, v := range values {
+			part := parse(v)
+			part.PartIndex = uint32(k)
+			if seal := part.GetSeal(); seal != nil {
+				seal.PartCount, seal.StreamCrc32C = uint32(len(values)), CRC32C(bytes.Join(out[:k], nil))
+			}
+			out[k] = marshal(part)
+		}
+		return out
+	}
+	// Part 2 packs enc.weight's last 22 float32 elements (zstd), enc.bias
+	// (float16 of 4) and step (an int64), both raw.
+	const packedPart = 2
+	changed := func(change func(ts []*flwirev1.Tensor)) [][]byte {
+		part := parse(values[packedPart])
+		ts := part.GetChunk().GetElements().GetTensors()
+		if len(ts) != 3 {
+			t.Fatalf("part %d holds %d tensors", packedPart, len(ts))
+		}
+		change(ts)
+		out := append([][]byte{}, values...)
+		out[packedPart] = marshal(part)
+		return resealed(out)
+	}
+	if msg, _, err := readStream(changed(func([]*flwirev1.Tensor) {})); msg == nil || err != nil {
+		t.Fatalf("stream_packed resealed: %v", err)
+	}
+	for _, c := range []struct {
+		name   string
+		values [][]byte
+		check  string
+		cause  error
+	}{
+		{"first tensor's CRC-32C and the last's dtype", changed(func(ts []*flwirev1.Tensor) {
+			ts[0].Crc32C ^= 1
+			ts[2].Dtype = flwirev1.Dtype_DTYPE_UINT64
+		}), "chunk_elements", nil},
+		{"packed tensor named", changed(func(ts []*flwirev1.Tensor) {
+			ts[1].Name = "enc.bias"
+		}), "chunk_elements", nil},
+		{"packed tensor 2-D", changed(func(ts []*flwirev1.Tensor) {
+			ts[1].Shape = []int64{2, 2}
+		}), "chunk_elements", nil},
+		{"packed tensor short of its end", changed(func(ts []*flwirev1.Tensor) {
+			ts[1].Shape, ts[1].RawSize, ts[1].Data = []int64{3}, 6, ts[1].Data[:6]
+			ts[1].Crc32C = CRC32C(ts[1].Data)
+		}), "chunk_packed", nil},
+		{"last packed tensor past its end", changed(func(ts []*flwirev1.Tensor) {
+			ts[2].Shape, ts[2].RawSize, ts[2].Data = []int64{2}, 16, append(bytes.Clone(ts[2].Data), ts[2].Data...)
+			ts[2].Crc32C = CRC32C(ts[2].Data)
+		}), "chunk_overrun", nil},
+		{"packed tensor's CRC-32C", changed(func(ts []*flwirev1.Tensor) {
+			ts[1].Crc32C ^= 1
+		}), "chunk_decode", ErrChecksum},
+		{"packed tensors named alike", changed(func(ts []*flwirev1.Tensor) {
+			ts[1].Name, ts[2].Name = "x", "x"
+		}), "chunk_elements", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			msg, r, err := readStream(c.values)
+			if msg != nil || r.Pending() != 0 {
+				t.Fatalf("message %v, %d pending, %v", msg != nil, r.Pending(), err)
+			}
+			got := streamCheck(t, c.name, err)
+			if got != c.check || c.cause != nil && !errors.Is(err, c.cause) || errors.Is(err, ErrChecksum) != (c.cause == ErrChecksum) {
+				t.Errorf("refused for %q (%v), want %s (%v)", got, err, c.check, c.cause)
+			}
+			t.Logf("%v", err)
+		})
+	}
+
+	wantTensors := func(name string, values [][]byte) {
+		t.Helper()
+		msg, _, err := readStream(values)
+		if msg == nil || err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for i, want := range e.Tensors {
+			if hex.EncodeToString(msg.Tensors[i].Raw) != want.RawHex {
+				t.Errorf("%s: tensor %q: %x, want %s", name, want.Name, msg.Tensors[i].Raw, want.RawHex)
+			}
+		}
+	}
+	// The packed tensors compressed: enc.bias byte-shuffled under zstd, step
+	// under zstd.
+	wantTensors("compressed", changed(func(ts []*flwirev1.Tensor) {
+		raw := ts[1].Data
+		shuffled := make([]byte, len(raw))
+		for i := range raw {
+			shuffled[i%2*(len(raw)/2)+i/2] = raw[i]
+		}
+		ts[1].Codec, ts[1].Filter = flwirev1.Codec_CODEC_ZSTD, flwirev1.Filter_FILTER_BYTE_SHUFFLE
+		ts[1].Data = encodeZstd(t, shuffled)
+		ts[2].Codec, ts[2].Data = flwirev1.Codec_CODEC_ZSTD, encodeZstd(t, ts[2].Data)
+	}))
+	// dec.weight (ten float32 -2.0, tensor 3) packed after step, cast to
+	// float16 (exact), in place of part 3.
+	part := parse(values[packedPart])
+	elements := part.GetChunk().GetElements()
+	payload := bytes.Repeat([]byte{0x00, 0xc0}, 10)
+	elements.Tensors = append(elements.Tensors, &flwirev1.Tensor{Dtype: flwirev1.Dtype_DTYPE_FLOAT32,
+		Shape: []int64{10}, RawSize: 20, Crc32C: CRC32C(payload), Data: payload,
+		Lossy: &flwirev1.LossyEncoding{Method: flwirev1.Lossy_LOSSY_CAST_FLOAT16}})
+	if p := e.Parts[3]; p.Kind != "chunk" || p.TensorIndex != 3 || p.ElementCount != 10 {
+		t.Fatalf("part 3 is not dec.weight whole: %+v", p)
+	}
+	wantTensors("lossy", resealed([][]byte{values[0], values[1], marshal(part), values[4], values[5]}))
+
+	// The expansion bound counts all of part 2's tensors: 512 bytes decoded
+	// after part 1, 600 with enc.weight's last 22 elements, 616 with those
+	// packed after them; 525 bytes of records by then (ratio 0.5: under the
+	// floor). A floor of 608 trips at part 2, before it is decoded; one of
+	// 616 at part 3 (656 bytes).
+	for _, c := range []struct {
+		floor uint64
+		trip  int
+	}{{608, 2}, {616, 3}} {
+		r := NewStreamReader()
+		r.Limits.ExpansionFloor, r.Limits.MaxExpansion = c.floor, 0.5
+		for k, v := range values {
+			_, err := r.Add(v)
+			if k < c.trip && err != nil {
+				t.Fatalf("floor %d: part %d: %v", c.floor, k, err)
+			}
+			if k == c.trip {
+				if streamCheck(t, "expansion", err) != "chunk_elements" || !errors.Is(err, ErrExpansion) {
+					t.Errorf("floor %d: part %d: %v, want chunk_elements (%v)", c.floor, k, err, ErrExpansion)
+				}
+				break
+			}
+		}
 	}
 }
