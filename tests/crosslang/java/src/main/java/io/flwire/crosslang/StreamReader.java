@@ -32,11 +32,12 @@ import org.apache.commons.codec.digest.Blake3;
 /**
  * Streamed transfers (spec section 14.5), read from the spec alone. {@link #add} takes the record
  * values of the transfers' parts in the order they arrive: it checks each part against its
- * transfer, decodes each chunk straight into its tensor's buffer as it arrives, and returns the
- * message once its seal checked out. A refusal is a {@link FlwireException} whose check is the id
- * of section 14.5 ({@code stream_part}, {@code stream_gap}, {@code stream_no_head},
- * {@code stream_head}, {@code chunk_tensor_index}, {@code chunk_offset}, {@code chunk_elements},
- * {@code chunk_overrun}, {@code chunk_decode}, {@code stream_part_count}, {@code stream_crc32c},
+ * transfer, decodes each chunk straight into its tensor's buffer as it arrives (a packed chunk's
+ * tensors into theirs), and returns the message once its seal checked out. A refusal is a
+ * {@link FlwireException} whose check is the id of section 14.5 ({@code stream_part},
+ * {@code stream_gap}, {@code stream_no_head}, {@code stream_head}, {@code chunk_tensor_index},
+ * {@code chunk_offset}, {@code chunk_elements}, {@code chunk_overrun}, {@code chunk_packed},
+ * {@code chunk_decode}, {@code stream_part_count}, {@code stream_crc32c},
  * {@code stream_incomplete}, {@code stream_signed}); a refused transfer is given up, and its
  * later parts are skipped. What a transfer's chunks decode to is bounded by the bytes of its
  * records received, as a whole TensorMap's is by its size (section 11's {@code max_expansion} and
@@ -452,67 +453,106 @@ public final class StreamReader {
     return new Transfer(p.transferId(), env, body, slots, held, h.getSigned());
   }
 
-  /** Checks a chunk against its transfer, then decodes it straight into its tensor. */
+  /**
+   * Checks a chunk against its transfer, every Tensor of it before any is decoded, then decodes
+   * each straight into its tensor: the first holds elements of tensor_index from element_offset,
+   * the i-th after it (a packed chunk, i = 1, 2, ...) elements of tensor tensor_index + i from its
+   * element 0, and every one but the last holds the rest of its tensor ([chunk_packed]).
+   */
   private void chunk(Transfer t, Chunk c) {
-    if (Long.compareUnsigned(c.tensorIndex(), t.tensors.length) >= 0) {
-      throw new FlwireException("chunk_tensor_index", "tensor_index " + c.tensorIndex() + " of "
-          + t.tensors.length + " tensors");
-    }
-    Slot s = t.tensors[(int) c.tensorIndex()];
-    String name = "\"" + s.info.getName() + "\"";
-    if (c.elementOffset() != s.filled) {
-      throw new FlwireException("chunk_offset", name + " at element "
-          + Long.toUnsignedString(c.elementOffset()) + ", where " + s.filled + " is expected");
-    }
+    slot(t, c.tensorIndex(), c.elementOffset(), "");
     TensorMap m;
     try {
       m = TensorMap.parseFrom(c.elements());
     } catch (InvalidProtocolBufferException e) {
       throw new FlwireException("chunk_elements", e.getMessage(), e);
     }
-    if (m.getTensorsCount() != 1) {
-      throw new FlwireException("chunk_elements", m.getTensorsCount() + " tensors, not one");
+    int n = m.getTensorsCount();
+    if (n == 0) {
+      throw new FlwireException("chunk_elements", "no tensors, where one or more are expected");
     }
-    Tensor e = m.getTensors(0);
-    if (!e.getName().isEmpty() || e.getDtypeValue() != s.info.getDtypeValue()
-        || e.getShapeCount() != 1 || e.getShape(0) == 0) {
-      throw new FlwireException("chunk_elements", "\"" + e.getName() + "\" of dtype "
-          + e.getDtypeValue() + ", shape " + e.getShapeList() + ": not one unnamed 1-D tensor of "
-          + name + "'s dtype " + s.info.getDtypeValue() + " with elements");
+    Slot[] slots = new Slot[n];
+    long[] counts = new long[n];
+    long bytes = 0;
+    for (int i = 0; i < n; i++) {
+      // The chunk's tensors are unnamed: checked here, so check 9 (unique names) is not made.
+      String packed = i == 0 ? "" : " (the chunk's tensor " + (i + 1) + " of " + n + ", packed)";
+      Slot s = i == 0 ? t.tensors[(int) c.tensorIndex()] : slot(t, c.tensorIndex() + i, 0, packed);
+      String name = "\"" + s.info.getName() + "\"";
+      Tensor e = m.getTensors(i);
+      if (!e.getName().isEmpty() || e.getDtypeValue() != s.info.getDtypeValue()
+          || e.getShapeCount() != 1 || e.getShape(0) == 0) {
+        throw new FlwireException("chunk_elements", "\"" + e.getName() + "\" of dtype "
+            + e.getDtypeValue() + ", shape " + e.getShapeList() + packed + ": not one unnamed 1-D"
+            + " tensor of " + name + "'s dtype " + s.info.getDtypeValue() + " with elements");
+      }
+      long k = e.getShape(0); // uint64
+      long left = s.numel - s.filled;
+      if (Long.compareUnsigned(k, left) > 0) {
+        throw new FlwireException("chunk_overrun", Long.toUnsignedString(k) + " elements at element " + s.filled + " of "
+            + name + ", which has " + s.numel + packed);
+      }
+      if (i < n - 1 && k != left) {
+        throw new FlwireException("chunk_packed", "the chunk's tensor " + (i + 1) + " of " + n
+            + " holds " + k + " of the " + left + " elements left of " + name
+            + ": every tensor of a chunk but its last must end its tensor");
+      }
+      slots[i] = s;
+      counts[i] = k;
+      bytes += k * s.width; // each at most MAX_TENSOR_BYTES, at most 2^32 of them: no overflow
     }
-    long k = e.getShape(0); // uint64
-    if (Long.compareUnsigned(k, s.numel - s.filled) > 0) {
-      throw new FlwireException("chunk_overrun", Long.toUnsignedString(k) + " elements at element " + s.filled + " of "
-          + name + ", which has " + s.numel);
-    }
-    List<Frames.Frame> frames;
+    List<List<Frames.Frame>> frames;
     try {
-      // Checks 1 to 9; a lossy chunk's, those of section 9.1 (lossy_method, lossy_dtype,
-      // lossy_params, lossy_not_smaller, lossy_size, lossy_filter) of a tensor of shape [k], its
-      // logical size (k x width) counted towards the limits and the expansion bound.
-      frames = TensorMapReader.check(m, c.elements().length, limits).get(0);
+      // Checks 1 to 9 (but unique names); a lossy tensor's, those of section 9.1 (lossy_method,
+      // lossy_dtype, lossy_params, lossy_not_smaller, lossy_size, lossy_filter) of a tensor of
+      // shape [k], its logical size (k x width) counted towards the limits and the expansion
+      // bound.
+      frames = TensorMapReader.check(m, c.elements().length, limits, false);
     } catch (FlwireException x) {
       throw x.as("chunk_elements");
     }
-    expansion(t, k * s.width); // k x width: raw_size checked above, or a lossy chunk's logical size
-    if (s.raw == null) {
-      s.raw = new byte[Math.toIntExact(s.numel * s.width)];
-    }
-    int at = Math.toIntExact(s.filled * s.width);
-    try {
-      if (TensorMapReader.lossyOf(e) == null) {
-        TensorMapReader.decodeInto(e, frames, s.width, s.raw, at);
-      } else {
-        // Section 9.1, as for a whole lossy tensor: the payload decoded (decompression, its
-        // CRC-32C), then its k elements reconstructed (top-k's indices checked).
-        byte[] elements = TensorMapReader.decodeData(e, frames).raw();
-        System.arraycopy(elements, 0, s.raw, at, elements.length);
+    // Each k x width: raw_size checked above, or a lossy tensor's logical size.
+    expansion(t, bytes);
+    for (int i = 0; i < n; i++) {
+      Slot s = slots[i];
+      Tensor e = m.getTensors(i);
+      if (s.raw == null) {
+        s.raw = new byte[Math.toIntExact(s.numel * s.width)];
       }
-    } catch (FlwireException x) {
-      boolean decode = Set.of("decompress", "crc32c", "bool", "topk_indices").contains(x.check());
-      throw x.as(decode ? "chunk_decode" : "chunk_elements");
+      int at = Math.toIntExact(s.filled * s.width);
+      try {
+        if (TensorMapReader.lossyOf(e) == null) {
+          TensorMapReader.decodeInto(e, frames.get(i), s.width, s.raw, at);
+        } else {
+          // Section 9.1, as for a whole lossy tensor: the payload decoded (decompression, its
+          // CRC-32C), then its k elements reconstructed (top-k's indices checked).
+          byte[] elements = TensorMapReader.decodeData(e, frames.get(i)).raw();
+          System.arraycopy(elements, 0, s.raw, at, elements.length);
+        }
+      } catch (FlwireException x) {
+        boolean decode = Set.of("decompress", "crc32c", "bool", "topk_indices").contains(x.check());
+        FlwireException y = x.as(decode ? "chunk_decode" : "chunk_elements");
+        throw n == 1 ? y : y.in("the chunk's tensor " + (i + 1) + " of " + n);
+      }
+      s.filled += counts[i];
     }
-    s.filled += k;
+  }
+
+  /**
+   * The tensor a Tensor of a chunk holds elements of: index below the head's tensor count
+   * ([chunk_tensor_index]), offset the next element expected of it ([chunk_offset]).
+   */
+  private static Slot slot(Transfer t, long index, long offset, String packed) {
+    if (Long.compareUnsigned(index, t.tensors.length) >= 0) {
+      throw new FlwireException("chunk_tensor_index", "tensor_index " + index + " of "
+          + t.tensors.length + " tensors" + packed);
+    }
+    Slot s = t.tensors[(int) index];
+    if (offset != s.filled) {
+      throw new FlwireException("chunk_offset", "\"" + s.info.getName() + "\" at element "
+          + Long.toUnsignedString(offset) + ", where " + s.filled + " is expected" + packed);
+    }
+    return s;
   }
 
   /**

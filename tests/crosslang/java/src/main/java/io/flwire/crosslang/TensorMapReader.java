@@ -76,6 +76,15 @@ public final class TensorMapReader {
    * tensor's walked frames (null for an uncompressed tensor), for {@link #decodeInto}.
    */
   static List<List<Frames.Frame>> check(TensorMap pb, long size, Limits lim) {
+    return check(pb, size, lim, true);
+  }
+
+  /**
+   * {@link #check(TensorMap, long, Limits)}, check 9 (unique names) made only when uniqueNames:
+   * a streamed chunk's tensors are all unnamed (section 14.5), which its reader checks itself.
+   */
+  static List<List<Frames.Frame>> check(TensorMap pb, long size, Limits lim,
+      boolean uniqueNames) {
     int count = pb.getTensorsCount();
     if (count > lim.maxTensors()) {
       throw new FlwireException("max_tensors", count + " tensors, the limit is " + lim.maxTensors());
@@ -106,7 +115,7 @@ public final class TensorMapReader {
       Tensor t = pb.getTensors(i);
       try {
         frames.add(checkHeader(t, lim, total));
-        Integer j = seen.putIfAbsent(t.getName(), i);
+        Integer j = uniqueNames ? seen.putIfAbsent(t.getName(), i) : null;
         if (j != null) {
           throw new FlwireException("unique_names", "duplicate tensor name, also tensor " + j);
         }

@@ -44,10 +44,10 @@ class StreamVectorsTest {
   private static final HexFormat HEX = HexFormat.of();
   private static final String STREAM_HEADER = "flwire-stream";
 
-  /** The 13 check ids of section 14.5 and the four reasons of section 14.3. */
+  /** The 14 check ids of section 14.5 and the four reasons of section 14.3. */
   static final Set<String> CHECKS = Set.of("stream_part", "stream_gap", "stream_no_head",
       "stream_head", "chunk_tensor_index", "chunk_offset", "chunk_elements", "chunk_overrun",
-      "chunk_decode", "stream_part_count", "stream_crc32c", "stream_incomplete", "stream_signed",
+      "chunk_packed", "chunk_decode", "stream_part_count", "stream_crc32c", "stream_incomplete", "stream_signed",
       "unsigned", "bad_signature", "unknown_key", "sender_mismatch");
 
   /** The streams' .json, each part's file checked against the manifest. */
@@ -210,13 +210,18 @@ class StreamVectorsTest {
    * What .json says of each part and chunk; one tensor takes several chunks, of two codecs in a
    * lossless stream. A lossy chunk (section 14.5) has its method and parameters, raw_size and
    * CRC-32C of its payload, and decodes on its own, as a whole lossy tensor of shape [k] (section
-   * 9.1), to its k elements of the tensor at element_offset.
+   * 9.1), to its k elements of the tensor at element_offset. A packed chunk's "packed" entries are
+   * its tensors after the first, each of tensor tensor_index + i from its element 0, every one but
+   * the last ending its tensor; the whole-message reader refuses its map ([unique_names]: its
+   * tensors are all unnamed), so each of its tensors is decoded alone.
    */
   private static void checkChunks(JsonObject want, List<byte[]> values) throws Exception {
     Map<Long, Integer> perTensor = new HashMap<>();
     Set<String> codecs = new TreeSet<>();
     Set<String> methods = new TreeSet<>();
     int lossless = 0;
+    int packedChunks = 0;
+    JsonElement[] tensors = want.getAsJsonArray("tensors").asList().toArray(new JsonElement[0]);
     for (int k = 0; k < values.size(); k++) {
       JsonObject w = want.getAsJsonArray("parts").get(k).getAsJsonObject();
       StreamReader.Part p = StreamReader.parse(values.get(k));
@@ -227,44 +232,78 @@ class StreamVectorsTest {
       if (p.chunk() == null) {
         continue;
       }
-      Tensor c = TensorMap.parseFrom(p.chunk().elements()).getTensors(0);
       assertEquals(w.get("tensor_index").getAsLong(), p.chunk().tensorIndex(), "part " + k);
       assertEquals(w.get("element_offset").getAsLong(), p.chunk().elementOffset(), "part " + k);
-      assertEquals(w.get("element_count").getAsLong(), c.getShape(0), "part " + k);
-      assertEquals(w.get("codec").getAsString(), Codec.forNumber(c.getCodecValue()).name());
-      assertEquals(w.get("filter").getAsString(), Filter.forNumber(c.getFilterValue()).name());
-      assertEquals(w.get("raw_size").getAsLong(), c.getRawSize(), "part " + k);
-      assertEquals(w.get("crc32c").getAsString(), crcHex(c.getCrc32C()), "part " + k);
-      perTensor.merge(p.chunk().tensorIndex(), 1, Integer::sum);
-      codecs.add(c.getCodec().name());
-      // The chunk's TensorMap read alone by the whole-message reader: its k elements are the
-      // tensor's, at element_offset.
-      TensorMapReader.DecodedTensor d = TensorMapReader.decode(p.chunk().elements())
-          .tensors().get(0);
-      JsonObject tensor = want.getAsJsonArray("tensors")
-          .get((int) p.chunk().tensorIndex()).getAsJsonObject();
-      int width = Dtypes.width(c.getDtypeValue());
-      int from = Math.toIntExact(p.chunk().elementOffset() * width);
-      byte[] all = VectorFiles.hex(tensor.get("raw_hex").getAsString());
-      assertArrayEquals(java.util.Arrays.copyOfRange(all, from, from + d.raw().length), d.raw(),
-          "part " + k + ": its elements");
-      assertEquals(c.getShape(0) * width, d.raw().length, "part " + k);
-      if (!w.has("lossy")) {
-        assertNull(d.lossy(), "part " + k + " is lossless");
-        lossless++;
-        continue;
+      // The first tensor's entry is the part's; the packed ones follow.
+      List<JsonObject> entries = new ArrayList<>(List.of(w));
+      if (w.has("packed")) {
+        w.getAsJsonArray("packed").forEach(e -> entries.add(e.getAsJsonObject()));
+        packedChunks++;
       }
-      JsonObject l = w.getAsJsonObject("lossy");
-      assertNotNull(d.lossy(), "part " + k + " is lossy");
-      assertEquals(l.get("method").getAsString(), Lossy.forNumber(d.lossy().method()).name());
-      assertEquals(l.get("block_size").getAsLong(), d.lossy().blockSize(), "part " + k);
-      assertEquals(l.get("k").getAsLong(), d.lossy().k(), "part " + k);
-      assertEquals(w.get("decoded_size").getAsLong(), d.raw().length, "part " + k);
-      assertEquals(c.getRawSize(), d.payload().length, "part " + k);
-      assertTrue(d.payload().length < d.raw().length, "part " + k + ": its payload is smaller");
-      methods.add(l.get("method").getAsString());
+      TensorMap map = TensorMap.parseFrom(p.chunk().elements());
+      assertEquals(entries.size(), map.getTensorsCount(), "part " + k + ": its tensors");
+      List<TensorMapReader.DecodedTensor> decoded = new ArrayList<>();
+      if (entries.size() == 1) {
+        // The chunk's TensorMap read alone by the whole-message reader.
+        decoded.addAll(TensorMapReader.decode(p.chunk().elements()).tensors());
+      } else {
+        assertEquals("unique_names", assertThrows(FlwireException.class,
+            () -> TensorMapReader.decode(p.chunk().elements())).check(), "part " + k);
+        List<List<Frames.Frame>> frames = TensorMapReader.check(map, p.chunk().elements().length,
+            Limits.DEFAULT, false);
+        for (int i = 0; i < entries.size(); i++) {
+          decoded.add(TensorMapReader.decodeData(map.getTensors(i), frames.get(i)));
+        }
+      }
+      for (int i = 0; i < entries.size(); i++) {
+        JsonObject e = entries.get(i);
+        String where = "part " + k + (i == 0 ? "" : " packed " + i);
+        Tensor c = map.getTensors(i);
+        long index = p.chunk().tensorIndex() + i;
+        long offset = i == 0 ? p.chunk().elementOffset() : 0;
+        assertEquals("", c.getName(), where);
+        assertEquals(e.get("tensor_index").getAsLong(), index, where);
+        assertEquals(e.get("element_offset").getAsLong(), offset, where);
+        assertEquals(e.get("element_count").getAsLong(), c.getShape(0), where);
+        assertEquals(e.get("codec").getAsString(), Codec.forNumber(c.getCodecValue()).name());
+        assertEquals(e.get("filter").getAsString(), Filter.forNumber(c.getFilterValue()).name());
+        assertEquals(e.get("raw_size").getAsLong(), c.getRawSize(), where);
+        assertEquals(e.get("crc32c").getAsString(), crcHex(c.getCrc32C()), where);
+        perTensor.merge(index, 1, Integer::sum);
+        codecs.add(c.getCodec().name());
+        // Its k elements are the tensor's, at its offset.
+        TensorMapReader.DecodedTensor d = decoded.get(i);
+        JsonObject tensor = tensors[(int) index].getAsJsonObject();
+        assertEquals(tensor.get("dtype").getAsString(), Dtypes.name(c.getDtypeValue()), where);
+        int width = Dtypes.width(c.getDtypeValue());
+        int from = Math.toIntExact(offset * width);
+        byte[] all = VectorFiles.hex(tensor.get("raw_hex").getAsString());
+        assertArrayEquals(java.util.Arrays.copyOfRange(all, from, from + d.raw().length), d.raw(),
+            where + ": its elements");
+        assertEquals(c.getShape(0) * width, d.raw().length, where);
+        if (i < entries.size() - 1) {
+          assertEquals(all.length, from + d.raw().length, where + " ends its tensor");
+        }
+        if (!e.has("lossy")) {
+          assertNull(d.lossy(), where + " is lossless");
+          lossless++;
+          continue;
+        }
+        JsonObject l = e.getAsJsonObject("lossy");
+        assertNotNull(d.lossy(), where + " is lossy");
+        assertEquals(l.get("method").getAsString(), Lossy.forNumber(d.lossy().method()).name());
+        assertEquals(l.get("block_size").getAsLong(), d.lossy().blockSize(), where);
+        assertEquals(l.get("k").getAsLong(), d.lossy().k(), where);
+        assertEquals(e.get("decoded_size").getAsLong(), d.raw().length, where);
+        assertEquals(c.getRawSize(), d.payload().length, where);
+        assertTrue(d.payload().length < d.raw().length, where + ": its payload is smaller");
+        methods.add(l.get("method").getAsString());
+      }
     }
     assertTrue(perTensor.values().stream().anyMatch(n -> n >= 2), "chunks per tensor " + perTensor);
+    if (want.get("name").getAsString().equals("stream_packed")) {
+      assertTrue(packedChunks >= 1, "packed chunks in stream_packed");
+    }
     if (methods.isEmpty()) {
       assertTrue(codecs.size() >= 2, "chunk codecs " + codecs);
     } else {
@@ -361,9 +400,15 @@ class StreamVectorsTest {
   /** values[part] with its chunk's one tensor changed by edit; the check that refuses it. */
   private static FlwireException refusalOf(List<byte[]> values, int part,
       java.util.function.UnaryOperator<Tensor.Builder> edit) throws Exception {
+    return chunkRefusal("lossy chunk", values, part,
+        m -> m.setTensors(0, edit.apply(m.getTensors(0).toBuilder())));
+  }
+
+  /** values[part] with its chunk's TensorMap changed by edit; the check that refuses it. */
+  private static FlwireException chunkRefusal(String what, List<byte[]> values, int part,
+      java.util.function.UnaryOperator<TensorMap.Builder> edit) throws Exception {
     StreamPart p = StreamPart.parseFrom(values.get(part));
-    TensorMap m = p.getChunk().getElements();
-    TensorMap changed = m.toBuilder().setTensors(0, edit.apply(m.getTensors(0).toBuilder())).build();
+    TensorMap changed = edit.apply(p.getChunk().getElements().toBuilder()).build();
     byte[] v = p.toBuilder().setChunk(p.getChunk().toBuilder().setElements(changed)).build()
         .toByteArray();
     StreamReader r = new StreamReader();
@@ -372,8 +417,61 @@ class StreamVectorsTest {
     }
     FlwireException e = assertThrows(FlwireException.class, () -> r.add(v));
     assertEquals(0, r.pending(), "the transfer is given up");
-    System.err.println("lossy chunk: " + e.getMessage());
+    System.err.println(what + ": " + e.getMessage());
     return e;
+  }
+
+  /** An unnamed raw 1-D tensor of dtype holding raw (a whole number of elements of width). */
+  private static Tensor rawTensor(flwire.v1.TensorOuterClass.Dtype dtype, byte[] raw) {
+    int width = Dtypes.width(dtype.getNumber());
+    return Tensor.newBuilder().setDtype(dtype).addShape(raw.length / width)
+        .setRawSize(raw.length).setData(com.google.protobuf.ByteString.copyFrom(raw))
+        .setCrc32C(TensorMapReader.crc32c(raw)).build();
+  }
+
+  /**
+   * Section 14.5, packed chunks of stream_packed (part 2: the last 22 elements of enc.weight, then
+   * enc.bias and step whole; part 3: dec.weight whole, then the empty mask; part 4: dec.bias, the
+   * last tensor): every tensor of a chunk is checked against its tensor before any is decoded, a
+   * packed one from its element 0, every one but the last ending its tensor.
+   */
+  @Test
+  void checksEveryTensorOfAPackedChunkBeforeDecodingAny() throws Exception {
+    List<byte[]> values = streamValues("stream_packed");
+    var f32 = flwire.v1.TensorOuterClass.Dtype.DTYPE_FLOAT32;
+    var u8 = flwire.v1.TensorOuterClass.Dtype.DTYPE_UINT8;
+    // The first tensor's CRC-32C wrong (decoding it would be [chunk_decode]) and the last one of
+    // the wrong dtype: the dtype is found first, nothing decoded.
+    FlwireException e = chunkRefusal("packed chunk", values, 2, m -> m
+        .setTensors(0, m.getTensors(0).toBuilder().setCrc32C(m.getTensors(0).getCrc32C() ^ 1))
+        .setTensors(2, rawTensor(f32, new byte[4])));
+    assertEquals("chunk_elements", e.check(), e.getMessage());
+    // The last one's CRC-32C wrong alone: [chunk_decode].
+    e = chunkRefusal("packed chunk", values, 2, m -> m
+        .setTensors(2, m.getTensors(2).toBuilder().setCrc32C(m.getTensors(2).getCrc32C() ^ 1)));
+    assertEquals("chunk_decode", e.check(), e.getMessage());
+    assertTrue(e.getMessage().contains("[crc32c]"), e.getMessage());
+    // A packed tensor with more elements than its tensor: [chunk_overrun].
+    e = chunkRefusal("packed chunk", values, 2, m -> m
+        .setTensors(2, rawTensor(flwire.v1.TensorOuterClass.Dtype.DTYPE_INT64, new byte[16])));
+    assertEquals("chunk_overrun", e.check(), e.getMessage());
+    // A packed tensor named: [chunk_elements].
+    e = chunkRefusal("packed chunk", values, 2, m -> m
+        .setTensors(1, m.getTensors(1).toBuilder().setName("enc.bias")));
+    assertEquals("chunk_elements", e.check(), e.getMessage());
+    // Packed over the empty mask (which has no chunk): [chunk_overrun].
+    e = chunkRefusal("packed chunk", values, 3, m -> m.addTensors(rawTensor(u8, new byte[1])));
+    assertEquals("chunk_overrun", e.check(), e.getMessage());
+    // A tensor of the chunk but its last that ends short of its tensor: [chunk_packed].
+    e = chunkRefusal("packed chunk", values, 3, m -> m
+        .setTensors(0, rawTensor(f32, new byte[9 * 4])).addTensors(rawTensor(u8, new byte[1])));
+    assertEquals("chunk_packed", e.check(), e.getMessage());
+    // Past the last tensor: [chunk_tensor_index].
+    e = chunkRefusal("packed chunk", values, 4, m -> m.addTensors(rawTensor(f32, new byte[4])));
+    assertEquals("chunk_tensor_index", e.check(), e.getMessage());
+    // A chunk of no tensors: [chunk_elements].
+    e = chunkRefusal("packed chunk", values, 4, m -> m.clearTensors());
+    assertEquals("chunk_elements", e.check(), e.getMessage());
   }
 
   /**
@@ -432,8 +530,8 @@ class StreamVectorsTest {
   /**
    * The part at which a transfer's chunks first decode to more than max(floor, max_expansion x
    * the bytes of its records so far, the head's included), from its .json alone (a chunk decodes
-   * to element_count x the dtype's width: a lossy chunk's logical size, not its payload's); -1 if
-   * none does.
+   * to element_count x the dtype's width: a lossy chunk's logical size, not its payload's; a
+   * packed chunk, the sum over its tensors); -1 if none does.
    */
   private static int expansionPart(JsonObject want, Limits lim) {
     long arrived = 0;
@@ -445,10 +543,16 @@ class StreamVectorsTest {
       if (!p.get("kind").getAsString().equals("chunk")) {
         continue;
       }
-      String dtype = tensors[p.get("tensor_index").getAsInt()].getAsJsonObject().get("dtype")
-          .getAsString();
-      decoded += p.get("element_count").getAsLong()
-          * Dtypes.width(flwire.v1.TensorOuterClass.Dtype.valueOf(dtype).getNumber());
+      List<JsonObject> entries = new ArrayList<>(List.of(p));
+      if (p.has("packed")) {
+        p.getAsJsonArray("packed").forEach(x -> entries.add(x.getAsJsonObject()));
+      }
+      for (JsonObject x : entries) {
+        String dtype = tensors[x.get("tensor_index").getAsInt()].getAsJsonObject().get("dtype")
+            .getAsString();
+        decoded += x.get("element_count").getAsLong()
+            * Dtypes.width(flwire.v1.TensorOuterClass.Dtype.valueOf(dtype).getNumber());
+      }
       if (decoded > Math.max((double) lim.expansionFloorBytes(), lim.maxExpansion() * arrived)) {
         return p.get("index").getAsInt();
       }
