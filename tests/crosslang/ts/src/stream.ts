@@ -2,7 +2,8 @@
  * Streamed transfers (spec section 14.5), read from the spec alone.
  * `StreamReader.add` takes the record values of the transfers' parts in the
  * order they arrive: it checks each part against its transfer, decodes each
- * chunk straight into its tensor's buffer as it arrives, and returns the
+ * chunk straight into its tensors' buffers as it arrives (a packed chunk
+ * holds the elements of several tensors), and returns the
  * message once its seal checked out. A refusal is a FlwireError whose `check`
  * is the id of section 14.5 (STREAM_CHECKS); a refused transfer is given up,
  * and its later parts are skipped. `verifyStream` (signing.ts) verifies a
@@ -26,8 +27,8 @@ import { checkWireTypes } from "./wiretypes.js";
 /** The check ids of section 14.5. */
 export const STREAM_CHECKS = [
   "stream_part", "stream_gap", "stream_no_head", "stream_head", "chunk_tensor_index", "chunk_offset",
-  "chunk_elements", "chunk_overrun", "chunk_decode", "stream_part_count", "stream_crc32c",
-  "stream_incomplete", "stream_signed",
+  "chunk_elements", "chunk_overrun", "chunk_packed", "chunk_decode", "stream_part_count",
+  "stream_crc32c", "stream_incomplete", "stream_signed",
 ] as const;
 
 /** The bounds of a reader: section 11's limits and flwire-python's stream defaults (section 14.5). */
@@ -345,41 +346,62 @@ export class StreamReader {
     return t;
   }
 
-  /** Check a chunk against its transfer, then decode it straight into its tensor. */
+  /**
+   * Check a chunk against its transfer, then decode it straight into its
+   * tensors. Its first Tensor holds elements of tensor `tensor_index` from
+   * `element_offset`; the i-th after it (a packed chunk) elements of tensor
+   * `tensor_index + i` from its element 0, and every one but the last the
+   * rest of its tensor (`[chunk_packed]`). Every Tensor is checked before any
+   * buffer is made or anything decoded.
+   */
   private chunk(t: Transfer, c: NonNullable<ParsedPart["chunk"]>): void {
-    const s = t.tensors[c.tensorIndex];
-    if (s === undefined) refuse("chunk_tensor_index", `tensor_index ${c.tensorIndex} of ${t.tensors.length} tensors`);
-    const name = `'${s!.info.name}'`;
-    if (c.elementOffset !== s!.filled) refuse("chunk_offset", `${name} at element ${c.elementOffset}, where ${s!.filled} is expected`);
+    const first = t.tensors[c.tensorIndex];
+    if (first === undefined) refuse("chunk_tensor_index", `tensor_index ${c.tensorIndex} of ${t.tensors.length} tensors`);
+    if (c.elementOffset !== first!.filled) refuse("chunk_offset", `'${first!.info.name}' at element ${c.elementOffset}, where ${first!.filled} is expected`);
     let checked: ReturnType<typeof checkTensorMap>;
-    let plan: ReturnType<typeof checkTensorMap>["plans"][number];
     try {
-      checked = checkTensorMap(c.elements, this.bounds.limits); // checks 1 to 9
+      // Checks 1 to 8 of every Tensor; not 9 (unique names): a chunk's Tensors are all unnamed.
+      checked = checkTensorMap(c.elements, this.bounds.limits, { uniqueNames: false });
     } catch (e) {
       return rethrowAs("chunk_elements", e);
     }
     const e = checked.map.tensors;
-    if (e.length !== 1) refuse("chunk_elements", `${e.length} tensors, not one`);
-    const x = e[0]!;
-    // Lossless or lossy: a lossy chunk passed section 9.1's checks in checkTensorMap (its
-    // dtype is the tensor's logical dtype, its raw_size and CRC-32C its payload's).
-    if (x.name !== "" || x.dtype !== s!.info.dtype || x.shape.length !== 1 || x.shape[0]! < 1n) {
-      refuse("chunk_elements", `'${x.name}' of dtype ${x.dtype}, shape [${x.shape.join(", ")}]: not one unnamed 1-D tensor of ${name}'s dtype ${s!.info.dtype} with elements`);
+    if (e.length === 0) refuse("chunk_elements", "no tensors, where one or more are expected");
+    const places = e.map((x, j) => {
+      const i = c.tensorIndex + j;
+      const packed = j === 0 ? "" : ` (the chunk's tensor ${j + 1} of ${e.length}, packed)`;
+      const s = t.tensors[i];
+      if (s === undefined) refuse("chunk_tensor_index", `tensor_index ${i} of ${t.tensors.length} tensors${packed}`);
+      const name = `'${s!.info.name}'`;
+      const offset = j === 0 ? c.elementOffset : 0n;
+      if (offset !== s!.filled) refuse("chunk_offset", `${name} at element ${offset}, where ${s!.filled} is expected${packed}`);
+      // Lossless or lossy: a lossy Tensor passed section 9.1's checks in checkTensorMap (its
+      // dtype is the tensor's logical dtype, its raw_size and CRC-32C its payload's).
+      if (x.name !== "" || x.dtype !== s!.info.dtype || x.shape.length !== 1 || x.shape[0]! < 1n) {
+        refuse("chunk_elements", `'${x.name}' of dtype ${x.dtype}, shape [${x.shape.join(", ")}]${packed}: not an unnamed 1-D tensor of ${name}'s dtype ${s!.info.dtype} with elements`);
+      }
+      const k = x.shape[0]!;
+      const left = s!.numel - s!.filled;
+      if (k > left) refuse("chunk_overrun", `${k} elements at element ${s!.filled} of ${name}, which has ${s!.numel}${packed}`);
+      if (j < e.length - 1 && k !== left) {
+        refuse("chunk_packed", `${k} of the ${left} elements left of ${name}, followed by another tensor in the chunk${packed}: every tensor of a chunk but its last must end its tensor`);
+      }
+      return { s: s!, k, plan: checked.plans[j]! };
+    });
+    // The expansion bound counts every Tensor's decoded size (a lossy one's k x width).
+    this.checkExpansion(t, places.reduce((n, p) => n + Number(p.k) * p.s.width, 0));
+    for (const { s, k, plan } of places) {
+      s.raw ??= new Uint8Array(Number(s.numel) * s.width);
+      const at = Number(s.filled) * s.width;
+      try {
+        // A lossy Tensor's k elements are its reconstruction (section 9.1), written at the tensor's next element.
+        decodeValueInto(plan, s.raw.subarray(at, at + Number(k) * s.width));
+      } catch (err) {
+        const decode = err instanceof FlwireError && ["decompress", "crc32c", "bool", "topk_indices"].includes(err.check);
+        rethrowAs(decode ? "chunk_decode" : "chunk_elements", err);
+      }
+      s.filled += k;
     }
-    const k = x.shape[0]!;
-    if (k > s!.numel - s!.filled) refuse("chunk_overrun", `${k} elements at element ${s!.filled} of ${name}, which has ${s!.numel}`);
-    this.checkExpansion(t, Number(k) * s!.width);
-    plan = checked.plans[0]!;
-    s!.raw ??= new Uint8Array(Number(s!.numel) * s!.width);
-    const at = Number(s!.filled) * s!.width;
-    try {
-      // A lossy chunk's k elements are its reconstruction (section 9.1), written at element_offset.
-      decodeValueInto(plan, s!.raw.subarray(at, at + Number(k) * s!.width));
-    } catch (err) {
-      const decode = err instanceof FlwireError && ["decompress", "crc32c", "bool", "topk_indices"].includes(err.check);
-      rethrowAs(decode ? "chunk_decode" : "chunk_elements", err);
-    }
-    s!.filled += k;
   }
 
   /**

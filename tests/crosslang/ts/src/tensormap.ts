@@ -212,17 +212,23 @@ function decodeData(p: Plan): DecodedTensor {
   return out;
 }
 
-/** Decode a TensorMap, or throw FlwireError naming the check that failed. */
-export function decodeTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMITS): DecodedMap {
-  const { map, plans } = checkTensorMap(bytes, limits);
+/** Decode a TensorMap, or throw FlwireError naming the check that failed (`options`: checkTensorMap's). */
+export function decodeTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMITS, options: { uniqueNames?: boolean } = {}): DecodedMap {
+  const { map, plans } = checkTensorMap(bytes, limits, options);
   return { tensors: plans.map(decodeData), metadata: { ...map.metadata } };
 }
 
 /**
  * Parse a TensorMap and make every check that comes before decoding any data
  * (the map's limits, checks 1-9 of every tensor); decodeInto does the rest.
+ * `uniqueNames: false` leaves out check 9 (unique names): a streamed chunk's
+ * tensors are all unnamed (section 14.5), and its reader checks that.
  */
-export function checkTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMITS): { map: TensorMap; plans: Plan[] } {
+export function checkTensorMap(
+  bytes: Uint8Array,
+  limits: Limits = DEFAULT_LIMITS,
+  { uniqueNames = true }: { uniqueNames?: boolean } = {},
+): { map: TensorMap; plans: Plan[] } {
   const m = parse(bytes, limits);
   let unknown = unknownBytes(m);
   const total = { bytes: 0n };
@@ -232,7 +238,7 @@ export function checkTensorMap(bytes: Uint8Array, limits: Limits = DEFAULT_LIMIT
     unknown += unknownBytes(t) + (t.lossy ? unknownBytes(t.lossy) : 0);
     if (unknown > limits.maxUnknownBytes) refuse("max_unknown_bytes", `${unknown} bytes of unknown fields, above ${limits.maxUnknownBytes}`);
     plans.push(plan(t, limits, total));
-    if (names.has(t.name)) refuse("unique_names", `two tensors are named '${t.name}'`);
+    if (uniqueNames && names.has(t.name)) refuse("unique_names", `two tensors are named '${t.name}'`);
     names.add(t.name);
   }
   const allowed = limits.maxExpansion === null ? Infinity : Math.max(limits.expansionFloorBytes, limits.maxExpansion * bytes.length);

@@ -35,14 +35,20 @@ interface StreamJson {
     schema_version: { major: number; minor: number }; headers: Record<string, string>; body: Record<string, unknown>;
   };
   tensors: { name: string; dtype: string; shape: number[]; raw_size: number; crc32c: string; raw_hex: string }[];
-  parts: {
+  parts: ({
     index: number; kind: string; size: number; path: string; headers: Record<string, string>;
-    tensor_index?: number; element_offset?: number; element_count?: number; codec?: string; filter?: string; raw_size?: number; crc32c?: string;
-    /** A lossy chunk (section 9.1): its method and parameters; raw_size and crc32c are then its payload's, decoded_size its k elements'. */
-    lossy?: { method: string; block_size: number; k: number };
-    decoded_size?: number;
-  }[];
+    /** A packed chunk's Tensors after its first, each described as the first is. */
+    packed?: ChunkTensorJson[];
+  } & Partial<ChunkTensorJson>)[];
   signature?: { key_id: string; public_key_hex: string; signed_length: number; digest_hex: string; signed_payload_hex: string; signature_hex: string };
+}
+
+/** What a stream's .json says of a chunk's Tensor. */
+interface ChunkTensorJson {
+  tensor_index: number; element_offset: number; element_count: number; codec: string; filter: string; raw_size: number; crc32c: string;
+  /** A lossy one (section 9.1): its method and parameters; raw_size and crc32c are then its payload's, decoded_size its k elements'. */
+  lossy?: { method: string; block_size: number; k: number };
+  decoded_size?: number;
 }
 
 interface StreamRefusal {
@@ -145,8 +151,10 @@ for (const want of streams()) {
       );
       console.log(`STREAM ${want.name} tensor ${t.name} ${dtypeName(t.dtype)} [${t.shape.join(",")}] ${hex(t.raw)}`);
     });
-    // What .json says of each part and chunk; one tensor takes several chunks, of two codecs
-    // (a lossy stream: lossy chunks, and lossless ones).
+    // What .json says of each part and chunk, and of each Tensor of a packed chunk (the i-th
+    // after the first holds tensor tensor_index + i from its element 0, all but the last to its
+    // end); one tensor takes several chunks, of two codecs (a lossy stream: lossy chunks, and
+    // lossless ones).
     const perTensor = new Map<number, number>();
     const codecs = new Set<string>();
     const kinds = new Set<string>();
@@ -155,29 +163,40 @@ for (const want of streams()) {
       const w = want.parts[k]!;
       assert.deepEqual([p.head ? "head" : p.chunk ? "chunk" : "seal", p.index, v.length], [w.kind, w.index, w.size]);
       if (!p.chunk) return;
-      const c = decodeTensorMap(p.chunk.elements).tensors[0]!;
-      assert.deepEqual(
-        [p.chunk.tensorIndex, Number(p.chunk.elementOffset), Number(c.shape[0]), codecName(c.codec), filterName(c.filter), Number(c.rawSize), crcHex(c.crc32c)],
-        [w.tensor_index, w.element_offset, w.element_count, w.codec, w.filter, w.raw_size, w.crc32c],
-      );
-      if (w.lossy) {
-        assert.ok(c.lossy, `${want.name} part ${k}: lossy`);
+      const cs = decodeTensorMap(p.chunk.elements, DEFAULT_LIMITS, { uniqueNames: false }).tensors;
+      const ws = [w as ChunkTensorJson, ...(w.packed ?? [])];
+      assert.equal(cs.length, ws.length, `${want.name} part ${k}: tensors in the chunk`);
+      cs.forEach((c, j) => {
+        const wj = ws[j]!;
+        const where = `${want.name} part ${k} tensor ${j}`;
+        const index = p.chunk!.tensorIndex + j;
+        const offset = j === 0 ? Number(p.chunk!.elementOffset) : 0;
         assert.deepEqual(
-          [lossyName(c.lossy.method), c.lossy.blockSize, Number(c.lossy.k), c.value.length],
-          [w.lossy.method, w.lossy.block_size, w.lossy.k, w.decoded_size],
-          `${want.name} part ${k}`,
+          [c.name, index, offset, Number(c.shape[0]), codecName(c.codec), filterName(c.filter), Number(c.rawSize), crcHex(c.crc32c)],
+          ["", wj.tensor_index, wj.element_offset, wj.element_count, wj.codec, wj.filter, wj.raw_size, wj.crc32c],
+          where,
         );
-        // Its reconstruction is what the tensor holds at element_offset.
-        const t = m.tensors[p.chunk.tensorIndex]!;
-        const at = Number(p.chunk.elementOffset) * dtypeWidth(t.dtype)!;
-        assert.equal(hex(t.raw.subarray(at, at + c.value.length)), hex(c.value), `${want.name} part ${k}: reconstruction`);
-      } else {
-        assert.equal(c.lossy, undefined, `${want.name} part ${k}: lossless`);
-        assert.equal(w.decoded_size ?? w.raw_size, w.raw_size);
-      }
-      perTensor.set(p.chunk.tensorIndex, (perTensor.get(p.chunk.tensorIndex) ?? 0) + 1);
-      codecs.add(codecName(c.codec));
-      kinds.add(w.lossy ? "lossy" : "lossless");
+        const t = m.tensors[index]!;
+        const width = dtypeWidth(t.dtype)!;
+        if (j < cs.length - 1) assert.equal(offset + wj.element_count, t.raw.length / width, `${where}: packed, it ends its tensor`);
+        // Its elements (a lossy one's reconstruction) are what the tensor holds from its offset.
+        const at = offset * width;
+        assert.equal(hex(t.raw.subarray(at, at + c.value.length)), hex(c.value), `${where}: in its tensor`);
+        if (wj.lossy) {
+          assert.ok(c.lossy, `${where}: lossy`);
+          assert.deepEqual(
+            [lossyName(c.lossy.method), c.lossy.blockSize, Number(c.lossy.k), c.value.length],
+            [wj.lossy.method, wj.lossy.block_size, wj.lossy.k, wj.decoded_size],
+            where,
+          );
+        } else {
+          assert.equal(c.lossy, undefined, `${where}: lossless`);
+          assert.equal(wj.decoded_size ?? wj.raw_size, wj.raw_size);
+        }
+        perTensor.set(index, (perTensor.get(index) ?? 0) + 1);
+        codecs.add(codecName(c.codec));
+        kinds.add(wj.lossy ? "lossy" : "lossless");
+      });
     });
     assert.ok(Math.max(...perTensor.values()) >= 2, "a tensor in several chunks");
     if (kinds.has("lossy")) assert.equal(kinds.size, 2, `${want.name}: lossy and lossless chunks`);
@@ -257,6 +276,47 @@ test("a part lost: the transfer is given up at the next one, its later parts ski
   assert.equal(r.pending(), 0);
   for (const v of vs) assert.equal(r.add(v), undefined);
   assert.equal(r.skipped, vs.length);
+});
+
+/** The record value with the last byte of its chunk's j-th Tensor's data (as stored) changed. */
+function corruptTensor(v: Uint8Array, j: number): Uint8Array {
+  const data = fromBinary(TensorMapSchema, parseStreamPart(v).chunk!.elements).tensors[j]!.data;
+  const at = Buffer.from(v).indexOf(Buffer.from(data));
+  assert.ok(data.length > 0 && at > 0);
+  const bad = new Uint8Array(v);
+  bad[at + data.length - 1]! ^= 0xff;
+  return bad;
+}
+
+test("packed chunks (section 14.5): every Tensor of a chunk is checked before any of it is decoded", () => {
+  const packed = streams().filter((w) => w.parts.some((p) => (p.packed ?? []).length > 0));
+  assert.ok(packed.length >= 1, "a stream with packed chunks");
+  // A packed chunk whose first or last Tensor's data is corrupted is refused when it is decoded.
+  for (const want of packed) {
+    const vs = values(want);
+    for (const k of want.parts.flatMap((p) => ((p.packed ?? []).length > 0 ? [p.index] : []))) {
+      for (const j of [0, want.parts[k]!.packed!.length]) {
+        const c = [...vs];
+        c[k] = corruptTensor(vs[k]!, j);
+        assert.equal(read(c).refusal?.check, "chunk_decode", `${want.name} part ${k} tensor ${j} corrupted`);
+      }
+    }
+  }
+  // The packed refusals, their first Tensor's data corrupted too: still refused for their check, not chunk_decode.
+  const rfs = refusals.filter((r) => r.name.startsWith("chunk_packed_"));
+  assert.ok(rfs.length >= 4, `${rfs.length} packed stream refusals`);
+  for (const rf of rfs) {
+    const vs = rf.parts.map(checkedFile);
+    const k = vs.findIndex((v, i) => rf.parts[i]!.path.startsWith("stream_refusals/") && parseStreamPart(v).chunk !== undefined &&
+      fromBinary(TensorMapSchema, parseStreamPart(v).chunk!.elements).tensors.length > 1);
+    assert.ok(k > 0, `${rf.name}: a packed chunk of its own`);
+    const c = [...vs];
+    c[k] = corruptTensor(vs[k]!, 0);
+    const got = read(c);
+    assert.equal(got.refusal?.check, rf.check, `${rf.name}: part ${k}'s first tensor corrupted: ${got.refusal?.message}`);
+    assert.match(got.refusal!.message, new RegExp(`^\\[${rf.check}\\] part ${k}: `));
+    assert.equal(got.reader.pending(), 0);
+  }
 });
 
 test("every changed byte of every part (three ways): the unsigned stream refused or read unchanged, the signed one refused or not verified", () => {
