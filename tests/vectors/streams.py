@@ -729,6 +729,11 @@ def build_refusals(
 
     enc_tail = enc.raw()[128 * 4 :]
 
+    def part2_packing(*tensors: tensor_pb2.Tensor) -> list[str | bytes]:
+        """stream_packed with part 2 (enc.weight from element 128, packed) made
+        of ``tensors`` (resealed)."""
+        return sealed([*pkp[:2], packed(2, 0, 128, *tensors), *pkp[3:-1]])
+
     return [
         Refusal(
             "gap",
@@ -935,19 +940,10 @@ def build_refusals(
             "stream_packed whose part 2 holds enc.weight's elements 128 to 148 (one "
             "short of its end), then enc.bias and step whole: a tensor followed by "
             "another in a chunk must end its tensor (resealed).",
-            sealed(
-                [
-                    *pkp[:2],
-                    packed(
-                        2,
-                        0,
-                        128,
-                        raw_tensor("DTYPE_FLOAT32", enc_tail[:-4]),
-                        raw_tensor("DTYPE_FLOAT16", bias.raw()),
-                        raw_tensor("DTYPE_INT64", step.raw()),
-                    ),
-                    *pkp[3:-1],
-                ]
+            part2_packing(
+                raw_tensor("DTYPE_FLOAT32", enc_tail[:-4]),
+                raw_tensor("DTYPE_FLOAT16", bias.raw()),
+                raw_tensor("DTYPE_INT64", step.raw()),
             ),
         ),
         Refusal(
@@ -955,19 +951,10 @@ def build_refusals(
             "chunk_elements",
             "stream_packed whose part 2 packs enc.bias as float32 (the tensor is "
             "float16; resealed).",
-            sealed(
-                [
-                    *pkp[:2],
-                    packed(
-                        2,
-                        0,
-                        128,
-                        raw_tensor("DTYPE_FLOAT32", enc_tail),
-                        raw_tensor("DTYPE_FLOAT32", struct.pack("<4f", *bias.values)),
-                        raw_tensor("DTYPE_INT64", step.raw()),
-                    ),
-                    *pkp[3:-1],
-                ]
+            part2_packing(
+                raw_tensor("DTYPE_FLOAT32", enc_tail),
+                raw_tensor("DTYPE_FLOAT32", struct.pack("<4f", *bias.values)),
+                raw_tensor("DTYPE_INT64", step.raw()),
             ),
         ),
         Refusal(
