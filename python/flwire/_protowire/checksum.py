@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import crc32c as _crc32c
@@ -66,9 +67,13 @@ def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
     return _multmodp(shift, crc1) ^ crc2
 
 
-def crc32c_around(data: Any, start: int, length: int, known: int) -> int:
+def crc32c_around(data: Any, spans: Sequence[tuple[int, int, int]]) -> int:
     """The CRC-32C of ``data`` whose bytes ``[start, start + length)`` have the
-    CRC-32C ``known``: only the bytes before and after them are read."""
+    CRC-32C ``known``, for each ``(start, length, known)`` of ``spans`` (in
+    ascending order, not overlapping): only the bytes around them are read."""
     view = memoryview(data).cast("B")
-    crc = crc32c_combine(crc32c(view[:start]), known, length)
-    return crc32c(view[start + length :], crc)
+    crc = at = 0
+    for start, length, known in spans:
+        crc = crc32c_combine(crc32c(view[at:start], crc), known, length)
+        at = start + length
+    return crc32c(view[at:], crc)

@@ -620,21 +620,6 @@ def decode_tensor_map(
     )
 
 
-def read_elements(
-    data: Any, dtype: dtypes.DtypeInfo, *, limits: DecodeLimits | None = None
-) -> TensorRecord:
-    """Parse TensorMap bytes that must hold exactly one unnamed 1-D tensor of
-    ``dtype`` with at least one element, lossless or lossy (one chunk of a
-    streamed tensor, wire format section 14.5; a lossy one passed the checks of
-    section 9.1 here); its data stays a view on ``data``. Raises
-    SerializationException naming what is wrong."""
-    records = read_chunk(data, limits=limits)
-    if len(records) != 1:
-        raise SerializationException(f"a chunk holds {len(records)} tensors, not 1")
-    check_element_dtype(records[0], dtype)
-    return records[0]
-
-
 def read_chunk(data: Any, *, limits: DecodeLimits | None = None) -> list[TensorRecord]:
     """Parse a streamed chunk's TensorMap bytes (wire format section 14.5): one
     or more unnamed 1-D tensors, each with at least one element, lossless or
@@ -669,7 +654,7 @@ def check_element_dtype(rec: TensorRecord, dtype: dtypes.DtypeInfo) -> None:
 def decode_elements_into(
     rec: TensorRecord, out: np.ndarray, *, verify_checksum: bool = True
 ) -> int | None:
-    """Decode a chunk's tensor (from :func:`read_elements`) straight into
+    """Decode a chunk's tensor (from :func:`read_chunk`) straight into
     ``out``, a writable uint8 array of exactly its decoded size. A lossless one
     as :func:`decode_record_into` does (and returns what it returns). A lossy
     one: its payload is decompressed and checked (into the end of ``out`` when
@@ -709,7 +694,7 @@ def decode_elements_into(
 def decode_record_into(
     rec: TensorRecord, out: np.ndarray, *, verify_checksum: bool = True
 ) -> int | None:
-    """Decode a lossless tensor (from :func:`read_elements`) straight into
+    """Decode a lossless tensor (from :func:`read_chunk`) straight into
     ``out``, a writable uint8 array of exactly its raw size: compressed frames
     are decompressed into ``out`` itself, raw data is copied into it once; the
     CRC-32C is checked there. Returns the CRC-32C of ``rec.data`` when that is

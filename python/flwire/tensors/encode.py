@@ -406,6 +406,8 @@ def encode_elements(
     """
     if src.lossy is not None:
         raise SerializationException("a streamed tensor's source cannot be lossy already")
+    if packed and options.lossy is not None:
+        raise SerializationException("a packed chunk's elements cannot be lossy")
     width = src.dtype.itemsize
     piece = Source("", src.dtype, (stop - start,), src.raw[start * width : stop * width])
     if options.lossy is not None:
@@ -417,8 +419,6 @@ def encode_elements(
     if not packed:
         _encode(pieces.append, [piece], options, [], probe=False, crcs=crcs)
         return pieces
-    if options.lossy is not None:
-        raise SerializationException("a packed chunk's elements cannot be lossy")
     whole = [Source("", t.dtype, (t.raw.nbytes // t.dtype.itemsize,), t.raw) for t, _ in packed]
     can = options.codec is not None
     flags = [can and compress_first, *(can and on for _, on in packed)]

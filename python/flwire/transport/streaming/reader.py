@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import re
 import threading
@@ -113,26 +114,33 @@ def _decode_chunk(value: Any, places: list[tuple[Any, np.ndarray]]) -> tuple[int
     """A worker's job for one chunk: decode each of its tensors' elements into
     place (a lossy one is reconstructed there); return the CRC-32C and length
     of its whole record (the seal's checksum, combined in order on the event
-    loop). The raw elements of a one-tensor chunk are read once: their
-    CRC-32C, checked by the decode, is combined with that of the bytes around
-    them; a packed chunk's record is read again whole."""
-    crcs = [decode_elements_into(rec, out) for rec, out in places]
-    size = memoryview(value).nbytes
-    if len(places) != 1 or crcs[0] is None:
-        return crc32c(value), size
-    return crc32c_of_view(value, places[0][0].data, crcs[0]), size
+    loop). Raw elements are read once: their CRC-32C, checked by the decode,
+    is combined with that of the bytes around them."""
+    known = []
+    for rec, out in places:
+        data_crc = decode_elements_into(rec, out)
+        if data_crc is not None:
+            known.append((rec.data, data_crc))
+    return crc32c_of_views(value, known), memoryview(value).nbytes
 
 
-def crc32c_of_view(value: Any, inner: memoryview, inner_crc: int) -> int:
-    """The CRC-32C of ``value`` given ``inner_crc``, the CRC-32C of ``inner``, a
-    view on part of it (found by address): only the bytes around ``inner`` are
-    read; all of ``value`` when ``inner`` is not a view on it after all."""
+def crc32c_of_views(value: Any, known: list[tuple[memoryview, int]]) -> int:
+    """The CRC-32C of ``value`` given, for each ``(inner, inner_crc)`` of
+    ``known``, the CRC-32C of ``inner``, a view on part of it (found by
+    address): only the bytes around them are read; all of ``value`` when one
+    is not a view on it after all."""
     whole = np.frombuffer(value, dtype=np.uint8)
-    part = np.frombuffer(inner, dtype=np.uint8)
-    start = part.ctypes.data - whole.ctypes.data
-    if not part.nbytes or start < 0 or start + part.nbytes > whole.nbytes:
-        return crc32c(value)
-    return crc32c_around(value, start, part.nbytes, inner_crc)
+    spans = []
+    for inner, inner_crc in known:
+        part = np.frombuffer(inner, dtype=np.uint8)
+        start = part.ctypes.data - whole.ctypes.data
+        if not part.nbytes or start < 0 or start + part.nbytes > whole.nbytes:
+            return crc32c(value)
+        spans.append((start, part.nbytes, inner_crc))
+    spans.sort()
+    if any(a[0] + a[1] > b[0] for a, b in itertools.pairwise(spans)):
+        return crc32c(value)  # overlapping: not the spans of one record's tensors
+    return crc32c_around(value, spans)
 
 
 @dataclass
@@ -444,7 +452,7 @@ class StreamAssembler:
             src = stream.sources[chunk.tensor_index]
             where = f"part {part.index}: tensor {src.name!r} from element {chunk.element_offset}"
             raise SerializationException(_named(str(exc), where)) from None
-        places = []
+        checked = []
         for k, rec in enumerate(recs):
             i = chunk.tensor_index + k
             if i >= len(stream.sources):
@@ -481,12 +489,17 @@ class StreamAssembler:
                     f"{rec.numel} of the {room} elements left of tensor {src.name!r}; every "
                     "tensor of a chunk but its last must end its tensor"
                 )
+            checked.append((i, offset, rec))
+        # Every tensor of the chunk checked: the places it decodes into.
+        places = []
+        for i, offset, rec in checked:
+            src = stream.sources[i]
             if src.raw.nbytes != stream.sizes[i]:
-                # Its first chunk, checked: the buffer is made now (MemoryError if refused).
+                # Its first chunk: the buffer is made now (MemoryError if refused).
                 src = Source(src.name, src.dtype, src.shape, buffers.empty(stream.sizes[i]))
                 stream.sources[i] = src
-            start = offset * width
-            places.append((rec, src.raw[start : start + rec.numel * width]))
+            start = offset * src.dtype.itemsize
+            places.append((rec, src.raw[start : start + rec.numel * src.dtype.itemsize]))
             stream.filled[i] += rec.numel
         with self._jobs_lock:
             self._jobs_in_flight += 1

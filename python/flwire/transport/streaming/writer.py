@@ -118,13 +118,12 @@ def pack(
             while i < len(planned):
                 nxt = planned[i]
                 t = run.tensor_index + len(packed) + 1
-                nbytes = sources[t].raw.nbytes if t < len(sources) else 0
-                if (
-                    nxt.tensor_index != t  # t has no elements (or none is left)
-                    or lossy[t]
-                    or nxt.stop * sources[t].dtype.itemsize != nbytes  # not whole
-                    or nbytes + PACKED_TENSOR_OVERHEAD > room
-                ):
+                if nxt.tensor_index != t or lossy[t]:  # t has no elements, or is lossy
+                    break
+                nbytes = sources[t].raw.nbytes
+                if nxt.stop * sources[t].dtype.itemsize != nbytes:  # not whole
+                    break
+                if nbytes + PACKED_TENSOR_OVERHEAD > room:
                     break
                 packed.append(t)
                 room -= nbytes + PACKED_TENSOR_OVERHEAD
@@ -166,16 +165,17 @@ def lossy_applies(config: LossyConfig, src: Source) -> bool:
 
 def ending_crc(value: bytes, pieces: list[Any], crcs: list[int | None]) -> int:
     """The CRC-32C of ``value``, which ends with ``pieces`` (``crcs``: each one's
-    CRC-32C where known, else None): the bytes of the piece whose CRC is known
-    (an uncompressed run's, computed by the encoder; a chunk has at most one)
-    are not read again."""
+    CRC-32C where known, else None): the bytes of the pieces whose CRC is known
+    (an uncompressed tensor's, computed by the encoder; a packed chunk has one
+    per raw tensor) are not read again."""
     sizes = [memoryview(p).nbytes for p in pieces]
     at = len(value) - sum(sizes)
+    spans = []
     for size, known in zip(sizes, crcs, strict=True):
         if known is not None:
-            return crc32c_around(value, at, size, known)
+            spans.append((at, size, known))
         at += size
-    return crc32c(value)
+    return crc32c_around(value, spans)
 
 
 def tensor_infos(sources: list[Source]) -> list[transfer_pb2.TensorInfo]:
@@ -207,7 +207,6 @@ class StreamWriter:
         max_value_bytes: int,
         *,
         threads: int | None = None,
-        pack_tensors: bool = True,
     ) -> None:
         sources = msg.sources
         if sources is None:
@@ -236,12 +235,8 @@ class StreamWriter:
         #: Per tensor, whether the lossy config applies to it (judged whole).
         self.lossy = [lossy is not None and lossy_applies(lossy, src) for src in sources]
         planned = runs(sources, budget, [lossy if on else None for on in self.lossy])
-        #: The chunk records, in order (``pack=False``: one run each, never packed).
-        self.records = (
-            pack(sources, planned, budget, self.lossy)
-            if pack_tensors
-            else [_Record(run) for run in planned]
-        )
+        #: The chunk records, in order.
+        self.records = pack(sources, planned, budget, self.lossy)
         self.workers = threads or options.threads or default_threads()
         self.signer = msg.seal_signer
         #: Bytes of raw tensor data encoded so far, and in all.
