@@ -8,11 +8,16 @@ Kafka client, on a fresh topic:
   ``Channel.receive``: from encode start in the sender to the decoded tensors in the receiver;
 * raw: confluent-kafka alone producing as many 1,000,000-byte records as the model has MB
   (same producer settings: idempotent, acks=all, linger 0 ms) and a consumer (flwire's fetch
-  settings) reading them all: from the first produce to the last record consumed.
+  settings) reading them all: from the first produce to the last record consumed;
+* raw + fill: the same, the consumer copying each record's value into one fresh buffer of the
+  whole model (flwire's own allocator, ``flwire.tensors.buffers.empty``). Raw Kafka never
+  touches fresh memory; a receiver that makes tensors must fill as much of it as the model,
+  and the kernel's page faults on it are part of the cost: this is the floor of any receiver
+  that ends with tensors, shown so that the ratios can be read against it.
 
-The two kinds run interleaved (raw, flwire zstd, flwire none, raw, ...) for ``--pairs``
-repetitions; each flwire figure is divided by the raw run next to it (paired ratios of
-throughput), and medians are printed. ``--loaded`` repeats it with one core kept busy by a
+The kinds run interleaved (raw, raw + fill, flwire zstd, flwire none, raw, ...) for
+``--pairs`` repetitions; each other figure is divided by the raw run next to it (paired ratios
+of throughput), and medians are printed. ``--loaded`` repeats it with one core kept busy by a
 CPU-bound process that the benchmark starts. Also printed: when the first record left (after
 encode start), the receive lag (last record received after the last ack), and peak memory:
 the sender's beyond the model, the receiver's in all (both from VmHWM).
@@ -91,14 +96,21 @@ class Side:
 
 
 def trial(
-    bootstrap: str, kind: str, model: str, nbytes: int, compression: str, check: bool
+    bootstrap: str,
+    kind: str,
+    model: str,
+    nbytes: int,
+    compression: str,
+    check: bool,
+    fill: bool = False,
 ) -> dict[str, Any]:
-    """One transfer; the sender's and the receiver's measurements merged."""
+    """One transfer; the sender's and the receiver's measurements merged. ``fill``: a raw
+    receiver copies the records into fresh memory."""
     topic = f"stream-bench-{uuid.uuid4().hex[:10]}"
     create_topics(bootstrap, [topic, topic + ".warm"])
     common = ["--bootstrap", bootstrap, "--topic", topic]
     if kind == "raw":
-        recv = Side(["raw-recv", *common, "--bytes", str(nbytes)])
+        recv = Side(["raw-recv", *common, "--bytes", str(nbytes), *(["--fill"] if fill else [])])
     else:
         recv = Side(["flwire-recv", *common, "--model", model, *(["--check"] if check else [])])
     sender: Side | None = None
@@ -151,10 +163,11 @@ def seconds(r: dict[str, Any]) -> float:
 
 
 def series(bootstrap: str, pairs: int, model: str, nbytes: int, label: str) -> list[dict[str, Any]]:
-    """``pairs`` rounds of raw, flwire zstd, flwire none; paired ratios per round."""
+    """``pairs`` rounds of raw, raw + fill, flwire zstd, flwire none; paired ratios per round."""
     rounds = []
     for i in range(pairs):
         raw = trial(bootstrap, "raw", model, nbytes, "none", False)
+        filled = trial(bootstrap, "raw", model, nbytes, "none", False, fill=True)
         z = trial(bootstrap, "flwire", model, nbytes, "zstd", i == 0)
         n = trial(bootstrap, "flwire", model, nbytes, "none", i == 0)
         for r in (z, n):
@@ -164,6 +177,8 @@ def series(bootstrap: str, pairs: int, model: str, nbytes: int, label: str) -> l
         rounds.append(
             {
                 "raw": raw,
+                "fill": filled,
+                "ratio_fill": filled["bytes"] / seconds(filled) / rate,
                 "zstd": z,
                 "none": n,
                 "ratio_zstd": z["model_bytes"] / seconds(z) / rate,
@@ -171,7 +186,8 @@ def series(bootstrap: str, pairs: int, model: str, nbytes: int, label: str) -> l
             }
         )
         log(
-            f"{label} pair {i + 1}/{pairs}: raw {seconds(raw):.2f} s, zstd {seconds(z):.2f} s "
+            f"{label} pair {i + 1}/{pairs}: raw {seconds(raw):.2f} s, raw + fill "
+            f"{seconds(filled):.2f} s ({rounds[-1]['ratio_fill']:.2f}x), zstd {seconds(z):.2f} s "
             f"({rounds[-1]['ratio_zstd']:.2f}x), none {seconds(n):.2f} s "
             f"({rounds[-1]['ratio_none']:.2f}x)"
         )
@@ -203,6 +219,15 @@ def table(rounds: list[dict[str, Any]], label: str) -> str:
         f"{med([1000 * (r['t_first_send'] - r['t0']) for r in raw]):>18} "
         f"{med([1000 * (r['t_last_record'] - r['t_done']) for r in raw]):>17} "
         f"{'':>13} {'':>15} {cpu(raw):>16}"
+    )
+    fills = [r["fill"] for r in rounds]
+    lines.append(
+        f"{'raw + fill':<14} {med([seconds(r) for r in fills]):>28} "
+        f"{statistics.median(r['bytes'] / seconds(r) / MB for r in fills):>8.0f} "
+        f"{med([r['ratio_fill'] for r in rounds]):>18} "
+        f"{med([1000 * (r['t_first_send'] - r['t0']) for r in fills]):>18} "
+        f"{med([1000 * (r['t_last_record'] - r['t_done']) for r in fills]):>17} "
+        f"{'':>13} {'':>15} {cpu(fills):>16}"
     )
     for codec in ("zstd", "none"):
         rs = [r[codec] for r in rounds]

@@ -1,9 +1,11 @@
 """One side of one trial of the streaming benchmark (``benchmarks.e2e.stream``), as its own
 process: ``flwire-send``/``flwire-recv`` (a streamed ClientUpdate through Channel over
 KafkaTransport) or ``raw-send``/``raw-recv`` (the same number of bytes as 1 MB records with
-confluent-kafka alone). A receiver prints ``{"ready": true}`` once it has received the
-controller's warm-up record (it is then assigned and fetching), and each side ends by printing
-one JSON line of its measurements. Times are ``time.monotonic()``, comparable across processes.
+confluent-kafka alone; ``raw-recv --fill`` also copies each record's value into one fresh
+buffer of the whole model, as any receiver that makes tensors must fill fresh memory). A
+receiver prints ``{"ready": true}`` once it has received the controller's warm-up record (it
+is then assigned and fetching), and each side ends by printing one JSON line of its
+measurements. Times are ``time.monotonic()``, comparable across processes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
+
+from flwire.tensors import buffers
 
 RECORD_BYTES = 1_000_000
 WARMUP_KEY = b"warm-up"
@@ -128,6 +133,8 @@ def raw_recv(args: argparse.Namespace) -> dict[str, Any]:
     got = 0
     ready = False
     t_first = t_last = 0.0
+    fill: Any = None  # --fill: made at the first record, as a stream receiver makes its tensors
+    filled = 0
     cpu0 = 0.0
     deadline = time.monotonic() + args.wait
     while got < count:
@@ -142,10 +149,16 @@ def raw_recv(args: argparse.Namespace) -> dict[str, Any]:
                     say({"ready": True})
                 continue
             got += 1
-            t_last = time.monotonic()
             if got == 1:
-                t_first = t_last
+                t_first = time.monotonic()
                 cpu0 = time.process_time()
+            if args.fill:
+                value = msg.value() or b""
+                if fill is None:
+                    fill = buffers.empty(count * RECORD_BYTES)
+                fill[filled : filled + len(value)] = np.frombuffer(value, np.uint8)
+                filled += len(value)
+            t_last = time.monotonic()
     cpu = time.process_time() - cpu0
     consumer.close()
     return {
@@ -153,6 +166,7 @@ def raw_recv(args: argparse.Namespace) -> dict[str, Any]:
         "t_last_record": t_last,
         "t_decoded": t_last,
         "recv_cpu_s": cpu,
+        "filled_bytes": filled,
     }
 
 
@@ -269,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bytes", type=int, default=0, help="raw roles: bytes to move")
     ap.add_argument("--compression", default="zstd")
     ap.add_argument("--check", action="store_true", help="flwire-recv: compare bit for bit")
+    ap.add_argument("--fill", action="store_true", help="raw-recv: copy into fresh memory")
     ap.add_argument("--wait", type=float, default=300.0)
     args = ap.parse_args(argv)
     if args.role.startswith("flwire"):
