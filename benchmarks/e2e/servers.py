@@ -158,10 +158,10 @@ class FlwireServer:
             if msg.type == "client_update" and msg.body.round_id == r:
                 tensors = msg.tensors()
                 rec.decoded(msg.body.client_id, tensors, time.perf_counter() - t0)
-            # done() is one broker round trip (the handled id's record), awaited
-            # before the next update is taken, as the README's receive loop does: its
-            # time is then its own, not the next decode's (a done() settled beside
-            # the next decode waits for that decode to give the loop back).
+            # done() is awaited before the next update is taken, as the README's
+            # receive loop does; it returns at once (the handled id's record, one
+            # broker round trip, is written in the background, beside the next
+            # decode, and the offsets are committed after it).
             await self._settle(delivery, rec)
         rec.updates_bytes_received = stats["bytes_received"] - before["bytes_received"]
         return rec.finish(self.ph.expected)

@@ -474,8 +474,10 @@ def test_a_copy_arriving_while_the_first_is_handled_is_not_handed_out():
             second = await deliveries.__anext__()  # c2: the copy of c1 was skipped
             handed.append(second)
             await second.done()
+            await second.settled()  # its id written, its offset let go
             before = broker.committed.get(("g", TOPIC))
             await first.done()
+            await first.settled()
             after = broker.committed.get(("g", TOPIC))
         return handed, before, after, channel.stats["duplicates"]
 

@@ -160,17 +160,22 @@ class DemoClient:
         )
         beats = asyncio.create_task(self._heartbeats())
         try:
-            async for delivery in self.channel.receive(
-                [self.layout.broadcast], self.layout.client_group(self.client_id)
-            ):
-                try:
-                    await self.accept(delivery.payload)
-                except HandlerError as exc:
-                    await delivery.fail(exc)  # retried, then dead-lettered
-                    continue
-                await delivery.done()
-                if self.stopped.is_set():
-                    break
+            # Closed on the way out (aclosing): the ids of the deliveries just done are
+            # written and their offsets committed before the transport stops.
+            async with contextlib.aclosing(
+                self.channel.receive(
+                    [self.layout.broadcast], self.layout.client_group(self.client_id)
+                )
+            ) as deliveries:
+                async for delivery in deliveries:
+                    try:
+                        await self.accept(delivery.payload)
+                    except HandlerError as exc:
+                        await delivery.fail(exc)  # retried, then dead-lettered
+                        continue
+                    await delivery.done()
+                    if self.stopped.is_set():
+                        break
         finally:
             for task in (beats, self._training):
                 # A training that ended by itself is not awaited: its error, if any, is

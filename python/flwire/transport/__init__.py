@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 from flwire.transport.base import DEFAULT_MAX_RECORD_BYTES, Headers, Record, Subscription, Transport
 from flwire.transport.channel import Channel, Delivery, ProgressCallback
 from flwire.transport.chunking import Reassembler
-from flwire.transport.events import ChannelEvent, DeliveryFailed, TransferDropped
+from flwire.transport.events import (
+    ChannelEvent,
+    DeliveryFailed,
+    DeliveryUnsettled,
+    TransferDropped,
+)
 from flwire.transport.failures import FailurePolicy
 from flwire.transport.headers import message_headers, read_headers
 from flwire.transport.layout import TopicLayout
@@ -38,6 +43,7 @@ __all__ = [
     "ChannelEvent",
     "Delivery",
     "DeliveryFailed",
+    "DeliveryUnsettled",
     "FailurePolicy",
     "FlwireDeserializer",
     "FlwireSerializer",

@@ -11,7 +11,16 @@ out as a :class:`Delivery`. The application settles each delivery:
 - ``await delivery.done()``: handled. Its id is recorded (see de-duplication)
   and its records' offsets are committed as soon as every earlier record of
   the partition is settled too: nothing is committed past a record that is
-  still being handled, or past a part of a transfer still incomplete.
+  still being handled, or past a part of a transfer still incomplete. It
+  returns at once: the id's record is written in the background, and the
+  offsets are let go only once the transport has acknowledged it
+  (``await delivery.settled()`` waits for that; at most MAX_SETTLING, 64, are
+  written at once, past which the loop waits). A write that fails is counted
+  in ``stats["unsettled"]``, reported to ``on_event`` as a
+  :class:`~flwire.transport.events.DeliveryUnsettled` and made again (backoff
+  0.5 s doubling to 5 s); until it succeeds the delivery's offsets stay
+  uncommitted, so if the loop ends first it is delivered again after a
+  restart.
 - ``await delivery.fail(error)``: not handled. The channel's
   :class:`~flwire.transport.failures.FailurePolicy` hands it out again (up to
   ``max_attempts``), then writes it to a dead-letter topic (or skips it) and
@@ -70,6 +79,7 @@ from flwire.transport.chunking import (
 from flwire.transport.events import (
     ChannelEvent,
     DeliveryFailed,
+    DeliveryUnsettled,
     EventCallback,
     TransferDropped,
 )
@@ -83,6 +93,17 @@ if TYPE_CHECKING:
     from flwire.security.verifier import Verifier
 
 logger = logging.getLogger(__name__)
+
+#: How long a receive loop that ends waits for the ids of done deliveries still
+#: being written, before it commits and closes (see ``_Receiver.drain``).
+SETTLE_DRAIN_S = 5.0
+#: The most done deliveries whose ids are being written at once: past it, the
+#: receive loop waits for the oldest write before it hands out the next
+#: delivery (so a crash re-handles at most this many, and a broker that stopped
+#: acknowledging stops the loop instead of piling up work).
+MAX_SETTLING = 64
+#: Backoff between writes of an id that failed: from the first, doubling to the last.
+SETTLE_RETRY_S = (0.5, 5.0)
 
 #: progress(direction, transfer_id, bytes_done, bytes_total); direction is "send" or "receive"
 ProgressCallback = Callable[[str, str, int, int], None]
@@ -110,6 +131,11 @@ class Delivery:
     message: Message | None = None
     _tokens: list[_Token] = field(repr=False, default_factory=list)
     _receiver: _Receiver | None = field(repr=False, default=None)
+    #: done() was called; its records while its id is written (see _Pending),
+    #: and the background write.
+    _done: bool = field(repr=False, default=False)
+    _pending: _Pending | None = field(repr=False, default=None)
+    _settling: asyncio.Task[None] | None = field(repr=False, default=None)
     #: A streamed transfer's seal signature (None: unsigned) and records' digest.
     _signature: Any = field(repr=False, default=None)
     _digest: bytes | None = field(repr=False, default=None)
@@ -147,12 +173,59 @@ class Delivery:
         return self.message_id or self.transfer_id
 
     async def done(self) -> None:
-        """The payload is handled: record its id, then let its offsets be committed."""
+        """The payload is handled: record its id, then let its offsets be committed.
+
+        Returns at once, without waiting for the broker: with de-duplication on,
+        the id's record is written in the background, and the offsets are let go
+        only once the transport has acknowledged it (:meth:`settled` waits for
+        that). A write that fails is reported (``stats["unsettled"]``, a
+        :class:`DeliveryUnsettled` event) and made again, with a backoff of
+        0.5 s doubling to 5 s, until it succeeds or the receive loop ends. A
+        second call changes nothing. Raises CommunicationException when the
+        delivery's receive loop has ended (its offsets were not committed: it
+        comes again after a restart)."""
         if self._receiver is None:
             tokens, self._tokens = self._tokens, []
             await _finish_tokens(tokens)
             return
         await self._receiver.settle_done(self)
+
+    async def settled(self) -> None:
+        """Wait until :meth:`done` has taken effect: the id recorded (with
+        de-duplication on) and the offsets let go to be committed. Raises
+        CommunicationException when the id's write in progress (or the next
+        one, during a backoff) fails (the channel keeps making it, until its
+        receive loop ends) or the receive loop ended first: the offsets are
+        then not committed, and the delivery comes again after a restart. Waits
+        at most the transport's own bound on a send (and a backoff)."""
+        if self._receiver is not None and not self._done:
+            raise CommunicationException(
+                f"delivery {self.id} is not settled: call done() first (settled() waits "
+                "for what done() started)"
+            )
+        task, pending = self._settling, self._pending
+        if task is None or pending is None:
+            return
+        failed = asyncio.ensure_future(pending.failed.wait())
+        try:
+            # Neither is cancelled when the caller is.
+            await asyncio.wait([task, failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        if task.cancelled():
+            raise CommunicationException(
+                f"delivery {self.id}: its id was still being recorded when its receive "
+                f"loop ended (after waiting {SETTLE_DRAIN_S:g} s); its offsets stay "
+                "uncommitted, so it is delivered again after a restart"
+            )
+        if pending.error is None:
+            return
+        if task.done():  # written, and then the commit failed
+            raise pending.error
+        raise CommunicationException(
+            f"delivery {self.id}: its id is not recorded yet: {pending.error} (the "
+            "channel writes it again until its receive loop ends)"
+        ) from pending.error
 
     async def fail(self, error: BaseException | str) -> None:
         """The payload could not be handled: hand it out again, or after the last
@@ -169,7 +242,9 @@ class Channel:
 
     ``on_event`` is called with a :class:`TransferDropped` or
     :class:`DeliveryFailed` whenever data could not be handed to the
-    application; ``failure_policy`` says what ``Delivery.fail`` does.
+    application, and with a :class:`DeliveryUnsettled` when a handled
+    delivery's id could not be recorded; ``failure_policy`` says what
+    ``Delivery.fail`` does.
 
     :attr:`stats` counts, since the channel was made:
 
@@ -186,7 +261,8 @@ class Channel:
     - ``retries``: ``fail()`` calls that handed a delivery out again;
       ``dead_lettered``: deliveries written to the dead-letter topic (also in
       ``sent``); ``failed_deliveries``: deliveries failed for good with no
-      dead-letter topic.
+      dead-letter topic; ``unsettled``: done deliveries whose id could not be
+      recorded (a :class:`DeliveryUnsettled` each).
     """
 
     def __init__(
@@ -228,6 +304,7 @@ class Channel:
             "duplicates": 0,
             "retries": 0,
             "failed_deliveries": 0,
+            "unsettled": 0,
             "dead_lettered": 0,
             "refused": 0,
             "bytes_sent": 0,
@@ -475,10 +552,15 @@ class Channel:
                     await _finish_tokens(delivery._tokens)
                     continue
                 delivery._receiver = receiver
+                await receiver.bound_settling()
                 yield delivery
         finally:
             expiry.cancel()
-            await subscription.close()
+            try:
+                await receiver.drain(SETTLE_DRAIN_S)
+            finally:
+                receiver.closed = True
+                await subscription.close()
 
     async def _verify(self, delivery: Delivery, verifier: Verifier) -> bool:
         """Verify a delivery: set its message, or count its refusal (the verifier
@@ -685,7 +767,11 @@ class _Receiver:
         #: (loop time when due, delivery) of failed deliveries to hand out again.
         self.retries: deque[tuple[float, Delivery]] = deque()
         #: Deliveries handed out and not settled yet, by id (with de-duplication on).
-        self.in_flight: dict[str, Delivery] = {}
+        self.in_flight: dict[str, Delivery | _Pending] = {}
+        #: Writes of done deliveries' ids under way (see settle_done).
+        self.settling: set[asyncio.Task[None]] = set()
+        #: The receive loop has ended: its subscription is closed.
+        self.closed = False
         # A rebalance took partitions away: records of theirs still being handled
         # must not move their commit point (another consumer owns it now).
         subscription.on_revoke(self._revoked)
@@ -706,21 +792,113 @@ class _Receiver:
             await self.subscription.commit(topic, partition, next_offset)
 
     async def settle_done(self, delivery: Delivery) -> None:
-        if not delivery._tokens:
-            return  # already settled
+        if delivery._done or not delivery._tokens:
+            return  # settled, being settled, or handed out again by fail()
+        if self.closed:
+            raise CommunicationException(
+                f"delivery {delivery.id} from {delivery.topic}: its receive loop has ended, "
+                "so its offsets can no longer be committed; it is delivered again after a "
+                "restart (call done() before leaving the loop)"
+            )
+        delivery._done = True
         ident = delivery.id
-        if self.seen is not None and ident is not None:
-            # If this raises, nothing is settled: done() may be called again.
-            await self.seen.add(ident)
+        if self.seen is None or ident is None:
+            tokens, delivery._tokens = delivery._tokens, []
+            await _finish_tokens(tokens)
+            return
+        # What the write needs, without the delivery: its payload and message are
+        # the application's, freed when it lets them go, not held during the write.
+        pending = _Pending(ident, delivery.topic, [t.slim() for t in delivery._tokens])
+        delivery._tokens = []
+        delivery._pending = pending
+        if self.in_flight.get(ident) is delivery:
+            self.in_flight[ident] = pending  # copies arriving meanwhile join it
+        # The id's record is one broker round trip: written beside the handling of
+        # the next deliveries, not awaited here (done() never waits for the broker).
+        task = asyncio.create_task(self._record(pending))
+        delivery._settling = task
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def _record(self, pending: _Pending) -> None:
+        """Write a done delivery's id (again after a failure, with a backoff,
+        until it succeeds or the receive loop cancels this), then let its
+        offsets go. The first failure is reported."""
+        assert self.seen is not None
+        attempt = 0
+        while True:
+            try:
+                await self.seen.add(pending.ident)
+                break
+            except CommunicationException as exc:
+                attempt += 1
+                pending.error = exc
+                pending.failed.set()  # wakes settled(); later calls wait for the next try
+                pending.failed = asyncio.Event()
+                retry_s = min(SETTLE_RETRY_S[1], SETTLE_RETRY_S[0] * 2 ** (attempt - 1))
+                if attempt == 1:
+                    self.channel.stats["unsettled"] += 1
+                    self.channel.emit(DeliveryUnsettled(pending.topic, pending.ident, str(exc)))
+                logger.error(
+                    "Delivery %s from %s is done, but its id could not be recorded "
+                    "(attempt %d): %s; its offsets stay uncommitted until it is (written "
+                    "again in %g s; if the receive loop ends first, the delivery comes "
+                    "again after a restart)",
+                    pending.ident,
+                    pending.topic,
+                    attempt,
+                    exc,
+                    retry_s,
+                )
+                await asyncio.sleep(retry_s)
+        pending.error = None
         # Taken only now: copies that arrived during the write joined these tokens.
-        tokens, delivery._tokens = delivery._tokens, []
-        if ident is not None and self.in_flight.get(ident) is delivery:
-            del self.in_flight[ident]
-        await _finish_tokens(tokens)
+        tokens, pending._tokens = pending._tokens, []
+        if self.in_flight.get(pending.ident) is pending:
+            del self.in_flight[pending.ident]
+        try:
+            await _finish_tokens(tokens)
+        except Exception as exc:  # e.g. the consumer closed meanwhile
+            pending.error = CommunicationException(
+                f"delivery {pending.ident} from {pending.topic}: its id is recorded, but its "
+                f"offsets could not be committed ({type(exc).__name__}: {exc}); it is "
+                "delivered again after a restart, and skipped there as handled (leave the "
+                "receive loop with contextlib.aclosing, or let it end, before stopping the "
+                "transport)"
+            )
+            pending.failed.set()
+            logger.error("%s", pending.error)
+
+    async def bound_settling(self) -> None:
+        """Wait while MAX_SETTLING ids are being written (see MAX_SETTLING)."""
+        while len(self.settling) >= MAX_SETTLING:
+            await asyncio.wait(set(self.settling), return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self, bound_s: float) -> None:
+        """Wait up to ``bound_s`` for the ids being written; a write still going
+        then is cancelled (its delivery's offsets stay uncommitted: it comes
+        again after a restart, and is skipped if its id did get written). The
+        writes are cancelled too if this wait is."""
+        if not self.settling:
+            return
+        pending = set(self.settling)
+        late = pending
+        try:
+            _, late = await asyncio.wait(pending, timeout=bound_s)
+        finally:
+            for task in late:
+                task.cancel()
+        if late:
+            logger.warning(
+                "Stopped receiving with %d delivery id(s) still being recorded after %g s; "
+                "their offsets stay uncommitted (delivered again after a restart)",
+                len(late),
+                bound_s,
+            )
 
     async def settle_failed(self, delivery: Delivery, error: BaseException | str) -> None:
         reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        if not delivery._tokens:
+        if delivery._done or not delivery._tokens:
             # Settled already: its failure cannot undo a done() (nor fail it twice).
             logger.warning(
                 "Delivery %s from %s was settled already (done() or fail()); this fail() "
@@ -789,6 +967,21 @@ class _Receiver:
         # Settled for good: remembered as handled, so a copy delivered again after
         # a restart is not retried from scratch.
         await self.settle_done(delivery)
+
+
+@dataclass
+class _Pending:
+    """A done delivery's records (slim tokens), held while its id is written;
+    copies of the delivery that arrive meanwhile join them. ``error``: the
+    write's, when it failed."""
+
+    ident: str
+    topic: str
+    _tokens: list[_Token]
+    #: The last failed write's error (None once written).
+    error: CommunicationException | None = None
+    #: Set when a write fails, then replaced: what settled() waits on besides the task.
+    failed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 A :class:`~flwire.transport.channel.Channel` calls its ``on_event`` callback
 with one of these, and counts each in ``Channel.stats``, whenever data could
-not be handed to the application: a transfer given up on, or a delivery whose
-handler kept failing. Logging alone is not reporting: these are values the
-application can count, alert on, or act on.
+not be handed to the application: a transfer given up on, a delivery whose
+handler kept failing, or a handled one whose id could not be recorded.
+Logging alone is not reporting: these are values the application can count,
+alert on, or act on.
 """
 
 from __future__ import annotations
@@ -41,5 +42,19 @@ class DeliveryFailed:
     dead_letter_topic: str | None
 
 
-ChannelEvent = TransferDropped | DeliveryFailed
+@dataclass(frozen=True)
+class DeliveryUnsettled:
+    """A delivery the application marked done whose id the channel could not
+    record on the transport (de-duplication's log; ``error`` says why, e.g. the
+    broker unreachable past the send's bound). Its offsets stay uncommitted, so
+    it is delivered again after a restart (or to the consumer that takes its
+    partition over) and handled again there; ``Delivery.done()`` again retries
+    the write."""
+
+    topic: str
+    message_id: str
+    error: str
+
+
+ChannelEvent = TransferDropped | DeliveryFailed | DeliveryUnsettled
 EventCallback = Callable[[ChannelEvent], None]

@@ -22,7 +22,8 @@ stdout, one line each, for the test to follow:
 - ``READY <old|new> <channel|memory>`` (which flwire, who de-duplicates), ``SUBSCRIBED``;
 - ``PROGRESS <transfer id> <bytes done> <total>`` (a few per transfer);
 - ``HANDLED <id>`` (the effect is on disk), ``DUPLICATE <id>`` (skipped by the in-memory
-  SeenIds), ``SETTLED <id>`` (Channel mode: ``delivery.done()`` returned);
+  SeenIds), ``SETTLED <id>`` (Channel mode: ``delivery.done()`` returned, and
+  ``delivery.settled()`` where the Channel has it: the id is recorded);
 - ``ATTEMPT <id> <n>``, ``FAILED_HANDLING <id> <n>`` (only for ``--fail`` senders);
 - ``DROPPED <transfer id> <event>`` (an on_event TransferDropped), ``EVENT <type> <repr>``,
   ``STAT dropped_transfers <n>``, ``STAT spilled_bytes <n>`` (bytes written to the spill
@@ -165,6 +166,9 @@ async def serve_channel(args: argparse.Namespace, handler: Handler, feats: Featu
                     continue
                 # The old Channel has no way to say so: the message is skipped.
             await delivery.done()
+            settled = getattr(delivery, "settled", None)
+            if settled is not None:  # the id's record is written in the background
+                await settled()
             say("SETTLED", handler.current)
         say("CONSUMER_ENDED receive loop ended")
     finally:
