@@ -11,14 +11,15 @@ dtype and size, judged on the whole tensor) is lossy-encoded as a tensor of its
 own (see :func:`chunk_lossy`). After a run that ends its tensor, the next
 exact tensors go in the same record, whole, while they fit (a packed chunk,
 :func:`pack`): without it, each tensor of a few KB took a record, and a
-produce request, of its own. A record with nothing to compress or make lossy
-(its tensors' raw bytes: a CRC-32C and one copy, about 0.2 ms per MB) is
-encoded on the event loop when its turn comes: handing it to a worker thread
-and back cost more than the work (the 410 MB model's sender took 0.47 CPU-s
-with every record on the workers, 0.34 with those on the loop; raw Kafka's
-producer, 0.32). The seal carries the part count and the CRC-32C of every
-earlier record: each record's is computed beside its encoding, and the event
-loop combines them in order (:func:`~flwire._protowire.crc32c_combine`).
+produce request, of its own. A record with nothing lossy and little to
+compress (its raw bytes take a CRC-32C and one copy, about 0.2 ms per MB; at
+most LOOP_COMPRESS_BYTES compressed) is encoded on the event loop when its turn
+comes, a tensor's probe too: handing it to a worker thread and back cost more
+than the work (the 410 MB model's sender took 0.47 CPU-s with every record on
+the workers, 0.34 with the raw ones on the loop; raw Kafka's producer, 0.32).
+The seal carries the part count and the CRC-32C of every earlier record: each
+record's is computed beside its encoding, and the event loop combines them in
+order (:func:`~flwire._protowire.crc32c_combine`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ MIN_RUN_BYTES = 64
 #: map entry's key and length, its header fields, up to 63 bytes of alignment
 #: padding): at most about 110 bytes.
 PACKED_TENSOR_OVERHEAD = 192
+#: The most tensor bytes a record may compress and still be encoded on the event
+#: loop (see StreamWriter._on_loop): a zstd pass over that much takes about as
+#: long as handing the record to a worker thread and back.
+LOOP_COMPRESS_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -242,8 +247,8 @@ class StreamWriter:
         #: The chunk records, in order.
         self.records = pack(sources, planned, budget, self.lossy)
         self.workers = threads or options.threads or default_threads()
-        #: Per tensor packed whole: whether it is compressed (see _compresses_whole).
-        self._whole: dict[int, bool] = {}
+        #: Per tensor: how it goes, once its probe is made (see _choose).
+        self._chosen: dict[int, EncodeOptions] = {}
         self.signer = msg.seal_signer
         #: Bytes of raw tensor data encoded so far, and in all.
         self.raw_done = 0
@@ -288,35 +293,40 @@ class StreamWriter:
 
     def _compresses_whole(self, t: int) -> bool:
         """Whether a tensor packed whole is compressed (kept raw unless that
-        paid): as :meth:`_choose` decides for a tensor of one run (its probe
-        made once)."""
-        known = self._whole.get(t)
-        if known is None:
-            run = _Run(t, 0, self.sources[t].raw.nbytes // self.sources[t].dtype.itemsize)
-            known = self._whole[t] = self._choose(run).codec is not None
-        return known
+        paid): as :meth:`_choose` decides for a tensor of one run."""
+        run = _Run(t, 0, self.sources[t].raw.nbytes // self.sources[t].dtype.itemsize)
+        return self._choose(run).codec is not None
 
     def _on_loop(self, record: _Record, options: EncodeOptions | None) -> bool:
-        """Whether ``record`` is encoded on the event loop: nothing in it is lossy
-        or compressed (``options``: its tensor's, None while not chosen yet)."""
+        """Whether ``record`` is encoded on the event loop: nothing in it is lossy,
+        and it compresses at most LOOP_COMPRESS_BYTES of tensor data (``options``:
+        its tensor's, None for a first run: its probe is then made here)."""
         if self.lossy[record.run.tensor_index]:
             return False
         if self.options.codec is None:
             return True
-        if options is None or options.codec is not None:
-            return False
-        return not any(self._compresses_whole(t) for t in record.packed)
+        chosen = self._choose(record.run) if options is None else options
+        work = self._run_bytes(record.run) if chosen.codec is not None else 0
+        for t in record.packed:
+            if self._compresses_whole(t):
+                work += self.sources[t].raw.nbytes
+        return work <= LOOP_COMPRESS_BYTES
 
     def _choose(self, run: _Run) -> EncodeOptions:
-        """How a tensor goes, from its first run: as asked, unless a probe of its
-        first PROBE_BYTES does not save ``min_saving`` under the codec
-        (:func:`flwire.tensors.encode.compresses`); then raw. A first run no
-        larger than the probe goes as asked."""
+        """How a tensor goes, from its first run (made once per tensor): as
+        asked, unless a probe of its first PROBE_BYTES does not save
+        ``min_saving`` under the codec (:func:`flwire.tensors.encode.compresses`);
+        then raw. A first run no larger than the probe goes as asked."""
+        known = self._chosen.get(run.tensor_index)
+        if known is not None:
+            return known
         if self._run_bytes(run) <= PROBE_BYTES:
-            return self.options
-        return (
-            self.options if compresses(self.sources[run.tensor_index], self.options) else self._raw
-        )
+            known = self.options
+        else:
+            src = self.sources[run.tensor_index]
+            known = self.options if compresses(src, self.options) else self._raw
+        self._chosen[run.tensor_index] = known
+        return known
 
     def _run_bytes(self, run: _Run) -> int:
         return (run.stop - run.start) * self.sources[run.tensor_index].dtype.itemsize
