@@ -58,8 +58,8 @@ FIXED_OVERHEAD = 200_000_000
 #: The server reassembler's max_memory_bytes by default, in MB (--memory-mb): part of the
 #: fixed overhead, since it does not grow with the model or the number of clients.
 SERVER_MEMORY_MB = 16
-#: The server consumer's queued.max.messages.kbytes by default (--queue-kb; librdkafka's
-#: is 65536): the README's advice for a server taking many clients at once.
+#: The server consumer's queued.max.messages.kbytes by default (--queue-kb; 0 for
+#: librdkafka's, 65536): KafkaTransport's default.
 SERVER_QUEUE_KB = 16384
 
 

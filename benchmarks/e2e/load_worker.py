@@ -148,6 +148,10 @@ async def commands(handle: Callable[[dict[str, Any]], Awaitable[bool]]) -> None:
 # ----------------------------------------------------------------------------- server
 
 
+#: librdkafka's default queued.max.messages.kbytes (``--queue-kb 0``).
+LIBRDKAFKA_QUEUE_KB = 65536
+
+
 class Server:
     def __init__(
         self,
@@ -162,7 +166,8 @@ class Server:
         self.layout = TopicLayout(job)
         self.base = model(kind)
         self.clients = clients
-        queue = {"consumer": {"queued.max.messages.kbytes": queue_kb}} if queue_kb else None
+        # 0: librdkafka's own default (KafkaTransport's is 16 MiB).
+        queue = {"consumer": {"queued.max.messages.kbytes": queue_kb or LIBRDKAFKA_QUEUE_KB}}
         self.transport = flwire_transport(bootstrap, queue)
         # Incomplete updates past `memory` bytes wait in the spill file (None: all in memory).
         self.channel = Channel(self.transport, reassembler=Reassembler(max_memory_bytes=memory))

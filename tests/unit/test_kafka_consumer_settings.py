@@ -13,3 +13,14 @@ def test_the_fetch_queue_backoff_is_short_unless_the_user_says_otherwise() -> No
     mine = KafkaTransport("127.0.0.1:1", consumer_config={"fetch.queue.backoff.ms": 250})
     assert mine.consumer_config["fetch.queue.backoff.ms"] == 250
     assert mine.consumer_config["max.partition.fetch.bytes"] == 16 * mine.max_record_bytes
+
+
+def test_the_prefetch_queue_is_one_fetch_unless_the_user_says_otherwise() -> None:
+    # librdkafka's default (64 MiB) is memory beside the model for a receiver that
+    # falls behind a stream (issue 15: receiver memory at most 1.25x the model).
+    transport = KafkaTransport("127.0.0.1:1")
+    queued_kb = transport.consumer_config["queued.max.messages.kbytes"]
+    assert queued_kb * 1024 >= transport.consumer_config["max.partition.fetch.bytes"]
+    assert queued_kb == 16384
+    mine = KafkaTransport("127.0.0.1:1", consumer_config={"queued.max.messages.kbytes": 65536})
+    assert mine.consumer_config["queued.max.messages.kbytes"] == 65536

@@ -130,6 +130,15 @@ def _purge_and_report(producer: Producer) -> None:
 _RECORD_OVERHEAD = 4096
 #: Records a fetch may bring per partition, in units of ``max_record_bytes``.
 _FETCH_RECORDS = 16
+#: librdkafka's prefetch queue per consumer, in KB (its default is 65536: 64 MiB of
+#: records fetched ahead of the application). A receiver that falls behind a
+#: stream holds the queue full, on top of the model it decodes: 16 MiB, one fetch
+#: (16 records of 1 MB), keeps fetching ahead with room to spare. Measured with
+#: the 410 MB model (benchmarks.e2e.stream trials, old and new alternating, one
+#: core kept busy, 6 pairs): receiver peak memory 1.24 -> 1.17x the model, last
+#: record received 0.17 -> 0.08 s after the last ack, encode start -> decoded
+#: 0.91 -> 0.86 s; quiet (5 pairs), 1.24 -> 1.16x and 0.81 s both.
+_QUEUED_KB = 16384
 #: librdkafka's pause before the next fetch when its prefetch queue is full (see
 #: the consumer config; librdkafka's default is 1000 ms).
 _FETCH_QUEUE_BACKOFF_MS = 10
@@ -453,6 +462,9 @@ class KafkaTransport(Transport):
             # 8-client round 460, 426, 623, 376 ms with 10 ms against 526, 571, 497,
             # 545 ms with 1000 ms; paired ratio 0.81 (0.69-1.25).
             "fetch.queue.backoff.ms": _FETCH_QUEUE_BACKOFF_MS,
+            # librdkafka's default prefetch (64 MiB) is memory beside the model
+            # for a receiver that falls behind; see _QUEUED_KB.
+            "queued.max.messages.kbytes": _QUEUED_KB,
             "session.timeout.ms": _SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": _HEARTBEAT_INTERVAL_MS,
             **(consumer_config or {}),
