@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -205,6 +206,23 @@ def med(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
 
 
+def row(
+    label: str,
+    rs: list[dict[str, Any]],
+    ratio: str,
+    nbytes: Callable[[dict[str, Any]], float],
+    memory: str = f"{'':>13} {'':>15}",
+) -> str:
+    """One line of :func:`table`: a path's trials ``rs`` (``nbytes``: what one moved)."""
+    return (
+        f"{label:<14} {med([seconds(r) for r in rs]):>28} "
+        f"{statistics.median(nbytes(r) / seconds(r) / MB for r in rs):>8.0f} {ratio:>18} "
+        f"{med([1000 * (r['t_first_send'] - r['t0']) for r in rs]):>18} "
+        f"{med([1000 * (r['t_last_record'] - r['t_done']) for r in rs]):>17} "
+        f"{memory} {cpu(rs):>16}"
+    )
+
+
 def table(rounds: list[dict[str, Any]], label: str) -> str:
     lines = [f"\n{label}: {len(rounds)} interleaved pairs, median [min-max]"]
     lines.append(
@@ -213,35 +231,19 @@ def table(rounds: list[dict[str, Any]], label: str) -> str:
         f"{'receiver total':>15} {'CPU s send+recv':>16}"
     )
     raw = [r["raw"] for r in rounds]
-    lines.append(
-        f"{'raw Kafka':<14} {med([seconds(r) for r in raw]):>28} "
-        f"{statistics.median(r['bytes'] / seconds(r) / MB for r in raw):>8.0f} {'1':>18} "
-        f"{med([1000 * (r['t_first_send'] - r['t0']) for r in raw]):>18} "
-        f"{med([1000 * (r['t_last_record'] - r['t_done']) for r in raw]):>17} "
-        f"{'':>13} {'':>15} {cpu(raw):>16}"
-    )
+    lines.append(row("raw Kafka", raw, "1", lambda r: r["bytes"]))
     fills = [r["fill"] for r in rounds]
-    lines.append(
-        f"{'raw + fill':<14} {med([seconds(r) for r in fills]):>28} "
-        f"{statistics.median(r['bytes'] / seconds(r) / MB for r in fills):>8.0f} "
-        f"{med([r['ratio_fill'] for r in rounds]):>18} "
-        f"{med([1000 * (r['t_first_send'] - r['t0']) for r in fills]):>18} "
-        f"{med([1000 * (r['t_last_record'] - r['t_done']) for r in fills]):>17} "
-        f"{'':>13} {'':>15} {cpu(fills):>16}"
-    )
+    fill_ratio = med([r["ratio_fill"] for r in rounds])
+    lines.append(row("raw + fill", fills, fill_ratio, lambda r: r["bytes"]))
     for codec in ("zstd", "none"):
         rs = [r[codec] for r in rounds]
         model = rs[0]["model_bytes"]
-        lines.append(
-            f"{'flwire ' + codec:<14} {med([seconds(r) for r in rs]):>28} "
-            f"{statistics.median(model / seconds(r) / MB for r in rs):>8.0f} "
-            f"{med([r['ratio_' + codec] for r in rounds]):>18} "
-            f"{med([1000 * (r['t_first_send'] - r['t0']) for r in rs]):>18} "
-            f"{med([1000 * (r['t_last_record'] - r['t_done']) for r in rs]):>17} "
+        memory = (
             f"{statistics.median(r['extra_kb'] * 1024 / model for r in rs):>12.2f}x "
-            f"{statistics.median(r['total_kb'] * 1024 / model for r in rs):>14.2f}x "
-            f"{cpu(rs):>16}"
+            f"{statistics.median(r['total_kb'] * 1024 / model for r in rs):>14.2f}x"
         )
+        ratio = med([r["ratio_" + codec] for r in rounds])
+        lines.append(row("flwire " + codec, rs, ratio, lambda r: r["model_bytes"], memory))
     return "\n".join(lines)
 
 

@@ -155,8 +155,6 @@ class _Stream:
     #: Per tensor: the next element expected, and its size in bytes.
     filled: list[int] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-    #: Bytes of tensor data placed so far (the sum of ``filled`` in bytes).
-    placed: int = 0
     tokens: list[Any] = field(default_factory=list)
     #: Decode jobs not settled yet, in part order; each gives its record's
     #: CRC-32C and length.
@@ -221,7 +219,7 @@ class StreamAssembler:
         stream = self._streams.get(transfer_id)
         if stream is None:
             return 0, 0
-        return stream.placed, stream.declared
+        return stream.decoded, stream.declared
 
     async def add(self, value: Any, token: Any) -> tuple[Finished | None, list[Failed]]:
         """Take one record value of a stream. Returns the finished message when
@@ -500,7 +498,6 @@ class StreamAssembler:
             start = offset * src.dtype.itemsize
             places.append((rec, src.raw[start : start + rec.numel * src.dtype.itemsize]))
             stream.filled[i] += rec.numel
-            stream.placed += rec.numel * src.dtype.itemsize
         with self._jobs_lock:
             self._jobs_in_flight += 1
         future = executor(self.workers).submit(_decode_chunk, value, places)
